@@ -1,0 +1,528 @@
+//! Distance kernels: squared L2 and inner product for f32, u8 and i8 vectors.
+//!
+//! One safe public function per kernel (`l2_sq_f32`, `dot_f32`, `l2_sq_u8`, ...). The first
+//! call detects the CPU once (AVX2 + FMA on x86-64) and caches a table of function pointers;
+//! every later call is one indirect call. The [`scalar`] module holds the reference versions
+//! that every SIMD path is tested against (proptest, lengths 0..=1024 with odd tails).
+//!
+//! Integer kernels are exact: u8/i8 sums are accumulated in 32-bit integers, which cannot
+//! overflow for dimensions up to [`MAX_INT_DIM`], and returned as f32.
+
+use std::sync::OnceLock;
+
+/// Largest dimension for which the u8/i8 kernels' 32-bit accumulators cannot overflow
+/// (255² × 2 per lane per 16 elements stays below 2³¹ up to this length).
+pub const MAX_INT_DIM: usize = 65_536;
+
+/// The distance a query is ranked by.
+///
+/// - `L2`: squared Euclidean distance.
+/// - `InnerProduct`: the negated inner product (smaller is closer), as in DiskANN's `mips`
+///   search on graphs built with the same function.
+/// - `Cosine`: vectors are L2-normalized at build and query time and ranked by squared L2;
+///   the reported distance is `1 - cos(a, b) = ||a - b||² / 2`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Metric {
+    /// Squared Euclidean distance.
+    L2,
+    /// Negated inner product.
+    InnerProduct,
+    /// Cosine distance on normalized vectors.
+    Cosine,
+}
+
+impl Metric {
+    /// Code stored in the index header (docs/FORMAT.md, "Header slot").
+    pub fn code(self) -> u8 {
+        match self {
+            Metric::L2 => 0,
+            Metric::InnerProduct => 1,
+            Metric::Cosine => 2,
+        }
+    }
+
+    /// Inverse of [`Metric::code`].
+    pub fn from_code(code: u8) -> Option<Metric> {
+        match code {
+            0 => Some(Metric::L2),
+            1 => Some(Metric::InnerProduct),
+            2 => Some(Metric::Cosine),
+            _ => None,
+        }
+    }
+
+    /// Name used by the CLI and `ssdann info`: "l2", "ip", "cosine".
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::L2 => "l2",
+            Metric::InnerProduct => "ip",
+            Metric::Cosine => "cosine",
+        }
+    }
+
+    /// Whether the graph and the search rank by squared L2 (true for L2 and cosine).
+    pub fn uses_l2(self) -> bool {
+        !matches!(self, Metric::InnerProduct)
+    }
+
+    /// Converts an internal ranking distance (squared L2 or negated inner product) into the
+    /// distance reported to users (for cosine: `1 - cos = l2² / 2`).
+    pub fn reported(self, internal: f32) -> f32 {
+        match self {
+            Metric::Cosine => internal * 0.5,
+            _ => internal,
+        }
+    }
+}
+
+impl std::str::FromStr for Metric {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "l2" | "euclidean" => Ok(Metric::L2),
+            "ip" | "mips" | "inner_product" | "dot" => Ok(Metric::InnerProduct),
+            "cosine" | "cos" => Ok(Metric::Cosine),
+            other => Err(format!("unknown metric {other:?} (expected l2, ip or cosine)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Metric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A vector element type the index can store: f32, u8 or i8.
+pub trait Element: bytemuck::Pod + Send + Sync + Copy + PartialEq + std::fmt::Debug + 'static {
+    /// The format code of this type.
+    const TYPE: crate::dataset::ElementType;
+    /// Squared L2 distance of two equal-length slices.
+    fn l2_sq(a: &[Self], b: &[Self]) -> f32;
+    /// Inner product of two equal-length slices.
+    fn dot(a: &[Self], b: &[Self]) -> f32;
+    /// The value as f32 (exact for u8 and i8).
+    fn to_f32(self) -> f32;
+    /// The ranking distance under `metric` (squared L2, or negated inner product).
+    #[inline]
+    fn distance(metric: Metric, a: &[Self], b: &[Self]) -> f32 {
+        if metric.uses_l2() {
+            Self::l2_sq(a, b)
+        } else {
+            -Self::dot(a, b)
+        }
+    }
+}
+
+impl Element for f32 {
+    const TYPE: crate::dataset::ElementType = crate::dataset::ElementType::F32;
+    #[inline]
+    fn l2_sq(a: &[f32], b: &[f32]) -> f32 {
+        l2_sq_f32(a, b)
+    }
+    #[inline]
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        dot_f32(a, b)
+    }
+    #[inline]
+    fn to_f32(self) -> f32 {
+        self
+    }
+}
+
+impl Element for u8 {
+    const TYPE: crate::dataset::ElementType = crate::dataset::ElementType::U8;
+    #[inline]
+    fn l2_sq(a: &[u8], b: &[u8]) -> f32 {
+        l2_sq_u8(a, b)
+    }
+    #[inline]
+    fn dot(a: &[u8], b: &[u8]) -> f32 {
+        dot_u8(a, b)
+    }
+    #[inline]
+    fn to_f32(self) -> f32 {
+        f32::from(self)
+    }
+}
+
+impl Element for i8 {
+    const TYPE: crate::dataset::ElementType = crate::dataset::ElementType::I8;
+    #[inline]
+    fn l2_sq(a: &[i8], b: &[i8]) -> f32 {
+        l2_sq_i8(a, b)
+    }
+    #[inline]
+    fn dot(a: &[i8], b: &[i8]) -> f32 {
+        dot_i8(a, b)
+    }
+    #[inline]
+    fn to_f32(self) -> f32 {
+        f32::from(self)
+    }
+}
+
+type KernelF32 = fn(&[f32], &[f32]) -> f32;
+type KernelU8 = fn(&[u8], &[u8]) -> f32;
+type KernelI8 = fn(&[i8], &[i8]) -> f32;
+
+/// The kernels chosen for this CPU.
+struct Kernels {
+    name: &'static str,
+    l2_f32: KernelF32,
+    dot_f32: KernelF32,
+    l2_u8: KernelU8,
+    dot_u8: KernelU8,
+    l2_i8: KernelI8,
+    dot_i8: KernelI8,
+}
+
+static KERNELS: OnceLock<Kernels> = OnceLock::new();
+
+fn kernels() -> &'static Kernels {
+    KERNELS.get_or_init(detect)
+}
+
+fn detect() -> Kernels {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::env::var_os("SSDANN_FORCE_SCALAR").is_none()
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+        {
+            return Kernels {
+                name: "avx2+fma",
+                l2_f32: avx2::l2_sq_f32,
+                dot_f32: avx2::dot_f32,
+                l2_u8: avx2::l2_sq_u8,
+                dot_u8: avx2::dot_u8,
+                l2_i8: avx2::l2_sq_i8,
+                dot_i8: avx2::dot_i8,
+            };
+        }
+    }
+    Kernels {
+        name: "scalar",
+        l2_f32: scalar::l2_sq_f32,
+        dot_f32: scalar::dot_f32,
+        l2_u8: scalar::l2_sq_u8,
+        dot_u8: scalar::dot_u8,
+        l2_i8: scalar::l2_sq_i8,
+        dot_i8: scalar::dot_i8,
+    }
+}
+
+/// Name of the kernel set chosen for this CPU ("avx2+fma" or "scalar"); the environment
+/// variable `SSDANN_FORCE_SCALAR` forces the scalar set (read once, at first use).
+pub fn kernel_name() -> &'static str {
+    kernels().name
+}
+
+/// Squared L2 distance `Σ (a[i] - b[i])²` of two f32 vectors of equal length d.
+///
+/// # Panics
+/// If `a.len() != b.len()` (a caller bug, never input-dependent: callers validate d).
+#[inline]
+pub fn l2_sq_f32(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "l2_sq_f32: length mismatch");
+    (kernels().l2_f32)(a, b)
+}
+
+/// Inner product `Σ a[i]·b[i]` of two f32 vectors of equal length.
+///
+/// # Panics
+/// If `a.len() != b.len()`.
+#[inline]
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "dot_f32: length mismatch");
+    (kernels().dot_f32)(a, b)
+}
+
+/// Exact squared L2 distance of two u8 vectors (length ≤ [`MAX_INT_DIM`]), as f32.
+///
+/// # Panics
+/// If the lengths differ or exceed [`MAX_INT_DIM`].
+#[inline]
+pub fn l2_sq_u8(a: &[u8], b: &[u8]) -> f32 {
+    assert!(a.len() == b.len() && a.len() <= MAX_INT_DIM, "l2_sq_u8: bad lengths");
+    (kernels().l2_u8)(a, b)
+}
+
+/// Exact inner product of two u8 vectors (length ≤ [`MAX_INT_DIM`]), as f32.
+///
+/// # Panics
+/// If the lengths differ or exceed [`MAX_INT_DIM`].
+#[inline]
+pub fn dot_u8(a: &[u8], b: &[u8]) -> f32 {
+    assert!(a.len() == b.len() && a.len() <= MAX_INT_DIM, "dot_u8: bad lengths");
+    (kernels().dot_u8)(a, b)
+}
+
+/// Exact squared L2 distance of two i8 vectors (length ≤ [`MAX_INT_DIM`]), as f32.
+///
+/// # Panics
+/// If the lengths differ or exceed [`MAX_INT_DIM`].
+#[inline]
+pub fn l2_sq_i8(a: &[i8], b: &[i8]) -> f32 {
+    assert!(a.len() == b.len() && a.len() <= MAX_INT_DIM, "l2_sq_i8: bad lengths");
+    (kernels().l2_i8)(a, b)
+}
+
+/// Exact inner product of two i8 vectors (length ≤ [`MAX_INT_DIM`]), as f32.
+///
+/// # Panics
+/// If the lengths differ or exceed [`MAX_INT_DIM`].
+#[inline]
+pub fn dot_i8(a: &[i8], b: &[i8]) -> f32 {
+    assert!(a.len() == b.len() && a.len() <= MAX_INT_DIM, "dot_i8: bad lengths");
+    (kernels().dot_i8)(a, b)
+}
+
+/// L2-normalizes `v` in place (for cosine). A zero vector is left as it is.
+pub fn normalize(v: &mut [f32]) {
+    let norm = dot_f32(v, v).sqrt();
+    if norm > 0.0 {
+        let inv = 1.0 / norm;
+        v.iter_mut().for_each(|x| *x *= inv);
+    }
+}
+
+/// Scalar reference kernels: the definition every SIMD kernel is tested against.
+pub mod scalar {
+    /// Reference squared L2 for f32.
+    pub fn l2_sq_f32(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
+    }
+    /// Reference inner product for f32.
+    pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+    /// Exact integer squared L2 of two u8 or i8 slices.
+    pub(crate) fn l2_int<T: Copy + Into<i64>>(a: &[T], b: &[T]) -> i64 {
+        a.iter()
+            .zip(b)
+            .map(|(&x, &y)| {
+                let d = x.into() - y.into();
+                d * d
+            })
+            .sum()
+    }
+    /// Exact integer inner product of two u8 or i8 slices.
+    pub(crate) fn dot_int<T: Copy + Into<i64>>(a: &[T], b: &[T]) -> i64 {
+        a.iter().zip(b).map(|(&x, &y)| x.into() * y.into()).sum()
+    }
+    /// Reference squared L2 for u8 (exact sum, rounded once to f32).
+    pub fn l2_sq_u8(a: &[u8], b: &[u8]) -> f32 {
+        l2_int(a, b) as f32
+    }
+    /// Reference inner product for u8 (exact sum, rounded once to f32).
+    pub fn dot_u8(a: &[u8], b: &[u8]) -> f32 {
+        dot_int(a, b) as f32
+    }
+    /// Reference squared L2 for i8 (exact sum, rounded once to f32).
+    pub fn l2_sq_i8(a: &[i8], b: &[i8]) -> f32 {
+        l2_int(a, b) as f32
+    }
+    /// Reference inner product for i8 (exact sum, rounded once to f32).
+    pub fn dot_i8(a: &[i8], b: &[i8]) -> f32 {
+        dot_int(a, b) as f32
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    //! AVX2 + FMA kernels. Each public fn is a safe wrapper that is only ever stored in the
+    //! kernel table after `is_x86_feature_detected!("avx2")` and `("fma")` returned true.
+    use std::arch::x86_64::*;
+
+    #[inline]
+    unsafe fn hsum256_ps(v: __m256) -> f32 {
+        let lo = _mm256_castps256_ps128(v);
+        let hi = _mm256_extractf128_ps(v, 1);
+        let s = _mm_add_ps(lo, hi);
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 0x55));
+        _mm_cvtss_f32(s)
+    }
+
+    /// Sum of the 8 i32 lanes, in i64 (the lanes may each be near 2^29; their sum is not).
+    #[inline]
+    unsafe fn hsum256_epi32(v: __m256i) -> i64 {
+        let mut lanes = [0i32; 8];
+        _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, v);
+        lanes.iter().map(|&x| i64::from(x)).sum()
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn l2_sq_f32_impl(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len();
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i + 32 <= n {
+            for (k, acc_k) in acc.iter_mut().enumerate() {
+                let d = _mm256_sub_ps(_mm256_loadu_ps(pa.add(i + 8 * k)), _mm256_loadu_ps(pb.add(i + 8 * k)));
+                *acc_k = _mm256_fmadd_ps(d, d, *acc_k);
+            }
+            i += 32;
+        }
+        while i + 8 <= n {
+            let d = _mm256_sub_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)));
+            acc[0] = _mm256_fmadd_ps(d, d, acc[0]);
+            i += 8;
+        }
+        let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let mut sum = hsum256_ps(s);
+        while i < n {
+            let d = *pa.add(i) - *pb.add(i);
+            sum += d * d;
+            i += 1;
+        }
+        sum
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dot_f32_impl(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len();
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i + 32 <= n {
+            for (k, acc_k) in acc.iter_mut().enumerate() {
+                *acc_k = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i + 8 * k)), _mm256_loadu_ps(pb.add(i + 8 * k)), *acc_k);
+            }
+            i += 32;
+        }
+        while i + 8 <= n {
+            acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc[0]);
+            i += 8;
+        }
+        let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let mut sum = hsum256_ps(s);
+        while i < n {
+            sum += *pa.add(i) * *pb.add(i);
+            i += 1;
+        }
+        sum
+    }
+
+    /// Integer kernels: widen 16 bytes to 16 × i16 (`$widen`), then `_mm256_madd_epi16`
+    /// (pairwise products summed into 8 × i32). `$diff` selects L2 (subtract first) or dot.
+    macro_rules! int_kernel {
+        ($name:ident, $t:ty, $widen:ident, $diff:expr, $scalar:path) => {
+            #[target_feature(enable = "avx2")]
+            unsafe fn $name(a: &[$t], b: &[$t]) -> f32 {
+                let n = a.len();
+                let (pa, pb) = (a.as_ptr(), b.as_ptr());
+                let mut acc = _mm256_setzero_si256();
+                let mut i = 0;
+                while i + 16 <= n {
+                    let va = $widen(_mm_loadu_si128(pa.add(i) as *const __m128i));
+                    let vb = $widen(_mm_loadu_si128(pb.add(i) as *const __m128i));
+                    let prod = if $diff {
+                        let d = _mm256_sub_epi16(va, vb);
+                        _mm256_madd_epi16(d, d)
+                    } else {
+                        _mm256_madd_epi16(va, vb)
+                    };
+                    acc = _mm256_add_epi32(acc, prod);
+                    i += 16;
+                }
+                (hsum256_epi32(acc) + $scalar(&a[i..], &b[i..])) as f32
+            }
+        };
+    }
+
+    int_kernel!(l2_sq_u8_impl, u8, _mm256_cvtepu8_epi16, true, super::scalar::l2_int);
+    int_kernel!(dot_u8_impl, u8, _mm256_cvtepu8_epi16, false, super::scalar::dot_int);
+    int_kernel!(l2_sq_i8_impl, i8, _mm256_cvtepi8_epi16, true, super::scalar::l2_int);
+    int_kernel!(dot_i8_impl, i8, _mm256_cvtepi8_epi16, false, super::scalar::dot_int);
+
+    macro_rules! safe_wrapper {
+        ($name:ident, $imp:ident, $t:ty) => {
+            pub(super) fn $name(a: &[$t], b: &[$t]) -> f32 {
+                // SAFETY: these wrappers are installed in the kernel table only after runtime
+                // detection found AVX2 and FMA; the public callers assert equal lengths, and the
+                // impls read only indices < a.len() == b.len().
+                unsafe { $imp(a, b) }
+            }
+        };
+    }
+    safe_wrapper!(l2_sq_f32, l2_sq_f32_impl, f32);
+    safe_wrapper!(dot_f32, dot_f32_impl, f32);
+    safe_wrapper!(l2_sq_u8, l2_sq_u8_impl, u8);
+    safe_wrapper!(dot_u8, dot_u8_impl, u8);
+    safe_wrapper!(l2_sq_i8, l2_sq_i8_impl, i8);
+    safe_wrapper!(dot_i8, dot_i8_impl, i8);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn f64_l2(a: &[f32], b: &[f32]) -> f64 {
+        a.iter().zip(b).map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2)).sum()
+    }
+    fn f64_dot(a: &[f32], b: &[f32]) -> f64 {
+        a.iter().zip(b).map(|(&x, &y)| f64::from(x) * f64::from(y)).sum()
+    }
+    fn pair<T: std::fmt::Debug + Clone>(s: impl Strategy<Value = T> + Clone) -> impl Strategy<Value = (Vec<T>, Vec<T>)> {
+        (0usize..=1024).prop_flat_map(move |n| (proptest::collection::vec(s.clone(), n), proptest::collection::vec(s.clone(), n)))
+    }
+
+    proptest! {
+        #[test]
+        fn f32_kernels_match_f64_reference((a, b) in pair(-100.0f32..100.0)) {
+            let tol = |r: f64| 1e-3 * (1.0 + r.abs()) + 1e-4 * a.len() as f64;
+            let r = f64_l2(&a, &b);
+            prop_assert!((f64::from(l2_sq_f32(&a, &b)) - r).abs() <= tol(r));
+            prop_assert!((f64::from(scalar::l2_sq_f32(&a, &b)) - r).abs() <= tol(r));
+            let r = f64_dot(&a, &b);
+            prop_assert!((f64::from(dot_f32(&a, &b)) - r).abs() <= tol(r));
+        }
+
+        #[test]
+        fn u8_kernels_are_exact((a, b) in pair(any::<u8>())) {
+            prop_assert_eq!(l2_sq_u8(&a, &b), scalar::l2_sq_u8(&a, &b));
+            prop_assert_eq!(dot_u8(&a, &b), scalar::dot_u8(&a, &b));
+        }
+
+        #[test]
+        fn i8_kernels_are_exact((a, b) in pair(any::<i8>())) {
+            prop_assert_eq!(l2_sq_i8(&a, &b), scalar::l2_sq_i8(&a, &b));
+            prop_assert_eq!(dot_i8(&a, &b), scalar::dot_i8(&a, &b));
+        }
+    }
+
+    #[test]
+    fn integer_extremes_do_not_overflow() {
+        let a = vec![255u8; MAX_INT_DIM];
+        let b = vec![0u8; MAX_INT_DIM];
+        assert_eq!(l2_sq_u8(&a, &b), (65025.0f64 * MAX_INT_DIM as f64) as f32);
+        assert_eq!(dot_u8(&a, &a), (65025.0f64 * MAX_INT_DIM as f64) as f32);
+        let c = vec![-128i8; MAX_INT_DIM];
+        let d = vec![127i8; MAX_INT_DIM];
+        assert_eq!(l2_sq_i8(&c, &d), (65025.0f64 * MAX_INT_DIM as f64) as f32);
+    }
+
+    #[test]
+    fn metric_round_trips() {
+        for m in [Metric::L2, Metric::InnerProduct, Metric::Cosine] {
+            assert_eq!(Metric::from_code(m.code()), Some(m));
+            assert_eq!(m.name().parse::<Metric>(), Ok(m));
+        }
+        assert_eq!(Metric::from_code(9), None);
+        assert!("hamming".parse::<Metric>().is_err());
+    }
+
+    #[test]
+    fn normalize_gives_unit_norm() {
+        let mut v = vec![3.0f32, 4.0];
+        normalize(&mut v);
+        assert!((v[0] - 0.6).abs() < 1e-6 && (v[1] - 0.8).abs() < 1e-6);
+        let mut z = vec![0.0f32; 3];
+        normalize(&mut z);
+        assert_eq!(z, vec![0.0; 3]);
+    }
+}

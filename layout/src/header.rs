@@ -1,0 +1,348 @@
+//! The index header: two generation-stamped, checksummed slots in sectors 0 and 1 of
+//! `index.ssd` (docs/FORMAT.md, "Header slot").
+//!
+//! A reader takes the valid slot with the highest generation; a writer always writes the
+//! other slot and then fsyncs, so an update commits atomically by flipping generations.
+//! Every field is validated against every other (and the caller validates the file size)
+//! before any count is trusted.
+
+use crate::dataset::ElementType;
+use crate::distance::Metric;
+use crate::error::LayoutError;
+use crate::sector::{NodeLayout, DATA_START_SECTOR, SECTOR_BYTES};
+use crate::Result;
+use std::path::Path;
+
+/// Magic at byte 0 of each header slot.
+pub const HEADER_MAGIC: [u8; 8] = *b"SSDANNIX";
+/// Major format version: a reader refuses other majors (incompatible layout).
+pub const FORMAT_VERSION_MAJOR: u16 = 1;
+/// Minor format version: additions a v1 reader may ignore.
+pub const FORMAT_VERSION_MINOR: u16 = 0;
+/// Oldest major version this build reads.
+pub const FORMAT_OLDEST_SUPPORTED_MAJOR: u16 = 1;
+/// Bytes per header slot (one sector).
+pub const HEADER_SLOT_BYTES: usize = SECTOR_BYTES;
+/// Offset of the slot's CRC32 (the last 4 bytes; covers bytes `0..HEADER_CRC_OFFSET`).
+pub const HEADER_CRC_OFFSET: usize = HEADER_SLOT_BYTES - 4;
+
+// Field offsets inside a slot (chained so that a change cannot silently overlap fields).
+const OFF_MAGIC: usize = 0;
+const OFF_MAJOR: usize = OFF_MAGIC + 8;
+const OFF_MINOR: usize = OFF_MAJOR + 2;
+const OFF_SLOT_BYTES: usize = OFF_MINOR + 2;
+const OFF_GENERATION: usize = OFF_SLOT_BYTES + 4;
+const OFF_N_SLOTS: usize = OFF_GENERATION + 8;
+const OFF_LIVE: usize = OFF_N_SLOTS + 8;
+const OFF_DIM: usize = OFF_LIVE + 8;
+const OFF_ELEMENT: usize = OFF_DIM + 4;
+const OFF_METRIC: usize = OFF_ELEMENT + 1;
+const OFF_RESERVED0: usize = OFF_METRIC + 1;
+const OFF_MAX_DEGREE: usize = OFF_RESERVED0 + 2;
+const OFF_RECORD_BYTES: usize = OFF_MAX_DEGREE + 4;
+const OFF_NODES_PER_BLOCK: usize = OFF_RECORD_BYTES + 4;
+const OFF_SECTORS_PER_BLOCK: usize = OFF_NODES_PER_BLOCK + 4;
+const OFF_DATA_START: usize = OFF_SECTORS_PER_BLOCK + 4;
+const OFF_N_BLOCKS: usize = OFF_DATA_START + 8;
+const OFF_ENTRY: usize = OFF_N_BLOCKS + 8;
+const OFF_PQ_M: usize = OFF_ENTRY + 8;
+const OFF_BUILD_L: usize = OFF_PQ_M + 4;
+const OFF_BUILD_ALPHA: usize = OFF_BUILD_L + 4;
+const OFF_RESERVED1: usize = OFF_BUILD_ALPHA + 4;
+const OFF_FILE_BYTES: usize = OFF_RESERVED1 + 4;
+/// End of the defined fields; bytes from here to the CRC are zero in v1.0.
+pub const HEADER_FIELDS_END: usize = OFF_FILE_BYTES + 8;
+const _: () = assert!(HEADER_FIELDS_END <= HEADER_CRC_OFFSET);
+const _: () = assert!(HEADER_SLOT_BYTES % SECTOR_BYTES == 0, "a header slot is a whole number of sectors");
+
+/// The parameters of an index, as stored in each header slot.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IndexHeader {
+    /// Commit generation; the valid slot with the highest one wins.
+    pub generation: u64,
+    /// Node slots n (internal ids are `0..n`).
+    pub n_slots: u64,
+    /// Live (not deleted) points.
+    pub live_count: u64,
+    /// Dimension d.
+    pub dim: u32,
+    /// Element type.
+    pub element: ElementType,
+    /// Metric.
+    pub metric: Metric,
+    /// Maximum degree R.
+    pub max_degree: u32,
+    /// Record geometry (derived from d, element, R; stored and cross-checked).
+    pub layout: NodeLayout,
+    /// Entry point (the medoid) for every search.
+    pub entry_point: u64,
+    /// PQ subspaces M (bytes per PQ code).
+    pub pq_m: u32,
+    /// Build list size L.
+    pub build_l: u32,
+    /// Build α.
+    pub build_alpha: f32,
+}
+
+fn put_u16(b: &mut [u8], off: usize, v: u16) {
+    b[off..off + 2].copy_from_slice(&v.to_le_bytes());
+}
+fn put_u32(b: &mut [u8], off: usize, v: u32) {
+    b[off..off + 4].copy_from_slice(&v.to_le_bytes());
+}
+fn put_u64(b: &mut [u8], off: usize, v: u64) {
+    b[off..off + 8].copy_from_slice(&v.to_le_bytes());
+}
+fn get_u16(b: &[u8], off: usize) -> u16 {
+    u16::from_le_bytes([b[off], b[off + 1]])
+}
+fn get_u32(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
+}
+fn get_u64(b: &[u8], off: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[off..off + 8]);
+    u64::from_le_bytes(a)
+}
+
+impl IndexHeader {
+    /// Total bytes `index.ssd` must have: header slots plus all node blocks.
+    pub fn file_bytes(&self) -> u64 {
+        self.layout.file_bytes(self.n_slots)
+    }
+
+    /// Encodes the header into one 4096-byte slot with its CRC32.
+    pub fn encode(&self) -> [u8; HEADER_SLOT_BYTES] {
+        let mut b = [0u8; HEADER_SLOT_BYTES];
+        b[OFF_MAGIC..OFF_MAGIC + 8].copy_from_slice(&HEADER_MAGIC);
+        put_u16(&mut b, OFF_MAJOR, FORMAT_VERSION_MAJOR);
+        put_u16(&mut b, OFF_MINOR, FORMAT_VERSION_MINOR);
+        put_u32(&mut b, OFF_SLOT_BYTES, HEADER_SLOT_BYTES as u32);
+        put_u64(&mut b, OFF_GENERATION, self.generation);
+        put_u64(&mut b, OFF_N_SLOTS, self.n_slots);
+        put_u64(&mut b, OFF_LIVE, self.live_count);
+        put_u32(&mut b, OFF_DIM, self.dim);
+        b[OFF_ELEMENT] = self.element.code();
+        b[OFF_METRIC] = self.metric.code();
+        put_u32(&mut b, OFF_MAX_DEGREE, self.max_degree);
+        put_u32(&mut b, OFF_RECORD_BYTES, self.layout.record_bytes as u32);
+        put_u32(&mut b, OFF_NODES_PER_BLOCK, self.layout.nodes_per_block as u32);
+        put_u32(&mut b, OFF_SECTORS_PER_BLOCK, self.layout.sectors_per_block as u32);
+        put_u64(&mut b, OFF_DATA_START, DATA_START_SECTOR);
+        put_u64(&mut b, OFF_N_BLOCKS, self.layout.blocks_for(self.n_slots));
+        put_u64(&mut b, OFF_ENTRY, self.entry_point);
+        put_u32(&mut b, OFF_PQ_M, self.pq_m);
+        put_u32(&mut b, OFF_BUILD_L, self.build_l);
+        put_u32(&mut b, OFF_BUILD_ALPHA, self.build_alpha.to_bits());
+        put_u64(&mut b, OFF_FILE_BYTES, self.file_bytes());
+        let crc = crc32fast::hash(&b[..HEADER_CRC_OFFSET]);
+        put_u32(&mut b, HEADER_CRC_OFFSET, crc);
+        b
+    }
+
+    /// Decodes and validates one slot of `path` (`slot` is 0 or 1, used in messages).
+    ///
+    /// # Errors
+    /// - [`LayoutError::Corrupt`]: bad magic, an all-zero (never written) slot, or fields that
+    ///   disagree with each other (record size, blocks, entry point, file size).
+    /// - [`LayoutError::ChecksumMismatch`]: the slot's CRC32 is wrong.
+    /// - [`LayoutError::InvalidField`]: an unsupported version, element type or metric, or a
+    ///   zero / out-of-range count.
+    pub fn decode(path: &Path, slot: usize, b: &[u8]) -> Result<IndexHeader> {
+        let what = format!("header slot {slot}");
+        if b.len() < HEADER_SLOT_BYTES {
+            return Err(LayoutError::corrupt(path, what, format!("only {} bytes", b.len())));
+        }
+        let b = &b[..HEADER_SLOT_BYTES];
+        if b.iter().all(|&x| x == 0) {
+            return Err(LayoutError::corrupt(path, what, "never written (all zero)"));
+        }
+        if b[OFF_MAGIC..OFF_MAGIC + 8] != HEADER_MAGIC {
+            return Err(LayoutError::corrupt(path, what, format!("bad magic {:?} (not an ssdann index file)", String::from_utf8_lossy(&b[..8]))));
+        }
+        let stored = get_u32(b, HEADER_CRC_OFFSET);
+        let got = crc32fast::hash(&b[..HEADER_CRC_OFFSET]);
+        if stored != got {
+            return Err(LayoutError::ChecksumMismatch { path: path.into(), what, expected: stored, got });
+        }
+        let field = |f: &'static str, v: &dyn ToString, why: &str| LayoutError::field(path, f, v.to_string(), format!("{what}: {why}"));
+        let major = get_u16(b, OFF_MAJOR);
+        if !(FORMAT_OLDEST_SUPPORTED_MAJOR..=FORMAT_VERSION_MAJOR).contains(&major) {
+            return Err(field("version_major", &major, &format!("this build reads format {FORMAT_OLDEST_SUPPORTED_MAJOR}..={FORMAT_VERSION_MAJOR}")));
+        }
+        let slot_bytes = get_u32(b, OFF_SLOT_BYTES);
+        if slot_bytes as usize != HEADER_SLOT_BYTES {
+            return Err(field("header_bytes", &slot_bytes, "must be 4096"));
+        }
+        let n_slots = get_u64(b, OFF_N_SLOTS);
+        let live_count = get_u64(b, OFF_LIVE);
+        let dim = get_u32(b, OFF_DIM);
+        let element = ElementType::from_code(b[OFF_ELEMENT]).ok_or_else(|| field("element_type", &b[OFF_ELEMENT], "expected 0 (f32), 1 (u8) or 2 (i8)"))?;
+        let metric = Metric::from_code(b[OFF_METRIC]).ok_or_else(|| field("metric", &b[OFF_METRIC], "expected 0 (l2), 1 (ip) or 2 (cosine)"))?;
+        let max_degree = get_u32(b, OFF_MAX_DEGREE);
+        if n_slots == 0 || n_slots > u64::from(u32::MAX) {
+            return Err(field("n_slots", &n_slots, "must be in 1..=2^32-1"));
+        }
+        if live_count > n_slots {
+            return Err(field("live_count", &live_count, &format!("exceeds n_slots = {n_slots}")));
+        }
+        let layout = NodeLayout::new(dim as usize, element, max_degree as usize)
+            .map_err(|e| field("dim/max_degree", &format!("{dim}/{max_degree}"), &e.to_string()))?;
+        let stored_geo = (
+            get_u32(b, OFF_RECORD_BYTES) as usize,
+            get_u32(b, OFF_NODES_PER_BLOCK) as usize,
+            get_u32(b, OFF_SECTORS_PER_BLOCK) as usize,
+        );
+        if stored_geo != (layout.record_bytes, layout.nodes_per_block, layout.sectors_per_block) {
+            return Err(LayoutError::corrupt(path, what, format!(
+                "record geometry (record_bytes, nodes_per_block, sectors_per_block) = {stored_geo:?} but d = {dim}, {element}, R = {max_degree} give ({}, {}, {})",
+                layout.record_bytes, layout.nodes_per_block, layout.sectors_per_block)));
+        }
+        let data_start = get_u64(b, OFF_DATA_START);
+        if data_start != DATA_START_SECTOR {
+            return Err(field("data_start_sector", &data_start, "must be 2"));
+        }
+        let n_blocks = get_u64(b, OFF_N_BLOCKS);
+        if n_blocks != layout.blocks_for(n_slots) {
+            return Err(field("n_blocks", &n_blocks, &format!("n_slots = {n_slots} needs {}", layout.blocks_for(n_slots))));
+        }
+        let entry_point = get_u64(b, OFF_ENTRY);
+        if entry_point >= n_slots {
+            return Err(field("entry_point", &entry_point, &format!("not < n_slots = {n_slots}")));
+        }
+        let pq_m = get_u32(b, OFF_PQ_M);
+        if pq_m == 0 || pq_m > dim {
+            return Err(field("pq_m", &pq_m, &format!("must be in 1..=d ({dim})")));
+        }
+        let h = IndexHeader {
+            generation: get_u64(b, OFF_GENERATION),
+            n_slots,
+            live_count,
+            dim,
+            element,
+            metric,
+            max_degree,
+            layout,
+            entry_point,
+            pq_m,
+            build_l: get_u32(b, OFF_BUILD_L),
+            build_alpha: f32::from_bits(get_u32(b, OFF_BUILD_ALPHA)),
+        };
+        let file_bytes = get_u64(b, OFF_FILE_BYTES);
+        if file_bytes != h.file_bytes() {
+            return Err(field("file_bytes", &file_bytes, &format!("the geometry needs {}", h.file_bytes())));
+        }
+        Ok(h)
+    }
+
+    /// Picks the valid slot with the highest generation from the first two sectors of
+    /// `index.ssd`; returns it and its slot number.
+    ///
+    /// # Errors
+    /// When neither slot is valid: slot 0's error if slot 1 was never written, otherwise a
+    /// [`LayoutError::Corrupt`] quoting both slots' errors.
+    pub fn choose(path: &Path, first_two_sectors: &[u8]) -> Result<(IndexHeader, usize)> {
+        if first_two_sectors.len() < 2 * HEADER_SLOT_BYTES {
+            return Err(LayoutError::SizeMismatch {
+                path: path.into(),
+                expected_bytes: (2 * HEADER_SLOT_BYTES) as u64,
+                actual_bytes: first_two_sectors.len() as u64,
+                detail: "the two header slots".into(),
+            });
+        }
+        let s0 = Self::decode(path, 0, &first_two_sectors[..HEADER_SLOT_BYTES]);
+        let s1 = Self::decode(path, 1, &first_two_sectors[HEADER_SLOT_BYTES..2 * HEADER_SLOT_BYTES]);
+        match (s0, s1) {
+            (Ok(a), Ok(b)) => Ok(if b.generation > a.generation { (b, 1) } else { (a, 0) }),
+            (Ok(a), Err(_)) => Ok((a, 0)),
+            (Err(_), Ok(b)) => Ok((b, 1)),
+            (Err(e0), Err(e1)) => {
+                let never_written = first_two_sectors[HEADER_SLOT_BYTES..2 * HEADER_SLOT_BYTES].iter().all(|&x| x == 0);
+                if never_written {
+                    Err(e0)
+                } else {
+                    Err(LayoutError::corrupt(path, "header", format!("no valid header slot: {e0}; {e1}")))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> IndexHeader {
+        let layout = NodeLayout::new(384, ElementType::F32, 64).unwrap();
+        IndexHeader {
+            generation: 1,
+            n_slots: 100_000,
+            live_count: 100_000,
+            dim: 384,
+            element: ElementType::F32,
+            metric: Metric::L2,
+            max_degree: 64,
+            layout,
+            entry_point: 123,
+            pq_m: 48,
+            build_l: 100,
+            build_alpha: 1.2,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_slot_choice() {
+        let p = Path::new("index.ssd");
+        let h = sample();
+        let enc = h.encode();
+        assert_eq!(IndexHeader::decode(p, 0, &enc).unwrap(), h);
+        let mut two = vec![0u8; 8192];
+        two[..4096].copy_from_slice(&enc);
+        assert_eq!(IndexHeader::choose(p, &two).unwrap().1, 0);
+        let mut h2 = h.clone();
+        h2.generation = 2;
+        h2.live_count = 99_000;
+        two[4096..].copy_from_slice(&h2.encode());
+        let (got, slot) = IndexHeader::choose(p, &two).unwrap();
+        assert_eq!((got.live_count, slot), (99_000, 1));
+        // a torn newer slot falls back to the older one
+        two[4096 + 40] ^= 0xff;
+        assert_eq!(IndexHeader::choose(p, &two).unwrap().1, 0);
+    }
+
+    #[test]
+    fn corruption_is_named() {
+        let p = Path::new("index.ssd");
+        let mut enc = sample().encode();
+        enc[30] ^= 1;
+        match IndexHeader::decode(p, 0, &enc) {
+            Err(LayoutError::ChecksumMismatch { what, .. }) => assert_eq!(what, "header slot 0"),
+            other => panic!("{other:?}"),
+        }
+        let mut two = vec![0u8; 8192];
+        two[..4096].copy_from_slice(&enc);
+        assert!(matches!(IndexHeader::choose(p, &two), Err(LayoutError::ChecksumMismatch { .. })));
+        assert!(matches!(IndexHeader::decode(p, 1, &[0u8; 4096]), Err(LayoutError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn inconsistent_fields_are_rejected_even_with_good_crc() {
+        let p = Path::new("index.ssd");
+        let mut h = sample();
+        h.entry_point = 100_000;
+        assert!(matches!(IndexHeader::decode(p, 0, &h.encode()), Err(LayoutError::InvalidField { field: "entry_point", .. })));
+        let mut h = sample();
+        h.pq_m = 0;
+        assert!(matches!(IndexHeader::decode(p, 0, &h.encode()), Err(LayoutError::InvalidField { field: "pq_m", .. })));
+        let mut enc = sample().encode();
+        put_u32(&mut enc, OFF_RECORD_BYTES, 1000);
+        let crc = crc32fast::hash(&enc[..HEADER_CRC_OFFSET]);
+        put_u32(&mut enc, HEADER_CRC_OFFSET, crc);
+        assert!(matches!(IndexHeader::decode(p, 0, &enc), Err(LayoutError::Corrupt { .. })));
+        let mut enc = sample().encode();
+        put_u16(&mut enc, OFF_MAJOR, 2);
+        let crc = crc32fast::hash(&enc[..HEADER_CRC_OFFSET]);
+        put_u32(&mut enc, HEADER_CRC_OFFSET, crc);
+        assert!(matches!(IndexHeader::decode(p, 0, &enc), Err(LayoutError::InvalidField { field: "version_major", .. })));
+    }
+}

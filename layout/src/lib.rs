@@ -1,0 +1,37 @@
+//! `ssdann-layout`: the bytes and the math shared by the builder and the engine.
+//!
+//! It owns
+//! - the on-disk format of an index directory (docs/FORMAT.md): the two generation-stamped
+//!   header slots ([`header`]), the fixed-slot node records packed into checksummed 4 KB
+//!   sectors ([`sector`]), and the checksummed auxiliary files such as the PQ pivots and
+//!   codes ([`blob`], [`pq`]);
+//! - the dataset readers and writers (big-ann-benchmarks `.fbin/.u8bin/.i8bin/.ibin`,
+//!   TEXMEX `.fvecs/.bvecs/.ivecs`, `.npy`) in [`dataset`];
+//! - the distance kernels (squared L2 and inner product for f32, u8, i8; AVX2/FMA with runtime
+//!   detection and a scalar reference) in [`distance`];
+//! - the PQ codebook: encoding, ADC tables and PQ distance scans in [`pq`].
+//!
+//! It must not know about graphs, I/O scheduling or threads: `layout` does no I/O
+//! scheduling and builds nothing; the builder and the engine sit on top of it.
+
+pub mod blob;
+pub mod dataset;
+pub mod distance;
+pub mod error;
+pub mod header;
+pub mod pq;
+pub mod sector;
+
+pub use dataset::{ElementType, GroundTruth, VectorFile};
+pub use distance::{Element, Metric};
+pub use error::LayoutError;
+pub use header::IndexHeader;
+pub use pq::PqCodebook;
+pub use sector::{NodeLayout, SECTOR_BYTES};
+
+/// Result type of this crate.
+pub type Result<T> = std::result::Result<T, LayoutError>;
+
+// The format is little-endian and the readers cast mapped bytes to `[f32]`/`[u32]` in place.
+#[cfg(not(target_endian = "little"))]
+compile_error!("ssdann supports little-endian targets only (docs/FORMAT.md: numbers are little-endian)");

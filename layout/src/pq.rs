@@ -1,0 +1,422 @@
+//! Product quantization codebook (Jégou et al., TPAMI 2011): encoding, asymmetric distance
+//! computation (ADC) tables and PQ distance scans. Training lives in the builder.
+//!
+//! A vector x (length d) is split into M contiguous subspaces (`offsets[m]..offsets[m+1]`,
+//! widths may differ by one). Each subspace has K = 256 centroids ("pivots"). The code of x
+//! is, per subspace, the index of the pivot nearest to `(x - centroid)` restricted to that
+//! subspace: M bytes per vector.
+//!
+//! Memory: pivots are kept per subspace, transposed (`[m][j][c]`: width × 256), so one query
+//! chunk is compared with all 256 pivots by a loop that vectorizes over c; `256 × d × 4`
+//! bytes, plus `d × 4` for the centroid. The ADC table is `M × 256` f32.
+
+use crate::distance::Metric;
+use crate::error::LayoutError;
+use crate::Result;
+use std::path::Path;
+use std::sync::OnceLock;
+
+/// Centroids per subspace (one byte per code).
+pub const PQ_CENTROIDS: usize = 256;
+/// Magic of `pq_pivots.bin`.
+pub const PQ_PIVOTS_MAGIC: [u8; 8] = *b"SSDPQPIV";
+/// Magic of `pq_codes.bin`.
+pub const PQ_CODES_MAGIC: [u8; 8] = *b"SSDPQCOD";
+/// Version of both PQ files.
+pub const PQ_FILE_VERSION: u32 = 1;
+/// File name of the pivots inside an index directory.
+pub const PQ_PIVOTS_FILE: &str = "pq_pivots.bin";
+/// File name of the codes inside an index directory.
+pub const PQ_CODES_FILE: &str = "pq_codes.bin";
+
+/// Even split of d dimensions into m subspaces: `offsets[i] = ⌊i·d/m⌋` (m + 1 entries).
+pub fn even_offsets(d: usize, m: usize) -> Vec<usize> {
+    (0..=m).map(|i| i * d / m).collect()
+}
+
+/// A trained PQ codebook.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PqCodebook {
+    dim: usize,
+    offsets: Vec<usize>,
+    centroid: Vec<f32>,
+    /// Per subspace m, starting at `offsets[m] × 256`: `width × 256` floats, `[j][c]`.
+    pivots_t: Vec<f32>,
+}
+
+impl PqCodebook {
+    /// Builds a codebook from its parts.
+    ///
+    /// - `offsets`: M + 1 increasing subspace boundaries from 0 to d.
+    /// - `centroid`: d floats subtracted before encoding.
+    /// - `pivots_t`: `256 × d` floats, per subspace transposed (`[m][j][c]`).
+    ///
+    /// # Errors
+    /// [`LayoutError::InvalidArgument`] when the sizes disagree, a subspace is empty, or a
+    /// value is not finite.
+    pub fn new(offsets: Vec<usize>, centroid: Vec<f32>, pivots_t: Vec<f32>) -> Result<PqCodebook> {
+        let bad = |field: &'static str, value: String, reason: &str| LayoutError::InvalidArgument { field, value, reason: reason.into() };
+        let dim = centroid.len();
+        if offsets.len() < 2 || offsets[0] != 0 || offsets[offsets.len() - 1] != dim {
+            return Err(bad("offsets", format!("{offsets:?}"), "must run from 0 to d"));
+        }
+        if offsets.windows(2).any(|w| w[1] <= w[0]) {
+            return Err(bad("offsets", format!("{offsets:?}"), "subspaces must be non-empty and increasing"));
+        }
+        if pivots_t.len() != PQ_CENTROIDS * dim {
+            return Err(bad("pivots", pivots_t.len().to_string(), "must hold 256 × d floats"));
+        }
+        if !centroid.iter().chain(pivots_t.iter()).all(|x| x.is_finite()) {
+            return Err(bad("pivots", "non-finite".into(), "every value must be finite"));
+        }
+        Ok(PqCodebook { dim, offsets, centroid, pivots_t })
+    }
+
+    /// Dimension d.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+    /// Subspaces M (bytes per code).
+    pub fn m(&self) -> usize {
+        self.offsets.len() - 1
+    }
+    /// Subspace boundaries (M + 1 entries).
+    pub fn offsets(&self) -> &[usize] {
+        &self.offsets
+    }
+    /// The centroid subtracted before encoding (d floats).
+    pub fn centroid(&self) -> &[f32] {
+        &self.centroid
+    }
+    fn sub_pivots(&self, m: usize) -> &[f32] {
+        &self.pivots_t[self.offsets[m] * PQ_CENTROIDS..self.offsets[m + 1] * PQ_CENTROIDS]
+    }
+    /// Bytes of RAM the codebook takes (pivots + centroid + offsets).
+    pub fn memory_bytes(&self) -> usize {
+        4 * (self.pivots_t.len() + self.centroid.len()) + 8 * self.offsets.len()
+    }
+
+    /// Encodes one vector (length d) into `code` (length M): nearest pivot per subspace by
+    /// squared L2 of the residual `x - centroid`. `scratch` must hold d + 256 floats.
+    ///
+    /// # Panics
+    /// If the lengths are wrong (caller invariant).
+    pub fn encode(&self, x: &[f32], code: &mut [u8], scratch: &mut Vec<f32>) {
+        assert_eq!(x.len(), self.dim);
+        assert_eq!(code.len(), self.m());
+        scratch.resize(self.dim + PQ_CENTROIDS, 0.0);
+        let (resid, dists) = scratch.split_at_mut(self.dim);
+        for ((r, &v), &c) in resid.iter_mut().zip(x).zip(&self.centroid) {
+            *r = v - c;
+        }
+        for (m, out) in code.iter_mut().enumerate() {
+            let chunk = &resid[self.offsets[m]..self.offsets[m + 1]];
+            l2_to_all(chunk, self.sub_pivots(m), dists);
+            *out = argmin(dists) as u8;
+        }
+    }
+
+    /// Reconstructs the vector a code stands for: `centroid + pivots` (length d).
+    pub fn decode(&self, code: &[u8], out: &mut [f32]) {
+        assert_eq!(out.len(), self.dim);
+        for m in 0..self.m() {
+            let c = usize::from(code[m]);
+            let piv = self.sub_pivots(m);
+            for (j, dim) in (self.offsets[m]..self.offsets[m + 1]).enumerate() {
+                out[dim] = self.centroid[dim] + piv[j * PQ_CENTROIDS + c];
+            }
+        }
+    }
+
+    /// Fills the ADC table (`M × 256` f32, row m = subspace m) for query `q` (length d):
+    /// for L2 and cosine, `table[m][c] = ||(q - centroid)_m - pivot_{m,c}||²`, so that the sum
+    /// over m approximates the squared L2 distance; for inner product,
+    /// `table[m][c] = -q_m · (centroid_m + pivot_{m,c})`, whose sum approximates `-q·x`.
+    /// `scratch` is reused (d floats).
+    pub fn adc_table(&self, q: &[f32], metric: Metric, table: &mut [f32], scratch: &mut Vec<f32>) {
+        assert_eq!(q.len(), self.dim);
+        assert_eq!(table.len(), self.m() * PQ_CENTROIDS);
+        scratch.resize(self.dim, 0.0);
+        if metric.uses_l2() {
+            for ((r, &v), &c) in scratch.iter_mut().zip(q).zip(&self.centroid) {
+                *r = v - c;
+            }
+            for (m, row) in table.chunks_exact_mut(PQ_CENTROIDS).enumerate() {
+                l2_to_all(&scratch[self.offsets[m]..self.offsets[m + 1]], self.sub_pivots(m), row);
+            }
+        } else {
+            for (m, row) in table.chunks_exact_mut(PQ_CENTROIDS).enumerate() {
+                let (lo, hi) = (self.offsets[m], self.offsets[m + 1]);
+                let qc: f32 = q[lo..hi].iter().zip(&self.centroid[lo..hi]).map(|(a, b)| a * b).sum();
+                neg_dot_to_all(&q[lo..hi], self.sub_pivots(m), row);
+                row.iter_mut().for_each(|x| *x -= qc);
+            }
+        }
+    }
+
+    /// Writes `pq_pivots.bin` (docs/FORMAT.md, "PQ pivots").
+    ///
+    /// # Errors
+    /// [`LayoutError::Io`].
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let mut body = Vec::with_capacity(4 * (self.offsets.len() + self.dim + self.pivots_t.len()));
+        self.offsets.iter().for_each(|&o| body.extend_from_slice(&(o as u32).to_le_bytes()));
+        self.centroid.iter().chain(&self.pivots_t).for_each(|x| body.extend_from_slice(&x.to_le_bytes()));
+        let fields = [self.dim as u64, self.m() as u64, PQ_CENTROIDS as u64];
+        crate::blob::write_blob(path, &PQ_PIVOTS_MAGIC, PQ_FILE_VERSION, &fields, &body)
+    }
+
+    /// Reads and validates `pq_pivots.bin`.
+    ///
+    /// # Errors
+    /// Any [`crate::blob::read_blob`] error; [`LayoutError::InvalidField`] when d, M or K are
+    /// out of range or the body size disagrees with them; [`LayoutError::Corrupt`] for bad
+    /// offsets or non-finite values.
+    pub fn read(path: &Path) -> Result<PqCodebook> {
+        let blob = crate::blob::read_blob(path, &PQ_PIVOTS_MAGIC, PQ_FILE_VERSION)?;
+        if blob.fields.len() < 3 {
+            return Err(LayoutError::corrupt(path, "header", format!("{} fields, expected 3", blob.fields.len())));
+        }
+        let (d, m, k) = (blob.fields[0], blob.fields[1], blob.fields[2]);
+        if d == 0 || d > crate::dataset::MAX_DIM as u64 {
+            return Err(LayoutError::field(path, "d", d, "must be in 1..=65536"));
+        }
+        if m == 0 || m > d {
+            return Err(LayoutError::field(path, "M", m, format!("must be in 1..=d ({d})")));
+        }
+        if k != PQ_CENTROIDS as u64 {
+            return Err(LayoutError::field(path, "K", k, "must be 256"));
+        }
+        let (d, m) = (d as usize, m as usize);
+        let expected = 4 * ((m + 1) + d + PQ_CENTROIDS * d);
+        if blob.body.len() != expected {
+            return Err(LayoutError::field(path, "body_bytes", blob.body.len(), format!("d = {d}, M = {m} need {expected}")));
+        }
+        let words: Vec<u32> = blob.body.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let offsets: Vec<usize> = words[..m + 1].iter().map(|&x| x as usize).collect();
+        let floats: Vec<f32> = words[m + 1..].iter().map(|&x| f32::from_bits(x)).collect();
+        let (centroid, pivots) = floats.split_at(d);
+        PqCodebook::new(offsets, centroid.to_vec(), pivots.to_vec()).map_err(|e| LayoutError::corrupt(path, "body", e.to_string()))
+    }
+}
+
+/// PQ distance of one code: `Σ_m table[m][code[m]]` (table is `M × 256`).
+#[inline]
+pub fn pq_distance(table: &[f32], code: &[u8]) -> f32 {
+    let mut s0 = 0.0f32;
+    let mut s1 = 0.0f32;
+    let mut rows = table.chunks_exact(PQ_CENTROIDS).zip(code);
+    while let (Some((r0, &c0)), Some((r1, &c1))) = (rows.next(), rows.next()) {
+        s0 += r0[usize::from(c0)];
+        s1 += r1[usize::from(c1)];
+    }
+    // odd M: chunks_exact+zip yields the last row on the first `next()` above and None on the
+    // second, so it is handled here.
+    let m = code.len();
+    if m % 2 == 1 {
+        s0 += table[(m - 1) * PQ_CENTROIDS + usize::from(code[m - 1])];
+    }
+    s0 + s1
+}
+
+/// PQ distances of many nodes: `out[i] = pq_distance(table, codes[ids[i]])` where `codes` is
+/// the `n × M` code matrix.
+pub fn pq_distances(table: &[f32], codes: &[u8], m: usize, ids: &[u32], out: &mut [f32]) {
+    for (o, &id) in out.iter_mut().zip(ids) {
+        let c = &codes[id as usize * m..(id as usize + 1) * m];
+        *o = pq_distance(table, c);
+    }
+}
+
+/// Stores n × M PQ codes in `pq_codes.bin` (docs/FORMAT.md, "PQ codes").
+///
+/// # Errors
+/// [`LayoutError::Io`]; [`LayoutError::InvalidArgument`] if `codes.len() != n × m`.
+pub fn write_codes(path: &Path, n: usize, m: usize, codes: &[u8]) -> Result<()> {
+    if codes.len() != n * m {
+        return Err(LayoutError::InvalidArgument { field: "codes", value: codes.len().to_string(), reason: format!("expected n × M = {n} × {m}") });
+    }
+    crate::blob::write_blob(path, &PQ_CODES_MAGIC, PQ_FILE_VERSION, &[n as u64, m as u64], codes)
+}
+
+/// Reads `pq_codes.bin`; returns (n, M, codes).
+///
+/// # Errors
+/// Any [`crate::blob::read_blob`] error; [`LayoutError::InvalidField`] when the body is not
+/// n × M bytes.
+pub fn read_codes(path: &Path) -> Result<(usize, usize, Vec<u8>)> {
+    let blob = crate::blob::read_blob(path, &PQ_CODES_MAGIC, PQ_FILE_VERSION)?;
+    if blob.fields.len() < 2 {
+        return Err(LayoutError::corrupt(path, "header", format!("{} fields, expected 2", blob.fields.len())));
+    }
+    let (n, m) = (blob.fields[0], blob.fields[1]);
+    if m == 0 || n.checked_mul(m) != Some(blob.body.len() as u64) {
+        return Err(LayoutError::field(path, "n × M", format!("{n} × {m}"), format!("body holds {} bytes", blob.body.len())));
+    }
+    Ok((n as usize, m as usize, blob.body))
+}
+
+/// Index of the smallest value (first on ties).
+#[inline]
+pub fn argmin(v: &[f32]) -> usize {
+    let mut best = 0;
+    let mut bv = f32::INFINITY;
+    for (i, &x) in v.iter().enumerate() {
+        if x < bv {
+            bv = x;
+            best = i;
+        }
+    }
+    best
+}
+
+#[inline(always)]
+fn l2_to_all_body(x: &[f32], ct: &[f32], out: &mut [f32]) {
+    let k = out.len();
+    out.fill(0.0);
+    for (j, &xj) in x.iter().enumerate() {
+        let row = &ct[j * k..(j + 1) * k];
+        for (o, &p) in out.iter_mut().zip(row) {
+            let d = xj - p;
+            *o += d * d;
+        }
+    }
+}
+
+#[inline(always)]
+fn neg_dot_to_all_body(x: &[f32], ct: &[f32], out: &mut [f32]) {
+    let k = out.len();
+    out.fill(0.0);
+    for (j, &xj) in x.iter().enumerate() {
+        let row = &ct[j * k..(j + 1) * k];
+        for (o, &p) in out.iter_mut().zip(row) {
+            *o -= xj * p;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn l2_to_all_avx2(x: &[f32], ct: &[f32], out: &mut [f32]) {
+    l2_to_all_body(x, ct, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn neg_dot_to_all_avx2(x: &[f32], ct: &[f32], out: &mut [f32]) {
+    neg_dot_to_all_body(x, ct, out)
+}
+
+fn has_avx2() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::env::var_os("SSDANN_FORCE_SCALAR").is_none() && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
+}
+
+/// Squared L2 distance of `x` (width w) to each of k centroids stored transposed in `ct`
+/// (`w × k`, `ct[j*k + c]` = coordinate j of centroid c); k = `out.len()`.
+/// Vectorized over the centroids (AVX2 when present).
+///
+/// # Panics
+/// If `ct.len() != x.len() × out.len()`.
+pub fn l2_to_all(x: &[f32], ct: &[f32], out: &mut [f32]) {
+    assert_eq!(ct.len(), x.len() * out.len(), "l2_to_all: shape mismatch");
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: AVX2 and FMA were detected at run time; shapes were checked above.
+        unsafe { l2_to_all_avx2(x, ct, out) };
+        return;
+    }
+    l2_to_all_body(x, ct, out)
+}
+
+/// Negated inner product of `x` with each of k transposed centroids (see [`l2_to_all`]).
+///
+/// # Panics
+/// If `ct.len() != x.len() × out.len()`.
+pub fn neg_dot_to_all(x: &[f32], ct: &[f32], out: &mut [f32]) {
+    assert_eq!(ct.len(), x.len() * out.len(), "neg_dot_to_all: shape mismatch");
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: AVX2 and FMA were detected at run time; shapes were checked above.
+        unsafe { neg_dot_to_all_avx2(x, ct, out) };
+        return;
+    }
+    neg_dot_to_all_body(x, ct, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toy() -> PqCodebook {
+        // d = 3, M = 2 (widths 1 and 2); pivot c has value c in every coordinate.
+        let d = 3;
+        let offsets = even_offsets(d, 2);
+        assert_eq!(offsets, vec![0, 1, 3]);
+        let mut piv = vec![0.0; 256 * d];
+        for m in 0..2 {
+            for j in 0..(offsets[m + 1] - offsets[m]) {
+                for c in 0..256 {
+                    piv[offsets[m] * 256 + j * 256 + c] = c as f32;
+                }
+            }
+        }
+        PqCodebook::new(offsets, vec![1.0; d], piv).unwrap()
+    }
+
+    #[test]
+    fn encode_decode_adc() {
+        let pq = toy();
+        let mut code = [0u8; 2];
+        let mut s = Vec::new();
+        pq.encode(&[11.2, 4.0, 5.9], &mut code, &mut s);
+        // residual (10.2, 3.0, 4.9): subspace 0 → 10, subspace 1 → nearest of (c, c) to (3, 4.9) is 4
+        assert_eq!(code, [10, 4]);
+        let mut rec = [0.0; 3];
+        pq.decode(&code, &mut rec);
+        assert_eq!(rec, [11.0, 5.0, 5.0]);
+        let mut table = vec![0.0; 2 * 256];
+        let q = [11.2f32, 4.0, 5.9];
+        pq.adc_table(&q, Metric::L2, &mut table, &mut s);
+        let exact = crate::distance::scalar::l2_sq_f32(&q, &rec);
+        assert!((pq_distance(&table, &code) - exact).abs() < 1e-4);
+        pq.adc_table(&q, Metric::InnerProduct, &mut table, &mut s);
+        let exact = -crate::distance::scalar::dot_f32(&q, &rec);
+        assert!((pq_distance(&table, &code) - exact).abs() < 1e-3);
+        let mut out = [0.0f32; 1];
+        pq_distances(&table, &code, 2, &[0], &mut out);
+        assert_eq!(out[0], pq_distance(&table, &code));
+    }
+
+    #[test]
+    fn odd_and_even_m_scan() {
+        let table: Vec<f32> = (0..3 * 256).map(|x| x as f32).collect();
+        assert_eq!(pq_distance(&table, &[1, 2, 3]), 1.0 + 258.0 + 515.0);
+        assert_eq!(pq_distance(&table[..512], &[1, 2]), 1.0 + 258.0);
+        assert_eq!(pq_distance(&table[..256], &[5]), 5.0);
+    }
+
+    #[test]
+    fn files_round_trip_and_validate() {
+        let dir = tempfile::tempdir().unwrap();
+        let pq = toy();
+        let p = dir.path().join(PQ_PIVOTS_FILE);
+        pq.write(&p).unwrap();
+        assert_eq!(PqCodebook::read(&p).unwrap(), pq);
+        let c = dir.path().join(PQ_CODES_FILE);
+        write_codes(&c, 3, 2, &[1, 2, 3, 4, 5, 6]).unwrap();
+        assert_eq!(read_codes(&c).unwrap(), (3, 2, vec![1, 2, 3, 4, 5, 6]));
+        assert!(write_codes(&c, 4, 2, &[0; 6]).is_err());
+        assert!(PqCodebook::new(vec![0, 0, 3], vec![0.0; 3], vec![0.0; 768]).is_err());
+        assert!(PqCodebook::new(vec![0, 3], vec![0.0; 3], vec![0.0; 767]).is_err());
+    }
+}

@@ -1,0 +1,237 @@
+//! Node records packed into checksummed 4 KB sectors (docs/FORMAT.md, "Node blocks").
+//!
+//! A node record is `[vector: d × element bytes][degree: u32][R × u32 neighbour ids]`, fixed
+//! size. Records are grouped into *blocks*: when a record fits, a block is one 4096-byte
+//! sector holding `nodes_per_block = ⌊4092 / record⌋` records; otherwise a block is
+//! `sectors_per_block = ⌈(record + 4) / 4096⌉` sectors holding one record. The last 4 bytes of
+//! every block are the CRC32 (IEEE) of the block's other bytes, so a record never straddles a
+//! block and a torn or corrupted block is detected. Node `i` lives in block
+//! `i / nodes_per_block`, at byte `(i % nodes_per_block) × record` of it; block `b` starts at
+//! sector `DATA_START_SECTOR + b × sectors_per_block`.
+
+use crate::dataset::ElementType;
+use crate::error::LayoutError;
+use crate::Result;
+
+/// Bytes per sector: the unit of every read and write (O_DIRECT alignment).
+pub const SECTOR_BYTES: usize = 4096;
+/// Bytes at the end of every block holding its CRC32.
+pub const BLOCK_CRC_BYTES: usize = 4;
+/// Header slot 0 is sector 0.
+pub const HEADER_SLOT0_SECTOR: u64 = 0;
+/// Header slot 1 is sector 1.
+pub const HEADER_SLOT1_SECTOR: u64 = HEADER_SLOT0_SECTOR + 1;
+/// First sector of node data (after the two header slots).
+pub const DATA_START_SECTOR: u64 = HEADER_SLOT1_SECTOR + 1;
+/// Largest degree R accepted (a guard against absurd headers).
+pub const MAX_DEGREE: usize = 4096;
+
+const _: () = assert!(SECTOR_BYTES % 512 == 0, "sectors must be O_DIRECT-aligned");
+
+/// Geometry of the node records: where node `i` lives, computed from `i` alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeLayout {
+    /// Vector dimension d.
+    pub dim: usize,
+    /// Element type of stored vectors.
+    pub element: ElementType,
+    /// Maximum degree R (neighbour slots per record).
+    pub max_degree: usize,
+    /// Bytes per node record: `d × elem + 4 + 4R`.
+    pub record_bytes: usize,
+    /// Records per block (≥ 1).
+    pub nodes_per_block: usize,
+    /// Sectors per block (≥ 1; > 1 only when `nodes_per_block == 1`).
+    pub sectors_per_block: usize,
+}
+
+impl NodeLayout {
+    /// Computes the layout for `dim`-dimensional vectors of `element` with degree `max_degree`.
+    ///
+    /// # Errors
+    /// [`LayoutError::InvalidArgument`] for `dim` 0 or above 65,536, or `max_degree` 0 or
+    /// above [`MAX_DEGREE`].
+    pub fn new(dim: usize, element: ElementType, max_degree: usize) -> Result<NodeLayout> {
+        if dim == 0 || dim > crate::dataset::MAX_DIM {
+            return Err(LayoutError::InvalidArgument { field: "dim", value: dim.to_string(), reason: "must be in 1..=65536".into() });
+        }
+        if max_degree == 0 || max_degree > MAX_DEGREE {
+            return Err(LayoutError::InvalidArgument { field: "R", value: max_degree.to_string(), reason: format!("must be in 1..={MAX_DEGREE}") });
+        }
+        let record_bytes = dim * element.size_bytes() + 4 + 4 * max_degree;
+        let payload = SECTOR_BYTES - BLOCK_CRC_BYTES;
+        let (nodes_per_block, sectors_per_block) = if record_bytes <= payload {
+            (payload / record_bytes, 1)
+        } else {
+            (1, (record_bytes + BLOCK_CRC_BYTES).div_ceil(SECTOR_BYTES))
+        };
+        Ok(NodeLayout { dim, element, max_degree, record_bytes, nodes_per_block, sectors_per_block })
+    }
+
+    /// Bytes per block (`sectors_per_block × 4096`).
+    pub fn block_bytes(&self) -> usize {
+        self.sectors_per_block * SECTOR_BYTES
+    }
+    /// Bytes of the vector part of a record (`d × element size`).
+    pub fn vector_bytes(&self) -> usize {
+        self.dim * self.element.size_bytes()
+    }
+    /// Number of blocks needed for `n` nodes.
+    pub fn blocks_for(&self, n: u64) -> u64 {
+        n.div_ceil(self.nodes_per_block as u64)
+    }
+    /// Block index of node `id`.
+    pub fn block_of(&self, id: u64) -> u64 {
+        id / self.nodes_per_block as u64
+    }
+    /// First sector (absolute, counting the header slots) of block `block`.
+    pub fn block_sector(&self, block: u64) -> u64 {
+        DATA_START_SECTOR + block * self.sectors_per_block as u64
+    }
+    /// Byte offset in the file of block `block`.
+    pub fn block_offset_bytes(&self, block: u64) -> u64 {
+        self.block_sector(block) * SECTOR_BYTES as u64
+    }
+    /// Byte offset of node `id`'s record inside its block.
+    pub fn offset_in_block(&self, id: u64) -> usize {
+        (id % self.nodes_per_block as u64) as usize * self.record_bytes
+    }
+    /// Total file size in bytes for `n` nodes (header slots + blocks).
+    pub fn file_bytes(&self, n: u64) -> u64 {
+        self.block_offset_bytes(self.blocks_for(n))
+    }
+
+    /// Writes one record at `offset` inside `block`: vector bytes, degree, neighbours, and
+    /// zero padding for unused neighbour slots.
+    ///
+    /// # Panics
+    /// If `vector.len() != vector_bytes()`, `neighbors.len() > R`, or the record does not fit
+    /// (broken caller invariants).
+    pub fn write_record(&self, block: &mut [u8], offset: usize, vector: &[u8], neighbors: &[u32]) {
+        assert_eq!(vector.len(), self.vector_bytes(), "record vector size");
+        assert!(neighbors.len() <= self.max_degree, "degree {} > R {}", neighbors.len(), self.max_degree);
+        let rec = &mut block[offset..offset + self.record_bytes];
+        let vb = self.vector_bytes();
+        rec[..vb].copy_from_slice(vector);
+        rec[vb..vb + 4].copy_from_slice(&(neighbors.len() as u32).to_le_bytes());
+        let nbrs = &mut rec[vb + 4..];
+        for (slot, id) in nbrs.chunks_exact_mut(4).zip(neighbors) {
+            slot.copy_from_slice(&id.to_le_bytes());
+        }
+        nbrs[4 * neighbors.len()..].fill(0);
+    }
+
+    /// Reads the record at `offset` of `block`: (vector bytes, degree as stored, neighbour
+    /// bytes of `min(degree, R)` ids). The caller checks `degree <= R` (see [`NodeRecord::check`]).
+    pub fn record<'a>(&self, block: &'a [u8], offset: usize) -> NodeRecord<'a> {
+        let rec = &block[offset..offset + self.record_bytes];
+        let vb = self.vector_bytes();
+        let degree = u32::from_le_bytes([rec[vb], rec[vb + 1], rec[vb + 2], rec[vb + 3]]);
+        let shown = (degree as usize).min(self.max_degree);
+        NodeRecord { vector: &rec[..vb], degree, neighbor_bytes: &rec[vb + 4..vb + 4 + 4 * shown] }
+    }
+}
+
+/// A borrowed view of one node record.
+#[derive(Clone, Copy, Debug)]
+pub struct NodeRecord<'a> {
+    /// Vector bytes (`d × element size`, little-endian).
+    pub vector: &'a [u8],
+    /// Degree as stored (may exceed R in a corrupt file; see [`NodeRecord::check`]).
+    pub degree: u32,
+    /// Bytes of the first `min(degree, R)` neighbour ids.
+    pub neighbor_bytes: &'a [u8],
+}
+
+impl<'a> NodeRecord<'a> {
+    /// The neighbour ids.
+    pub fn neighbors(&self) -> impl Iterator<Item = u32> + 'a {
+        self.neighbor_bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+    }
+
+    /// Checks the record of node `id` against the index: degree ≤ R, every neighbour < n,
+    /// no self-loop. Returns a description of the first problem.
+    pub fn check(&self, id: u64, n: u64, max_degree: usize) -> std::result::Result<(), String> {
+        if self.degree as usize > max_degree {
+            return Err(format!("node {id}: degree {} > R = {max_degree}", self.degree));
+        }
+        for (k, nb) in self.neighbors().enumerate() {
+            if u64::from(nb) >= n {
+                return Err(format!("node {id}: neighbour #{k} = {nb} is not < n = {n}"));
+            }
+            if u64::from(nb) == id {
+                return Err(format!("node {id}: lists itself as neighbour #{k}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes the CRC32 of `block[..len-4]` into its last 4 bytes.
+pub fn seal_block(block: &mut [u8]) {
+    let n = block.len() - BLOCK_CRC_BYTES;
+    let crc = crc32fast::hash(&block[..n]);
+    block[n..].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Checks a block's CRC32; on mismatch returns `(stored, computed)`.
+pub fn check_block(block: &[u8]) -> std::result::Result<(), (u32, u32)> {
+    let n = block.len() - BLOCK_CRC_BYTES;
+    let stored = u32::from_le_bytes([block[n], block[n + 1], block[n + 2], block[n + 3]]);
+    let got = crc32fast::hash(&block[..n]);
+    if stored == got {
+        Ok(())
+    } else {
+        Err((stored, got))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worked_example_384_f32_r64() {
+        // docs/FORMAT.md worked example.
+        let l = NodeLayout::new(384, ElementType::F32, 64).unwrap();
+        assert_eq!(l.record_bytes, 1796);
+        assert_eq!((l.nodes_per_block, l.sectors_per_block), (2, 1));
+        assert_eq!(l.block_of(12345), 6172);
+        assert_eq!(l.block_sector(l.block_of(12345)), 6174);
+        assert_eq!(l.block_offset_bytes(6172), 6174 * 4096);
+        assert_eq!(l.offset_in_block(12345), 1796);
+        assert_eq!(l.file_bytes(100_000), (2 + 50_000) * 4096);
+    }
+
+    #[test]
+    fn large_records_span_sectors() {
+        let l = NodeLayout::new(1024, ElementType::F32, 64).unwrap();
+        assert_eq!(l.record_bytes, 4096 + 4 + 256);
+        assert_eq!((l.nodes_per_block, l.sectors_per_block), (1, 2));
+        assert_eq!(l.block_sector(3), 2 + 6);
+        let small = NodeLayout::new(128, ElementType::U8, 32).unwrap();
+        assert_eq!(small.record_bytes, 128 + 4 + 128);
+        assert_eq!(small.nodes_per_block, 4092 / 260);
+        assert!(NodeLayout::new(0, ElementType::U8, 32).is_err());
+        assert!(NodeLayout::new(8, ElementType::U8, 0).is_err());
+    }
+
+    #[test]
+    fn record_round_trip_and_crc() {
+        let l = NodeLayout::new(4, ElementType::F32, 3).unwrap();
+        let mut block = vec![0u8; l.block_bytes()];
+        let v: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let off = l.offset_in_block(5);
+        l.write_record(&mut block, off, &v, &[7, 9]);
+        seal_block(&mut block);
+        assert!(check_block(&block).is_ok());
+        let r = l.record(&block, off);
+        assert_eq!(r.vector, &v[..]);
+        assert_eq!(r.neighbors().collect::<Vec<_>>(), vec![7, 9]);
+        assert!(r.check(5, 10, 3).is_ok());
+        assert!(r.check(5, 9, 3).unwrap_err().contains("neighbour #1 = 9"));
+        assert!(r.check(7, 10, 3).unwrap_err().contains("lists itself"));
+        block[off] ^= 1;
+        assert!(check_block(&block).is_err());
+    }
+}
