@@ -1,1 +1,154 @@
-fn main() {}
+//! `ssdann`: build, check and query SSD-resident ANN indexes from the command line.
+
+mod progress;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use ssdann_builder::{build_index, BuildParams};
+use ssdann_layout::Metric;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "ssdann", version, about = "Disk-resident approximate nearest-neighbour index (DiskANN-style Vamana graph + PQ, 4 KB sectors)",
+    long_about = "ssdann builds a Vamana graph over your vectors, packs each node's full vector and neighbour list into \
+checksummed 4 KB sectors on the SSD, and keeps only PQ codes in RAM.\n\n\
+Typical use:\n  ssdann build --data base.fbin --out idx\n  ssdann info idx\n  ssdann verify idx")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build an index directory from a vector file (.fbin/.u8bin/.i8bin/.fvecs/.bvecs/.npy).
+    Build(BuildArgs),
+    /// Print an index's header (parameters, sizes, generation).
+    Info {
+        /// Index directory.
+        dir: PathBuf,
+    },
+    /// Check every checksum and graph invariant of an index; exits non-zero on any problem.
+    Verify {
+        /// Index directory.
+        dir: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct BuildArgs {
+    /// Vector file to index (n × d; f32, u8 or i8).
+    #[arg(long)]
+    data: PathBuf,
+    /// Output index directory (must not exist unless --force).
+    #[arg(long)]
+    out: PathBuf,
+    /// Distance: l2 (squared Euclidean), ip (inner product), cosine (f32 only).
+    #[arg(long, default_value = "l2")]
+    metric: Metric,
+    /// Maximum graph degree R: more edges, better recall, bigger records.
+    #[arg(short = 'R', long = "max-degree", default_value_t = 64)]
+    r: usize,
+    /// Build search list size L (≥ R): larger is slower to build and gives a better graph.
+    #[arg(short = 'L', long = "build-l", default_value_t = 100)]
+    l: usize,
+    /// RobustPrune α of the second pass (≥ 1): larger keeps longer edges (fewer hops).
+    #[arg(long, default_value_t = 1.2)]
+    alpha: f32,
+    /// PQ bytes per vector (subspaces M, 1..=d). Default: about 1/8 of the raw vector bytes.
+    #[arg(long)]
+    pq_bytes: Option<usize>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Replace the output directory if it exists.
+    #[arg(long)]
+    force: bool,
+    /// Hide progress bars.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn peak_rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
+}
+
+fn cmd_build(a: BuildArgs) -> Result<()> {
+    let params = BuildParams { metric: a.metric, max_degree: a.r, build_l: a.l, alpha: a.alpha, pq_bytes: a.pq_bytes, threads: a.threads, force: a.force, ..Default::default() };
+    let bars = progress::Bars::new(a.quiet);
+    let t = std::time::Instant::now();
+    let rep = build_index(&a.data, &a.out, &params, &bars)?;
+    let total = t.elapsed();
+    println!("built {} ({} × {} {}, metric {}, R = {}, L = {}, α = {}, PQ M = {})", a.out.display(), rep.n, rep.dim, rep.element, a.metric, a.r, a.l, a.alpha, rep.pq_m);
+    for (phase, d) in &rep.phases {
+        println!("  {:<22} {:>9.2} s", phase.name(), d.as_secs_f64());
+    }
+    println!("  {:<22} {:>9.2} s", "total", total.as_secs_f64());
+    println!("  mean degree            {:>9.1}", rep.mean_degree);
+    println!("  index on disk          {:>12}", mib(rep.index_bytes));
+    println!("  engine RAM (PQ)        {:>12}", mib(rep.engine_ram_bytes));
+    if let Some(rss) = peak_rss_bytes() {
+        println!("  peak RSS of build      {:>12}", mib(rss));
+    }
+    Ok(())
+}
+
+fn cmd_info(dir: PathBuf) -> Result<()> {
+    let path = dir.join(ssdann_builder::build::INDEX_FILE);
+    let mut f = std::fs::File::open(&path).with_context(|| format!("{}: cannot open (is {} an ssdann index?)", path.display(), dir.display()))?;
+    let mut slots = vec![0u8; 2 * ssdann_layout::SECTOR_BYTES];
+    std::io::Read::read_exact(&mut f, &mut slots).with_context(|| format!("{}: shorter than the two header slots", path.display()))?;
+    let (h, slot) = ssdann_layout::IndexHeader::choose(&path, &slots)?;
+    let l = h.layout;
+    println!("index            {}", dir.display());
+    println!("format           v{}.{} (header slot {slot}, generation {})", ssdann_layout::header::FORMAT_VERSION_MAJOR, ssdann_layout::header::FORMAT_VERSION_MINOR, h.generation);
+    println!("points           {} slots, {} live", h.n_slots, h.live_count);
+    println!("vectors          d = {}, {}, metric {}", h.dim, h.element, h.metric);
+    println!("graph            R = {}, entry point {}, built with L = {}, α = {}", h.max_degree, h.entry_point, h.build_l, h.build_alpha);
+    println!("records          {} bytes, {} per block, {} sector(s) per block", l.record_bytes, l.nodes_per_block, l.sectors_per_block);
+    println!("sector file      {} bytes ({} blocks)", h.file_bytes(), l.blocks_for(h.n_slots));
+    println!("PQ               M = {} bytes per vector", h.pq_m);
+    Ok(())
+}
+
+fn cmd_verify(dir: PathBuf) -> Result<bool> {
+    let rep = ssdann_engine::verify(&dir)?;
+    for p in &rep.problems {
+        println!("PROBLEM: {p}");
+    }
+    if rep.problem_count as usize > rep.problems.len() {
+        println!("... and {} more problems", rep.problem_count as usize - rep.problems.len());
+    }
+    if rep.ok() {
+        println!("OK: {} blocks, {} nodes, {} edges; header slot {}; PQ files match", rep.blocks_checked, rep.nodes_checked, rep.edges, rep.slot);
+        Ok(true)
+    } else {
+        println!("FAILED: {} problem(s) in {}", rep.problem_count, dir.display());
+        Ok(false)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Cmd::Build(a) => cmd_build(a).map(|_| true),
+        Cmd::Info { dir } => cmd_info(dir).map(|_| true),
+        Cmd::Verify { dir } => cmd_verify(dir),
+    };
+    match res {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+

@@ -1,0 +1,262 @@
+//! The whole offline build: data file → index directory (DiskANN, NeurIPS 2019, §3).
+//!
+//! Stages: load + validate (NaN/inf, cosine normalization) → PQ training → PQ encoding →
+//! Vamana pass 1 and 2 → write `index.ssd`, `pq_pivots.bin`, `pq_codes.bin` into a temporary
+//! sibling directory → fsync → rename into place (→ fsync the parent). An interrupted build
+//! leaves only the temporary `.NAME.building-PID` directory, which no reader takes for an
+//! index.
+
+use crate::error::BuildError;
+use crate::progress::{Phase, Progress};
+use crate::vamana::{build_vamana, VamanaParams};
+use crate::writer::write_sector_file;
+use crate::{pq_train, Result};
+use rayon::prelude::*;
+use ssdann_layout::pq::{write_codes, PQ_CODES_FILE, PQ_PIVOTS_FILE};
+use ssdann_layout::{Element, ElementType, IndexHeader, Metric, NodeLayout, VectorFile};
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// File name of the sector file inside an index directory.
+pub const INDEX_FILE: &str = "index.ssd";
+
+/// Build parameters (the CLI's flags).
+#[derive(Clone, Debug)]
+pub struct BuildParams {
+    /// Distance metric.
+    pub metric: Metric,
+    /// Maximum degree R (`-R`, default 64).
+    pub max_degree: usize,
+    /// Build list size L (`-L`, default 100; must be ≥ R).
+    pub build_l: usize,
+    /// α of the second Vamana pass (`--alpha`, default 1.2; ≥ 1).
+    pub alpha: f32,
+    /// PQ subspaces M (`--pq-bytes`); `None` = [`pq_train::default_pq_m`].
+    pub pq_bytes: Option<usize>,
+    /// Worker threads; `None` = all cores.
+    pub threads: Option<usize>,
+    /// Replace an existing output directory.
+    pub force: bool,
+    /// Seed for sampling and insertion order (builds are deterministic for one thread).
+    pub seed: u64,
+}
+
+impl Default for BuildParams {
+    fn default() -> Self {
+        BuildParams { metric: Metric::L2, max_degree: 64, build_l: 100, alpha: 1.2, pq_bytes: None, threads: None, force: false, seed: 0x55da_22 }
+    }
+}
+
+/// What a build did.
+#[derive(Clone, Debug)]
+pub struct BuildReport {
+    /// Points n.
+    pub n: usize,
+    /// Dimension d.
+    pub dim: usize,
+    /// Element type.
+    pub element: ElementType,
+    /// PQ subspaces M.
+    pub pq_m: usize,
+    /// Entry point (medoid).
+    pub medoid: u32,
+    /// Mean out-degree of the graph.
+    pub mean_degree: f64,
+    /// Wall time of each phase, in order.
+    pub phases: Vec<(Phase, Duration)>,
+    /// Bytes of the index directory on disk.
+    pub index_bytes: u64,
+    /// Bytes of RAM the engine needs to serve the index without a node cache (PQ codes +
+    /// pivots).
+    pub engine_ram_bytes: u64,
+}
+
+impl BuildParams {
+    /// Checks the parameters against the data shape.
+    ///
+    /// # Errors
+    /// [`BuildError::InvalidParameter`] naming the flag: R or L zero, L < R, α < 1 or not
+    /// finite, `--pq-bytes` zero or > d, zero threads.
+    pub fn validate(&self, dim: usize) -> Result<()> {
+        if self.max_degree == 0 || self.max_degree > ssdann_layout::sector::MAX_DEGREE {
+            return Err(BuildError::param("-R", self.max_degree, format!("must be in 1..={}", ssdann_layout::sector::MAX_DEGREE)));
+        }
+        if self.build_l == 0 {
+            return Err(BuildError::param("-L", self.build_l, "must be at least 1"));
+        }
+        if self.build_l < self.max_degree {
+            return Err(BuildError::param("-L", self.build_l, format!("must be ≥ R ({})", self.max_degree)));
+        }
+        if !(self.alpha.is_finite() && self.alpha >= 1.0) {
+            return Err(BuildError::param("--alpha", self.alpha, "must be a finite number ≥ 1"));
+        }
+        if let Some(m) = self.pq_bytes {
+            if m == 0 || m > dim {
+                return Err(BuildError::param("--pq-bytes", m, format!("must be in 1..=d ({dim})")));
+            }
+        }
+        if self.threads == Some(0) {
+            return Err(BuildError::param("--threads", 0, "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// Builds an index from the vector file `data_path` into the directory `out_dir`.
+///
+/// # Errors
+/// - [`BuildError::Layout`]: the data file is missing, empty, truncated, of an unsupported
+///   extension, or holds NaN/inf (the error names the row).
+/// - [`BuildError::InvalidParameter`]: see [`BuildParams::validate`]; cosine on u8/i8 data.
+/// - [`BuildError::OutputExists`]: `out_dir` exists and `force` is false.
+/// - [`BuildError::Io`]: writing the index failed.
+///
+/// # Parallelism
+/// Runs on a rayon pool of `params.threads` threads.
+///
+/// # Example
+/// ```no_run
+/// use ssdann_builder::{build_index, BuildParams, NoProgress};
+/// let report = build_index("base.fbin".as_ref(), "my_index".as_ref(), &BuildParams::default(), &NoProgress)?;
+/// println!("{} points, PQ M = {}", report.n, report.pq_m);
+/// # Ok::<(), ssdann_builder::BuildError>(())
+/// ```
+pub fn build_index(data_path: &Path, out_dir: &Path, params: &BuildParams, progress: &dyn Progress) -> Result<BuildReport> {
+    let file = VectorFile::open(data_path)?;
+    params.validate(file.dim())?;
+    if out_dir.exists() && !params.force {
+        return Err(BuildError::OutputExists { path: out_dir.into() });
+    }
+    let mut pool = rayon::ThreadPoolBuilder::new();
+    if let Some(t) = params.threads {
+        pool = pool.num_threads(t);
+    }
+    let pool = pool.build().map_err(|e| BuildError::param("--threads", params.threads.unwrap_or(0), e.to_string()))?;
+    pool.install(|| match file.element_type() {
+        ElementType::F32 => build_typed::<f32>(&file, out_dir, params, progress),
+        ElementType::U8 => build_typed::<u8>(&file, out_dir, params, progress),
+        ElementType::I8 => build_typed::<i8>(&file, out_dir, params, progress),
+    })
+}
+
+fn check_finite_parallel(file: &VectorFile, data: &[f32], dim: usize) -> Result<()> {
+    let bad = data.par_chunks(dim).enumerate().find_first(|(_, row)| row.iter().any(|x| !x.is_finite()));
+    if let Some((row, vals)) = bad {
+        let col = vals.iter().position(|x| !x.is_finite()).unwrap_or(0);
+        return Err(ssdann_layout::LayoutError::NonFinite { path: file.path().into(), row: row as u64, column: col as u32, value: vals[col] }.into());
+    }
+    Ok(())
+}
+
+fn temp_dir_for(out_dir: &Path) -> Result<PathBuf> {
+    let name = out_dir
+        .file_name()
+        .ok_or_else(|| BuildError::param("--out", out_dir.display(), "must name a directory"))?
+        .to_string_lossy()
+        .into_owned();
+    let parent = match out_dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    Ok(parent.join(format!(".{name}.building-{}", std::process::id())))
+}
+
+fn fsync_dir(path: &Path) -> Result<()> {
+    std::fs::File::open(path).and_then(|f| f.sync_all()).map_err(|e| BuildError::io(path, e))
+}
+
+fn build_typed<T: Element>(file: &VectorFile, out_dir: &Path, params: &BuildParams, progress: &dyn Progress) -> Result<BuildReport> {
+    let dim = file.dim();
+    let n = file.len();
+    let mut phases = Vec::new();
+    let t = Instant::now();
+    progress.start(Phase::Load, n as u64);
+    let raw: Cow<'_, [T]> = file.contiguous::<T>()?;
+    let data: Cow<'_, [T]> = if params.metric == Metric::Cosine {
+        if T::TYPE != ElementType::F32 {
+            return Err(BuildError::param("--metric", "cosine", format!("cosine needs f32 data; {} holds {}", file.path().display(), T::TYPE)));
+        }
+        let mut v: Vec<f32> = bytemuck::cast_slice::<T, f32>(&raw).to_vec();
+        check_finite_parallel(file, &v, dim)?;
+        v.par_chunks_mut(dim).for_each(ssdann_layout::distance::normalize);
+        Cow::Owned(bytemuck::cast_slice::<f32, T>(&v).to_vec())
+    } else {
+        if T::TYPE == ElementType::F32 {
+            check_finite_parallel(file, bytemuck::cast_slice::<T, f32>(&raw), dim)?;
+        }
+        raw
+    };
+    progress.advance(n as u64);
+    progress.finish();
+    phases.push((Phase::Load, t.elapsed()));
+
+    let m = params.pq_bytes.unwrap_or_else(|| pq_train::default_pq_m(dim, T::TYPE.size_bytes()));
+    let t = Instant::now();
+    let pq = pq_train::train_pq(&data, dim, m, params.seed, progress);
+    phases.push((Phase::PqTraining, t.elapsed()));
+    let t = Instant::now();
+    let codes = pq_train::encode_all(&pq, &data, dim, progress);
+    phases.push((Phase::PqEncoding, t.elapsed()));
+
+    let vp = VamanaParams { max_degree: params.max_degree, build_l: params.build_l, alpha: params.alpha, seed: params.seed, ..Default::default() };
+    let graph = build_vamana(&data, dim, params.metric, &vp, progress);
+    phases.push((Phase::VamanaPass1, graph.pass_times[0]));
+    phases.push((Phase::VamanaPass2, graph.pass_times[1]));
+
+    let t = Instant::now();
+    let layout = NodeLayout::new(dim, T::TYPE, params.max_degree)?;
+    let header = IndexHeader {
+        generation: 1,
+        n_slots: n as u64,
+        live_count: n as u64,
+        dim: dim as u32,
+        element: T::TYPE,
+        metric: params.metric,
+        max_degree: params.max_degree as u32,
+        layout,
+        entry_point: u64::from(graph.medoid),
+        pq_m: m as u32,
+        build_l: params.build_l as u32,
+        build_alpha: params.alpha,
+    };
+    let tmp = temp_dir_for(out_dir)?;
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| BuildError::io(&tmp, e))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(|e| BuildError::io(&tmp, e))?;
+    write_sector_file(&tmp.join(INDEX_FILE), &header, &data, &graph.adjacency, progress)?;
+    pq.write(&tmp.join(PQ_PIVOTS_FILE))?;
+    write_codes(&tmp.join(PQ_CODES_FILE), n, m, &codes)?;
+    fsync_dir(&tmp)?;
+    if out_dir.exists() {
+        // --force: move the old index aside first so a crash never leaves neither.
+        let old = tmp.with_extension("old");
+        std::fs::rename(out_dir, &old).map_err(|e| BuildError::io(out_dir, e))?;
+        std::fs::rename(&tmp, out_dir).map_err(|e| BuildError::io(out_dir, e))?;
+        std::fs::remove_dir_all(&old).map_err(|e| BuildError::io(&old, e))?;
+    } else {
+        std::fs::rename(&tmp, out_dir).map_err(|e| BuildError::io(out_dir, e))?;
+    }
+    if let Some(parent) = out_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fsync_dir(parent)?;
+    }
+    phases.push((Phase::Writing, t.elapsed()));
+
+    let index_bytes = std::fs::read_dir(out_dir)
+        .map_err(|e| BuildError::io(out_dir, e))?
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    Ok(BuildReport {
+        n,
+        dim,
+        element: T::TYPE,
+        pq_m: m,
+        medoid: graph.medoid,
+        mean_degree: graph.mean_degree(),
+        phases,
+        index_bytes,
+        engine_ram_bytes: (codes.len() + pq.memory_bytes()) as u64,
+    })
+}

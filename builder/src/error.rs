@@ -1,0 +1,49 @@
+//! Errors of the builder.
+
+use ssdann_layout::LayoutError;
+use std::path::PathBuf;
+
+/// An error from an index build.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A dataset or format error (names the file, field and value).
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    /// A build parameter is out of range.
+    #[error("invalid build parameter {field} = {value}: {reason}")]
+    InvalidParameter {
+        /// Parameter name as the CLI spells it (`-R`, `-L`, `--pq-bytes`, ...).
+        field: &'static str,
+        /// The value given.
+        value: String,
+        /// What is allowed.
+        reason: String,
+    },
+    /// The output directory exists and `force` was not given.
+    #[error("{}: output directory already exists (pass --force to replace it)", path.display())]
+    OutputExists {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// An I/O error on `path`.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl BuildError {
+    /// Wraps an I/O error with its path.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        BuildError::Io { path: path.into(), source }
+    }
+    /// Shorthand for [`BuildError::InvalidParameter`].
+    pub fn param(field: &'static str, value: impl ToString, reason: impl Into<String>) -> Self {
+        BuildError::InvalidParameter { field, value: value.to_string(), reason: reason.into() }
+    }
+}

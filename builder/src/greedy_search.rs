@@ -1,0 +1,145 @@
+//! GreedySearch over an in-memory graph with full-precision vectors (DiskANN, NeurIPS 2019,
+//! Algorithm 1): start at the entry point, repeatedly expand the closest unexpanded
+//! candidate of a list of size L, and stop when all L are expanded. Returns the list (the
+//! approximate nearest neighbours) and the expanded set V (the candidates RobustPrune uses).
+
+use crate::neighbor_queue::NeighborQueue;
+use ssdann_layout::{Element, Metric};
+
+/// Read access to adjacency lists during a search (locked graph during build, plain lists
+/// after).
+pub trait GraphView: Sync {
+    /// Appends the out-neighbours of `id` to `out` (after clearing it).
+    fn neighbors_into(&self, id: u32, out: &mut Vec<u32>);
+}
+
+impl GraphView for [Vec<u32>] {
+    fn neighbors_into(&self, id: u32, out: &mut Vec<u32>) {
+        out.clear();
+        out.extend_from_slice(&self[id as usize]);
+    }
+}
+
+impl GraphView for Vec<Vec<u32>> {
+    fn neighbors_into(&self, id: u32, out: &mut Vec<u32>) {
+        self.as_slice().neighbors_into(id, out)
+    }
+}
+
+/// A visited set over ids `0..n` with O(1) reset: a stamp per id, bumped per search.
+/// Memory: 4 bytes per id.
+#[derive(Clone, Debug, Default)]
+pub struct VisitedSet {
+    stamps: Vec<u32>,
+    current: u32,
+}
+
+impl VisitedSet {
+    /// A set for ids `0..n`.
+    pub fn new(n: usize) -> Self {
+        VisitedSet { stamps: vec![0; n], current: 1 }
+    }
+    /// Forgets every id (O(1) except once every 2³² resets); grows to `n` ids if needed.
+    pub fn reset(&mut self, n: usize) {
+        if self.stamps.len() < n {
+            self.stamps.resize(n, 0);
+        }
+        self.current = self.current.wrapping_add(1);
+        if self.current == 0 {
+            self.stamps.fill(0);
+            self.current = 1;
+        }
+    }
+    /// Marks `id`; returns true if it was not marked before.
+    #[inline]
+    pub fn insert(&mut self, id: u32) -> bool {
+        let s = &mut self.stamps[id as usize];
+        if *s == self.current {
+            false
+        } else {
+            *s = self.current;
+            true
+        }
+    }
+}
+
+/// Reusable per-thread state of [`greedy_search`]: no allocation per search once warm.
+#[derive(Clone, Debug, Default)]
+pub struct SearchScratch {
+    /// The candidate list L.
+    pub queue: NeighborQueue,
+    /// Visited ids.
+    pub visited: VisitedSet,
+    /// Expanded nodes V with their distance to the query, in expansion order.
+    pub expanded: Vec<(f32, u32)>,
+    nbrs: Vec<u32>,
+}
+
+impl SearchScratch {
+    /// Scratch for graphs of up to `n` nodes.
+    pub fn new(n: usize) -> Self {
+        SearchScratch { visited: VisitedSet::new(n), ..Default::default() }
+    }
+}
+
+/// GreedySearch (Alg. 1) for `query` (length d) over `graph`, whose node `i` has the vector
+/// `data[i·d .. (i+1)·d]` (`data` is n × d row-major), from `start`, with list size `l`.
+///
+/// On return `scratch.queue` holds the best `l` nodes by exact distance (closest first) and
+/// `scratch.expanded` the expanded set V. Distances are squared L2 for L2/cosine and the
+/// negated inner product for IP.
+///
+/// # Allocates
+/// Only when the scratch grows (first use, larger L or n).
+#[allow(clippy::too_many_arguments)]
+pub fn greedy_search<T: Element, G: GraphView + ?Sized>(
+    data: &[T],
+    dim: usize,
+    metric: Metric,
+    graph: &G,
+    start: u32,
+    query: &[T],
+    l: usize,
+    scratch: &mut SearchScratch,
+) {
+    let n = data.len() / dim;
+    scratch.queue.reset(l.max(1));
+    scratch.visited.reset(n);
+    scratch.expanded.clear();
+    let vec_of = |id: u32| &data[id as usize * dim..(id as usize + 1) * dim];
+    scratch.visited.insert(start);
+    scratch.queue.insert(start, T::distance(metric, query, vec_of(start)));
+    while let Some(c) = scratch.queue.pop_unexpanded() {
+        scratch.expanded.push((c.dist, c.id));
+        graph.neighbors_into(c.id, &mut scratch.nbrs);
+        for &nb in &scratch.nbrs {
+            if scratch.visited.insert(nb) {
+                let d = T::distance(metric, query, vec_of(nb));
+                scratch.queue.insert(nb, d);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_exact_neighbours_on_a_line_graph() {
+        // points 0..50 on a line, each linked to its two neighbours: greedy walks to the query.
+        let data: Vec<f32> = (0..50).map(|i| i as f32).collect();
+        let graph: Vec<Vec<u32>> = (0..50u32)
+            .map(|i| [i.checked_sub(1), (i + 1 < 50).then_some(i + 1)].into_iter().flatten().collect())
+            .collect();
+        let mut s = SearchScratch::new(50);
+        greedy_search(&data, 1, Metric::L2, &graph, 0, &[37.2f32], 3, &mut s);
+        let ids: Vec<u32> = s.queue.items().iter().map(|c| c.id).collect();
+        assert_eq!(ids, vec![37, 38, 36]);
+        assert!(s.expanded.iter().any(|&(_, id)| id == 37));
+        let mut v = VisitedSet::new(4);
+        assert!(v.insert(3) && !v.insert(3));
+        v.reset(4);
+        assert!(v.insert(3));
+    }
+}

@@ -1,0 +1,52 @@
+//! Progress reporting for long build phases (the CLI draws bars; the library stays silent).
+
+/// A phase of the build.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// Loading and validating the data (NaN/inf scan, cosine normalization).
+    Load,
+    /// k-means training of the PQ pivots.
+    PqTraining,
+    /// Encoding every point with the PQ codebook.
+    PqEncoding,
+    /// Vamana pass 1 (α = 1).
+    VamanaPass1,
+    /// Vamana pass 2 (α = build α).
+    VamanaPass2,
+    /// Writing the sector file and PQ files.
+    Writing,
+}
+
+impl Phase {
+    /// Short human name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Load => "load + validate",
+            Phase::PqTraining => "PQ training",
+            Phase::PqEncoding => "PQ encoding",
+            Phase::VamanaPass1 => "Vamana pass 1 (α=1)",
+            Phase::VamanaPass2 => "Vamana pass 2",
+            Phase::Writing => "writing",
+        }
+    }
+}
+
+/// Receives progress; called from worker threads, so it must be `Sync`.
+pub trait Progress: Sync {
+    /// A phase starts with `total` units of work.
+    fn start(&self, phase: Phase, total: u64);
+    /// `n` more units are done.
+    fn advance(&self, n: u64);
+    /// The current phase is over.
+    fn finish(&self);
+}
+
+/// Ignores all progress.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn start(&self, _: Phase, _: u64) {}
+    fn advance(&self, _: u64) {}
+    fn finish(&self) {}
+}

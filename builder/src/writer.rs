@@ -1,0 +1,64 @@
+//! Writes `index.ssd` (docs/FORMAT.md): header slot 0, an empty slot 1, then every node
+//! block in id order, with large sequential writes of whole sectors at aligned offsets.
+
+use crate::error::BuildError;
+use crate::progress::{Phase, Progress};
+use rayon::prelude::*;
+use ssdann_layout::sector::seal_block;
+use ssdann_layout::{Element, IndexHeader, SECTOR_BYTES};
+use std::io::Write;
+use std::path::Path;
+
+/// Bytes written per `write` call (a multiple of every block size).
+pub const WRITE_BATCH_BYTES: usize = 8 << 20;
+
+/// Writes the sector file for `data` (n × d row-major) and `adjacency` (n lists, each ≤ R)
+/// under `header` (whose slot 0 is written; slot 1 is left zero = never written), then fsyncs.
+///
+/// # Errors
+/// [`BuildError::Io`] naming `path`.
+///
+/// # Panics
+/// If `adjacency.len()` or the data size disagree with the header (caller invariant).
+pub fn write_sector_file<T: Element>(path: &Path, header: &IndexHeader, data: &[T], adjacency: &[Vec<u32>], progress: &dyn Progress) -> Result<(), BuildError> {
+    let layout = header.layout;
+    let n = header.n_slots as usize;
+    let dim = layout.dim;
+    assert_eq!(adjacency.len(), n, "one adjacency list per node");
+    assert_eq!(data.len(), n * dim, "data is n × d");
+    let io = |e| BuildError::io(path, e);
+    let file = std::fs::File::create(path).map_err(io)?;
+    file.set_len(header.file_bytes()).map_err(io)?;
+    let mut w = std::io::BufWriter::with_capacity(WRITE_BATCH_BYTES, file);
+    let mut slots = vec![0u8; 2 * SECTOR_BYTES];
+    slots[..SECTOR_BYTES].copy_from_slice(&header.encode());
+    w.write_all(&slots).map_err(io)?;
+    let blocks = layout.blocks_for(n as u64) as usize;
+    let block_bytes = layout.block_bytes();
+    let blocks_per_batch = (WRITE_BATCH_BYTES / block_bytes).max(1);
+    let mut batch = vec![0u8; blocks_per_batch * block_bytes];
+    progress.start(Phase::Writing, blocks as u64);
+    let mut b0 = 0usize;
+    while b0 < blocks {
+        let nb = blocks_per_batch.min(blocks - b0);
+        let buf = &mut batch[..nb * block_bytes];
+        buf.par_chunks_mut(block_bytes).enumerate().for_each(|(k, block)| {
+            block.fill(0);
+            let b = (b0 + k) as u64;
+            let first = b * layout.nodes_per_block as u64;
+            for id in first..(first + layout.nodes_per_block as u64).min(n as u64) {
+                let i = id as usize;
+                let vector: &[u8] = bytemuck::cast_slice(&data[i * dim..(i + 1) * dim]);
+                layout.write_record(block, layout.offset_in_block(id), vector, &adjacency[i]);
+            }
+            seal_block(block);
+        });
+        w.write_all(buf).map_err(io)?;
+        progress.advance(nb as u64);
+        b0 += nb;
+    }
+    let file = w.into_inner().map_err(|e| BuildError::io(path, e.into_error()))?;
+    file.sync_all().map_err(io)?;
+    progress.finish();
+    Ok(())
+}
