@@ -12,11 +12,13 @@
 pub mod build;
 pub mod error;
 pub mod greedy_search;
+pub mod ground_truth;
 pub mod kmeans;
 pub mod neighbor_queue;
 pub mod pq_train;
 pub mod progress;
 pub mod robust_prune;
+pub mod synthetic;
 pub mod vamana;
 pub mod writer;
 

@@ -1,0 +1,55 @@
+//! Test data: the real pypi-minilm set from `SSDANN_TEST_DATA` (default `../shared/data`),
+//! or — only where it is absent, e.g. a user's fresh clone — a deterministic clustered set
+//! of the same shape with exact ground truth, so the same assertions run either way.
+#![allow(dead_code)]
+
+use ssdann::layout::dataset::write_bin;
+use ssdann::{GroundTruth, Metric};
+use std::path::PathBuf;
+
+/// Paths of a base file, a query file and their ground truth.
+pub struct TestSet {
+    pub base: PathBuf,
+    pub queries: PathBuf,
+    pub gt: PathBuf,
+    pub real: bool,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+pub fn data_root() -> PathBuf {
+    std::env::var_os("SSDANN_TEST_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"))
+}
+
+/// The 10K base set with its queries and exact top-100 (real when available).
+pub fn set_10k() -> TestSet {
+    let dir = data_root().join("pypi-minilm-100k");
+    let (base, queries, gt) = (dir.join("base10k.fbin"), dir.join("query.fbin"), dir.join("gt10k.ibin"));
+    if base.exists() && queries.exists() && gt.exists() {
+        return TestSet { base, queries, gt, real: true, _tmp: None };
+    }
+    eprintln!("NOTE: {} not found; using the generated clustered stand-in (10,000 × 384)", dir.display());
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (n, nq, d) = (10_000, 1_000, 384);
+    let (b, q) = ssdann::builder::synthetic::clustered(n, nq, d, 64, 20261123);
+    let knn = ssdann::builder::ground_truth::exact_knn(&q, &b, d, Metric::L2, 100);
+    let base = tmp.path().join("base10k.fbin");
+    let queries = tmp.path().join("query.fbin");
+    let gtp = tmp.path().join("gt10k.ibin");
+    write_bin(&base, n, d, &b).expect("write base");
+    write_bin(&queries, nq, d, &q).expect("write queries");
+    let g = GroundTruth { nq, k: 100, ids: knn.iter().flat_map(|r| r.iter().map(|e| e.1)).collect(), distances: knn.iter().flat_map(|r| r.iter().map(|e| e.0)).collect() };
+    g.write(&gtp).expect("write gt");
+    TestSet { base, queries, gt: gtp, real: false, _tmp: Some(tmp) }
+}
+
+/// recall@k of `found` (ids per query) against the first k ids of each ground-truth row.
+pub fn recall_at_k(found: &[Vec<u32>], gt: &GroundTruth, k: usize) -> f64 {
+    let mut hits = 0usize;
+    for (q, f) in found.iter().enumerate() {
+        let truth = &gt.row(q)[..k];
+        hits += f.iter().take(k).filter(|id| truth.contains(id)).count();
+    }
+    hits as f64 / (found.len() * k) as f64
+}
