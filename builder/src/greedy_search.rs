@@ -6,6 +6,11 @@
 use crate::neighbor_queue::NeighborQueue;
 use ssdann_layout::{Element, Metric};
 
+/// How many candidates ahead the search prefetches vectors.
+const PREFETCH_AHEAD: usize = 2;
+/// Cache lines prefetched per vector (a 384-d f32 vector is 24 lines).
+const PREFETCH_LINES: usize = 32;
+
 /// Read access to adjacency lists during a search (locked graph during build, plain lists
 /// after).
 pub trait GraphView: Sync {
@@ -73,6 +78,7 @@ pub struct SearchScratch {
     /// Expanded nodes V with their distance to the query, in expansion order.
     pub expanded: Vec<(f32, u32)>,
     nbrs: Vec<u32>,
+    fresh: Vec<u32>,
 }
 
 impl SearchScratch {
@@ -112,11 +118,23 @@ pub fn greedy_search<T: Element, G: GraphView + ?Sized>(
     while let Some(c) = scratch.queue.pop_unexpanded() {
         scratch.expanded.push((c.dist, c.id));
         graph.neighbors_into(c.id, &mut scratch.nbrs);
+        scratch.fresh.clear();
         for &nb in &scratch.nbrs {
             if scratch.visited.insert(nb) {
-                let d = T::distance(metric, query, vec_of(nb));
-                scratch.queue.insert(nb, d);
+                scratch.fresh.push(nb);
             }
+        }
+        // Software pipelining: prefetch the vector PREFETCH_AHEAD ids ahead of the one whose
+        // distance is computed (vectors are random accesses into a large array).
+        for &nb in scratch.fresh.iter().take(PREFETCH_AHEAD) {
+            ssdann_layout::distance::prefetch(vec_of(nb), PREFETCH_LINES);
+        }
+        for (k, &nb) in scratch.fresh.iter().enumerate() {
+            if let Some(&ahead) = scratch.fresh.get(k + PREFETCH_AHEAD) {
+                ssdann_layout::distance::prefetch(vec_of(ahead), PREFETCH_LINES);
+            }
+            let d = T::distance(metric, query, vec_of(nb));
+            scratch.queue.insert(nb, d);
         }
     }
 }

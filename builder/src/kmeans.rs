@@ -24,7 +24,18 @@ pub fn kmeans_transposed<R: Rng>(data: &[f32], w: usize, k: usize, max_iters: us
     let mut centers: Vec<f32> = Vec::with_capacity(k * w); // row-major k × w while seeding
     let first = sample[rng.gen_range(0..sample.len())];
     centers.extend_from_slice(row(first));
-    let mut best: Vec<f32> = sample.iter().map(|&i| sq(row(i), row(first))).collect();
+    // The sample transposed (w × ns), so one centre is compared with every sampled point by
+    // the vectorized `l2_to_all`.
+    let ns = sample.len();
+    let mut sample_t = vec![0f32; w * ns];
+    for (s, &i) in sample.iter().enumerate() {
+        for (j, &x) in row(i).iter().enumerate() {
+            sample_t[j * ns + s] = x;
+        }
+    }
+    let mut best = vec![0f32; ns];
+    l2_to_all(row(first), &sample_t, &mut best);
+    let mut cur = vec![0f32; ns];
     while centers.len() < k * w {
         let total: f64 = best.iter().map(|&x| f64::from(x)).sum();
         let pick = if total > 0.0 {
@@ -41,11 +52,12 @@ pub fn kmeans_transposed<R: Rng>(data: &[f32], w: usize, k: usize, max_iters: us
         } else {
             rng.gen_range(0..sample.len())
         };
-        let c = row(sample[pick]).to_vec();
-        for (b, &i) in best.iter_mut().zip(&sample) {
-            *b = b.min(sq(row(i), &c));
+        let c = row(sample[pick]);
+        l2_to_all(c, &sample_t, &mut cur);
+        for (b, &x) in best.iter_mut().zip(&cur) {
+            *b = b.min(x);
         }
-        centers.extend_from_slice(&c);
+        centers.extend_from_slice(c);
     }
     let mut ct = transpose(&centers, k, w);
     let mut assign = vec![u32::MAX; n];
@@ -91,10 +103,6 @@ pub fn kmeans_transposed<R: Rng>(data: &[f32], w: usize, k: usize, max_iters: us
         }
     }
     ct
-}
-
-fn sq(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
 }
 
 fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {

@@ -278,6 +278,27 @@ pub fn dot_i8(a: &[i8], b: &[i8]) -> f32 {
     (kernels().dot_i8)(a, b)
 }
 
+/// Hints the CPU to pull `v` into cache (one prefetch per 64-byte line, up to `max_lines`
+/// lines). A no-op off x86-64.
+#[inline(always)]
+pub fn prefetch<T>(v: &[T], max_lines: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let bytes = std::mem::size_of_val(v);
+        let p = v.as_ptr() as *const i8;
+        let mut off = 0;
+        let mut lines = 0;
+        while off < bytes && lines < max_lines {
+            // SAFETY: prefetch is only a hint and never faults; `p + off` stays inside `v`.
+            unsafe { std::arch::x86_64::_mm_prefetch(p.add(off), std::arch::x86_64::_MM_HINT_T0) };
+            off += 64;
+            lines += 1;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (v, max_lines);
+}
+
 /// L2-normalizes `v` in place (for cosine). A zero vector is left as it is.
 pub fn normalize(v: &mut [f32]) {
     let norm = dot_f32(v, v).sqrt();

@@ -256,9 +256,18 @@ pub fn read_codes(path: &Path) -> Result<(usize, usize, Vec<u8>)> {
     Ok((n as usize, m as usize, blob.body))
 }
 
-/// Index of the smallest value (first on ties).
+/// Index of the smallest value (first on ties); 0 for an empty slice. AVX2 when present.
 #[inline]
 pub fn argmin(v: &[f32]) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if v.len() >= 8 && has_avx2() {
+        // SAFETY: AVX2 was detected at run time; the impl reads only indices < v.len().
+        return unsafe { argmin_avx2(v) };
+    }
+    argmin_scalar(v)
+}
+
+fn argmin_scalar(v: &[f32]) -> usize {
     let mut best = 0;
     let mut bv = f32::INFINITY;
     for (i, &x) in v.iter().enumerate() {
@@ -268,6 +277,38 @@ pub fn argmin(v: &[f32]) -> usize {
         }
     }
     best
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn argmin_avx2(v: &[f32]) -> usize {
+    use std::arch::x86_64::*;
+    let n = v.len();
+    let p = v.as_ptr();
+    // Pass 1: the minimum value (NaN never wins: min_ps keeps the second operand on NaN).
+    let mut m = _mm256_loadu_ps(p);
+    let mut i = 8;
+    while i + 8 <= n {
+        m = _mm256_min_ps(_mm256_loadu_ps(p.add(i)), m);
+        i += 8;
+    }
+    let mut lanes = [0f32; 8];
+    _mm256_storeu_ps(lanes.as_mut_ptr(), m);
+    let mut best = lanes.iter().copied().fold(f32::INFINITY, f32::min);
+    for &x in &v[i..] {
+        best = best.min(x);
+    }
+    // Pass 2: the first index holding it.
+    let target = _mm256_set1_ps(best);
+    let mut j = 0;
+    while j + 8 <= n {
+        let mask = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(p.add(j)), target, _CMP_EQ_OQ));
+        if mask != 0 {
+            return j + mask.trailing_zeros() as usize;
+        }
+        j += 8;
+    }
+    j + v[j..].iter().position(|&x| x == best).unwrap_or(0)
 }
 
 #[inline(always)]
@@ -395,6 +436,20 @@ mod tests {
         let mut out = [0.0f32; 1];
         pq_distances(&table, &code, 2, &[0], &mut out);
         assert_eq!(out[0], pq_distance(&table, &code));
+    }
+
+    #[test]
+    fn argmin_matches_scalar() {
+        for n in [1usize, 7, 8, 9, 16, 255, 256, 257] {
+            for pos in [0, n / 2, n - 1] {
+                let mut v: Vec<f32> = (0..n).map(|i| 100.0 + ((i * 37) % 11) as f32).collect();
+                v[pos] = -1.0;
+                assert_eq!(argmin(&v), pos, "n {n} pos {pos}");
+                assert_eq!(argmin_scalar(&v), pos);
+            }
+        }
+        let ties = vec![3.0f32; 20];
+        assert_eq!(argmin(&ties), 0);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `ssdann`: build, check and query SSD-resident ANN indexes from the command line.
 
 mod progress;
+mod search;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -33,54 +34,62 @@ enum Cmd {
         /// Index directory.
         dir: PathBuf,
     },
+    /// Search an index for every query in a file; writes the ids and distances (.ibin).
+    Search(search::SearchArgs),
+    /// Measure recall@k, QPS, latency and I/O per query over a sweep of L and thread counts.
+    Eval(search::EvalArgs),
+    /// Exact ground truth by brute force (parallel, SIMD, streams the base in chunks).
+    Gt(search::GtArgs),
+    /// Build, evaluate and print the recall/QPS table on a generated data set (or --data DIR).
+    Demo(search::DemoArgs),
 }
 
 #[derive(clap::Args)]
-struct BuildArgs {
+pub(crate) struct BuildArgs {
     /// Vector file to index (n × d; f32, u8 or i8).
     #[arg(long)]
-    data: PathBuf,
+    pub(crate) data: PathBuf,
     /// Output index directory (must not exist unless --force).
     #[arg(long)]
-    out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Distance: l2 (squared Euclidean), ip (inner product), cosine (f32 only).
     #[arg(long, default_value = "l2")]
-    metric: Metric,
+    pub(crate) metric: Metric,
     /// Maximum graph degree R: more edges, better recall, bigger records.
     #[arg(short = 'R', long = "max-degree", default_value_t = 64)]
-    r: usize,
+    pub(crate) r: usize,
     /// Build search list size L (≥ R): larger is slower to build and gives a better graph.
     #[arg(short = 'L', long = "build-l", default_value_t = 100)]
-    l: usize,
+    pub(crate) l: usize,
     /// RobustPrune α of the second pass (≥ 1): larger keeps longer edges (fewer hops).
     #[arg(long, default_value_t = 1.2)]
-    alpha: f32,
+    pub(crate) alpha: f32,
     /// PQ bytes per vector (subspaces M, 1..=d). Default: about 1/8 of the raw vector bytes.
     #[arg(long)]
-    pq_bytes: Option<usize>,
+    pub(crate) pq_bytes: Option<usize>,
     /// Worker threads (default: all cores).
     #[arg(long)]
-    threads: Option<usize>,
+    pub(crate) threads: Option<usize>,
     /// Replace the output directory if it exists.
     #[arg(long)]
-    force: bool,
+    pub(crate) force: bool,
     /// Hide progress bars.
     #[arg(long, short)]
-    quiet: bool,
+    pub(crate) quiet: bool,
 }
 
-fn peak_rss_bytes() -> Option<u64> {
+pub(crate) fn peak_rss_bytes() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
 
-fn mib(b: u64) -> String {
+pub(crate) fn mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
 }
 
-fn cmd_build(a: BuildArgs) -> Result<()> {
+pub(crate) fn cmd_build(a: BuildArgs) -> Result<()> {
     let params = BuildParams { metric: a.metric, max_degree: a.r, build_l: a.l, alpha: a.alpha, pq_bytes: a.pq_bytes, threads: a.threads, force: a.force, ..Default::default() };
     let bars = progress::Bars::new(a.quiet);
     let t = std::time::Instant::now();
@@ -141,6 +150,10 @@ fn main() -> ExitCode {
         Cmd::Build(a) => cmd_build(a).map(|_| true),
         Cmd::Info { dir } => cmd_info(dir).map(|_| true),
         Cmd::Verify { dir } => cmd_verify(dir),
+        Cmd::Search(a) => search::cmd_search(a).map(|_| true),
+        Cmd::Eval(a) => search::cmd_eval(a).map(|_| true),
+        Cmd::Gt(a) => search::cmd_gt(a).map(|_| true),
+        Cmd::Demo(a) => search::cmd_demo(a).map(|_| true),
     };
     match res {
         Ok(true) => ExitCode::SUCCESS,

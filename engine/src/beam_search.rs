@@ -1,0 +1,202 @@
+//! DiskANN beam search (NeurIPS 2019, §3.3) over the sector file.
+//!
+//! 1. ADC table of the query (M × 256 f32).
+//! 2. Candidate list of size L (PQ distances), seeded with the entry point.
+//! 3. Each round takes the W closest unexpanded candidates; cached ones are expanded from
+//!    RAM, the others' blocks are read in ONE batch (one io_uring submission). Each expanded
+//!    node's exact distance (from its full vector) goes into the result set; its unvisited
+//!    neighbours get PQ distances and enter the list. Every other node in a fetched block
+//!    also gets its exact distance for free (its vector is in the same sector; Starling,
+//!    SIGMOD 2024, uses the whole sector the same way).
+//! 4. Stops when all L candidates are expanded; returns the k best by exact distance.
+
+use crate::error::EngineError;
+use crate::index::{Index, Neighbor, SearchParams, SearchStats};
+use crate::io::{ReadReq, SectorReader};
+use crate::Result;
+use ssdann_builder::greedy_search::VisitedSet;
+use ssdann_builder::neighbor_queue::{Candidate, NeighborQueue};
+use ssdann_layout::distance::{dot_f32, l2_sq_f32, normalize};
+use ssdann_layout::pq::{pq_distance, PQ_CENTROIDS};
+use ssdann_layout::{ElementType, Metric};
+use std::time::Instant;
+
+/// Per-thread reusable state: reader and buffers, candidate list, visited sets, ADC table.
+/// Memory: about 8 bytes × n (two visited stamps per node) + W blocks + M × 1 KB.
+pub struct SearchContext {
+    reader: Box<dyn SectorReader>,
+    queue: NeighborQueue,
+    visited: VisitedSet,
+    scored: VisitedSet,
+    table: Vec<f32>,
+    query: Vec<f32>,
+    vec_f32: Vec<f32>,
+    scratch: Vec<f32>,
+    beam: Vec<Candidate>,
+    reqs: Vec<ReadReq>,
+    /// (block, slot) of each block read this round.
+    blocks: Vec<(u64, usize)>,
+    results: Vec<(f32, u32)>,
+    nbrs: Vec<u32>,
+}
+
+impl SearchContext {
+    pub(crate) fn new(reader: Box<dyn SectorReader>, n: usize, m: usize) -> Self {
+        SearchContext {
+            reader,
+            queue: NeighborQueue::new(256),
+            visited: VisitedSet::new(n),
+            scored: VisitedSet::new(n),
+            table: vec![0.0; m * PQ_CENTROIDS],
+            query: Vec::new(),
+            vec_f32: Vec::new(),
+            scratch: Vec::new(),
+            beam: Vec::with_capacity(64),
+            reqs: Vec::with_capacity(64),
+            blocks: Vec::with_capacity(64),
+            results: Vec::with_capacity(1024),
+            nbrs: Vec::with_capacity(256),
+        }
+    }
+    pub(crate) fn reader_name(&self) -> &'static str {
+        self.reader.name()
+    }
+}
+
+/// Exact ranking distance between the f32 query and a stored vector (raw LE bytes).
+#[inline]
+fn exact_distance(metric: Metric, elem: ElementType, query: &[f32], vector: &[u8], tmp: &mut Vec<f32>) -> f32 {
+    let v: &[f32] = match elem {
+        ElementType::F32 => match bytemuck::try_cast_slice::<u8, f32>(vector) {
+            Ok(s) => s,
+            Err(_) => {
+                tmp.clear();
+                tmp.extend(vector.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+                tmp
+            }
+        },
+        ElementType::U8 => {
+            tmp.clear();
+            tmp.extend(vector.iter().map(|&x| f32::from(x)));
+            tmp
+        }
+        ElementType::I8 => {
+            tmp.clear();
+            tmp.extend(vector.iter().map(|&x| f32::from(x as i8)));
+            tmp
+        }
+    };
+    if metric.uses_l2() {
+        l2_sq_f32(query, v)
+    } else {
+        -dot_f32(query, v)
+    }
+}
+
+pub(crate) fn beam_search(index: &Index, ctx: &mut SearchContext, query: &[f32], k: usize, params: &SearchParams, out: &mut Vec<Neighbor>) -> Result<SearchStats> {
+    let t0 = Instant::now();
+    let h = &index.header;
+    let layout = h.layout;
+    let m = index.pq.m();
+    let n = h.n_slots;
+    let mut stats = SearchStats::default();
+    ctx.query.clear();
+    ctx.query.extend_from_slice(query);
+    if h.metric == Metric::Cosine {
+        normalize(&mut ctx.query);
+    }
+    index.pq.adc_table(&ctx.query, h.metric, &mut ctx.table, &mut ctx.scratch);
+    ctx.queue.reset(params.l);
+    ctx.visited.reset(n as usize);
+    ctx.scored.reset(n as usize);
+    ctx.results.clear();
+    let codes = &index.codes;
+    let pq_of = |id: u32, table: &[f32]| pq_distance(table, &codes[id as usize * m..(id as usize + 1) * m]);
+    let entry = h.entry_point as u32;
+    ctx.visited.insert(entry);
+    ctx.queue.insert(entry, pq_of(entry, &ctx.table));
+
+    while ctx.queue.has_unexpanded() {
+        ctx.beam.clear();
+        ctx.queue.pop_unexpanded_beam(params.w, &mut ctx.beam);
+        stats.hops += 1;
+        // Plan the reads: one per distinct block among the uncached beam nodes.
+        ctx.reqs.clear();
+        ctx.blocks.clear();
+        for c in &ctx.beam {
+            if index.cache.slots.contains_key(&c.id) {
+                continue;
+            }
+            let b = layout.block_of(u64::from(c.id));
+            if !ctx.blocks.iter().any(|&(bb, _)| bb == b) {
+                let slot = ctx.blocks.len();
+                ctx.blocks.push((b, slot));
+                ctx.reqs.push(ReadReq { offset: layout.block_offset_bytes(b), slot });
+            }
+        }
+        if !ctx.reqs.is_empty() {
+            let t = Instant::now();
+            ctx.reader.read_batch(&ctx.reqs)?;
+            stats.io_wait_us += t.elapsed().as_secs_f64() * 1e6;
+            stats.sector_reads += (ctx.reqs.len() * layout.sectors_per_block) as u32;
+            if index.options.verify_reads {
+                for &(b, slot) in &ctx.blocks {
+                    index.check_block(ctx.reader.slot(slot), b)?;
+                }
+            }
+            // Every node of every fetched block: exact distance for free.
+            for &(b, slot) in &ctx.blocks {
+                let block = ctx.reader.slot(slot);
+                let first = b * layout.nodes_per_block as u64;
+                for id in first..(first + layout.nodes_per_block as u64).min(n) {
+                    if ctx.scored.insert(id as u32) {
+                        let rec = layout.record(block, layout.offset_in_block(id));
+                        let d = exact_distance(h.metric, h.element, &ctx.query, rec.vector, &mut ctx.vec_f32);
+                        ctx.results.push((d, id as u32));
+                    }
+                }
+            }
+        }
+        for i in 0..ctx.beam.len() {
+            let id = ctx.beam[i].id;
+            stats.nodes_expanded += 1;
+            ctx.nbrs.clear();
+            if let Some(&off) = index.cache.slots.get(&id) {
+                stats.cache_hits += 1;
+                let rec = layout.record(&index.cache.records, off);
+                if ctx.scored.insert(id) {
+                    let d = exact_distance(h.metric, h.element, &ctx.query, rec.vector, &mut ctx.vec_f32);
+                    ctx.results.push((d, id));
+                }
+                ctx.nbrs.extend(rec.neighbors());
+            } else {
+                let b = layout.block_of(u64::from(id));
+                let slot = ctx.blocks.iter().find(|&&(bb, _)| bb == b).map(|&(_, s)| s).ok_or_else(|| EngineError::Inconsistent { path: index.file.path.clone(), detail: format!("block {b} of node {id} was not read") })?;
+                let rec = layout.record(ctx.reader.slot(slot), layout.offset_in_block(u64::from(id)));
+                if rec.degree > h.max_degree {
+                    return Err(EngineError::Inconsistent { path: index.file.path.clone(), detail: format!("sector {}: node {id} has degree {} > R = {}", layout.block_sector(b), rec.degree, h.max_degree) });
+                }
+                ctx.nbrs.extend(rec.neighbors());
+            }
+            for j in 0..ctx.nbrs.len() {
+                let nb = ctx.nbrs[j];
+                if u64::from(nb) >= n {
+                    return Err(EngineError::Inconsistent { path: index.file.path.clone(), detail: format!("node {id} lists neighbour {nb} ≥ n = {n}") });
+                }
+                if ctx.visited.insert(nb) {
+                    let d = pq_of(nb, &ctx.table);
+                    ctx.queue.insert(nb, d);
+                }
+            }
+        }
+    }
+    let kk = k.min(ctx.results.len());
+    if kk > 0 && ctx.results.len() > kk {
+        ctx.results.select_nth_unstable_by(kk - 1, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    }
+    ctx.results[..kk].sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    out.clear();
+    out.extend(ctx.results[..kk].iter().map(|&(d, id)| Neighbor { id: u64::from(id), distance: h.metric.reported(d) }));
+    stats.total_us = t0.elapsed().as_secs_f64() * 1e6;
+    Ok(stats)
+}

@@ -1,0 +1,329 @@
+//! `Index`: an open SSD index (DiskANN, NeurIPS 2019, §3): header and PQ data in RAM, node
+//! sectors read on demand through a per-thread [`crate::io::SectorReader`].
+
+use crate::beam_search::{beam_search, SearchContext};
+use crate::error::EngineError;
+use crate::io::{make_reader, IoBackend, SectorFile};
+use crate::Result;
+use ssdann_builder::build::INDEX_FILE;
+use ssdann_layout::pq::{read_codes, PQ_CODES_FILE, PQ_PIVOTS_FILE};
+use ssdann_layout::sector::check_block;
+use ssdann_layout::{IndexHeader, Metric, PqCodebook, SECTOR_BYTES};
+use std::collections::HashMap;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// How to open an index.
+#[derive(Clone, Debug)]
+pub struct OpenOptions {
+    /// Nodes held in RAM: the `cache_nodes` nodes nearest the entry point by BFS hops.
+    /// Expanding one counts as a cache hit, not a read. Default 0.
+    pub cache_nodes: usize,
+    /// I/O backend. Default io_uring.
+    pub io: IoBackend,
+    /// Check each block's CRC32 on every read (off by default); a mismatch is an error.
+    pub verify_reads: bool,
+    /// Largest beam width W searches may use (sizes each thread's buffers). Default 16.
+    pub max_beam_width: usize,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions { cache_nodes: 0, io: IoBackend::IoUring, verify_reads: false, max_beam_width: 16 }
+    }
+}
+
+/// Per-query search parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SearchParams {
+    /// Search list size L (≥ k).
+    pub l: usize,
+    /// Beam width W: nodes expanded (sectors read in one submission) per round.
+    pub w: usize,
+}
+
+impl Default for SearchParams {
+    fn default() -> Self {
+        SearchParams { l: 100, w: 4 }
+    }
+}
+
+/// One result: the point's label (its id; the row number in the build file) and its
+/// distance to the query (squared L2; negated inner product; cosine distance `1 - cos`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Neighbor {
+    /// Label of the point.
+    pub id: u64,
+    /// Distance to the query, per the index metric.
+    pub distance: f32,
+}
+
+/// What one search did.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SearchStats {
+    /// Rounds of the beam search.
+    pub hops: u32,
+    /// Sectors read from the SSD (a multi-sector block counts its sectors).
+    pub sector_reads: u32,
+    /// Nodes expanded from the node cache (no I/O).
+    pub cache_hits: u32,
+    /// Nodes expanded in total.
+    pub nodes_expanded: u32,
+    /// Time spent waiting for reads, µs.
+    pub io_wait_us: f64,
+    /// Wall time of the whole search, µs.
+    pub total_us: f64,
+}
+
+/// The node cache: records of the nodes nearest the entry point.
+#[derive(Default)]
+pub(crate) struct NodeCache {
+    pub(crate) slots: HashMap<u32, usize>,
+    pub(crate) records: Vec<u8>,
+}
+
+/// An open index. `Index: Send + Sync`; searches from many threads share it.
+pub struct Index {
+    pub(crate) dir: PathBuf,
+    pub(crate) header: IndexHeader,
+    pub(crate) pq: PqCodebook,
+    pub(crate) codes: Vec<u8>,
+    pub(crate) file: Arc<SectorFile>,
+    pub(crate) options: OpenOptions,
+    pub(crate) cache: NodeCache,
+    contexts: Mutex<Vec<SearchContext>>,
+}
+
+impl Index {
+    /// Opens the index in `dir`: validates the header, the sector file's size and the PQ
+    /// files against each other, loads the PQ pivots and codes (n × M bytes) into RAM, and
+    /// loads the node cache.
+    ///
+    /// # Errors
+    /// - [`EngineError::Layout`]: a missing, truncated or corrupt file (names it and the field).
+    /// - [`EngineError::Inconsistent`]: the files disagree (n, d, M).
+    /// - [`EngineError::Io`].
+    ///
+    /// # Example
+    /// ```no_run
+    /// use ssdann_engine::{Index, OpenOptions, SearchParams};
+    /// let index = Index::open("idx".as_ref(), OpenOptions::default())?;
+    /// let query = vec![0.0f32; index.dim()];
+    /// let hits = index.search(&query, 10, &SearchParams { l: 100, w: 4 })?;
+    /// for h in hits { println!("{} {}", h.id, h.distance); }
+    /// # Ok::<(), ssdann_engine::EngineError>(())
+    /// ```
+    pub fn open(dir: &Path, options: OpenOptions) -> Result<Index> {
+        let path = dir.join(INDEX_FILE);
+        let file = SectorFile::open(&path)?;
+        let len = file.file.metadata().map_err(|e| EngineError::io(&path, e))?.len();
+        let mut slots = crate::io::AlignedBuf::new(2 * SECTOR_BYTES);
+        if len < 2 * SECTOR_BYTES as u64 {
+            return Err(ssdann_layout::LayoutError::SizeMismatch { path, expected_bytes: 8192, actual_bytes: len, detail: "the two header slots".into() }.into());
+        }
+        file.file.read_exact_at(slots.as_mut_slice(), 0).map_err(|e| EngineError::io(&path, e))?;
+        let (header, _) = IndexHeader::choose(&path, slots.as_slice())?;
+        if len < header.file_bytes() {
+            return Err(ssdann_layout::LayoutError::SizeMismatch { path, expected_bytes: header.file_bytes(), actual_bytes: len, detail: format!("header n = {}, {} blocks", header.n_slots, header.layout.blocks_for(header.n_slots)) }.into());
+        }
+        let pq = PqCodebook::read(&dir.join(PQ_PIVOTS_FILE))?;
+        if pq.dim() != header.dim as usize || pq.m() != header.pq_m as usize {
+            return Err(EngineError::Inconsistent { path: dir.join(PQ_PIVOTS_FILE), detail: format!("PQ pivots have d = {}, M = {} but index.ssd has d = {}, M = {}", pq.dim(), pq.m(), header.dim, header.pq_m) });
+        }
+        let (cn, cm, codes) = read_codes(&dir.join(PQ_CODES_FILE))?;
+        if cn as u64 != header.n_slots || cm != header.pq_m as usize {
+            return Err(EngineError::Inconsistent { path: dir.join(PQ_CODES_FILE), detail: format!("PQ codes are n = {cn}, M = {cm} but index.ssd has n = {}, M = {}", header.n_slots, header.pq_m) });
+        }
+        if options.max_beam_width == 0 {
+            return Err(EngineError::InvalidQuery { field: "max_beam_width", value: "0".into(), reason: "must be at least 1".into() });
+        }
+        let mut index = Index { dir: dir.into(), header, pq, codes, file, options, cache: NodeCache::default(), contexts: Mutex::new(Vec::new()) };
+        if index.options.cache_nodes > 0 {
+            index.cache = index.load_cache(index.options.cache_nodes)?;
+        }
+        Ok(index)
+    }
+
+    /// Reads the block holding node `id` with pread (open-time use), checking its CRC.
+    fn read_block_for(&self, id: u32, buf: &mut crate::io::AlignedBuf) -> Result<()> {
+        let l = self.header.layout;
+        let b = l.block_of(u64::from(id));
+        let off = l.block_offset_bytes(b);
+        self.file.file.read_exact_at(&mut buf.as_mut_slice()[..l.block_bytes()], off).map_err(|e| EngineError::io(&self.file.path, e))?;
+        self.check_block(&buf.as_slice()[..l.block_bytes()], b)
+    }
+
+    pub(crate) fn check_block(&self, block: &[u8], b: u64) -> Result<()> {
+        check_block(block).map_err(|(expected, got)| {
+            ssdann_layout::LayoutError::ChecksumMismatch { path: self.file.path.clone(), what: format!("sector {} (block {b})", self.header.layout.block_sector(b)), expected, got }.into()
+        })
+    }
+
+    /// BFS from the entry point, caching the first `count` nodes' records.
+    fn load_cache(&self, count: usize) -> Result<NodeCache> {
+        let l = self.header.layout;
+        let count = count.min(self.header.n_slots as usize);
+        let mut cache = NodeCache { slots: HashMap::with_capacity(count), records: Vec::with_capacity(count * l.record_bytes) };
+        let mut buf = crate::io::AlignedBuf::new(l.block_bytes());
+        let mut frontier = std::collections::VecDeque::new();
+        let entry = self.header.entry_point as u32;
+        frontier.push_back(entry);
+        let mut seen = std::collections::HashSet::new();
+        seen.insert(entry);
+        while let Some(id) = frontier.pop_front() {
+            if cache.slots.len() >= count {
+                break;
+            }
+            self.read_block_for(id, &mut buf)?;
+            let off = l.offset_in_block(u64::from(id));
+            let rec = l.record(buf.as_slice(), off);
+            rec.check(u64::from(id), self.header.n_slots, self.header.max_degree as usize)
+                .map_err(|detail| EngineError::Inconsistent { path: self.file.path.clone(), detail })?;
+            cache.slots.insert(id, cache.records.len());
+            cache.records.extend_from_slice(&buf.as_slice()[off..off + l.record_bytes]);
+            for nb in rec.neighbors() {
+                if seen.insert(nb) {
+                    frontier.push_back(nb);
+                }
+            }
+        }
+        Ok(cache)
+    }
+
+    /// The index directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    /// The header in force.
+    pub fn header(&self) -> &IndexHeader {
+        &self.header
+    }
+    /// Dimension d.
+    pub fn dim(&self) -> usize {
+        self.header.dim as usize
+    }
+    /// Points n.
+    pub fn len(&self) -> usize {
+        self.header.n_slots as usize
+    }
+    /// Always false for an open index.
+    pub fn is_empty(&self) -> bool {
+        self.header.n_slots == 0
+    }
+    /// Metric.
+    pub fn metric(&self) -> Metric {
+        self.header.metric
+    }
+    /// Nodes in the node cache.
+    pub fn cached_nodes(&self) -> usize {
+        self.cache.slots.len()
+    }
+    /// Whether reads bypass the page cache (O_DIRECT).
+    pub fn direct_io(&self) -> bool {
+        self.file.direct
+    }
+    /// Bytes of RAM held: PQ codes, pivots, node cache.
+    pub fn memory_bytes(&self) -> usize {
+        self.codes.len() + self.pq.memory_bytes() + self.cache.records.len() + self.cache.slots.len() * 16
+    }
+
+    fn take_context(&self) -> SearchContext {
+        let ctx = self.contexts.lock().ok().and_then(|mut v| v.pop());
+        ctx.unwrap_or_else(|| {
+            let l = self.header.layout;
+            let reader = make_reader(self.options.io, self.file.clone(), l.block_bytes(), self.options.max_beam_width);
+            SearchContext::new(reader, self.header.n_slots as usize, self.pq.m())
+        })
+    }
+
+    fn put_context(&self, ctx: SearchContext) {
+        if let Ok(mut v) = self.contexts.lock() {
+            v.push(ctx);
+        }
+    }
+
+    /// Name of the I/O backend the search threads use ("io_uring" or "pread").
+    pub fn io_backend_name(&self) -> &'static str {
+        let ctx = self.take_context();
+        let name = ctx.reader_name();
+        self.put_context(ctx);
+        name
+    }
+
+    /// Checks a query and parameters.
+    fn check_query(&self, query: &[f32], k: usize, params: &SearchParams) -> Result<()> {
+        let bad = |field: &'static str, value: String, reason: String| Err(EngineError::InvalidQuery { field, value, reason });
+        if query.len() != self.dim() {
+            return bad("query dimension", query.len().to_string(), format!("the index has d = {}", self.dim()));
+        }
+        if let Some(i) = query.iter().position(|x| !x.is_finite()) {
+            return bad("query", format!("{} at position {i}", query[i]), "values must be finite".into());
+        }
+        if k == 0 {
+            return bad("k", "0".into(), "must be at least 1".into());
+        }
+        if params.l < k {
+            return bad("L", params.l.to_string(), format!("must be ≥ k ({k})"));
+        }
+        if params.w == 0 || params.w > self.options.max_beam_width {
+            return bad("W", params.w.to_string(), format!("must be in 1..={} (OpenOptions::max_beam_width)", self.options.max_beam_width));
+        }
+        Ok(())
+    }
+
+    /// Beam search for the `k` nearest neighbours of `query` (length d, f32), closest first.
+    ///
+    /// # Errors
+    /// [`EngineError::InvalidQuery`] for a wrong dimension, a NaN/inf value, k = 0, L < k or
+    /// W out of range; [`EngineError::Io`] on a failed read; [`EngineError::Layout`] when
+    /// `verify_reads` finds a bad checksum.
+    pub fn search(&self, query: &[f32], k: usize, params: &SearchParams) -> Result<Vec<Neighbor>> {
+        let mut out = Vec::with_capacity(k);
+        self.search_into(query, k, params, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Index::search`] that also returns the query's [`SearchStats`].
+    ///
+    /// # Errors
+    /// As [`Index::search`].
+    pub fn search_with_stats(&self, query: &[f32], k: usize, params: &SearchParams) -> Result<(Vec<Neighbor>, SearchStats)> {
+        let mut out = Vec::with_capacity(k);
+        let stats = self.search_into(query, k, params, &mut out)?;
+        Ok((out, stats))
+    }
+
+    /// Search into a caller-owned vector (cleared first). Once the thread's context is warm
+    /// and `out` has capacity k, this performs no heap allocation.
+    ///
+    /// # Errors
+    /// As [`Index::search`].
+    pub fn search_into(&self, query: &[f32], k: usize, params: &SearchParams, out: &mut Vec<Neighbor>) -> Result<SearchStats> {
+        self.check_query(query, k, params)?;
+        let mut ctx = self.take_context();
+        let r = beam_search(self, &mut ctx, query, k, params, out);
+        self.put_context(ctx);
+        r
+    }
+
+    /// Searches every row of `queries` (nq × d, row-major) on a pool of `threads` threads
+    /// (None = all cores); returns per query its neighbours and stats, in query order.
+    ///
+    /// # Errors
+    /// The first error of any query (see [`Index::search`]); `queries.len()` not a multiple
+    /// of d is an [`EngineError::InvalidQuery`].
+    pub fn batch_search(&self, queries: &[f32], k: usize, params: &SearchParams, threads: Option<usize>) -> Result<Vec<(Vec<Neighbor>, SearchStats)>> {
+        use rayon::prelude::*;
+        let d = self.dim();
+        if queries.len() % d != 0 {
+            return Err(EngineError::InvalidQuery { field: "queries", value: format!("{} values", queries.len()), reason: format!("not a multiple of d = {d}") });
+        }
+        let mut pool = rayon::ThreadPoolBuilder::new();
+        if let Some(t) = threads {
+            pool = pool.num_threads(t.max(1));
+        }
+        let pool = pool.build().map_err(|e| EngineError::InvalidQuery { field: "threads", value: format!("{threads:?}"), reason: e.to_string() })?;
+        pool.install(|| queries.par_chunks(d).with_max_len(1).map(|q| self.search_with_stats(q, k, params)).collect())
+    }
+}

@@ -1,0 +1,273 @@
+//! Sector I/O backends behind one small trait (DESIGN.md, "Query algorithm"):
+//! - [`UringReader`]: io_uring with the index file and the aligned buffers registered once
+//!   per ring; all of a beam's reads go in ONE submission (`ReadFixed`, O_DIRECT).
+//! - [`PreadReader`]: one `pread` per block (also O_DIRECT), the portable fallback.
+//!
+//! Each search thread owns one reader and one [`AlignedBuf`] of `max_batch` block slots.
+
+use crate::error::EngineError;
+use crate::Result;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Alignment of O_DIRECT buffers (bytes).
+pub const IO_ALIGN: usize = 4096;
+
+/// A zeroed heap buffer aligned to [`IO_ALIGN`], for O_DIRECT reads.
+pub struct AlignedBuf {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: AlignedBuf owns its allocation exclusively (like Box<[u8]>).
+unsafe impl Send for AlignedBuf {}
+// SAFETY: shared references only allow reads of the owned bytes.
+unsafe impl Sync for AlignedBuf {}
+
+impl AlignedBuf {
+    /// Allocates `len` zeroed bytes (`len` rounded up to a multiple of 4096, at least 4096).
+    ///
+    /// # Panics
+    /// On allocation failure (as `Vec` does).
+    pub fn new(len: usize) -> Self {
+        let len = len.max(IO_ALIGN).div_ceil(IO_ALIGN) * IO_ALIGN;
+        let layout = std::alloc::Layout::from_size_align(len, IO_ALIGN).expect("aligned layout");
+        // SAFETY: layout has non-zero size.
+        let raw = unsafe { std::alloc::alloc_zeroed(layout) };
+        let ptr = std::ptr::NonNull::new(raw).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        AlignedBuf { ptr, len }
+    }
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// Always false (at least 4096 bytes).
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: ptr is valid for len initialized (zeroed) bytes owned by self.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+    /// The bytes, mutably.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as above, and &mut self guarantees exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+    fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        let layout = std::alloc::Layout::from_size_align(self.len, IO_ALIGN).expect("aligned layout");
+        // SAFETY: allocated in `new` with this exact layout.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), layout) };
+    }
+}
+
+/// Which backend to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum IoBackend {
+    /// io_uring (default); falls back to pread with one warning if the ring cannot be set up.
+    #[default]
+    IoUring,
+    /// pread(2).
+    Pread,
+}
+
+impl std::str::FromStr for IoBackend {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "io_uring" | "uring" | "io-uring" => Ok(IoBackend::IoUring),
+            "pread" => Ok(IoBackend::Pread),
+            o => Err(format!("unknown I/O backend {o:?} (expected io_uring or pread)")),
+        }
+    }
+}
+
+/// The open index file shared by every reader.
+#[derive(Debug)]
+pub struct SectorFile {
+    /// Path (for errors).
+    pub path: PathBuf,
+    /// The file.
+    pub file: std::fs::File,
+    /// Whether it was opened with O_DIRECT (false only where the filesystem refuses it).
+    pub direct: bool,
+}
+
+impl SectorFile {
+    /// Opens `path` read-only with O_DIRECT, or without it (and `direct = false`) when the
+    /// filesystem does not support it (e.g. tmpfs answers EINVAL).
+    ///
+    /// # Errors
+    /// [`EngineError::Io`].
+    pub fn open(path: &Path) -> Result<Arc<SectorFile>> {
+        use std::os::unix::fs::OpenOptionsExt;
+        match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(path) {
+            Ok(file) => Ok(Arc::new(SectorFile { path: path.into(), file, direct: true })),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                let file = std::fs::File::open(path).map_err(|e| EngineError::io(path, e))?;
+                Ok(Arc::new(SectorFile { path: path.into(), file, direct: false }))
+            }
+            Err(e) => Err(EngineError::io(path, e)),
+        }
+    }
+}
+
+/// One read: `len` bytes at file offset `offset` into slot `slot` of the reader's buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadReq {
+    /// Byte offset in the file (multiple of 4096).
+    pub offset: u64,
+    /// Buffer slot index (< max_batch).
+    pub slot: usize,
+}
+
+/// A per-thread sector reader with `max_batch` buffer slots of `slot_bytes` each.
+pub trait SectorReader: Send {
+    /// Reads every request (all `slot_bytes` long) into its slot, as one batch; returns when
+    /// all have completed.
+    ///
+    /// # Errors
+    /// [`EngineError::Io`] on a failed or short read.
+    fn read_batch(&mut self, reqs: &[ReadReq]) -> Result<()>;
+    /// The bytes of slot `slot`.
+    fn slot(&self, slot: usize) -> &[u8];
+    /// Backend name ("io_uring" or "pread").
+    fn name(&self) -> &'static str;
+}
+
+/// pread(2) backend.
+pub struct PreadReader {
+    file: Arc<SectorFile>,
+    buf: AlignedBuf,
+    slot_bytes: usize,
+}
+
+impl PreadReader {
+    /// A reader with `max_batch` slots of `slot_bytes` (a multiple of 4096).
+    pub fn new(file: Arc<SectorFile>, slot_bytes: usize, max_batch: usize) -> Self {
+        PreadReader { file, buf: AlignedBuf::new(slot_bytes * max_batch.max(1)), slot_bytes }
+    }
+}
+
+fn short_read(path: &Path, offset: u64, got: usize, want: usize) -> EngineError {
+    EngineError::io(path, std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("read of {want} bytes at offset {offset} returned {got}")))
+}
+
+impl SectorReader for PreadReader {
+    fn read_batch(&mut self, reqs: &[ReadReq]) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        for r in reqs {
+            let sb = self.slot_bytes;
+            let dst = &mut self.buf.as_mut_slice()[r.slot * sb..(r.slot + 1) * sb];
+            let got = self.file.file.read_at(dst, r.offset).map_err(|e| EngineError::io(&self.file.path, e))?;
+            if got != sb {
+                return Err(short_read(&self.file.path, r.offset, got, sb));
+            }
+        }
+        Ok(())
+    }
+    fn slot(&self, slot: usize) -> &[u8] {
+        &self.buf.as_slice()[slot * self.slot_bytes..(slot + 1) * self.slot_bytes]
+    }
+    fn name(&self) -> &'static str {
+        "pread"
+    }
+}
+
+/// io_uring backend: registered file and buffers, one submission per batch.
+pub struct UringReader {
+    ring: io_uring::IoUring,
+    file: Arc<SectorFile>,
+    buf: AlignedBuf,
+    slot_bytes: usize,
+    max_batch: usize,
+}
+
+impl UringReader {
+    /// Sets up a ring of `max_batch` entries and registers the file and the buffer.
+    ///
+    /// # Errors
+    /// [`EngineError::Io`] when the kernel refuses the ring or the registrations (the caller
+    /// falls back to pread).
+    pub fn new(file: Arc<SectorFile>, slot_bytes: usize, max_batch: usize) -> Result<Self> {
+        let max_batch = max_batch.max(1);
+        let entries = (max_batch as u32).next_power_of_two().max(8);
+        let ring = io_uring::IoUring::new(entries).map_err(|e| EngineError::io(&file.path, e))?;
+        let mut buf = AlignedBuf::new(slot_bytes * max_batch);
+        ring.submitter().register_files(&[file.file.as_raw_fd()]).map_err(|e| EngineError::io(&file.path, e))?;
+        let iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
+        // SAFETY: the buffer lives as long as the ring (both owned by self; the ring is
+        // dropped first because it is declared first) and is not moved (heap allocation).
+        unsafe { ring.submitter().register_buffers(&[iov]) }.map_err(|e| EngineError::io(&file.path, e))?;
+        Ok(UringReader { ring, file, buf, slot_bytes, max_batch })
+    }
+}
+
+impl SectorReader for UringReader {
+    fn read_batch(&mut self, reqs: &[ReadReq]) -> Result<()> {
+        assert!(reqs.len() <= self.max_batch, "batch larger than the ring");
+        let sb = self.slot_bytes;
+        let base = self.buf.as_mut_ptr();
+        {
+            let mut sq = self.ring.submission();
+            for (i, r) in reqs.iter().enumerate() {
+                assert!(r.slot < self.max_batch, "slot out of range");
+                // SAFETY: slot < max_batch, so the destination lies inside the registered buffer.
+                let dst = unsafe { base.add(r.slot * sb) };
+                let e = io_uring::opcode::ReadFixed::new(io_uring::types::Fixed(0), dst, sb as u32, 0).offset(r.offset).build().user_data(i as u64);
+                // SAFETY: the destination buffer stays valid and untouched until the completion
+                // is reaped below (we wait for every entry before returning).
+                unsafe { sq.push(&e) }.map_err(|_| EngineError::io(&self.file.path, std::io::Error::other("io_uring submission queue full")))?;
+            }
+        }
+        let mut pending = reqs.len();
+        let mut first_err: Option<EngineError> = None;
+        while pending > 0 {
+            match self.ring.submit_and_wait(pending) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) => return Err(EngineError::io(&self.file.path, e)),
+            }
+            for cqe in self.ring.completion() {
+                pending -= 1;
+                let r = reqs[cqe.user_data() as usize];
+                let res = cqe.result();
+                if first_err.is_none() {
+                    if res < 0 {
+                        first_err = Some(EngineError::io(&self.file.path, std::io::Error::from_raw_os_error(-res)));
+                    } else if res as usize != sb {
+                        first_err = Some(short_read(&self.file.path, r.offset, res as usize, sb));
+                    }
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+    fn slot(&self, slot: usize) -> &[u8] {
+        &self.buf.as_slice()[slot * self.slot_bytes..(slot + 1) * self.slot_bytes]
+    }
+    fn name(&self) -> &'static str {
+        "io_uring"
+    }
+}
+
+/// Creates a reader of the requested kind; io_uring falls back to pread, printing one
+/// warning line per process, when the ring cannot be set up.
+pub fn make_reader(kind: IoBackend, file: Arc<SectorFile>, slot_bytes: usize, max_batch: usize) -> Box<dyn SectorReader> {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    if kind == IoBackend::IoUring {
+        match UringReader::new(file.clone(), slot_bytes, max_batch) {
+            Ok(r) => return Box::new(r),
+            Err(e) => WARNED.call_once(|| eprintln!("warning: io_uring unavailable ({e}); falling back to pread")),
+        }
+    }
+    Box::new(PreadReader::new(file, slot_bytes, max_batch))
+}

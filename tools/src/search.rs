@@ -1,0 +1,394 @@
+//! `ssdann search | eval | gt | demo`.
+
+use crate::progress::bar;
+use anyhow::{bail, Context, Result};
+use ssdann_builder::ground_truth::update_topk;
+use ssdann_engine::{Index, IoBackend, OpenOptions, SearchParams};
+use ssdann_layout::{Element, ElementType, GroundTruth, Metric, VectorFile};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+fn parse_list(s: &str, what: &str) -> Result<Vec<usize>> {
+    s.split(',').map(|x| x.trim().parse::<usize>().with_context(|| format!("{what}: {x:?} is not a number"))).collect()
+}
+
+/// Loads a query file as f32 rows (u8/i8 converted exactly).
+fn load_queries(path: &Path, dim: usize) -> Result<(usize, Vec<f32>)> {
+    let f = VectorFile::open(path)?;
+    if f.dim() != dim {
+        bail!("{}: queries have d = {} but the index has d = {dim}", path.display(), f.dim());
+    }
+    let mut q = vec![0f32; f.len() * dim];
+    for (i, row) in q.chunks_exact_mut(dim).enumerate() {
+        f.row_f32(i, row);
+    }
+    Ok((f.len(), q))
+}
+
+#[derive(clap::Args)]
+pub struct SearchArgs {
+    /// Index directory.
+    #[arg(long)]
+    index: PathBuf,
+    /// Query vectors (same d as the index).
+    #[arg(long)]
+    queries: PathBuf,
+    /// Neighbours per query.
+    #[arg(short, default_value_t = 10)]
+    k: usize,
+    /// Search list size L (≥ k): larger = better recall, more reads.
+    #[arg(short = 'L', default_value_t = 100)]
+    l: usize,
+    /// Beam width W: sectors read per round in one submission.
+    #[arg(short = 'W', default_value_t = 4)]
+    w: usize,
+    /// Output file (big-ann-benchmarks .ibin: ids, then distances).
+    #[arg(long)]
+    out: PathBuf,
+    /// Search threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Nodes to keep in RAM (BFS from the entry point).
+    #[arg(long, default_value_t = 0)]
+    cache_nodes: usize,
+    /// I/O backend: io_uring or pread.
+    #[arg(long, default_value = "io_uring")]
+    io: IoBackend,
+    /// Check each sector's CRC32 on read.
+    #[arg(long)]
+    verify_reads: bool,
+}
+
+pub fn cmd_search(a: SearchArgs) -> Result<()> {
+    let index = Index::open(&a.index, OpenOptions { cache_nodes: a.cache_nodes, io: a.io, verify_reads: a.verify_reads, max_beam_width: a.w.max(16) })?;
+    let (nq, q) = load_queries(&a.queries, index.dim())?;
+    let t = Instant::now();
+    let res = index.batch_search(&q, a.k, &SearchParams { l: a.l, w: a.w }, a.threads)?;
+    let secs = t.elapsed().as_secs_f64();
+    let mut gt = GroundTruth { nq, k: a.k, ids: Vec::with_capacity(nq * a.k), distances: Vec::with_capacity(nq * a.k) };
+    for (hits, _) in &res {
+        for j in 0..a.k {
+            let h = hits.get(j);
+            gt.ids.push(h.map_or(u32::MAX, |h| h.id as u32));
+            gt.distances.push(h.map_or(f32::INFINITY, |h| h.distance));
+        }
+    }
+    gt.write(&a.out)?;
+    let reads: f64 = res.iter().map(|r| f64::from(r.1.sector_reads)).sum::<f64>() / nq as f64;
+    println!("searched {nq} queries in {secs:.2} s ({:.0} QPS), {reads:.1} sector reads/query; wrote {}", nq as f64 / secs, a.out.display());
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    /// Index directory.
+    #[arg(long)]
+    index: PathBuf,
+    /// Query vectors.
+    #[arg(long)]
+    queries: PathBuf,
+    /// Ground truth (.ibin) for the queries.
+    #[arg(long)]
+    gt: PathBuf,
+    /// recall@k.
+    #[arg(short, default_value_t = 10)]
+    k: usize,
+    /// Search list sizes to sweep (comma-separated).
+    #[arg(short = 'L', default_value = "10,20,30,50,75,100,150,200")]
+    l: String,
+    /// Beam width W.
+    #[arg(short = 'W', default_value_t = 4)]
+    w: usize,
+    /// Thread counts to sweep (comma-separated).
+    #[arg(long, default_value = "1,2")]
+    threads: String,
+    /// Nodes to keep in RAM (BFS from the entry point).
+    #[arg(long, default_value_t = 0)]
+    cache_nodes: usize,
+    /// Use only the first N queries.
+    #[arg(long)]
+    nq: Option<usize>,
+    /// I/O backend: io_uring or pread.
+    #[arg(long, default_value = "io_uring")]
+    io: IoBackend,
+    /// Write the table as JSON too.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// One row of the eval table.
+pub struct Row {
+    pub threads: usize,
+    pub l: usize,
+    pub recall: f64,
+    pub qps: f64,
+    pub mean_us: f64,
+    pub p50_us: f64,
+    pub p95_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub reads: f64,
+    pub cache_hits: f64,
+    pub hops: f64,
+    pub io_wait_us: f64,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+/// Runs the sweep; prints rows as they complete.
+#[allow(clippy::too_many_arguments)]
+pub fn run_eval(index: &Index, q: &[f32], nq: usize, gt: &GroundTruth, k: usize, ls: &[usize], w: usize, threads: &[usize], quiet: bool) -> Result<Vec<Row>> {
+    if gt.k < k {
+        bail!("ground truth has only {} neighbours per query; recall@{k} needs {k}", gt.k);
+    }
+    if gt.nq < nq {
+        bail!("ground truth has {} queries but {nq} are evaluated", gt.nq);
+    }
+    let d = index.dim();
+    println!("{:>3} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>7} {:>6} {:>8}", "thr", "L", "recall@k", "QPS", "mean_us", "p50_us", "p95_us", "p99_us", "p99.9_us", "reads", "cache", "hops", "io_us");
+    let mut rows = Vec::new();
+    let pb = bar((threads.len() * ls.len()) as u64, "eval", quiet);
+    for &t in threads {
+        for &l in ls {
+            if l < k {
+                pb.suspend(|| println!("skipping L = {l} < k = {k}"));
+                pb.inc(1);
+                continue;
+            }
+            let params = SearchParams { l, w };
+            let warm = nq.min(200);
+            index.batch_search(&q[..warm * d], k, &params, Some(t))?;
+            let t0 = Instant::now();
+            let res = index.batch_search(&q[..nq * d], k, &params, Some(t))?;
+            let secs = t0.elapsed().as_secs_f64();
+            let mut hits = 0usize;
+            for (i, (nb, _)) in res.iter().enumerate() {
+                let truth = &gt.row(i)[..k];
+                hits += nb.iter().take(k).filter(|n| truth.contains(&(n.id as u32))).count();
+            }
+            let mut lat: Vec<f64> = res.iter().map(|r| r.1.total_us).collect();
+            lat.sort_by(|a, b| a.total_cmp(b));
+            let mean = |f: &dyn Fn(&ssdann_engine::SearchStats) -> f64| res.iter().map(|r| f(&r.1)).sum::<f64>() / nq as f64;
+            let row = Row {
+                threads: t,
+                l,
+                recall: hits as f64 / (nq * k) as f64,
+                qps: nq as f64 / secs,
+                mean_us: lat.iter().sum::<f64>() / nq as f64,
+                p50_us: percentile(&lat, 50.0),
+                p95_us: percentile(&lat, 95.0),
+                p99_us: percentile(&lat, 99.0),
+                p999_us: percentile(&lat, 99.9),
+                reads: mean(&|s| f64::from(s.sector_reads)),
+                cache_hits: mean(&|s| f64::from(s.cache_hits)),
+                hops: mean(&|s| f64::from(s.hops)),
+                io_wait_us: mean(&|s| s.io_wait_us),
+            };
+            pb.suspend(|| println!(
+                "{:>3} {:>5} {:>9.4} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>8.1} {:>7.1} {:>6.1} {:>8.0}",
+                row.threads, row.l, row.recall, row.qps, row.mean_us, row.p50_us, row.p95_us, row.p99_us, row.p999_us, row.reads, row.cache_hits, row.hops, row.io_wait_us
+            ));
+            rows.push(row);
+            pb.inc(1);
+        }
+    }
+    pb.finish_and_clear();
+    Ok(rows)
+}
+
+fn rows_json(rows: &[Row], extra: serde_json::Value) -> serde_json::Value {
+    let r: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "threads": r.threads, "L": r.l, "recall": r.recall, "qps": r.qps, "mean_us": r.mean_us,
+                "p50_us": r.p50_us, "p95_us": r.p95_us, "p99_us": r.p99_us, "p999_us": r.p999_us,
+                "sector_reads": r.reads, "cache_hits": r.cache_hits, "hops": r.hops, "io_wait_us": r.io_wait_us,
+            })
+        })
+        .collect();
+    serde_json::json!({ "params": extra, "rows": r })
+}
+
+pub fn cmd_eval(a: EvalArgs) -> Result<()> {
+    let ls = parse_list(&a.l, "-L")?;
+    let threads = parse_list(&a.threads, "--threads")?;
+    if threads.contains(&0) {
+        bail!("--threads: 0 is not a thread count");
+    }
+    let index = Index::open(&a.index, OpenOptions { cache_nodes: a.cache_nodes, io: a.io, verify_reads: false, max_beam_width: a.w.max(16) })?;
+    let (nq_all, q) = load_queries(&a.queries, index.dim())?;
+    let gt = GroundTruth::read(&a.gt)?;
+    let nq = a.nq.unwrap_or(nq_all).min(nq_all).min(gt.nq);
+    println!(
+        "index {} (n = {}, d = {}, {}), {} queries, k = {}, W = {}, cache {} nodes, I/O {} ({})",
+        a.index.display(), index.len(), index.dim(), index.metric(), nq, a.k, a.w, index.cached_nodes(), index.io_backend_name(),
+        if index.direct_io() { "O_DIRECT" } else { "page cache: O_DIRECT refused by the filesystem" }
+    );
+    let rows = run_eval(&index, &q, nq, &gt, a.k, &ls, a.w, &threads, false)?;
+    if let Some(j) = a.json {
+        let extra = serde_json::json!({"index": a.index, "queries": a.queries, "nq": nq, "k": a.k, "W": a.w, "cache_nodes": index.cached_nodes(), "io": index.io_backend_name(), "o_direct": index.direct_io()});
+        std::fs::write(&j, serde_json::to_string_pretty(&rows_json(&rows, extra))?).with_context(|| format!("{}: cannot write", j.display()))?;
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct GtArgs {
+    /// Base vectors.
+    #[arg(long)]
+    base: PathBuf,
+    /// Query vectors (same element type and d as the base).
+    #[arg(long)]
+    queries: PathBuf,
+    /// Neighbours per query.
+    #[arg(short, default_value_t = 100)]
+    k: usize,
+    /// Metric: l2, ip or cosine.
+    #[arg(long, default_value = "l2")]
+    metric: Metric,
+    /// Output .ibin.
+    #[arg(long)]
+    out: PathBuf,
+    /// Base rows per chunk (bounds the memory touched at once).
+    #[arg(long, default_value_t = 65536)]
+    chunk_rows: usize,
+    /// Threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+fn gt_typed<T: Element>(base: &VectorFile, queries: &VectorFile, k: usize, metric: Metric, chunk_rows: usize) -> Result<Vec<Vec<(f32, u32)>>> {
+    let d = base.dim();
+    let mut q = queries.contiguous::<T>()?.into_owned();
+    let cosine = metric == Metric::Cosine;
+    if cosine {
+        let qf: &mut [f32] = bytemuck::cast_slice_mut(&mut q);
+        qf.chunks_exact_mut(d).for_each(ssdann_layout::distance::normalize);
+    }
+    let all = base.contiguous::<T>()?;
+    let mut best = vec![Vec::with_capacity(k + 1); queries.len()];
+    let pb = bar(base.len() as u64, "ground truth", false);
+    let mut start = 0;
+    while start < base.len() {
+        let end = (start + chunk_rows).min(base.len());
+        if cosine {
+            let mut chunk: Vec<f32> = bytemuck::cast_slice::<T, f32>(&all[start * d..end * d]).to_vec();
+            chunk.chunks_exact_mut(d).for_each(ssdann_layout::distance::normalize);
+            update_topk::<f32>(bytemuck::cast_slice(&q), &chunk, d, metric, start as u32, k, &mut best);
+        } else {
+            update_topk(&q, &all[start * d..end * d], d, metric, start as u32, k, &mut best);
+        }
+        pb.inc((end - start) as u64);
+        start = end;
+    }
+    pb.finish_and_clear();
+    Ok(best)
+}
+
+/// Computes and writes exact ground truth; returns it.
+pub fn compute_gt(base_p: &Path, queries_p: &Path, k: usize, metric: Metric, chunk_rows: usize, out: &Path) -> Result<GroundTruth> {
+    let base = VectorFile::open(base_p)?;
+    let queries = VectorFile::open(queries_p)?;
+    if base.dim() != queries.dim() || base.element_type() != queries.element_type() {
+        bail!("{} is {} × {} but {} is {} × {}: they must match", base_p.display(), base.dim(), base.element_type(), queries_p.display(), queries.dim(), queries.element_type());
+    }
+    if k == 0 || k > base.len() {
+        bail!("-k {k}: must be in 1..={} (the base size)", base.len());
+    }
+    if metric == Metric::Cosine && base.element_type() != ElementType::F32 {
+        bail!("--metric cosine needs f32 data");
+    }
+    let best = match base.element_type() {
+        ElementType::F32 => gt_typed::<f32>(&base, &queries, k, metric, chunk_rows.max(1))?,
+        ElementType::U8 => gt_typed::<u8>(&base, &queries, k, metric, chunk_rows.max(1))?,
+        ElementType::I8 => gt_typed::<i8>(&base, &queries, k, metric, chunk_rows.max(1))?,
+    };
+    let gt = GroundTruth {
+        nq: queries.len(),
+        k,
+        ids: best.iter().flat_map(|r| r.iter().map(|e| e.1)).collect(),
+        distances: best.iter().flat_map(|r| r.iter().map(|e| metric.reported(e.0))).collect(),
+    };
+    gt.write(out)?;
+    Ok(gt)
+}
+
+pub fn cmd_gt(a: GtArgs) -> Result<()> {
+    let mut pool = rayon::ThreadPoolBuilder::new();
+    if let Some(t) = a.threads {
+        pool = pool.num_threads(t.max(1));
+    }
+    let pool = pool.build()?;
+    let t = Instant::now();
+    let gt = pool.install(|| compute_gt(&a.base, &a.queries, a.k, a.metric, a.chunk_rows, &a.out))?;
+    println!("exact top-{} of {} queries in {:.2} s → {}", gt.k, gt.nq, t.elapsed().as_secs_f64(), a.out.display());
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// Directory with base.fbin, query.fbin and gt.ibin (e.g. ../shared/data/pypi-minilm-100k).
+    /// Without it, a clustered data set (20,000 × 128, 1,000 queries) is generated.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Search list sizes to sweep.
+    #[arg(short = 'L', default_value = "10,20,30,50,75,100")]
+    l: String,
+    /// Thread counts to sweep.
+    #[arg(long, default_value = "1,2")]
+    threads: String,
+    /// Use only the first N queries.
+    #[arg(long, default_value_t = 1000)]
+    nq: usize,
+}
+
+pub fn cmd_demo(a: DemoArgs) -> Result<()> {
+    let tmp = tempfile_dir()?;
+    let (base, queries, gt_path) = match &a.data {
+        Some(dir) => (dir.join("base.fbin"), dir.join("query.fbin"), dir.join("gt.ibin")),
+        None => {
+            let (n, nq, d) = (20_000usize, 1_000usize, 128usize);
+            println!("generating a clustered data set: {n} × {d} f32 base, {nq} queries (deterministic)");
+            let (b, q) = ssdann_builder::synthetic::clustered(n, nq, d, 48, 20261123);
+            let base = tmp.join("base.fbin");
+            let queries = tmp.join("query.fbin");
+            ssdann_layout::dataset::write_bin(&base, n, d, &b)?;
+            ssdann_layout::dataset::write_bin(&queries, nq, d, &q)?;
+            let gt = tmp.join("gt.ibin");
+            compute_gt(&base, &queries, 10, Metric::L2, 65536, &gt)?;
+            (base, queries, gt)
+        }
+    };
+    for p in [&base, &queries, &gt_path] {
+        if !p.exists() {
+            bail!("{}: not found (--data must hold base.fbin, query.fbin and gt.ibin)", p.display());
+        }
+    }
+    let out = tmp.join("index");
+    crate::cmd_build(crate::BuildArgs { data: base, out: out.clone(), metric: Metric::L2, r: 64, l: 100, alpha: 1.2, pq_bytes: None, threads: None, force: true, quiet: false })?;
+    let index = Index::open(&out, OpenOptions::default())?;
+    let (nq_all, q) = load_queries(&queries, index.dim())?;
+    let gt = GroundTruth::read(&gt_path)?;
+    let nq = a.nq.min(nq_all).min(gt.nq);
+    println!("\nbeam search over {} (W = 4, k = 10, {} queries, I/O {}{})", out.display(), nq, index.io_backend_name(), if index.direct_io() { ", O_DIRECT" } else { ", page cache" });
+    run_eval(&index, &q, nq, &gt, 10, &parse_list(&a.l, "-L")?, 4, &parse_list(&a.threads, "--threads")?, false)?;
+    std::fs::remove_dir_all(&tmp).ok();
+    Ok(())
+}
+
+/// A fresh temporary directory under $TMPDIR (removed by the caller).
+fn tempfile_dir() -> Result<PathBuf> {
+    let p = std::env::temp_dir().join(format!("ssdann-demo-{}", std::process::id()));
+    if p.exists() {
+        std::fs::remove_dir_all(&p)?;
+    }
+    std::fs::create_dir_all(&p).with_context(|| format!("{}: cannot create", p.display()))?;
+    Ok(p)
+}
