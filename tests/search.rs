@@ -1,0 +1,155 @@
+//! Query-engine acceptance tests (issue 3) on real data (or the generated stand-in).
+
+mod common;
+
+use common::{recall_at_k, set_10k};
+use ssdann::engine::{Index, IoBackend, OpenOptions, SearchParams};
+use ssdann::{build_index, BuildParams, EngineError, GroundTruth, LayoutError, NoProgress, VectorFile};
+use std::sync::OnceLock;
+
+/// One 10K index shared by the tests of this file (built once: R=64, L=100, α=1.2, M=48).
+fn index_dir() -> &'static std::path::Path {
+    static DIR: OnceLock<(tempfile::TempDir, std::path::PathBuf)> = OnceLock::new();
+    &DIR.get_or_init(|| {
+        let set = set_10k();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("idx");
+        let p = BuildParams { max_degree: 64, build_l: 100, alpha: 1.2, pq_bytes: Some(48), threads: Some(2), ..Default::default() };
+        build_index(&set.base, &dir, &p, &NoProgress).unwrap();
+        (tmp, dir)
+    })
+    .1
+}
+
+fn queries_and_gt() -> (Vec<f32>, usize, GroundTruth) {
+    let set = set_10k();
+    let q = VectorFile::open(&set.queries).unwrap();
+    let gt = GroundTruth::read(&set.gt).unwrap();
+    let nq = q.len().min(gt.nq).min(2000);
+    (q.contiguous::<f32>().unwrap()[..nq * q.dim()].to_vec(), nq, gt)
+}
+
+#[test]
+fn io_uring_beam_search_reaches_095_and_pread_returns_the_same_ids() {
+    let (q, nq, gt) = queries_and_gt();
+    let uring = Index::open(index_dir(), OpenOptions { io: IoBackend::IoUring, ..Default::default() }).unwrap();
+    let pread = Index::open(index_dir(), OpenOptions { io: IoBackend::Pread, ..Default::default() }).unwrap();
+    assert_eq!(pread.io_backend_name(), "pread");
+    eprintln!("backend: {}, O_DIRECT: {}", uring.io_backend_name(), uring.direct_io());
+    let params = SearchParams { l: 100, w: 4 };
+    let a = uring.batch_search(&q, 10, &params, Some(2)).unwrap();
+    let b = pread.batch_search(&q, 10, &params, Some(1)).unwrap();
+    let ids = |r: &[(Vec<ssdann::engine::Neighbor>, ssdann::engine::SearchStats)]| -> Vec<Vec<u32>> { r.iter().map(|(n, _)| n.iter().map(|x| x.id as u32).collect()).collect() };
+    let (ia, ib) = (ids(&a), ids(&b));
+    assert_eq!(ia, ib, "io_uring and pread disagree");
+    let recall = recall_at_k(&ia, &gt, 10);
+    let reads = a.iter().map(|r| f64::from(r.1.sector_reads)).sum::<f64>() / nq as f64;
+    eprintln!("disk beam search recall@10 at L=100, W=4: {recall:.4}, {reads:.1} reads/query");
+    assert!(recall >= 0.95, "recall@10 {recall} < 0.95");
+    assert!(a.iter().all(|r| r.1.sector_reads > 0 && r.1.hops > 0 && r.1.cache_hits == 0));
+    // distances are exact squared L2 and sorted
+    let base = VectorFile::open(&set_10k().base).unwrap();
+    let bv = base.contiguous::<f32>().unwrap();
+    let d = base.dim();
+    for (qi, (hits, _)) in a.iter().enumerate().take(20) {
+        for w in hits.windows(2) {
+            assert!(w[0].distance <= w[1].distance);
+        }
+        let h = hits[0];
+        let exact = ssdann::layout::distance::scalar::l2_sq_f32(&q[qi * d..(qi + 1) * d], &bv[h.id as usize * d..(h.id as usize + 1) * d]);
+        assert!((exact - h.distance).abs() < 1e-4, "distance {} vs exact {exact}", h.distance);
+    }
+}
+
+#[test]
+fn node_cache_counts_hits_and_keeps_results() {
+    let (q, _, _) = queries_and_gt();
+    let q = &q[..200 * 384];
+    let plain = Index::open(index_dir(), OpenOptions::default()).unwrap();
+    let cached = Index::open(index_dir(), OpenOptions { cache_nodes: 100, ..Default::default() }).unwrap();
+    assert_eq!(cached.cached_nodes(), 100);
+    let p = SearchParams { l: 50, w: 4 };
+    let a = plain.batch_search(q, 10, &p, Some(1)).unwrap();
+    let b = cached.batch_search(q, 10, &p, Some(1)).unwrap();
+    let hits: u32 = b.iter().map(|r| r.1.cache_hits).sum();
+    assert!(hits > 0, "no cache hits");
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.0.iter().map(|n| n.id).collect::<Vec<_>>(), y.0.iter().map(|n| n.id).collect::<Vec<_>>());
+        assert!(y.1.sector_reads <= x.1.sector_reads);
+    }
+}
+
+#[test]
+fn bad_queries_are_errors_not_panics() {
+    let idx = Index::open(index_dir(), OpenOptions::default()).unwrap();
+    let q = vec![0.1f32; 384];
+    let p = SearchParams { l: 20, w: 4 };
+    let field = |r: Result<Vec<ssdann::engine::Neighbor>, EngineError>| match r {
+        Err(EngineError::InvalidQuery { field, .. }) => field,
+        other => panic!("expected InvalidQuery, got {other:?}"),
+    };
+    assert_eq!(field(idx.search(&q[..383], 10, &p)), "query dimension");
+    let mut nan = q.clone();
+    nan[7] = f32::NAN;
+    assert_eq!(field(idx.search(&nan, 10, &p)), "query");
+    assert_eq!(field(idx.search(&q, 0, &p)), "k");
+    assert_eq!(field(idx.search(&q, 30, &p)), "L");
+    assert_eq!(field(idx.search(&q, 10, &SearchParams { l: 20, w: 0 })), "W");
+    assert_eq!(field(idx.search(&q, 10, &SearchParams { l: 20, w: 17 })), "W");
+    assert!(matches!(idx.batch_search(&q[..100], 10, &p, Some(1)), Err(EngineError::InvalidQuery { field: "queries", .. })));
+    assert_eq!(idx.search(&q, 10, &p).unwrap().len(), 10);
+}
+
+#[test]
+fn verify_reads_turns_a_flipped_byte_into_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("copy");
+    std::fs::create_dir(&dir).unwrap();
+    for f in ["index.ssd", "pq_pivots.bin", "pq_codes.bin"] {
+        std::fs::copy(index_dir().join(f), dir.join(f)).unwrap();
+    }
+    let (q, _, _) = queries_and_gt();
+    let q0 = &q[..384];
+    // Corrupt the block of the entry point: every search reads it first.
+    let idx = Index::open(&dir, OpenOptions::default()).unwrap();
+    let layout = idx.header().layout;
+    let entry = idx.header().entry_point;
+    let block = layout.block_of(entry);
+    let sector = layout.block_sector(block);
+    drop(idx);
+    let path = dir.join("index.ssd");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let off = layout.block_offset_bytes(block) as usize + layout.offset_in_block(entry) + 5;
+    bytes[off] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    let checked = Index::open(&dir, OpenOptions { verify_reads: true, ..Default::default() }).unwrap();
+    match checked.search(q0, 10, &SearchParams { l: 20, w: 4 }) {
+        Err(EngineError::Layout(LayoutError::ChecksumMismatch { what, .. })) => assert!(what.contains(&format!("sector {sector}")), "{what}"),
+        other => panic!("expected a checksum error, got {other:?}"),
+    }
+    // without verify_reads the flip goes unnoticed (a silent wrong distance is possible) —
+    // which is exactly why the flag exists; the search itself must not panic.
+    let unchecked = Index::open(&dir, OpenOptions::default()).unwrap();
+    assert!(unchecked.search(q0, 10, &SearchParams { l: 20, w: 4 }).is_ok());
+}
+
+#[test]
+fn open_rejects_inconsistent_or_truncated_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("copy");
+    std::fs::create_dir(&dir).unwrap();
+    for f in ["index.ssd", "pq_pivots.bin", "pq_codes.bin"] {
+        std::fs::copy(index_dir().join(f), dir.join(f)).unwrap();
+    }
+    // PQ codes of another n
+    ssdann::layout::pq::write_codes(&dir.join("pq_codes.bin"), 10, 48, &[0u8; 480]).unwrap();
+    assert!(matches!(Index::open(&dir, OpenOptions::default()), Err(EngineError::Inconsistent { .. })));
+    std::fs::copy(index_dir().join("pq_codes.bin"), dir.join("pq_codes.bin")).unwrap();
+    // a truncated sector file
+    let path = dir.join("index.ssd");
+    let len = std::fs::metadata(&path).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(len - 4096).unwrap();
+    assert!(matches!(Index::open(&dir, OpenOptions::default()), Err(EngineError::Layout(LayoutError::SizeMismatch { .. }))));
+    assert!(matches!(Index::open(&tmp.path().join("nope"), OpenOptions::default()), Err(EngineError::Io { .. })));
+}
