@@ -7,7 +7,7 @@ use crate::neighbor_queue::NeighborQueue;
 use ssdann_layout::{Element, Metric};
 
 /// How many candidates ahead the search prefetches vectors.
-const PREFETCH_AHEAD: usize = 2;
+const PREFETCH_AHEAD: usize = 4;
 /// Cache lines prefetched per vector (a 384-d f32 vector is 24 lines).
 const PREFETCH_LINES: usize = 32;
 
@@ -133,7 +133,13 @@ pub fn greedy_search<T: Element, G: GraphView + ?Sized>(
             if let Some(&ahead) = scratch.fresh.get(k + PREFETCH_AHEAD) {
                 ssdann_layout::distance::prefetch(vec_of(ahead), PREFETCH_LINES);
             }
-            let d = T::distance(metric, query, vec_of(nb));
+            // Early abandon (exact): a candidate whose partial squared L2 already exceeds the
+            // worst of a full list can never enter it.
+            let d = if metric.uses_l2() {
+                T::l2_sq_bounded(query, vec_of(nb), scratch.queue.admission_bound())
+            } else {
+                T::distance(metric, query, vec_of(nb))
+            };
             scratch.queue.insert(nb, d);
         }
     }

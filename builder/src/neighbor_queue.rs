@@ -72,6 +72,17 @@ impl NeighborQueue {
         true
     }
 
+    /// The distance a new candidate must beat to enter: the worst held when the list is full,
+    /// +∞ otherwise.
+    #[inline]
+    pub fn admission_bound(&self) -> f32 {
+        if self.items.len() == self.capacity {
+            self.items.last().map_or(f32::INFINITY, |c| c.dist)
+        } else {
+            f32::INFINITY
+        }
+    }
+
     /// Whether an unexpanded candidate remains.
     #[inline]
     pub fn has_unexpanded(&self) -> bool {

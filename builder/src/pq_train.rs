@@ -34,18 +34,13 @@ pub fn train_pq<T: Element>(data: &[T], dim: usize, m: usize, seed: u64, progres
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let rows: Vec<usize> = if n <= MAX_TRAINING_SAMPLE { (0..n).collect() } else { rand::seq::index::sample(&mut rng, n, MAX_TRAINING_SAMPLE).into_vec() };
     let ns = rows.len();
-    let mut sample = vec![0f32; ns * dim];
-    sample.par_chunks_mut(dim).zip(rows.par_iter()).for_each(|(dst, &r)| {
-        for (o, &x) in dst.iter_mut().zip(&data[r * dim..(r + 1) * dim]) {
-            *o = x.to_f32();
-        }
-    });
+    // The centroid (mean of the sample), streamed: no f32 copy of the whole sample is made,
+    // so training adds only one subspace slice per worker (ns × width floats) to the RSS.
     let mut mean = vec![0f64; dim];
-    for row in sample.chunks_exact(dim) {
-        mean.iter_mut().zip(row).for_each(|(a, &x)| *a += f64::from(x));
+    for &r in &rows {
+        mean.iter_mut().zip(&data[r * dim..(r + 1) * dim]).for_each(|(a, &x)| *a += f64::from(x.to_f32()));
     }
     let centroid: Vec<f32> = mean.iter().map(|&s| (s / ns as f64) as f32).collect();
-    sample.par_chunks_mut(dim).for_each(|row| row.iter_mut().zip(&centroid).for_each(|(x, c)| *x -= c));
     let offsets = even_offsets(dim, m);
     progress.start(Phase::PqTraining, m as u64);
     let subspaces: Vec<Vec<f32>> = (0..m)
@@ -54,8 +49,9 @@ pub fn train_pq<T: Element>(data: &[T], dim: usize, m: usize, seed: u64, progres
             let (lo, hi) = (offsets[s], offsets[s + 1]);
             let w = hi - lo;
             let mut sub = Vec::with_capacity(ns * w);
-            for row in sample.chunks_exact(dim) {
-                sub.extend_from_slice(&row[lo..hi]);
+            for &r in &rows {
+                let row = &data[r * dim..(r + 1) * dim];
+                sub.extend(row[lo..hi].iter().zip(&centroid[lo..hi]).map(|(&x, &c)| x.to_f32() - c));
             }
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (s as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
             let ct = crate::kmeans::kmeans_transposed(&sub, w, PQ_CENTROIDS, KMEANS_ITERS, &mut rng);

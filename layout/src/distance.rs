@@ -103,6 +103,14 @@ pub trait Element: bytemuck::Pod + Send + Sync + Copy + PartialEq + std::fmt::De
     fn dot(a: &[Self], b: &[Self]) -> f32;
     /// The value as f32 (exact for u8 and i8).
     fn to_f32(self) -> f32;
+    /// Squared L2 with early abandon: returns the exact distance when it is ≤ `bound`, and
+    /// otherwise some value > `bound` (possibly a partial sum). Squared L2 only grows as
+    /// coordinates are added, so no close point is ever lost.
+    #[inline]
+    fn l2_sq_bounded(a: &[Self], b: &[Self], bound: f32) -> f32 {
+        let _ = bound;
+        Self::l2_sq(a, b)
+    }
     /// The ranking distance under `metric` (squared L2, or negated inner product).
     #[inline]
     fn distance(metric: Metric, a: &[Self], b: &[Self]) -> f32 {
@@ -123,6 +131,10 @@ impl Element for f32 {
     #[inline]
     fn dot(a: &[f32], b: &[f32]) -> f32 {
         dot_f32(a, b)
+    }
+    #[inline]
+    fn l2_sq_bounded(a: &[f32], b: &[f32], bound: f32) -> f32 {
+        l2_sq_f32_bounded(a, b, bound)
     }
     #[inline]
     fn to_f32(self) -> f32 {
@@ -170,6 +182,7 @@ type KernelI8 = fn(&[i8], &[i8]) -> f32;
 struct Kernels {
     name: &'static str,
     l2_f32: KernelF32,
+    l2_f32_bounded: fn(&[f32], &[f32], f32) -> f32,
     dot_f32: KernelF32,
     l2_u8: KernelU8,
     dot_u8: KernelU8,
@@ -193,6 +206,7 @@ fn detect() -> Kernels {
             return Kernels {
                 name: "avx2+fma",
                 l2_f32: avx2::l2_sq_f32,
+                l2_f32_bounded: avx2::l2_sq_f32_bounded,
                 dot_f32: avx2::dot_f32,
                 l2_u8: avx2::l2_sq_u8,
                 dot_u8: avx2::dot_u8,
@@ -204,6 +218,7 @@ fn detect() -> Kernels {
     Kernels {
         name: "scalar",
         l2_f32: scalar::l2_sq_f32,
+        l2_f32_bounded: |a, b, _| scalar::l2_sq_f32(a, b),
         dot_f32: scalar::dot_f32,
         l2_u8: scalar::l2_sq_u8,
         dot_u8: scalar::dot_u8,
@@ -226,6 +241,18 @@ pub fn kernel_name() -> &'static str {
 pub fn l2_sq_f32(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "l2_sq_f32: length mismatch");
     (kernels().l2_f32)(a, b)
+}
+
+/// Squared L2 of two f32 vectors with early abandon: checks the partial sum every 64
+/// coordinates and returns as soon as it exceeds `bound` (then the result is only known to
+/// be > `bound`); otherwise the exact distance.
+///
+/// # Panics
+/// If `a.len() != b.len()`.
+#[inline]
+pub fn l2_sq_f32_bounded(a: &[f32], b: &[f32], bound: f32) -> f32 {
+    assert_eq!(a.len(), b.len(), "l2_sq_f32_bounded: length mismatch");
+    (kernels().l2_f32_bounded)(a, b, bound)
 }
 
 /// Inner product `Σ a[i]·b[i]` of two f32 vectors of equal length.
@@ -403,6 +430,37 @@ mod avx2 {
     }
 
     #[target_feature(enable = "avx2,fma")]
+    unsafe fn l2_sq_f32_bounded_impl(a: &[f32], b: &[f32], bound: f32) -> f32 {
+        let n = a.len();
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i + 64 <= n {
+            for half in 0..2 {
+                for (k, acc_k) in acc.iter_mut().enumerate() {
+                    let o = i + 32 * half + 8 * k;
+                    let d = _mm256_sub_ps(_mm256_loadu_ps(pa.add(o)), _mm256_loadu_ps(pb.add(o)));
+                    *acc_k = _mm256_fmadd_ps(d, d, *acc_k);
+                }
+            }
+            i += 64;
+            if i < n {
+                let partial = hsum256_ps(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+                if partial > bound {
+                    return partial;
+                }
+            }
+        }
+        let rest = l2_sq_f32_impl(&a[i..], &b[i..]);
+        hsum256_ps(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]))) + rest
+    }
+
+    pub(super) fn l2_sq_f32_bounded(a: &[f32], b: &[f32], bound: f32) -> f32 {
+        // SAFETY: installed only after AVX2+FMA detection; callers assert equal lengths.
+        unsafe { l2_sq_f32_bounded_impl(a, b, bound) }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
     unsafe fn dot_f32_impl(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len();
         let (pa, pb) = (a.as_ptr(), b.as_ptr());
@@ -501,6 +559,19 @@ mod tests {
             prop_assert!((f64::from(scalar::l2_sq_f32(&a, &b)) - r).abs() <= tol(r));
             let r = f64_dot(&a, &b);
             prop_assert!((f64::from(dot_f32(&a, &b)) - r).abs() <= tol(r));
+        }
+
+        #[test]
+        fn bounded_l2_is_exact_below_the_bound_and_above_it_otherwise((a, b) in pair(-10.0f32..10.0), frac in 0.0f32..1.5) {
+            let exact = l2_sq_f32(&a, &b);
+            let bound = exact * frac;
+            let got = l2_sq_f32_bounded(&a, &b, bound);
+            if exact <= bound {
+                prop_assert!((got - exact).abs() <= 1e-3 * (1.0 + exact));
+            } else {
+                prop_assert!(got > bound || (got - exact).abs() <= 1e-3 * (1.0 + exact));
+            }
+            prop_assert!((l2_sq_f32_bounded(&a, &b, f32::INFINITY) - exact).abs() <= 1e-3 * (1.0 + exact));
         }
 
         #[test]
