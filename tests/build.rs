@@ -45,8 +45,13 @@ fn built_graph_reaches_recall_097_in_memory_and_verifies() {
 
     let (h, vecs, adj) = load_index(&out);
     assert!(adj.iter().all(|a| a.len() <= 64));
+    let labels = ssdann::layout::labels::read_labels(&out.join("labels.bin")).unwrap();
     let base = VectorFile::open(&set.base).unwrap();
-    assert_eq!(&vecs[..], &*base.contiguous::<f32>().unwrap(), "vectors stored verbatim");
+    let bv = base.contiguous::<f32>().unwrap();
+    for (slot, &label) in labels.iter().enumerate() {
+        let l = label as usize;
+        assert_eq!(&vecs[slot * 384..(slot + 1) * 384], &bv[l * 384..(l + 1) * 384], "slot {slot} must hold row {label} verbatim");
+    }
     let queries = VectorFile::open(&set.queries).unwrap();
     let q = queries.contiguous::<f32>().unwrap();
     let gt = GroundTruth::read(&set.gt).unwrap();
@@ -55,7 +60,7 @@ fn built_graph_reaches_recall_097_in_memory_and_verifies() {
     let found: Vec<Vec<u32>> = (0..nq)
         .map(|i| {
             greedy_search(&vecs, 384, Metric::L2, &adj, h.entry_point as u32, &q[i * 384..(i + 1) * 384], 100, &mut scratch);
-            scratch.queue.items().iter().take(10).map(|c| c.id).collect()
+            scratch.queue.items().iter().take(10).map(|c| labels[c.id as usize] as u32).collect()
         })
         .collect();
     let recall = recall_at_k(&found, &gt, 10);

@@ -40,11 +40,14 @@ pub struct BuildParams {
     pub force: bool,
     /// Seed for sampling and insertion order (builds are deterministic for one thread).
     pub seed: u64,
+    /// Permute node ids so that graph neighbours share a sector ([`crate::reorder`]).
+    /// Default true; results are translated back to row numbers through `labels.bin`.
+    pub reorder: bool,
 }
 
 impl Default for BuildParams {
     fn default() -> Self {
-        BuildParams { metric: Metric::L2, max_degree: 64, build_l: 100, alpha: 1.2, pq_bytes: None, threads: None, force: false, seed: 0x55da_22 }
+        BuildParams { metric: Metric::L2, max_degree: 64, build_l: 100, alpha: 1.2, pq_bytes: None, threads: None, force: false, seed: 0x55da_22, reorder: true }
     }
 }
 
@@ -59,7 +62,7 @@ pub struct BuildReport {
     pub element: ElementType,
     /// PQ subspaces M.
     pub pq_m: usize,
-    /// Entry point (medoid).
+    /// Entry point (medoid), as a row number of the input.
     pub medoid: u32,
     /// Mean out-degree of the graph.
     pub mean_degree: f64,
@@ -204,8 +207,30 @@ fn build_typed<T: Element>(file: &VectorFile, out_dir: &Path, params: &BuildPara
     phases.push((Phase::VamanaPass1, graph.pass_times[0]));
     phases.push((Phase::VamanaPass2, graph.pass_times[1]));
 
-    let t = Instant::now();
     let layout = NodeLayout::new(dim, T::TYPE, params.max_degree)?;
+    let t = Instant::now();
+    let perm: Vec<u32> = if params.reorder {
+        progress.start(Phase::Reorder, 1);
+        let p = crate::reorder::block_order(&graph.adjacency, graph.medoid, layout.nodes_per_block, &data, dim, params.metric);
+        progress.advance(1);
+        progress.finish();
+        p
+    } else {
+        (0..n as u32).collect()
+    };
+    let inv = crate::reorder::invert(&perm);
+    let adjacency: Vec<Vec<u32>> = perm.par_iter().map(|&old| graph.adjacency[old as usize].iter().map(|&v| inv[v as usize]).collect()).collect();
+    drop(graph.adjacency);
+    let medoid_slot = inv[graph.medoid as usize];
+    let mut slot_codes = vec![0u8; codes.len()];
+    for (slot, &old) in perm.iter().enumerate() {
+        slot_codes[slot * m..(slot + 1) * m].copy_from_slice(&codes[old as usize * m..(old as usize + 1) * m]);
+    }
+    drop(codes);
+    let labels: Vec<u64> = perm.iter().map(|&old| u64::from(old)).collect();
+    phases.push((Phase::Reorder, t.elapsed()));
+
+    let t = Instant::now();
     let header = IndexHeader {
         generation: 1,
         n_slots: n as u64,
@@ -215,7 +240,7 @@ fn build_typed<T: Element>(file: &VectorFile, out_dir: &Path, params: &BuildPara
         metric: params.metric,
         max_degree: params.max_degree as u32,
         layout,
-        entry_point: u64::from(graph.medoid),
+        entry_point: u64::from(medoid_slot),
         pq_m: m as u32,
         build_l: params.build_l as u32,
         build_alpha: params.alpha,
@@ -225,9 +250,10 @@ fn build_typed<T: Element>(file: &VectorFile, out_dir: &Path, params: &BuildPara
         std::fs::remove_dir_all(&tmp).map_err(|e| BuildError::io(&tmp, e))?;
     }
     std::fs::create_dir_all(&tmp).map_err(|e| BuildError::io(&tmp, e))?;
-    write_sector_file(&tmp.join(INDEX_FILE), &header, &data, &graph.adjacency, progress)?;
+    write_sector_file(&tmp.join(INDEX_FILE), &header, &data, &adjacency, &perm, progress)?;
     pq.write(&tmp.join(PQ_PIVOTS_FILE))?;
-    write_codes(&tmp.join(PQ_CODES_FILE), n, m, &codes)?;
+    write_codes(&tmp.join(PQ_CODES_FILE), n, m, &slot_codes)?;
+    ssdann_layout::labels::write_labels(&tmp.join(ssdann_layout::labels::LABELS_FILE), &labels)?;
     fsync_dir(&tmp)?;
     if out_dir.exists() {
         // --force: move the old index aside first so a crash never leaves neither.
@@ -254,9 +280,9 @@ fn build_typed<T: Element>(file: &VectorFile, out_dir: &Path, params: &BuildPara
         element: T::TYPE,
         pq_m: m,
         medoid: graph.medoid,
-        mean_degree: graph.mean_degree(),
+        mean_degree: adjacency.iter().map(Vec::len).sum::<usize>() as f64 / n.max(1) as f64,
         phases,
         index_bytes,
-        engine_ram_bytes: (codes.len() + pq.memory_bytes()) as u64,
+        engine_ram_bytes: (slot_codes.len() + labels.len() * 8 + pq.memory_bytes()) as u64,
     })
 }

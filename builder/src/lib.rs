@@ -17,6 +17,7 @@ pub mod kmeans;
 pub mod neighbor_queue;
 pub mod pq_train;
 pub mod progress;
+pub mod reorder;
 pub mod robust_prune;
 pub mod synthetic;
 pub mod vamana;

@@ -115,6 +115,19 @@ impl NeighborQueue {
         self.advance_cursor();
     }
 
+    /// Marks candidate `id` expanded if it is held and not yet expanded; returns whether it
+    /// was (O(L) scan).
+    pub fn mark_expanded(&mut self, id: u32) -> bool {
+        match self.items.iter_mut().find(|c| c.id == id) {
+            Some(c) if !c.expanded => {
+                c.expanded = true;
+                self.advance_cursor();
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn advance_cursor(&mut self) {
         while self.cursor < self.items.len() && self.items[self.cursor].expanded {
             self.cursor += 1;
@@ -142,6 +155,13 @@ mod tests {
         q.pop_unexpanded_beam(4, &mut beam);
         assert_eq!(beam.iter().map(|c| c.id).collect::<Vec<_>>(), vec![5]);
         assert!(!q.has_unexpanded());
-        assert_eq!(q.items().iter().map(|c| c.id).collect::<Vec<_>>(), vec![6, 2, 5]);
+        assert!(q.insert(7, 2.5));
+        assert!(q.has_unexpanded());
+        assert!(q.mark_expanded(7));
+        assert!(!q.mark_expanded(7));
+        assert!(!q.mark_expanded(99));
+        assert!(!q.has_unexpanded());
+        assert_eq!(q.items().iter().map(|c| c.id).collect::<Vec<_>>(), vec![6, 2, 7]);
+        assert!(q.pop_unexpanded().is_none());
     }
 }

@@ -13,6 +13,8 @@ pub enum Phase {
     VamanaPass1,
     /// Vamana pass 2 (α = build α).
     VamanaPass2,
+    /// Sector-aware reordering of node ids.
+    Reorder,
     /// Writing the sector file and PQ files.
     Writing,
 }
@@ -26,6 +28,7 @@ impl Phase {
             Phase::PqEncoding => "PQ encoding",
             Phase::VamanaPass1 => "Vamana pass 1 (α=1)",
             Phase::VamanaPass2 => "Vamana pass 2",
+            Phase::Reorder => "sector reordering",
             Phase::Writing => "writing",
         }
     }

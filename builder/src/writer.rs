@@ -12,19 +12,21 @@ use std::path::Path;
 /// Bytes written per `write` call (a multiple of every block size).
 pub const WRITE_BATCH_BYTES: usize = 8 << 20;
 
-/// Writes the sector file for `data` (n × d row-major) and `adjacency` (n lists, each ≤ R)
-/// under `header` (whose slot 0 is written; slot 1 is left zero = never written), then fsyncs.
+/// Writes the sector file for `data` (n × d row-major, indexed by original id) and
+/// `adjacency` (n lists by slot, each ≤ R, already in slot ids), where slot `s` holds the
+/// vector of original id `perm[s]`, under `header` (whose slot 0 is written; slot 1 is left zero = never written), then fsyncs.
 ///
 /// # Errors
 /// [`BuildError::Io`] naming `path`.
 ///
 /// # Panics
 /// If `adjacency.len()` or the data size disagree with the header (caller invariant).
-pub fn write_sector_file<T: Element>(path: &Path, header: &IndexHeader, data: &[T], adjacency: &[Vec<u32>], progress: &dyn Progress) -> Result<(), BuildError> {
+pub fn write_sector_file<T: Element>(path: &Path, header: &IndexHeader, data: &[T], adjacency: &[Vec<u32>], perm: &[u32], progress: &dyn Progress) -> Result<(), BuildError> {
     let layout = header.layout;
     let n = header.n_slots as usize;
     let dim = layout.dim;
     assert_eq!(adjacency.len(), n, "one adjacency list per node");
+    assert_eq!(perm.len(), n, "one original id per slot");
     assert_eq!(data.len(), n * dim, "data is n × d");
     let io = |e| BuildError::io(path, e);
     let file = std::fs::File::create(path).map_err(io)?;
@@ -47,9 +49,10 @@ pub fn write_sector_file<T: Element>(path: &Path, header: &IndexHeader, data: &[
             let b = (b0 + k) as u64;
             let first = b * layout.nodes_per_block as u64;
             for id in first..(first + layout.nodes_per_block as u64).min(n as u64) {
-                let i = id as usize;
-                let vector: &[u8] = bytemuck::cast_slice(&data[i * dim..(i + 1) * dim]);
-                layout.write_record(block, layout.offset_in_block(id), vector, &adjacency[i]);
+                let slot = id as usize;
+                let src = perm[slot] as usize;
+                let vector: &[u8] = bytemuck::cast_slice(&data[src * dim..(src + 1) * dim]);
+                layout.write_record(block, layout.offset_in_block(id), vector, &adjacency[slot]);
             }
             seal_block(block);
         });

@@ -38,6 +38,8 @@ pub struct SearchContext {
     blocks: Vec<(u64, usize)>,
     results: Vec<(f32, u32)>,
     nbrs: Vec<u32>,
+    /// Nodes to expand this round: (id, buffer slot or usize::MAX for the node cache).
+    expand: Vec<(u32, usize)>,
 }
 
 impl SearchContext {
@@ -56,6 +58,7 @@ impl SearchContext {
             blocks: Vec::with_capacity(64),
             results: Vec::with_capacity(1024),
             nbrs: Vec::with_capacity(256),
+            expand: Vec::with_capacity(64),
         }
     }
     pub(crate) fn reader_name(&self) -> &'static str {
@@ -134,6 +137,16 @@ pub(crate) fn beam_search(index: &Index, ctx: &mut SearchContext, query: &[f32],
                 ctx.reqs.push(ReadReq { offset: layout.block_offset_bytes(b), slot });
             }
         }
+        ctx.expand.clear();
+        for c in &ctx.beam {
+            if index.cache.slots.contains_key(&c.id) {
+                ctx.expand.push((c.id, usize::MAX));
+            } else {
+                let b = layout.block_of(u64::from(c.id));
+                let slot = ctx.blocks.iter().find(|&&(bb, _)| bb == b).map_or(usize::MAX, |&(_, s)| s);
+                ctx.expand.push((c.id, slot));
+            }
+        }
         if !ctx.reqs.is_empty() {
             let t = Instant::now();
             ctx.reader.read_batch(&ctx.reqs)?;
@@ -144,24 +157,47 @@ pub(crate) fn beam_search(index: &Index, ctx: &mut SearchContext, query: &[f32],
                     index.check_block(ctx.reader.slot(slot), b)?;
                 }
             }
-            // Every node of every fetched block: exact distance for free.
+            // Every node of every fetched block: exact distance for free; with sector reuse,
+            // co-located nodes that are still unexpanded candidates are expanded now too.
             for &(b, slot) in &ctx.blocks {
                 let block = ctx.reader.slot(slot);
                 let first = b * layout.nodes_per_block as u64;
                 for id in first..(first + layout.nodes_per_block as u64).min(n) {
-                    if ctx.scored.insert(id as u32) {
-                        let rec = layout.record(block, layout.offset_in_block(id));
+                    let id = id as u32;
+                    if ctx.scored.insert(id) {
+                        let rec = layout.record(block, layout.offset_in_block(u64::from(id)));
                         let d = exact_distance(h.metric, h.element, &ctx.query, rec.vector, &mut ctx.vec_f32);
-                        ctx.results.push((d, id as u32));
+                        ctx.results.push((d, id));
                     }
                 }
             }
         }
-        for i in 0..ctx.beam.len() {
-            let id = ctx.beam[i].id;
+        // Expand the beam, then (sector reuse) every co-located node of a fetched block that
+        // the beam's expansions made a candidate: its record is already in RAM.
+        let beam_len = ctx.expand.len();
+        let mut i = 0;
+        loop {
+            if i == ctx.expand.len() {
+                if i == beam_len && index.options.sector_reuse {
+                    for bi in 0..ctx.blocks.len() {
+                        let (b, slot) = ctx.blocks[bi];
+                        let first = b * layout.nodes_per_block as u64;
+                        for id in first..(first + layout.nodes_per_block as u64).min(n) {
+                            if ctx.queue.mark_expanded(id as u32) {
+                                ctx.expand.push((id as u32, slot));
+                            }
+                        }
+                    }
+                }
+                if i == ctx.expand.len() {
+                    break;
+                }
+            }
+            let (id, slot) = ctx.expand[i];
             stats.nodes_expanded += 1;
             ctx.nbrs.clear();
-            if let Some(&off) = index.cache.slots.get(&id) {
+            if slot == usize::MAX {
+                let off = *index.cache.slots.get(&id).ok_or_else(|| EngineError::Inconsistent { path: index.file.path.clone(), detail: format!("node {id} is neither cached nor read") })?;
                 stats.cache_hits += 1;
                 let rec = layout.record(&index.cache.records, off);
                 if ctx.scored.insert(id) {
@@ -170,10 +206,9 @@ pub(crate) fn beam_search(index: &Index, ctx: &mut SearchContext, query: &[f32],
                 }
                 ctx.nbrs.extend(rec.neighbors());
             } else {
-                let b = layout.block_of(u64::from(id));
-                let slot = ctx.blocks.iter().find(|&&(bb, _)| bb == b).map(|&(_, s)| s).ok_or_else(|| EngineError::Inconsistent { path: index.file.path.clone(), detail: format!("block {b} of node {id} was not read") })?;
                 let rec = layout.record(ctx.reader.slot(slot), layout.offset_in_block(u64::from(id)));
                 if rec.degree > h.max_degree {
+                    let b = layout.block_of(u64::from(id));
                     return Err(EngineError::Inconsistent { path: index.file.path.clone(), detail: format!("sector {}: node {id} has degree {} > R = {}", layout.block_sector(b), rec.degree, h.max_degree) });
                 }
                 ctx.nbrs.extend(rec.neighbors());
@@ -188,6 +223,7 @@ pub(crate) fn beam_search(index: &Index, ctx: &mut SearchContext, query: &[f32],
                     ctx.queue.insert(nb, d);
                 }
             }
+            i += 1;
         }
     }
     let kk = k.min(ctx.results.len());
@@ -196,7 +232,7 @@ pub(crate) fn beam_search(index: &Index, ctx: &mut SearchContext, query: &[f32],
     }
     ctx.results[..kk].sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     out.clear();
-    out.extend(ctx.results[..kk].iter().map(|&(d, id)| Neighbor { id: u64::from(id), distance: h.metric.reported(d) }));
+    out.extend(ctx.results[..kk].iter().map(|&(d, id)| Neighbor { id: index.labels[id as usize], distance: h.metric.reported(d) }));
     stats.total_us = t0.elapsed().as_secs_f64() * 1e6;
     Ok(stats)
 }

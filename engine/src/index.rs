@@ -26,11 +26,15 @@ pub struct OpenOptions {
     pub verify_reads: bool,
     /// Largest beam width W searches may use (sizes each thread's buffers). Default 16.
     pub max_beam_width: usize,
+    /// Expand, without another read, the other nodes of every fetched block that are
+    /// already candidates (Starling-style sector reuse; builds co-locate graph neighbours).
+    /// Default true; false gives DiskANN's one-node-per-read behaviour.
+    pub sector_reuse: bool,
 }
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        OpenOptions { cache_nodes: 0, io: IoBackend::IoUring, verify_reads: false, max_beam_width: 16 }
+        OpenOptions { cache_nodes: 0, io: IoBackend::IoUring, verify_reads: false, max_beam_width: 16, sector_reuse: true }
     }
 }
 
@@ -89,6 +93,7 @@ pub struct Index {
     pub(crate) header: IndexHeader,
     pub(crate) pq: PqCodebook,
     pub(crate) codes: Vec<u8>,
+    pub(crate) labels: Vec<u64>,
     pub(crate) file: Arc<SectorFile>,
     pub(crate) options: OpenOptions,
     pub(crate) cache: NodeCache,
@@ -135,10 +140,15 @@ impl Index {
         if cn as u64 != header.n_slots || cm != header.pq_m as usize {
             return Err(EngineError::Inconsistent { path: dir.join(PQ_CODES_FILE), detail: format!("PQ codes are n = {cn}, M = {cm} but index.ssd has n = {}, M = {}", header.n_slots, header.pq_m) });
         }
+        let labels_path = dir.join(ssdann_layout::labels::LABELS_FILE);
+        let labels = ssdann_layout::labels::read_labels(&labels_path)?;
+        if labels.len() as u64 != header.n_slots {
+            return Err(EngineError::Inconsistent { path: labels_path, detail: format!("{} labels but index.ssd has n = {}", labels.len(), header.n_slots) });
+        }
         if options.max_beam_width == 0 {
             return Err(EngineError::InvalidQuery { field: "max_beam_width", value: "0".into(), reason: "must be at least 1".into() });
         }
-        let mut index = Index { dir: dir.into(), header, pq, codes, file, options, cache: NodeCache::default(), contexts: Mutex::new(Vec::new()) };
+        let mut index = Index { dir: dir.into(), header, pq, codes, labels, file, options, cache: NodeCache::default(), contexts: Mutex::new(Vec::new()) };
         if index.options.cache_nodes > 0 {
             index.cache = index.load_cache(index.options.cache_nodes)?;
         }
@@ -223,9 +233,9 @@ impl Index {
     pub fn direct_io(&self) -> bool {
         self.file.direct
     }
-    /// Bytes of RAM held: PQ codes, pivots, node cache.
+    /// Bytes of RAM held: PQ codes, pivots, label map, node cache.
     pub fn memory_bytes(&self) -> usize {
-        self.codes.len() + self.pq.memory_bytes() + self.cache.records.len() + self.cache.slots.len() * 16
+        self.codes.len() + self.labels.len() * 8 + self.pq.memory_bytes() + self.cache.records.len() + self.cache.slots.len() * 16
     }
 
     fn take_context(&self) -> SearchContext {

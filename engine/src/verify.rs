@@ -142,6 +142,12 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
         }
         Err(e) => rep.problem(e.to_string()),
     }
+    let labels_path = dir.join(ssdann_layout::labels::LABELS_FILE);
+    match ssdann_layout::labels::read_labels(&labels_path) {
+        Ok(l) if l.len() as u64 != n => rep.problem(format!("{}: {} labels but index.ssd has n = {n}", labels_path.display(), l.len())),
+        Ok(_) => {}
+        Err(e) => rep.problem(e.to_string()),
+    }
     rep.header = Some(header);
     Ok(rep)
 }

@@ -19,6 +19,7 @@ pub mod dataset;
 pub mod distance;
 pub mod error;
 pub mod header;
+pub mod labels;
 pub mod pq;
 pub mod sector;
 

@@ -76,6 +76,9 @@ pub(crate) struct BuildArgs {
     /// Hide progress bars.
     #[arg(long, short)]
     pub(crate) quiet: bool,
+    /// Keep ids in input order instead of grouping graph neighbours into the same sector.
+    #[arg(long)]
+    pub(crate) no_reorder: bool,
 }
 
 pub(crate) fn peak_rss_bytes() -> Option<u64> {
@@ -90,7 +93,7 @@ pub(crate) fn mib(b: u64) -> String {
 }
 
 pub(crate) fn cmd_build(a: BuildArgs) -> Result<()> {
-    let params = BuildParams { metric: a.metric, max_degree: a.r, build_l: a.l, alpha: a.alpha, pq_bytes: a.pq_bytes, threads: a.threads, force: a.force, ..Default::default() };
+    let params = BuildParams { metric: a.metric, max_degree: a.r, build_l: a.l, alpha: a.alpha, pq_bytes: a.pq_bytes, threads: a.threads, force: a.force, reorder: !a.no_reorder, ..Default::default() };
     let bars = progress::Bars::new(a.quiet);
     let t = std::time::Instant::now();
     let rep = build_index(&a.data, &a.out, &params, &bars)?;

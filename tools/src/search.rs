@@ -60,7 +60,7 @@ pub struct SearchArgs {
 }
 
 pub fn cmd_search(a: SearchArgs) -> Result<()> {
-    let index = Index::open(&a.index, OpenOptions { cache_nodes: a.cache_nodes, io: a.io, verify_reads: a.verify_reads, max_beam_width: a.w.max(16) })?;
+    let index = Index::open(&a.index, OpenOptions { cache_nodes: a.cache_nodes, io: a.io, verify_reads: a.verify_reads, max_beam_width: a.w.max(16), ..Default::default() })?;
     let (nq, q) = load_queries(&a.queries, index.dim())?;
     let t = Instant::now();
     let res = index.batch_search(&q, a.k, &SearchParams { l: a.l, w: a.w }, a.threads)?;
@@ -114,6 +114,9 @@ pub struct EvalArgs {
     /// Write the table as JSON too.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Do not expand co-located nodes of fetched sectors (DiskANN's behaviour, for A/B runs).
+    #[arg(long)]
+    no_sector_reuse: bool,
 }
 
 /// One row of the eval table.
@@ -222,7 +225,7 @@ pub fn cmd_eval(a: EvalArgs) -> Result<()> {
     if threads.contains(&0) {
         bail!("--threads: 0 is not a thread count");
     }
-    let index = Index::open(&a.index, OpenOptions { cache_nodes: a.cache_nodes, io: a.io, verify_reads: false, max_beam_width: a.w.max(16) })?;
+    let index = Index::open(&a.index, OpenOptions { cache_nodes: a.cache_nodes, io: a.io, verify_reads: false, max_beam_width: a.w.max(16), sector_reuse: !a.no_sector_reuse })?;
     let (nq_all, q) = load_queries(&a.queries, index.dim())?;
     let gt = GroundTruth::read(&a.gt)?;
     let nq = a.nq.unwrap_or(nq_all).min(nq_all).min(gt.nq);
@@ -233,7 +236,7 @@ pub fn cmd_eval(a: EvalArgs) -> Result<()> {
     );
     let rows = run_eval(&index, &q, nq, &gt, a.k, &ls, a.w, &threads, false)?;
     if let Some(j) = a.json {
-        let extra = serde_json::json!({"index": a.index, "queries": a.queries, "nq": nq, "k": a.k, "W": a.w, "cache_nodes": index.cached_nodes(), "io": index.io_backend_name(), "o_direct": index.direct_io()});
+        let extra = serde_json::json!({"index": a.index, "queries": a.queries, "nq": nq, "k": a.k, "W": a.w, "cache_nodes": index.cached_nodes(), "sector_reuse": !a.no_sector_reuse, "io": index.io_backend_name(), "o_direct": index.direct_io()});
         std::fs::write(&j, serde_json::to_string_pretty(&rows_json(&rows, extra))?).with_context(|| format!("{}: cannot write", j.display()))?;
     }
     Ok(())
@@ -372,7 +375,7 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
         }
     }
     let out = tmp.join("index");
-    crate::cmd_build(crate::BuildArgs { data: base, out: out.clone(), metric: Metric::L2, r: 64, l: 100, alpha: 1.2, pq_bytes: None, threads: None, force: true, quiet: false })?;
+    crate::cmd_build(crate::BuildArgs { data: base, out: out.clone(), metric: Metric::L2, r: 64, l: 100, alpha: 1.2, pq_bytes: None, threads: None, force: true, quiet: false, no_reorder: false })?;
     let index = Index::open(&out, OpenOptions::default())?;
     let (nq_all, q) = load_queries(&queries, index.dim())?;
     let gt = GroundTruth::read(&gt_path)?;
