@@ -86,7 +86,7 @@ def print_report(res, rat):
     for s in res:
         for r in sorted(res[s]["rows"], key=lambda r: (r["cache_nodes"], r["threads"], r["L"])):
             print(f"{SYSTEMS[s]:<22} {r['threads']:>3} {r['cache_nodes']:>5} {r['L']:>4} {r['recall']:>7.4f} {r['qps']:>7.0f} "
-                  f"{fmt(r.get('mean_us'), '8.0f')} {fmt(r.get('p99_us'), '8.0f')} {r['sector_reads']:>7.1f}")
+                  f"{fmt(r.get('mean_us'), '.0f'):>8} {fmt(r.get('p99_us'), '.0f'):>8} {r['sector_reads']:>7.1f}")
     for (threads, cache), rr in rat.items():
         print(f"\n== ratios ours / DiskANN at matched recall@10 (threads {threads}, cache {cache})")
         print(f"{'peer':<22} {'recall':>6} {'QPS':>18} {'mean latency':>20} {'reads/query':>18}")
