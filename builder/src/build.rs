@@ -136,18 +136,47 @@ pub fn build_index(data_path: &Path, out_dir: &Path, params: &BuildParams, progr
         pool = pool.num_threads(t);
     }
     let pool = pool.build().map_err(|e| BuildError::param("--threads", params.threads.unwrap_or(0), e.to_string()))?;
+    let src = file.path();
     pool.install(|| match file.element_type() {
-        ElementType::F32 => build_typed::<f32>(&file, out_dir, params, progress),
-        ElementType::U8 => build_typed::<u8>(&file, out_dir, params, progress),
-        ElementType::I8 => build_typed::<i8>(&file, out_dir, params, progress),
+        ElementType::F32 => build_typed::<f32>(src, file.contiguous::<f32>()?, file.dim(), out_dir, params, progress),
+        ElementType::U8 => build_typed::<u8>(src, file.contiguous::<u8>()?, file.dim(), out_dir, params, progress),
+        ElementType::I8 => build_typed::<i8>(src, file.contiguous::<i8>()?, file.dim(), out_dir, params, progress),
     })
 }
 
-fn check_finite_parallel(file: &VectorFile, data: &[f32], dim: usize) -> Result<()> {
+/// Builds an index from vectors already in memory: `data` is n × d row-major (`dim` = d).
+/// Errors name the source as `<in-memory array>`; otherwise as [`build_index`].
+///
+/// # Errors
+/// [`BuildError::InvalidParameter`] when `dim` is 0 or `data` is empty or not a multiple of
+/// `dim`, and every error of [`build_index`] after loading.
+pub fn build_from_vectors<T: Element>(data: &[T], dim: usize, out_dir: &Path, params: &BuildParams, progress: &dyn Progress) -> Result<BuildReport> {
+    if dim == 0 || dim > ssdann_layout::dataset::MAX_DIM {
+        return Err(BuildError::param("d", dim, "dimension must be in 1..=65536"));
+    }
+    if data.is_empty() || data.len() % dim != 0 {
+        return Err(BuildError::param("data", format!("{} values", data.len()), format!("must be a non-empty n × d array with d = {dim}")));
+    }
+    if data.len() / dim >= u32::MAX as usize {
+        return Err(BuildError::param("n", data.len() / dim, "at most 2^32 - 2 points"));
+    }
+    params.validate(dim)?;
+    if out_dir.exists() && !params.force {
+        return Err(BuildError::OutputExists { path: out_dir.into() });
+    }
+    let mut pool = rayon::ThreadPoolBuilder::new();
+    if let Some(t) = params.threads {
+        pool = pool.num_threads(t);
+    }
+    let pool = pool.build().map_err(|e| BuildError::param("--threads", params.threads.unwrap_or(0), e.to_string()))?;
+    pool.install(|| build_typed::<T>(Path::new("<in-memory array>"), Cow::Borrowed(data), dim, out_dir, params, progress))
+}
+
+fn check_finite_parallel(src: &Path, first_row: usize, data: &[f32], dim: usize) -> Result<()> {
     let bad = data.par_chunks(dim).enumerate().find_first(|(_, row)| row.iter().any(|x| !x.is_finite()));
     if let Some((row, vals)) = bad {
         let col = vals.iter().position(|x| !x.is_finite()).unwrap_or(0);
-        return Err(ssdann_layout::LayoutError::NonFinite { path: file.path().into(), row: row as u64, column: col as u32, value: vals[col] }.into());
+        return Err(ssdann_layout::LayoutError::NonFinite { path: src.into(), row: (first_row + row) as u64, column: col as u32, value: vals[col] }.into());
     }
     Ok(())
 }
@@ -169,41 +198,51 @@ fn fsync_dir(path: &Path) -> Result<()> {
     std::fs::File::open(path).and_then(|f| f.sync_all()).map_err(|e| BuildError::io(path, e))
 }
 
-fn build_typed<T: Element>(file: &VectorFile, out_dir: &Path, params: &BuildParams, progress: &dyn Progress) -> Result<BuildReport> {
-    let dim = file.dim();
-    let n = file.len();
+#[allow(clippy::too_many_arguments)]
+fn build_typed<T: Element>(
+    src: &Path,
+    raw: Cow<'_, [T]>,
+    dim: usize,
+    out_dir: &Path,
+    params: &BuildParams,
+    progress: &dyn Progress,
+) -> Result<BuildReport> {
+    let n = raw.len() / dim;
     let mut phases = Vec::new();
     let t = Instant::now();
     progress.start(Phase::Load, n as u64);
-    let raw: Cow<'_, [T]> = file.contiguous::<T>()?;
+    if params.metric == Metric::Cosine && T::TYPE != ElementType::F32 {
+        return Err(BuildError::param("--metric", "cosine", format!("cosine needs f32 data; {} holds {}", src.display(), T::TYPE)));
+    }
+    // Check NaN/inf in parallel (an error names the row), and normalize a
+    // copy for cosine; otherwise the build reads the file mapping in place.
     let data: Cow<'_, [T]> = if params.metric == Metric::Cosine {
-        if T::TYPE != ElementType::F32 {
-            return Err(BuildError::param("--metric", "cosine", format!("cosine needs f32 data; {} holds {}", file.path().display(), T::TYPE)));
-        }
         let mut v: Vec<f32> = bytemuck::cast_slice::<T, f32>(&raw).to_vec();
-        check_finite_parallel(file, &v, dim)?;
+        check_finite_parallel(src, 0, &v, dim)?;
         v.par_chunks_mut(dim).for_each(ssdann_layout::distance::normalize);
+        drop(raw);
         Cow::Owned(bytemuck::cast_slice::<f32, T>(&v).to_vec())
     } else {
         if T::TYPE == ElementType::F32 {
-            check_finite_parallel(file, bytemuck::cast_slice::<T, f32>(&raw), dim)?;
+            check_finite_parallel(src, 0, bytemuck::cast_slice::<T, f32>(&raw), dim)?;
         }
         raw
     };
     progress.advance(n as u64);
+    let data: &[T] = &data;
     progress.finish();
     phases.push((Phase::Load, t.elapsed()));
 
     let m = params.pq_bytes.unwrap_or_else(|| pq_train::default_pq_m(dim, T::TYPE.size_bytes()));
     let t = Instant::now();
-    let pq = pq_train::train_pq(&data, dim, m, params.seed, progress);
+    let pq = pq_train::train_pq(data, dim, m, params.seed, progress);
     phases.push((Phase::PqTraining, t.elapsed()));
     let t = Instant::now();
-    let codes = pq_train::encode_all(&pq, &data, dim, progress);
+    let codes = pq_train::encode_all(&pq, data, dim, progress);
     phases.push((Phase::PqEncoding, t.elapsed()));
 
     let vp = VamanaParams { max_degree: params.max_degree, build_l: params.build_l, alpha: params.alpha, seed: params.seed, ..Default::default() };
-    let graph = build_vamana(&data, dim, params.metric, &vp, progress);
+    let graph = build_vamana(data, dim, params.metric, &vp, progress);
     phases.push((Phase::VamanaPass1, graph.pass_times[0]));
     phases.push((Phase::VamanaPass2, graph.pass_times[1]));
 
@@ -211,7 +250,7 @@ fn build_typed<T: Element>(file: &VectorFile, out_dir: &Path, params: &BuildPara
     let t = Instant::now();
     let perm: Vec<u32> = if params.reorder {
         progress.start(Phase::Reorder, 1);
-        let p = crate::reorder::block_order(&graph.adjacency, graph.medoid, layout.nodes_per_block, &data, dim, params.metric);
+        let p = crate::reorder::block_order(&graph.adjacency, graph.medoid, layout.nodes_per_block, data, dim, params.metric);
         progress.advance(1);
         progress.finish();
         p
@@ -250,7 +289,7 @@ fn build_typed<T: Element>(file: &VectorFile, out_dir: &Path, params: &BuildPara
         std::fs::remove_dir_all(&tmp).map_err(|e| BuildError::io(&tmp, e))?;
     }
     std::fs::create_dir_all(&tmp).map_err(|e| BuildError::io(&tmp, e))?;
-    write_sector_file(&tmp.join(INDEX_FILE), &header, &data, &adjacency, &perm, progress)?;
+    write_sector_file(&tmp.join(INDEX_FILE), &header, data, &adjacency, &perm, progress)?;
     pq.write(&tmp.join(PQ_PIVOTS_FILE))?;
     write_codes(&tmp.join(PQ_CODES_FILE), n, m, &slot_codes)?;
     ssdann_layout::labels::write_labels(&tmp.join(ssdann_layout::labels::LABELS_FILE), &labels)?;

@@ -155,7 +155,7 @@ mod tests {
         q.pop_unexpanded_beam(4, &mut beam);
         assert_eq!(beam.iter().map(|c| c.id).collect::<Vec<_>>(), vec![5]);
         assert!(!q.has_unexpanded());
-        assert!(q.insert(7, 2.5));
+        assert!(q.insert(7, 1.5));
         assert!(q.has_unexpanded());
         assert!(q.mark_expanded(7));
         assert!(!q.mark_expanded(7));
