@@ -1,0 +1,14 @@
+"""ssdann: a disk-resident, SSD-optimized approximate nearest-neighbour index.
+
+A Vamana graph (DiskANN) whose nodes — full vector plus neighbour list — live in
+checksummed 4 KB sectors on the SSD; only PQ codes are kept in RAM. Queries run a DiskANN
+beam search with batched io_uring reads (O_DIRECT).
+
+    import numpy as np, ssdann
+    ssdann.build("base.fbin", "idx", R=64, L=100, pq_bytes=48)
+    index = ssdann.Index("idx")
+    ids, dists = index.batch_search(queries, 10, L=100, W=4)
+"""
+from ._ssdann import CorruptIndexError, Index, build
+
+__all__ = ["build", "Index", "CorruptIndexError"]

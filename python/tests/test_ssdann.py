@@ -1,0 +1,162 @@
+"""pytest suite of the Python package (run by .ci/run in a virtualenv).
+
+Real data from $SSDANN_TEST_DATA (default ../shared/data relative to the repo); a generated
+clustered stand-in where it is absent, with the same assertions."""
+import os
+import pathlib
+import struct
+
+import numpy as np
+import pytest
+
+import ssdann
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+DATA = pathlib.Path(os.environ.get("SSDANN_TEST_DATA", REPO.parent / "shared" / "data")) / "pypi-minilm-100k"
+
+
+def read_fbin(p, limit=None):
+    with open(p, "rb") as f:
+        n, d = struct.unpack("<II", f.read(8))
+        n = n if limit is None else min(n, limit)
+        return np.fromfile(f, dtype=np.float32, count=n * d).reshape(n, d)
+
+
+def read_ibin(p):
+    with open(p, "rb") as f:
+        nq, k = struct.unpack("<II", f.read(8))
+        return np.fromfile(f, dtype=np.uint32, count=nq * k).reshape(nq, k)
+
+
+def exact_gt(base, queries, k):
+    d = (queries ** 2).sum(1)[:, None] - 2 * queries @ base.T + (base ** 2).sum(1)[None, :]
+    return np.argsort(d, axis=1, kind="stable")[:, :k]
+
+
+@pytest.fixture(scope="module")
+def data():
+    if (DATA / "base10k.fbin").exists():
+        base = DATA / "base10k.fbin"
+        q = read_fbin(DATA / "query.fbin", 1000)
+        gt = read_ibin(DATA / "gt10k.ibin")[:1000]
+        return str(base), read_fbin(base), q, gt
+    rng = np.random.default_rng(7)
+    centres = rng.normal(size=(64, 384)).astype(np.float32)
+    pick = rng.integers(0, 64, size=11000)
+    x = centres[pick] + 0.5 * rng.normal(size=(11000, 384)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    base, q = np.ascontiguousarray(x[:10000]), np.ascontiguousarray(x[10000:])
+    return base, base, q, exact_gt(base, q, 100)
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory, data):
+    src, _, _, _ = data
+    out = tmp_path_factory.mktemp("idx") / "idx"
+    rep = ssdann.build(src, out, R=64, L=100, alpha=1.2, pq_bytes=48, threads=2)
+    assert rep["n"] == 10000 and rep["pq_bytes"] == 48
+    return ssdann.Index(out)
+
+
+def recall(ids, gt, k=10):
+    return np.mean([len(set(ids[i, :k].tolist()) & set(gt[i, :k].tolist())) / k for i in range(ids.shape[0])])
+
+
+def test_batch_search_recall(index, data):
+    _, _, q, gt = data
+    ids, dists = index.batch_search(q, 10, L=100, W=4)
+    assert ids.shape == (q.shape[0], 10) and ids.dtype == np.uint64
+    assert dists.shape == (q.shape[0], 10) and dists.dtype == np.float32
+    r = recall(ids, gt)
+    assert r >= 0.95, r
+    assert np.all(np.diff(dists, axis=1) >= 0)
+
+
+def test_batch_equals_per_query_and_stats(index, data):
+    _, base, q, _ = data
+    q = q[:100]
+    ids, dists, stats = index.batch_search(q, 10, L=50, W=4, threads=2, return_stats=True)
+    for i in range(q.shape[0]):
+        one_ids, one_d = index.search(q[i], 10, L=50, W=4)
+        assert one_ids.tolist() == ids[i].tolist()
+        np.testing.assert_allclose(one_d, dists[i], rtol=1e-6)
+    assert stats["sector_reads"].shape == (100,) and (stats["sector_reads"] > 0).all()
+    assert set(stats) == {"sector_reads", "hops", "cache_hits", "nodes_expanded", "io_wait_us", "total_us"}
+    assert index.last_stats is not None and index.last_stats["hops"].shape == (100,)
+    # distances are exact squared L2 to the returned labels (row numbers of the build file)
+    exact = ((base[ids[0].astype(np.int64)] - q[0]) ** 2).sum(1)
+    np.testing.assert_allclose(dists[0], exact, rtol=1e-4, atol=1e-5)
+
+
+def test_properties(index):
+    assert (index.dim, index.n, index.metric, index.dtype, index.R, index.pq_bytes) == (384, 10000, "l2", "float32", 64, 48)
+    assert "n=10000" in repr(index)
+
+
+def test_build_from_array_and_bad_inputs(tmp_path, data):
+    _, base, q, _ = data
+    small = np.ascontiguousarray(base[:500])
+    rep = ssdann.build(small, tmp_path / "a", R=16, L=32, pq_bytes=8)
+    assert rep["n"] == 500
+    idx = ssdann.Index(tmp_path / "a", io="pread")
+    ids, _ = idx.search(small[3], 1, L=20)
+    assert ids[0] == 3
+    with pytest.raises(ValueError, match="float64.*astype"):
+        ssdann.build(small.astype(np.float64), tmp_path / "b")
+    with pytest.raises(ValueError, match="C-contiguous"):
+        ssdann.build(np.asfortranarray(small), tmp_path / "b")
+    with pytest.raises(ValueError, match="2-D"):
+        ssdann.build(small[0], tmp_path / "b")
+    with pytest.raises(ValueError, match="--pq-bytes"):
+        ssdann.build(small, tmp_path / "b", pq_bytes=0)
+    with pytest.raises(ValueError, match="-L"):
+        ssdann.build(small, tmp_path / "b", R=32, L=16)
+    with pytest.raises(FileExistsError):
+        ssdann.build(small, tmp_path / "a")
+    bad = small.copy()
+    bad[7, 3] = np.nan
+    with pytest.raises(ValueError, match="row 7"):
+        ssdann.build(bad, tmp_path / "c")
+    with pytest.raises(ValueError, match="unknown metric"):
+        ssdann.build(small, tmp_path / "c", metric="hamming")
+    with pytest.raises(OSError):
+        ssdann.build(str(tmp_path / "missing.fbin"), tmp_path / "c")
+
+
+def test_bad_queries_raise_value_error(index, data):
+    _, _, q, _ = data
+    with pytest.raises(ValueError, match="dimension"):
+        index.search(q[0][:100], 10)
+    with pytest.raises(ValueError, match="float64.*astype"):
+        index.search(q[0].astype(np.float64), 10)
+    with pytest.raises(ValueError, match="shape"):
+        index.search(q[:2], 10)
+    with pytest.raises(ValueError, match="k"):
+        index.search(q[0], 0)
+    with pytest.raises(ValueError, match="L"):
+        index.search(q[0], 10, L=5)
+    with pytest.raises(ValueError, match="W"):
+        index.search(q[0], 10, W=0)
+    nan = q[0].copy()
+    nan[0] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        index.search(nan, 10)
+    with pytest.raises(ValueError, match="d = 10"):
+        index.batch_search(np.zeros((3, 10), dtype=np.float32), 10)
+    with pytest.raises(ValueError, match="float64"):
+        index.batch_search(q[:3].astype(np.float64), 10)
+
+
+def test_corrupt_and_missing_index(tmp_path, index, data):
+    _, base, _, _ = data
+    ssdann.build(np.ascontiguousarray(base[:300]), tmp_path / "i", R=16, L=32, pq_bytes=8)
+    p = tmp_path / "i" / "index.ssd"
+    b = bytearray(p.read_bytes())
+    b[20] ^= 0xFF  # header slot 0
+    p.write_bytes(bytes(b))
+    with pytest.raises(ssdann.CorruptIndexError, match="header slot 0"):
+        ssdann.Index(tmp_path / "i")
+    with pytest.raises(OSError):
+        ssdann.Index(tmp_path / "nope")
+    with pytest.raises(ValueError, match="backend"):
+        ssdann.Index(tmp_path / "i", io="aio")
