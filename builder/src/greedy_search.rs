@@ -4,7 +4,7 @@
 //! approximate nearest neighbours) and the expanded set V (the candidates RobustPrune uses).
 
 use crate::neighbor_queue::NeighborQueue;
-use ssdann_layout::{Element, Metric};
+use ssdann_layout::{Metric, Vector};
 
 /// How many candidates ahead the search prefetches vectors.
 const PREFETCH_AHEAD: usize = 4;
@@ -98,7 +98,7 @@ impl SearchScratch {
 /// # Allocates
 /// Only when the scratch grows (first use, larger L or n).
 #[allow(clippy::too_many_arguments)]
-pub fn greedy_search<T: Element, G: GraphView + ?Sized>(
+pub fn greedy_search<T: Vector, G: GraphView + ?Sized>(
     data: &[T],
     dim: usize,
     metric: Metric,

@@ -23,7 +23,7 @@ pub mod synthetic;
 pub mod vamana;
 pub mod writer;
 
-pub use build::{build_from_vectors, build_index, BuildParams, BuildReport};
+pub use build::{build_from_vectors, build_index, BuildParams, BuildReport, GraphPrecision};
 pub use error::BuildError;
 pub use progress::{NoProgress, Phase, Progress};
 

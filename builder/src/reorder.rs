@@ -8,12 +8,12 @@
 //! if u has too few — with the next unplaced nodes in BFS order. Runs in O(n·R) distance
 //! computations; blocks stay full, so a node's position is still computed from its id.
 
-use ssdann_layout::{Element, Metric};
+use ssdann_layout::{Metric, Vector};
 
 /// Returns `perm` with `perm[new_slot] = old_id`, a permutation of `0..n` that groups
 /// neighbours into blocks of `nodes_per_block`. With `nodes_per_block == 1` it is the
 /// identity.
-pub fn block_order<T: Element>(adjacency: &[Vec<u32>], medoid: u32, nodes_per_block: usize, data: &[T], dim: usize, metric: Metric) -> Vec<u32> {
+pub fn block_order<T: Vector>(adjacency: &[Vec<u32>], medoid: u32, nodes_per_block: usize, data: &[T], dim: usize, metric: Metric) -> Vec<u32> {
     let n = adjacency.len();
     if nodes_per_block <= 1 || n <= 1 {
         return (0..n as u32).collect();

@@ -2,7 +2,7 @@
 //! from a candidate pool, closest first, dropping every candidate p' that the chosen p*
 //! "covers": `α · d(p*, p') ≤ d(p, p')`. α > 1 keeps longer edges (fewer hops on disk).
 
-use ssdann_layout::{Element, Metric};
+use ssdann_layout::{Metric, Vector};
 
 /// Largest candidate pool considered (DiskANN's `maxc`): the closest ones are kept.
 pub const DEFAULT_MAX_CANDIDATES: usize = 750;
@@ -22,7 +22,7 @@ pub struct PruneScratch {
 /// `data` is n × d row-major; distances are squared L2 (L2, cosine) or negated inner
 /// product (IP).
 #[allow(clippy::too_many_arguments)]
-pub fn robust_prune<T: Element>(
+pub fn robust_prune<T: Vector>(
     data: &[T],
     dim: usize,
     metric: Metric,

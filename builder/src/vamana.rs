@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rayon::prelude::*;
-use ssdann_layout::{Element, Metric};
+use ssdann_layout::{Metric, Vector};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Parameters of a Vamana build.
@@ -73,7 +73,7 @@ impl GraphView for LockedGraph {
 }
 
 /// The point nearest to the mean of `data` (n × d): DiskANN's entry point.
-pub fn medoid<T: Element>(data: &[T], dim: usize, metric: Metric) -> u32 {
+pub fn medoid<T: Vector>(data: &[T], dim: usize, metric: Metric) -> u32 {
     let n = data.len() / dim;
     let sum = data
         .par_chunks(dim * 4096)
@@ -112,7 +112,7 @@ struct Worker {
 ///
 /// # Panics
 /// If `data.len()` is not a multiple of `dim`, or n ≥ 2³² (callers validate both).
-pub fn build_vamana<T: Element>(data: &[T], dim: usize, metric: Metric, params: &VamanaParams, progress: &dyn Progress) -> Graph {
+pub fn build_vamana<T: Vector>(data: &[T], dim: usize, metric: Metric, params: &VamanaParams, progress: &dyn Progress) -> Graph {
     assert!(dim > 0 && data.len() % dim == 0, "data is not n × d");
     let n = data.len() / dim;
     assert!(n < u32::MAX as usize, "n must fit in u32");

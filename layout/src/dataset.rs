@@ -386,6 +386,18 @@ impl VectorFile {
         Ok(Cow::Owned(out))
     }
 
+    /// Drops this process's references to the mapped pages (madvise MADV_DONTNEED), so they
+    /// leave the RSS while they are not needed; a later access faults them back in from the
+    /// file (usually the page cache). A hint: errors are ignored.
+    pub fn release_pages(&self) {
+        if let Some(map) = self.map.as_ref() {
+            // SAFETY: a private, read-only file mapping: DONTNEED only drops the process's
+            // page references, and later reads fault the unchanged file contents back in, so
+            // every outstanding borrow of the mapped bytes stays valid.
+            let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+        }
+    }
+
     /// Checks that every value is finite (f32 files; u8/i8 always are).
     ///
     /// # Errors

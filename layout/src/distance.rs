@@ -93,24 +93,16 @@ impl std::fmt::Display for Metric {
     }
 }
 
-/// A vector element type the index can store: f32, u8 or i8.
-pub trait Element: bytemuck::Pod + Send + Sync + Copy + PartialEq + std::fmt::Debug + 'static {
-    /// The format code of this type.
-    const TYPE: crate::dataset::ElementType;
+/// A vector coordinate type the graph algorithms can compute distances on: the stored
+/// element types (f32, u8, i8) and `half::f16`, which the builder uses for a half-size
+/// in-RAM copy of f32 data during graph construction.
+pub trait Vector: bytemuck::Pod + Send + Sync + Copy + 'static {
     /// Squared L2 distance of two equal-length slices.
     fn l2_sq(a: &[Self], b: &[Self]) -> f32;
     /// Inner product of two equal-length slices.
     fn dot(a: &[Self], b: &[Self]) -> f32;
-    /// The value as f32 (exact for u8 and i8).
+    /// The value as f32 (exact for u8, i8 and f16).
     fn to_f32(self) -> f32;
-    /// Squared L2 with early abandon: returns the exact distance when it is ≤ `bound`, and
-    /// otherwise some value > `bound` (possibly a partial sum). Squared L2 only grows as
-    /// coordinates are added, so no close point is ever lost.
-    #[inline]
-    fn l2_sq_bounded(a: &[Self], b: &[Self], bound: f32) -> f32 {
-        let _ = bound;
-        Self::l2_sq(a, b)
-    }
     /// The ranking distance under `metric` (squared L2, or negated inner product).
     #[inline]
     fn distance(metric: Metric, a: &[Self], b: &[Self]) -> f32 {
@@ -120,10 +112,42 @@ pub trait Element: bytemuck::Pod + Send + Sync + Copy + PartialEq + std::fmt::De
             -Self::dot(a, b)
         }
     }
+    /// Squared L2 with early abandon: returns the exact distance when it is ≤ `bound`, and
+    /// otherwise some value > `bound` (possibly a partial sum). Squared L2 only grows as
+    /// coordinates are added, so no close point is ever lost.
+    #[inline]
+    fn l2_sq_bounded(a: &[Self], b: &[Self], bound: f32) -> f32 {
+        let _ = bound;
+        Self::l2_sq(a, b)
+    }
+}
+
+/// A vector element type the index can store: f32, u8 or i8.
+pub trait Element: Vector + PartialEq + std::fmt::Debug {
+    /// The format code of this type.
+    const TYPE: crate::dataset::ElementType;
+}
+
+impl Vector for half::f16 {
+    #[inline]
+    fn l2_sq(a: &[half::f16], b: &[half::f16]) -> f32 {
+        l2_sq_f16(a, b)
+    }
+    #[inline]
+    fn dot(a: &[half::f16], b: &[half::f16]) -> f32 {
+        dot_f16(a, b)
+    }
+    #[inline]
+    fn to_f32(self) -> f32 {
+        half::f16::to_f32(self)
+    }
 }
 
 impl Element for f32 {
     const TYPE: crate::dataset::ElementType = crate::dataset::ElementType::F32;
+}
+
+impl Vector for f32 {
     #[inline]
     fn l2_sq(a: &[f32], b: &[f32]) -> f32 {
         l2_sq_f32(a, b)
@@ -144,6 +168,9 @@ impl Element for f32 {
 
 impl Element for u8 {
     const TYPE: crate::dataset::ElementType = crate::dataset::ElementType::U8;
+}
+
+impl Vector for u8 {
     #[inline]
     fn l2_sq(a: &[u8], b: &[u8]) -> f32 {
         l2_sq_u8(a, b)
@@ -160,6 +187,9 @@ impl Element for u8 {
 
 impl Element for i8 {
     const TYPE: crate::dataset::ElementType = crate::dataset::ElementType::I8;
+}
+
+impl Vector for i8 {
     #[inline]
     fn l2_sq(a: &[i8], b: &[i8]) -> f32 {
         l2_sq_i8(a, b)
@@ -181,6 +211,8 @@ type KernelI8 = fn(&[i8], &[i8]) -> f32;
 /// The kernels chosen for this CPU.
 struct Kernels {
     name: &'static str,
+    l2_f16: fn(&[half::f16], &[half::f16]) -> f32,
+    dot_f16: fn(&[half::f16], &[half::f16]) -> f32,
     l2_f32: KernelF32,
     l2_f32_bounded: fn(&[f32], &[f32], f32) -> f32,
     dot_f32: KernelF32,
@@ -203,8 +235,11 @@ fn detect() -> Kernels {
             && is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("fma")
         {
+            let f16c = is_x86_feature_detected!("f16c");
             return Kernels {
                 name: "avx2+fma",
+                l2_f16: if f16c { avx2::l2_sq_f16 } else { scalar::l2_sq_f16 },
+                dot_f16: if f16c { avx2::dot_f16 } else { scalar::dot_f16 },
                 l2_f32: avx2::l2_sq_f32,
                 l2_f32_bounded: avx2::l2_sq_f32_bounded,
                 dot_f32: avx2::dot_f32,
@@ -217,6 +252,8 @@ fn detect() -> Kernels {
     }
     Kernels {
         name: "scalar",
+        l2_f16: scalar::l2_sq_f16,
+        dot_f16: scalar::dot_f16,
         l2_f32: scalar::l2_sq_f32,
         l2_f32_bounded: |a, b, _| scalar::l2_sq_f32(a, b),
         dot_f32: scalar::dot_f32,
@@ -253,6 +290,35 @@ pub fn l2_sq_f32(a: &[f32], b: &[f32]) -> f32 {
 pub fn l2_sq_f32_bounded(a: &[f32], b: &[f32], bound: f32) -> f32 {
     assert_eq!(a.len(), b.len(), "l2_sq_f32_bounded: length mismatch");
     (kernels().l2_f32_bounded)(a, b, bound)
+}
+
+/// Squared L2 distance of two f16 vectors (accumulated in f32), AVX2 + F16C when present.
+///
+/// # Panics
+/// If `a.len() != b.len()`.
+#[inline]
+pub fn l2_sq_f16(a: &[half::f16], b: &[half::f16]) -> f32 {
+    assert_eq!(a.len(), b.len(), "l2_sq_f16: length mismatch");
+    (kernels().l2_f16)(a, b)
+}
+
+/// Inner product of two f16 vectors (accumulated in f32).
+///
+/// # Panics
+/// If `a.len() != b.len()`.
+#[inline]
+pub fn dot_f16(a: &[half::f16], b: &[half::f16]) -> f32 {
+    assert_eq!(a.len(), b.len(), "dot_f16: length mismatch");
+    (kernels().dot_f16)(a, b)
+}
+
+/// Converts f32 values to f16 (round to nearest even), vectorized where the CPU can.
+///
+/// # Panics
+/// If the lengths differ.
+pub fn f32_to_f16(src: &[f32], dst: &mut [half::f16]) {
+    use half::slice::HalfFloatSliceExt;
+    dst.convert_from_f32_slice(src);
 }
 
 /// Inner product `Σ a[i]·b[i]` of two f32 vectors of equal length.
@@ -344,6 +410,14 @@ pub mod scalar {
     /// Reference inner product for f32.
     pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+    /// Reference squared L2 for f16 (in f32).
+    pub fn l2_sq_f16(a: &[half::f16], b: &[half::f16]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| (x.to_f32() - y.to_f32()) * (x.to_f32() - y.to_f32())).sum()
+    }
+    /// Reference inner product for f16 (in f32).
+    pub fn dot_f16(a: &[half::f16], b: &[half::f16]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| x.to_f32() * y.to_f32()).sum()
     }
     /// Exact integer squared L2 of two u8 or i8 slices.
     pub(crate) fn l2_int<T: Copy + Into<i64>>(a: &[T], b: &[T]) -> i64 {
@@ -485,6 +559,36 @@ mod avx2 {
         sum
     }
 
+    /// f16 kernels: 8 halves → 8 floats with F16C (`vcvtph2ps`), then the f32 FMA loop.
+    macro_rules! f16_kernel {
+        ($name:ident, $diff:expr, $scalar:path) => {
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn $name(a: &[half::f16], b: &[half::f16]) -> f32 {
+                let n = a.len();
+                let (pa, pb) = (a.as_ptr() as *const __m128i, b.as_ptr() as *const __m128i);
+                let mut acc = [_mm256_setzero_ps(); 4];
+                let mut i = 0;
+                while i + 32 <= n {
+                    for (k, acc_k) in acc.iter_mut().enumerate() {
+                        let va = _mm256_cvtph_ps(_mm_loadu_si128(pa.add((i + 8 * k) / 8)));
+                        let vb = _mm256_cvtph_ps(_mm_loadu_si128(pb.add((i + 8 * k) / 8)));
+                        *acc_k = if $diff {
+                            let d = _mm256_sub_ps(va, vb);
+                            _mm256_fmadd_ps(d, d, *acc_k)
+                        } else {
+                            _mm256_fmadd_ps(va, vb, *acc_k)
+                        };
+                    }
+                    i += 32;
+                }
+                let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+                hsum256_ps(s) + $scalar(&a[i..], &b[i..])
+            }
+        };
+    }
+    f16_kernel!(l2_sq_f16_impl, true, super::scalar::l2_sq_f16);
+    f16_kernel!(dot_f16_impl, false, super::scalar::dot_f16);
+
     /// Integer kernels: widen 16 bytes to 16 × i16 (`$widen`), then `_mm256_madd_epi16`
     /// (pairwise products summed into 8 × i32). `$diff` selects L2 (subtract first) or dot.
     macro_rules! int_kernel {
@@ -526,6 +630,15 @@ mod avx2 {
                 unsafe { $imp(a, b) }
             }
         };
+    }
+    pub(super) fn l2_sq_f16(a: &[half::f16], b: &[half::f16]) -> f32 {
+        // SAFETY: installed only after AVX2, FMA and F16C detection; equal lengths asserted
+        // by the public caller; 16-byte loads stay within `i + 32 <= n` halves.
+        unsafe { l2_sq_f16_impl(a, b) }
+    }
+    pub(super) fn dot_f16(a: &[half::f16], b: &[half::f16]) -> f32 {
+        // SAFETY: as for l2_sq_f16.
+        unsafe { dot_f16_impl(a, b) }
     }
     safe_wrapper!(l2_sq_f32, l2_sq_f32_impl, f32);
     safe_wrapper!(dot_f32, dot_f32_impl, f32);
@@ -572,6 +685,20 @@ mod tests {
                 prop_assert!(got > bound || (got - exact).abs() <= 1e-3 * (1.0 + exact));
             }
             prop_assert!((l2_sq_f32_bounded(&a, &b, f32::INFINITY) - exact).abs() <= 1e-3 * (1.0 + exact));
+        }
+
+        #[test]
+        fn f16_kernels_match_the_reference((a, b) in pair(-4.0f32..4.0)) {
+            let (mut ha, mut hb) = (vec![half::f16::ZERO; a.len()], vec![half::f16::ZERO; b.len()]);
+            f32_to_f16(&a, &mut ha);
+            f32_to_f16(&b, &mut hb);
+            let r = scalar::l2_sq_f16(&ha, &hb);
+            prop_assert!((l2_sq_f16(&ha, &hb) - r).abs() <= 1e-3 * (1.0 + r.abs()));
+            let r = scalar::dot_f16(&ha, &hb);
+            prop_assert!((dot_f16(&ha, &hb) - r).abs() <= 1e-3 * (1.0 + r.abs()));
+            // f16 distances track f32 ones to ~1e-3 relative
+            let exact = f64_l2(&a, &b) as f32;
+            prop_assert!((l2_sq_f16(&ha, &hb) - exact).abs() <= 2e-3 * (1.0 + exact));
         }
 
         #[test]

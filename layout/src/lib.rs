@@ -24,7 +24,7 @@ pub mod pq;
 pub mod sector;
 
 pub use dataset::{ElementType, GroundTruth, VectorFile};
-pub use distance::{Element, Metric};
+pub use distance::{Element, Metric, Vector};
 pub use error::LayoutError;
 pub use header::IndexHeader;
 pub use pq::PqCodebook;

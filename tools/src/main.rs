@@ -79,6 +79,10 @@ pub(crate) struct BuildArgs {
     /// Keep ids in input order instead of grouping graph neighbours into the same sector.
     #[arg(long)]
     pub(crate) no_reorder: bool,
+    /// Precision of the RAM copy the graph is built on, for f32 data: f16 (half the memory
+    /// traffic, default) or f32. The index always stores the exact input values.
+    #[arg(long, default_value = "f16")]
+    pub(crate) graph_precision: ssdann_builder::GraphPrecision,
 }
 
 pub(crate) fn peak_rss_bytes() -> Option<u64> {
@@ -93,7 +97,7 @@ pub(crate) fn mib(b: u64) -> String {
 }
 
 pub(crate) fn cmd_build(a: BuildArgs) -> Result<()> {
-    let params = BuildParams { metric: a.metric, max_degree: a.r, build_l: a.l, alpha: a.alpha, pq_bytes: a.pq_bytes, threads: a.threads, force: a.force, reorder: !a.no_reorder, ..Default::default() };
+    let params = BuildParams { metric: a.metric, max_degree: a.r, build_l: a.l, alpha: a.alpha, pq_bytes: a.pq_bytes, threads: a.threads, force: a.force, reorder: !a.no_reorder, graph_precision: a.graph_precision, ..Default::default() };
     let bars = progress::Bars::new(a.quiet);
     let t = std::time::Instant::now();
     let rep = build_index(&a.data, &a.out, &params, &bars)?;

@@ -375,7 +375,7 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
         }
     }
     let out = tmp.join("index");
-    crate::cmd_build(crate::BuildArgs { data: base, out: out.clone(), metric: Metric::L2, r: 64, l: 100, alpha: 1.2, pq_bytes: None, threads: None, force: true, quiet: false, no_reorder: false })?;
+    crate::cmd_build(crate::BuildArgs { data: base, out: out.clone(), metric: Metric::L2, r: 64, l: 100, alpha: 1.2, pq_bytes: None, threads: None, force: true, quiet: false, no_reorder: false, graph_precision: Default::default() })?;
     let index = Index::open(&out, OpenOptions::default())?;
     let (nq_all, q) = load_queries(&queries, index.dim())?;
     let gt = GroundTruth::read(&gt_path)?;

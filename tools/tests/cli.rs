@@ -112,7 +112,7 @@ fn build_info_verify_search_and_refuse_to_overwrite() {
     let v = ssdann(&["verify", o]);
     assert!(v.status.success() && text(&v).contains("OK: 18 blocks, 600 nodes"), "{}", text(&v));
     build_fails(&["--data", dp, "--out", o, "-R", "12", "-L", "24"], &["already exists", "--force"]);
-    let f = ssdann(&["build", "--data", dp, "--out", o, "-R", "8", "-L", "24", "--pq-bytes", "4", "-q", "--force"]);
+    let f = ssdann(&["build", "--data", dp, "--out", o, "-R", "8", "-L", "24", "--pq-bytes", "4", "-q", "--force", "--graph-precision", "f32"]);
     assert!(f.status.success(), "{}", text(&f));
     assert!(text(&ssdann(&["info", o])).contains("R = 8"));
     // search writes one row per query with the query itself first (queries = base rows)
