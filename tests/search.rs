@@ -160,3 +160,53 @@ fn open_rejects_inconsistent_or_truncated_files() {
     assert!(matches!(Index::open(&dir, OpenOptions::default()), Err(EngineError::Layout(LayoutError::SizeMismatch { .. }))));
     assert!(matches!(Index::open(&tmp.path().join("nope"), OpenOptions::default()), Err(EngineError::Io { .. })));
 }
+
+/// Cosine and inner-product indexes: results match brute force under that metric.
+#[test]
+fn cosine_and_inner_product_indexes_rank_by_their_metric() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (n, nq, d) = (3000usize, 50usize, 48usize);
+    let (mut base, queries) = ssdann::builder::synthetic::clustered(n, nq, d, 12, 11);
+    // give the rows different norms so cosine, IP and L2 rankings differ
+    for (i, row) in base.chunks_exact_mut(d).enumerate() {
+        let s = 0.5 + (i % 7) as f32 * 0.25;
+        row.iter_mut().for_each(|x| *x *= s);
+    }
+    let path = tmp.path().join("b.fbin");
+    ssdann::layout::dataset::write_bin(&path, n, d, &base).unwrap();
+    for metric in [ssdann::Metric::Cosine, ssdann::Metric::InnerProduct] {
+        let dir = tmp.path().join(metric.name());
+        let p = BuildParams { metric, max_degree: 32, build_l: 64, pq_bytes: Some(12), threads: Some(2), ..Default::default() };
+        build_index(&path, &dir, &p, &NoProgress).unwrap();
+        let idx = Index::open(&dir, OpenOptions::default()).unwrap();
+        assert_eq!(idx.metric(), metric);
+        let mut hits = 0;
+        for q in queries.chunks_exact(d) {
+            let got = idx.search(q, 10, &SearchParams { l: 64, w: 4 }).unwrap();
+            // brute force under the metric
+            let qn: f32 = q.iter().map(|x| x * x).sum::<f32>().sqrt();
+            let mut all: Vec<(f32, u64)> = base
+                .chunks_exact(d)
+                .enumerate()
+                .map(|(i, x)| {
+                    let dot: f32 = q.iter().zip(x).map(|(a, b)| a * b).sum();
+                    let dist = match metric {
+                        ssdann::Metric::Cosine => 1.0 - dot / (qn * x.iter().map(|v| v * v).sum::<f32>().sqrt()),
+                        _ => -dot,
+                    };
+                    (dist, i as u64)
+                })
+                .collect();
+            all.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let truth: Vec<u64> = all[..10].iter().map(|e| e.1).collect();
+            hits += got.iter().filter(|h| truth.contains(&h.id)).count();
+            // reported distances are the metric's own
+            let best = got[0];
+            let expect = all.iter().find(|e| e.1 == best.id).unwrap().0;
+            assert!((best.distance - expect).abs() < 1e-3, "{metric}: reported {} vs {expect}", best.distance);
+        }
+        let recall = hits as f64 / (nq * 10) as f64;
+        eprintln!("{metric}: recall@10 {recall:.3}");
+        assert!(recall >= 0.9, "{metric}: recall@10 {recall}");
+    }
+}

@@ -212,6 +212,60 @@ fn check_finite_parallel(src: &Path, first_row: usize, data: &[f32], dim: usize)
     Ok(())
 }
 
+/// The vectors the Vamana graph is built on.
+enum GraphSpace {
+    /// The input itself (u8/i8 data under L2/cosine, or f32 with `--graph-precision f32`).
+    Input,
+    /// An f16 copy, d' columns, ranked by `metric`.
+    F16 { vectors: Vec<half::f16>, dim: usize, metric: Metric },
+    /// An f32 copy, d' columns, ranked by `metric` (inner product on integer data, or f32
+    /// precision asked for).
+    F32 { vectors: Vec<f32>, dim: usize, metric: Metric },
+}
+
+impl GraphSpace {
+    /// Chooses and builds the graph's vectors.
+    ///
+    /// - f32 data, `GraphPrecision::F16`: a half-precision copy (half the memory traffic).
+    /// - Inner product: the MIPS-to-L2 reduction (Bachrach et al., RecSys 2014; DiskANN
+    ///   builds its `mips` graphs the same way): `x' = [x, sqrt(M² − ‖x‖²)]` with M the
+    ///   largest norm, so that `‖[q, 0] − x'‖² = ‖q‖² + M² − 2 q·x` ranks exactly as `−q·x`
+    ///   and RobustPrune's α rule works on a true metric. The stored vectors, the PQ codes
+    ///   and the search stay in the original space.
+    fn new<T: Element>(data: &[T], dim: usize, params: &BuildParams, release_input: &(dyn Fn() + Sync)) -> GraphSpace {
+        let half = T::TYPE == ElementType::F32 && params.graph_precision == GraphPrecision::F16;
+        if params.metric == Metric::InnerProduct {
+            let norms: Vec<f32> = data.par_chunks(dim).map(|r| r.iter().map(|v| v.to_f32() * v.to_f32()).sum()).collect();
+            let max = norms.iter().copied().fold(0.0f32, f32::max);
+            let d1 = dim + 1;
+            let augmented = |out: &mut [f32], row: &[T], norm: f32| {
+                out[..dim].iter_mut().zip(row).for_each(|(o, v)| *o = v.to_f32());
+                out[dim] = (max - norm).max(0.0).sqrt();
+            };
+            let mut f = vec![0f32; data.len() / dim * d1];
+            f.par_chunks_mut(d1).zip(data.par_chunks(dim)).zip(norms.par_iter()).for_each(|((o, r), &nm)| augmented(o, r, nm));
+            release_input();
+            return if half {
+                let mut h = vec![half::f16::ZERO; f.len()];
+                h.par_chunks_mut(d1 * 1024).zip(f.par_chunks(d1 * 1024)).for_each(|(d, s)| ssdann_layout::distance::f32_to_f16(s, d));
+                GraphSpace::F16 { vectors: h, dim: d1, metric: Metric::L2 }
+            } else {
+                GraphSpace::F32 { vectors: f, dim: d1, metric: Metric::L2 }
+            };
+        }
+        if half {
+            let src = bytemuck::cast_slice::<T, f32>(data);
+            let mut h = vec![half::f16::ZERO; src.len()];
+            h.par_chunks_mut(dim * 1024).zip(src.par_chunks(dim * 1024)).for_each(|(d, s)| ssdann_layout::distance::f32_to_f16(s, d));
+            // The graph phase reads only the copy: let the file's pages leave the RSS until
+            // the writer streams them again.
+            release_input();
+            return GraphSpace::F16 { vectors: h, dim, metric: params.metric };
+        }
+        GraphSpace::Input
+    }
+}
+
 fn temp_dir_for(out_dir: &Path) -> Result<PathBuf> {
     let name = out_dir
         .file_name()
@@ -274,19 +328,11 @@ fn build_typed<T: Element>(
     phases.push((Phase::PqEncoding, t.elapsed()));
 
     let vp = VamanaParams { max_degree: params.max_degree, build_l: params.build_l, alpha: params.alpha, seed: params.seed, ..Default::default() };
-    // f32 data: build the graph on a half-precision copy unless asked not to.
-    let half: Option<Vec<half::f16>> = (T::TYPE == ElementType::F32 && params.graph_precision == GraphPrecision::F16).then(|| {
-        let src = bytemuck::cast_slice::<T, f32>(data);
-        let mut h = vec![half::f16::ZERO; src.len()];
-        h.par_chunks_mut(dim * 1024).zip(src.par_chunks(dim * 1024)).for_each(|(d, s)| ssdann_layout::distance::f32_to_f16(s, d));
-        // The graph phase reads only the copy: let the file's pages leave the RSS until the
-        // writer streams them again.
-        release_input();
-        h
-    });
-    let graph = match &half {
-        Some(h) => build_vamana(h, dim, params.metric, &vp, progress),
-        None => build_vamana(data, dim, params.metric, &vp, progress),
+    let graph_space = GraphSpace::new(data, dim, params, release_input);
+    let graph = match &graph_space {
+        GraphSpace::Input => build_vamana(data, dim, params.metric, &vp, progress),
+        GraphSpace::F16 { vectors, dim: gd, metric } => build_vamana(vectors, *gd, *metric, &vp, progress),
+        GraphSpace::F32 { vectors, dim: gd, metric } => build_vamana(vectors, *gd, *metric, &vp, progress),
     };
     phases.push((Phase::VamanaPass1, graph.pass_times[0]));
     phases.push((Phase::VamanaPass2, graph.pass_times[1]));
@@ -295,9 +341,11 @@ fn build_typed<T: Element>(
     let t = Instant::now();
     let perm: Vec<u32> = if params.reorder {
         progress.start(Phase::Reorder, 1);
-        let p = match &half {
-            Some(h) => crate::reorder::block_order(&graph.adjacency, graph.medoid, layout.nodes_per_block, h, dim, params.metric),
-            None => crate::reorder::block_order(&graph.adjacency, graph.medoid, layout.nodes_per_block, data, dim, params.metric),
+        let npb = layout.nodes_per_block;
+        let p = match &graph_space {
+            GraphSpace::Input => crate::reorder::block_order(&graph.adjacency, graph.medoid, npb, data, dim, params.metric),
+            GraphSpace::F16 { vectors, dim: gd, metric } => crate::reorder::block_order(&graph.adjacency, graph.medoid, npb, vectors, *gd, *metric),
+            GraphSpace::F32 { vectors, dim: gd, metric } => crate::reorder::block_order(&graph.adjacency, graph.medoid, npb, vectors, *gd, *metric),
         };
         progress.advance(1);
         progress.finish();
@@ -305,7 +353,7 @@ fn build_typed<T: Element>(
     } else {
         (0..n as u32).collect()
     };
-    drop(half);
+    drop(graph_space);
     let inv = crate::reorder::invert(&perm);
     let adjacency: Vec<Vec<u32>> = perm.par_iter().map(|&old| graph.adjacency[old as usize].iter().map(|&v| inv[v as usize]).collect()).collect();
     drop(graph.adjacency);

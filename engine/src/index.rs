@@ -111,13 +111,23 @@ impl Index {
     /// - [`EngineError::Io`].
     ///
     /// # Example
-    /// ```no_run
+    /// ```
+    /// use ssdann_builder::{build_from_vectors, BuildParams, NoProgress};
     /// use ssdann_engine::{Index, OpenOptions, SearchParams};
-    /// let index = Index::open("idx".as_ref(), OpenOptions::default())?;
-    /// let query = vec![0.0f32; index.dim()];
-    /// let hits = index.search(&query, 10, &SearchParams { l: 100, w: 4 })?;
-    /// for h in hits { println!("{} {}", h.id, h.distance); }
-    /// # Ok::<(), ssdann_engine::EngineError>(())
+    /// // 2,000 clustered 32-d vectors, an index in a temporary directory
+    /// let (base, queries) = ssdann_builder::synthetic::clustered(2000, 5, 32, 8, 1);
+    /// let dir = tempfile::tempdir()?;
+    /// let params = BuildParams { max_degree: 24, build_l: 48, pq_bytes: Some(8), ..Default::default() };
+    /// build_from_vectors(&base, 32, &dir.path().join("idx"), &params, &NoProgress)?;
+    ///
+    /// let index = Index::open(&dir.path().join("idx"), OpenOptions::default())?;
+    /// let hits = index.search(&base[32 * 7..32 * 8], 10, &SearchParams { l: 50, w: 4 })?;
+    /// assert_eq!(hits[0].id, 7); // a base vector finds itself first, at distance 0
+    /// assert!(hits[0].distance < 1e-6);
+    /// let (hits, stats) = index.search_with_stats(&queries[..32], 10, &SearchParams::default())?;
+    /// assert_eq!(hits.len(), 10);
+    /// assert!(stats.sector_reads > 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open(dir: &Path, options: OpenOptions) -> Result<Index> {
         let path = dir.join(INDEX_FILE);
