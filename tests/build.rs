@@ -1,5 +1,7 @@
 //! Builder acceptance tests (issue 2) on real data (or the generated stand-in).
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 mod common;
 
 use common::{recall_at_k, set_10k};

@@ -1,6 +1,8 @@
 //! The search hot path performs no heap allocation once a thread's context is warm
 //! (issue 3): a counting global allocator around `Index::search_into`.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 mod common;
 
 use ssdann::engine::{Index, OpenOptions, SearchParams};

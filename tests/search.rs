@@ -1,5 +1,7 @@
 //! Query-engine acceptance tests (issue 3) on real data (or the generated stand-in).
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 mod common;
 
 use common::{recall_at_k, set_10k};

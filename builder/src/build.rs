@@ -77,7 +77,7 @@ impl std::str::FromStr for GraphPrecision {
 
 impl Default for BuildParams {
     fn default() -> Self {
-        BuildParams { metric: Metric::L2, max_degree: 64, build_l: 100, alpha: 1.2, pq_bytes: None, threads: None, force: false, seed: 0x55da_22, reorder: true, graph_precision: GraphPrecision::F16 }
+        BuildParams { metric: Metric::L2, max_degree: 64, build_l: 100, alpha: 1.2, pq_bytes: None, threads: None, force: false, seed: 0x0055_da22, reorder: true, graph_precision: GraphPrecision::F16 }
     }
 }
 
@@ -157,15 +157,7 @@ impl BuildParams {
 /// ```
 pub fn build_index(data_path: &Path, out_dir: &Path, params: &BuildParams, progress: &dyn Progress) -> Result<BuildReport> {
     let file = VectorFile::open(data_path)?;
-    params.validate(file.dim())?;
-    if out_dir.exists() && !params.force {
-        return Err(BuildError::OutputExists { path: out_dir.into() });
-    }
-    let mut pool = rayon::ThreadPoolBuilder::new();
-    if let Some(t) = params.threads {
-        pool = pool.num_threads(t);
-    }
-    let pool = pool.build().map_err(|e| BuildError::param("--threads", params.threads.unwrap_or(0), e.to_string()))?;
+    let pool = prepare(params, file.dim(), out_dir)?;
     let src = file.path();
     let release = || file.release_pages();
     pool.install(|| match file.element_type() {
@@ -173,6 +165,20 @@ pub fn build_index(data_path: &Path, out_dir: &Path, params: &BuildParams, progr
         ElementType::U8 => build_typed::<u8>(src, file.contiguous::<u8>()?, file.dim(), &release, out_dir, params, progress),
         ElementType::I8 => build_typed::<i8>(src, file.contiguous::<i8>()?, file.dim(), &release, out_dir, params, progress),
     })
+}
+
+/// Validates the parameters against d, refuses an existing `out_dir` without `force`, and
+/// makes the build's thread pool.
+fn prepare(params: &BuildParams, dim: usize, out_dir: &Path) -> Result<rayon::ThreadPool> {
+    params.validate(dim)?;
+    if out_dir.exists() && !params.force {
+        return Err(BuildError::OutputExists { path: out_dir.into() });
+    }
+    let mut pool = rayon::ThreadPoolBuilder::new();
+    if let Some(t) = params.threads {
+        pool = pool.num_threads(t);
+    }
+    pool.build().map_err(|e| BuildError::param("--threads", params.threads.unwrap_or(0), e.to_string()))
 }
 
 /// Builds an index from vectors already in memory: `data` is n × d row-major (`dim` = d).
@@ -185,21 +191,13 @@ pub fn build_from_vectors<T: Element>(data: &[T], dim: usize, out_dir: &Path, pa
     if dim == 0 || dim > ssdann_layout::dataset::MAX_DIM {
         return Err(BuildError::param("d", dim, "dimension must be in 1..=65536"));
     }
-    if data.is_empty() || data.len() % dim != 0 {
+    if data.is_empty() || !data.len().is_multiple_of(dim) {
         return Err(BuildError::param("data", format!("{} values", data.len()), format!("must be a non-empty n × d array with d = {dim}")));
     }
     if data.len() / dim >= u32::MAX as usize {
         return Err(BuildError::param("n", data.len() / dim, "at most 2^32 - 2 points"));
     }
-    params.validate(dim)?;
-    if out_dir.exists() && !params.force {
-        return Err(BuildError::OutputExists { path: out_dir.into() });
-    }
-    let mut pool = rayon::ThreadPoolBuilder::new();
-    if let Some(t) = params.threads {
-        pool = pool.num_threads(t);
-    }
-    let pool = pool.build().map_err(|e| BuildError::param("--threads", params.threads.unwrap_or(0), e.to_string()))?;
+    let pool = prepare(params, dim, out_dir)?;
     pool.install(|| build_typed::<T>(Path::new("<in-memory array>"), Cow::Borrowed(data), dim, &|| {}, out_dir, params, progress))
 }
 

@@ -23,7 +23,7 @@ pub fn default_pq_m(dim: usize, element_bytes: usize) -> usize {
     let lo = (target as f64 * 0.75).floor() as usize;
     let hi = ((target as f64 * 1.25).ceil() as usize).min(dim);
     (lo.max(1)..=hi)
-        .filter(|m| dim % m == 0)
+        .filter(|m| dim.is_multiple_of(*m))
         .min_by_key(|&m| (m as i64 - target as i64).abs())
         .unwrap_or(target)
 }

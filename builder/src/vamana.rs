@@ -113,7 +113,7 @@ struct Worker {
 /// # Panics
 /// If `data.len()` is not a multiple of `dim`, or n ≥ 2³² (callers validate both).
 pub fn build_vamana<T: Vector>(data: &[T], dim: usize, metric: Metric, params: &VamanaParams, progress: &dyn Progress) -> Graph {
-    assert!(dim > 0 && data.len() % dim == 0, "data is not n × d");
+    assert!(dim > 0 && data.len().is_multiple_of(dim), "data is not n × d");
     let n = data.len() / dim;
     assert!(n < u32::MAX as usize, "n must fit in u32");
     let medoid = medoid(data, dim, metric);
@@ -171,7 +171,7 @@ pub fn build_vamana<T: Vector>(data: &[T], dim: usize, metric: Metric, params: &
                     list.extend_from_slice(&w.nbrs);
                 }
                 let k = done.fetch_add(1, Ordering::Relaxed) + 1;
-                if k % 1024 == 0 {
+                if k.is_multiple_of(1024) {
                     progress.advance(1024);
                 }
             },

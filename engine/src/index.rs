@@ -336,7 +336,7 @@ impl Index {
     pub fn batch_search(&self, queries: &[f32], k: usize, params: &SearchParams, threads: Option<usize>) -> Result<Vec<(Vec<Neighbor>, SearchStats)>> {
         use rayon::prelude::*;
         let d = self.dim();
-        if queries.len() % d != 0 {
+        if !queries.len().is_multiple_of(d) {
             return Err(EngineError::InvalidQuery { field: "queries", value: format!("{} values", queries.len()), reason: format!("not a multiple of d = {d}") });
         }
         let mut pool = rayon::ThreadPoolBuilder::new();

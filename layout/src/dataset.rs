@@ -206,7 +206,7 @@ impl VectorFile {
             return Err(LayoutError::field(path, "d (row 0)", d, format!("dimension must be in 1..={MAX_DIM}")));
         }
         let stride = 4 + d as u64 * elem.size_bytes() as u64;
-        if len % stride != 0 {
+        if !len.is_multiple_of(stride) {
             return Err(LayoutError::SizeMismatch {
                 path: path.into(),
                 expected_bytes: (len / stride + 1) * stride,

@@ -53,7 +53,7 @@ const OFF_FILE_BYTES: usize = OFF_RESERVED1 + 4;
 /// End of the defined fields; bytes from here to the CRC are zero in v1.0.
 pub const HEADER_FIELDS_END: usize = OFF_FILE_BYTES + 8;
 const _: () = assert!(HEADER_FIELDS_END <= HEADER_CRC_OFFSET);
-const _: () = assert!(HEADER_SLOT_BYTES % SECTOR_BYTES == 0, "a header slot is a whole number of sectors");
+const _: () = assert!(HEADER_SLOT_BYTES.is_multiple_of(SECTOR_BYTES), "a header slot is a whole number of sectors");
 
 /// The parameters of an index, as stored in each header slot.
 #[derive(Clone, Debug, PartialEq)]

@@ -119,8 +119,8 @@ impl PqCodebook {
     /// Reconstructs the vector a code stands for: `centroid + pivots` (length d).
     pub fn decode(&self, code: &[u8], out: &mut [f32]) {
         assert_eq!(out.len(), self.dim);
-        for m in 0..self.m() {
-            let c = usize::from(code[m]);
+        for (m, &cm) in code.iter().enumerate().take(self.m()) {
+            let c = usize::from(cm);
             let piv = self.sub_pivots(m);
             for (j, dim) in (self.offsets[m]..self.offsets[m + 1]).enumerate() {
                 out[dim] = self.centroid[dim] + piv[j * PQ_CENTROIDS + c];
@@ -343,7 +343,7 @@ fn neg_dot_to_all_body(x: &[f32], ct: &[f32], out: &mut [f32]) {
 unsafe fn l2_to_all_avx2(x: &[f32], ct: &[f32], out: &mut [f32]) {
     use std::arch::x86_64::*;
     let k = out.len();
-    if k % 64 != 0 {
+    if !k.is_multiple_of(64) {
         return l2_to_all_body(x, ct, out);
     }
     let p = ct.as_ptr();

@@ -26,7 +26,7 @@ pub const DATA_START_SECTOR: u64 = HEADER_SLOT1_SECTOR + 1;
 /// Largest degree R accepted (a guard against absurd headers).
 pub const MAX_DEGREE: usize = 4096;
 
-const _: () = assert!(SECTOR_BYTES % 512 == 0, "sectors must be O_DIRECT-aligned");
+const _: () = assert!(SECTOR_BYTES.is_multiple_of(512), "sectors must be O_DIRECT-aligned");
 
 /// Geometry of the node records: where node `i` lives, computed from `i` alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

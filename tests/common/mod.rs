@@ -3,6 +3,8 @@
 //! of the same shape with exact ground truth, so the same assertions run either way.
 #![allow(dead_code)]
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 use ssdann::layout::dataset::write_bin;
 use ssdann::{GroundTruth, Metric};
 use std::path::PathBuf;

@@ -1,6 +1,8 @@
 //! The `ssdann` command line: bad input gets a clear error and a non-zero exit; the
 //! commands do what their help says.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
