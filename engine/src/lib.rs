@@ -12,6 +12,7 @@ pub mod error;
 pub mod index;
 pub mod io;
 pub mod verify;
+pub mod wal;
 
 pub use error::EngineError;
 pub use index::{Index, Neighbor, OpenOptions, SearchParams, SearchStats};
