@@ -40,6 +40,9 @@ pub struct SearchContext {
     nbrs: Vec<u32>,
     /// Nodes to expand this round: (id, buffer slot or usize::MAX for the node cache).
     expand: Vec<(u32, usize)>,
+    delta_query: Vec<f32>,
+    delta_scratch: ssdann_builder::greedy_search::SearchScratch,
+    delta_found: Vec<(f32, u64)>,
 }
 
 impl SearchContext {
@@ -59,7 +62,15 @@ impl SearchContext {
             results: Vec::with_capacity(1024),
             nbrs: Vec::with_capacity(256),
             expand: Vec::with_capacity(64),
+            delta_query: Vec::new(),
+            delta_scratch: Default::default(),
+            delta_found: Vec::new(),
         }
+    }
+    /// Buffers for the delta-index part of a search: (query copy, GreedySearch scratch,
+    /// results).
+    pub(crate) fn delta_buffers(&mut self) -> (&mut Vec<f32>, &mut ssdann_builder::greedy_search::SearchScratch, &mut Vec<(f32, u64)>) {
+        (&mut self.delta_query, &mut self.delta_scratch, &mut self.delta_found)
     }
     pub(crate) fn reader_name(&self) -> &'static str {
         self.reader.name()

@@ -30,11 +30,14 @@ pub struct OpenOptions {
     /// already candidates (Starling-style sector reuse; builds co-locate graph neighbours).
     /// Default true; false gives DiskANN's one-node-per-read behaviour.
     pub sector_reuse: bool,
+    /// When inserts and deletes are fsynced to the WAL (see [`crate::wal::SyncMode`] for
+    /// what each mode can lose in a crash). Default `Always`.
+    pub sync: crate::wal::SyncMode,
 }
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        OpenOptions { cache_nodes: 0, io: IoBackend::IoUring, verify_reads: false, max_beam_width: 16, sector_reuse: true }
+        OpenOptions { cache_nodes: 0, io: IoBackend::IoUring, verify_reads: false, max_beam_width: 16, sector_reuse: true, sync: crate::updates::default_sync() }
     }
 }
 
@@ -98,6 +101,8 @@ pub struct Index {
     pub(crate) options: OpenOptions,
     pub(crate) cache: NodeCache,
     contexts: Mutex<Vec<SearchContext>>,
+    /// Pending inserts and deletes (delta index, tombstones, WAL).
+    pub(crate) updates: std::sync::RwLock<crate::updates::Updates>,
 }
 
 impl Index {
@@ -158,10 +163,14 @@ impl Index {
         if options.max_beam_width == 0 {
             return Err(EngineError::InvalidQuery { field: "max_beam_width", value: "0".into(), reason: "must be at least 1".into() });
         }
-        let mut index = Index { dir: dir.into(), header, pq, codes, labels, file, options, cache: NodeCache::default(), contexts: Mutex::new(Vec::new()) };
+        let delta = crate::delta::DeltaIndex::new(header.dim as usize, header.metric, crate::delta::DeltaParams { max_degree: 1, build_l: 1, alpha: 1.0 });
+        let placeholder = crate::updates::Updates { delta, tombstones: Default::default(), ssd_labels: Default::default(), wal: None, wal_ops: 0 };
+        let mut index = Index { dir: dir.into(), header, pq, codes, labels, file, options, cache: NodeCache::default(), contexts: Mutex::new(Vec::new()), updates: std::sync::RwLock::new(placeholder) };
         if index.options.cache_nodes > 0 {
             index.cache = index.load_cache(index.options.cache_nodes)?;
         }
+        let updates = crate::updates::Updates::open(&index)?;
+        index.updates = std::sync::RwLock::new(updates);
         Ok(index)
     }
 
@@ -322,7 +331,28 @@ impl Index {
     pub fn search_into(&self, query: &[f32], k: usize, params: &SearchParams, out: &mut Vec<Neighbor>) -> Result<SearchStats> {
         self.check_query(query, k, params)?;
         let mut ctx = self.take_context();
-        let r = beam_search(self, &mut ctx, query, k, params, out);
+        let up = self.updates.read().map_err(|_| EngineError::Inconsistent { path: self.dir.clone(), detail: "update lock poisoned by a panic".into() })?;
+        let r = if up.delta.live() == 0 && up.tombstones.is_empty() {
+            beam_search(self, &mut ctx, query, k, params, out)
+        } else {
+            // Over-fetch from the SSD so that k survive the tombstones, then merge with the
+            // delta index by distance (FreshDiskANN §3).
+            let k_ssd = (k + up.tombstones.len()).min(params.l);
+            let r = beam_search(self, &mut ctx, query, k_ssd, params, out);
+            out.retain(|n| !up.tombstones.contains(&n.id));
+            let (q, scratch, found) = ctx.delta_buffers();
+            q.clear();
+            q.extend_from_slice(query);
+            if self.header.metric == Metric::Cosine {
+                ssdann_layout::distance::normalize(q);
+            }
+            up.delta.search(q, k, params.l, scratch, found);
+            out.extend(found.iter().map(|&(d, id)| Neighbor { id, distance: self.header.metric.reported(d) }));
+            out.sort_by(|a, b| a.distance.total_cmp(&b.distance).then(a.id.cmp(&b.id)));
+            out.truncate(k);
+            r
+        };
+        drop(up);
         self.put_context(ctx);
         r
     }

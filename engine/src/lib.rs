@@ -8,15 +8,18 @@
 //! `tools`.
 
 pub mod beam_search;
+pub mod delta;
 pub mod error;
 pub mod index;
 pub mod io;
+pub mod updates;
 pub mod verify;
 pub mod wal;
 
 pub use error::EngineError;
 pub use index::{Index, Neighbor, OpenOptions, SearchParams, SearchStats};
 pub use io::IoBackend;
+pub use wal::SyncMode;
 pub use verify::{verify, VerifyReport};
 
 /// Result type of this crate.

@@ -225,7 +225,7 @@ pub fn cmd_eval(a: EvalArgs) -> Result<()> {
     if threads.contains(&0) {
         bail!("--threads: 0 is not a thread count");
     }
-    let index = Index::open(&a.index, OpenOptions { cache_nodes: a.cache_nodes, io: a.io, verify_reads: false, max_beam_width: a.w.max(16), sector_reuse: !a.no_sector_reuse })?;
+    let index = Index::open(&a.index, OpenOptions { cache_nodes: a.cache_nodes, io: a.io, verify_reads: false, max_beam_width: a.w.max(16), sector_reuse: !a.no_sector_reuse, ..Default::default() })?;
     let (nq_all, q) = load_queries(&a.queries, index.dim())?;
     let gt = GroundTruth::read(&a.gt)?;
     let nq = a.nq.unwrap_or(nq_all).min(nq_all).min(gt.nq);
