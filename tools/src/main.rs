@@ -2,6 +2,7 @@
 
 mod progress;
 mod search;
+mod update;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -42,6 +43,10 @@ enum Cmd {
     Gt(search::GtArgs),
     /// Build, evaluate and print the recall/QPS table on a generated data set (or --data DIR).
     Demo(search::DemoArgs),
+    /// Insert (or replace) points: WAL first, then the in-memory delta index.
+    Insert(update::InsertArgs),
+    /// Delete points by label: WAL first, then tombstones.
+    Delete(update::DeleteArgs),
 }
 
 #[derive(clap::Args)]
@@ -161,6 +166,8 @@ fn main() -> ExitCode {
         Cmd::Eval(a) => search::cmd_eval(a).map(|_| true),
         Cmd::Gt(a) => search::cmd_gt(a).map(|_| true),
         Cmd::Demo(a) => search::cmd_demo(a).map(|_| true),
+        Cmd::Insert(a) => update::cmd_insert(a).map(|_| true),
+        Cmd::Delete(a) => update::cmd_delete(a).map(|_| true),
     };
     match res {
         Ok(true) => ExitCode::SUCCESS,

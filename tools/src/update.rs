@@ -1,0 +1,108 @@
+//! `ssdann insert | delete`: updates through the WAL into the delta index / tombstones.
+
+use crate::progress::bar;
+use anyhow::{bail, Context, Result};
+use ssdann_engine::{Index, OpenOptions, SyncMode};
+use ssdann_layout::VectorFile;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Reads labels: one unsigned integer per line (blank lines and `#` comments skipped).
+fn read_labels(path: &Path) -> Result<Vec<u64>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        out.push(t.parse::<u64>().with_context(|| format!("{}: line {}: {t:?} is not a label (an unsigned integer)", path.display(), i + 1))?);
+    }
+    Ok(out)
+}
+
+#[derive(clap::Args)]
+pub struct InsertArgs {
+    /// Index directory.
+    #[arg(long)]
+    index: PathBuf,
+    /// Vectors to insert (same d as the index).
+    #[arg(long)]
+    data: PathBuf,
+    /// Labels, one per line, one per vector (default: continue after the largest label).
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// WAL durability: always (fsync per batch), interval=MS, or never.
+    #[arg(long, default_value = "always")]
+    sync: SyncMode,
+    /// Vectors per WAL group commit.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Insert only the first N vectors of the file.
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+pub fn cmd_insert(a: InsertArgs) -> Result<()> {
+    let index = Index::open(&a.index, OpenOptions { sync: a.sync, ..Default::default() })?;
+    let f = VectorFile::open(&a.data)?;
+    if f.dim() != index.dim() {
+        bail!("{}: vectors have d = {} but the index has d = {}", a.data.display(), f.dim(), index.dim());
+    }
+    let n = a.limit.unwrap_or(f.len()).min(f.len());
+    let labels = match &a.labels {
+        Some(p) => {
+            let l = read_labels(p)?;
+            if l.len() < n {
+                bail!("{}: {} labels for {n} vectors", p.display(), l.len());
+            }
+            l
+        }
+        None => {
+            let first = index.max_label().map_or(0, |m| m + 1);
+            (first..first + n as u64).collect()
+        }
+    };
+    let d = f.dim();
+    let mut rows = vec![0f32; n * d];
+    for (i, r) in rows.chunks_exact_mut(d).enumerate() {
+        f.row_f32(i, r);
+    }
+    let pb = bar(n as u64, "insert", false);
+    let t = Instant::now();
+    let batch = a.batch.max(1);
+    for start in (0..n).step_by(batch) {
+        let end = (start + batch).min(n);
+        let items: Vec<(u64, &[f32])> = (start..end).map(|i| (labels[i], &rows[i * d..(i + 1) * d])).collect();
+        index.insert_batch(&items)?;
+        pb.inc((end - start) as u64);
+    }
+    pb.finish_and_clear();
+    let secs = t.elapsed().as_secs_f64();
+    let (delta, tomb, wal) = index.pending();
+    println!("inserted {n} vectors in {secs:.2} s ({:.0} vectors/s, sync {:?}, {batch} per group commit); pending: {delta} in the delta index, {tomb} tombstones, {wal} WAL records", n as f64 / secs, a.sync);
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct DeleteArgs {
+    /// Index directory.
+    #[arg(long)]
+    index: PathBuf,
+    /// Labels to delete, one per line.
+    #[arg(long)]
+    labels: PathBuf,
+    /// WAL durability: always, interval=MS, or never.
+    #[arg(long, default_value = "always")]
+    sync: SyncMode,
+}
+
+pub fn cmd_delete(a: DeleteArgs) -> Result<()> {
+    let index = Index::open(&a.index, OpenOptions { sync: a.sync, ..Default::default() })?;
+    let labels = read_labels(&a.labels)?;
+    let t = Instant::now();
+    index.delete_batch(&labels)?;
+    let (delta, tomb, wal) = index.pending();
+    println!("deleted {} labels in {:.3} s; pending: {delta} in the delta index, {tomb} tombstones, {wal} WAL records", labels.len(), t.elapsed().as_secs_f64());
+    Ok(())
+}
