@@ -229,6 +229,33 @@ impl Index {
         }
     }
 
+    /// insert(labels, vectors): labels (n,) uint64-convertible, vectors (n, d) float32.
+    /// Logged to the WAL, then visible to searches.
+    fn insert<'py>(&self, py: Python<'py>, labels: Vec<u64>, vectors: &Bound<'py, PyAny>) -> PyResult<()> {
+        let arr = query_array(vectors, 2, "vectors")?;
+        let (n, d) = (arr.shape()[0], arr.shape()[1]);
+        if n != labels.len() {
+            return Err(PyValueError::new_err(format!("vectors: {n} rows but {} labels", labels.len())));
+        }
+        if d != self.inner.dim() {
+            return Err(PyValueError::new_err(format!("vectors: d = {d} but the index has d = {}", self.inner.dim())));
+        }
+        let a = arr.downcast::<PyArray2<f32>>()?.readonly();
+        let v: Vec<f32> = a.as_array().iter().copied().collect();
+        let inner = self.inner.clone();
+        py.allow_threads(|| {
+            let items: Vec<(u64, &[f32])> = labels.iter().enumerate().map(|(i, &l)| (l, &v[i * d..(i + 1) * d])).collect();
+            inner.insert_batch(&items)
+        })
+        .map_err(engine_err)
+    }
+
+    /// delete(labels): tombstones the points with these labels (logged to the WAL first).
+    fn delete(&self, py: Python<'_>, labels: Vec<u64>) -> PyResult<()> {
+        let inner = self.inner.clone();
+        py.allow_threads(|| inner.delete_batch(&labels)).map_err(engine_err)
+    }
+
     #[getter]
     fn last_stats(&self, py: Python<'_>) -> Option<Py<PyDict>> {
         self.last_stats.as_ref().map(|d| d.clone_ref(py))

@@ -160,3 +160,28 @@ def test_corrupt_and_missing_index(tmp_path, index, data):
         ssdann.Index(tmp_path / "nope")
     with pytest.raises(ValueError, match="backend"):
         ssdann.Index(tmp_path / "i", io="aio")
+
+
+def test_insert_and_delete(tmp_path, data):
+    _, base, _, _ = data
+    small = np.ascontiguousarray(base[:400])
+    ssdann.build(small, tmp_path / "u", R=16, L=32, pq_bytes=8)
+    idx = ssdann.Index(tmp_path / "u")
+    new = np.ascontiguousarray(base[400:420])
+    idx.insert(np.arange(1000, 1020, dtype=np.uint64), new)
+    ids, d = idx.search(new[5], 1, L=32)
+    assert ids[0] == 1005 and d[0] < 1e-6
+    idx.delete([1005, 3])
+    ids, _ = idx.batch_search(np.ascontiguousarray(np.stack([new[5], small[3]])), 5, L=32)
+    assert 1005 not in ids[0].tolist() and 3 not in ids[1].tolist()
+    with pytest.raises(ValueError, match="label"):
+        idx.delete([3])
+    with pytest.raises(ValueError, match="float64"):
+        idx.insert([5000], new[:1].astype(np.float64))
+    with pytest.raises(ValueError, match="rows"):
+        idx.insert([1, 2], new[:1])
+    # the updates survive a reopen (WAL replay)
+    del idx
+    idx = ssdann.Index(tmp_path / "u")
+    ids, _ = idx.search(new[6], 1, L=32)
+    assert ids[0] == 1006

@@ -61,6 +61,12 @@ class Index:
         engine's thread pool: labels (nq, k) uint64 and distances (nq, k) float32; with
         return_stats, also per-query stats arrays (sector_reads, hops, cache_hits,
         nodes_expanded, io_wait_us, total_us), which are kept in ``last_stats`` too."""
+    def insert(self, labels: "npt.ArrayLike", vectors: npt.NDArray[np.float32]) -> None:
+        """Insert (or replace) points: labels (n,) unsigned integers, vectors (n, d) float32.
+        Appended to the index's write-ahead log (durable before this returns), then visible
+        to every search. Raises ValueError (shape, dtype, dimension, NaN)."""
+    def delete(self, labels: "npt.ArrayLike") -> None:
+        """Delete points by label (WAL first). Raises ValueError for a label that is not live."""
     @property
     def last_stats(self) -> Optional[Dict[str, np.ndarray]]: ...
     @property
