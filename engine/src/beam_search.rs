@@ -175,6 +175,10 @@ pub(crate) fn beam_search(index: &Index, ctx: &mut SearchContext, query: &[f32],
                 let first = b * layout.nodes_per_block as u64;
                 for id in first..(first + layout.nodes_per_block as u64).min(n) {
                     let id = id as u32;
+                    // a free slot (deleted, not reused by a merge) is never a result
+                    if index.labels[id as usize] == ssdann_layout::labels::FREE_LABEL {
+                        continue;
+                    }
                     if ctx.scored.insert(id) {
                         let rec = layout.record(block, layout.offset_in_block(u64::from(id)));
                         let d = exact_distance(h.metric, h.element, &ctx.query, rec.vector, &mut ctx.vec_f32);

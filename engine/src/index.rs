@@ -135,6 +135,7 @@ impl Index {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open(dir: &Path, options: OpenOptions) -> Result<Index> {
+        crate::merge::recover(dir)?;
         let path = dir.join(INDEX_FILE);
         let file = SectorFile::open(&path)?;
         let len = file.file.metadata().map_err(|e| EngineError::io(&path, e))?.len();
@@ -264,6 +265,13 @@ impl Index {
             let reader = make_reader(self.options.io, self.file.clone(), l.block_bytes(), self.options.max_beam_width);
             SearchContext::new(reader, self.header.n_slots as usize, self.pq.m())
         })
+    }
+
+    pub(crate) fn take_context_pub(&self) -> SearchContext {
+        self.take_context()
+    }
+    pub(crate) fn put_context_pub(&self, ctx: SearchContext) {
+        self.put_context(ctx)
     }
 
     fn put_context(&self, ctx: SearchContext) {

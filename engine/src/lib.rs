@@ -12,6 +12,7 @@ pub mod delta;
 pub mod error;
 pub mod index;
 pub mod io;
+pub mod merge;
 pub mod updates;
 pub mod verify;
 pub mod wal;
@@ -19,6 +20,7 @@ pub mod wal;
 pub use error::EngineError;
 pub use index::{Index, Neighbor, OpenOptions, SearchParams, SearchStats};
 pub use io::IoBackend;
+pub use merge::{MergeOptions, MergeReport};
 pub use wal::SyncMode;
 pub use verify::{verify, VerifyReport};
 

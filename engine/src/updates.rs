@@ -31,7 +31,7 @@ impl Updates {
     pub(crate) fn open(index: &Index) -> Result<Updates> {
         let h = index.header();
         let params = DeltaParams { max_degree: h.max_degree as usize, build_l: (h.build_l as usize).max(h.max_degree as usize), alpha: h.build_alpha.max(1.0) };
-        let ssd_labels = index.labels.iter().enumerate().map(|(slot, &l)| (l, slot as u32)).collect();
+        let ssd_labels = index.labels.iter().enumerate().filter(|(_, &l)| l != ssdann_layout::labels::FREE_LABEL).map(|(slot, &l)| (l, slot as u32)).collect();
         let mut up = Updates { delta: DeltaIndex::new(index.dim(), h.metric, params), tombstones: HashSet::new(), ssd_labels, wal: None, wal_ops: 0 };
         let path = index.dir().join(WAL_FILE);
         if path.exists() {
@@ -176,14 +176,14 @@ impl Index {
     /// Live points: SSD points not tombstoned plus the delta's.
     pub fn live_count(&self) -> usize {
         match self.updates.read() {
-            Ok(u) => self.labels.len() - u.tombstones.len() + u.delta.live(),
-            Err(_) => self.labels.len(),
+            Ok(u) => u.ssd_labels.len() - u.tombstones.len() + u.delta.live(),
+            Err(_) => self.header.live_count as usize,
         }
     }
 
     /// The largest label in use (SSD or delta), for callers that number new points.
     pub fn max_label(&self) -> Option<u64> {
-        let ssd = self.labels.iter().copied().max();
+        let ssd = self.labels.iter().copied().filter(|&l| l != ssdann_layout::labels::FREE_LABEL).max();
         let delta = self.updates.read().ok().and_then(|u| u.delta.live_points().map(|(l, _)| l).max());
         ssd.max(delta)
     }

@@ -13,6 +13,9 @@ pub const LABELS_MAGIC: [u8; 8] = *b"SSDLABEL";
 pub const LABELS_VERSION: u32 = 1;
 /// File name inside an index directory.
 pub const LABELS_FILE: &str = "labels.bin";
+/// The label of a free slot (a deleted point's slot that a merge has not reused yet): such a
+/// slot has degree 0, no node links to it, and searches never return it.
+pub const FREE_LABEL: u64 = u64::MAX;
 
 /// Writes `labels[slot]` for every slot (n × u64).
 ///
@@ -28,7 +31,8 @@ pub fn write_labels(path: &Path, labels: &[u64]) -> Result<()> {
 ///
 /// # Errors
 /// Any blob error; [`LayoutError::InvalidField`] when the body is not n × 8 bytes;
-/// [`LayoutError::Corrupt`] when a label appears twice (the map must be one-to-one).
+/// [`LayoutError::Corrupt`] when a label other than [`FREE_LABEL`] appears twice (the map
+/// must be one-to-one).
 pub fn read_labels(path: &Path) -> Result<Vec<u64>> {
     let blob = crate::blob::read_blob(path, &LABELS_MAGIC, LABELS_VERSION)?;
     let n = blob.fields.first().copied().unwrap_or(0);
@@ -46,7 +50,7 @@ pub fn read_labels(path: &Path) -> Result<Vec<u64>> {
         .collect();
     let mut sorted = labels.clone();
     sorted.sort_unstable();
-    if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+    if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1] && w[0] != FREE_LABEL) {
         return Err(LayoutError::corrupt(path, "body", format!("label {} is mapped to two slots", w[0])));
     }
     Ok(labels)

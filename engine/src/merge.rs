@@ -1,0 +1,557 @@
+//! StreamingMerge (FreshDiskANN, Singh et al. 2021, §4): folds the delta index and the
+//! tombstones into `index.ssd` **in place**, crash-safely, and empties the WAL.
+//!
+//! Phases (memory ∝ the change set: deleted nodes' lists, new points, back-edges, and an
+//! offset per rewritten block):
+//! 1. **Delete**: the deleted nodes' out-lists are read; one sequential pass over the sector
+//!    file gives every node with a deleted out-neighbour the neighbours of those neighbours as
+//!    candidates, RobustPrune (Alg. 2) picks ≤ R (candidate vectors from their PQ codes, the
+//!    node's own from its sector).
+//! 2. **Insert**: each new point runs the disk beam search on the pre-merge index (tombstones
+//!    still route, as FreshDiskANN allows) and the delta graph for its candidates;
+//!    RobustPrune picks its out-list; back-edges are collected in memory. New points take
+//!    freed slots first, then grow the file.
+//! 3. **Patch**: every node that received back-edges gets them, pruned to R on overflow.
+//!
+//! Crash safety (docs/FORMAT.md, "merge.journal"): every rewritten block image is appended to
+//! a redo journal; the new label map and PQ codes go to `*.merge` files; a commit entry with
+//! the new header slot image closes the journal, which is fsynced **before the first byte of
+//! `index.ssd` is overwritten** (SQLite's pager rule). Then the images are written in place,
+//! the header flips to the other slot, the `*.merge` files are renamed, the WAL is emptied
+//! and the journal deleted. `Index::open` finishes a committed journal (idempotently) and
+//! discards an uncommitted one, so a crash at any point leaves either the pre-merge index
+//! plus the WAL, or the post-merge index.
+
+use crate::error::EngineError;
+use crate::index::Index;
+use crate::io::AlignedBuf;
+use crate::Result;
+use ssdann_builder::build::INDEX_FILE;
+use ssdann_builder::robust_prune::{robust_prune, PruneScratch, DEFAULT_MAX_CANDIDATES};
+use ssdann_layout::labels::{write_labels, FREE_LABEL, LABELS_FILE};
+use ssdann_layout::pq::{write_codes, PQ_CODES_FILE};
+use ssdann_layout::sector::{check_block, seal_block, SECTOR_BYTES};
+use ssdann_layout::{ElementType, IndexHeader, Metric};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// File name of the redo journal inside an index directory.
+pub const JOURNAL_FILE: &str = "merge.journal";
+const JOURNAL_MAGIC: [u8; 8] = *b"SSDMJRN1";
+const COMMIT: u64 = u64::MAX;
+
+/// Merge options.
+#[derive(Clone, Debug, Default)]
+pub struct MergeOptions {
+    /// Test hook: fail (as a crash would stop) after this many journal appends, in-place
+    /// block writes and file operations.
+    pub fail_after_writes: Option<u64>,
+}
+
+/// What a merge did.
+#[derive(Clone, Debug, Default)]
+pub struct MergeReport {
+    /// Points removed.
+    pub deleted: usize,
+    /// Points added.
+    pub inserted: usize,
+    /// Nodes whose lists the delete phase rewrote.
+    pub repaired: usize,
+    /// Blocks rewritten in place.
+    pub blocks_written: usize,
+    /// Slots after the merge.
+    pub n_slots: u64,
+    /// Wall time, seconds.
+    pub seconds: f64,
+}
+
+struct Journal {
+    path: PathBuf,
+    file: std::fs::File,
+    len: u64,
+    map: HashMap<u64, u64>,
+    writes: u64,
+    fail_after: Option<u64>,
+}
+
+fn injected(path: &Path, n: u64) -> EngineError {
+    EngineError::io(path, std::io::Error::other(format!("injected fault after {n} writes")))
+}
+
+impl Journal {
+    fn create(dir: &Path, block_bytes: usize, fail_after: Option<u64>) -> Result<Journal> {
+        let path = dir.join(JOURNAL_FILE);
+        let mut file = std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path).map_err(|e| EngineError::io(&path, e))?;
+        let mut head = JOURNAL_MAGIC.to_vec();
+        head.extend_from_slice(&(block_bytes as u32).to_le_bytes());
+        head.extend_from_slice(&[0u8; 4]);
+        file.write_all(&head).map_err(|e| EngineError::io(&path, e))?;
+        Ok(Journal { path, file, len: 16, map: HashMap::new(), writes: 0, fail_after })
+    }
+
+    fn tick(&mut self) -> Result<()> {
+        self.writes += 1;
+        match self.fail_after {
+            Some(n) if self.writes > n => Err(injected(&self.path, n)),
+            _ => Ok(()),
+        }
+    }
+
+    fn append(&mut self, block: u64, image: &[u8]) -> Result<()> {
+        self.tick()?;
+        let mut e = Vec::with_capacity(12 + image.len());
+        e.extend_from_slice(&block.to_le_bytes());
+        let mut h = crc32fast::Hasher::new();
+        h.update(&block.to_le_bytes());
+        h.update(image);
+        e.extend_from_slice(&h.finalize().to_le_bytes());
+        e.extend_from_slice(image);
+        self.file.write_all_at(&e, self.len).map_err(|err| EngineError::io(&self.path, err))?;
+        if block != COMMIT {
+            self.map.insert(block, self.len + 12);
+        }
+        self.len += e.len() as u64;
+        Ok(())
+    }
+
+    fn read(&self, block: u64, out: &mut [u8]) -> Result<bool> {
+        match self.map.get(&block) {
+            Some(&off) => {
+                self.file.read_exact_at(out, off).map_err(|e| EngineError::io(&self.path, e))?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}
+
+/// A parsed, committed journal: the latest image of each block and the new header slot.
+struct Committed {
+    blocks: BTreeMap<u64, Vec<u8>>,
+    slot: u64,
+    header: Vec<u8>,
+}
+
+/// Parses a journal; `None` when it was never committed (or is torn before the commit).
+fn parse(path: &Path) -> Result<Option<Committed>> {
+    let bytes = std::fs::read(path).map_err(|e| EngineError::io(path, e))?;
+    if bytes.len() < 16 || bytes[..8] != JOURNAL_MAGIC {
+        return Ok(None);
+    }
+    let bb = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
+    let mut off = 16;
+    let mut blocks = BTreeMap::new();
+    while off + 12 <= bytes.len() {
+        let mut b8 = [0u8; 8];
+        b8.copy_from_slice(&bytes[off..off + 8]);
+        let block = u64::from_le_bytes(b8);
+        let stored = u32::from_le_bytes([bytes[off + 8], bytes[off + 9], bytes[off + 10], bytes[off + 11]]);
+        let len = if block == COMMIT { 8 + SECTOR_BYTES } else { bb };
+        if off + 12 + len > bytes.len() {
+            return Ok(None);
+        }
+        let image = &bytes[off + 12..off + 12 + len];
+        let mut h = crc32fast::Hasher::new();
+        h.update(&b8);
+        h.update(image);
+        if h.finalize() != stored {
+            return Ok(None);
+        }
+        if block == COMMIT {
+            let mut s8 = [0u8; 8];
+            s8.copy_from_slice(&image[..8]);
+            return Ok(Some(Committed { blocks, slot: u64::from_le_bytes(s8), header: image[8..].to_vec() }));
+        }
+        blocks.insert(block, image.to_vec());
+        off += 12 + len;
+    }
+    Ok(None)
+}
+
+fn fsync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| EngineError::io(dir, e))
+}
+
+/// Applies a committed journal in place and finishes the merge (idempotent): block images,
+/// header slot, `*.merge` renames, WAL reset, journal removal.
+fn apply(dir: &Path, c: &Committed, counter: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+    let path = dir.join(INDEX_FILE);
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(&path).map_err(|e| EngineError::io(&path, e))?;
+    let h = IndexHeader::decode(&path, c.slot as usize, &c.header)?;
+    if f.metadata().map_err(|e| EngineError::io(&path, e))?.len() < h.file_bytes() {
+        f.set_len(h.file_bytes()).map_err(|e| EngineError::io(&path, e))?;
+    }
+    for (&b, image) in &c.blocks {
+        counter()?;
+        f.write_all_at(image, h.layout.block_offset_bytes(b)).map_err(|e| EngineError::io(&path, e))?;
+    }
+    f.sync_all().map_err(|e| EngineError::io(&path, e))?;
+    counter()?;
+    f.write_all_at(&c.header, c.slot * SECTOR_BYTES as u64).map_err(|e| EngineError::io(&path, e))?;
+    f.sync_all().map_err(|e| EngineError::io(&path, e))?;
+    for name in [LABELS_FILE, PQ_CODES_FILE] {
+        let staged = dir.join(format!("{name}.merge"));
+        if staged.exists() {
+            counter()?;
+            std::fs::rename(&staged, dir.join(name)).map_err(|e| EngineError::io(&staged, e))?;
+        }
+    }
+    fsync_dir(dir)?;
+    let wal = dir.join(crate::wal::WAL_FILE);
+    if wal.exists() {
+        counter()?;
+        let w = std::fs::OpenOptions::new().write(true).open(&wal).map_err(|e| EngineError::io(&wal, e))?;
+        w.set_len(crate::wal::WAL_HEADER_BYTES as u64).map_err(|e| EngineError::io(&wal, e))?;
+        w.sync_all().map_err(|e| EngineError::io(&wal, e))?;
+    }
+    counter()?;
+    std::fs::remove_file(dir.join(JOURNAL_FILE)).map_err(|e| EngineError::io(dir.join(JOURNAL_FILE), e))?;
+    fsync_dir(dir)
+}
+
+/// Called by `Index::open` before anything else: finishes a committed merge, or discards an
+/// uncommitted one (the index and the WAL are then untouched). Returns whether a journal
+/// was found.
+///
+/// # Errors
+/// [`EngineError::Io`], or a corrupt header image in a committed journal.
+pub fn recover(dir: &Path) -> Result<bool> {
+    let jp = dir.join(JOURNAL_FILE);
+    if !jp.exists() {
+        return Ok(false);
+    }
+    match parse(&jp)? {
+        Some(c) => {
+            eprintln!("note: {}: finishing an interrupted merge ({} blocks)", dir.display(), c.blocks.len());
+            apply(dir, &c, &mut || Ok(()))?;
+        }
+        None => {
+            eprintln!("note: {}: discarding an uncommitted merge journal; the index is as before the merge", dir.display());
+            for name in [LABELS_FILE, PQ_CODES_FILE] {
+                let staged = dir.join(format!("{name}.merge"));
+                if staged.exists() {
+                    std::fs::remove_file(&staged).map_err(|e| EngineError::io(&staged, e))?;
+                }
+            }
+            std::fs::remove_file(&jp).map_err(|e| EngineError::io(&jp, e))?;
+            fsync_dir(dir)?;
+        }
+    }
+    Ok(true)
+}
+
+/// Vector bytes of a new record in the index's element type.
+fn record_vector(elem: ElementType, v: &[f32]) -> Vec<u8> {
+    match elem {
+        ElementType::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ElementType::U8 => v.iter().map(|&x| x as u8).collect(),
+        ElementType::I8 => v.iter().map(|&x| x as i8 as u8).collect(),
+    }
+}
+
+fn vector_f32(elem: ElementType, bytes: &[u8], out: &mut Vec<f32>) {
+    out.clear();
+    match elem {
+        ElementType::F32 => out.extend(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
+        ElementType::U8 => out.extend(bytes.iter().map(|&x| f32::from(x))),
+        ElementType::I8 => out.extend(bytes.iter().map(|&x| f32::from(x as i8))),
+    }
+}
+
+/// RobustPrune of node `p` (vector `pv`) over candidates (slot, vector) in a local matrix.
+struct Pruner {
+    metric: Metric,
+    alpha: f32,
+    r: usize,
+    dim: usize,
+    local: Vec<f32>,
+    ids: Vec<u32>,
+    scratch: PruneScratch,
+    out: Vec<u32>,
+}
+
+impl Pruner {
+    fn start(&mut self, pv: &[f32]) {
+        self.local.clear();
+        self.local.extend_from_slice(pv);
+        self.ids.clear();
+    }
+    fn add(&mut self, slot: u32, v: &[f32]) {
+        if !self.ids.contains(&slot) {
+            self.ids.push(slot);
+            self.local.extend_from_slice(v);
+        }
+    }
+    fn run(&mut self) -> Vec<u32> {
+        let d = self.dim;
+        // IP graphs are navigated by the MIPS-to-L2 reduction at build time; here the
+        // candidates are ranked in L2 for every metric (a true metric for the α rule).
+        let metric = if self.metric == Metric::InnerProduct { Metric::L2 } else { self.metric };
+        self.scratch.pool.clear();
+        for i in 0..self.ids.len() {
+            let dist = <f32 as ssdann_layout::Vector>::distance(metric, &self.local[..d], &self.local[(i + 1) * d..(i + 2) * d]);
+            self.scratch.pool.push((dist, i as u32 + 1));
+        }
+        robust_prune(&self.local, d, metric, 0, self.alpha, self.r, DEFAULT_MAX_CANDIDATES, &mut self.scratch, &mut self.out);
+        self.out.iter().map(|&i| self.ids[i as usize - 1]).collect()
+    }
+}
+
+impl Index {
+    /// Folds the pending inserts and deletes into the sector file in place (StreamingMerge;
+    /// see the module docs), empties the WAL and returns the reopened index. Takes the index
+    /// by value: no search runs during the merge in this version.
+    ///
+    /// # Errors
+    /// [`EngineError::Io`] (the on-disk state is then the pre-merge index + WAL, or — once the
+    /// journal is committed — finished by the next `Index::open`); [`EngineError::Layout`].
+    pub fn merge(self, opts: &MergeOptions) -> Result<(Index, MergeReport)> {
+        let t0 = Instant::now();
+        let dir = self.dir.clone();
+        let options = self.options.clone();
+        let h = self.header.clone();
+        let layout = h.layout;
+        let (d, m, n) = (self.dim(), self.pq.m(), h.n_slots);
+        let up = self.updates.read().map_err(|_| EngineError::Inconsistent { path: dir.clone(), detail: "update lock poisoned".into() })?;
+        let deleted: Vec<u32> = {
+            let mut v: Vec<u32> = up.tombstones.iter().filter_map(|l| up.ssd_labels.get(l).copied()).collect();
+            v.sort_unstable();
+            v
+        };
+        let del_set: HashSet<u32> = deleted.iter().copied().collect();
+        let news: Vec<(u64, Vec<f32>)> = up.delta.live_points().map(|(l, v)| (l, v.to_vec())).collect();
+        let mut report = MergeReport { deleted: deleted.len(), inserted: news.len(), ..Default::default() };
+        // Slot plan: freed slots first, then growth.
+        let mut new_slot: Vec<u32> = Vec::with_capacity(news.len());
+        let mut next = n as u32;
+        for i in 0..news.len() {
+            if i < deleted.len() {
+                new_slot.push(deleted[i]);
+            } else {
+                new_slot.push(next);
+                next += 1;
+            }
+        }
+        let n_new = u64::from(next);
+        let new_set: HashMap<u32, usize> = new_slot.iter().enumerate().map(|(i, &s)| (s, i)).collect();
+        let label_to_new: HashMap<u64, u32> = news.iter().zip(&new_slot).map(|((l, _), &s)| (*l, s)).collect();
+        let path = dir.join(INDEX_FILE);
+        let file = std::fs::OpenOptions::new().read(true).open(&path).map_err(|e| EngineError::io(&path, e))?;
+        let bb = layout.block_bytes();
+        let old_blocks = layout.blocks_for(n);
+        let mut journal = Journal::create(&dir, bb, opts.fail_after_writes)?;
+        let read_block = |journal: &Journal, b: u64, out: &mut [u8]| -> Result<()> {
+            if journal.read(b, out)? {
+                return Ok(());
+            }
+            if b < old_blocks {
+                file.read_exact_at(out, layout.block_offset_bytes(b)).map_err(|e| EngineError::io(&path, e))?;
+                if let Err((expected, got)) = check_block(out) {
+                    return Err(ssdann_layout::LayoutError::ChecksumMismatch { path: path.clone(), what: format!("sector {}", layout.block_sector(b)), expected, got }.into());
+                }
+            } else {
+                out.fill(0);
+            }
+            Ok(())
+        };
+        let mut block = vec![0u8; bb];
+        // 1. Deleted nodes' out-lists.
+        let mut del_nbrs: HashMap<u32, Vec<u32>> = HashMap::with_capacity(deleted.len());
+        for &s in &deleted {
+            read_block(&journal, layout.block_of(u64::from(s)), &mut block)?;
+            del_nbrs.insert(s, layout.record(&block, layout.offset_in_block(u64::from(s))).neighbors().collect());
+        }
+        let mut pq_vec = vec![0f32; d];
+        let mut pv = Vec::new();
+        let codes = &self.codes;
+        let decode = |slot: u32, out: &mut Vec<f32>| {
+            out.resize(d, 0.0);
+            self.pq.decode(&codes[slot as usize * m..(slot as usize + 1) * m], out);
+        };
+        let mut pruner = Pruner { metric: h.metric, alpha: h.build_alpha.max(1.0), r: h.max_degree as usize, dim: d, local: Vec::new(), ids: Vec::new(), scratch: PruneScratch::default(), out: Vec::new() };
+        // 2. Delete phase: one sequential pass.
+        let mut entry = h.entry_point as u32;
+        if del_set.contains(&entry) {
+            entry = del_nbrs.get(&entry).and_then(|l| l.iter().copied().find(|x| !del_set.contains(x))).or_else(|| (0..n as u32).find(|x| !del_set.contains(x))).unwrap_or(0);
+        }
+        for b in 0..old_blocks {
+            read_block(&journal, b, &mut block)?;
+            let mut changed = false;
+            let first = b * layout.nodes_per_block as u64;
+            for id in first..(first + layout.nodes_per_block as u64).min(n) {
+                let s = id as u32;
+                let off = layout.offset_in_block(id);
+                if del_set.contains(&s) {
+                    if !new_set.contains_key(&s) {
+                        layout.write_record(&mut block, off, &vec![0u8; layout.vector_bytes()], &[]);
+                        changed = true;
+                    }
+                    continue;
+                }
+                let rec = layout.record(&block, off);
+                let nbrs: Vec<u32> = rec.neighbors().collect();
+                if !nbrs.iter().any(|x| del_set.contains(x)) {
+                    continue;
+                }
+                vector_f32(h.element, rec.vector, &mut pv);
+                pruner.start(&pv);
+                let mut cands: Vec<u32> = nbrs.iter().copied().filter(|x| !del_set.contains(x)).collect();
+                for x in nbrs.iter().filter(|x| del_set.contains(x)) {
+                    if let Some(l) = del_nbrs.get(x) {
+                        cands.extend(l.iter().copied().filter(|y| !del_set.contains(y) && *y != s));
+                    }
+                }
+                for c in cands {
+                    decode(c, &mut pq_vec);
+                    pruner.add(c, &pq_vec);
+                }
+                let vb = rec.vector.to_vec();
+                let list = pruner.run();
+                layout.write_record(&mut block, off, &vb, &list);
+                report.repaired += 1;
+                changed = true;
+            }
+            if changed {
+                seal_block(&mut block);
+                journal.append(b, &block)?;
+            }
+        }
+        // 3. Insert phase: candidates from the pre-merge SSD graph and the delta.
+        let mut new_adj: HashMap<u32, Vec<u32>> = HashMap::with_capacity(news.len());
+        let mut back: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        let l = (h.build_l as usize).max(h.max_degree as usize);
+        let sp = crate::index::SearchParams { l, w: options.max_beam_width.min(4) };
+        let mut found = Vec::with_capacity(l);
+        let mut dscratch = ssdann_builder::greedy_search::SearchScratch::default();
+        let mut dfound = Vec::new();
+        for (i, (label, v)) in news.iter().enumerate() {
+            let s = new_slot[i];
+            let mut ctx = self.take_context_pub();
+            let r = crate::beam_search::beam_search(&self, &mut ctx, v, l, &sp, &mut found);
+            self.put_context_pub(ctx);
+            r?;
+            pruner.start(v);
+            for nb in &found {
+                if let Some(&slot) = up.ssd_labels.get(&nb.id) {
+                    if !del_set.contains(&slot) {
+                        decode(slot, &mut pq_vec);
+                        pruner.add(slot, &pq_vec);
+                    }
+                }
+            }
+            up.delta.search(v, h.max_degree as usize, l, &mut dscratch, &mut dfound);
+            for &(_, other) in &dfound {
+                if other != *label {
+                    if let Some(&os) = label_to_new.get(&other) {
+                        pruner.add(os, &news[new_set[&os]].1);
+                    }
+                }
+            }
+            let list = pruner.run();
+            for &j in &list {
+                back.entry(j).or_default().push(s);
+            }
+            new_adj.insert(s, list);
+        }
+        // 4. Patch phase: new records and back-edges, block by block.
+        let mut touched: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+        for &s in new_slot.iter().chain(back.keys()) {
+            touched.entry(layout.block_of(u64::from(s))).or_default().push(s);
+        }
+        for (&b, slots) in &touched {
+            read_block(&journal, b, &mut block)?;
+            let mut done = HashSet::new();
+            for &s in slots {
+                if !done.insert(s) {
+                    continue;
+                }
+                let off = layout.offset_in_block(u64::from(s));
+                let (vbytes, mut list, own): (Vec<u8>, Vec<u32>, Vec<f32>) = match new_set.get(&s) {
+                    Some(&i) => (record_vector(h.element, &news[i].1), new_adj.get(&s).cloned().unwrap_or_default(), news[i].1.clone()),
+                    None => {
+                        let rec = layout.record(&block, off);
+                        vector_f32(h.element, rec.vector, &mut pv);
+                        (rec.vector.to_vec(), rec.neighbors().collect(), pv.clone())
+                    }
+                };
+                if let Some(extra) = back.get(&s) {
+                    for &x in extra {
+                        if !list.contains(&x) && x != s {
+                            list.push(x);
+                        }
+                    }
+                }
+                if list.len() > h.max_degree as usize {
+                    pruner.start(&own);
+                    for &c in &list {
+                        match new_set.get(&c) {
+                            Some(&i) => pruner.add(c, &news[i].1),
+                            None => {
+                                decode(c, &mut pq_vec);
+                                pruner.add(c, &pq_vec);
+                            }
+                        }
+                    }
+                    list = pruner.run();
+                }
+                layout.write_record(&mut block, off, &vbytes, &list);
+            }
+            seal_block(&mut block);
+            journal.append(b, &block)?;
+        }
+        // 5. Staged label map and PQ codes, then the commit entry.
+        let mut labels = self.labels.clone();
+        labels.resize(n_new as usize, FREE_LABEL);
+        for &s in &deleted {
+            labels[s as usize] = FREE_LABEL;
+        }
+        let mut new_codes = self.codes.clone();
+        new_codes.resize(n_new as usize * m, 0);
+        let mut scratch = Vec::new();
+        for (i, (label, v)) in news.iter().enumerate() {
+            let s = new_slot[i] as usize;
+            labels[s] = *label;
+            self.pq.encode(v, &mut new_codes[s * m..(s + 1) * m], &mut scratch);
+        }
+        journal.tick()?;
+        write_labels(&dir.join(format!("{LABELS_FILE}.merge")), &labels)?;
+        journal.tick()?;
+        write_codes(&dir.join(format!("{PQ_CODES_FILE}.merge")), n_new as usize, m, &new_codes)?;
+        let live = labels.iter().filter(|&&l| l != FREE_LABEL).count() as u64;
+        let new_header = IndexHeader { generation: h.generation + 1, n_slots: n_new, live_count: live, entry_point: u64::from(entry), ..h.clone() };
+        let (_, cur_slot) = {
+            let mut two = AlignedBuf::new(2 * SECTOR_BYTES);
+            self.file.file.read_exact_at(two.as_mut_slice(), 0).map_err(|e| EngineError::io(&path, e))?;
+            IndexHeader::choose(&path, two.as_slice())?
+        };
+        let other = 1 - cur_slot as u64;
+        let mut commit = other.to_le_bytes().to_vec();
+        commit.extend_from_slice(&new_header.encode());
+        journal.append(COMMIT, &commit)?;
+        journal.file.sync_all().map_err(|e| EngineError::io(&journal.path, e))?;
+        fsync_dir(&dir)?;
+        report.blocks_written = journal.map.len();
+        report.n_slots = n_new;
+        drop(up);
+        drop(self);
+        // 6. Apply in place (the same code recovery runs).
+        let committed = parse(&journal.path)?.ok_or_else(|| EngineError::Inconsistent { path: journal.path.clone(), detail: "journal not readable right after its commit".into() })?;
+        let mut writes = journal.writes;
+        let fail = opts.fail_after_writes;
+        let jpath = journal.path.clone();
+        drop(journal);
+        apply(&dir, &committed, &mut || {
+            writes += 1;
+            match fail {
+                Some(k) if writes > k => Err(injected(&jpath, k)),
+                _ => Ok(()),
+            }
+        })?;
+        report.seconds = t0.elapsed().as_secs_f64();
+        let index = Index::open(&dir, options)?;
+        Ok((index, report))
+    }
+}
