@@ -32,6 +32,7 @@ use ssdann_layout::labels::{write_labels, FREE_LABEL, LABELS_FILE};
 use ssdann_layout::pq::{write_codes, PQ_CODES_FILE};
 use ssdann_layout::sector::{check_block, seal_block, SECTOR_BYTES};
 use ssdann_layout::{ElementType, IndexHeader, Metric};
+use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -66,6 +67,8 @@ pub struct MergeReport {
     pub n_slots: u64,
     /// Wall time, seconds.
     pub seconds: f64,
+    /// Seconds per phase: delete, insert, patch, stage + commit, apply in place.
+    pub phase_seconds: [f64; 5],
 }
 
 struct Journal {
@@ -364,98 +367,141 @@ impl Index {
             read_block(&journal, layout.block_of(u64::from(s)), &mut block)?;
             del_nbrs.insert(s, layout.record(&block, layout.offset_in_block(u64::from(s))).neighbors().collect());
         }
-        let mut pq_vec = vec![0f32; d];
-        let mut pv = Vec::new();
         let codes = &self.codes;
         let decode = |slot: u32, out: &mut Vec<f32>| {
             out.resize(d, 0.0);
             self.pq.decode(&codes[slot as usize * m..(slot as usize + 1) * m], out);
         };
-        let mut pruner = Pruner { metric: h.metric, alpha: h.build_alpha.max(1.0), r: h.max_degree as usize, dim: d, local: Vec::new(), ids: Vec::new(), scratch: PruneScratch::default(), out: Vec::new() };
+        let mut pq_vec: Vec<f32> = vec![0f32; d];
+        let mut pv: Vec<f32> = Vec::new();
+        let mut tp = Instant::now();
         // 2. Delete phase: one sequential pass.
         let mut entry = h.entry_point as u32;
         if del_set.contains(&entry) {
             entry = del_nbrs.get(&entry).and_then(|l| l.iter().copied().find(|x| !del_set.contains(x))).or_else(|| (0..n as u32).find(|x| !del_set.contains(x))).unwrap_or(0);
         }
-        for b in 0..old_blocks {
-            read_block(&journal, b, &mut block)?;
-            let mut changed = false;
-            let first = b * layout.nodes_per_block as u64;
-            for id in first..(first + layout.nodes_per_block as u64).min(n) {
-                let s = id as u32;
-                let off = layout.offset_in_block(id);
-                if del_set.contains(&s) {
-                    if !new_set.contains_key(&s) {
-                        layout.write_record(&mut block, off, &vec![0u8; layout.vector_bytes()], &[]);
-                        changed = true;
-                    }
-                    continue;
+        // Blocks are read in large sequential batches and repaired in parallel (rayon; one
+        // Pruner per worker); changed ones go to the journal in block order.
+        let new_pruner = || Pruner { metric: h.metric, alpha: h.build_alpha.max(1.0), r: h.max_degree as usize, dim: d, local: Vec::new(), ids: Vec::new(), scratch: PruneScratch::default(), out: Vec::new() };
+        let batch_blocks = ((8usize << 20) / bb).max(1) as u64;
+        let mut batch = vec![0u8; batch_blocks as usize * bb];
+        let mut b0 = 0u64;
+        while b0 < old_blocks {
+            let nb = batch_blocks.min(old_blocks - b0) as usize;
+            let buf = &mut batch[..nb * bb];
+            file.read_exact_at(buf, layout.block_offset_bytes(b0)).map_err(|e| EngineError::io(&path, e))?;
+            let results: Vec<Result<(bool, usize)>> = buf
+                .par_chunks_mut(bb)
+                .enumerate()
+                .map_init(
+                    || (new_pruner(), Vec::new(), Vec::new()),
+                    |(pruner, pv, pq_vec), (k, blk)| {
+                        let b = b0 + k as u64;
+                        if let Err((expected, got)) = check_block(blk) {
+                            return Err(ssdann_layout::LayoutError::ChecksumMismatch { path: path.clone(), what: format!("sector {}", layout.block_sector(b)), expected, got }.into());
+                        }
+                        let mut changed = false;
+                        let mut repaired = 0;
+                        let first = b * layout.nodes_per_block as u64;
+                        for id in first..(first + layout.nodes_per_block as u64).min(n) {
+                            let s = id as u32;
+                            let off = layout.offset_in_block(id);
+                            if del_set.contains(&s) {
+                                if !new_set.contains_key(&s) {
+                                    layout.write_record(blk, off, &vec![0u8; layout.vector_bytes()], &[]);
+                                    changed = true;
+                                }
+                                continue;
+                            }
+                            let rec = layout.record(blk, off);
+                            let nbrs: Vec<u32> = rec.neighbors().collect();
+                            if !nbrs.iter().any(|x| del_set.contains(x)) {
+                                continue;
+                            }
+                            vector_f32(h.element, rec.vector, pv);
+                            pruner.start(pv);
+                            let mut cands: Vec<u32> = nbrs.iter().copied().filter(|x| !del_set.contains(x)).collect();
+                            for x in nbrs.iter().filter(|x| del_set.contains(x)) {
+                                if let Some(l) = del_nbrs.get(x) {
+                                    cands.extend(l.iter().copied().filter(|y| !del_set.contains(y) && *y != s));
+                                }
+                            }
+                            for c in cands {
+                                decode(c, pq_vec);
+                                pruner.add(c, pq_vec);
+                            }
+                            let vb = rec.vector.to_vec();
+                            let list = pruner.run();
+                            layout.write_record(blk, off, &vb, &list);
+                            repaired += 1;
+                            changed = true;
+                        }
+                        if changed {
+                            seal_block(blk);
+                        }
+                        Ok((changed, repaired))
+                    },
+                )
+                .collect();
+            for (k, r) in results.into_iter().enumerate() {
+                let (changed, repaired) = r?;
+                report.repaired += repaired;
+                if changed {
+                    journal.append(b0 + k as u64, &buf[k * bb..(k + 1) * bb])?;
                 }
-                let rec = layout.record(&block, off);
-                let nbrs: Vec<u32> = rec.neighbors().collect();
-                if !nbrs.iter().any(|x| del_set.contains(x)) {
-                    continue;
-                }
-                vector_f32(h.element, rec.vector, &mut pv);
-                pruner.start(&pv);
-                let mut cands: Vec<u32> = nbrs.iter().copied().filter(|x| !del_set.contains(x)).collect();
-                for x in nbrs.iter().filter(|x| del_set.contains(x)) {
-                    if let Some(l) = del_nbrs.get(x) {
-                        cands.extend(l.iter().copied().filter(|y| !del_set.contains(y) && *y != s));
-                    }
-                }
-                for c in cands {
-                    decode(c, &mut pq_vec);
-                    pruner.add(c, &pq_vec);
-                }
-                let vb = rec.vector.to_vec();
-                let list = pruner.run();
-                layout.write_record(&mut block, off, &vb, &list);
-                report.repaired += 1;
-                changed = true;
             }
-            if changed {
-                seal_block(&mut block);
-                journal.append(b, &block)?;
-            }
+            b0 += nb as u64;
         }
+        report.phase_seconds[0] = tp.elapsed().as_secs_f64();
+        tp = Instant::now();
         // 3. Insert phase: candidates from the pre-merge SSD graph and the delta.
         let mut new_adj: HashMap<u32, Vec<u32>> = HashMap::with_capacity(news.len());
         let mut back: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
         let l = (h.build_l as usize).max(h.max_degree as usize);
         let sp = crate::index::SearchParams { l, w: options.max_beam_width.min(4) };
-        let mut found = Vec::with_capacity(l);
-        let mut dscratch = ssdann_builder::greedy_search::SearchScratch::default();
-        let mut dfound = Vec::new();
-        for (i, (label, v)) in news.iter().enumerate() {
+        // New points are placed in parallel (each runs its own beam search and prune).
+        let lists: Vec<Result<Vec<u32>>> = news
+            .par_iter()
+            .enumerate()
+            .map_init(
+                || (new_pruner(), Vec::with_capacity(l), ssdann_builder::greedy_search::SearchScratch::default(), Vec::new(), Vec::new()),
+                |(pruner, found, dscratch, dfound, pq_vec), (_, (label, v))| {
+                    let mut ctx = self.take_context_pub();
+                    let r = crate::beam_search::beam_search(&self, &mut ctx, v, l, &sp, found);
+                    self.put_context_pub(ctx);
+                    r?;
+                    pruner.start(v);
+                    for nb in found.iter() {
+                        if let Some(&slot) = up.ssd_labels.get(&nb.id) {
+                            if !del_set.contains(&slot) {
+                                decode(slot, pq_vec);
+                                pruner.add(slot, pq_vec);
+                            }
+                        }
+                    }
+                    up.delta.search(v, h.max_degree as usize, l, dscratch, dfound);
+                    for &(_, other) in dfound.iter() {
+                        if other != *label {
+                            if let Some(&os) = label_to_new.get(&other) {
+                                pruner.add(os, &news[new_set[&os]].1);
+                            }
+                        }
+                    }
+                    Ok(pruner.run())
+                },
+            )
+            .collect();
+        for (i, list) in lists.into_iter().enumerate() {
+            let list = list?;
             let s = new_slot[i];
-            let mut ctx = self.take_context_pub();
-            let r = crate::beam_search::beam_search(&self, &mut ctx, v, l, &sp, &mut found);
-            self.put_context_pub(ctx);
-            r?;
-            pruner.start(v);
-            for nb in &found {
-                if let Some(&slot) = up.ssd_labels.get(&nb.id) {
-                    if !del_set.contains(&slot) {
-                        decode(slot, &mut pq_vec);
-                        pruner.add(slot, &pq_vec);
-                    }
-                }
-            }
-            up.delta.search(v, h.max_degree as usize, l, &mut dscratch, &mut dfound);
-            for &(_, other) in &dfound {
-                if other != *label {
-                    if let Some(&os) = label_to_new.get(&other) {
-                        pruner.add(os, &news[new_set[&os]].1);
-                    }
-                }
-            }
-            let list = pruner.run();
             for &j in &list {
                 back.entry(j).or_default().push(s);
             }
             new_adj.insert(s, list);
         }
+        report.phase_seconds[1] = tp.elapsed().as_secs_f64();
+        tp = Instant::now();
+        let mut pruner = new_pruner();
         // 4. Patch phase: new records and back-edges, block by block.
         let mut touched: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
         for &s in new_slot.iter().chain(back.keys()) {
@@ -502,6 +548,8 @@ impl Index {
             seal_block(&mut block);
             journal.append(b, &block)?;
         }
+        report.phase_seconds[2] = tp.elapsed().as_secs_f64();
+        tp = Instant::now();
         // 5. Staged label map and PQ codes, then the commit entry.
         let mut labels = self.labels.clone();
         labels.resize(n_new as usize, FREE_LABEL);
@@ -537,6 +585,8 @@ impl Index {
         report.n_slots = n_new;
         drop(up);
         drop(self);
+        report.phase_seconds[3] = tp.elapsed().as_secs_f64();
+        tp = Instant::now();
         // 6. Apply in place (the same code recovery runs).
         let committed = parse(&journal.path)?.ok_or_else(|| EngineError::Inconsistent { path: journal.path.clone(), detail: "journal not readable right after its commit".into() })?;
         let mut writes = journal.writes;
@@ -550,6 +600,7 @@ impl Index {
                 _ => Ok(()),
             }
         })?;
+        report.phase_seconds[4] = tp.elapsed().as_secs_f64();
         report.seconds = t0.elapsed().as_secs_f64();
         let index = Index::open(&dir, options)?;
         Ok((index, report))

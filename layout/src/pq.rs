@@ -42,6 +42,8 @@ pub struct PqCodebook {
     centroid: Vec<f32>,
     /// Per subspace m, starting at `offsets[m] × 256`: `width × 256` floats, `[j][c]`.
     pivots_t: Vec<f32>,
+    /// The same pivots row-major per subspace (`[c][j]`), so `decode` copies contiguous runs.
+    pivots_rm: Vec<f32>,
 }
 
 impl PqCodebook {
@@ -69,7 +71,16 @@ impl PqCodebook {
         if !centroid.iter().chain(pivots_t.iter()).all(|x| x.is_finite()) {
             return Err(bad("pivots", "non-finite".into(), "every value must be finite"));
         }
-        Ok(PqCodebook { dim, offsets, centroid, pivots_t })
+        let mut pivots_rm = vec![0f32; pivots_t.len()];
+        for m in 0..offsets.len() - 1 {
+            let (lo, w) = (offsets[m] * PQ_CENTROIDS, offsets[m + 1] - offsets[m]);
+            for j in 0..w {
+                for c in 0..PQ_CENTROIDS {
+                    pivots_rm[lo + c * w + j] = pivots_t[lo + j * PQ_CENTROIDS + c];
+                }
+            }
+        }
+        Ok(PqCodebook { dim, offsets, centroid, pivots_t, pivots_rm })
     }
 
     /// Dimension d.
@@ -91,9 +102,9 @@ impl PqCodebook {
     fn sub_pivots(&self, m: usize) -> &[f32] {
         &self.pivots_t[self.offsets[m] * PQ_CENTROIDS..self.offsets[m + 1] * PQ_CENTROIDS]
     }
-    /// Bytes of RAM the codebook takes (pivots + centroid + offsets).
+    /// Bytes of RAM the codebook takes (pivots in two layouts + centroid + offsets).
     pub fn memory_bytes(&self) -> usize {
-        4 * (self.pivots_t.len() + self.centroid.len()) + 8 * self.offsets.len()
+        4 * (self.pivots_t.len() + self.pivots_rm.len() + self.centroid.len()) + 8 * self.offsets.len()
     }
 
     /// Encodes one vector (length d) into `code` (length M): nearest pivot per subspace by
@@ -120,10 +131,11 @@ impl PqCodebook {
     pub fn decode(&self, code: &[u8], out: &mut [f32]) {
         assert_eq!(out.len(), self.dim);
         for (m, &cm) in code.iter().enumerate().take(self.m()) {
-            let c = usize::from(cm);
-            let piv = self.sub_pivots(m);
-            for (j, dim) in (self.offsets[m]..self.offsets[m + 1]).enumerate() {
-                out[dim] = self.centroid[dim] + piv[j * PQ_CENTROIDS + c];
+            let (lo, hi) = (self.offsets[m], self.offsets[m + 1]);
+            let w = hi - lo;
+            let row = &self.pivots_rm[lo * PQ_CENTROIDS + usize::from(cm) * w..lo * PQ_CENTROIDS + (usize::from(cm) + 1) * w];
+            for ((o, &p), &c) in out[lo..hi].iter_mut().zip(row).zip(&self.centroid[lo..hi]) {
+                *o = c + p;
             }
         }
     }

@@ -3,6 +3,7 @@
 mod progress;
 mod search;
 mod update;
+mod churn;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -47,6 +48,11 @@ enum Cmd {
     Insert(update::InsertArgs),
     /// Delete points by label: WAL first, then tombstones.
     Delete(update::DeleteArgs),
+    /// Fold pending inserts and deletes into the sector file in place (StreamingMerge).
+    Merge(update::MergeArgs),
+    /// FreshDiskANN stability run: cycles of delete 5% / insert 5% / merge, recall per cycle
+    /// against exact ground truth and against a fresh build of the same live set.
+    Churn(churn::ChurnArgs),
 }
 
 #[derive(clap::Args)]
@@ -168,6 +174,8 @@ fn main() -> ExitCode {
         Cmd::Demo(a) => search::cmd_demo(a).map(|_| true),
         Cmd::Insert(a) => update::cmd_insert(a).map(|_| true),
         Cmd::Delete(a) => update::cmd_delete(a).map(|_| true),
+        Cmd::Merge(a) => update::cmd_merge(a).map(|_| true),
+        Cmd::Churn(a) => churn::cmd_churn(a).map(|_| true),
     };
     match res {
         Ok(true) => ExitCode::SUCCESS,

@@ -106,3 +106,25 @@ pub fn cmd_delete(a: DeleteArgs) -> Result<()> {
     println!("deleted {} labels in {:.3} s; pending: {delta} in the delta index, {tomb} tombstones, {wal} WAL records", labels.len(), t.elapsed().as_secs_f64());
     Ok(())
 }
+
+#[derive(clap::Args)]
+pub struct MergeArgs {
+    /// Index directory.
+    #[arg(long)]
+    index: PathBuf,
+}
+
+pub fn cmd_merge(a: MergeArgs) -> Result<()> {
+    let index = Index::open(&a.index, OpenOptions::default())?;
+    let (delta, tomb, wal) = index.pending();
+    if delta == 0 && tomb == 0 {
+        println!("nothing to merge ({wal} WAL records, no pending inserts or deletes)");
+        return Ok(());
+    }
+    let (index, rep) = index.merge(&ssdann_engine::MergeOptions::default())?;
+    println!(
+        "merged {} inserts and {} deletes in {:.2} s: {} nodes repaired, {} blocks rewritten in place; now {} slots, {} live, generation {}",
+        rep.inserted, rep.deleted, rep.seconds, rep.repaired, rep.blocks_written, rep.n_slots, index.header().live_count, index.header().generation
+    );
+    Ok(())
+}

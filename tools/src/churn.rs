@@ -1,0 +1,130 @@
+//! `ssdann churn`: the FreshDiskANN stability run (Singh et al. 2021, §5): build on the first
+//! rows, then cycles of {delete a random fraction of the live points, insert as many rows that
+//! are not live, merge}; after each cycle, recall@10 against the exact ground truth of the
+//! live set, beside a fresh build of the same live set.
+
+use anyhow::{bail, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use ssdann_builder::{build_from_vectors, BuildParams, NoProgress};
+use ssdann_engine::{Index, MergeOptions, OpenOptions, SearchParams};
+use ssdann_layout::{Metric, VectorFile};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct ChurnArgs {
+    /// Directory with base.fbin and query.fbin.
+    #[arg(long)]
+    data: PathBuf,
+    /// Rows of base.fbin in the initial build.
+    #[arg(long, default_value_t = 90_000)]
+    initial: usize,
+    /// Cycles.
+    #[arg(long, default_value_t = 5)]
+    cycles: usize,
+    /// Fraction of the live points deleted (and inserted) per cycle.
+    #[arg(long, default_value_t = 0.05)]
+    fraction: f64,
+    /// Search list size L for the recall figures.
+    #[arg(short = 'L', default_value_t = 50)]
+    l: usize,
+    /// Beam width W.
+    #[arg(short = 'W', default_value_t = 4)]
+    w: usize,
+    /// Queries used.
+    #[arg(long, default_value_t = 1000)]
+    nq: usize,
+    /// PQ bytes.
+    #[arg(long, default_value_t = 48)]
+    pq_bytes: usize,
+    /// Skip the fresh build per cycle (faster; no comparison).
+    #[arg(long)]
+    no_fresh: bool,
+    /// Working directory (default: a temporary one).
+    #[arg(long)]
+    work: Option<PathBuf>,
+}
+
+fn recall(index: &Index, q: &[f32], d: usize, truth: &[Vec<u64>], p: &SearchParams) -> Result<f64> {
+    let res = index.batch_search(q, 10, p, None)?;
+    let mut hits = 0;
+    for (i, (nb, _)) in res.iter().enumerate() {
+        hits += nb.iter().filter(|n| truth[i].contains(&n.id)).count();
+    }
+    let _ = d;
+    Ok(hits as f64 / (res.len() * 10) as f64)
+}
+
+pub fn cmd_churn(a: ChurnArgs) -> Result<()> {
+    let base = VectorFile::open(a.data.join("base.fbin"))?;
+    let qf = VectorFile::open(a.data.join("query.fbin"))?;
+    let (n, d) = (base.len(), base.dim());
+    if a.initial >= n || a.initial == 0 {
+        bail!("--initial {} must be in 1..{n}", a.initial);
+    }
+    let all = base.contiguous::<f32>()?;
+    let nq = a.nq.min(qf.len());
+    let q = qf.contiguous::<f32>()?[..nq * d].to_vec();
+    let work = match &a.work {
+        Some(w) => w.clone(),
+        None => std::env::temp_dir().join(format!("ssdann-churn-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&work)?;
+    let params = BuildParams { pq_bytes: Some(a.pq_bytes), force: true, ..Default::default() };
+    let sp = SearchParams { l: a.l, w: a.w };
+    let t = Instant::now();
+    build_from_vectors(&all[..a.initial * d], d, &work.join("idx"), &params, &NoProgress)?;
+    println!("initial build of {} rows: {:.1} s", a.initial, t.elapsed().as_secs_f64());
+    let mut index = Index::open(&work.join("idx"), OpenOptions::default())?;
+    let mut live: Vec<u64> = (0..a.initial as u64).collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(20261123);
+    println!("{:>5} {:>8} {:>8} {:>8} {:>10} {:>10} {:>7} {:>11} {:>12} {:>8}", "cycle", "live", "deleted", "inserted", "merge_s", "rebuild_s", "ratio", "recall_mrg", "recall_fresh", "diff");
+    for cycle in 1..=a.cycles {
+        let k = (live.len() as f64 * a.fraction).round() as usize;
+        live.shuffle(&mut rng);
+        let deleted: Vec<u64> = live.split_off(live.len() - k);
+        let live_set: std::collections::HashSet<u64> = live.iter().copied().collect();
+        let deleted_set: std::collections::HashSet<u64> = deleted.iter().copied().collect();
+        let mut unused: Vec<u64> = (0..n as u64).filter(|r| !live_set.contains(r) && !deleted_set.contains(r)).collect();
+        unused.shuffle(&mut rng);
+        let inserted: Vec<u64> = unused.into_iter().take(k).collect();
+        index.delete_batch(&deleted)?;
+        let items: Vec<(u64, &[f32])> = inserted.iter().map(|&r| (r, &all[r as usize * d..(r as usize + 1) * d])).collect();
+        index.insert_batch(&items)?;
+        let t = Instant::now();
+        let (merged, rep) = index.merge(&MergeOptions::default())?;
+        eprintln!("  merge phases (delete, insert, patch, commit, apply) s: {:.2?}; {} repaired, {} blocks", rep.phase_seconds, rep.repaired, rep.blocks_written);
+        index = merged;
+        let merge_s = t.elapsed().as_secs_f64();
+        live.extend_from_slice(&inserted);
+        live.sort_unstable();
+        // exact ground truth of the live set (labels are row numbers)
+        let mut gathered = Vec::with_capacity(live.len() * d);
+        for &r in &live {
+            gathered.extend_from_slice(&all[r as usize * d..(r as usize + 1) * d]);
+        }
+        let knn = ssdann_builder::ground_truth::exact_knn(&q, &gathered, d, Metric::L2, 10);
+        let truth: Vec<Vec<u64>> = knn.iter().map(|row| row.iter().map(|e| live[e.1 as usize]).collect()).collect();
+        let r_merged = recall(&index, &q, d, &truth, &sp)?;
+        let (rebuild_s, r_fresh) = if a.no_fresh {
+            (f64::NAN, f64::NAN)
+        } else {
+            let t = Instant::now();
+            build_from_vectors(&gathered, d, &work.join("fresh"), &params, &NoProgress)?;
+            let rebuild_s = t.elapsed().as_secs_f64();
+            let fresh = Index::open(&work.join("fresh"), OpenOptions::default())?;
+            // fresh labels are positions in `gathered`: map them to rows
+            let pos_truth: Vec<Vec<u64>> = knn.iter().map(|row| row.iter().map(|e| u64::from(e.1)).collect()).collect();
+            (rebuild_s, recall(&fresh, &q, d, &pos_truth, &sp)?)
+        };
+        println!(
+            "{cycle:>5} {:>8} {:>8} {:>8} {merge_s:>10.2} {rebuild_s:>10.2} {:>7.3} {r_merged:>11.4} {r_fresh:>12.4} {:>8.4}",
+            live.len(), deleted.len(), inserted.len(), merge_s / rebuild_s, r_merged - r_fresh
+        );
+    }
+    if a.work.is_none() {
+        std::fs::remove_dir_all(&work).ok();
+    }
+    Ok(())
+}
