@@ -43,6 +43,10 @@ pub struct SearchContext {
     delta_query: Vec<f32>,
     delta_scratch: ssdann_builder::greedy_search::SearchScratch,
     delta_found: Vec<(f32, u64)>,
+    /// When set (merge), the full vector of every node scored is kept: ids and n × d f32.
+    pub(crate) keep_vectors: bool,
+    pub(crate) kept_ids: Vec<u32>,
+    pub(crate) kept_vectors: Vec<f32>,
 }
 
 impl SearchContext {
@@ -65,6 +69,9 @@ impl SearchContext {
             delta_query: Vec::new(),
             delta_scratch: Default::default(),
             delta_found: Vec::new(),
+            keep_vectors: false,
+            kept_ids: Vec::new(),
+            kept_vectors: Vec::new(),
         }
     }
     /// Buffers for the delta-index part of a search: (query copy, GreedySearch scratch,
@@ -107,6 +114,16 @@ fn exact_distance(metric: Metric, elem: ElementType, query: &[f32], vector: &[u8
     }
 }
 
+/// Appends a stored vector (raw LE bytes) as f32 to the kept set.
+fn keep(elem: ElementType, vector: &[u8], id: u32, ids: &mut Vec<u32>, out: &mut Vec<f32>) {
+    ids.push(id);
+    match elem {
+        ElementType::F32 => out.extend(vector.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
+        ElementType::U8 => out.extend(vector.iter().map(|&x| f32::from(x))),
+        ElementType::I8 => out.extend(vector.iter().map(|&x| f32::from(x as i8))),
+    }
+}
+
 pub(crate) fn beam_search(index: &Index, ctx: &mut SearchContext, query: &[f32], k: usize, params: &SearchParams, out: &mut Vec<Neighbor>) -> Result<SearchStats> {
     let t0 = Instant::now();
     let h = &index.header;
@@ -124,6 +141,8 @@ pub(crate) fn beam_search(index: &Index, ctx: &mut SearchContext, query: &[f32],
     ctx.visited.reset(n as usize);
     ctx.scored.reset(n as usize);
     ctx.results.clear();
+    ctx.kept_ids.clear();
+    ctx.kept_vectors.clear();
     let codes = &index.codes;
     let pq_of = |id: u32, table: &[f32]| pq_distance(table, &codes[id as usize * m..(id as usize + 1) * m]);
     let entry = h.entry_point as u32;
@@ -183,6 +202,9 @@ pub(crate) fn beam_search(index: &Index, ctx: &mut SearchContext, query: &[f32],
                         let rec = layout.record(block, layout.offset_in_block(u64::from(id)));
                         let d = exact_distance(h.metric, h.element, &ctx.query, rec.vector, &mut ctx.vec_f32);
                         ctx.results.push((d, id));
+                        if ctx.keep_vectors {
+                            keep(h.element, rec.vector, id, &mut ctx.kept_ids, &mut ctx.kept_vectors);
+                        }
                     }
                 }
             }
@@ -218,6 +240,9 @@ pub(crate) fn beam_search(index: &Index, ctx: &mut SearchContext, query: &[f32],
                 if ctx.scored.insert(id) {
                     let d = exact_distance(h.metric, h.element, &ctx.query, rec.vector, &mut ctx.vec_f32);
                     ctx.results.push((d, id));
+                    if ctx.keep_vectors {
+                        keep(h.element, rec.vector, id, &mut ctx.kept_ids, &mut ctx.kept_vectors);
+                    }
                 }
                 ctx.nbrs.extend(rec.neighbors());
             } else {

@@ -459,26 +459,39 @@ impl Index {
         let mut back: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
         let l = (h.build_l as usize).max(h.max_degree as usize);
         let sp = crate::index::SearchParams { l, w: options.max_beam_width.min(4) };
-        // New points are placed in parallel (each runs its own beam search and prune).
-        let lists: Vec<Result<Vec<u32>>> = news
+        // New points are placed in parallel (each runs its own beam search and prune), on a
+        // pool of 4 threads per core: the searches mostly wait on reads.
+        let cores = std::thread::available_parallelism().map_or(2, |c| c.get());
+        let io_pool = rayon::ThreadPoolBuilder::new().num_threads(4 * cores).build().map_err(|e| EngineError::io(&dir, std::io::Error::other(e.to_string())))?;
+        let lists: Vec<Result<Vec<u32>>> = io_pool.install(|| news
             .par_iter()
             .enumerate()
             .map_init(
                 || (new_pruner(), Vec::with_capacity(l), ssdann_builder::greedy_search::SearchScratch::default(), Vec::new(), Vec::new()),
                 |(pruner, found, dscratch, dfound, pq_vec), (_, (label, v))| {
+                    // Exact vectors of every node the search scored (their sectors were read
+                    // anyway) make the prune exact; PQ reconstructions stand in otherwise.
                     let mut ctx = self.take_context_pub();
+                    ctx.keep_vectors = true;
                     let r = crate::beam_search::beam_search(&self, &mut ctx, v, l, &sp, found);
-                    self.put_context_pub(ctx);
-                    r?;
                     pruner.start(v);
+                    let kept: HashMap<u32, usize> = ctx.kept_ids.iter().enumerate().map(|(i, &id)| (id, i)).collect();
                     for nb in found.iter() {
                         if let Some(&slot) = up.ssd_labels.get(&nb.id) {
                             if !del_set.contains(&slot) {
-                                decode(slot, pq_vec);
-                                pruner.add(slot, pq_vec);
+                                match kept.get(&slot) {
+                                    Some(&i) => pruner.add(slot, &ctx.kept_vectors[i * d..(i + 1) * d]),
+                                    None => {
+                                        decode(slot, pq_vec);
+                                        pruner.add(slot, pq_vec);
+                                    }
+                                }
                             }
                         }
                     }
+                    ctx.keep_vectors = false;
+                    self.put_context_pub(ctx);
+                    r?;
                     up.delta.search(v, h.max_degree as usize, l, dscratch, dfound);
                     for &(_, other) in dfound.iter() {
                         if other != *label {
@@ -490,7 +503,7 @@ impl Index {
                     Ok(pruner.run())
                 },
             )
-            .collect();
+            .collect());
         for (i, list) in lists.into_iter().enumerate() {
             let list = list?;
             let s = new_slot[i];

@@ -32,6 +32,10 @@ pub struct VerifyReport {
     pub problems: Vec<String>,
     /// Total problems found.
     pub problem_count: u64,
+    /// Pending updates in the WAL (records).
+    pub wal_records: u64,
+    /// Observations that are not problems (pending work the next open will do).
+    pub notes: Vec<String>,
 }
 
 impl VerifyReport {
@@ -147,6 +151,21 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
         Ok(l) if l.len() as u64 != n => rep.problem(format!("{}: {} labels but index.ssd has n = {n}", labels_path.display(), l.len())),
         Ok(_) => {}
         Err(e) => rep.problem(e.to_string()),
+    }
+    let wal = dir.join(crate::wal::WAL_FILE);
+    if wal.exists() {
+        match crate::wal::check(&wal, header.dim as usize) {
+            Ok(r) => {
+                rep.wal_records = r.ops.len() as u64;
+                if r.truncated_bytes > 0 {
+                    rep.notes.push(format!("{}: a torn tail of {} bytes (an unacknowledged append) will be truncated on open", wal.display(), r.truncated_bytes));
+                }
+            }
+            Err(e) => rep.problem(e.to_string()),
+        }
+    }
+    if dir.join(crate::merge::JOURNAL_FILE).exists() {
+        rep.notes.push("an interrupted merge journal is present; the next open finishes or discards it".into());
     }
     rep.header = Some(header);
     Ok(rep)

@@ -144,8 +144,21 @@ fn encode_record(seq: u64, op: &WalOp, out: &mut Vec<u8>) {
 ///   kind, a wrong payload size or a sequence gap followed by more data.
 /// - [`EngineError::Io`].
 pub fn replay(path: &Path, dim: usize) -> Result<Replay> {
+    read_wal(path, dim, true)
+}
+
+/// Like [`replay`], but never modifies the file (for `ssdann verify`): a torn tail is only
+/// reported in [`Replay::truncated_bytes`].
+///
+/// # Errors
+/// As [`replay`].
+pub fn check(path: &Path, dim: usize) -> Result<Replay> {
+    read_wal(path, dim, false)
+}
+
+fn read_wal(path: &Path, dim: usize, truncate: bool) -> Result<Replay> {
     let io = |e| EngineError::io(path, e);
-    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(path).map_err(io)?;
+    let mut f = std::fs::OpenOptions::new().read(true).write(truncate).open(path).map_err(io)?;
     let mut bytes = Vec::new();
     f.read_to_end(&mut bytes).map_err(io)?;
     let corrupt = |what: &str, detail: String| -> EngineError { ssdann_layout::LayoutError::corrupt(path, what.to_string(), detail).into() };
@@ -221,6 +234,9 @@ pub fn replay(path: &Path, dim: usize) -> Result<Replay> {
     }
     if let Some(t) = torn_at {
         rep.truncated_bytes = (len - t) as u64;
+        if !truncate {
+            return Ok(rep);
+        }
         eprintln!("warning: {}: truncating a torn tail of {} bytes at offset {t} (an append that never completed)", path.display(), len - t);
         f.set_len(t as u64).map_err(io)?;
         f.sync_all().map_err(io)?;

@@ -153,8 +153,11 @@ fn cmd_verify(dir: PathBuf) -> Result<bool> {
     if rep.problem_count as usize > rep.problems.len() {
         println!("... and {} more problems", rep.problem_count as usize - rep.problems.len());
     }
+    for n in &rep.notes {
+        println!("note: {n}");
+    }
     if rep.ok() {
-        println!("OK: {} blocks, {} nodes, {} edges; header slot {}; PQ files match", rep.blocks_checked, rep.nodes_checked, rep.edges, rep.slot);
+        println!("OK: {} blocks, {} nodes, {} edges; header slot {}; PQ files match; {} pending WAL records", rep.blocks_checked, rep.nodes_checked, rep.edges, rep.slot, rep.wal_records);
         Ok(true)
     } else {
         println!("FAILED: {} problem(s) in {}", rep.problem_count, dir.display());
