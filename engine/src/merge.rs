@@ -418,9 +418,7 @@ impl Index {
                             if !nbrs.iter().any(|x| del_set.contains(x)) {
                                 continue;
                             }
-                            // The node's own vector comes from its PQ code too, so that every
-                            // distance the α rule compares carries the same kind of error.
-                            decode(s, pv);
+                            vector_f32(h.element, rec.vector, pv);
                             pruner.start(pv);
                             let mut cands: Vec<u32> = nbrs.iter().copied().filter(|x| !del_set.contains(x)).collect();
                             for x in nbrs.iter().filter(|x| del_set.contains(x)) {
