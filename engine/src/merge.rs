@@ -301,6 +301,29 @@ impl Pruner {
         robust_prune(&self.local, d, metric, 0, self.alpha, self.r, DEFAULT_MAX_CANDIDATES, &mut self.scratch, &mut self.out);
         self.out.iter().map(|&i| self.ids[i as usize - 1]).collect()
     }
+
+    /// Delete-phase repair: the first `kept` candidates (the node's surviving neighbours)
+    /// stay; the freed places are filled, closest first, with candidates that no kept or
+    /// already added neighbour covers under the α rule (RobustPrune's test, Alg. 2, applied
+    /// against the surviving list instead of from scratch, so the build's good edges are
+    /// not re-decided on approximate distances).
+    fn repair(&mut self, kept: usize) -> Vec<u32> {
+        let d = self.dim;
+        let metric = if self.metric == Metric::InnerProduct { Metric::L2 } else { self.metric };
+        let dist = |a: usize, b: usize, local: &[f32]| <f32 as ssdann_layout::Vector>::distance(metric, &local[a * d..(a + 1) * d], &local[b * d..(b + 1) * d]);
+        let mut out: Vec<usize> = (1..=kept.min(self.ids.len())).collect();
+        let mut cands: Vec<(f32, usize)> = (kept + 1..=self.ids.len()).map(|i| (dist(0, i, &self.local), i)).collect();
+        cands.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        for (dc, c) in cands {
+            if out.len() >= self.r {
+                break;
+            }
+            if out.iter().all(|&o| self.alpha * dist(o, c, &self.local) > dc) {
+                out.push(c);
+            }
+        }
+        out.iter().map(|&i| self.ids[i - 1]).collect()
+    }
 }
 
 impl Index {
@@ -426,12 +449,13 @@ impl Index {
                                     cands.extend(l.iter().copied().filter(|y| !del_set.contains(y) && *y != s));
                                 }
                             }
+                            let kept = nbrs.iter().filter(|x| !del_set.contains(x)).count();
                             for c in cands {
                                 decode(c, pq_vec);
                                 pruner.add(c, pq_vec);
                             }
                             let vb = rec.vector.to_vec();
-                            let list = pruner.run();
+                            let list = pruner.repair(kept);
                             layout.write_record(blk, off, &vb, &list);
                             repaired += 1;
                             changed = true;
