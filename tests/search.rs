@@ -23,6 +23,17 @@ fn index_dir() -> &'static std::path::Path {
     .1
 }
 
+/// A private copy of the shared 10K index (for tests that corrupt or update it).
+fn copy_of_index() -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("copy");
+    std::fs::create_dir(&dir).unwrap();
+    for f in ["index.ssd", "pq_pivots.bin", "pq_codes.bin", "labels.bin"] {
+        std::fs::copy(index_dir().join(f), dir.join(f)).unwrap();
+    }
+    (tmp, dir)
+}
+
 fn queries_and_gt() -> (Vec<f32>, usize, GroundTruth) {
     let set = set_10k();
     let q = VectorFile::open(&set.queries).unwrap();
@@ -111,12 +122,7 @@ fn bad_queries_are_errors_not_panics() {
 
 #[test]
 fn verify_reads_turns_a_flipped_byte_into_an_error() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("copy");
-    std::fs::create_dir(&dir).unwrap();
-    for f in ["index.ssd", "pq_pivots.bin", "pq_codes.bin", "labels.bin"] {
-        std::fs::copy(index_dir().join(f), dir.join(f)).unwrap();
-    }
+    let (_tmp, dir) = copy_of_index();
     let (q, _, _) = queries_and_gt();
     let q0 = &q[..384];
     // Corrupt the block of the entry point: every search reads it first.
@@ -144,12 +150,7 @@ fn verify_reads_turns_a_flipped_byte_into_an_error() {
 
 #[test]
 fn open_rejects_inconsistent_or_truncated_files() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("copy");
-    std::fs::create_dir(&dir).unwrap();
-    for f in ["index.ssd", "pq_pivots.bin", "pq_codes.bin", "labels.bin"] {
-        std::fs::copy(index_dir().join(f), dir.join(f)).unwrap();
-    }
+    let (tmp, dir) = copy_of_index();
     // PQ codes of another n
     ssdann::layout::pq::write_codes(&dir.join("pq_codes.bin"), 10, 48, &[0u8; 480]).unwrap();
     assert!(matches!(Index::open(&dir, OpenOptions::default()), Err(EngineError::Inconsistent { .. })));
