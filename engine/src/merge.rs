@@ -43,6 +43,8 @@ use std::time::Instant;
 pub const JOURNAL_FILE: &str = "merge.journal";
 const JOURNAL_MAGIC: [u8; 8] = *b"SSDMJRN1";
 const COMMIT: u64 = u64::MAX;
+/// Replacement candidates taken from each deleted out-neighbour's list in the delete phase.
+const DELETE_CANDIDATES_PER_NODE: usize = 24;
 
 /// Merge options.
 #[derive(Clone, Debug, Default)]
@@ -444,9 +446,11 @@ impl Index {
                             vector_f32(h.element, rec.vector, pv);
                             pruner.start(pv);
                             let mut cands: Vec<u32> = nbrs.iter().copied().filter(|x| !del_set.contains(x)).collect();
+                            // Replacements: the first DELETE_CANDIDATES_PER_NODE entries of each deleted
+                            // neighbour's list (its closest, in RobustPrune's output order).
                             for x in nbrs.iter().filter(|x| del_set.contains(x)) {
                                 if let Some(l) = del_nbrs.get(x) {
-                                    cands.extend(l.iter().copied().filter(|y| !del_set.contains(y) && *y != s));
+                                    cands.extend(l.iter().take(DELETE_CANDIDATES_PER_NODE).copied().filter(|y| !del_set.contains(y) && *y != s));
                                 }
                             }
                             let kept = nbrs.iter().filter(|x| !del_set.contains(x)).count();
@@ -481,8 +485,11 @@ impl Index {
         // 3. Insert phase: candidates from the pre-merge SSD graph and the delta.
         let mut new_adj: HashMap<u32, Vec<u32>> = HashMap::with_capacity(news.len());
         let mut back: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-        let l = (h.build_l as usize).max(h.max_degree as usize);
-        let sp = crate::index::SearchParams { l, w: options.max_beam_width.min(4) };
+        // The insert phase's search list: R (not the build L) — the delta graph already
+        // supplies the near neighbours among the new points, and a shorter list halves the
+        // reads; W = 8 halves the round trips.
+        let l = h.max_degree as usize;
+        let sp = crate::index::SearchParams { l, w: options.max_beam_width.min(8) };
         // New points are placed in parallel (each runs its own beam search and prune), on a
         // pool of 4 threads per core: the searches mostly wait on reads.
         let cores = std::thread::available_parallelism().map_or(2, |c| c.get());
