@@ -72,7 +72,6 @@ fn check_contents(idx: &Index, s: &Setup) {
     for l in (5..3000u64).step_by(37).filter(|l| !del.contains(l) && *l != 1) {
         let q = &s.all[l as usize * D..(l as usize + 1) * D];
         hits += usize::from(idx.search(q, 1, &p).unwrap()[0].id == l);
-        assert!(hits > 0 || l < 200);
     }
     assert!(hits >= 70, "old points no longer find themselves: {hits}");
     assert_eq!(idx.live_count(), 3000 - 300 + 300);

@@ -201,11 +201,11 @@ pub fn build_from_vectors<T: Element>(data: &[T], dim: usize, out_dir: &Path, pa
     pool.install(|| build_typed::<T>(Path::new("<in-memory array>"), Cow::Borrowed(data), dim, &|| {}, out_dir, params, progress))
 }
 
-fn check_finite_parallel(src: &Path, first_row: usize, data: &[f32], dim: usize) -> Result<()> {
+fn check_finite_parallel(src: &Path, data: &[f32], dim: usize) -> Result<()> {
     let bad = data.par_chunks(dim).enumerate().find_first(|(_, row)| row.iter().any(|x| !x.is_finite()));
     if let Some((row, vals)) = bad {
         let col = vals.iter().position(|x| !x.is_finite()).unwrap_or(0);
-        return Err(ssdann_layout::LayoutError::NonFinite { path: src.into(), row: (first_row + row) as u64, column: col as u32, value: vals[col] }.into());
+        return Err(ssdann_layout::LayoutError::NonFinite { path: src.into(), row: row as u64, column: col as u32, value: vals[col] }.into());
     }
     Ok(())
 }
@@ -302,13 +302,13 @@ fn build_typed<T: Element>(
     // copy for cosine; otherwise the build reads the file mapping in place.
     let data: Cow<'_, [T]> = if params.metric == Metric::Cosine {
         let mut v: Vec<f32> = bytemuck::cast_slice::<T, f32>(&raw).to_vec();
-        check_finite_parallel(src, 0, &v, dim)?;
+        check_finite_parallel(src, &v, dim)?;
         v.par_chunks_mut(dim).for_each(ssdann_layout::distance::normalize);
         drop(raw);
         Cow::Owned(bytemuck::cast_slice::<f32, T>(&v).to_vec())
     } else {
         if T::TYPE == ElementType::F32 {
-            check_finite_parallel(src, 0, bytemuck::cast_slice::<T, f32>(&raw), dim)?;
+            check_finite_parallel(src, bytemuck::cast_slice::<T, f32>(&raw), dim)?;
         }
         raw
     };

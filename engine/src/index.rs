@@ -37,7 +37,7 @@ pub struct OpenOptions {
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        OpenOptions { cache_nodes: 0, io: IoBackend::IoUring, verify_reads: false, max_beam_width: 16, sector_reuse: true, sync: crate::updates::default_sync() }
+        OpenOptions { cache_nodes: 0, io: IoBackend::IoUring, verify_reads: false, max_beam_width: 16, sector_reuse: true, sync: crate::wal::SyncMode::Always }
     }
 }
 
@@ -258,7 +258,7 @@ impl Index {
         self.codes.len() + self.labels.len() * 8 + self.pq.memory_bytes() + self.cache.records.len() + self.cache.slots.len() * 16
     }
 
-    fn take_context(&self) -> SearchContext {
+    pub(crate) fn take_context(&self) -> SearchContext {
         let ctx = self.contexts.lock().ok().and_then(|mut v| v.pop());
         ctx.unwrap_or_else(|| {
             let l = self.header.layout;
@@ -267,14 +267,7 @@ impl Index {
         })
     }
 
-    pub(crate) fn take_context_pub(&self) -> SearchContext {
-        self.take_context()
-    }
-    pub(crate) fn put_context_pub(&self, ctx: SearchContext) {
-        self.put_context(ctx)
-    }
-
-    fn put_context(&self, ctx: SearchContext) {
+    pub(crate) fn put_context(&self, ctx: SearchContext) {
         if let Ok(mut v) = self.contexts.lock() {
             v.push(ctx);
         }

@@ -502,7 +502,7 @@ impl Index {
                 |(pruner, found, dscratch, dfound, pq_vec), (_, (label, v))| {
                     // Exact vectors of every node the search scored (their sectors were read
                     // anyway) make the prune exact; PQ reconstructions stand in otherwise.
-                    let mut ctx = self.take_context_pub();
+                    let mut ctx = self.take_context();
                     ctx.keep_vectors = true;
                     let r = crate::beam_search::beam_search(&self, &mut ctx, v, l, &sp, found);
                     pruner.start(v);
@@ -521,7 +521,7 @@ impl Index {
                         }
                     }
                     ctx.keep_vectors = false;
-                    self.put_context_pub(ctx);
+                    self.put_context(ctx);
                     r?;
                     up.delta.search(v, h.max_degree as usize, l, dscratch, dfound);
                     for &(_, other) in dfound.iter() {

@@ -10,7 +10,7 @@
 use crate::delta::{DeltaIndex, DeltaParams};
 use crate::error::EngineError;
 use crate::index::Index;
-use crate::wal::{replay, SyncMode, Wal, WalOp, WAL_FILE};
+use crate::wal::{replay, Wal, WalOp, WAL_FILE};
 use crate::Result;
 use ssdann_layout::ElementType;
 use std::collections::{HashMap, HashSet};
@@ -109,7 +109,7 @@ impl Index {
 
     /// Inserts (or replaces) the points `items` = (label, vector of d f32 values). All are
     /// validated first; then they are appended to the WAL as one group (durable per
-    /// [`SyncMode`] before this returns) and applied to the delta index. Searches see them
+    /// [`crate::wal::SyncMode`] before this returns) and applied to the delta index. Searches see them
     /// as soon as this returns.
     ///
     /// # Errors
@@ -187,9 +187,4 @@ impl Index {
         let delta = self.updates.read().ok().and_then(|u| u.delta.live_points().map(|(l, _)| l).max());
         ssd.max(delta)
     }
-}
-
-/// Used by [`crate::index::OpenOptions`]'s default.
-pub(crate) fn default_sync() -> SyncMode {
-    SyncMode::Always
 }

@@ -46,13 +46,12 @@ pub struct ChurnArgs {
     work: Option<PathBuf>,
 }
 
-fn recall(index: &Index, q: &[f32], d: usize, truth: &[Vec<u64>], p: &SearchParams) -> Result<f64> {
+fn recall(index: &Index, q: &[f32], truth: &[Vec<u64>], p: &SearchParams) -> Result<f64> {
     let res = index.batch_search(q, 10, p, None)?;
     let mut hits = 0;
     for (i, (nb, _)) in res.iter().enumerate() {
         hits += nb.iter().filter(|n| truth[i].contains(&n.id)).count();
     }
-    let _ = d;
     Ok(hits as f64 / (res.len() * 10) as f64)
 }
 
@@ -106,7 +105,7 @@ pub fn cmd_churn(a: ChurnArgs) -> Result<()> {
         }
         let knn = ssdann_builder::ground_truth::exact_knn(&q, &gathered, d, Metric::L2, 10);
         let truth: Vec<Vec<u64>> = knn.iter().map(|row| row.iter().map(|e| live[e.1 as usize]).collect()).collect();
-        let r_merged = recall(&index, &q, d, &truth, &sp)?;
+        let r_merged = recall(&index, &q, &truth, &sp)?;
         let (rebuild_s, r_fresh) = if a.no_fresh {
             (f64::NAN, f64::NAN)
         } else {
@@ -116,7 +115,7 @@ pub fn cmd_churn(a: ChurnArgs) -> Result<()> {
             let fresh = Index::open(&work.join("fresh"), OpenOptions::default())?;
             // fresh labels are positions in `gathered`: map them to rows
             let pos_truth: Vec<Vec<u64>> = knn.iter().map(|row| row.iter().map(|e| u64::from(e.1)).collect()).collect();
-            (rebuild_s, recall(&fresh, &q, d, &pos_truth, &sp)?)
+            (rebuild_s, recall(&fresh, &q, &pos_truth, &sp)?)
         };
         println!(
             "{cycle:>5} {:>8} {:>8} {:>8} {merge_s:>10.2} {rebuild_s:>10.2} {:>7.3} {r_merged:>11.4} {r_fresh:>12.4} {:>8.4}",
