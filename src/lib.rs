@@ -21,6 +21,8 @@ pub use ssdann_builder as builder;
 pub use ssdann_engine as engine;
 pub use ssdann_layout as layout;
 
-pub use ssdann_builder::{build_index, BuildError, BuildParams, BuildReport, NoProgress, Phase, Progress};
+pub use ssdann_builder::{
+    build_index, BuildError, BuildParams, BuildReport, NoProgress, Phase, Progress,
+};
 pub use ssdann_engine::{verify, EngineError, VerifyReport};
 pub use ssdann_layout::{ElementType, GroundTruth, LayoutError, Metric, VectorFile};

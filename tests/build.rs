@@ -24,14 +24,25 @@ fn load_index(dir: &Path) -> (IndexHeader, Vec<f32>, Vec<Vec<u32>>) {
         let off = l.block_offset_bytes(l.block_of(id)) as usize;
         let block = &bytes[off..off + l.block_bytes()];
         let rec = l.record(block, l.offset_in_block(id));
-        vecs.extend(rec.vector.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+        vecs.extend(
+            rec.vector
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        );
         adj.push(rec.neighbors().collect());
     }
     (h, vecs, adj)
 }
 
 fn params() -> BuildParams {
-    BuildParams { max_degree: 64, build_l: 100, alpha: 1.2, pq_bytes: Some(48), threads: Some(2), ..Default::default() }
+    BuildParams {
+        max_degree: 64,
+        build_l: 100,
+        alpha: 1.2,
+        pq_bytes: Some(48),
+        threads: Some(2),
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -52,7 +63,11 @@ fn built_graph_reaches_recall_097_in_memory_and_verifies() {
     let bv = base.contiguous::<f32>().unwrap();
     for (slot, &label) in labels.iter().enumerate() {
         let l = label as usize;
-        assert_eq!(&vecs[slot * 384..(slot + 1) * 384], &bv[l * 384..(l + 1) * 384], "slot {slot} must hold row {label} verbatim");
+        assert_eq!(
+            &vecs[slot * 384..(slot + 1) * 384],
+            &bv[l * 384..(l + 1) * 384],
+            "slot {slot} must hold row {label} verbatim"
+        );
     }
     let queries = VectorFile::open(&set.queries).unwrap();
     let q = queries.contiguous::<f32>().unwrap();
@@ -61,12 +76,30 @@ fn built_graph_reaches_recall_097_in_memory_and_verifies() {
     let mut scratch = SearchScratch::new(10_000);
     let found: Vec<Vec<u32>> = (0..nq)
         .map(|i| {
-            greedy_search(&vecs, 384, Metric::L2, &adj, h.entry_point as u32, &q[i * 384..(i + 1) * 384], 100, &mut scratch);
-            scratch.queue.items().iter().take(10).map(|c| labels[c.id as usize] as u32).collect()
+            greedy_search(
+                &vecs,
+                384,
+                Metric::L2,
+                &adj,
+                h.entry_point as u32,
+                &q[i * 384..(i + 1) * 384],
+                100,
+                &mut scratch,
+            );
+            scratch
+                .queue
+                .items()
+                .iter()
+                .take(10)
+                .map(|c| labels[c.id as usize] as u32)
+                .collect()
         })
         .collect();
     let recall = recall_at_k(&found, &gt, 10);
-    eprintln!("in-memory GreedySearch recall@10 at L=100 over {nq} queries: {recall:.4} (real data: {})", set.real);
+    eprintln!(
+        "in-memory GreedySearch recall@10 at L=100 over {nq} queries: {recall:.4} (real data: {})",
+        set.real
+    );
     assert!(recall >= 0.97, "recall@10 {recall} < 0.97");
 }
 
@@ -75,7 +108,12 @@ fn corrupting_any_sector_or_the_header_fails_verify_naming_it() {
     let set = set_10k();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("idx");
-    let p = BuildParams { max_degree: 16, build_l: 24, pq_bytes: Some(8), ..params() };
+    let p = BuildParams {
+        max_degree: 16,
+        build_l: 24,
+        pq_bytes: Some(8),
+        ..params()
+    };
     build_index(&set.base, &out, &p, &NoProgress).unwrap();
     assert!(verify(&out).unwrap().ok());
     let file = out.join("index.ssd");
@@ -83,18 +121,37 @@ fn corrupting_any_sector_or_the_header_fails_verify_naming_it() {
     let sectors = good.len() / SECTOR_BYTES;
     // sector 0 (header slot 0), the first and last data sectors, one in the middle, and
     // the byte that stores a block's CRC
-    for (sector, byte) in [(0usize, 17usize), (2, 0), (sectors / 2, 1000), (sectors - 1, 4095)] {
+    for (sector, byte) in [
+        (0usize, 17usize),
+        (2, 0),
+        (sectors / 2, 1000),
+        (sectors - 1, 4095),
+    ] {
         let mut bad = good.clone();
         bad[sector * SECTOR_BYTES + byte] ^= 0x40;
         std::fs::write(&file, &bad).unwrap();
         let rep = verify(&out).unwrap();
         assert!(!rep.ok(), "flip in sector {sector} not detected");
-        let want = if sector == 0 { "header slot 0".to_string() } else { format!("sector {sector} ") };
-        assert!(rep.problems.iter().any(|p| p.contains(&want)), "sector {sector}: problems {:?} do not name {want:?}", rep.problems);
+        let want = if sector == 0 {
+            "header slot 0".to_string()
+        } else {
+            format!("sector {sector} ")
+        };
+        assert!(
+            rep.problems.iter().any(|p| p.contains(&want)),
+            "sector {sector}: problems {:?} do not name {want:?}",
+            rep.problems
+        );
     }
     std::fs::write(&file, &good[..good.len() - SECTOR_BYTES]).unwrap();
     let rep = verify(&out).unwrap();
-    assert!(rep.problems.iter().any(|p| p.contains("truncated") || p.contains("implies")), "{:?}", rep.problems);
+    assert!(
+        rep.problems
+            .iter()
+            .any(|p| p.contains("truncated") || p.contains("implies")),
+        "{:?}",
+        rep.problems
+    );
     std::fs::write(&file, &good).unwrap();
     let codes = out.join("pq_codes.bin");
     let mut c = std::fs::read(&codes).unwrap();
@@ -102,7 +159,13 @@ fn corrupting_any_sector_or_the_header_fails_verify_naming_it() {
     c[mid] ^= 1;
     std::fs::write(&codes, &c).unwrap();
     let rep = verify(&out).unwrap();
-    assert!(rep.problems.iter().any(|p| p.contains("pq_codes.bin") && p.contains("checksum mismatch in body")), "{:?}", rep.problems);
+    assert!(
+        rep.problems
+            .iter()
+            .any(|p| p.contains("pq_codes.bin") && p.contains("checksum mismatch in body")),
+        "{:?}",
+        rep.problems
+    );
 }
 
 fn reconstruction_error(m: usize, data: &[f32], d: usize) -> f64 {
@@ -112,7 +175,11 @@ fn reconstruction_error(m: usize, data: &[f32], d: usize) -> f64 {
     let mut total = 0f64;
     for (x, code) in data.chunks_exact(d).zip(codes.chunks_exact(m)) {
         pq.decode(code, &mut rec);
-        let err: f64 = x.iter().zip(&rec).map(|(&a, &b)| f64::from(a - b).powi(2)).sum();
+        let err: f64 = x
+            .iter()
+            .zip(&rec)
+            .map(|(&a, &b)| f64::from(a - b).powi(2))
+            .sum();
         let norm: f64 = x.iter().map(|&a| f64::from(a).powi(2)).sum();
         total += err / norm.max(1e-12);
     }
@@ -125,9 +192,15 @@ fn pq_error_falls_with_m_and_pq_ranking_is_sane() {
     let base = VectorFile::open(&set.base).unwrap();
     let data = base.contiguous::<f32>().unwrap();
     let d = base.dim();
-    let (e16, e64) = (reconstruction_error(16, &data, d), reconstruction_error(64, &data, d));
+    let (e16, e64) = (
+        reconstruction_error(16, &data, d),
+        reconstruction_error(64, &data, d),
+    );
     eprintln!("mean relative PQ reconstruction error: M=16 {e16:.4}, M=64 {e64:.4}");
-    assert!(e64 < e16 * 0.8, "error did not fall enough with M: {e16} → {e64}");
+    assert!(
+        e64 < e16 * 0.8,
+        "error did not fall enough with M: {e16} → {e64}"
+    );
     assert!(e64 < 0.5, "M=64 error {e64} implausibly large");
 
     // Rank every base point by PQ (ADC) distance, M = 48: the true top-10 must mostly lie in
@@ -144,12 +217,19 @@ fn pq_error_falls_with_m_and_pq_ranking_is_sane() {
     let nq = 200;
     for i in 0..nq {
         pq.adc_table(&q[i * d..(i + 1) * d], Metric::L2, &mut table, &mut scratch);
-        let mut ranked: Vec<(f32, u32)> = codes.chunks_exact(m).enumerate().map(|(j, c)| (pq_distance(&table, c), j as u32)).collect();
+        let mut ranked: Vec<(f32, u32)> = codes
+            .chunks_exact(m)
+            .enumerate()
+            .map(|(j, c)| (pq_distance(&table, c), j as u32))
+            .collect();
         ranked.select_nth_unstable_by(100, |a, b| a.0.total_cmp(&b.0));
         let top: Vec<u32> = ranked[..100].iter().map(|e| e.1).collect();
         found += gt.row(i)[..10].iter().filter(|id| top.contains(id)).count();
     }
     let frac = found as f64 / (nq * 10) as f64;
     eprintln!("true top-10 inside PQ top-100 (M=48): {frac:.4}");
-    assert!(frac >= 0.90, "PQ ranking: only {frac} of the true top-10 in the PQ top-100");
+    assert!(
+        frac >= 0.90,
+        "PQ ranking: only {frac} of the true top-10 in the PQ top-100"
+    );
 }

@@ -26,16 +26,38 @@ fn setup() -> Setup {
     let path = tmp.path().join("b.fbin");
     ssdann::layout::dataset::write_bin(&path, 3000, D, &all[..3000 * D]).unwrap();
     let dir = tmp.path().join("idx");
-    build_index(&path, &dir, &BuildParams { max_degree: 24, build_l: 48, pq_bytes: Some(8), threads: Some(2), ..Default::default() }, &NoProgress).unwrap();
+    build_index(
+        &path,
+        &dir,
+        &BuildParams {
+            max_degree: 24,
+            build_l: 48,
+            pq_bytes: Some(8),
+            threads: Some(2),
+            ..Default::default()
+        },
+        &NoProgress,
+    )
+    .unwrap();
     let idx = Index::open(&dir, OpenOptions::default()).unwrap();
     let deleted: Vec<u64> = (0..3000).step_by(10).collect();
     idx.delete_batch(&deleted).unwrap();
     let inserted: Vec<u64> = (0..300).map(|i| 10_000 + i).collect();
-    let items: Vec<(u64, &[f32])> = inserted.iter().enumerate().map(|(i, &l)| (l, &all[(3000 + i) * D..(3001 + i) * D])).collect();
+    let items: Vec<(u64, &[f32])> = inserted
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| (l, &all[(3000 + i) * D..(3001 + i) * D]))
+        .collect();
     idx.insert_batch(&items).unwrap();
     idx.insert(1, &all[3399 * D..3400 * D]).unwrap(); // replace label 1
     drop(idx);
-    Setup { _tmp: tmp, dir, all, deleted, inserted }
+    Setup {
+        _tmp: tmp,
+        dir,
+        all,
+        deleted,
+        inserted,
+    }
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -54,22 +76,43 @@ fn check_contents(idx: &Index, s: &Setup) {
     for &l in s.deleted.iter().take(60) {
         let q = &s.all[l as usize * D..(l as usize + 1) * D];
         let got = idx.search(q, 10, &p).unwrap();
-        assert!(got.iter().all(|h| !del.contains(&h.id)), "deleted label returned: {got:?}");
-        assert!(got.iter().all(|h| h.id != u64::MAX), "a free slot was returned");
+        assert!(
+            got.iter().all(|h| !del.contains(&h.id)),
+            "deleted label returned: {got:?}"
+        );
+        assert!(
+            got.iter().all(|h| h.id != u64::MAX),
+            "a free slot was returned"
+        );
     }
     let mut found = 0;
     for (i, &l) in s.inserted.iter().enumerate() {
         let q = &s.all[(3000 + i) * D..(3001 + i) * D];
         found += usize::from(idx.search(q, 1, &p).unwrap()[0].id == l);
     }
-    assert!(found >= 295, "only {found}/300 inserted points find themselves");
+    assert!(
+        found >= 295,
+        "only {found}/300 inserted points find themselves"
+    );
     let moved = &s.all[3399 * D..3400 * D];
     let top = idx.search(moved, 3, &p).unwrap();
-    assert!(top.iter().any(|h| h.id == 1 && h.distance < 1e-6), "replaced label 1 not at its new vector: {top:?}");
+    assert!(
+        top.iter().any(|h| h.id == 1 && h.distance < 1e-6),
+        "replaced label 1 not at its new vector: {top:?}"
+    );
     let old1 = &s.all[D..2 * D];
-    assert!(idx.search(old1, 10, &p).unwrap().iter().all(|h| !(h.id == 1 && h.distance < 1e-6)), "label 1's old vector still returned");
+    assert!(
+        idx.search(old1, 10, &p)
+            .unwrap()
+            .iter()
+            .all(|h| !(h.id == 1 && h.distance < 1e-6)),
+        "label 1's old vector still returned"
+    );
     let mut hits = 0;
-    for l in (5..3000u64).step_by(37).filter(|l| !del.contains(l) && *l != 1) {
+    for l in (5..3000u64)
+        .step_by(37)
+        .filter(|l| !del.contains(l) && *l != 1)
+    {
         let q = &s.all[l as usize * D..(l as usize + 1) * D];
         hits += usize::from(idx.search(q, 1, &p).unwrap()[0].id == l);
     }
@@ -88,11 +131,23 @@ fn merge_folds_updates_in_place_and_empties_the_wal() {
     eprintln!("{rep:?}");
     assert_eq!((rep.deleted, rep.inserted), (301, 301));
     assert_eq!(after.pending(), (0, 0, 0));
-    assert_eq!(after.header().n_slots, 3000, "the 301 new points reuse the 301 freed slots");
+    assert_eq!(
+        after.header().n_slots,
+        3000,
+        "the 301 new points reuse the 301 freed slots"
+    );
     assert_eq!(after.header().live_count, 3000);
     assert_eq!(after.header().generation, 2);
-    assert_eq!(std::fs::metadata(s.dir.join("index.ssd")).unwrap().len(), size_before, "rewritten in place");
-    assert_eq!(std::fs::metadata(s.dir.join("wal.log")).unwrap().len(), 32, "WAL emptied");
+    assert_eq!(
+        std::fs::metadata(s.dir.join("index.ssd")).unwrap().len(),
+        size_before,
+        "rewritten in place"
+    );
+    assert_eq!(
+        std::fs::metadata(s.dir.join("wal.log")).unwrap().len(),
+        32,
+        "WAL emptied"
+    );
     assert!(!s.dir.join("merge.journal").exists());
     check_contents(&after, &s);
     let v = verify(&s.dir).unwrap();
@@ -107,10 +162,18 @@ fn merge_folds_updates_in_place_and_empties_the_wal() {
     let (_, queries) = ssdann::builder::synthetic::clustered(0, 100, D, 12, 91);
     let mut hits = 0;
     for q in queries.chunks_exact(D) {
-        let mut bf: Vec<(f32, u64)> = live.iter().map(|(l, v)| (ssdann::layout::distance::scalar::l2_sq_f32(q, v), *l)).collect();
+        let mut bf: Vec<(f32, u64)> = live
+            .iter()
+            .map(|(l, v)| (ssdann::layout::distance::scalar::l2_sq_f32(q, v), *l))
+            .collect();
         bf.sort_by(|a, b| a.0.total_cmp(&b.0));
         let truth: Vec<u64> = bf[..10].iter().map(|e| e.1).collect();
-        hits += after.search(q, 10, &SearchParams { l: 48, w: 4 }).unwrap().iter().filter(|h| truth.contains(&h.id)).count();
+        hits += after
+            .search(q, 10, &SearchParams { l: 48, w: 4 })
+            .unwrap()
+            .iter()
+            .filter(|h| truth.contains(&h.id))
+            .count();
     }
     let recall = hits as f64 / 1000.0;
     eprintln!("recall@10 after merge: {recall}");
@@ -124,14 +187,23 @@ fn a_crash_at_any_write_of_a_merge_leaves_pre_or_post_merge_contents() {
     // count the writes of a full merge on a copy
     let probe = s.dir.parent().unwrap().join("probe");
     copy_dir(&s.dir, &probe);
-    let (_, rep) = Index::open(&probe, OpenOptions::default()).unwrap().merge(&MergeOptions::default()).unwrap();
+    let (_, rep) = Index::open(&probe, OpenOptions::default())
+        .unwrap()
+        .merge(&MergeOptions::default())
+        .unwrap();
     let total = rep.blocks_written as u64 * 2 + 12;
     let mut outcomes = (0, 0);
-    for n in (0..total).step_by((total / 12).max(1) as usize).chain([total - 1, total - 2, total - 3]) {
+    for n in
+        (0..total)
+            .step_by((total / 12).max(1) as usize)
+            .chain([total - 1, total - 2, total - 3])
+    {
         let work = s.dir.parent().unwrap().join(format!("crash{n}"));
         copy_dir(&s.dir, &work);
         let idx = Index::open(&work, OpenOptions::default()).unwrap();
-        let r = idx.merge(&MergeOptions { fail_after_writes: Some(n) });
+        let r = idx.merge(&MergeOptions {
+            fail_after_writes: Some(n),
+        });
         if r.is_ok() {
             continue; // the merge needed fewer writes than n
         }
@@ -148,6 +220,12 @@ fn a_crash_at_any_write_of_a_merge_leaves_pre_or_post_merge_contents() {
         assert!(!work.join("merge.journal").exists());
         std::fs::remove_dir_all(&work).unwrap();
     }
-    eprintln!("crash outcomes: {} pre-merge, {} post-merge", outcomes.0, outcomes.1);
-    assert!(outcomes.0 > 0 && outcomes.1 > 0, "both sides of the commit point must be exercised: {outcomes:?}");
+    eprintln!(
+        "crash outcomes: {} pre-merge, {} post-merge",
+        outcomes.0, outcomes.1
+    );
+    assert!(
+        outcomes.0 > 0 && outcomes.1 > 0,
+        "both sides of the commit point must be exercised: {outcomes:?}"
+    );
 }

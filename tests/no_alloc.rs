@@ -47,9 +47,28 @@ fn warm_search_allocates_nothing() {
     let path = tmp.path().join("b.fbin");
     ssdann::layout::dataset::write_bin(&path, n, d, &base).unwrap();
     let dir = tmp.path().join("idx");
-    build_index(&path, &dir, &BuildParams { max_degree: 24, build_l: 40, pq_bytes: Some(16), threads: Some(1), ..Default::default() }, &NoProgress).unwrap();
+    build_index(
+        &path,
+        &dir,
+        &BuildParams {
+            max_degree: 24,
+            build_l: 40,
+            pq_bytes: Some(16),
+            threads: Some(1),
+            ..Default::default()
+        },
+        &NoProgress,
+    )
+    .unwrap();
     for cache in [0, 200] {
-        let idx = Index::open(&dir, OpenOptions { cache_nodes: cache, ..Default::default() }).unwrap();
+        let idx = Index::open(
+            &dir,
+            OpenOptions {
+                cache_nodes: cache,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let p = SearchParams { l: 40, w: 4 };
         let mut out = Vec::with_capacity(10);
         // warm the context (largest L first so no buffer grows later)
@@ -65,6 +84,10 @@ fn warm_search_allocates_nothing() {
         }
         COUNTING.store(false, Ordering::Relaxed);
         assert_eq!(found, nq * 10);
-        assert_eq!(ALLOCS.load(Ordering::Relaxed), 0, "heap allocations on the warm search path (cache {cache})");
+        assert_eq!(
+            ALLOCS.load(Ordering::Relaxed),
+            0,
+            "heap allocations on the warm search path (cache {cache})"
+        );
     }
 }

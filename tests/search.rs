@@ -6,7 +6,9 @@ mod common;
 
 use common::{recall_at_k, set_10k};
 use ssdann::engine::{Index, IoBackend, OpenOptions, SearchParams};
-use ssdann::{build_index, BuildParams, EngineError, GroundTruth, LayoutError, NoProgress, VectorFile};
+use ssdann::{
+    build_index, BuildParams, EngineError, GroundTruth, LayoutError, NoProgress, VectorFile,
+};
 use std::sync::OnceLock;
 
 /// One 10K index shared by the tests of this file (built once: R=64, L=100, α=1.2, M=48).
@@ -16,7 +18,14 @@ fn index_dir() -> &'static std::path::Path {
         let set = set_10k();
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("idx");
-        let p = BuildParams { max_degree: 64, build_l: 100, alpha: 1.2, pq_bytes: Some(48), threads: Some(2), ..Default::default() };
+        let p = BuildParams {
+            max_degree: 64,
+            build_l: 100,
+            alpha: 1.2,
+            pq_bytes: Some(48),
+            threads: Some(2),
+            ..Default::default()
+        };
         build_index(&set.base, &dir, &p, &NoProgress).unwrap();
         (tmp, dir)
     })
@@ -39,27 +48,56 @@ fn queries_and_gt() -> (Vec<f32>, usize, GroundTruth) {
     let q = VectorFile::open(&set.queries).unwrap();
     let gt = GroundTruth::read(&set.gt).unwrap();
     let nq = q.len().min(gt.nq).min(2000);
-    (q.contiguous::<f32>().unwrap()[..nq * q.dim()].to_vec(), nq, gt)
+    (
+        q.contiguous::<f32>().unwrap()[..nq * q.dim()].to_vec(),
+        nq,
+        gt,
+    )
 }
 
 #[test]
 fn io_uring_beam_search_reaches_095_and_pread_returns_the_same_ids() {
     let (q, nq, gt) = queries_and_gt();
-    let uring = Index::open(index_dir(), OpenOptions { io: IoBackend::IoUring, ..Default::default() }).unwrap();
-    let pread = Index::open(index_dir(), OpenOptions { io: IoBackend::Pread, ..Default::default() }).unwrap();
+    let uring = Index::open(
+        index_dir(),
+        OpenOptions {
+            io: IoBackend::IoUring,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let pread = Index::open(
+        index_dir(),
+        OpenOptions {
+            io: IoBackend::Pread,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_eq!(pread.io_backend_name(), "pread");
-    eprintln!("backend: {}, O_DIRECT: {}", uring.io_backend_name(), uring.direct_io());
+    eprintln!(
+        "backend: {}, O_DIRECT: {}",
+        uring.io_backend_name(),
+        uring.direct_io()
+    );
     let params = SearchParams { l: 100, w: 4 };
     let a = uring.batch_search(&q, 10, &params, Some(2)).unwrap();
     let b = pread.batch_search(&q, 10, &params, Some(1)).unwrap();
-    let ids = |r: &[(Vec<ssdann::engine::Neighbor>, ssdann::engine::SearchStats)]| -> Vec<Vec<u32>> { r.iter().map(|(n, _)| n.iter().map(|x| x.id as u32).collect()).collect() };
+    let ids =
+        |r: &[(Vec<ssdann::engine::Neighbor>, ssdann::engine::SearchStats)]| -> Vec<Vec<u32>> {
+            r.iter()
+                .map(|(n, _)| n.iter().map(|x| x.id as u32).collect())
+                .collect()
+        };
     let (ia, ib) = (ids(&a), ids(&b));
     assert_eq!(ia, ib, "io_uring and pread disagree");
     let recall = recall_at_k(&ia, &gt, 10);
     let reads = a.iter().map(|r| f64::from(r.1.sector_reads)).sum::<f64>() / nq as f64;
     eprintln!("disk beam search recall@10 at L=100, W=4: {recall:.4}, {reads:.1} reads/query");
     assert!(recall >= 0.95, "recall@10 {recall} < 0.95");
-    assert!(a.iter().all(|r| r.1.sector_reads > 0 && r.1.hops > 0 && r.1.cache_hits == 0));
+    assert!(a
+        .iter()
+        .all(|r| r.1.sector_reads > 0 && r.1.hops > 0 && r.1.cache_hits == 0));
     // distances are exact squared L2 and sorted
     let base = VectorFile::open(&set_10k().base).unwrap();
     let bv = base.contiguous::<f32>().unwrap();
@@ -69,8 +107,15 @@ fn io_uring_beam_search_reaches_095_and_pread_returns_the_same_ids() {
             assert!(w[0].distance <= w[1].distance);
         }
         let h = hits[0];
-        let exact = ssdann::layout::distance::scalar::l2_sq_f32(&q[qi * d..(qi + 1) * d], &bv[h.id as usize * d..(h.id as usize + 1) * d]);
-        assert!((exact - h.distance).abs() < 1e-4, "distance {} vs exact {exact}", h.distance);
+        let exact = ssdann::layout::distance::scalar::l2_sq_f32(
+            &q[qi * d..(qi + 1) * d],
+            &bv[h.id as usize * d..(h.id as usize + 1) * d],
+        );
+        assert!(
+            (exact - h.distance).abs() < 1e-4,
+            "distance {} vs exact {exact}",
+            h.distance
+        );
     }
 }
 
@@ -81,8 +126,23 @@ fn node_cache_counts_hits_and_keeps_results() {
     // Without sector reuse a cache hit and a read expand the same nodes, so the walk is the
     // same; only the co-located nodes' free exact distances (no block is read for a cached
     // node) may change the tail of a result list.
-    let plain = Index::open(index_dir(), OpenOptions { sector_reuse: false, ..Default::default() }).unwrap();
-    let cached = Index::open(index_dir(), OpenOptions { cache_nodes: 100, sector_reuse: false, ..Default::default() }).unwrap();
+    let plain = Index::open(
+        index_dir(),
+        OpenOptions {
+            sector_reuse: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let cached = Index::open(
+        index_dir(),
+        OpenOptions {
+            cache_nodes: 100,
+            sector_reuse: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_eq!(cached.cached_nodes(), 100);
     let p = SearchParams { l: 50, w: 4 };
     let a = plain.batch_search(q, 10, &p, Some(1)).unwrap();
@@ -92,7 +152,10 @@ fn node_cache_counts_hits_and_keeps_results() {
     let mut same = 0;
     for (x, y) in a.iter().zip(&b) {
         assert_eq!(x.0[0].id, y.0[0].id, "nearest neighbour differs");
-        same += x.0.iter().filter(|n| y.0.iter().any(|m| m.id == n.id)).count();
+        same +=
+            x.0.iter()
+                .filter(|n| y.0.iter().any(|m| m.id == n.id))
+                .count();
         assert!(y.1.sector_reads <= x.1.sector_reads);
         assert_eq!(x.1.nodes_expanded, y.1.nodes_expanded);
     }
@@ -114,9 +177,21 @@ fn bad_queries_are_errors_not_panics() {
     assert_eq!(field(idx.search(&nan, 10, &p)), "query");
     assert_eq!(field(idx.search(&q, 0, &p)), "k");
     assert_eq!(field(idx.search(&q, 30, &p)), "L");
-    assert_eq!(field(idx.search(&q, 10, &SearchParams { l: 20, w: 0 })), "W");
-    assert_eq!(field(idx.search(&q, 10, &SearchParams { l: 20, w: 17 })), "W");
-    assert!(matches!(idx.batch_search(&q[..100], 10, &p, Some(1)), Err(EngineError::InvalidQuery { field: "queries", .. })));
+    assert_eq!(
+        field(idx.search(&q, 10, &SearchParams { l: 20, w: 0 })),
+        "W"
+    );
+    assert_eq!(
+        field(idx.search(&q, 10, &SearchParams { l: 20, w: 17 })),
+        "W"
+    );
+    assert!(matches!(
+        idx.batch_search(&q[..100], 10, &p, Some(1)),
+        Err(EngineError::InvalidQuery {
+            field: "queries",
+            ..
+        })
+    ));
     assert_eq!(idx.search(&q, 10, &p).unwrap().len(), 10);
 }
 
@@ -137,15 +212,26 @@ fn verify_reads_turns_a_flipped_byte_into_an_error() {
     let off = layout.block_offset_bytes(block) as usize + layout.offset_in_block(entry) + 5;
     bytes[off] ^= 0x01;
     std::fs::write(&path, &bytes).unwrap();
-    let checked = Index::open(&dir, OpenOptions { verify_reads: true, ..Default::default() }).unwrap();
+    let checked = Index::open(
+        &dir,
+        OpenOptions {
+            verify_reads: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     match checked.search(q0, 10, &SearchParams { l: 20, w: 4 }) {
-        Err(EngineError::Layout(LayoutError::ChecksumMismatch { what, .. })) => assert!(what.contains(&format!("sector {sector}")), "{what}"),
+        Err(EngineError::Layout(LayoutError::ChecksumMismatch { what, .. })) => {
+            assert!(what.contains(&format!("sector {sector}")), "{what}")
+        }
         other => panic!("expected a checksum error, got {other:?}"),
     }
     // without verify_reads the flip goes unnoticed (a silent wrong distance is possible) —
     // which is exactly why the flag exists; the search itself must not panic.
     let unchecked = Index::open(&dir, OpenOptions::default()).unwrap();
-    assert!(unchecked.search(q0, 10, &SearchParams { l: 20, w: 4 }).is_ok());
+    assert!(unchecked
+        .search(q0, 10, &SearchParams { l: 20, w: 4 })
+        .is_ok());
 }
 
 #[test]
@@ -153,15 +239,24 @@ fn open_rejects_inconsistent_or_truncated_files() {
     let (tmp, dir) = copy_of_index();
     // PQ codes of another n
     ssdann::layout::pq::write_codes(&dir.join("pq_codes.bin"), 10, 48, &[0u8; 480]).unwrap();
-    assert!(matches!(Index::open(&dir, OpenOptions::default()), Err(EngineError::Inconsistent { .. })));
+    assert!(matches!(
+        Index::open(&dir, OpenOptions::default()),
+        Err(EngineError::Inconsistent { .. })
+    ));
     std::fs::copy(index_dir().join("pq_codes.bin"), dir.join("pq_codes.bin")).unwrap();
     // a truncated sector file
     let path = dir.join("index.ssd");
     let len = std::fs::metadata(&path).unwrap().len();
     let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     f.set_len(len - 4096).unwrap();
-    assert!(matches!(Index::open(&dir, OpenOptions::default()), Err(EngineError::Layout(LayoutError::SizeMismatch { .. }))));
-    assert!(matches!(Index::open(&tmp.path().join("nope"), OpenOptions::default()), Err(EngineError::Io { .. })));
+    assert!(matches!(
+        Index::open(&dir, OpenOptions::default()),
+        Err(EngineError::Layout(LayoutError::SizeMismatch { .. }))
+    ));
+    assert!(matches!(
+        Index::open(&tmp.path().join("nope"), OpenOptions::default()),
+        Err(EngineError::Io { .. })
+    ));
 }
 
 /// Cosine and inner-product indexes: results match brute force under that metric.
@@ -179,7 +274,14 @@ fn cosine_and_inner_product_indexes_rank_by_their_metric() {
     ssdann::layout::dataset::write_bin(&path, n, d, &base).unwrap();
     for metric in [ssdann::Metric::Cosine, ssdann::Metric::InnerProduct] {
         let dir = tmp.path().join(metric.name());
-        let p = BuildParams { metric, max_degree: 32, build_l: 64, pq_bytes: Some(12), threads: Some(2), ..Default::default() };
+        let p = BuildParams {
+            metric,
+            max_degree: 32,
+            build_l: 64,
+            pq_bytes: Some(12),
+            threads: Some(2),
+            ..Default::default()
+        };
         build_index(&path, &dir, &p, &NoProgress).unwrap();
         let idx = Index::open(&dir, OpenOptions::default()).unwrap();
         assert_eq!(idx.metric(), metric);
@@ -194,7 +296,9 @@ fn cosine_and_inner_product_indexes_rank_by_their_metric() {
                 .map(|(i, x)| {
                     let dot: f32 = q.iter().zip(x).map(|(a, b)| a * b).sum();
                     let dist = match metric {
-                        ssdann::Metric::Cosine => 1.0 - dot / (qn * x.iter().map(|v| v * v).sum::<f32>().sqrt()),
+                        ssdann::Metric::Cosine => {
+                            1.0 - dot / (qn * x.iter().map(|v| v * v).sum::<f32>().sqrt())
+                        }
                         _ => -dot,
                     };
                     (dist, i as u64)
@@ -206,7 +310,11 @@ fn cosine_and_inner_product_indexes_rank_by_their_metric() {
             // reported distances are the metric's own
             let best = got[0];
             let expect = all.iter().find(|e| e.1 == best.id).unwrap().0;
-            assert!((best.distance - expect).abs() < 1e-3, "{metric}: reported {} vs {expect}", best.distance);
+            assert!(
+                (best.distance - expect).abs() < 1e-3,
+                "{metric}: reported {} vs {expect}",
+                best.distance
+            );
         }
         let recall = hits as f64 / (nq * 10) as f64;
         eprintln!("{metric}: recall@10 {recall:.3}");

@@ -14,12 +14,28 @@ fn build(dir: &Path) -> (Vec<f32>, Vec<f32>) {
     let base = &all[..3000 * D];
     let path = dir.join("b.fbin");
     ssdann::layout::dataset::write_bin(&path, 3000, D, base).unwrap();
-    build_index(&path, &dir.join("idx"), &BuildParams { max_degree: 24, build_l: 48, pq_bytes: Some(8), threads: Some(2), ..Default::default() }, &NoProgress).unwrap();
+    build_index(
+        &path,
+        &dir.join("idx"),
+        &BuildParams {
+            max_degree: 24,
+            build_l: 48,
+            pq_bytes: Some(8),
+            threads: Some(2),
+            ..Default::default()
+        },
+        &NoProgress,
+    )
+    .unwrap();
     (all, queries)
 }
 
 fn ids(idx: &Index, q: &[f32], k: usize) -> Vec<u64> {
-    idx.search(q, k, &SearchParams { l: 48, w: 4 }).unwrap().iter().map(|n| n.id).collect()
+    idx.search(q, k, &SearchParams { l: 48, w: 4 })
+        .unwrap()
+        .iter()
+        .map(|n| n.id)
+        .collect()
 }
 
 #[test]
@@ -36,19 +52,27 @@ fn deletes_are_never_returned_inserts_are_found_and_replay_restores_both() {
         assert!(!ids(&idx, q, 10).contains(&l), "deleted label {l} returned");
     }
     // insert 1000 new points (rows 3000..4000) under labels 10_000..
-    let items: Vec<(u64, &[f32])> = (0..1000).map(|i| (10_000 + i as u64, &all[(3000 + i) * D..(3001 + i) * D])).collect();
+    let items: Vec<(u64, &[f32])> = (0..1000)
+        .map(|i| (10_000 + i as u64, &all[(3000 + i) * D..(3001 + i) * D]))
+        .collect();
     idx.insert_batch(&items).unwrap();
     let mut found = 0;
     for i in (0..1000).step_by(10) {
         let q = &all[(3000 + i) * D..(3001 + i) * D];
         found += usize::from(ids(&idx, q, 1)[0] == 10_000 + i as u64);
     }
-    assert!(found >= 98, "only {found}/100 inserted points found themselves");
+    assert!(
+        found >= 98,
+        "only {found}/100 inserted points found themselves"
+    );
     // replace: label 5 moves to the vector of row 3999
     let moved = &all[3999 * D..4000 * D];
     idx.insert(5, moved).unwrap();
     let top = idx.search(moved, 2, &SearchParams { l: 48, w: 4 }).unwrap();
-    assert!(top.iter().any(|n| n.id == 5 && n.distance < 1e-6), "{top:?}");
+    assert!(
+        top.iter().any(|n| n.id == 5 && n.distance < 1e-6),
+        "{top:?}"
+    );
     assert_eq!(idx.pending(), (1001, 301, 1301));
     assert_eq!(idx.live_count(), 3000 - 300 + 1000);
     let before: Vec<Vec<u64>> = queries.chunks_exact(D).map(|q| ids(&idx, q, 10)).collect();
@@ -60,12 +84,33 @@ fn deletes_are_never_returned_inserts_are_found_and_replay_restores_both() {
     let after: Vec<Vec<u64>> = queries.chunks_exact(D).map(|q| ids(&idx, q, 10)).collect();
     assert_eq!(before, after);
     // bad updates are errors and log nothing
-    assert!(matches!(idx.delete(10), Err(EngineError::InvalidQuery { field: "label", .. })), "10 is already deleted");
-    assert!(matches!(idx.delete(999_999), Err(EngineError::InvalidQuery { field: "label", .. })));
-    assert!(matches!(idx.insert(1, &[0.0; 5]), Err(EngineError::InvalidQuery { field: "vector dimension", .. })));
+    assert!(
+        matches!(
+            idx.delete(10),
+            Err(EngineError::InvalidQuery { field: "label", .. })
+        ),
+        "10 is already deleted"
+    );
+    assert!(matches!(
+        idx.delete(999_999),
+        Err(EngineError::InvalidQuery { field: "label", .. })
+    ));
+    assert!(matches!(
+        idx.insert(1, &[0.0; 5]),
+        Err(EngineError::InvalidQuery {
+            field: "vector dimension",
+            ..
+        })
+    ));
     let mut nan = moved.to_vec();
     nan[3] = f32::NAN;
-    assert!(matches!(idx.insert(1, &nan), Err(EngineError::InvalidQuery { field: "vector", .. })));
+    assert!(matches!(
+        idx.insert(1, &nan),
+        Err(EngineError::InvalidQuery {
+            field: "vector",
+            ..
+        })
+    ));
     assert_eq!(idx.pending().2, 1301);
 }
 
@@ -75,9 +120,20 @@ fn every_sync_mode_survives_a_reopen() {
         let tmp = tempfile::tempdir().unwrap();
         let (all, _) = build(tmp.path());
         let dir = tmp.path().join("idx");
-        let idx = Index::open(&dir, OpenOptions { sync: mode, ..Default::default() }).unwrap();
+        let idx = Index::open(
+            &dir,
+            OpenOptions {
+                sync: mode,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         for i in 0..20 {
-            idx.insert(50_000 + i, &all[(3000 + i as usize) * D..(3001 + i as usize) * D]).unwrap();
+            idx.insert(
+                50_000 + i,
+                &all[(3000 + i as usize) * D..(3001 + i as usize) * D],
+            )
+            .unwrap();
         }
         idx.delete(7).unwrap();
         drop(idx);
@@ -93,7 +149,11 @@ fn a_corrupt_wal_record_in_the_middle_fails_open_naming_its_offset() {
     let dir = tmp.path().join("idx");
     let idx = Index::open(&dir, OpenOptions::default()).unwrap();
     for i in 0..3 {
-        idx.insert(60_000 + i, &all[(3000 + i as usize) * D..(3001 + i as usize) * D]).unwrap();
+        idx.insert(
+            60_000 + i,
+            &all[(3000 + i as usize) * D..(3001 + i as usize) * D],
+        )
+        .unwrap();
     }
     drop(idx);
     let wal = dir.join("wal.log");
@@ -104,7 +164,11 @@ fn a_corrupt_wal_record_in_the_middle_fails_open_naming_its_offset() {
     match Index::open(&dir, OpenOptions::default()) {
         Err(e) => {
             let m = e.to_string();
-            assert!(m.contains(&format!("WAL record at byte offset {}", 32 + rec)) && m.contains("checksum mismatch"), "{m}");
+            assert!(
+                m.contains(&format!("WAL record at byte offset {}", 32 + rec))
+                    && m.contains("checksum mismatch"),
+                "{m}"
+            );
         }
         Ok(_) => panic!("a corrupt acknowledged record was skipped"),
     }
@@ -121,7 +185,8 @@ fn a_corrupt_wal_record_in_the_middle_fails_open_naming_its_offset() {
 fn searches_run_during_updates_and_never_see_a_deleted_point() {
     let tmp = tempfile::tempdir().unwrap();
     let (all, _) = build(tmp.path());
-    let idx = std::sync::Arc::new(Index::open(&tmp.path().join("idx"), OpenOptions::default()).unwrap());
+    let idx =
+        std::sync::Arc::new(Index::open(&tmp.path().join("idx"), OpenOptions::default()).unwrap());
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let deleted = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
     let mut searchers = Vec::new();
@@ -133,8 +198,17 @@ fn searches_run_during_updates_and_never_see_a_deleted_point() {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 20_000 {
                 let label = (i * 13) % 3000;
                 let snapshot: std::collections::HashSet<u64> = deleted.lock().unwrap().clone();
-                let got = idx.search(&all[label * D..(label + 1) * D], 10, &SearchParams { l: 32, w: 4 }).unwrap();
-                assert!(got.iter().all(|h| !snapshot.contains(&h.id)), "a point deleted before the search was returned");
+                let got = idx
+                    .search(
+                        &all[label * D..(label + 1) * D],
+                        10,
+                        &SearchParams { l: 32, w: 4 },
+                    )
+                    .unwrap();
+                assert!(
+                    got.iter().all(|h| !snapshot.contains(&h.id)),
+                    "a point deleted before the search was returned"
+                );
                 assert_eq!(got.len(), 10);
                 n += 1;
                 i += 1;
@@ -147,7 +221,8 @@ fn searches_run_during_updates_and_never_see_a_deleted_point() {
         idx.delete(l).unwrap();
         deleted.lock().unwrap().insert(l);
         let row = 3000 + (i as usize % 1000);
-        idx.insert(100_000 + i, &all[row * D..(row + 1) * D]).unwrap();
+        idx.insert(100_000 + i, &all[row * D..(row + 1) * D])
+            .unwrap();
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let total: usize = searchers.into_iter().map(|h| h.join().unwrap()).sum();

@@ -70,14 +70,27 @@ impl std::str::FromStr for GraphPrecision {
         match s {
             "f16" => Ok(GraphPrecision::F16),
             "f32" => Ok(GraphPrecision::F32),
-            o => Err(format!("unknown graph precision {o:?} (expected f16 or f32)")),
+            o => Err(format!(
+                "unknown graph precision {o:?} (expected f16 or f32)"
+            )),
         }
     }
 }
 
 impl Default for BuildParams {
     fn default() -> Self {
-        BuildParams { metric: Metric::L2, max_degree: 64, build_l: 100, alpha: 1.2, pq_bytes: None, threads: None, force: false, seed: 0x0055_da22, reorder: true, graph_precision: GraphPrecision::F16 }
+        BuildParams {
+            metric: Metric::L2,
+            max_degree: 64,
+            build_l: 100,
+            alpha: 1.2,
+            pq_bytes: None,
+            threads: None,
+            force: false,
+            seed: 0x0055_da22,
+            reorder: true,
+            graph_precision: GraphPrecision::F16,
+        }
     }
 }
 
@@ -113,20 +126,36 @@ impl BuildParams {
     /// finite, `--pq-bytes` zero or > d, zero threads.
     pub fn validate(&self, dim: usize) -> Result<()> {
         if self.max_degree == 0 || self.max_degree > ssdann_layout::sector::MAX_DEGREE {
-            return Err(BuildError::param("-R", self.max_degree, format!("must be in 1..={}", ssdann_layout::sector::MAX_DEGREE)));
+            return Err(BuildError::param(
+                "-R",
+                self.max_degree,
+                format!("must be in 1..={}", ssdann_layout::sector::MAX_DEGREE),
+            ));
         }
         if self.build_l == 0 {
             return Err(BuildError::param("-L", self.build_l, "must be at least 1"));
         }
         if self.build_l < self.max_degree {
-            return Err(BuildError::param("-L", self.build_l, format!("must be ≥ R ({})", self.max_degree)));
+            return Err(BuildError::param(
+                "-L",
+                self.build_l,
+                format!("must be ≥ R ({})", self.max_degree),
+            ));
         }
         if !(self.alpha.is_finite() && self.alpha >= 1.0) {
-            return Err(BuildError::param("--alpha", self.alpha, "must be a finite number ≥ 1"));
+            return Err(BuildError::param(
+                "--alpha",
+                self.alpha,
+                "must be a finite number ≥ 1",
+            ));
         }
         if let Some(m) = self.pq_bytes {
             if m == 0 || m > dim {
-                return Err(BuildError::param("--pq-bytes", m, format!("must be in 1..=d ({dim})")));
+                return Err(BuildError::param(
+                    "--pq-bytes",
+                    m,
+                    format!("must be in 1..=d ({dim})"),
+                ));
             }
         }
         if self.threads == Some(0) {
@@ -155,15 +184,44 @@ impl BuildParams {
 /// println!("{} points, PQ M = {}", report.n, report.pq_m);
 /// # Ok::<(), ssdann_builder::BuildError>(())
 /// ```
-pub fn build_index(data_path: &Path, out_dir: &Path, params: &BuildParams, progress: &dyn Progress) -> Result<BuildReport> {
+pub fn build_index(
+    data_path: &Path,
+    out_dir: &Path,
+    params: &BuildParams,
+    progress: &dyn Progress,
+) -> Result<BuildReport> {
     let file = VectorFile::open(data_path)?;
     let pool = prepare(params, file.dim(), out_dir)?;
     let src = file.path();
     let release = || file.release_pages();
     pool.install(|| match file.element_type() {
-        ElementType::F32 => build_typed::<f32>(src, file.contiguous::<f32>()?, file.dim(), &release, out_dir, params, progress),
-        ElementType::U8 => build_typed::<u8>(src, file.contiguous::<u8>()?, file.dim(), &release, out_dir, params, progress),
-        ElementType::I8 => build_typed::<i8>(src, file.contiguous::<i8>()?, file.dim(), &release, out_dir, params, progress),
+        ElementType::F32 => build_typed::<f32>(
+            src,
+            file.contiguous::<f32>()?,
+            file.dim(),
+            &release,
+            out_dir,
+            params,
+            progress,
+        ),
+        ElementType::U8 => build_typed::<u8>(
+            src,
+            file.contiguous::<u8>()?,
+            file.dim(),
+            &release,
+            out_dir,
+            params,
+            progress,
+        ),
+        ElementType::I8 => build_typed::<i8>(
+            src,
+            file.contiguous::<i8>()?,
+            file.dim(),
+            &release,
+            out_dir,
+            params,
+            progress,
+        ),
     })
 }
 
@@ -172,13 +230,16 @@ pub fn build_index(data_path: &Path, out_dir: &Path, params: &BuildParams, progr
 fn prepare(params: &BuildParams, dim: usize, out_dir: &Path) -> Result<rayon::ThreadPool> {
     params.validate(dim)?;
     if out_dir.exists() && !params.force {
-        return Err(BuildError::OutputExists { path: out_dir.into() });
+        return Err(BuildError::OutputExists {
+            path: out_dir.into(),
+        });
     }
     let mut pool = rayon::ThreadPoolBuilder::new();
     if let Some(t) = params.threads {
         pool = pool.num_threads(t);
     }
-    pool.build().map_err(|e| BuildError::param("--threads", params.threads.unwrap_or(0), e.to_string()))
+    pool.build()
+        .map_err(|e| BuildError::param("--threads", params.threads.unwrap_or(0), e.to_string()))
 }
 
 /// Builds an index from vectors already in memory: `data` is n × d row-major (`dim` = d).
@@ -187,25 +248,62 @@ fn prepare(params: &BuildParams, dim: usize, out_dir: &Path) -> Result<rayon::Th
 /// # Errors
 /// [`BuildError::InvalidParameter`] when `dim` is 0 or `data` is empty or not a multiple of
 /// `dim`, and every error of [`build_index`] after loading.
-pub fn build_from_vectors<T: Element>(data: &[T], dim: usize, out_dir: &Path, params: &BuildParams, progress: &dyn Progress) -> Result<BuildReport> {
+pub fn build_from_vectors<T: Element>(
+    data: &[T],
+    dim: usize,
+    out_dir: &Path,
+    params: &BuildParams,
+    progress: &dyn Progress,
+) -> Result<BuildReport> {
     if dim == 0 || dim > ssdann_layout::dataset::MAX_DIM {
-        return Err(BuildError::param("d", dim, "dimension must be in 1..=65536"));
+        return Err(BuildError::param(
+            "d",
+            dim,
+            "dimension must be in 1..=65536",
+        ));
     }
     if data.is_empty() || !data.len().is_multiple_of(dim) {
-        return Err(BuildError::param("data", format!("{} values", data.len()), format!("must be a non-empty n × d array with d = {dim}")));
+        return Err(BuildError::param(
+            "data",
+            format!("{} values", data.len()),
+            format!("must be a non-empty n × d array with d = {dim}"),
+        ));
     }
     if data.len() / dim >= u32::MAX as usize {
-        return Err(BuildError::param("n", data.len() / dim, "at most 2^32 - 2 points"));
+        return Err(BuildError::param(
+            "n",
+            data.len() / dim,
+            "at most 2^32 - 2 points",
+        ));
     }
     let pool = prepare(params, dim, out_dir)?;
-    pool.install(|| build_typed::<T>(Path::new("<in-memory array>"), Cow::Borrowed(data), dim, &|| {}, out_dir, params, progress))
+    pool.install(|| {
+        build_typed::<T>(
+            Path::new("<in-memory array>"),
+            Cow::Borrowed(data),
+            dim,
+            &|| {},
+            out_dir,
+            params,
+            progress,
+        )
+    })
 }
 
 fn check_finite_parallel(src: &Path, data: &[f32], dim: usize) -> Result<()> {
-    let bad = data.par_chunks(dim).enumerate().find_first(|(_, row)| row.iter().any(|x| !x.is_finite()));
+    let bad = data
+        .par_chunks(dim)
+        .enumerate()
+        .find_first(|(_, row)| row.iter().any(|x| !x.is_finite()));
     if let Some((row, vals)) = bad {
         let col = vals.iter().position(|x| !x.is_finite()).unwrap_or(0);
-        return Err(ssdann_layout::LayoutError::NonFinite { path: src.into(), row: row as u64, column: col as u32, value: vals[col] }.into());
+        return Err(ssdann_layout::LayoutError::NonFinite {
+            path: src.into(),
+            row: row as u64,
+            column: col as u32,
+            value: vals[col],
+        }
+        .into());
     }
     Ok(())
 }
@@ -215,10 +313,18 @@ enum GraphSpace {
     /// The input itself (u8/i8 data under L2/cosine, or f32 with `--graph-precision f32`).
     Input,
     /// An f16 copy, d' columns, ranked by `metric`.
-    F16 { vectors: Vec<half::f16>, dim: usize, metric: Metric },
+    F16 {
+        vectors: Vec<half::f16>,
+        dim: usize,
+        metric: Metric,
+    },
     /// An f32 copy, d' columns, ranked by `metric` (inner product on integer data, or f32
     /// precision asked for).
-    F32 { vectors: Vec<f32>, dim: usize, metric: Metric },
+    F32 {
+        vectors: Vec<f32>,
+        dim: usize,
+        metric: Metric,
+    },
 }
 
 impl GraphSpace {
@@ -230,35 +336,65 @@ impl GraphSpace {
     ///   largest norm, so that `‖[q, 0] − x'‖² = ‖q‖² + M² − 2 q·x` ranks exactly as `−q·x`
     ///   and RobustPrune's α rule works on a true metric. The stored vectors, the PQ codes
     ///   and the search stay in the original space.
-    fn new<T: Element>(data: &[T], dim: usize, params: &BuildParams, release_input: &(dyn Fn() + Sync)) -> GraphSpace {
+    fn new<T: Element>(
+        data: &[T],
+        dim: usize,
+        params: &BuildParams,
+        release_input: &(dyn Fn() + Sync),
+    ) -> GraphSpace {
         let half = T::TYPE == ElementType::F32 && params.graph_precision == GraphPrecision::F16;
         if params.metric == Metric::InnerProduct {
-            let norms: Vec<f32> = data.par_chunks(dim).map(|r| r.iter().map(|v| v.to_f32() * v.to_f32()).sum()).collect();
+            let norms: Vec<f32> = data
+                .par_chunks(dim)
+                .map(|r| r.iter().map(|v| v.to_f32() * v.to_f32()).sum())
+                .collect();
             let max = norms.iter().copied().fold(0.0f32, f32::max);
             let d1 = dim + 1;
             let augmented = |out: &mut [f32], row: &[T], norm: f32| {
-                out[..dim].iter_mut().zip(row).for_each(|(o, v)| *o = v.to_f32());
+                out[..dim]
+                    .iter_mut()
+                    .zip(row)
+                    .for_each(|(o, v)| *o = v.to_f32());
                 out[dim] = (max - norm).max(0.0).sqrt();
             };
             let mut f = vec![0f32; data.len() / dim * d1];
-            f.par_chunks_mut(d1).zip(data.par_chunks(dim)).zip(norms.par_iter()).for_each(|((o, r), &nm)| augmented(o, r, nm));
+            f.par_chunks_mut(d1)
+                .zip(data.par_chunks(dim))
+                .zip(norms.par_iter())
+                .for_each(|((o, r), &nm)| augmented(o, r, nm));
             release_input();
             return if half {
                 let mut h = vec![half::f16::ZERO; f.len()];
-                h.par_chunks_mut(d1 * 1024).zip(f.par_chunks(d1 * 1024)).for_each(|(d, s)| ssdann_layout::distance::f32_to_f16(s, d));
-                GraphSpace::F16 { vectors: h, dim: d1, metric: Metric::L2 }
+                h.par_chunks_mut(d1 * 1024)
+                    .zip(f.par_chunks(d1 * 1024))
+                    .for_each(|(d, s)| ssdann_layout::distance::f32_to_f16(s, d));
+                GraphSpace::F16 {
+                    vectors: h,
+                    dim: d1,
+                    metric: Metric::L2,
+                }
             } else {
-                GraphSpace::F32 { vectors: f, dim: d1, metric: Metric::L2 }
+                GraphSpace::F32 {
+                    vectors: f,
+                    dim: d1,
+                    metric: Metric::L2,
+                }
             };
         }
         if half {
             let src = bytemuck::cast_slice::<T, f32>(data);
             let mut h = vec![half::f16::ZERO; src.len()];
-            h.par_chunks_mut(dim * 1024).zip(src.par_chunks(dim * 1024)).for_each(|(d, s)| ssdann_layout::distance::f32_to_f16(s, d));
+            h.par_chunks_mut(dim * 1024)
+                .zip(src.par_chunks(dim * 1024))
+                .for_each(|(d, s)| ssdann_layout::distance::f32_to_f16(s, d));
             // The graph phase reads only the copy: let the file's pages leave the RSS until
             // the writer streams them again.
             release_input();
-            return GraphSpace::F16 { vectors: h, dim, metric: params.metric };
+            return GraphSpace::F16 {
+                vectors: h,
+                dim,
+                metric: params.metric,
+            };
         }
         GraphSpace::Input
     }
@@ -278,7 +414,9 @@ fn temp_dir_for(out_dir: &Path) -> Result<PathBuf> {
 }
 
 fn fsync_dir(path: &Path) -> Result<()> {
-    std::fs::File::open(path).and_then(|f| f.sync_all()).map_err(|e| BuildError::io(path, e))
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| BuildError::io(path, e))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -296,14 +434,19 @@ fn build_typed<T: Element>(
     let t = Instant::now();
     progress.start(Phase::Load, n as u64);
     if params.metric == Metric::Cosine && T::TYPE != ElementType::F32 {
-        return Err(BuildError::param("--metric", "cosine", format!("cosine needs f32 data; {} holds {}", src.display(), T::TYPE)));
+        return Err(BuildError::param(
+            "--metric",
+            "cosine",
+            format!("cosine needs f32 data; {} holds {}", src.display(), T::TYPE),
+        ));
     }
     // Check NaN/inf in parallel (an error names the row), and normalize a
     // copy for cosine; otherwise the build reads the file mapping in place.
     let data: Cow<'_, [T]> = if params.metric == Metric::Cosine {
         let mut v: Vec<f32> = bytemuck::cast_slice::<T, f32>(&raw).to_vec();
         check_finite_parallel(src, &v, dim)?;
-        v.par_chunks_mut(dim).for_each(ssdann_layout::distance::normalize);
+        v.par_chunks_mut(dim)
+            .for_each(ssdann_layout::distance::normalize);
         drop(raw);
         Cow::Owned(bytemuck::cast_slice::<f32, T>(&v).to_vec())
     } else {
@@ -317,7 +460,9 @@ fn build_typed<T: Element>(
     progress.finish();
     phases.push((Phase::Load, t.elapsed()));
 
-    let m = params.pq_bytes.unwrap_or_else(|| pq_train::default_pq_m(dim, T::TYPE.size_bytes()));
+    let m = params
+        .pq_bytes
+        .unwrap_or_else(|| pq_train::default_pq_m(dim, T::TYPE.size_bytes()));
     let t = Instant::now();
     let pq = pq_train::train_pq(data, dim, m, params.seed, progress);
     phases.push((Phase::PqTraining, t.elapsed()));
@@ -325,12 +470,26 @@ fn build_typed<T: Element>(
     let codes = pq_train::encode_all(&pq, data, dim, progress);
     phases.push((Phase::PqEncoding, t.elapsed()));
 
-    let vp = VamanaParams { max_degree: params.max_degree, build_l: params.build_l, alpha: params.alpha, seed: params.seed, ..Default::default() };
+    let vp = VamanaParams {
+        max_degree: params.max_degree,
+        build_l: params.build_l,
+        alpha: params.alpha,
+        seed: params.seed,
+        ..Default::default()
+    };
     let graph_space = GraphSpace::new(data, dim, params, release_input);
     let graph = match &graph_space {
         GraphSpace::Input => build_vamana(data, dim, params.metric, &vp, progress),
-        GraphSpace::F16 { vectors, dim: gd, metric } => build_vamana(vectors, *gd, *metric, &vp, progress),
-        GraphSpace::F32 { vectors, dim: gd, metric } => build_vamana(vectors, *gd, *metric, &vp, progress),
+        GraphSpace::F16 {
+            vectors,
+            dim: gd,
+            metric,
+        } => build_vamana(vectors, *gd, *metric, &vp, progress),
+        GraphSpace::F32 {
+            vectors,
+            dim: gd,
+            metric,
+        } => build_vamana(vectors, *gd, *metric, &vp, progress),
     };
     phases.push((Phase::VamanaPass1, graph.pass_times[0]));
     phases.push((Phase::VamanaPass2, graph.pass_times[1]));
@@ -341,9 +500,38 @@ fn build_typed<T: Element>(
         progress.start(Phase::Reorder, 1);
         let npb = layout.nodes_per_block;
         let p = match &graph_space {
-            GraphSpace::Input => crate::reorder::block_order(&graph.adjacency, graph.medoid, npb, data, dim, params.metric),
-            GraphSpace::F16 { vectors, dim: gd, metric } => crate::reorder::block_order(&graph.adjacency, graph.medoid, npb, vectors, *gd, *metric),
-            GraphSpace::F32 { vectors, dim: gd, metric } => crate::reorder::block_order(&graph.adjacency, graph.medoid, npb, vectors, *gd, *metric),
+            GraphSpace::Input => crate::reorder::block_order(
+                &graph.adjacency,
+                graph.medoid,
+                npb,
+                data,
+                dim,
+                params.metric,
+            ),
+            GraphSpace::F16 {
+                vectors,
+                dim: gd,
+                metric,
+            } => crate::reorder::block_order(
+                &graph.adjacency,
+                graph.medoid,
+                npb,
+                vectors,
+                *gd,
+                *metric,
+            ),
+            GraphSpace::F32 {
+                vectors,
+                dim: gd,
+                metric,
+            } => crate::reorder::block_order(
+                &graph.adjacency,
+                graph.medoid,
+                npb,
+                vectors,
+                *gd,
+                *metric,
+            ),
         };
         progress.advance(1);
         progress.finish();
@@ -353,12 +541,21 @@ fn build_typed<T: Element>(
     };
     drop(graph_space);
     let inv = crate::reorder::invert(&perm);
-    let adjacency: Vec<Vec<u32>> = perm.par_iter().map(|&old| graph.adjacency[old as usize].iter().map(|&v| inv[v as usize]).collect()).collect();
+    let adjacency: Vec<Vec<u32>> = perm
+        .par_iter()
+        .map(|&old| {
+            graph.adjacency[old as usize]
+                .iter()
+                .map(|&v| inv[v as usize])
+                .collect()
+        })
+        .collect();
     drop(graph.adjacency);
     let medoid_slot = inv[graph.medoid as usize];
     let mut slot_codes = vec![0u8; codes.len()];
     for (slot, &old) in perm.iter().enumerate() {
-        slot_codes[slot * m..(slot + 1) * m].copy_from_slice(&codes[old as usize * m..(old as usize + 1) * m]);
+        slot_codes[slot * m..(slot + 1) * m]
+            .copy_from_slice(&codes[old as usize * m..(old as usize + 1) * m]);
     }
     drop(codes);
     let labels: Vec<u64> = perm.iter().map(|&old| u64::from(old)).collect();
@@ -384,7 +581,14 @@ fn build_typed<T: Element>(
         std::fs::remove_dir_all(&tmp).map_err(|e| BuildError::io(&tmp, e))?;
     }
     std::fs::create_dir_all(&tmp).map_err(|e| BuildError::io(&tmp, e))?;
-    write_sector_file(&tmp.join(INDEX_FILE), &header, data, &adjacency, &perm, progress)?;
+    write_sector_file(
+        &tmp.join(INDEX_FILE),
+        &header,
+        data,
+        &adjacency,
+        &perm,
+        progress,
+    )?;
     pq.write(&tmp.join(PQ_PIVOTS_FILE))?;
     write_codes(&tmp.join(PQ_CODES_FILE), n, m, &slot_codes)?;
     ssdann_layout::labels::write_labels(&tmp.join(ssdann_layout::labels::LABELS_FILE), &labels)?;

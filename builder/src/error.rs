@@ -40,10 +40,17 @@ pub enum BuildError {
 impl BuildError {
     /// Wraps an I/O error with its path.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        BuildError::Io { path: path.into(), source }
+        BuildError::Io {
+            path: path.into(),
+            source,
+        }
     }
     /// Shorthand for [`BuildError::InvalidParameter`].
     pub fn param(field: &'static str, value: impl ToString, reason: impl Into<String>) -> Self {
-        BuildError::InvalidParameter { field, value: value.to_string(), reason: reason.into() }
+        BuildError::InvalidParameter {
+            field,
+            value: value.to_string(),
+            reason: reason.into(),
+        }
     }
 }

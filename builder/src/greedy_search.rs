@@ -42,7 +42,10 @@ pub struct VisitedSet {
 impl VisitedSet {
     /// A set for ids `0..n`.
     pub fn new(n: usize) -> Self {
-        VisitedSet { stamps: vec![0; n], current: 1 }
+        VisitedSet {
+            stamps: vec![0; n],
+            current: 1,
+        }
     }
     /// Forgets every id (O(1) except once every 2³² resets); grows to `n` ids if needed.
     pub fn reset(&mut self, n: usize) {
@@ -84,7 +87,10 @@ pub struct SearchScratch {
 impl SearchScratch {
     /// Scratch for graphs of up to `n` nodes.
     pub fn new(n: usize) -> Self {
-        SearchScratch { visited: VisitedSet::new(n), ..Default::default() }
+        SearchScratch {
+            visited: VisitedSet::new(n),
+            ..Default::default()
+        }
     }
 }
 
@@ -114,7 +120,9 @@ pub fn greedy_search<T: Vector, G: GraphView + ?Sized>(
     scratch.expanded.clear();
     let vec_of = |id: u32| &data[id as usize * dim..(id as usize + 1) * dim];
     scratch.visited.insert(start);
-    scratch.queue.insert(start, T::distance(metric, query, vec_of(start)));
+    scratch
+        .queue
+        .insert(start, T::distance(metric, query, vec_of(start)));
     while let Some(c) = scratch.queue.pop_unexpanded() {
         scratch.expanded.push((c.dist, c.id));
         graph.neighbors_into(c.id, &mut scratch.nbrs);
@@ -154,7 +162,12 @@ mod tests {
         // points 0..50 on a line, each linked to its two neighbours: greedy walks to the query.
         let data: Vec<f32> = (0..50).map(|i| i as f32).collect();
         let graph: Vec<Vec<u32>> = (0..50u32)
-            .map(|i| [i.checked_sub(1), (i + 1 < 50).then_some(i + 1)].into_iter().flatten().collect())
+            .map(|i| {
+                [i.checked_sub(1), (i + 1 < 50).then_some(i + 1)]
+                    .into_iter()
+                    .flatten()
+                    .collect()
+            })
             .collect();
         let mut s = SearchScratch::new(50);
         greedy_search(&data, 1, Metric::L2, &graph, 0, &[37.2f32], 3, &mut s);

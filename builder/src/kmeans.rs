@@ -15,12 +15,22 @@ pub const SEEDING_SAMPLE: usize = 8192;
 ///
 /// # Allocates
 /// `n` assignments, `k × w` sums (f64).
-pub fn kmeans_transposed<R: Rng>(data: &[f32], w: usize, k: usize, max_iters: usize, rng: &mut R) -> Vec<f32> {
+pub fn kmeans_transposed<R: Rng>(
+    data: &[f32],
+    w: usize,
+    k: usize,
+    max_iters: usize,
+    rng: &mut R,
+) -> Vec<f32> {
     let n = data.len() / w;
     assert!(n > 0 && w > 0 && k > 0, "kmeans needs data");
     let row = |i: usize| &data[i * w..(i + 1) * w];
     // k-means++ seeding on a subsample.
-    let sample: Vec<usize> = if n <= SEEDING_SAMPLE { (0..n).collect() } else { rand::seq::index::sample(rng, n, SEEDING_SAMPLE).into_vec() };
+    let sample: Vec<usize> = if n <= SEEDING_SAMPLE {
+        (0..n).collect()
+    } else {
+        rand::seq::index::sample(rng, n, SEEDING_SAMPLE).into_vec()
+    };
     let mut centers: Vec<f32> = Vec::with_capacity(k * w); // row-major k × w while seeding
     let first = sample[rng.gen_range(0..sample.len())];
     centers.extend_from_slice(row(first));
@@ -132,7 +142,8 @@ mod tests {
         }
         let ct = kmeans_transposed(&data, 2, 3, 20, &mut rng);
         for c in centers {
-            let found = (0..3).any(|k| (ct[k] - c[0]).abs() < 0.2 && (ct[3 + k] - c[1]).abs() < 0.2);
+            let found =
+                (0..3).any(|k| (ct[k] - c[0]).abs() < 0.2 && (ct[3 + k] - c[1]).abs() < 0.2);
             assert!(found, "center {c:?} not found in {ct:?}");
         }
         // fewer points than clusters still yields k finite centroids

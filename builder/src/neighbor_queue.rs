@@ -25,7 +25,11 @@ pub struct NeighborQueue {
 impl NeighborQueue {
     /// An empty list holding at most `capacity` candidates.
     pub fn new(capacity: usize) -> Self {
-        NeighborQueue { items: Vec::with_capacity(capacity + 1), capacity, cursor: 0 }
+        NeighborQueue {
+            items: Vec::with_capacity(capacity + 1),
+            capacity,
+            cursor: 0,
+        }
     }
 
     /// Empties the list and sets a new capacity (keeps the allocation).
@@ -62,7 +66,14 @@ impl NeighborQueue {
             }
         }
         let pos = self.items.partition_point(|c| (c.dist, c.id) < (dist, id));
-        self.items.insert(pos, Candidate { id, dist, expanded: false });
+        self.items.insert(
+            pos,
+            Candidate {
+                id,
+                dist,
+                expanded: false,
+            },
+        );
         if self.items.len() > self.capacity {
             self.items.pop();
         }
@@ -147,7 +158,10 @@ mod tests {
         assert!(q.insert(3, 3.0));
         assert!(!q.insert(4, 9.0));
         assert!(q.insert(5, 2.0));
-        assert_eq!(q.items().iter().map(|c| c.id).collect::<Vec<_>>(), vec![2, 5, 3]);
+        assert_eq!(
+            q.items().iter().map(|c| c.id).collect::<Vec<_>>(),
+            vec![2, 5, 3]
+        );
         assert_eq!(q.pop_unexpanded().map(|c| c.id), Some(2));
         assert!(q.insert(6, 0.5));
         assert_eq!(q.pop_unexpanded().map(|c| c.id), Some(6));
@@ -161,7 +175,10 @@ mod tests {
         assert!(!q.mark_expanded(7));
         assert!(!q.mark_expanded(99));
         assert!(!q.has_unexpanded());
-        assert_eq!(q.items().iter().map(|c| c.id).collect::<Vec<_>>(), vec![6, 2, 7]);
+        assert_eq!(
+            q.items().iter().map(|c| c.id).collect::<Vec<_>>(),
+            vec![6, 2, 7]
+        );
         assert!(q.pop_unexpanded().is_none());
     }
 }

@@ -29,16 +29,28 @@ pub fn default_pq_m(dim: usize, element_bytes: usize) -> usize {
 }
 
 /// Trains an M-subspace codebook on `data` (n × d row-major, any element type).
-pub fn train_pq<T: Element>(data: &[T], dim: usize, m: usize, seed: u64, progress: &dyn Progress) -> PqCodebook {
+pub fn train_pq<T: Element>(
+    data: &[T],
+    dim: usize,
+    m: usize,
+    seed: u64,
+    progress: &dyn Progress,
+) -> PqCodebook {
     let n = data.len() / dim;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let rows: Vec<usize> = if n <= MAX_TRAINING_SAMPLE { (0..n).collect() } else { rand::seq::index::sample(&mut rng, n, MAX_TRAINING_SAMPLE).into_vec() };
+    let rows: Vec<usize> = if n <= MAX_TRAINING_SAMPLE {
+        (0..n).collect()
+    } else {
+        rand::seq::index::sample(&mut rng, n, MAX_TRAINING_SAMPLE).into_vec()
+    };
     let ns = rows.len();
     // The centroid (mean of the sample), streamed: no f32 copy of the whole sample is made,
     // so training adds only one subspace slice per worker (ns × width floats) to the RSS.
     let mut mean = vec![0f64; dim];
     for &r in &rows {
-        mean.iter_mut().zip(&data[r * dim..(r + 1) * dim]).for_each(|(a, &x)| *a += f64::from(x.to_f32()));
+        mean.iter_mut()
+            .zip(&data[r * dim..(r + 1) * dim])
+            .for_each(|(a, &x)| *a += f64::from(x.to_f32()));
     }
     let centroid: Vec<f32> = mean.iter().map(|&s| (s / ns as f64) as f32).collect();
     let offsets = even_offsets(dim, m);
@@ -51,10 +63,18 @@ pub fn train_pq<T: Element>(data: &[T], dim: usize, m: usize, seed: u64, progres
             let mut sub = Vec::with_capacity(ns * w);
             for &r in &rows {
                 let row = &data[r * dim..(r + 1) * dim];
-                sub.extend(row[lo..hi].iter().zip(&centroid[lo..hi]).map(|(&x, &c)| x.to_f32() - c));
+                sub.extend(
+                    row[lo..hi]
+                        .iter()
+                        .zip(&centroid[lo..hi])
+                        .map(|(&x, &c)| x.to_f32() - c),
+                );
             }
-            let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (s as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-            let ct = crate::kmeans::kmeans_transposed(&sub, w, PQ_CENTROIDS, KMEANS_ITERS, &mut rng);
+            let mut rng = rand::rngs::StdRng::seed_from_u64(
+                seed ^ (s as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            );
+            let ct =
+                crate::kmeans::kmeans_transposed(&sub, w, PQ_CENTROIDS, KMEANS_ITERS, &mut rng);
             progress.advance(1);
             ct
         })
@@ -66,7 +86,12 @@ pub fn train_pq<T: Element>(data: &[T], dim: usize, m: usize, seed: u64, progres
 }
 
 /// Encodes every row of `data` (n × d) with `pq`, in parallel: returns n × M code bytes.
-pub fn encode_all<T: Element>(pq: &PqCodebook, data: &[T], dim: usize, progress: &dyn Progress) -> Vec<u8> {
+pub fn encode_all<T: Element>(
+    pq: &PqCodebook,
+    data: &[T],
+    dim: usize,
+    progress: &dyn Progress,
+) -> Vec<u8> {
     let n = data.len() / dim;
     let m = pq.m();
     let mut codes = vec![0u8; n * m];

@@ -13,7 +13,14 @@ use ssdann_layout::{Metric, Vector};
 /// Returns `perm` with `perm[new_slot] = old_id`, a permutation of `0..n` that groups
 /// neighbours into blocks of `nodes_per_block`. With `nodes_per_block == 1` it is the
 /// identity.
-pub fn block_order<T: Vector>(adjacency: &[Vec<u32>], medoid: u32, nodes_per_block: usize, data: &[T], dim: usize, metric: Metric) -> Vec<u32> {
+pub fn block_order<T: Vector>(
+    adjacency: &[Vec<u32>],
+    medoid: u32,
+    nodes_per_block: usize,
+    data: &[T],
+    dim: usize,
+    metric: Metric,
+) -> Vec<u32> {
     let n = adjacency.len();
     if nodes_per_block <= 1 || n <= 1 {
         return (0..n as u32).collect();
@@ -50,7 +57,12 @@ pub fn block_order<T: Vector>(adjacency: &[Vec<u32>], medoid: u32, nodes_per_blo
         perm.push(u);
         let mut room = nodes_per_block - 1;
         cands.clear();
-        cands.extend(adjacency[u as usize].iter().filter(|&&v| !placed[v as usize]).map(|&v| (T::distance(metric, vec_of(u), vec_of(v)), v)));
+        cands.extend(
+            adjacency[u as usize]
+                .iter()
+                .filter(|&&v| !placed[v as usize])
+                .map(|&v| (T::distance(metric, vec_of(u), vec_of(v)), v)),
+        );
         cands.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         for &(_, v) in &cands {
             if room == 0 || perm.len() == n {
@@ -90,17 +102,33 @@ mod tests {
     fn pairs_nearest_neighbours_and_is_a_permutation() {
         // points on a line 0..10, graph = both line neighbours
         let data: Vec<f32> = (0..10).map(|i| i as f32).collect();
-        let adj: Vec<Vec<u32>> = (0..10u32).map(|i| [i.checked_sub(1), (i < 9).then_some(i + 1)].into_iter().flatten().collect()).collect();
+        let adj: Vec<Vec<u32>> = (0..10u32)
+            .map(|i| {
+                [i.checked_sub(1), (i < 9).then_some(i + 1)]
+                    .into_iter()
+                    .flatten()
+                    .collect()
+            })
+            .collect();
         let perm = block_order(&adj, 4, 2, &data, 1, Metric::L2);
         let mut sorted = perm.clone();
         sorted.sort_unstable();
         assert_eq!(sorted, (0..10).collect::<Vec<_>>());
         // greedy pairs line neighbours: (4,3) (5,6) (2,1) (7,8), and the leftovers (0,9)
-        let paired = perm.chunks(2).filter(|b| (b[0] as i32 - b[1] as i32).abs() == 1).count();
+        let paired = perm
+            .chunks(2)
+            .filter(|b| (b[0] as i32 - b[1] as i32).abs() == 1)
+            .count();
         assert_eq!(paired, 4, "{perm:?}");
         assert_eq!(&perm[..2], &[4, 3]);
         let inv = invert(&perm);
-        assert!(perm.iter().enumerate().all(|(new, &old)| inv[old as usize] == new as u32));
-        assert_eq!(block_order(&adj, 4, 1, &data, 1, Metric::L2), (0..10).collect::<Vec<_>>());
+        assert!(perm
+            .iter()
+            .enumerate()
+            .all(|(new, &old)| inv[old as usize] == new as u32));
+        assert_eq!(
+            block_order(&adj, 4, 1, &data, 1, Metric::L2),
+            (0..10).collect::<Vec<_>>()
+        );
     }
 }

@@ -30,7 +30,13 @@ impl SplitMix64 {
 
 /// Generates `n` base and `nq` query vectors of dimension `dim` around `clusters` centres;
 /// returns (base, queries), each row-major (n × d, nq × d), every row of unit L2 norm.
-pub fn clustered(n: usize, nq: usize, dim: usize, clusters: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
+pub fn clustered(
+    n: usize,
+    nq: usize,
+    dim: usize,
+    clusters: usize,
+    seed: u64,
+) -> (Vec<f32>, Vec<f32>) {
     let mut rng = SplitMix64(seed);
     let centres: Vec<f32> = (0..clusters * dim).map(|_| rng.normal()).collect();
     let mut gen = |count: usize| {

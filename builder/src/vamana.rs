@@ -40,7 +40,14 @@ pub struct VamanaParams {
 
 impl Default for VamanaParams {
     fn default() -> Self {
-        VamanaParams { max_degree: 64, build_l: 100, alpha: 1.2, slack: 1.3, max_candidates: DEFAULT_MAX_CANDIDATES, seed: 0x5eed }
+        VamanaParams {
+            max_degree: 64,
+            build_l: 100,
+            alpha: 1.2,
+            slack: 1.3,
+            max_candidates: DEFAULT_MAX_CANDIDATES,
+            seed: 0x5eed,
+        }
     }
 }
 
@@ -58,7 +65,8 @@ pub struct Graph {
 impl Graph {
     /// Mean out-degree.
     pub fn mean_degree(&self) -> f64 {
-        self.adjacency.iter().map(Vec::len).sum::<usize>() as f64 / self.adjacency.len().max(1) as f64
+        self.adjacency.iter().map(Vec::len).sum::<usize>() as f64
+            / self.adjacency.len().max(1) as f64
     }
 }
 
@@ -80,24 +88,36 @@ pub fn medoid<T: Vector>(data: &[T], dim: usize, metric: Metric) -> u32 {
         .map(|block| {
             let mut s = vec![0f64; dim];
             for row in block.chunks_exact(dim) {
-                s.iter_mut().zip(row).for_each(|(a, &x)| *a += f64::from(x.to_f32()));
+                s.iter_mut()
+                    .zip(row)
+                    .for_each(|(a, &x)| *a += f64::from(x.to_f32()));
             }
             s
         })
-        .reduce(|| vec![0f64; dim], |mut a, b| {
-            a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
-            a
-        });
+        .reduce(
+            || vec![0f64; dim],
+            |mut a, b| {
+                a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                a
+            },
+        );
     let mean: Vec<f32> = sum.iter().map(|&s| (s / n as f64) as f32).collect();
     let _ = metric; // the medoid is taken in L2 for every metric, as DiskANN does
     let (_, best) = data
         .par_chunks(dim)
         .enumerate()
         .map(|(i, row)| {
-            let d: f32 = row.iter().zip(&mean).map(|(&x, &m)| (x.to_f32() - m) * (x.to_f32() - m)).sum();
+            let d: f32 = row
+                .iter()
+                .zip(&mean)
+                .map(|(&x, &m)| (x.to_f32() - m) * (x.to_f32() - m))
+                .sum();
             (d, i as u32)
         })
-        .reduce(|| (f32::INFINITY, 0), |a, b| if (b.0, b.1) < (a.0, a.1) { b } else { a });
+        .reduce(
+            || (f32::INFINITY, 0),
+            |a, b| if (b.0, b.1) < (a.0, a.1) { b } else { a },
+        );
     best
 }
 
@@ -112,8 +132,17 @@ struct Worker {
 ///
 /// # Panics
 /// If `data.len()` is not a multiple of `dim`, or n ≥ 2³² (callers validate both).
-pub fn build_vamana<T: Vector>(data: &[T], dim: usize, metric: Metric, params: &VamanaParams, progress: &dyn Progress) -> Graph {
-    assert!(dim > 0 && data.len().is_multiple_of(dim), "data is not n × d");
+pub fn build_vamana<T: Vector>(
+    data: &[T],
+    dim: usize,
+    metric: Metric,
+    params: &VamanaParams,
+    progress: &dyn Progress,
+) -> Graph {
+    assert!(
+        dim > 0 && data.len().is_multiple_of(dim),
+        "data is not n × d"
+    );
     let n = data.len() / dim;
     assert!(n < u32::MAX as usize, "n must fit in u32");
     let medoid = medoid(data, dim, metric);
@@ -126,7 +155,10 @@ pub fn build_vamana<T: Vector>(data: &[T], dim: usize, metric: Metric, params: &
 
     let mut pass_times = [std::time::Duration::ZERO; 2];
     let mut t = std::time::Instant::now();
-    for (pass, alpha) in [(Phase::VamanaPass1, 1.0f32), (Phase::VamanaPass2, params.alpha)] {
+    for (pass, alpha) in [
+        (Phase::VamanaPass1, 1.0f32),
+        (Phase::VamanaPass2, params.alpha),
+    ] {
         if pass == Phase::VamanaPass2 {
             pass_times[0] = t.elapsed();
             t = std::time::Instant::now();
@@ -135,17 +167,41 @@ pub fn build_vamana<T: Vector>(data: &[T], dim: usize, metric: Metric, params: &
         progress.start(pass, n as u64);
         let done = AtomicU64::new(0);
         order.par_iter().with_min_len(64).for_each_init(
-            || Worker { search: SearchScratch::new(n), prune: PruneScratch::default(), out: Vec::new(), nbrs: Vec::new() },
+            || Worker {
+                search: SearchScratch::new(n),
+                prune: PruneScratch::default(),
+                out: Vec::new(),
+                nbrs: Vec::new(),
+            },
             |w, &p| {
                 let xp = vec_of(p);
-                greedy_search(data, dim, metric, &graph, medoid, xp, params.build_l, &mut w.search);
+                greedy_search(
+                    data,
+                    dim,
+                    metric,
+                    &graph,
+                    medoid,
+                    xp,
+                    params.build_l,
+                    &mut w.search,
+                );
                 w.prune.pool.clear();
                 w.prune.pool.extend(w.search.expanded.iter().copied());
                 graph.neighbors_into(p, &mut w.nbrs);
                 for &nb in &w.nbrs {
                     w.prune.pool.push((T::distance(metric, xp, vec_of(nb)), nb));
                 }
-                robust_prune(data, dim, metric, p, alpha, r, params.max_candidates, &mut w.prune, &mut w.out);
+                robust_prune(
+                    data,
+                    dim,
+                    metric,
+                    p,
+                    alpha,
+                    r,
+                    params.max_candidates,
+                    &mut w.prune,
+                    &mut w.out,
+                );
                 {
                     let mut mine = graph.0[p as usize].lock();
                     mine.clear();
@@ -166,7 +222,17 @@ pub fn build_vamana<T: Vector>(data: &[T], dim: usize, metric: Metric, params: &
                     for &nb in list.iter() {
                         w.prune.pool.push((T::distance(metric, xj, vec_of(nb)), nb));
                     }
-                    robust_prune(data, dim, metric, j, alpha, r, params.max_candidates, &mut w.prune, &mut w.nbrs);
+                    robust_prune(
+                        data,
+                        dim,
+                        metric,
+                        j,
+                        alpha,
+                        r,
+                        params.max_candidates,
+                        &mut w.prune,
+                        &mut w.nbrs,
+                    );
                     list.clear();
                     list.extend_from_slice(&w.nbrs);
                 }
@@ -191,9 +257,22 @@ pub fn build_vamana<T: Vector>(data: &[T], dim: usize, metric: Metric, params: &
             if list.len() > r {
                 let xj = vec_of(j as u32);
                 prune.pool.clear();
-                prune.pool.extend(list.iter().map(|&nb| (T::distance(metric, xj, vec_of(nb)), nb)));
+                prune.pool.extend(
+                    list.iter()
+                        .map(|&nb| (T::distance(metric, xj, vec_of(nb)), nb)),
+                );
                 let mut out = Vec::with_capacity(r);
-                robust_prune(data, dim, metric, j as u32, alpha, r, params.max_candidates, prune, &mut out);
+                robust_prune(
+                    data,
+                    dim,
+                    metric,
+                    j as u32,
+                    alpha,
+                    r,
+                    params.max_candidates,
+                    prune,
+                    &mut out,
+                );
                 list = out;
             }
             list.shrink_to_fit();
@@ -201,7 +280,11 @@ pub fn build_vamana<T: Vector>(data: &[T], dim: usize, metric: Metric, params: &
         })
         .collect();
     pass_times[1] = t.elapsed();
-    Graph { adjacency, medoid, pass_times }
+    Graph {
+        adjacency,
+        medoid,
+        pass_times,
+    }
 }
 
 #[cfg(test)]
@@ -215,7 +298,11 @@ mod tests {
         let (n, d) = (2000usize, 16usize);
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let data: Vec<f32> = (0..n * d).map(|_| rng.gen_range(-1.0..1.0)).collect();
-        let params = VamanaParams { max_degree: 16, build_l: 40, ..Default::default() };
+        let params = VamanaParams {
+            max_degree: 16,
+            build_l: 40,
+            ..Default::default()
+        };
         let g = build_vamana(&data, d, Metric::L2, &params, &NoProgress);
         for (i, l) in g.adjacency.iter().enumerate() {
             assert!(l.len() <= 16, "degree");
@@ -227,7 +314,16 @@ mod tests {
         let mut s = SearchScratch::new(n);
         let mut hits = 0;
         for p in (0..n).step_by(20) {
-            greedy_search(&data, d, Metric::L2, &g.adjacency, g.medoid, &data[p * d..(p + 1) * d], 20, &mut s);
+            greedy_search(
+                &data,
+                d,
+                Metric::L2,
+                &g.adjacency,
+                g.medoid,
+                &data[p * d..(p + 1) * d],
+                20,
+                &mut s,
+            );
             hits += usize::from(s.queue.items()[0].id == p as u32);
         }
         assert!(hits >= 98, "self-recall {hits}/100");

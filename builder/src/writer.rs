@@ -21,7 +21,14 @@ pub const WRITE_BATCH_BYTES: usize = 8 << 20;
 ///
 /// # Panics
 /// If `adjacency.len()` or the data size disagree with the header (caller invariant).
-pub fn write_sector_file<T: Element>(path: &Path, header: &IndexHeader, data: &[T], adjacency: &[Vec<u32>], perm: &[u32], progress: &dyn Progress) -> Result<(), BuildError> {
+pub fn write_sector_file<T: Element>(
+    path: &Path,
+    header: &IndexHeader,
+    data: &[T],
+    adjacency: &[Vec<u32>],
+    perm: &[u32],
+    progress: &dyn Progress,
+) -> Result<(), BuildError> {
     let layout = header.layout;
     let n = header.n_slots as usize;
     let dim = layout.dim;
@@ -44,23 +51,32 @@ pub fn write_sector_file<T: Element>(path: &Path, header: &IndexHeader, data: &[
     while b0 < blocks {
         let nb = blocks_per_batch.min(blocks - b0);
         let buf = &mut batch[..nb * block_bytes];
-        buf.par_chunks_mut(block_bytes).enumerate().for_each(|(k, block)| {
-            block.fill(0);
-            let b = (b0 + k) as u64;
-            let first = b * layout.nodes_per_block as u64;
-            for id in first..(first + layout.nodes_per_block as u64).min(n as u64) {
-                let slot = id as usize;
-                let src = perm[slot] as usize;
-                let vector: &[u8] = bytemuck::cast_slice(&data[src * dim..(src + 1) * dim]);
-                layout.write_record(block, layout.offset_in_block(id), vector, &adjacency[slot]);
-            }
-            seal_block(block);
-        });
+        buf.par_chunks_mut(block_bytes)
+            .enumerate()
+            .for_each(|(k, block)| {
+                block.fill(0);
+                let b = (b0 + k) as u64;
+                let first = b * layout.nodes_per_block as u64;
+                for id in first..(first + layout.nodes_per_block as u64).min(n as u64) {
+                    let slot = id as usize;
+                    let src = perm[slot] as usize;
+                    let vector: &[u8] = bytemuck::cast_slice(&data[src * dim..(src + 1) * dim]);
+                    layout.write_record(
+                        block,
+                        layout.offset_in_block(id),
+                        vector,
+                        &adjacency[slot],
+                    );
+                }
+                seal_block(block);
+            });
         w.write_all(buf).map_err(io)?;
         progress.advance(nb as u64);
         b0 += nb;
     }
-    let file = w.into_inner().map_err(|e| BuildError::io(path, e.into_error()))?;
+    let file = w
+        .into_inner()
+        .map_err(|e| BuildError::io(path, e.into_error()))?;
     file.sync_all().map_err(io)?;
     progress.finish();
     Ok(())

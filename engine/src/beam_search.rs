@@ -76,8 +76,18 @@ impl SearchContext {
     }
     /// Buffers for the delta-index part of a search: (query copy, GreedySearch scratch,
     /// results).
-    pub(crate) fn delta_buffers(&mut self) -> (&mut Vec<f32>, &mut ssdann_builder::greedy_search::SearchScratch, &mut Vec<(f32, u64)>) {
-        (&mut self.delta_query, &mut self.delta_scratch, &mut self.delta_found)
+    pub(crate) fn delta_buffers(
+        &mut self,
+    ) -> (
+        &mut Vec<f32>,
+        &mut ssdann_builder::greedy_search::SearchScratch,
+        &mut Vec<(f32, u64)>,
+    ) {
+        (
+            &mut self.delta_query,
+            &mut self.delta_scratch,
+            &mut self.delta_found,
+        )
     }
     pub(crate) fn reader_name(&self) -> &'static str {
         self.reader.name()
@@ -86,13 +96,23 @@ impl SearchContext {
 
 /// Exact ranking distance between the f32 query and a stored vector (raw LE bytes).
 #[inline]
-fn exact_distance(metric: Metric, elem: ElementType, query: &[f32], vector: &[u8], tmp: &mut Vec<f32>) -> f32 {
+fn exact_distance(
+    metric: Metric,
+    elem: ElementType,
+    query: &[f32],
+    vector: &[u8],
+    tmp: &mut Vec<f32>,
+) -> f32 {
     let v: &[f32] = match elem {
         ElementType::F32 => match bytemuck::try_cast_slice::<u8, f32>(vector) {
             Ok(s) => s,
             Err(_) => {
                 tmp.clear();
-                tmp.extend(vector.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+                tmp.extend(
+                    vector
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                );
                 tmp
             }
         },
@@ -118,13 +138,24 @@ fn exact_distance(metric: Metric, elem: ElementType, query: &[f32], vector: &[u8
 fn keep(elem: ElementType, vector: &[u8], id: u32, ids: &mut Vec<u32>, out: &mut Vec<f32>) {
     ids.push(id);
     match elem {
-        ElementType::F32 => out.extend(vector.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
+        ElementType::F32 => out.extend(
+            vector
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        ),
         ElementType::U8 => out.extend(vector.iter().map(|&x| f32::from(x))),
         ElementType::I8 => out.extend(vector.iter().map(|&x| f32::from(x as i8))),
     }
 }
 
-pub(crate) fn beam_search(index: &Index, ctx: &mut SearchContext, query: &[f32], k: usize, params: &SearchParams, out: &mut Vec<Neighbor>) -> Result<SearchStats> {
+pub(crate) fn beam_search(
+    index: &Index,
+    ctx: &mut SearchContext,
+    query: &[f32],
+    k: usize,
+    params: &SearchParams,
+    out: &mut Vec<Neighbor>,
+) -> Result<SearchStats> {
     let t0 = Instant::now();
     let h = &index.header;
     let layout = h.layout;
@@ -136,7 +167,9 @@ pub(crate) fn beam_search(index: &Index, ctx: &mut SearchContext, query: &[f32],
     if h.metric == Metric::Cosine {
         normalize(&mut ctx.query);
     }
-    index.pq.adc_table(&ctx.query, h.metric, &mut ctx.table, &mut ctx.scratch);
+    index
+        .pq
+        .adc_table(&ctx.query, h.metric, &mut ctx.table, &mut ctx.scratch);
     ctx.queue.reset(params.l);
     ctx.visited.reset(n as usize);
     ctx.scored.reset(n as usize);
@@ -144,7 +177,8 @@ pub(crate) fn beam_search(index: &Index, ctx: &mut SearchContext, query: &[f32],
     ctx.kept_ids.clear();
     ctx.kept_vectors.clear();
     let codes = &index.codes;
-    let pq_of = |id: u32, table: &[f32]| pq_distance(table, &codes[id as usize * m..(id as usize + 1) * m]);
+    let pq_of =
+        |id: u32, table: &[f32]| pq_distance(table, &codes[id as usize * m..(id as usize + 1) * m]);
     let entry = h.entry_point as u32;
     ctx.visited.insert(entry);
     ctx.queue.insert(entry, pq_of(entry, &ctx.table));
@@ -164,7 +198,10 @@ pub(crate) fn beam_search(index: &Index, ctx: &mut SearchContext, query: &[f32],
             if !ctx.blocks.iter().any(|&(bb, _)| bb == b) {
                 let slot = ctx.blocks.len();
                 ctx.blocks.push((b, slot));
-                ctx.reqs.push(ReadReq { offset: layout.block_offset_bytes(b), slot });
+                ctx.reqs.push(ReadReq {
+                    offset: layout.block_offset_bytes(b),
+                    slot,
+                });
             }
         }
         ctx.expand.clear();
@@ -173,7 +210,11 @@ pub(crate) fn beam_search(index: &Index, ctx: &mut SearchContext, query: &[f32],
                 ctx.expand.push((c.id, usize::MAX));
             } else {
                 let b = layout.block_of(u64::from(c.id));
-                let slot = ctx.blocks.iter().find(|&&(bb, _)| bb == b).map_or(usize::MAX, |&(_, s)| s);
+                let slot = ctx
+                    .blocks
+                    .iter()
+                    .find(|&&(bb, _)| bb == b)
+                    .map_or(usize::MAX, |&(_, s)| s);
                 ctx.expand.push((c.id, slot));
             }
         }
@@ -200,10 +241,22 @@ pub(crate) fn beam_search(index: &Index, ctx: &mut SearchContext, query: &[f32],
                     }
                     if ctx.scored.insert(id) {
                         let rec = layout.record(block, layout.offset_in_block(u64::from(id)));
-                        let d = exact_distance(h.metric, h.element, &ctx.query, rec.vector, &mut ctx.vec_f32);
+                        let d = exact_distance(
+                            h.metric,
+                            h.element,
+                            &ctx.query,
+                            rec.vector,
+                            &mut ctx.vec_f32,
+                        );
                         ctx.results.push((d, id));
                         if ctx.keep_vectors {
-                            keep(h.element, rec.vector, id, &mut ctx.kept_ids, &mut ctx.kept_vectors);
+                            keep(
+                                h.element,
+                                rec.vector,
+                                id,
+                                &mut ctx.kept_ids,
+                                &mut ctx.kept_vectors,
+                            );
                         }
                     }
                 }
@@ -234,29 +287,60 @@ pub(crate) fn beam_search(index: &Index, ctx: &mut SearchContext, query: &[f32],
             stats.nodes_expanded += 1;
             ctx.nbrs.clear();
             if slot == usize::MAX {
-                let off = *index.cache.slots.get(&id).ok_or_else(|| EngineError::Inconsistent { path: index.file.path.clone(), detail: format!("node {id} is neither cached nor read") })?;
+                let off = *index
+                    .cache
+                    .slots
+                    .get(&id)
+                    .ok_or_else(|| EngineError::Inconsistent {
+                        path: index.file.path.clone(),
+                        detail: format!("node {id} is neither cached nor read"),
+                    })?;
                 stats.cache_hits += 1;
                 let rec = layout.record(&index.cache.records, off);
                 if ctx.scored.insert(id) {
-                    let d = exact_distance(h.metric, h.element, &ctx.query, rec.vector, &mut ctx.vec_f32);
+                    let d = exact_distance(
+                        h.metric,
+                        h.element,
+                        &ctx.query,
+                        rec.vector,
+                        &mut ctx.vec_f32,
+                    );
                     ctx.results.push((d, id));
                     if ctx.keep_vectors {
-                        keep(h.element, rec.vector, id, &mut ctx.kept_ids, &mut ctx.kept_vectors);
+                        keep(
+                            h.element,
+                            rec.vector,
+                            id,
+                            &mut ctx.kept_ids,
+                            &mut ctx.kept_vectors,
+                        );
                     }
                 }
                 ctx.nbrs.extend(rec.neighbors());
             } else {
-                let rec = layout.record(ctx.reader.slot(slot), layout.offset_in_block(u64::from(id)));
+                let rec =
+                    layout.record(ctx.reader.slot(slot), layout.offset_in_block(u64::from(id)));
                 if rec.degree > h.max_degree {
                     let b = layout.block_of(u64::from(id));
-                    return Err(EngineError::Inconsistent { path: index.file.path.clone(), detail: format!("sector {}: node {id} has degree {} > R = {}", layout.block_sector(b), rec.degree, h.max_degree) });
+                    return Err(EngineError::Inconsistent {
+                        path: index.file.path.clone(),
+                        detail: format!(
+                            "sector {}: node {id} has degree {} > R = {}",
+                            layout.block_sector(b),
+                            rec.degree,
+                            h.max_degree
+                        ),
+                    });
                 }
                 ctx.nbrs.extend(rec.neighbors());
             }
             for j in 0..ctx.nbrs.len() {
                 let nb = ctx.nbrs[j];
                 if u64::from(nb) >= n {
-                    return Err(EngineError::Inconsistent { path: index.file.path.clone(), detail: format!("node {id} lists neighbour {nb} ≥ n = {n}") });
+                    return Err(EngineError::Inconsistent {
+                        path: index.file.path.clone(),
+                        detail: format!("node {id} lists neighbour {nb} ≥ n = {n}"),
+                    });
                 }
                 if ctx.visited.insert(nb) {
                     let d = pq_of(nb, &ctx.table);
@@ -268,11 +352,15 @@ pub(crate) fn beam_search(index: &Index, ctx: &mut SearchContext, query: &[f32],
     }
     let kk = k.min(ctx.results.len());
     if kk > 0 && ctx.results.len() > kk {
-        ctx.results.select_nth_unstable_by(kk - 1, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        ctx.results
+            .select_nth_unstable_by(kk - 1, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     }
     ctx.results[..kk].sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     out.clear();
-    out.extend(ctx.results[..kk].iter().map(|&(d, id)| Neighbor { id: index.labels[id as usize], distance: h.metric.reported(d) }));
+    out.extend(ctx.results[..kk].iter().map(|&(d, id)| Neighbor {
+        id: index.labels[id as usize],
+        distance: h.metric.reported(d),
+    }));
     stats.total_us = t0.elapsed().as_secs_f64() * 1e6;
     Ok(stats)
 }

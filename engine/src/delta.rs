@@ -75,11 +75,25 @@ impl DeltaIndex {
     }
     /// Bytes of RAM held (vectors, labels, graph).
     pub fn memory_bytes(&self) -> usize {
-        self.vectors.len() * 4 + self.labels.len() * 9 + self.graph.iter().map(|l| l.capacity() * 4 + 24).sum::<usize>() + self.by_label.len() * 16
+        self.vectors.len() * 4
+            + self.labels.len() * 9
+            + self
+                .graph
+                .iter()
+                .map(|l| l.capacity() * 4 + 24)
+                .sum::<usize>()
+            + self.by_label.len() * 16
     }
     /// The live points: (label, vector), in insertion order.
     pub fn live_points(&self) -> impl Iterator<Item = (u64, &[f32])> + '_ {
-        (0..self.labels.len()).filter(|&i| !self.deleted[i]).map(|i| (self.labels[i], &self.vectors[i * self.dim..(i + 1) * self.dim]))
+        (0..self.labels.len())
+            .filter(|&i| !self.deleted[i])
+            .map(|i| {
+                (
+                    self.labels[i],
+                    &self.vectors[i * self.dim..(i + 1) * self.dim],
+                )
+            })
     }
 
     fn entry(&self) -> u32 {
@@ -106,10 +120,29 @@ impl DeltaIndex {
         }
         let p = self.params;
         let x = self.vectors[id as usize * d..(id as usize + 1) * d].to_vec();
-        greedy_search(&self.vectors, d, self.metric, &self.graph, self.entry(), &x, p.build_l, &mut self.search);
+        greedy_search(
+            &self.vectors,
+            d,
+            self.metric,
+            &self.graph,
+            self.entry(),
+            &x,
+            p.build_l,
+            &mut self.search,
+        );
         self.prune.pool.clear();
         self.prune.pool.extend(self.search.expanded.iter().copied());
-        robust_prune(&self.vectors, d, self.metric, id, p.alpha, p.max_degree, DEFAULT_MAX_CANDIDATES, &mut self.prune, &mut self.out);
+        robust_prune(
+            &self.vectors,
+            d,
+            self.metric,
+            id,
+            p.alpha,
+            p.max_degree,
+            DEFAULT_MAX_CANDIDATES,
+            &mut self.prune,
+            &mut self.out,
+        );
         self.graph[id as usize] = self.out.clone();
         for k in 0..self.out.len() {
             let j = self.out[k] as usize;
@@ -124,9 +157,26 @@ impl DeltaIndex {
             self.prune.pool.clear();
             self.prune.pool.push((distance(self.metric, xj, &x), id));
             for &nb in &self.graph[j] {
-                self.prune.pool.push((distance(self.metric, xj, &self.vectors[nb as usize * d..(nb as usize + 1) * d]), nb));
+                self.prune.pool.push((
+                    distance(
+                        self.metric,
+                        xj,
+                        &self.vectors[nb as usize * d..(nb as usize + 1) * d],
+                    ),
+                    nb,
+                ));
             }
-            robust_prune(&self.vectors, d, self.metric, j as u32, p.alpha, p.max_degree, DEFAULT_MAX_CANDIDATES, &mut self.prune, &mut self.tmp);
+            robust_prune(
+                &self.vectors,
+                d,
+                self.metric,
+                j as u32,
+                p.alpha,
+                p.max_degree,
+                DEFAULT_MAX_CANDIDATES,
+                &mut self.prune,
+                &mut self.tmp,
+            );
             self.graph[j].clone_from(&self.tmp);
         }
     }
@@ -147,13 +197,37 @@ impl DeltaIndex {
     /// The (distance, label) of up to `k` live points nearest `query` (already normalized
     /// for cosine), by GreedySearch with list size `l`; distances are the ranking distances
     /// (squared L2 or negated inner product).
-    pub fn search(&self, query: &[f32], k: usize, l: usize, scratch: &mut SearchScratch, out: &mut Vec<(f32, u64)>) {
+    pub fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        l: usize,
+        scratch: &mut SearchScratch,
+        out: &mut Vec<(f32, u64)>,
+    ) {
         out.clear();
         if self.live == 0 {
             return;
         }
-        greedy_search(&self.vectors, self.dim, self.metric, &self.graph, self.entry(), query, l.max(k), scratch);
-        out.extend(scratch.queue.items().iter().filter(|c| !self.deleted[c.id as usize]).take(k).map(|c| (c.dist, self.labels[c.id as usize])));
+        greedy_search(
+            &self.vectors,
+            self.dim,
+            self.metric,
+            &self.graph,
+            self.entry(),
+            query,
+            l.max(k),
+            scratch,
+        );
+        out.extend(
+            scratch
+                .queue
+                .items()
+                .iter()
+                .filter(|c| !self.deleted[c.id as usize])
+                .take(k)
+                .map(|c| (c.dist, self.labels[c.id as usize])),
+        );
     }
 }
 
@@ -169,7 +243,15 @@ mod tests {
     fn incremental_graph_finds_neighbours_and_honours_tombstones() {
         let (n, d) = (1500usize, 24usize);
         let (base, queries) = ssdann_builder::synthetic::clustered(n, 40, d, 10, 5);
-        let mut delta = DeltaIndex::new(d, Metric::L2, DeltaParams { max_degree: 24, build_l: 48, alpha: 1.2 });
+        let mut delta = DeltaIndex::new(
+            d,
+            Metric::L2,
+            DeltaParams {
+                max_degree: 24,
+                build_l: 48,
+                alpha: 1.2,
+            },
+        );
         for (i, v) in base.chunks_exact(d).enumerate() {
             delta.insert(1000 + i as u64, v);
         }
@@ -183,7 +265,11 @@ mod tests {
             let truth: Vec<u64> = gt[qi].iter().map(|e| 1000 + u64::from(e.1)).collect();
             hits += out.iter().filter(|(_, l)| truth.contains(l)).count();
         }
-        assert!(hits as f64 / 400.0 >= 0.95, "delta recall {}", hits as f64 / 400.0);
+        assert!(
+            hits as f64 / 400.0 >= 0.95,
+            "delta recall {}",
+            hits as f64 / 400.0
+        );
         // deleted labels are never returned; re-inserting a label replaces it
         let q = &base[..d];
         delta.search(q, 1, 48, &mut scratch, &mut out);

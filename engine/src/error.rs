@@ -42,6 +42,9 @@ pub enum EngineError {
 impl EngineError {
     /// Wraps an I/O error with its path.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        EngineError::Io { path: path.into(), source }
+        EngineError::Io {
+            path: path.into(),
+            source,
+        }
     }
 }

@@ -37,7 +37,14 @@ pub struct OpenOptions {
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        OpenOptions { cache_nodes: 0, io: IoBackend::IoUring, verify_reads: false, max_beam_width: 16, sector_reuse: true, sync: crate::wal::SyncMode::Always }
+        OpenOptions {
+            cache_nodes: 0,
+            io: IoBackend::IoUring,
+            verify_reads: false,
+            max_beam_width: 16,
+            sector_reuse: true,
+            sync: crate::wal::SyncMode::Always,
+        }
     }
 }
 
@@ -138,35 +145,108 @@ impl Index {
         crate::merge::recover(dir)?;
         let path = dir.join(INDEX_FILE);
         let file = SectorFile::open(&path)?;
-        let len = file.file.metadata().map_err(|e| EngineError::io(&path, e))?.len();
+        let len = file
+            .file
+            .metadata()
+            .map_err(|e| EngineError::io(&path, e))?
+            .len();
         let mut slots = crate::io::AlignedBuf::new(2 * SECTOR_BYTES);
         if len < 2 * SECTOR_BYTES as u64 {
-            return Err(ssdann_layout::LayoutError::SizeMismatch { path, expected_bytes: 8192, actual_bytes: len, detail: "the two header slots".into() }.into());
+            return Err(ssdann_layout::LayoutError::SizeMismatch {
+                path,
+                expected_bytes: 8192,
+                actual_bytes: len,
+                detail: "the two header slots".into(),
+            }
+            .into());
         }
-        file.file.read_exact_at(slots.as_mut_slice(), 0).map_err(|e| EngineError::io(&path, e))?;
+        file.file
+            .read_exact_at(slots.as_mut_slice(), 0)
+            .map_err(|e| EngineError::io(&path, e))?;
         let (header, _) = IndexHeader::choose(&path, slots.as_slice())?;
         if len < header.file_bytes() {
-            return Err(ssdann_layout::LayoutError::SizeMismatch { path, expected_bytes: header.file_bytes(), actual_bytes: len, detail: format!("header n = {}, {} blocks", header.n_slots, header.layout.blocks_for(header.n_slots)) }.into());
+            return Err(ssdann_layout::LayoutError::SizeMismatch {
+                path,
+                expected_bytes: header.file_bytes(),
+                actual_bytes: len,
+                detail: format!(
+                    "header n = {}, {} blocks",
+                    header.n_slots,
+                    header.layout.blocks_for(header.n_slots)
+                ),
+            }
+            .into());
         }
         let pq = PqCodebook::read(&dir.join(PQ_PIVOTS_FILE))?;
         if pq.dim() != header.dim as usize || pq.m() != header.pq_m as usize {
-            return Err(EngineError::Inconsistent { path: dir.join(PQ_PIVOTS_FILE), detail: format!("PQ pivots have d = {}, M = {} but index.ssd has d = {}, M = {}", pq.dim(), pq.m(), header.dim, header.pq_m) });
+            return Err(EngineError::Inconsistent {
+                path: dir.join(PQ_PIVOTS_FILE),
+                detail: format!(
+                    "PQ pivots have d = {}, M = {} but index.ssd has d = {}, M = {}",
+                    pq.dim(),
+                    pq.m(),
+                    header.dim,
+                    header.pq_m
+                ),
+            });
         }
         let (cn, cm, codes) = read_codes(&dir.join(PQ_CODES_FILE))?;
         if cn as u64 != header.n_slots || cm != header.pq_m as usize {
-            return Err(EngineError::Inconsistent { path: dir.join(PQ_CODES_FILE), detail: format!("PQ codes are n = {cn}, M = {cm} but index.ssd has n = {}, M = {}", header.n_slots, header.pq_m) });
+            return Err(EngineError::Inconsistent {
+                path: dir.join(PQ_CODES_FILE),
+                detail: format!(
+                    "PQ codes are n = {cn}, M = {cm} but index.ssd has n = {}, M = {}",
+                    header.n_slots, header.pq_m
+                ),
+            });
         }
         let labels_path = dir.join(ssdann_layout::labels::LABELS_FILE);
         let labels = ssdann_layout::labels::read_labels(&labels_path)?;
         if labels.len() as u64 != header.n_slots {
-            return Err(EngineError::Inconsistent { path: labels_path, detail: format!("{} labels but index.ssd has n = {}", labels.len(), header.n_slots) });
+            return Err(EngineError::Inconsistent {
+                path: labels_path,
+                detail: format!(
+                    "{} labels but index.ssd has n = {}",
+                    labels.len(),
+                    header.n_slots
+                ),
+            });
         }
         if options.max_beam_width == 0 {
-            return Err(EngineError::InvalidQuery { field: "max_beam_width", value: "0".into(), reason: "must be at least 1".into() });
+            return Err(EngineError::InvalidQuery {
+                field: "max_beam_width",
+                value: "0".into(),
+                reason: "must be at least 1".into(),
+            });
         }
-        let delta = crate::delta::DeltaIndex::new(header.dim as usize, header.metric, crate::delta::DeltaParams { max_degree: 1, build_l: 1, alpha: 1.0 });
-        let placeholder = crate::updates::Updates { delta, tombstones: Default::default(), ssd_labels: Default::default(), wal: None, wal_ops: 0 };
-        let mut index = Index { dir: dir.into(), header, pq, codes, labels, file, options, cache: NodeCache::default(), contexts: Mutex::new(Vec::new()), updates: std::sync::RwLock::new(placeholder) };
+        let delta = crate::delta::DeltaIndex::new(
+            header.dim as usize,
+            header.metric,
+            crate::delta::DeltaParams {
+                max_degree: 1,
+                build_l: 1,
+                alpha: 1.0,
+            },
+        );
+        let placeholder = crate::updates::Updates {
+            delta,
+            tombstones: Default::default(),
+            ssd_labels: Default::default(),
+            wal: None,
+            wal_ops: 0,
+        };
+        let mut index = Index {
+            dir: dir.into(),
+            header,
+            pq,
+            codes,
+            labels,
+            file,
+            options,
+            cache: NodeCache::default(),
+            contexts: Mutex::new(Vec::new()),
+            updates: std::sync::RwLock::new(placeholder),
+        };
         if index.options.cache_nodes > 0 {
             index.cache = index.load_cache(index.options.cache_nodes)?;
         }
@@ -180,13 +260,22 @@ impl Index {
         let l = self.header.layout;
         let b = l.block_of(u64::from(id));
         let off = l.block_offset_bytes(b);
-        self.file.file.read_exact_at(&mut buf.as_mut_slice()[..l.block_bytes()], off).map_err(|e| EngineError::io(&self.file.path, e))?;
+        self.file
+            .file
+            .read_exact_at(&mut buf.as_mut_slice()[..l.block_bytes()], off)
+            .map_err(|e| EngineError::io(&self.file.path, e))?;
         self.check_block(&buf.as_slice()[..l.block_bytes()], b)
     }
 
     pub(crate) fn check_block(&self, block: &[u8], b: u64) -> Result<()> {
         check_block(block).map_err(|(expected, got)| {
-            ssdann_layout::LayoutError::ChecksumMismatch { path: self.file.path.clone(), what: format!("sector {} (block {b})", self.header.layout.block_sector(b)), expected, got }.into()
+            ssdann_layout::LayoutError::ChecksumMismatch {
+                path: self.file.path.clone(),
+                what: format!("sector {} (block {b})", self.header.layout.block_sector(b)),
+                expected,
+                got,
+            }
+            .into()
         })
     }
 
@@ -194,7 +283,10 @@ impl Index {
     fn load_cache(&self, count: usize) -> Result<NodeCache> {
         let l = self.header.layout;
         let count = count.min(self.header.n_slots as usize);
-        let mut cache = NodeCache { slots: HashMap::with_capacity(count), records: Vec::with_capacity(count * l.record_bytes) };
+        let mut cache = NodeCache {
+            slots: HashMap::with_capacity(count),
+            records: Vec::with_capacity(count * l.record_bytes),
+        };
         let mut buf = crate::io::AlignedBuf::new(l.block_bytes());
         let mut frontier = std::collections::VecDeque::new();
         let entry = self.header.entry_point as u32;
@@ -208,10 +300,19 @@ impl Index {
             self.read_block_for(id, &mut buf)?;
             let off = l.offset_in_block(u64::from(id));
             let rec = l.record(buf.as_slice(), off);
-            rec.check(u64::from(id), self.header.n_slots, self.header.max_degree as usize)
-                .map_err(|detail| EngineError::Inconsistent { path: self.file.path.clone(), detail })?;
+            rec.check(
+                u64::from(id),
+                self.header.n_slots,
+                self.header.max_degree as usize,
+            )
+            .map_err(|detail| EngineError::Inconsistent {
+                path: self.file.path.clone(),
+                detail,
+            })?;
             cache.slots.insert(id, cache.records.len());
-            cache.records.extend_from_slice(&buf.as_slice()[off..off + l.record_bytes]);
+            cache
+                .records
+                .extend_from_slice(&buf.as_slice()[off..off + l.record_bytes]);
             for nb in rec.neighbors() {
                 if seen.insert(nb) {
                     frontier.push_back(nb);
@@ -255,14 +356,23 @@ impl Index {
     }
     /// Bytes of RAM held: PQ codes, pivots, label map, node cache.
     pub fn memory_bytes(&self) -> usize {
-        self.codes.len() + self.labels.len() * 8 + self.pq.memory_bytes() + self.cache.records.len() + self.cache.slots.len() * 16
+        self.codes.len()
+            + self.labels.len() * 8
+            + self.pq.memory_bytes()
+            + self.cache.records.len()
+            + self.cache.slots.len() * 16
     }
 
     pub(crate) fn take_context(&self) -> SearchContext {
         let ctx = self.contexts.lock().ok().and_then(|mut v| v.pop());
         ctx.unwrap_or_else(|| {
             let l = self.header.layout;
-            let reader = make_reader(self.options.io, self.file.clone(), l.block_bytes(), self.options.max_beam_width);
+            let reader = make_reader(
+                self.options.io,
+                self.file.clone(),
+                l.block_bytes(),
+                self.options.max_beam_width,
+            );
             SearchContext::new(reader, self.header.n_slots as usize, self.pq.m())
         })
     }
@@ -283,12 +393,26 @@ impl Index {
 
     /// Checks a query and parameters.
     fn check_query(&self, query: &[f32], k: usize, params: &SearchParams) -> Result<()> {
-        let bad = |field: &'static str, value: String, reason: String| Err(EngineError::InvalidQuery { field, value, reason });
+        let bad = |field: &'static str, value: String, reason: String| {
+            Err(EngineError::InvalidQuery {
+                field,
+                value,
+                reason,
+            })
+        };
         if query.len() != self.dim() {
-            return bad("query dimension", query.len().to_string(), format!("the index has d = {}", self.dim()));
+            return bad(
+                "query dimension",
+                query.len().to_string(),
+                format!("the index has d = {}", self.dim()),
+            );
         }
         if let Some(i) = query.iter().position(|x| !x.is_finite()) {
-            return bad("query", format!("{} at position {i}", query[i]), "values must be finite".into());
+            return bad(
+                "query",
+                format!("{} at position {i}", query[i]),
+                "values must be finite".into(),
+            );
         }
         if k == 0 {
             return bad("k", "0".into(), "must be at least 1".into());
@@ -297,7 +421,14 @@ impl Index {
             return bad("L", params.l.to_string(), format!("must be ≥ k ({k})"));
         }
         if params.w == 0 || params.w > self.options.max_beam_width {
-            return bad("W", params.w.to_string(), format!("must be in 1..={} (OpenOptions::max_beam_width)", self.options.max_beam_width));
+            return bad(
+                "W",
+                params.w.to_string(),
+                format!(
+                    "must be in 1..={} (OpenOptions::max_beam_width)",
+                    self.options.max_beam_width
+                ),
+            );
         }
         Ok(())
     }
@@ -318,7 +449,12 @@ impl Index {
     ///
     /// # Errors
     /// As [`Index::search`].
-    pub fn search_with_stats(&self, query: &[f32], k: usize, params: &SearchParams) -> Result<(Vec<Neighbor>, SearchStats)> {
+    pub fn search_with_stats(
+        &self,
+        query: &[f32],
+        k: usize,
+        params: &SearchParams,
+    ) -> Result<(Vec<Neighbor>, SearchStats)> {
         let mut out = Vec::with_capacity(k);
         let stats = self.search_into(query, k, params, &mut out)?;
         Ok((out, stats))
@@ -329,10 +465,19 @@ impl Index {
     ///
     /// # Errors
     /// As [`Index::search`].
-    pub fn search_into(&self, query: &[f32], k: usize, params: &SearchParams, out: &mut Vec<Neighbor>) -> Result<SearchStats> {
+    pub fn search_into(
+        &self,
+        query: &[f32],
+        k: usize,
+        params: &SearchParams,
+        out: &mut Vec<Neighbor>,
+    ) -> Result<SearchStats> {
         self.check_query(query, k, params)?;
         let mut ctx = self.take_context();
-        let up = self.updates.read().map_err(|_| EngineError::Inconsistent { path: self.dir.clone(), detail: "update lock poisoned by a panic".into() })?;
+        let up = self.updates.read().map_err(|_| EngineError::Inconsistent {
+            path: self.dir.clone(),
+            detail: "update lock poisoned by a panic".into(),
+        })?;
         let r = if up.delta.live() == 0 && up.tombstones.is_empty() {
             beam_search(self, &mut ctx, query, k, params, out)
         } else {
@@ -348,7 +493,10 @@ impl Index {
                 ssdann_layout::distance::normalize(q);
             }
             up.delta.search(q, k, params.l, scratch, found);
-            out.extend(found.iter().map(|&(d, id)| Neighbor { id, distance: self.header.metric.reported(d) }));
+            out.extend(found.iter().map(|&(d, id)| Neighbor {
+                id,
+                distance: self.header.metric.reported(d),
+            }));
             out.sort_by(|a, b| a.distance.total_cmp(&b.distance).then(a.id.cmp(&b.id)));
             out.truncate(k);
             r
@@ -364,17 +512,37 @@ impl Index {
     /// # Errors
     /// The first error of any query (see [`Index::search`]); `queries.len()` not a multiple
     /// of d is an [`EngineError::InvalidQuery`].
-    pub fn batch_search(&self, queries: &[f32], k: usize, params: &SearchParams, threads: Option<usize>) -> Result<Vec<(Vec<Neighbor>, SearchStats)>> {
+    pub fn batch_search(
+        &self,
+        queries: &[f32],
+        k: usize,
+        params: &SearchParams,
+        threads: Option<usize>,
+    ) -> Result<Vec<(Vec<Neighbor>, SearchStats)>> {
         use rayon::prelude::*;
         let d = self.dim();
         if !queries.len().is_multiple_of(d) {
-            return Err(EngineError::InvalidQuery { field: "queries", value: format!("{} values", queries.len()), reason: format!("not a multiple of d = {d}") });
+            return Err(EngineError::InvalidQuery {
+                field: "queries",
+                value: format!("{} values", queries.len()),
+                reason: format!("not a multiple of d = {d}"),
+            });
         }
         let mut pool = rayon::ThreadPoolBuilder::new();
         if let Some(t) = threads {
             pool = pool.num_threads(t.max(1));
         }
-        let pool = pool.build().map_err(|e| EngineError::InvalidQuery { field: "threads", value: format!("{threads:?}"), reason: e.to_string() })?;
-        pool.install(|| queries.par_chunks(d).with_max_len(1).map(|q| self.search_with_stats(q, k, params)).collect())
+        let pool = pool.build().map_err(|e| EngineError::InvalidQuery {
+            field: "threads",
+            value: format!("{threads:?}"),
+            reason: e.to_string(),
+        })?;
+        pool.install(|| {
+            queries
+                .par_chunks(d)
+                .with_max_len(1)
+                .map(|q| self.search_with_stats(q, k, params))
+                .collect()
+        })
     }
 }

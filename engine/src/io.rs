@@ -35,7 +35,8 @@ impl AlignedBuf {
         let layout = std::alloc::Layout::from_size_align(len, IO_ALIGN).expect("aligned layout");
         // SAFETY: layout has non-zero size.
         let raw = unsafe { std::alloc::alloc_zeroed(layout) };
-        let ptr = std::ptr::NonNull::new(raw).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        let ptr =
+            std::ptr::NonNull::new(raw).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
         AlignedBuf { ptr, len }
     }
     /// Length in bytes.
@@ -63,7 +64,8 @@ impl AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
-        let layout = std::alloc::Layout::from_size_align(self.len, IO_ALIGN).expect("aligned layout");
+        let layout =
+            std::alloc::Layout::from_size_align(self.len, IO_ALIGN).expect("aligned layout");
         // SAFETY: allocated in `new` with this exact layout.
         unsafe { std::alloc::dealloc(self.ptr.as_ptr(), layout) };
     }
@@ -85,7 +87,9 @@ impl std::str::FromStr for IoBackend {
         match s {
             "io_uring" | "uring" | "io-uring" => Ok(IoBackend::IoUring),
             "pread" => Ok(IoBackend::Pread),
-            o => Err(format!("unknown I/O backend {o:?} (expected io_uring or pread)")),
+            o => Err(format!(
+                "unknown I/O backend {o:?} (expected io_uring or pread)"
+            )),
         }
     }
 }
@@ -109,11 +113,23 @@ impl SectorFile {
     /// [`EngineError::Io`].
     pub fn open(path: &Path) -> Result<Arc<SectorFile>> {
         use std::os::unix::fs::OpenOptionsExt;
-        match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(path) {
-            Ok(file) => Ok(Arc::new(SectorFile { path: path.into(), file, direct: true })),
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+        {
+            Ok(file) => Ok(Arc::new(SectorFile {
+                path: path.into(),
+                file,
+                direct: true,
+            })),
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                 let file = std::fs::File::open(path).map_err(|e| EngineError::io(path, e))?;
-                Ok(Arc::new(SectorFile { path: path.into(), file, direct: false }))
+                Ok(Arc::new(SectorFile {
+                    path: path.into(),
+                    file,
+                    direct: false,
+                }))
             }
             Err(e) => Err(EngineError::io(path, e)),
         }
@@ -153,12 +169,22 @@ pub struct PreadReader {
 impl PreadReader {
     /// A reader with `max_batch` slots of `slot_bytes` (a multiple of 4096).
     pub fn new(file: Arc<SectorFile>, slot_bytes: usize, max_batch: usize) -> Self {
-        PreadReader { file, buf: AlignedBuf::new(slot_bytes * max_batch.max(1)), slot_bytes }
+        PreadReader {
+            file,
+            buf: AlignedBuf::new(slot_bytes * max_batch.max(1)),
+            slot_bytes,
+        }
     }
 }
 
 fn short_read(path: &Path, offset: u64, got: usize, want: usize) -> EngineError {
-    EngineError::io(path, std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("read of {want} bytes at offset {offset} returned {got}")))
+    EngineError::io(
+        path,
+        std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("read of {want} bytes at offset {offset} returned {got}"),
+        ),
+    )
 }
 
 impl SectorReader for PreadReader {
@@ -167,7 +193,11 @@ impl SectorReader for PreadReader {
         for r in reqs {
             let sb = self.slot_bytes;
             let dst = &mut self.buf.as_mut_slice()[r.slot * sb..(r.slot + 1) * sb];
-            let got = self.file.file.read_at(dst, r.offset).map_err(|e| EngineError::io(&self.file.path, e))?;
+            let got = self
+                .file
+                .file
+                .read_at(dst, r.offset)
+                .map_err(|e| EngineError::io(&self.file.path, e))?;
             if got != sb {
                 return Err(short_read(&self.file.path, r.offset, got, sb));
             }
@@ -202,12 +232,24 @@ impl UringReader {
         let entries = (max_batch as u32).next_power_of_two().max(8);
         let ring = io_uring::IoUring::new(entries).map_err(|e| EngineError::io(&file.path, e))?;
         let mut buf = AlignedBuf::new(slot_bytes * max_batch);
-        ring.submitter().register_files(&[file.file.as_raw_fd()]).map_err(|e| EngineError::io(&file.path, e))?;
-        let iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
+        ring.submitter()
+            .register_files(&[file.file.as_raw_fd()])
+            .map_err(|e| EngineError::io(&file.path, e))?;
+        let iov = libc::iovec {
+            iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+            iov_len: buf.len(),
+        };
         // SAFETY: the buffer lives as long as the ring (both owned by self; the ring is
         // dropped first because it is declared first) and is not moved (heap allocation).
-        unsafe { ring.submitter().register_buffers(&[iov]) }.map_err(|e| EngineError::io(&file.path, e))?;
-        Ok(UringReader { ring, file, buf, slot_bytes, max_batch })
+        unsafe { ring.submitter().register_buffers(&[iov]) }
+            .map_err(|e| EngineError::io(&file.path, e))?;
+        Ok(UringReader {
+            ring,
+            file,
+            buf,
+            slot_bytes,
+            max_batch,
+        })
     }
 }
 
@@ -222,10 +264,19 @@ impl SectorReader for UringReader {
                 assert!(r.slot < self.max_batch, "slot out of range");
                 // SAFETY: slot < max_batch, so the destination lies inside the registered buffer.
                 let dst = unsafe { base.add(r.slot * sb) };
-                let e = io_uring::opcode::ReadFixed::new(io_uring::types::Fixed(0), dst, sb as u32, 0).offset(r.offset).build().user_data(i as u64);
+                let e =
+                    io_uring::opcode::ReadFixed::new(io_uring::types::Fixed(0), dst, sb as u32, 0)
+                        .offset(r.offset)
+                        .build()
+                        .user_data(i as u64);
                 // SAFETY: the destination buffer stays valid and untouched until the completion
                 // is reaped below (we wait for every entry before returning).
-                unsafe { sq.push(&e) }.map_err(|_| EngineError::io(&self.file.path, std::io::Error::other("io_uring submission queue full")))?;
+                unsafe { sq.push(&e) }.map_err(|_| {
+                    EngineError::io(
+                        &self.file.path,
+                        std::io::Error::other("io_uring submission queue full"),
+                    )
+                })?;
             }
         }
         let mut pending = reqs.len();
@@ -242,7 +293,10 @@ impl SectorReader for UringReader {
                 let res = cqe.result();
                 if first_err.is_none() {
                     if res < 0 {
-                        first_err = Some(EngineError::io(&self.file.path, std::io::Error::from_raw_os_error(-res)));
+                        first_err = Some(EngineError::io(
+                            &self.file.path,
+                            std::io::Error::from_raw_os_error(-res),
+                        ));
                     } else if res as usize != sb {
                         first_err = Some(short_read(&self.file.path, r.offset, res as usize, sb));
                     }
@@ -261,12 +315,19 @@ impl SectorReader for UringReader {
 
 /// Creates a reader of the requested kind; io_uring falls back to pread, printing one
 /// warning line per process, when the ring cannot be set up.
-pub fn make_reader(kind: IoBackend, file: Arc<SectorFile>, slot_bytes: usize, max_batch: usize) -> Box<dyn SectorReader> {
+pub fn make_reader(
+    kind: IoBackend,
+    file: Arc<SectorFile>,
+    slot_bytes: usize,
+    max_batch: usize,
+) -> Box<dyn SectorReader> {
     static WARNED: std::sync::Once = std::sync::Once::new();
     if kind == IoBackend::IoUring {
         match UringReader::new(file.clone(), slot_bytes, max_batch) {
             Ok(r) => return Box::new(r),
-            Err(e) => WARNED.call_once(|| eprintln!("warning: io_uring unavailable ({e}); falling back to pread")),
+            Err(e) => WARNED.call_once(|| {
+                eprintln!("warning: io_uring unavailable ({e}); falling back to pread")
+            }),
         }
     }
     Box::new(PreadReader::new(file, slot_bytes, max_batch))

@@ -21,8 +21,8 @@ pub use error::EngineError;
 pub use index::{Index, Neighbor, OpenOptions, SearchParams, SearchStats};
 pub use io::IoBackend;
 pub use merge::{MergeOptions, MergeReport};
-pub use wal::SyncMode;
 pub use verify::{verify, VerifyReport};
+pub use wal::SyncMode;
 
 /// Result type of this crate.
 pub type Result<T> = std::result::Result<T, EngineError>;

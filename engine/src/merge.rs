@@ -26,13 +26,13 @@ use crate::error::EngineError;
 use crate::index::Index;
 use crate::io::AlignedBuf;
 use crate::Result;
+use rayon::prelude::*;
 use ssdann_builder::build::INDEX_FILE;
 use ssdann_builder::robust_prune::{robust_prune, PruneScratch, DEFAULT_MAX_CANDIDATES};
 use ssdann_layout::labels::{write_labels, FREE_LABEL, LABELS_FILE};
 use ssdann_layout::pq::{write_codes, PQ_CODES_FILE};
 use ssdann_layout::sector::{check_block, seal_block, SECTOR_BYTES};
 use ssdann_layout::{ElementType, IndexHeader, Metric};
-use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -83,18 +83,35 @@ struct Journal {
 }
 
 fn injected(path: &Path, n: u64) -> EngineError {
-    EngineError::io(path, std::io::Error::other(format!("injected fault after {n} writes")))
+    EngineError::io(
+        path,
+        std::io::Error::other(format!("injected fault after {n} writes")),
+    )
 }
 
 impl Journal {
     fn create(dir: &Path, block_bytes: usize, fail_after: Option<u64>) -> Result<Journal> {
         let path = dir.join(JOURNAL_FILE);
-        let mut file = std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path).map_err(|e| EngineError::io(&path, e))?;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| EngineError::io(&path, e))?;
         let mut head = JOURNAL_MAGIC.to_vec();
         head.extend_from_slice(&(block_bytes as u32).to_le_bytes());
         head.extend_from_slice(&[0u8; 4]);
-        file.write_all(&head).map_err(|e| EngineError::io(&path, e))?;
-        Ok(Journal { path, file, len: 16, map: HashMap::new(), writes: 0, fail_after })
+        file.write_all(&head)
+            .map_err(|e| EngineError::io(&path, e))?;
+        Ok(Journal {
+            path,
+            file,
+            len: 16,
+            map: HashMap::new(),
+            writes: 0,
+            fail_after,
+        })
     }
 
     fn tick(&mut self) -> Result<()> {
@@ -114,7 +131,9 @@ impl Journal {
         h.update(image);
         e.extend_from_slice(&h.finalize().to_le_bytes());
         e.extend_from_slice(image);
-        self.file.write_all_at(&e, self.len).map_err(|err| EngineError::io(&self.path, err))?;
+        self.file
+            .write_all_at(&e, self.len)
+            .map_err(|err| EngineError::io(&self.path, err))?;
         if block != COMMIT {
             self.map.insert(block, self.len + 12);
         }
@@ -125,7 +144,9 @@ impl Journal {
     fn read(&self, block: u64, out: &mut [u8]) -> Result<bool> {
         match self.map.get(&block) {
             Some(&off) => {
-                self.file.read_exact_at(out, off).map_err(|e| EngineError::io(&self.path, e))?;
+                self.file
+                    .read_exact_at(out, off)
+                    .map_err(|e| EngineError::io(&self.path, e))?;
                 Ok(true)
             }
             None => Ok(false),
@@ -153,8 +174,17 @@ fn parse(path: &Path) -> Result<Option<Committed>> {
         let mut b8 = [0u8; 8];
         b8.copy_from_slice(&bytes[off..off + 8]);
         let block = u64::from_le_bytes(b8);
-        let stored = u32::from_le_bytes([bytes[off + 8], bytes[off + 9], bytes[off + 10], bytes[off + 11]]);
-        let len = if block == COMMIT { 8 + SECTOR_BYTES } else { bb };
+        let stored = u32::from_le_bytes([
+            bytes[off + 8],
+            bytes[off + 9],
+            bytes[off + 10],
+            bytes[off + 11],
+        ]);
+        let len = if block == COMMIT {
+            8 + SECTOR_BYTES
+        } else {
+            bb
+        };
         if off + 12 + len > bytes.len() {
             return Ok(None);
         }
@@ -168,7 +198,11 @@ fn parse(path: &Path) -> Result<Option<Committed>> {
         if block == COMMIT {
             let mut s8 = [0u8; 8];
             s8.copy_from_slice(&image[..8]);
-            return Ok(Some(Committed { blocks, slot: u64::from_le_bytes(s8), header: image[8..].to_vec() }));
+            return Ok(Some(Committed {
+                blocks,
+                slot: u64::from_le_bytes(s8),
+                header: image[8..].to_vec(),
+            }));
         }
         blocks.insert(block, image.to_vec());
         off += 12 + len;
@@ -177,25 +211,34 @@ fn parse(path: &Path) -> Result<Option<Committed>> {
 }
 
 fn fsync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| EngineError::io(dir, e))
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| EngineError::io(dir, e))
 }
 
 /// Applies a committed journal in place and finishes the merge (idempotent): block images,
 /// header slot, `*.merge` renames, WAL reset, journal removal.
 fn apply(dir: &Path, c: &Committed, counter: &mut dyn FnMut() -> Result<()>) -> Result<()> {
     let path = dir.join(INDEX_FILE);
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(&path).map_err(|e| EngineError::io(&path, e))?;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| EngineError::io(&path, e))?;
     let h = IndexHeader::decode(&path, c.slot as usize, &c.header)?;
     if f.metadata().map_err(|e| EngineError::io(&path, e))?.len() < h.file_bytes() {
-        f.set_len(h.file_bytes()).map_err(|e| EngineError::io(&path, e))?;
+        f.set_len(h.file_bytes())
+            .map_err(|e| EngineError::io(&path, e))?;
     }
     for (&b, image) in &c.blocks {
         counter()?;
-        f.write_all_at(image, h.layout.block_offset_bytes(b)).map_err(|e| EngineError::io(&path, e))?;
+        f.write_all_at(image, h.layout.block_offset_bytes(b))
+            .map_err(|e| EngineError::io(&path, e))?;
     }
     f.sync_all().map_err(|e| EngineError::io(&path, e))?;
     counter()?;
-    f.write_all_at(&c.header, c.slot * SECTOR_BYTES as u64).map_err(|e| EngineError::io(&path, e))?;
+    f.write_all_at(&c.header, c.slot * SECTOR_BYTES as u64)
+        .map_err(|e| EngineError::io(&path, e))?;
     f.sync_all().map_err(|e| EngineError::io(&path, e))?;
     for name in [LABELS_FILE, PQ_CODES_FILE] {
         let staged = dir.join(format!("{name}.merge"));
@@ -208,12 +251,17 @@ fn apply(dir: &Path, c: &Committed, counter: &mut dyn FnMut() -> Result<()>) -> 
     let wal = dir.join(crate::wal::WAL_FILE);
     if wal.exists() {
         counter()?;
-        let w = std::fs::OpenOptions::new().write(true).open(&wal).map_err(|e| EngineError::io(&wal, e))?;
-        w.set_len(crate::wal::WAL_HEADER_BYTES as u64).map_err(|e| EngineError::io(&wal, e))?;
+        let w = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&wal)
+            .map_err(|e| EngineError::io(&wal, e))?;
+        w.set_len(crate::wal::WAL_HEADER_BYTES as u64)
+            .map_err(|e| EngineError::io(&wal, e))?;
         w.sync_all().map_err(|e| EngineError::io(&wal, e))?;
     }
     counter()?;
-    std::fs::remove_file(dir.join(JOURNAL_FILE)).map_err(|e| EngineError::io(dir.join(JOURNAL_FILE), e))?;
+    std::fs::remove_file(dir.join(JOURNAL_FILE))
+        .map_err(|e| EngineError::io(dir.join(JOURNAL_FILE), e))?;
     fsync_dir(dir)
 }
 
@@ -230,7 +278,11 @@ pub fn recover(dir: &Path) -> Result<bool> {
     }
     match parse(&jp)? {
         Some(c) => {
-            eprintln!("note: {}: finishing an interrupted merge ({} blocks)", dir.display(), c.blocks.len());
+            eprintln!(
+                "note: {}: finishing an interrupted merge ({} blocks)",
+                dir.display(),
+                c.blocks.len()
+            );
             apply(dir, &c, &mut || Ok(()))?;
         }
         None => {
@@ -260,7 +312,11 @@ fn record_vector(elem: ElementType, v: &[f32]) -> Vec<u8> {
 fn vector_f32(elem: ElementType, bytes: &[u8], out: &mut Vec<f32>) {
     out.clear();
     match elem {
-        ElementType::F32 => out.extend(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
+        ElementType::F32 => out.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        ),
         ElementType::U8 => out.extend(bytes.iter().map(|&x| f32::from(x))),
         ElementType::I8 => out.extend(bytes.iter().map(|&x| f32::from(x as i8))),
     }
@@ -294,13 +350,31 @@ impl Pruner {
         let d = self.dim;
         // IP graphs are navigated by the MIPS-to-L2 reduction at build time; here the
         // candidates are ranked in L2 for every metric (a true metric for the α rule).
-        let metric = if self.metric == Metric::InnerProduct { Metric::L2 } else { self.metric };
+        let metric = if self.metric == Metric::InnerProduct {
+            Metric::L2
+        } else {
+            self.metric
+        };
         self.scratch.pool.clear();
         for i in 0..self.ids.len() {
-            let dist = <f32 as ssdann_layout::Vector>::distance(metric, &self.local[..d], &self.local[(i + 1) * d..(i + 2) * d]);
+            let dist = <f32 as ssdann_layout::Vector>::distance(
+                metric,
+                &self.local[..d],
+                &self.local[(i + 1) * d..(i + 2) * d],
+            );
             self.scratch.pool.push((dist, i as u32 + 1));
         }
-        robust_prune(&self.local, d, metric, 0, self.alpha, self.r, DEFAULT_MAX_CANDIDATES, &mut self.scratch, &mut self.out);
+        robust_prune(
+            &self.local,
+            d,
+            metric,
+            0,
+            self.alpha,
+            self.r,
+            DEFAULT_MAX_CANDIDATES,
+            &mut self.scratch,
+            &mut self.out,
+        );
         self.out.iter().map(|&i| self.ids[i as usize - 1]).collect()
     }
 
@@ -311,16 +385,31 @@ impl Pruner {
     /// not re-decided on approximate distances).
     fn repair(&mut self, kept: usize) -> Vec<u32> {
         let d = self.dim;
-        let metric = if self.metric == Metric::InnerProduct { Metric::L2 } else { self.metric };
-        let dist = |a: usize, b: usize, local: &[f32]| <f32 as ssdann_layout::Vector>::distance(metric, &local[a * d..(a + 1) * d], &local[b * d..(b + 1) * d]);
+        let metric = if self.metric == Metric::InnerProduct {
+            Metric::L2
+        } else {
+            self.metric
+        };
+        let dist = |a: usize, b: usize, local: &[f32]| {
+            <f32 as ssdann_layout::Vector>::distance(
+                metric,
+                &local[a * d..(a + 1) * d],
+                &local[b * d..(b + 1) * d],
+            )
+        };
         let mut out: Vec<usize> = (1..=kept.min(self.ids.len())).collect();
-        let mut cands: Vec<(f32, usize)> = (kept + 1..=self.ids.len()).map(|i| (dist(0, i, &self.local), i)).collect();
+        let mut cands: Vec<(f32, usize)> = (kept + 1..=self.ids.len())
+            .map(|i| (dist(0, i, &self.local), i))
+            .collect();
         cands.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         for (dc, c) in cands {
             if out.len() >= self.r {
                 break;
             }
-            if out.iter().all(|&o| self.alpha * dist(o, c, &self.local) > dc) {
+            if out
+                .iter()
+                .all(|&o| self.alpha * dist(o, c, &self.local) > dc)
+            {
                 out.push(c);
             }
         }
@@ -343,15 +432,30 @@ impl Index {
         let h = self.header.clone();
         let layout = h.layout;
         let (d, m, n) = (self.dim(), self.pq.m(), h.n_slots);
-        let up = self.updates.read().map_err(|_| EngineError::Inconsistent { path: dir.clone(), detail: "update lock poisoned".into() })?;
+        let up = self.updates.read().map_err(|_| EngineError::Inconsistent {
+            path: dir.clone(),
+            detail: "update lock poisoned".into(),
+        })?;
         let deleted: Vec<u32> = {
-            let mut v: Vec<u32> = up.tombstones.iter().filter_map(|l| up.ssd_labels.get(l).copied()).collect();
+            let mut v: Vec<u32> = up
+                .tombstones
+                .iter()
+                .filter_map(|l| up.ssd_labels.get(l).copied())
+                .collect();
             v.sort_unstable();
             v
         };
         let del_set: HashSet<u32> = deleted.iter().copied().collect();
-        let news: Vec<(u64, Vec<f32>)> = up.delta.live_points().map(|(l, v)| (l, v.to_vec())).collect();
-        let mut report = MergeReport { deleted: deleted.len(), inserted: news.len(), ..Default::default() };
+        let news: Vec<(u64, Vec<f32>)> = up
+            .delta
+            .live_points()
+            .map(|(l, v)| (l, v.to_vec()))
+            .collect();
+        let mut report = MergeReport {
+            deleted: deleted.len(),
+            inserted: news.len(),
+            ..Default::default()
+        };
         // Slot plan: freed slots first, then growth.
         let mut new_slot: Vec<u32> = Vec::with_capacity(news.len());
         let mut next = n as u32;
@@ -364,10 +468,18 @@ impl Index {
             }
         }
         let n_new = u64::from(next);
-        let new_set: HashMap<u32, usize> = new_slot.iter().enumerate().map(|(i, &s)| (s, i)).collect();
-        let label_to_new: HashMap<u64, u32> = news.iter().zip(&new_slot).map(|((l, _), &s)| (*l, s)).collect();
+        let new_set: HashMap<u32, usize> =
+            new_slot.iter().enumerate().map(|(i, &s)| (s, i)).collect();
+        let label_to_new: HashMap<u64, u32> = news
+            .iter()
+            .zip(&new_slot)
+            .map(|((l, _), &s)| (*l, s))
+            .collect();
         let path = dir.join(INDEX_FILE);
-        let file = std::fs::OpenOptions::new().read(true).open(&path).map_err(|e| EngineError::io(&path, e))?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .open(&path)
+            .map_err(|e| EngineError::io(&path, e))?;
         let bb = layout.block_bytes();
         let old_blocks = layout.blocks_for(n);
         let mut journal = Journal::create(&dir, bb, opts.fail_after_writes)?;
@@ -376,9 +488,16 @@ impl Index {
                 return Ok(());
             }
             if b < old_blocks {
-                file.read_exact_at(out, layout.block_offset_bytes(b)).map_err(|e| EngineError::io(&path, e))?;
+                file.read_exact_at(out, layout.block_offset_bytes(b))
+                    .map_err(|e| EngineError::io(&path, e))?;
                 if let Err((expected, got)) = check_block(out) {
-                    return Err(ssdann_layout::LayoutError::ChecksumMismatch { path: path.clone(), what: format!("sector {}", layout.block_sector(b)), expected, got }.into());
+                    return Err(ssdann_layout::LayoutError::ChecksumMismatch {
+                        path: path.clone(),
+                        what: format!("sector {}", layout.block_sector(b)),
+                        expected,
+                        got,
+                    }
+                    .into());
                 }
             } else {
                 out.fill(0);
@@ -390,12 +509,19 @@ impl Index {
         let mut del_nbrs: HashMap<u32, Vec<u32>> = HashMap::with_capacity(deleted.len());
         for &s in &deleted {
             read_block(&journal, layout.block_of(u64::from(s)), &mut block)?;
-            del_nbrs.insert(s, layout.record(&block, layout.offset_in_block(u64::from(s))).neighbors().collect());
+            del_nbrs.insert(
+                s,
+                layout
+                    .record(&block, layout.offset_in_block(u64::from(s)))
+                    .neighbors()
+                    .collect(),
+            );
         }
         let codes = &self.codes;
         let decode = |slot: u32, out: &mut Vec<f32>| {
             out.resize(d, 0.0);
-            self.pq.decode(&codes[slot as usize * m..(slot as usize + 1) * m], out);
+            self.pq
+                .decode(&codes[slot as usize * m..(slot as usize + 1) * m], out);
         };
         let mut pq_vec: Vec<f32> = vec![0f32; d];
         let mut pv: Vec<f32> = Vec::new();
@@ -403,18 +529,32 @@ impl Index {
         // 2. Delete phase: one sequential pass.
         let mut entry = h.entry_point as u32;
         if del_set.contains(&entry) {
-            entry = del_nbrs.get(&entry).and_then(|l| l.iter().copied().find(|x| !del_set.contains(x))).or_else(|| (0..n as u32).find(|x| !del_set.contains(x))).unwrap_or(0);
+            entry = del_nbrs
+                .get(&entry)
+                .and_then(|l| l.iter().copied().find(|x| !del_set.contains(x)))
+                .or_else(|| (0..n as u32).find(|x| !del_set.contains(x)))
+                .unwrap_or(0);
         }
         // Blocks are read in large sequential batches and repaired in parallel (rayon; one
         // Pruner per worker); changed ones go to the journal in block order.
-        let new_pruner = || Pruner { metric: h.metric, alpha: h.build_alpha.max(1.0), r: h.max_degree as usize, dim: d, local: Vec::new(), ids: Vec::new(), scratch: PruneScratch::default(), out: Vec::new() };
+        let new_pruner = || Pruner {
+            metric: h.metric,
+            alpha: h.build_alpha.max(1.0),
+            r: h.max_degree as usize,
+            dim: d,
+            local: Vec::new(),
+            ids: Vec::new(),
+            scratch: PruneScratch::default(),
+            out: Vec::new(),
+        };
         let batch_blocks = ((8usize << 20) / bb).max(1) as u64;
         let mut batch = vec![0u8; batch_blocks as usize * bb];
         let mut b0 = 0u64;
         while b0 < old_blocks {
             let nb = batch_blocks.min(old_blocks - b0) as usize;
             let buf = &mut batch[..nb * bb];
-            file.read_exact_at(buf, layout.block_offset_bytes(b0)).map_err(|e| EngineError::io(&path, e))?;
+            file.read_exact_at(buf, layout.block_offset_bytes(b0))
+                .map_err(|e| EngineError::io(&path, e))?;
             let results: Vec<Result<(bool, usize)>> = buf
                 .par_chunks_mut(bb)
                 .enumerate()
@@ -423,7 +563,13 @@ impl Index {
                     |(pruner, pv, pq_vec), (k, blk)| {
                         let b = b0 + k as u64;
                         if let Err((expected, got)) = check_block(blk) {
-                            return Err(ssdann_layout::LayoutError::ChecksumMismatch { path: path.clone(), what: format!("sector {}", layout.block_sector(b)), expected, got }.into());
+                            return Err(ssdann_layout::LayoutError::ChecksumMismatch {
+                                path: path.clone(),
+                                what: format!("sector {}", layout.block_sector(b)),
+                                expected,
+                                got,
+                            }
+                            .into());
                         }
                         let mut changed = false;
                         let mut repaired = 0;
@@ -433,7 +579,12 @@ impl Index {
                             let off = layout.offset_in_block(id);
                             if del_set.contains(&s) {
                                 if !new_set.contains_key(&s) {
-                                    layout.write_record(blk, off, &vec![0u8; layout.vector_bytes()], &[]);
+                                    layout.write_record(
+                                        blk,
+                                        off,
+                                        &vec![0u8; layout.vector_bytes()],
+                                        &[],
+                                    );
                                     changed = true;
                                 }
                                 continue;
@@ -445,12 +596,21 @@ impl Index {
                             }
                             vector_f32(h.element, rec.vector, pv);
                             pruner.start(pv);
-                            let mut cands: Vec<u32> = nbrs.iter().copied().filter(|x| !del_set.contains(x)).collect();
+                            let mut cands: Vec<u32> = nbrs
+                                .iter()
+                                .copied()
+                                .filter(|x| !del_set.contains(x))
+                                .collect();
                             // Replacements: the first DELETE_CANDIDATES_PER_NODE entries of each deleted
                             // neighbour's list (its closest, in RobustPrune's output order).
                             for x in nbrs.iter().filter(|x| del_set.contains(x)) {
                                 if let Some(l) = del_nbrs.get(x) {
-                                    cands.extend(l.iter().take(DELETE_CANDIDATES_PER_NODE).copied().filter(|y| !del_set.contains(y) && *y != s));
+                                    cands.extend(
+                                        l.iter()
+                                            .take(DELETE_CANDIDATES_PER_NODE)
+                                            .copied()
+                                            .filter(|y| !del_set.contains(y) && *y != s),
+                                    );
                                 }
                             }
                             let kept = nbrs.iter().filter(|x| !del_set.contains(x)).count();
@@ -489,52 +649,75 @@ impl Index {
         // supplies the near neighbours among the new points, and a shorter list halves the
         // reads; W = 8 halves the round trips.
         let l = h.max_degree as usize;
-        let sp = crate::index::SearchParams { l, w: options.max_beam_width.min(8) };
+        let sp = crate::index::SearchParams {
+            l,
+            w: options.max_beam_width.min(8),
+        };
         // New points are placed in parallel (each runs its own beam search and prune), on a
         // pool of 4 threads per core: the searches mostly wait on reads.
         let cores = std::thread::available_parallelism().map_or(2, |c| c.get());
-        let io_pool = rayon::ThreadPoolBuilder::new().num_threads(4 * cores).build().map_err(|e| EngineError::io(&dir, std::io::Error::other(e.to_string())))?;
-        let lists: Vec<Result<Vec<u32>>> = io_pool.install(|| news
-            .par_iter()
-            .enumerate()
-            .map_init(
-                || (new_pruner(), Vec::with_capacity(l), ssdann_builder::greedy_search::SearchScratch::default(), Vec::new(), Vec::new()),
-                |(pruner, found, dscratch, dfound, pq_vec), (_, (label, v))| {
-                    // Exact vectors of every node the search scored (their sectors were read
-                    // anyway) make the prune exact; PQ reconstructions stand in otherwise.
-                    let mut ctx = self.take_context();
-                    ctx.keep_vectors = true;
-                    let r = crate::beam_search::beam_search(&self, &mut ctx, v, l, &sp, found);
-                    pruner.start(v);
-                    let kept: HashMap<u32, usize> = ctx.kept_ids.iter().enumerate().map(|(i, &id)| (id, i)).collect();
-                    for nb in found.iter() {
-                        if let Some(&slot) = up.ssd_labels.get(&nb.id) {
-                            if !del_set.contains(&slot) {
-                                match kept.get(&slot) {
-                                    Some(&i) => pruner.add(slot, &ctx.kept_vectors[i * d..(i + 1) * d]),
-                                    None => {
-                                        decode(slot, pq_vec);
-                                        pruner.add(slot, pq_vec);
+        let io_pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(4 * cores)
+            .build()
+            .map_err(|e| EngineError::io(&dir, std::io::Error::other(e.to_string())))?;
+        let lists: Vec<Result<Vec<u32>>> = io_pool.install(|| {
+            news.par_iter()
+                .enumerate()
+                .map_init(
+                    || {
+                        (
+                            new_pruner(),
+                            Vec::with_capacity(l),
+                            ssdann_builder::greedy_search::SearchScratch::default(),
+                            Vec::new(),
+                            Vec::new(),
+                        )
+                    },
+                    |(pruner, found, dscratch, dfound, pq_vec), (_, (label, v))| {
+                        // Exact vectors of every node the search scored (their sectors were read
+                        // anyway) make the prune exact; PQ reconstructions stand in otherwise.
+                        let mut ctx = self.take_context();
+                        ctx.keep_vectors = true;
+                        let r = crate::beam_search::beam_search(&self, &mut ctx, v, l, &sp, found);
+                        pruner.start(v);
+                        let kept: HashMap<u32, usize> = ctx
+                            .kept_ids
+                            .iter()
+                            .enumerate()
+                            .map(|(i, &id)| (id, i))
+                            .collect();
+                        for nb in found.iter() {
+                            if let Some(&slot) = up.ssd_labels.get(&nb.id) {
+                                if !del_set.contains(&slot) {
+                                    match kept.get(&slot) {
+                                        Some(&i) => {
+                                            pruner.add(slot, &ctx.kept_vectors[i * d..(i + 1) * d])
+                                        }
+                                        None => {
+                                            decode(slot, pq_vec);
+                                            pruner.add(slot, pq_vec);
+                                        }
                                     }
                                 }
                             }
                         }
-                    }
-                    ctx.keep_vectors = false;
-                    self.put_context(ctx);
-                    r?;
-                    up.delta.search(v, h.max_degree as usize, l, dscratch, dfound);
-                    for &(_, other) in dfound.iter() {
-                        if other != *label {
-                            if let Some(&os) = label_to_new.get(&other) {
-                                pruner.add(os, &news[new_set[&os]].1);
+                        ctx.keep_vectors = false;
+                        self.put_context(ctx);
+                        r?;
+                        up.delta
+                            .search(v, h.max_degree as usize, l, dscratch, dfound);
+                        for &(_, other) in dfound.iter() {
+                            if other != *label {
+                                if let Some(&os) = label_to_new.get(&other) {
+                                    pruner.add(os, &news[new_set[&os]].1);
+                                }
                             }
                         }
-                    }
-                    Ok(pruner.run())
-                },
-            )
-            .collect());
+                        Ok(pruner.run())
+                    },
+                )
+                .collect()
+        });
         for (i, list) in lists.into_iter().enumerate() {
             let list = list?;
             let s = new_slot[i];
@@ -549,7 +732,10 @@ impl Index {
         // 4. Patch phase: new records and back-edges, block by block.
         let mut touched: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
         for &s in new_slot.iter().chain(back.keys()) {
-            touched.entry(layout.block_of(u64::from(s))).or_default().push(s);
+            touched
+                .entry(layout.block_of(u64::from(s)))
+                .or_default()
+                .push(s);
         }
         for (&b, slots) in &touched {
             read_block(&journal, b, &mut block)?;
@@ -560,7 +746,11 @@ impl Index {
                 }
                 let off = layout.offset_in_block(u64::from(s));
                 let (vbytes, mut list, own): (Vec<u8>, Vec<u32>, Vec<f32>) = match new_set.get(&s) {
-                    Some(&i) => (record_vector(h.element, &news[i].1), new_adj.get(&s).cloned().unwrap_or_default(), news[i].1.clone()),
+                    Some(&i) => (
+                        record_vector(h.element, &news[i].1),
+                        new_adj.get(&s).cloned().unwrap_or_default(),
+                        news[i].1.clone(),
+                    ),
                     None => {
                         let rec = layout.record(&block, off);
                         vector_f32(h.element, rec.vector, &mut pv);
@@ -606,24 +796,42 @@ impl Index {
         for (i, (label, v)) in news.iter().enumerate() {
             let s = new_slot[i] as usize;
             labels[s] = *label;
-            self.pq.encode(v, &mut new_codes[s * m..(s + 1) * m], &mut scratch);
+            self.pq
+                .encode(v, &mut new_codes[s * m..(s + 1) * m], &mut scratch);
         }
         journal.tick()?;
         write_labels(&dir.join(format!("{LABELS_FILE}.merge")), &labels)?;
         journal.tick()?;
-        write_codes(&dir.join(format!("{PQ_CODES_FILE}.merge")), n_new as usize, m, &new_codes)?;
+        write_codes(
+            &dir.join(format!("{PQ_CODES_FILE}.merge")),
+            n_new as usize,
+            m,
+            &new_codes,
+        )?;
         let live = labels.iter().filter(|&&l| l != FREE_LABEL).count() as u64;
-        let new_header = IndexHeader { generation: h.generation + 1, n_slots: n_new, live_count: live, entry_point: u64::from(entry), ..h.clone() };
+        let new_header = IndexHeader {
+            generation: h.generation + 1,
+            n_slots: n_new,
+            live_count: live,
+            entry_point: u64::from(entry),
+            ..h.clone()
+        };
         let (_, cur_slot) = {
             let mut two = AlignedBuf::new(2 * SECTOR_BYTES);
-            self.file.file.read_exact_at(two.as_mut_slice(), 0).map_err(|e| EngineError::io(&path, e))?;
+            self.file
+                .file
+                .read_exact_at(two.as_mut_slice(), 0)
+                .map_err(|e| EngineError::io(&path, e))?;
             IndexHeader::choose(&path, two.as_slice())?
         };
         let other = 1 - cur_slot as u64;
         let mut commit = other.to_le_bytes().to_vec();
         commit.extend_from_slice(&new_header.encode());
         journal.append(COMMIT, &commit)?;
-        journal.file.sync_all().map_err(|e| EngineError::io(&journal.path, e))?;
+        journal
+            .file
+            .sync_all()
+            .map_err(|e| EngineError::io(&journal.path, e))?;
         fsync_dir(&dir)?;
         report.blocks_written = journal.map.len();
         report.n_slots = n_new;
@@ -632,7 +840,10 @@ impl Index {
         report.phase_seconds[3] = tp.elapsed().as_secs_f64();
         tp = Instant::now();
         // 6. Apply in place (the same code recovery runs).
-        let committed = parse(&journal.path)?.ok_or_else(|| EngineError::Inconsistent { path: journal.path.clone(), detail: "journal not readable right after its commit".into() })?;
+        let committed = parse(&journal.path)?.ok_or_else(|| EngineError::Inconsistent {
+            path: journal.path.clone(),
+            detail: "journal not readable right after its commit".into(),
+        })?;
         let mut writes = journal.writes;
         let fail = opts.fail_after_writes;
         let jpath = journal.path.clone();

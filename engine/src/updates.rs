@@ -30,9 +30,25 @@ impl Updates {
     /// Fresh state for `index`, with the WAL (if any) replayed.
     pub(crate) fn open(index: &Index) -> Result<Updates> {
         let h = index.header();
-        let params = DeltaParams { max_degree: h.max_degree as usize, build_l: (h.build_l as usize).max(h.max_degree as usize), alpha: h.build_alpha.max(1.0) };
-        let ssd_labels = index.labels.iter().enumerate().filter(|(_, &l)| l != ssdann_layout::labels::FREE_LABEL).map(|(slot, &l)| (l, slot as u32)).collect();
-        let mut up = Updates { delta: DeltaIndex::new(index.dim(), h.metric, params), tombstones: HashSet::new(), ssd_labels, wal: None, wal_ops: 0 };
+        let params = DeltaParams {
+            max_degree: h.max_degree as usize,
+            build_l: (h.build_l as usize).max(h.max_degree as usize),
+            alpha: h.build_alpha.max(1.0),
+        };
+        let ssd_labels = index
+            .labels
+            .iter()
+            .enumerate()
+            .filter(|(_, &l)| l != ssdann_layout::labels::FREE_LABEL)
+            .map(|(slot, &l)| (l, slot as u32))
+            .collect();
+        let mut up = Updates {
+            delta: DeltaIndex::new(index.dim(), h.metric, params),
+            tombstones: HashSet::new(),
+            ssd_labels,
+            wal: None,
+            wal_ops: 0,
+        };
         let path = index.dir().join(WAL_FILE);
         if path.exists() {
             let rep = replay(&path, index.dim())?;
@@ -40,14 +56,20 @@ impl Updates {
                 up.apply(op);
             }
             up.wal_ops = rep.ops.len() as u64;
-            up.wal = Some(Wal::open(&path, index.dim(), rep.last_seq, index.options.sync)?);
+            up.wal = Some(Wal::open(
+                &path,
+                index.dim(),
+                rep.last_seq,
+                index.options.sync,
+            )?);
         }
         Ok(up)
     }
 
     /// Whether `label` is live (on the SSD and not tombstoned, or in the delta).
     pub(crate) fn is_live(&self, label: u64) -> bool {
-        self.delta.contains(label) || (self.ssd_labels.contains_key(&label) && !self.tombstones.contains(&label))
+        self.delta.contains(label)
+            || (self.ssd_labels.contains_key(&label) && !self.tombstones.contains(&label))
     }
 
     /// Applies one logged operation to the in-memory state (no validation: it was validated
@@ -72,12 +94,26 @@ impl Updates {
 
 impl Index {
     fn check_insert(&self, label: u64, vector: &[f32]) -> Result<()> {
-        let bad = |field: &'static str, value: String, reason: String| Err(EngineError::InvalidQuery { field, value, reason });
+        let bad = |field: &'static str, value: String, reason: String| {
+            Err(EngineError::InvalidQuery {
+                field,
+                value,
+                reason,
+            })
+        };
         if vector.len() != self.dim() {
-            return bad("vector dimension", vector.len().to_string(), format!("the index has d = {} (label {label})", self.dim()));
+            return bad(
+                "vector dimension",
+                vector.len().to_string(),
+                format!("the index has d = {} (label {label})", self.dim()),
+            );
         }
         if let Some(i) = vector.iter().position(|x| !x.is_finite()) {
-            return bad("vector", format!("{} at position {i}", vector[i]), format!("values must be finite (label {label})"));
+            return bad(
+                "vector",
+                format!("{} at position {i}", vector[i]),
+                format!("values must be finite (label {label})"),
+            );
         }
         let range = match self.header.element {
             ElementType::F32 => None,
@@ -85,20 +121,38 @@ impl Index {
             ElementType::I8 => Some((-128.0, 127.0)),
         };
         if let Some((lo, hi)) = range {
-            if let Some(i) = vector.iter().position(|&x| x.fract() != 0.0 || x < lo || x > hi) {
-                return bad("vector", format!("{} at position {i}", vector[i]), format!("a {} index stores integers in {lo}..={hi} (label {label})", self.header.element));
+            if let Some(i) = vector
+                .iter()
+                .position(|&x| x.fract() != 0.0 || x < lo || x > hi)
+            {
+                return bad(
+                    "vector",
+                    format!("{} at position {i}", vector[i]),
+                    format!(
+                        "a {} index stores integers in {lo}..={hi} (label {label})",
+                        self.header.element
+                    ),
+                );
             }
         }
         Ok(())
     }
 
     fn updates_mut(&self) -> Result<std::sync::RwLockWriteGuard<'_, Updates>> {
-        self.updates.write().map_err(|_| EngineError::Inconsistent { path: self.dir.clone(), detail: "update lock poisoned by a panic".into() })
+        self.updates.write().map_err(|_| EngineError::Inconsistent {
+            path: self.dir.clone(),
+            detail: "update lock poisoned by a panic".into(),
+        })
     }
 
     fn log(&self, up: &mut Updates, ops: &[WalOp]) -> Result<()> {
         if up.wal.is_none() {
-            up.wal = Some(Wal::open(&self.dir.join(WAL_FILE), self.dim(), 0, self.options.sync)?);
+            up.wal = Some(Wal::open(
+                &self.dir.join(WAL_FILE),
+                self.dim(),
+                0,
+                self.options.sync,
+            )?);
         }
         if let Some(w) = up.wal.as_mut() {
             w.append(ops)?;
@@ -119,7 +173,13 @@ impl Index {
         for (label, v) in items {
             self.check_insert(*label, v)?;
         }
-        let ops: Vec<WalOp> = items.iter().map(|(label, v)| WalOp::Insert { label: *label, vector: v.to_vec() }).collect();
+        let ops: Vec<WalOp> = items
+            .iter()
+            .map(|(label, v)| WalOp::Insert {
+                label: *label,
+                vector: v.to_vec(),
+            })
+            .collect();
         let mut up = self.updates_mut()?;
         self.log(&mut up, &ops)?;
         for op in &ops {
@@ -146,10 +206,19 @@ impl Index {
         let mut seen = HashSet::new();
         for &l in labels {
             if !up.is_live(l) || !seen.insert(l) {
-                return Err(EngineError::InvalidQuery { field: "label", value: l.to_string(), reason: "not a live point of the index (unknown, already deleted, or listed twice)".into() });
+                return Err(EngineError::InvalidQuery {
+                    field: "label",
+                    value: l.to_string(),
+                    reason:
+                        "not a live point of the index (unknown, already deleted, or listed twice)"
+                            .into(),
+                });
             }
         }
-        let ops: Vec<WalOp> = labels.iter().map(|&label| WalOp::Delete { label }).collect();
+        let ops: Vec<WalOp> = labels
+            .iter()
+            .map(|&label| WalOp::Delete { label })
+            .collect();
         self.log(&mut up, &ops)?;
         for op in &ops {
             up.apply(op);
@@ -183,8 +252,17 @@ impl Index {
 
     /// The largest label in use (SSD or delta), for callers that number new points.
     pub fn max_label(&self) -> Option<u64> {
-        let ssd = self.labels.iter().copied().filter(|&l| l != ssdann_layout::labels::FREE_LABEL).max();
-        let delta = self.updates.read().ok().and_then(|u| u.delta.live_points().map(|(l, _)| l).max());
+        let ssd = self
+            .labels
+            .iter()
+            .copied()
+            .filter(|&l| l != ssdann_layout::labels::FREE_LABEL)
+            .max();
+        let delta = self
+            .updates
+            .read()
+            .ok()
+            .and_then(|u| u.delta.live_points().map(|(l, _)| l).max());
         ssd.max(delta)
     }
 }

@@ -63,10 +63,14 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
     let len = f.metadata().map_err(|e| EngineError::io(&path, e))?.len();
     let mut slots = vec![0u8; 2 * SECTOR_BYTES];
     if len < slots.len() as u64 {
-        rep.problem(format!("{}: file is {len} bytes, shorter than the two 4096-byte header slots", path.display()));
+        rep.problem(format!(
+            "{}: file is {len} bytes, shorter than the two 4096-byte header slots",
+            path.display()
+        ));
         return Ok(rep);
     }
-    f.read_exact(&mut slots).map_err(|e| EngineError::io(&path, e))?;
+    f.read_exact(&mut slots)
+        .map_err(|e| EngineError::io(&path, e))?;
     // Each slot on its own: a corrupt slot is a problem even when the other one is fine.
     for s in 0..2 {
         let bytes = &slots[s * SECTOR_BYTES..(s + 1) * SECTOR_BYTES];
@@ -89,12 +93,18 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
     rep.slot = slot;
     let layout = header.layout;
     if len != header.file_bytes() {
-        rep.problem(format!("{}: file is {len} bytes but the header (n = {}) implies {}", path.display(), header.n_slots, header.file_bytes()));
+        rep.problem(format!(
+            "{}: file is {len} bytes but the header (n = {}) implies {}",
+            path.display(),
+            header.n_slots,
+            header.file_bytes()
+        ));
     }
     let n = header.n_slots;
     let blocks = layout.blocks_for(n);
     let block_bytes = layout.block_bytes();
-    let avail_blocks = (len.saturating_sub(2 * SECTOR_BYTES as u64) / block_bytes as u64).min(blocks);
+    let avail_blocks =
+        (len.saturating_sub(2 * SECTOR_BYTES as u64) / block_bytes as u64).min(blocks);
     let per_batch = ((8usize << 20) / block_bytes).max(1);
     let mut buf = vec![0u8; per_batch * block_bytes];
     let mut b = 0u64;
@@ -108,7 +118,12 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
             if let Err((stored, got)) = check_block(block) {
                 let e = LayoutError::ChecksumMismatch {
                     path: path.clone(),
-                    what: format!("sector {} (block {bi}, nodes {}..{})", layout.block_sector(bi), bi * layout.nodes_per_block as u64, ((bi + 1) * layout.nodes_per_block as u64).min(n)),
+                    what: format!(
+                        "sector {} (block {bi}, nodes {}..{})",
+                        layout.block_sector(bi),
+                        bi * layout.nodes_per_block as u64,
+                        ((bi + 1) * layout.nodes_per_block as u64).min(n)
+                    ),
                     expected: stored,
                     got,
                 };
@@ -121,19 +136,34 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
                 rep.nodes_checked += 1;
                 rep.edges += u64::from(rec.degree.min(header.max_degree));
                 if let Err(p) = rec.check(id, n, header.max_degree as usize) {
-                    rep.problem(format!("{}: sector {}: {p}", path.display(), layout.block_sector(bi)));
+                    rep.problem(format!(
+                        "{}: sector {}: {p}",
+                        path.display(),
+                        layout.block_sector(bi)
+                    ));
                 }
             }
         }
         b += nb as u64;
     }
     if avail_blocks < blocks {
-        rep.problem(format!("{}: truncated: {} of {blocks} node blocks present", path.display(), avail_blocks));
+        rep.problem(format!(
+            "{}: truncated: {} of {blocks} node blocks present",
+            path.display(),
+            avail_blocks
+        ));
     }
     match PqCodebook::read(&dir.join(PQ_PIVOTS_FILE)) {
         Ok(pq) => {
             if pq.dim() != header.dim as usize || pq.m() != header.pq_m as usize {
-                rep.problem(format!("{}: d = {}, M = {} but index.ssd has d = {}, M = {}", dir.join(PQ_PIVOTS_FILE).display(), pq.dim(), pq.m(), header.dim, header.pq_m));
+                rep.problem(format!(
+                    "{}: d = {}, M = {} but index.ssd has d = {}, M = {}",
+                    dir.join(PQ_PIVOTS_FILE).display(),
+                    pq.dim(),
+                    pq.m(),
+                    header.dim,
+                    header.pq_m
+                ));
             }
         }
         Err(e) => rep.problem(e.to_string()),
@@ -141,14 +171,22 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
     match read_codes(&dir.join(PQ_CODES_FILE)) {
         Ok((cn, cm, _)) => {
             if cn as u64 != n || cm != header.pq_m as usize {
-                rep.problem(format!("{}: n = {cn}, M = {cm} but index.ssd has n = {n}, M = {}", dir.join(PQ_CODES_FILE).display(), header.pq_m));
+                rep.problem(format!(
+                    "{}: n = {cn}, M = {cm} but index.ssd has n = {n}, M = {}",
+                    dir.join(PQ_CODES_FILE).display(),
+                    header.pq_m
+                ));
             }
         }
         Err(e) => rep.problem(e.to_string()),
     }
     let labels_path = dir.join(ssdann_layout::labels::LABELS_FILE);
     match ssdann_layout::labels::read_labels(&labels_path) {
-        Ok(l) if l.len() as u64 != n => rep.problem(format!("{}: {} labels but index.ssd has n = {n}", labels_path.display(), l.len())),
+        Ok(l) if l.len() as u64 != n => rep.problem(format!(
+            "{}: {} labels but index.ssd has n = {n}",
+            labels_path.display(),
+            l.len()
+        )),
         Ok(_) => {}
         Err(e) => rep.problem(e.to_string()),
     }
@@ -165,7 +203,9 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
         }
     }
     if dir.join(crate::merge::JOURNAL_FILE).exists() {
-        rep.notes.push("an interrupted merge journal is present; the next open finishes or discards it".into());
+        rep.notes.push(
+            "an interrupted merge journal is present; the next open finishes or discards it".into(),
+        );
     }
     rep.header = Some(header);
     Ok(rep)

@@ -96,7 +96,10 @@ pub enum WalOp {
 }
 
 fn crc_err(path: &Path, offset: u64, detail: String) -> EngineError {
-    EngineError::Inconsistent { path: path.into(), detail: format!("WAL record at byte offset {offset}: {detail}") }
+    EngineError::Inconsistent {
+        path: path.into(),
+        detail: format!("WAL record at byte offset {offset}: {detail}"),
+    }
 }
 
 /// What replay found.
@@ -131,7 +134,9 @@ fn encode_record(seq: u64, op: &WalOp, out: &mut Vec<u8>) {
     out.extend_from_slice(&seq.to_le_bytes());
     out.push(kind);
     out.extend_from_slice(&label.to_le_bytes());
-    payload.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
+    payload
+        .iter()
+        .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
     let crc = crc32fast::hash(&out[start + 8..]);
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
@@ -158,12 +163,24 @@ pub fn check(path: &Path, dim: usize) -> Result<Replay> {
 
 fn read_wal(path: &Path, dim: usize, truncate: bool) -> Result<Replay> {
     let io = |e| EngineError::io(path, e);
-    let mut f = std::fs::OpenOptions::new().read(true).write(truncate).open(path).map_err(io)?;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(truncate)
+        .open(path)
+        .map_err(io)?;
     let mut bytes = Vec::new();
     f.read_to_end(&mut bytes).map_err(io)?;
-    let corrupt = |what: &str, detail: String| -> EngineError { ssdann_layout::LayoutError::corrupt(path, what.to_string(), detail).into() };
+    let corrupt = |what: &str, detail: String| -> EngineError {
+        ssdann_layout::LayoutError::corrupt(path, what.to_string(), detail).into()
+    };
     if bytes.len() < WAL_HEADER_BYTES {
-        return Err(corrupt("WAL header", format!("file is {} bytes, shorter than the 32-byte header", bytes.len())));
+        return Err(corrupt(
+            "WAL header",
+            format!(
+                "file is {} bytes, shorter than the 32-byte header",
+                bytes.len()
+            ),
+        ));
     }
     if bytes[..8] != WAL_MAGIC {
         return Err(corrupt("WAL header", "bad magic".into()));
@@ -171,15 +188,33 @@ fn read_wal(path: &Path, dim: usize, truncate: bool) -> Result<Replay> {
     let stored = u32::from_le_bytes([bytes[28], bytes[29], bytes[30], bytes[31]]);
     let got = crc32fast::hash(&bytes[..28]);
     if stored != got {
-        return Err(ssdann_layout::LayoutError::ChecksumMismatch { path: path.into(), what: "WAL header".into(), expected: stored, got }.into());
+        return Err(ssdann_layout::LayoutError::ChecksumMismatch {
+            path: path.into(),
+            what: "WAL header".into(),
+            expected: stored,
+            got,
+        }
+        .into());
     }
     let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
     let fdim = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]) as usize;
     if version != WAL_VERSION {
-        return Err(ssdann_layout::LayoutError::field(path, "version", version, "this build reads WAL version 1").into());
+        return Err(ssdann_layout::LayoutError::field(
+            path,
+            "version",
+            version,
+            "this build reads WAL version 1",
+        )
+        .into());
     }
     if fdim != dim {
-        return Err(ssdann_layout::LayoutError::field(path, "dim", fdim, format!("the index has d = {dim}")).into());
+        return Err(ssdann_layout::LayoutError::field(
+            path,
+            "dim",
+            fdim,
+            format!("the index has d = {dim}"),
+        )
+        .into());
     }
     let mut rep = Replay::default();
     let mut off = WAL_HEADER_BYTES;
@@ -191,8 +226,12 @@ fn read_wal(path: &Path, dim: usize, truncate: bool) -> Result<Replay> {
             torn_at = Some(off);
             break;
         }
-        let payload = u32::from_le_bytes([bytes[off], bytes[off + 1], bytes[off + 2], bytes[off + 3]]) as usize;
-        let end = off.checked_add(RECORD_HEAD_BYTES).and_then(|x| x.checked_add(payload));
+        let payload =
+            u32::from_le_bytes([bytes[off], bytes[off + 1], bytes[off + 2], bytes[off + 3]])
+                as usize;
+        let end = off
+            .checked_add(RECORD_HEAD_BYTES)
+            .and_then(|x| x.checked_add(payload));
         let end = match end {
             Some(e) if e <= len => e,
             _ => {
@@ -201,7 +240,12 @@ fn read_wal(path: &Path, dim: usize, truncate: bool) -> Result<Replay> {
                 break;
             }
         };
-        let stored = u32::from_le_bytes([bytes[off + 4], bytes[off + 5], bytes[off + 6], bytes[off + 7]]);
+        let stored = u32::from_le_bytes([
+            bytes[off + 4],
+            bytes[off + 5],
+            bytes[off + 6],
+            bytes[off + 7],
+        ]);
         let got = crc32fast::hash(&bytes[off + 8..end]);
         if stored != got {
             if end == len {
@@ -214,7 +258,11 @@ fn read_wal(path: &Path, dim: usize, truncate: bool) -> Result<Replay> {
         seq_b.copy_from_slice(&bytes[off + 8..off + 16]);
         let seq = u64::from_le_bytes(seq_b);
         if seq != rep.last_seq + 1 {
-            return Err(crc_err(path, o, format!("sequence number {seq}, expected {}", rep.last_seq + 1)));
+            return Err(crc_err(
+                path,
+                o,
+                format!("sequence number {seq}, expected {}", rep.last_seq + 1),
+            ));
         }
         let kind = bytes[off + 16];
         let mut lb = [0u8; 8];
@@ -223,10 +271,22 @@ fn read_wal(path: &Path, dim: usize, truncate: bool) -> Result<Replay> {
         let op = match (kind, payload) {
             (1, p) if p == 4 * dim => WalOp::Insert {
                 label,
-                vector: bytes[off + 25..end].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+                vector: bytes[off + 25..end]
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
             },
             (2, 0) => WalOp::Delete { label },
-            (k, p) => return Err(crc_err(path, o, format!("kind {k} with a {p}-byte payload (insert needs {} bytes, delete 0)", 4 * dim))),
+            (k, p) => {
+                return Err(crc_err(
+                    path,
+                    o,
+                    format!(
+                        "kind {k} with a {p}-byte payload (insert needs {} bytes, delete 0)",
+                        4 * dim
+                    ),
+                ))
+            }
         };
         rep.ops.push(op);
         rep.last_seq = seq;
@@ -269,24 +329,47 @@ impl Wal {
     pub fn open(path: &Path, dim: usize, last_seq: u64, mode: SyncMode) -> Result<Wal> {
         let io = |e| EngineError::io(path, e);
         let exists = path.exists();
-        let mut file = std::fs::OpenOptions::new().create(true).read(true).append(true).open(path).map_err(io)?;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(path)
+            .map_err(io)?;
         if !exists || file.metadata().map_err(io)?.len() == 0 {
             file.write_all(&encode_header(dim as u32)).map_err(io)?;
             file.sync_all().map_err(io)?;
             if let Some(parent) = path.parent() {
-                std::fs::File::open(parent).and_then(|d| d.sync_all()).map_err(io)?;
+                std::fs::File::open(parent)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io)?;
             }
         }
         file.seek(SeekFrom::End(0)).map_err(io)?;
-        let state = Arc::new((Mutex::new(Shared { file, next_seq: last_seq + 1, dirty: false, closed: false }), Condvar::new()));
+        let state = Arc::new((
+            Mutex::new(Shared {
+                file,
+                next_seq: last_seq + 1,
+                dirty: false,
+                closed: false,
+            }),
+            Condvar::new(),
+        ));
         let flusher = match mode {
             SyncMode::Interval(ms) => {
                 let st = state.clone();
-                Some(std::thread::spawn(move || flush_loop(&st, Duration::from_millis(ms))))
+                Some(std::thread::spawn(move || {
+                    flush_loop(&st, Duration::from_millis(ms))
+                }))
             }
             _ => None,
         };
-        Ok(Wal { path: path.into(), mode, state, buf: Vec::new(), flusher })
+        Ok(Wal {
+            path: path.into(),
+            mode,
+            state,
+            buf: Vec::new(),
+            flusher,
+        })
     }
 
     /// The durability mode.
@@ -303,7 +386,9 @@ impl Wal {
     pub fn append(&mut self, ops: &[WalOp]) -> Result<u64> {
         let io = |e| EngineError::io(&self.path, e);
         let (lock, _) = &*self.state;
-        let mut g = lock.lock().map_err(|_| EngineError::io(&self.path, std::io::Error::other("WAL lock poisoned")))?;
+        let mut g = lock
+            .lock()
+            .map_err(|_| EngineError::io(&self.path, std::io::Error::other("WAL lock poisoned")))?;
         self.buf.clear();
         let first = g.next_seq;
         for (i, op) in ops.iter().enumerate() {
@@ -327,7 +412,9 @@ impl Wal {
     pub fn reset(&mut self) -> Result<()> {
         let io = |e| EngineError::io(&self.path, e);
         let (lock, _) = &*self.state;
-        let mut g = lock.lock().map_err(|_| EngineError::io(&self.path, std::io::Error::other("WAL lock poisoned")))?;
+        let mut g = lock
+            .lock()
+            .map_err(|_| EngineError::io(&self.path, std::io::Error::other("WAL lock poisoned")))?;
         g.file.set_len(WAL_HEADER_BYTES as u64).map_err(io)?;
         g.file.sync_all().map_err(io)?;
         g.next_seq = 1;
@@ -340,7 +427,9 @@ fn flush_loop(state: &(Mutex<Shared>, Condvar), every: Duration) {
     let (lock, cv) = state;
     let Ok(mut g) = lock.lock() else { return };
     loop {
-        let Ok((ng, _)) = cv.wait_timeout(g, every) else { return };
+        let Ok((ng, _)) = cv.wait_timeout(g, every) else {
+            return;
+        };
         g = ng;
         if g.closed {
             if g.dirty {
@@ -380,9 +469,15 @@ mod tests {
 
     fn ops() -> Vec<WalOp> {
         vec![
-            WalOp::Insert { label: 7, vector: vec![1.0, 2.0, 3.0] },
+            WalOp::Insert {
+                label: 7,
+                vector: vec![1.0, 2.0, 3.0],
+            },
             WalOp::Delete { label: 3 },
-            WalOp::Insert { label: 9, vector: vec![0.5, -1.0, 4.0] },
+            WalOp::Insert {
+                label: 9,
+                vector: vec![0.5, -1.0, 4.0],
+            },
         ]
     }
 
@@ -403,7 +498,10 @@ mod tests {
             drop(w);
             assert_eq!(replay(&p, 3).unwrap().last_seq, 4);
         }
-        assert_eq!("interval=20".parse::<SyncMode>(), Ok(SyncMode::Interval(20)));
+        assert_eq!(
+            "interval=20".parse::<SyncMode>(),
+            Ok(SyncMode::Interval(20))
+        );
         assert!("interval=0".parse::<SyncMode>().is_err());
         assert!("sometimes".parse::<SyncMode>().is_err());
     }
@@ -424,7 +522,10 @@ mod tests {
             let r = replay(&p, 3).unwrap();
             assert_eq!(r.ops, ops()[..2].to_vec(), "cut {cut}");
             assert_eq!(r.truncated_bytes as usize, RECORD_HEAD_BYTES + 12 - cut);
-            assert_eq!(std::fs::metadata(&p).unwrap().len() as usize, good.len() - (RECORD_HEAD_BYTES + 12));
+            assert_eq!(
+                std::fs::metadata(&p).unwrap().len() as usize,
+                good.len() - (RECORD_HEAD_BYTES + 12)
+            );
         }
         // a flipped byte in the last record: torn tail too
         let mut bad = good.clone();
@@ -438,14 +539,25 @@ mod tests {
         bad[mid] ^= 1;
         std::fs::write(&p, &bad).unwrap();
         let e = replay(&p, 3).unwrap_err().to_string();
-        assert!(e.contains(&format!("byte offset {}", WAL_HEADER_BYTES + rec0)) && e.contains("checksum mismatch"), "{e}");
-        assert_eq!(std::fs::read(&p).unwrap(), bad, "a corrupt WAL must not be modified");
+        assert!(
+            e.contains(&format!("byte offset {}", WAL_HEADER_BYTES + rec0))
+                && e.contains("checksum mismatch"),
+            "{e}"
+        );
+        assert_eq!(
+            std::fs::read(&p).unwrap(),
+            bad,
+            "a corrupt WAL must not be modified"
+        );
         let _ = rec1;
         // a bad header
         let mut bad = good.clone();
         bad[13] ^= 1;
         std::fs::write(&p, &bad).unwrap();
-        assert!(replay(&p, 3).unwrap_err().to_string().contains("WAL header"));
+        assert!(replay(&p, 3)
+            .unwrap_err()
+            .to_string()
+            .contains("WAL header"));
         // wrong dimension
         std::fs::write(&p, &good).unwrap();
         assert!(replay(&p, 4).unwrap_err().to_string().contains("`dim` = 3"));

@@ -36,15 +36,27 @@ pub struct Blob {
 ///
 /// # Errors
 /// [`LayoutError::Io`]; [`LayoutError::InvalidArgument`] for more than [`MAX_BLOB_FIELDS`] fields.
-pub fn write_blob(path: &Path, magic: &[u8; 8], version: u32, fields: &[u64], body: &[u8]) -> Result<()> {
+pub fn write_blob(
+    path: &Path,
+    magic: &[u8; 8],
+    version: u32,
+    fields: &[u64],
+    body: &[u8],
+) -> Result<()> {
     if fields.len() > MAX_BLOB_FIELDS {
-        return Err(LayoutError::InvalidArgument { field: "fields", value: fields.len().to_string(), reason: format!("at most {MAX_BLOB_FIELDS}") });
+        return Err(LayoutError::InvalidArgument {
+            field: "fields",
+            value: fields.len().to_string(),
+            reason: format!("at most {MAX_BLOB_FIELDS}"),
+        });
     }
     let mut head = Vec::with_capacity(28 + 8 * fields.len());
     head.extend_from_slice(magic);
     head.extend_from_slice(&version.to_le_bytes());
     head.extend_from_slice(&(fields.len() as u32).to_le_bytes());
-    fields.iter().for_each(|f| head.extend_from_slice(&f.to_le_bytes()));
+    fields
+        .iter()
+        .for_each(|f| head.extend_from_slice(&f.to_le_bytes()));
     head.extend_from_slice(&(body.len() as u64).to_le_bytes());
     let crc = crc32fast::hash(&head);
     head.extend_from_slice(&crc.to_le_bytes());
@@ -53,8 +65,11 @@ pub fn write_blob(path: &Path, magic: &[u8; 8], version: u32, fields: &[u64], bo
     let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
     w.write_all(&head).map_err(io)?;
     w.write_all(body).map_err(io)?;
-    w.write_all(&crc32fast::hash(body).to_le_bytes()).map_err(io)?;
-    let f = w.into_inner().map_err(|e| LayoutError::io(path, e.into_error()))?;
+    w.write_all(&crc32fast::hash(body).to_le_bytes())
+        .map_err(io)?;
+    let f = w
+        .into_inner()
+        .map_err(|e| LayoutError::io(path, e.into_error()))?;
     f.sync_all().map_err(io)
 }
 
@@ -71,32 +86,69 @@ pub fn read_blob(path: &Path, magic: &[u8; 8], max_version: u32) -> Result<Blob>
     let len = f.metadata().map_err(io)?.len();
     let mut fixed = [0u8; 16];
     if len < 16 + 8 + 4 + 4 {
-        return Err(LayoutError::SizeMismatch { path: path.into(), expected_bytes: 32, actual_bytes: len, detail: "the blob header".into() });
+        return Err(LayoutError::SizeMismatch {
+            path: path.into(),
+            expected_bytes: 32,
+            actual_bytes: len,
+            detail: "the blob header".into(),
+        });
     }
     f.read_exact(&mut fixed).map_err(io)?;
     if &fixed[..8] != magic {
-        return Err(LayoutError::corrupt(path, "header", format!("bad magic {:?}, expected {:?}", String::from_utf8_lossy(&fixed[..8]), String::from_utf8_lossy(magic))));
+        return Err(LayoutError::corrupt(
+            path,
+            "header",
+            format!(
+                "bad magic {:?}, expected {:?}",
+                String::from_utf8_lossy(&fixed[..8]),
+                String::from_utf8_lossy(magic)
+            ),
+        ));
     }
     let version = u32::from_le_bytes([fixed[8], fixed[9], fixed[10], fixed[11]]);
     let nf = u32::from_le_bytes([fixed[12], fixed[13], fixed[14], fixed[15]]) as usize;
     if nf > MAX_BLOB_FIELDS {
-        return Err(LayoutError::corrupt(path, "header", format!("{nf} fields (at most {MAX_BLOB_FIELDS})")));
+        return Err(LayoutError::corrupt(
+            path,
+            "header",
+            format!("{nf} fields (at most {MAX_BLOB_FIELDS})"),
+        ));
     }
     let head_len = 16 + 8 * nf + 8;
     if len < (head_len + 8) as u64 {
-        return Err(LayoutError::SizeMismatch { path: path.into(), expected_bytes: (head_len + 8) as u64, actual_bytes: len, detail: "the blob header".into() });
+        return Err(LayoutError::SizeMismatch {
+            path: path.into(),
+            expected_bytes: (head_len + 8) as u64,
+            actual_bytes: len,
+            detail: "the blob header".into(),
+        });
     }
     let mut rest = vec![0u8; 8 * nf + 8 + 4];
     f.read_exact(&mut rest).map_err(io)?;
     let mut head = fixed.to_vec();
     head.extend_from_slice(&rest[..8 * nf + 8]);
-    let stored = u32::from_le_bytes([rest[8 * nf + 8], rest[8 * nf + 9], rest[8 * nf + 10], rest[8 * nf + 11]]);
+    let stored = u32::from_le_bytes([
+        rest[8 * nf + 8],
+        rest[8 * nf + 9],
+        rest[8 * nf + 10],
+        rest[8 * nf + 11],
+    ]);
     let got = crc32fast::hash(&head);
     if stored != got {
-        return Err(LayoutError::ChecksumMismatch { path: path.into(), what: "header".into(), expected: stored, got });
+        return Err(LayoutError::ChecksumMismatch {
+            path: path.into(),
+            what: "header".into(),
+            expected: stored,
+            got,
+        });
     }
     if version == 0 || version > max_version {
-        return Err(LayoutError::field(path, "version", version, format!("this build reads versions 1..={max_version}")));
+        return Err(LayoutError::field(
+            path,
+            "version",
+            version,
+            format!("this build reads versions 1..={max_version}"),
+        ));
     }
     let u64_at = |b: &[u8], o: usize| {
         let mut a = [0u8; 8];
@@ -105,9 +157,16 @@ pub fn read_blob(path: &Path, magic: &[u8; 8], max_version: u32) -> Result<Blob>
     };
     let fields: Vec<u64> = (0..nf).map(|i| u64_at(&head, 16 + 8 * i)).collect();
     let body_bytes = u64_at(&head, 16 + 8 * nf);
-    let expected = (head_len as u64 + 4).checked_add(body_bytes).and_then(|x| x.checked_add(4));
+    let expected = (head_len as u64 + 4)
+        .checked_add(body_bytes)
+        .and_then(|x| x.checked_add(4));
     if expected != Some(len) {
-        return Err(LayoutError::SizeMismatch { path: path.into(), expected_bytes: expected.unwrap_or(u64::MAX), actual_bytes: len, detail: format!("body_bytes = {body_bytes}") });
+        return Err(LayoutError::SizeMismatch {
+            path: path.into(),
+            expected_bytes: expected.unwrap_or(u64::MAX),
+            actual_bytes: len,
+            detail: format!("body_bytes = {body_bytes}"),
+        });
     }
     let mut body = vec![0u8; body_bytes as usize];
     f.read_exact(&mut body).map_err(io)?;
@@ -116,9 +175,18 @@ pub fn read_blob(path: &Path, magic: &[u8; 8], max_version: u32) -> Result<Blob>
     let stored = u32::from_le_bytes(crc);
     let got = crc32fast::hash(&body);
     if stored != got {
-        return Err(LayoutError::ChecksumMismatch { path: path.into(), what: "body".into(), expected: stored, got });
+        return Err(LayoutError::ChecksumMismatch {
+            path: path.into(),
+            what: "body".into(),
+            expected: stored,
+            got,
+        });
     }
-    Ok(Blob { version, fields, body })
+    Ok(Blob {
+        version,
+        fields,
+        body,
+    })
 }
 
 #[cfg(test)]
@@ -131,16 +199,28 @@ mod tests {
         let p = dir.path().join("x.bin");
         write_blob(&p, b"TESTBLOB", 1, &[7, 9], b"hello world").unwrap();
         let b = read_blob(&p, b"TESTBLOB", 1).unwrap();
-        assert_eq!((b.fields.clone(), b.body.clone()), (vec![7, 9], b"hello world".to_vec()));
-        assert!(matches!(read_blob(&p, b"OTHERBLB", 1), Err(LayoutError::Corrupt { .. })));
+        assert_eq!(
+            (b.fields.clone(), b.body.clone()),
+            (vec![7, 9], b"hello world".to_vec())
+        );
+        assert!(matches!(
+            read_blob(&p, b"OTHERBLB", 1),
+            Err(LayoutError::Corrupt { .. })
+        ));
         let good = std::fs::read(&p).unwrap();
         for i in 0..good.len() {
             let mut bad = good.clone();
             bad[i] ^= 0x10;
             std::fs::write(&p, &bad).unwrap();
-            assert!(read_blob(&p, b"TESTBLOB", 1).is_err(), "flip at byte {i} not detected");
+            assert!(
+                read_blob(&p, b"TESTBLOB", 1).is_err(),
+                "flip at byte {i} not detected"
+            );
         }
         std::fs::write(&p, &good[..good.len() - 1]).unwrap();
-        assert!(matches!(read_blob(&p, b"TESTBLOB", 1), Err(LayoutError::SizeMismatch { .. })));
+        assert!(matches!(
+            read_blob(&p, b"TESTBLOB", 1),
+            Err(LayoutError::SizeMismatch { .. })
+        ));
     }
 }

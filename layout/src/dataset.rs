@@ -114,7 +114,10 @@ fn map_file(path: &Path) -> Result<(Option<memmap2::Mmap>, u64)> {
 }
 
 fn extension(path: &Path) -> String {
-    path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase()
+    path.extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase()
 }
 
 impl VectorFile {
@@ -135,7 +138,12 @@ impl VectorFile {
             "u8bin" | "bvecs" => ElementType::U8,
             "i8bin" => ElementType::I8,
             "npy" => ElementType::F32, // refined from the header below
-            _ => return Err(LayoutError::UnsupportedExtension { path: path.into(), ext }),
+            _ => {
+                return Err(LayoutError::UnsupportedExtension {
+                    path: path.into(),
+                    ext,
+                })
+            }
         };
         let (map, len) = map_file(path)?;
         let bytes: &[u8] = map.as_deref().unwrap_or(&[]);
@@ -145,24 +153,57 @@ impl VectorFile {
             _ => Self::parse_npy(path, bytes)?,
         };
         // Pair assertion: the parsers checked this; check again before any row is sliced.
-        assert!(data_offset as u64 + (n as u64 - 1) * row_stride as u64 + (dim * elem.size_bytes()) as u64 <= len, "validated size");
-        Ok(VectorFile { path: path.into(), map, elem, n, dim, data_offset, row_stride })
+        assert!(
+            data_offset as u64
+                + (n as u64 - 1) * row_stride as u64
+                + (dim * elem.size_bytes()) as u64
+                <= len,
+            "validated size"
+        );
+        Ok(VectorFile {
+            path: path.into(),
+            map,
+            elem,
+            n,
+            dim,
+            data_offset,
+            row_stride,
+        })
     }
 
     fn check_counts(path: &Path, n: u64, d: u64) -> Result<()> {
         if n == 0 {
-            return Err(LayoutError::field(path, "n", n, "the file holds no vectors"));
+            return Err(LayoutError::field(
+                path,
+                "n",
+                n,
+                "the file holds no vectors",
+            ));
         }
         if d == 0 {
-            return Err(LayoutError::field(path, "d", d, "dimension must be at least 1"));
+            return Err(LayoutError::field(
+                path,
+                "d",
+                d,
+                "dimension must be at least 1",
+            ));
         }
         if d > MAX_DIM as u64 {
-            return Err(LayoutError::field(path, "d", d, format!("dimension above the supported maximum {MAX_DIM}")));
+            return Err(LayoutError::field(
+                path,
+                "d",
+                d,
+                format!("dimension above the supported maximum {MAX_DIM}"),
+            ));
         }
         Ok(())
     }
 
-    fn parse_bin(path: &Path, bytes: &[u8], elem: ElementType) -> Result<(ElementType, usize, usize, usize, usize)> {
+    fn parse_bin(
+        path: &Path,
+        bytes: &[u8],
+        elem: ElementType,
+    ) -> Result<(ElementType, usize, usize, usize, usize)> {
         let len = bytes.len() as u64;
         if len < 8 {
             return Err(LayoutError::SizeMismatch {
@@ -191,7 +232,11 @@ impl VectorFile {
         Ok((elem, n as usize, d as usize, 8, row as usize))
     }
 
-    fn parse_vecs(path: &Path, bytes: &[u8], elem: ElementType) -> Result<(ElementType, usize, usize, usize, usize)> {
+    fn parse_vecs(
+        path: &Path,
+        bytes: &[u8],
+        elem: ElementType,
+    ) -> Result<(ElementType, usize, usize, usize, usize)> {
         let len = bytes.len() as u64;
         if len < 4 {
             return Err(LayoutError::SizeMismatch {
@@ -203,7 +248,12 @@ impl VectorFile {
         }
         let d = read_u32_at(bytes, 0) as i32;
         if d <= 0 || d as usize > MAX_DIM {
-            return Err(LayoutError::field(path, "d (row 0)", d, format!("dimension must be in 1..={MAX_DIM}")));
+            return Err(LayoutError::field(
+                path,
+                "d (row 0)",
+                d,
+                format!("dimension must be in 1..={MAX_DIM}"),
+            ));
         }
         let stride = 4 + d as u64 * elem.size_bytes() as u64;
         if !len.is_multiple_of(stride) {
@@ -233,13 +283,27 @@ impl VectorFile {
     fn parse_npy(path: &Path, bytes: &[u8]) -> Result<(ElementType, usize, usize, usize, usize)> {
         let len = bytes.len() as u64;
         if len < 10 || &bytes[..6] != b"\x93NUMPY" {
-            return Err(LayoutError::corrupt(path, "npy header", "missing the \\x93NUMPY magic"));
+            return Err(LayoutError::corrupt(
+                path,
+                "npy header",
+                "missing the \\x93NUMPY magic",
+            ));
         }
         let major = bytes[6];
         let (hlen, hstart) = match major {
-            1 => (usize::from(u16::from_le_bytes([bytes[8], bytes[9]])), 10usize),
+            1 => (
+                usize::from(u16::from_le_bytes([bytes[8], bytes[9]])),
+                10usize,
+            ),
             2 | 3 if len >= 12 => (read_u32_at(bytes, 8) as usize, 12usize),
-            _ => return Err(LayoutError::field(path, "npy version", major, "supported versions are 1, 2 and 3")),
+            _ => {
+                return Err(LayoutError::field(
+                    path,
+                    "npy version",
+                    major,
+                    "supported versions are 1, 2 and 3",
+                ))
+            }
         };
         let hend = hstart
             .checked_add(hlen)
@@ -267,29 +331,55 @@ impl VectorFile {
             "|u1" | "u1" | "<u1" => ElementType::U8,
             "|i1" | "i1" | "<i1" => ElementType::I8,
             other => {
-                return Err(LayoutError::field(path, "descr", other, "supported dtypes are float32 (<f4), uint8 (|u1) and int8 (|i1)"))
+                return Err(LayoutError::field(
+                    path,
+                    "descr",
+                    other,
+                    "supported dtypes are float32 (<f4), uint8 (|u1) and int8 (|i1)",
+                ))
             }
         };
-        let fortran = field("fortran_order").ok_or_else(|| LayoutError::corrupt(path, "npy header", "no 'fortran_order'"))?;
+        let fortran = field("fortran_order")
+            .ok_or_else(|| LayoutError::corrupt(path, "npy header", "no 'fortran_order'"))?;
         if fortran.starts_with("True") {
-            return Err(LayoutError::field(path, "fortran_order", "True", "only C-order arrays are supported (use np.ascontiguousarray)"));
+            return Err(LayoutError::field(
+                path,
+                "fortran_order",
+                "True",
+                "only C-order arrays are supported (use np.ascontiguousarray)",
+            ));
         }
         let shape = field("shape")
             .and_then(|v| v.strip_prefix('('))
             .and_then(|v| v.split(')').next())
             .ok_or_else(|| LayoutError::corrupt(path, "npy header", "no 'shape'"))?;
-        let dims: Vec<&str> = shape.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+        let dims: Vec<&str> = shape
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
         if dims.len() != 2 {
-            return Err(LayoutError::field(path, "shape", format!("({shape})"), "expected a 2-D array (n, d)"));
+            return Err(LayoutError::field(
+                path,
+                "shape",
+                format!("({shape})"),
+                "expected a 2-D array (n, d)",
+            ));
         }
-        let parse = |s: &str| s.parse::<u64>().map_err(|_| LayoutError::field(path, "shape", format!("({shape})"), "not integers"));
+        let parse = |s: &str| {
+            s.parse::<u64>().map_err(|_| {
+                LayoutError::field(path, "shape", format!("({shape})"), "not integers")
+            })
+        };
         let (n, d) = (parse(dims[0])?, parse(dims[1])?);
         Self::check_counts(path, n, d)?;
         let row = d * elem.size_bytes() as u64;
         let expected = n
             .checked_mul(row)
             .and_then(|x| x.checked_add(hend as u64))
-            .ok_or_else(|| LayoutError::field(path, "shape", format!("({shape})"), "n × d overflows"))?;
+            .ok_or_else(|| {
+                LayoutError::field(path, "shape", format!("({shape})"), "n × d overflows")
+            })?;
         if expected != len {
             return Err(LayoutError::SizeMismatch {
                 path: path.into(),
@@ -354,7 +444,10 @@ impl VectorFile {
                 }
             }
             ElementType::U8 => out.iter_mut().zip(b).for_each(|(o, &x)| *o = f32::from(x)),
-            ElementType::I8 => out.iter_mut().zip(b).for_each(|(o, &x)| *o = f32::from(x as i8)),
+            ElementType::I8 => out
+                .iter_mut()
+                .zip(b)
+                .for_each(|(o, &x)| *o = f32::from(x as i8)),
         }
     }
 
@@ -411,7 +504,12 @@ impl VectorFile {
             for (j, c) in b.chunks_exact(4).enumerate() {
                 let v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
                 if !v.is_finite() {
-                    return Err(LayoutError::NonFinite { path: self.path.clone(), row: i as u64, column: j as u32, value: v });
+                    return Err(LayoutError::NonFinite {
+                        path: self.path.clone(),
+                        row: i as u64,
+                        column: j as u32,
+                        value: v,
+                    });
                 }
             }
         }
@@ -450,59 +548,116 @@ impl GroundTruth {
         let ext = extension(path);
         let (map, len) = map_file(path)?;
         let bytes: &[u8] = map.as_deref().unwrap_or(&[]);
-        let words = |b: &[u8]| -> Vec<u32> { b.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect() };
+        let words = |b: &[u8]| -> Vec<u32> {
+            b.chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        };
         match ext.as_str() {
             "ibin" | "bin" => {
                 if len < 8 {
-                    return Err(LayoutError::SizeMismatch { path: path.into(), expected_bytes: 8, actual_bytes: len, detail: "the 8-byte header (u32 nq, u32 k)".into() });
+                    return Err(LayoutError::SizeMismatch {
+                        path: path.into(),
+                        expected_bytes: 8,
+                        actual_bytes: len,
+                        detail: "the 8-byte header (u32 nq, u32 k)".into(),
+                    });
                 }
                 let nq = u64::from(read_u32_at(bytes, 0));
                 let k = u64::from(read_u32_at(bytes, 4));
                 if nq == 0 {
-                    return Err(LayoutError::field(path, "nq", nq, "the file holds no queries"));
+                    return Err(LayoutError::field(
+                        path,
+                        "nq",
+                        nq,
+                        "the file holds no queries",
+                    ));
                 }
                 if k == 0 {
                     return Err(LayoutError::field(path, "k", k, "k must be at least 1"));
                 }
-                let cells = nq.checked_mul(k).ok_or_else(|| LayoutError::field(path, "nq", nq, "nq × k overflows"))?;
+                let cells = nq
+                    .checked_mul(k)
+                    .ok_or_else(|| LayoutError::field(path, "nq", nq, "nq × k overflows"))?;
                 let ids_only = 8 + cells * 4;
                 let with_d = 8 + cells * 8;
                 if len != ids_only && len != with_d {
-                    return Err(LayoutError::SizeMismatch { path: path.into(), expected_bytes: with_d, actual_bytes: len, detail: format!("header nq = {nq}, k = {k}") });
+                    return Err(LayoutError::SizeMismatch {
+                        path: path.into(),
+                        expected_bytes: with_d,
+                        actual_bytes: len,
+                        detail: format!("header nq = {nq}, k = {k}"),
+                    });
                 }
                 let c = cells as usize;
                 let ids = words(&bytes[8..8 + 4 * c]);
                 let distances = if len == with_d {
-                    words(&bytes[8 + 4 * c..8 + 8 * c]).into_iter().map(f32::from_bits).collect()
+                    words(&bytes[8 + 4 * c..8 + 8 * c])
+                        .into_iter()
+                        .map(f32::from_bits)
+                        .collect()
                 } else {
                     Vec::new()
                 };
-                Ok(GroundTruth { nq: nq as usize, k: k as usize, ids, distances })
+                Ok(GroundTruth {
+                    nq: nq as usize,
+                    k: k as usize,
+                    ids,
+                    distances,
+                })
             }
             "ivecs" => {
                 if len < 4 {
-                    return Err(LayoutError::SizeMismatch { path: path.into(), expected_bytes: 4, actual_bytes: len, detail: "the first row's i32 k".into() });
+                    return Err(LayoutError::SizeMismatch {
+                        path: path.into(),
+                        expected_bytes: 4,
+                        actual_bytes: len,
+                        detail: "the first row's i32 k".into(),
+                    });
                 }
                 let k = read_u32_at(bytes, 0) as u64;
                 if k == 0 || k > MAX_DIM as u64 {
-                    return Err(LayoutError::field(path, "k (row 0)", k, format!("must be in 1..={MAX_DIM}")));
+                    return Err(LayoutError::field(
+                        path,
+                        "k (row 0)",
+                        k,
+                        format!("must be in 1..={MAX_DIM}"),
+                    ));
                 }
                 let stride = 4 + 4 * k;
                 if len % stride != 0 {
-                    return Err(LayoutError::SizeMismatch { path: path.into(), expected_bytes: (len / stride + 1) * stride, actual_bytes: len, detail: format!("rows of 4 + {k} × 4 bytes") });
+                    return Err(LayoutError::SizeMismatch {
+                        path: path.into(),
+                        expected_bytes: (len / stride + 1) * stride,
+                        actual_bytes: len,
+                        detail: format!("rows of 4 + {k} × 4 bytes"),
+                    });
                 }
                 let nq = (len / stride) as usize;
                 let mut ids = Vec::with_capacity(nq * k as usize);
                 for q in 0..nq {
                     let off = q * stride as usize;
                     if u64::from(read_u32_at(bytes, off)) != k {
-                        return Err(LayoutError::field(path, "k", read_u32_at(bytes, off), format!("row {q} differs from row 0's k = {k}")));
+                        return Err(LayoutError::field(
+                            path,
+                            "k",
+                            read_u32_at(bytes, off),
+                            format!("row {q} differs from row 0's k = {k}"),
+                        ));
                     }
                     ids.extend(words(&bytes[off + 4..off + stride as usize]));
                 }
-                Ok(GroundTruth { nq, k: k as usize, ids, distances: Vec::new() })
+                Ok(GroundTruth {
+                    nq,
+                    k: k as usize,
+                    ids,
+                    distances: Vec::new(),
+                })
             }
-            _ => Err(LayoutError::UnsupportedExtension { path: path.into(), ext }),
+            _ => Err(LayoutError::UnsupportedExtension {
+                path: path.into(),
+                ext,
+            }),
         }
     }
 
@@ -514,14 +669,23 @@ impl GroundTruth {
     pub fn write(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let cells = self.nq * self.k;
-        if self.ids.len() != cells || !(self.distances.is_empty() || self.distances.len() == cells) {
-            return Err(LayoutError::InvalidArgument { field: "ground truth", value: format!("{} ids", self.ids.len()), reason: format!("expected nq × k = {cells}") });
+        if self.ids.len() != cells || !(self.distances.is_empty() || self.distances.len() == cells)
+        {
+            return Err(LayoutError::InvalidArgument {
+                field: "ground truth",
+                value: format!("{} ids", self.ids.len()),
+                reason: format!("expected nq × k = {cells}"),
+            });
         }
         let mut buf = Vec::with_capacity(8 + cells * 8);
         buf.extend_from_slice(&(self.nq as u32).to_le_bytes());
         buf.extend_from_slice(&(self.k as u32).to_le_bytes());
-        self.ids.iter().for_each(|x| buf.extend_from_slice(&x.to_le_bytes()));
-        self.distances.iter().for_each(|x| buf.extend_from_slice(&x.to_le_bytes()));
+        self.ids
+            .iter()
+            .for_each(|x| buf.extend_from_slice(&x.to_le_bytes()));
+        self.distances
+            .iter()
+            .for_each(|x| buf.extend_from_slice(&x.to_le_bytes()));
         std::fs::write(path, buf).map_err(|e| LayoutError::io(path, e))
     }
 }
@@ -534,7 +698,11 @@ impl GroundTruth {
 pub fn write_bin<T: Element>(path: impl AsRef<Path>, n: usize, d: usize, data: &[T]) -> Result<()> {
     let path = path.as_ref();
     if data.len() != n * d || n > u32::MAX as usize || d > u32::MAX as usize {
-        return Err(LayoutError::InvalidArgument { field: "data", value: format!("{} values", data.len()), reason: format!("expected n × d = {n} × {d}") });
+        return Err(LayoutError::InvalidArgument {
+            field: "data",
+            value: format!("{} values", data.len()),
+            reason: format!("expected n × d = {n} × {d}"),
+        });
     }
     let f = File::create(path).map_err(|e| LayoutError::io(path, e))?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
@@ -559,7 +727,8 @@ mod tests {
     fn fbin(n: u32, d: u32, vals: &[f32]) -> Vec<u8> {
         let mut b = n.to_le_bytes().to_vec();
         b.extend_from_slice(&d.to_le_bytes());
-        vals.iter().for_each(|v| b.extend_from_slice(&v.to_le_bytes()));
+        vals.iter()
+            .for_each(|v| b.extend_from_slice(&v.to_le_bytes()));
         b
     }
 
@@ -570,12 +739,18 @@ mod tests {
         let data: Vec<f32> = (0..12).map(|x| x as f32 * 0.5).collect();
         write_bin(&p, 3, 4, &data).unwrap();
         let f = VectorFile::open(&p).unwrap();
-        assert_eq!((f.len(), f.dim(), f.element_type()), (3, 4, ElementType::F32));
+        assert_eq!(
+            (f.len(), f.dim(), f.element_type()),
+            (3, 4, ElementType::F32)
+        );
         assert_eq!(&*f.contiguous::<f32>().unwrap(), &data[..]);
         let mut row = vec![0.0; 4];
         f.row_f32(2, &mut row);
         assert_eq!(row, vec![4.0, 4.5, 5.0, 5.5]);
-        assert!(matches!(f.contiguous::<u8>(), Err(LayoutError::InvalidArgument { .. })));
+        assert!(matches!(
+            f.contiguous::<u8>(),
+            Err(LayoutError::InvalidArgument { .. })
+        ));
     }
 
     #[test]
@@ -599,7 +774,8 @@ mod tests {
         let mut b = Vec::new();
         for row in [[1.0f32, 2.0], [3.0, 4.0]] {
             b.extend_from_slice(&2i32.to_le_bytes());
-            row.iter().for_each(|v| b.extend_from_slice(&v.to_le_bytes()));
+            row.iter()
+                .for_each(|v| b.extend_from_slice(&v.to_le_bytes()));
         }
         let (_d, p) = tmp("x.fvecs", &b);
         let f = VectorFile::open(&p).unwrap();
@@ -618,13 +794,18 @@ mod tests {
         bad[12..16].copy_from_slice(&3i32.to_le_bytes());
         let (_d3, p) = tmp("y.fvecs", &bad);
         match VectorFile::open(&p) {
-            Err(LayoutError::InvalidField { field: "d", reason, .. }) => assert!(reason.contains("row 1"), "{reason}"),
+            Err(LayoutError::InvalidField {
+                field: "d", reason, ..
+            }) => assert!(reason.contains("row 1"), "{reason}"),
             other => panic!("unexpected {:?}", other.err()),
         }
     }
 
     fn npy(descr: &str, shape: &str, fortran: bool, body: &[u8]) -> Vec<u8> {
-        let mut h = format!("{{'descr': '{descr}', 'fortran_order': {}, 'shape': {shape}, }}", if fortran { "True" } else { "False" });
+        let mut h = format!(
+            "{{'descr': '{descr}', 'fortran_order': {}, 'shape': {shape}, }}",
+            if fortran { "True" } else { "False" }
+        );
         while (10 + h.len() + 1) % 64 != 0 {
             h.push(' ');
         }
@@ -638,46 +819,107 @@ mod tests {
 
     #[test]
     fn npy_f32_u8_i8() {
-        let body: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let body: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         let (_d, p) = tmp("a.npy", &npy("<f4", "(2, 3)", false, &body));
         let f = VectorFile::open(&p).unwrap();
-        assert_eq!((f.len(), f.dim(), f.element_type()), (2, 3, ElementType::F32));
-        assert_eq!(&*f.contiguous::<f32>().unwrap(), &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        assert_eq!(
+            (f.len(), f.dim(), f.element_type()),
+            (2, 3, ElementType::F32)
+        );
+        assert_eq!(
+            &*f.contiguous::<f32>().unwrap(),
+            &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+        );
         let (_d, p) = tmp("b.npy", &npy("|u1", "(3, 1)", false, &[7, 8, 9]));
-        assert_eq!(VectorFile::open(&p).unwrap().element_type(), ElementType::U8);
+        assert_eq!(
+            VectorFile::open(&p).unwrap().element_type(),
+            ElementType::U8
+        );
         let (_d, p) = tmp("c.npy", &npy("|i1", "(1, 2)", false, &[255, 1]));
-        assert_eq!(VectorFile::open(&p).unwrap().element_type(), ElementType::I8);
+        assert_eq!(
+            VectorFile::open(&p).unwrap().element_type(),
+            ElementType::I8
+        );
         let (_d, p) = tmp("d.npy", &npy("<f8", "(1, 1)", false, &[0; 8]));
-        assert!(matches!(VectorFile::open(&p), Err(LayoutError::InvalidField { field: "descr", .. })));
+        assert!(matches!(
+            VectorFile::open(&p),
+            Err(LayoutError::InvalidField { field: "descr", .. })
+        ));
         let (_d, p) = tmp("e.npy", &npy("<f4", "(1, 1)", true, &[0; 4]));
-        assert!(matches!(VectorFile::open(&p), Err(LayoutError::InvalidField { field: "fortran_order", .. })));
+        assert!(matches!(
+            VectorFile::open(&p),
+            Err(LayoutError::InvalidField {
+                field: "fortran_order",
+                ..
+            })
+        ));
         let (_d, p) = tmp("f.npy", &npy("<f4", "(6,)", false, &body));
-        assert!(matches!(VectorFile::open(&p), Err(LayoutError::InvalidField { field: "shape", .. })));
+        assert!(matches!(
+            VectorFile::open(&p),
+            Err(LayoutError::InvalidField { field: "shape", .. })
+        ));
         let (_d, p) = tmp("g.npy", &npy("<f4", "(2, 3)", false, &body[..20]));
-        assert!(matches!(VectorFile::open(&p), Err(LayoutError::SizeMismatch { .. })));
+        assert!(matches!(
+            VectorFile::open(&p),
+            Err(LayoutError::SizeMismatch { .. })
+        ));
     }
 
     #[test]
     fn bad_bin_files_name_the_problem() {
         let (_d, p) = tmp("empty.fbin", b"");
-        assert!(matches!(VectorFile::open(&p), Err(LayoutError::SizeMismatch { actual_bytes: 0, .. })));
+        assert!(matches!(
+            VectorFile::open(&p),
+            Err(LayoutError::SizeMismatch {
+                actual_bytes: 0,
+                ..
+            })
+        ));
         let (_d, p) = tmp("n0.fbin", &fbin(0, 4, &[]));
-        assert!(matches!(VectorFile::open(&p), Err(LayoutError::InvalidField { field: "n", .. })));
+        assert!(matches!(
+            VectorFile::open(&p),
+            Err(LayoutError::InvalidField { field: "n", .. })
+        ));
         let (_d, p) = tmp("d0.fbin", &fbin(3, 0, &[]));
-        assert!(matches!(VectorFile::open(&p), Err(LayoutError::InvalidField { field: "d", .. })));
+        assert!(matches!(
+            VectorFile::open(&p),
+            Err(LayoutError::InvalidField { field: "d", .. })
+        ));
         let (_d, p) = tmp("short.fbin", &fbin(3, 2, &[1.0; 5]));
         match VectorFile::open(&p) {
-            Err(e @ LayoutError::SizeMismatch { expected_bytes: 32, actual_bytes: 28, .. }) => {
+            Err(
+                e @ LayoutError::SizeMismatch {
+                    expected_bytes: 32,
+                    actual_bytes: 28,
+                    ..
+                },
+            ) => {
                 let msg = e.to_string();
                 assert!(msg.contains("short.fbin") && msg.contains("n = 3"), "{msg}");
             }
             other => panic!("unexpected {:?}", other.err()),
         }
         let (_d, p) = tmp("long.fbin", &fbin(1, 2, &[1.0; 3]));
-        assert!(matches!(VectorFile::open(&p), Err(LayoutError::SizeMismatch { expected_bytes: 16, actual_bytes: 20, .. })));
+        assert!(matches!(
+            VectorFile::open(&p),
+            Err(LayoutError::SizeMismatch {
+                expected_bytes: 16,
+                actual_bytes: 20,
+                ..
+            })
+        ));
         let (_d, p) = tmp("x.txt", b"hello");
-        assert!(matches!(VectorFile::open(&p), Err(LayoutError::UnsupportedExtension { .. })));
-        assert!(matches!(VectorFile::open("/nonexistent/a.fbin"), Err(LayoutError::Io { .. })));
+        assert!(matches!(
+            VectorFile::open(&p),
+            Err(LayoutError::UnsupportedExtension { .. })
+        ));
+        assert!(matches!(
+            VectorFile::open("/nonexistent/a.fbin"),
+            Err(LayoutError::Io { .. })
+        ));
         let (_d, p) = tmp("huge.fbin", &fbin(u32::MAX, u32::MAX, &[]));
         assert!(VectorFile::open(&p).is_err());
     }
@@ -688,25 +930,38 @@ mod tests {
         vals[5] = f32::NAN;
         let (_d, p) = tmp("nan.fbin", &fbin(4, 2, &vals));
         match VectorFile::open(&p).unwrap().check_finite() {
-            Err(LayoutError::NonFinite { row: 2, column: 1, .. }) => {}
+            Err(LayoutError::NonFinite {
+                row: 2, column: 1, ..
+            }) => {}
             other => panic!("unexpected {other:?}"),
         }
         vals[5] = f32::INFINITY;
         let (_d, p) = tmp("inf.fbin", &fbin(4, 2, &vals));
-        assert!(matches!(VectorFile::open(&p).unwrap().check_finite(), Err(LayoutError::NonFinite { row: 2, .. })));
+        assert!(matches!(
+            VectorFile::open(&p).unwrap().check_finite(),
+            Err(LayoutError::NonFinite { row: 2, .. })
+        ));
     }
 
     #[test]
     fn ground_truth_round_trip_and_errors() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("gt.ibin");
-        let gt = GroundTruth { nq: 2, k: 3, ids: vec![1, 2, 3, 4, 5, 6], distances: vec![0.1, 0.2, 0.3, 0.4, 0.5, 0.6] };
+        let gt = GroundTruth {
+            nq: 2,
+            k: 3,
+            ids: vec![1, 2, 3, 4, 5, 6],
+            distances: vec![0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
+        };
         gt.write(&p).unwrap();
         assert_eq!(GroundTruth::read(&p).unwrap(), gt);
         assert_eq!(GroundTruth::read(&p).unwrap().row(1), &[4, 5, 6]);
         let bytes = std::fs::read(&p).unwrap();
         let (_d, q) = tmp("t.ibin", &bytes[..bytes.len() - 3]);
-        assert!(matches!(GroundTruth::read(&q), Err(LayoutError::SizeMismatch { .. })));
+        assert!(matches!(
+            GroundTruth::read(&q),
+            Err(LayoutError::SizeMismatch { .. })
+        ));
         let (_d, q) = tmp("ids.ibin", &bytes[..8 + 24]);
         assert!(GroundTruth::read(&q).unwrap().distances.is_empty());
     }

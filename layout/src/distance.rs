@@ -82,7 +82,9 @@ impl std::str::FromStr for Metric {
             "l2" | "euclidean" => Ok(Metric::L2),
             "ip" | "mips" | "inner_product" | "dot" => Ok(Metric::InnerProduct),
             "cosine" | "cos" => Ok(Metric::Cosine),
-            other => Err(format!("unknown metric {other:?} (expected l2, ip or cosine)")),
+            other => Err(format!(
+                "unknown metric {other:?} (expected l2, ip or cosine)"
+            )),
         }
     }
 }
@@ -238,7 +240,11 @@ fn detect() -> Kernels {
             let f16c = is_x86_feature_detected!("f16c");
             return Kernels {
                 name: "avx2+fma",
-                l2_f16: if f16c { avx2::l2_sq_f16 } else { scalar::l2_sq_f16 },
+                l2_f16: if f16c {
+                    avx2::l2_sq_f16
+                } else {
+                    scalar::l2_sq_f16
+                },
                 dot_f16: if f16c { avx2::dot_f16 } else { scalar::dot_f16 },
                 l2_f32: avx2::l2_sq_f32,
                 l2_f32_bounded: avx2::l2_sq_f32_bounded,
@@ -337,7 +343,10 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
 /// If the lengths differ or exceed [`MAX_INT_DIM`].
 #[inline]
 pub fn l2_sq_u8(a: &[u8], b: &[u8]) -> f32 {
-    assert!(a.len() == b.len() && a.len() <= MAX_INT_DIM, "l2_sq_u8: bad lengths");
+    assert!(
+        a.len() == b.len() && a.len() <= MAX_INT_DIM,
+        "l2_sq_u8: bad lengths"
+    );
     (kernels().l2_u8)(a, b)
 }
 
@@ -347,7 +356,10 @@ pub fn l2_sq_u8(a: &[u8], b: &[u8]) -> f32 {
 /// If the lengths differ or exceed [`MAX_INT_DIM`].
 #[inline]
 pub fn dot_u8(a: &[u8], b: &[u8]) -> f32 {
-    assert!(a.len() == b.len() && a.len() <= MAX_INT_DIM, "dot_u8: bad lengths");
+    assert!(
+        a.len() == b.len() && a.len() <= MAX_INT_DIM,
+        "dot_u8: bad lengths"
+    );
     (kernels().dot_u8)(a, b)
 }
 
@@ -357,7 +369,10 @@ pub fn dot_u8(a: &[u8], b: &[u8]) -> f32 {
 /// If the lengths differ or exceed [`MAX_INT_DIM`].
 #[inline]
 pub fn l2_sq_i8(a: &[i8], b: &[i8]) -> f32 {
-    assert!(a.len() == b.len() && a.len() <= MAX_INT_DIM, "l2_sq_i8: bad lengths");
+    assert!(
+        a.len() == b.len() && a.len() <= MAX_INT_DIM,
+        "l2_sq_i8: bad lengths"
+    );
     (kernels().l2_i8)(a, b)
 }
 
@@ -367,7 +382,10 @@ pub fn l2_sq_i8(a: &[i8], b: &[i8]) -> f32 {
 /// If the lengths differ or exceed [`MAX_INT_DIM`].
 #[inline]
 pub fn dot_i8(a: &[i8], b: &[i8]) -> f32 {
-    assert!(a.len() == b.len() && a.len() <= MAX_INT_DIM, "dot_i8: bad lengths");
+    assert!(
+        a.len() == b.len() && a.len() <= MAX_INT_DIM,
+        "dot_i8: bad lengths"
+    );
     (kernels().dot_i8)(a, b)
 }
 
@@ -413,7 +431,10 @@ pub mod scalar {
     }
     /// Reference squared L2 for f16 (in f32).
     pub fn l2_sq_f16(a: &[half::f16], b: &[half::f16]) -> f32 {
-        a.iter().zip(b).map(|(x, y)| (x.to_f32() - y.to_f32()) * (x.to_f32() - y.to_f32())).sum()
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x.to_f32() - y.to_f32()) * (x.to_f32() - y.to_f32()))
+            .sum()
     }
     /// Reference inner product for f16 (in f32).
     pub fn dot_f16(a: &[half::f16], b: &[half::f16]) -> f32 {
@@ -483,7 +504,10 @@ mod avx2 {
         let mut i = 0;
         while i + 32 <= n {
             for (k, acc_k) in acc.iter_mut().enumerate() {
-                let d = _mm256_sub_ps(_mm256_loadu_ps(pa.add(i + 8 * k)), _mm256_loadu_ps(pb.add(i + 8 * k)));
+                let d = _mm256_sub_ps(
+                    _mm256_loadu_ps(pa.add(i + 8 * k)),
+                    _mm256_loadu_ps(pb.add(i + 8 * k)),
+                );
                 *acc_k = _mm256_fmadd_ps(d, d, *acc_k);
             }
             i += 32;
@@ -519,14 +543,20 @@ mod avx2 {
             }
             i += 64;
             if i < n {
-                let partial = hsum256_ps(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+                let partial = hsum256_ps(_mm256_add_ps(
+                    _mm256_add_ps(acc[0], acc[1]),
+                    _mm256_add_ps(acc[2], acc[3]),
+                ));
                 if partial > bound {
                     return partial;
                 }
             }
         }
         let rest = l2_sq_f32_impl(&a[i..], &b[i..]);
-        hsum256_ps(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]))) + rest
+        hsum256_ps(_mm256_add_ps(
+            _mm256_add_ps(acc[0], acc[1]),
+            _mm256_add_ps(acc[2], acc[3]),
+        )) + rest
     }
 
     pub(super) fn l2_sq_f32_bounded(a: &[f32], b: &[f32], bound: f32) -> f32 {
@@ -542,12 +572,20 @@ mod avx2 {
         let mut i = 0;
         while i + 32 <= n {
             for (k, acc_k) in acc.iter_mut().enumerate() {
-                *acc_k = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i + 8 * k)), _mm256_loadu_ps(pb.add(i + 8 * k)), *acc_k);
+                *acc_k = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(pa.add(i + 8 * k)),
+                    _mm256_loadu_ps(pb.add(i + 8 * k)),
+                    *acc_k,
+                );
             }
             i += 32;
         }
         while i + 8 <= n {
-            acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc[0]);
+            acc[0] = _mm256_fmadd_ps(
+                _mm256_loadu_ps(pa.add(i)),
+                _mm256_loadu_ps(pb.add(i)),
+                acc[0],
+            );
             i += 8;
         }
         let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
@@ -616,10 +654,34 @@ mod avx2 {
         };
     }
 
-    int_kernel!(l2_sq_u8_impl, u8, _mm256_cvtepu8_epi16, true, super::scalar::l2_int);
-    int_kernel!(dot_u8_impl, u8, _mm256_cvtepu8_epi16, false, super::scalar::dot_int);
-    int_kernel!(l2_sq_i8_impl, i8, _mm256_cvtepi8_epi16, true, super::scalar::l2_int);
-    int_kernel!(dot_i8_impl, i8, _mm256_cvtepi8_epi16, false, super::scalar::dot_int);
+    int_kernel!(
+        l2_sq_u8_impl,
+        u8,
+        _mm256_cvtepu8_epi16,
+        true,
+        super::scalar::l2_int
+    );
+    int_kernel!(
+        dot_u8_impl,
+        u8,
+        _mm256_cvtepu8_epi16,
+        false,
+        super::scalar::dot_int
+    );
+    int_kernel!(
+        l2_sq_i8_impl,
+        i8,
+        _mm256_cvtepi8_epi16,
+        true,
+        super::scalar::l2_int
+    );
+    int_kernel!(
+        dot_i8_impl,
+        i8,
+        _mm256_cvtepi8_epi16,
+        false,
+        super::scalar::dot_int
+    );
 
     macro_rules! safe_wrapper {
         ($name:ident, $imp:ident, $t:ty) => {
@@ -654,13 +716,26 @@ mod tests {
     use proptest::prelude::*;
 
     fn f64_l2(a: &[f32], b: &[f32]) -> f64 {
-        a.iter().zip(b).map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2)).sum()
+        a.iter()
+            .zip(b)
+            .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
+            .sum()
     }
     fn f64_dot(a: &[f32], b: &[f32]) -> f64 {
-        a.iter().zip(b).map(|(&x, &y)| f64::from(x) * f64::from(y)).sum()
+        a.iter()
+            .zip(b)
+            .map(|(&x, &y)| f64::from(x) * f64::from(y))
+            .sum()
     }
-    fn pair<T: std::fmt::Debug + Clone>(s: impl Strategy<Value = T> + Clone) -> impl Strategy<Value = (Vec<T>, Vec<T>)> {
-        (0usize..=1024).prop_flat_map(move |n| (proptest::collection::vec(s.clone(), n), proptest::collection::vec(s.clone(), n)))
+    fn pair<T: std::fmt::Debug + Clone>(
+        s: impl Strategy<Value = T> + Clone,
+    ) -> impl Strategy<Value = (Vec<T>, Vec<T>)> {
+        (0usize..=1024).prop_flat_map(move |n| {
+            (
+                proptest::collection::vec(s.clone(), n),
+                proptest::collection::vec(s.clone(), n),
+            )
+        })
     }
 
     proptest! {

@@ -96,7 +96,10 @@ pub enum LayoutError {
 impl LayoutError {
     /// Wraps an I/O error with the path it happened on.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        LayoutError::Io { path: path.into(), source }
+        LayoutError::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     /// Shorthand for [`LayoutError::InvalidField`].
@@ -115,7 +118,15 @@ impl LayoutError {
     }
 
     /// Shorthand for [`LayoutError::Corrupt`].
-    pub fn corrupt(path: impl Into<PathBuf>, what: impl Into<String>, detail: impl Into<String>) -> Self {
-        LayoutError::Corrupt { path: path.into(), what: what.into(), detail: detail.into() }
+    pub fn corrupt(
+        path: impl Into<PathBuf>,
+        what: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
+        LayoutError::Corrupt {
+            path: path.into(),
+            what: what.into(),
+            detail: detail.into(),
+        }
     }
 }

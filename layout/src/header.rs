@@ -53,7 +53,10 @@ const OFF_FILE_BYTES: usize = OFF_RESERVED1 + 4;
 /// End of the defined fields; bytes from here to the CRC are zero in v1.0.
 pub const HEADER_FIELDS_END: usize = OFF_FILE_BYTES + 8;
 const _: () = assert!(HEADER_FIELDS_END <= HEADER_CRC_OFFSET);
-const _: () = assert!(HEADER_SLOT_BYTES.is_multiple_of(SECTOR_BYTES), "a header slot is a whole number of sectors");
+const _: () = assert!(
+    HEADER_SLOT_BYTES.is_multiple_of(SECTOR_BYTES),
+    "a header slot is a whole number of sectors"
+);
 
 /// The parameters of an index, as stored in each header slot.
 #[derive(Clone, Debug, PartialEq)]
@@ -126,8 +129,16 @@ impl IndexHeader {
         b[OFF_METRIC] = self.metric.code();
         put_u32(&mut b, OFF_MAX_DEGREE, self.max_degree);
         put_u32(&mut b, OFF_RECORD_BYTES, self.layout.record_bytes as u32);
-        put_u32(&mut b, OFF_NODES_PER_BLOCK, self.layout.nodes_per_block as u32);
-        put_u32(&mut b, OFF_SECTORS_PER_BLOCK, self.layout.sectors_per_block as u32);
+        put_u32(
+            &mut b,
+            OFF_NODES_PER_BLOCK,
+            self.layout.nodes_per_block as u32,
+        );
+        put_u32(
+            &mut b,
+            OFF_SECTORS_PER_BLOCK,
+            self.layout.sectors_per_block as u32,
+        );
         put_u64(&mut b, OFF_DATA_START, DATA_START_SECTOR);
         put_u64(&mut b, OFF_N_BLOCKS, self.layout.blocks_for(self.n_slots));
         put_u64(&mut b, OFF_ENTRY, self.entry_point);
@@ -151,21 +162,39 @@ impl IndexHeader {
     pub fn decode(path: &Path, slot: usize, b: &[u8]) -> Result<IndexHeader> {
         let what = format!("header slot {slot}");
         if b.len() < HEADER_SLOT_BYTES {
-            return Err(LayoutError::corrupt(path, what, format!("only {} bytes", b.len())));
+            return Err(LayoutError::corrupt(
+                path,
+                what,
+                format!("only {} bytes", b.len()),
+            ));
         }
         let b = &b[..HEADER_SLOT_BYTES];
         if b.iter().all(|&x| x == 0) {
             return Err(LayoutError::corrupt(path, what, "never written (all zero)"));
         }
         if b[OFF_MAGIC..OFF_MAGIC + 8] != HEADER_MAGIC {
-            return Err(LayoutError::corrupt(path, what, format!("bad magic {:?} (not an ssdann index file)", String::from_utf8_lossy(&b[..8]))));
+            return Err(LayoutError::corrupt(
+                path,
+                what,
+                format!(
+                    "bad magic {:?} (not an ssdann index file)",
+                    String::from_utf8_lossy(&b[..8])
+                ),
+            ));
         }
         let stored = get_u32(b, HEADER_CRC_OFFSET);
         let got = crc32fast::hash(&b[..HEADER_CRC_OFFSET]);
         if stored != got {
-            return Err(LayoutError::ChecksumMismatch { path: path.into(), what, expected: stored, got });
+            return Err(LayoutError::ChecksumMismatch {
+                path: path.into(),
+                what,
+                expected: stored,
+                got,
+            });
         }
-        let field = |f: &'static str, v: &dyn ToString, why: &str| LayoutError::field(path, f, v.to_string(), format!("{what}: {why}"));
+        let field = |f: &'static str, v: &dyn ToString, why: &str| {
+            LayoutError::field(path, f, v.to_string(), format!("{what}: {why}"))
+        };
         let major = get_u16(b, OFF_MAJOR);
         if !(FORMAT_OLDEST_SUPPORTED_MAJOR..=FORMAT_VERSION_MAJOR).contains(&major) {
             return Err(field("version_major", &major, &format!("this build reads format {FORMAT_OLDEST_SUPPORTED_MAJOR}..={FORMAT_VERSION_MAJOR}")));
@@ -177,23 +206,50 @@ impl IndexHeader {
         let n_slots = get_u64(b, OFF_N_SLOTS);
         let live_count = get_u64(b, OFF_LIVE);
         let dim = get_u32(b, OFF_DIM);
-        let element = ElementType::from_code(b[OFF_ELEMENT]).ok_or_else(|| field("element_type", &b[OFF_ELEMENT], "expected 0 (f32), 1 (u8) or 2 (i8)"))?;
-        let metric = Metric::from_code(b[OFF_METRIC]).ok_or_else(|| field("metric", &b[OFF_METRIC], "expected 0 (l2), 1 (ip) or 2 (cosine)"))?;
+        let element = ElementType::from_code(b[OFF_ELEMENT]).ok_or_else(|| {
+            field(
+                "element_type",
+                &b[OFF_ELEMENT],
+                "expected 0 (f32), 1 (u8) or 2 (i8)",
+            )
+        })?;
+        let metric = Metric::from_code(b[OFF_METRIC]).ok_or_else(|| {
+            field(
+                "metric",
+                &b[OFF_METRIC],
+                "expected 0 (l2), 1 (ip) or 2 (cosine)",
+            )
+        })?;
         let max_degree = get_u32(b, OFF_MAX_DEGREE);
         if n_slots == 0 || n_slots > u64::from(u32::MAX) {
             return Err(field("n_slots", &n_slots, "must be in 1..=2^32-1"));
         }
         if live_count > n_slots {
-            return Err(field("live_count", &live_count, &format!("exceeds n_slots = {n_slots}")));
+            return Err(field(
+                "live_count",
+                &live_count,
+                &format!("exceeds n_slots = {n_slots}"),
+            ));
         }
-        let layout = NodeLayout::new(dim as usize, element, max_degree as usize)
-            .map_err(|e| field("dim/max_degree", &format!("{dim}/{max_degree}"), &e.to_string()))?;
+        let layout = NodeLayout::new(dim as usize, element, max_degree as usize).map_err(|e| {
+            field(
+                "dim/max_degree",
+                &format!("{dim}/{max_degree}"),
+                &e.to_string(),
+            )
+        })?;
         let stored_geo = (
             get_u32(b, OFF_RECORD_BYTES) as usize,
             get_u32(b, OFF_NODES_PER_BLOCK) as usize,
             get_u32(b, OFF_SECTORS_PER_BLOCK) as usize,
         );
-        if stored_geo != (layout.record_bytes, layout.nodes_per_block, layout.sectors_per_block) {
+        if stored_geo
+            != (
+                layout.record_bytes,
+                layout.nodes_per_block,
+                layout.sectors_per_block,
+            )
+        {
             return Err(LayoutError::corrupt(path, what, format!(
                 "record geometry (record_bytes, nodes_per_block, sectors_per_block) = {stored_geo:?} but d = {dim}, {element}, R = {max_degree} give ({}, {}, {})",
                 layout.record_bytes, layout.nodes_per_block, layout.sectors_per_block)));
@@ -204,11 +260,19 @@ impl IndexHeader {
         }
         let n_blocks = get_u64(b, OFF_N_BLOCKS);
         if n_blocks != layout.blocks_for(n_slots) {
-            return Err(field("n_blocks", &n_blocks, &format!("n_slots = {n_slots} needs {}", layout.blocks_for(n_slots))));
+            return Err(field(
+                "n_blocks",
+                &n_blocks,
+                &format!("n_slots = {n_slots} needs {}", layout.blocks_for(n_slots)),
+            ));
         }
         let entry_point = get_u64(b, OFF_ENTRY);
         if entry_point >= n_slots {
-            return Err(field("entry_point", &entry_point, &format!("not < n_slots = {n_slots}")));
+            return Err(field(
+                "entry_point",
+                &entry_point,
+                &format!("not < n_slots = {n_slots}"),
+            ));
         }
         let pq_m = get_u32(b, OFF_PQ_M);
         if pq_m == 0 || pq_m > dim {
@@ -230,7 +294,11 @@ impl IndexHeader {
         };
         let file_bytes = get_u64(b, OFF_FILE_BYTES);
         if file_bytes != h.file_bytes() {
-            return Err(field("file_bytes", &file_bytes, &format!("the geometry needs {}", h.file_bytes())));
+            return Err(field(
+                "file_bytes",
+                &file_bytes,
+                &format!("the geometry needs {}", h.file_bytes()),
+            ));
         }
         Ok(h)
     }
@@ -251,17 +319,31 @@ impl IndexHeader {
             });
         }
         let s0 = Self::decode(path, 0, &first_two_sectors[..HEADER_SLOT_BYTES]);
-        let s1 = Self::decode(path, 1, &first_two_sectors[HEADER_SLOT_BYTES..2 * HEADER_SLOT_BYTES]);
+        let s1 = Self::decode(
+            path,
+            1,
+            &first_two_sectors[HEADER_SLOT_BYTES..2 * HEADER_SLOT_BYTES],
+        );
         match (s0, s1) {
-            (Ok(a), Ok(b)) => Ok(if b.generation > a.generation { (b, 1) } else { (a, 0) }),
+            (Ok(a), Ok(b)) => Ok(if b.generation > a.generation {
+                (b, 1)
+            } else {
+                (a, 0)
+            }),
             (Ok(a), Err(_)) => Ok((a, 0)),
             (Err(_), Ok(b)) => Ok((b, 1)),
             (Err(e0), Err(e1)) => {
-                let never_written = first_two_sectors[HEADER_SLOT_BYTES..2 * HEADER_SLOT_BYTES].iter().all(|&x| x == 0);
+                let never_written = first_two_sectors[HEADER_SLOT_BYTES..2 * HEADER_SLOT_BYTES]
+                    .iter()
+                    .all(|&x| x == 0);
                 if never_written {
                     Err(e0)
                 } else {
-                    Err(LayoutError::corrupt(path, "header", format!("no valid header slot: {e0}; {e1}")))
+                    Err(LayoutError::corrupt(
+                        path,
+                        "header",
+                        format!("no valid header slot: {e0}; {e1}"),
+                    ))
                 }
             }
         }
@@ -321,8 +403,14 @@ mod tests {
         }
         let mut two = vec![0u8; 8192];
         two[..4096].copy_from_slice(&enc);
-        assert!(matches!(IndexHeader::choose(p, &two), Err(LayoutError::ChecksumMismatch { .. })));
-        assert!(matches!(IndexHeader::decode(p, 1, &[0u8; 4096]), Err(LayoutError::Corrupt { .. })));
+        assert!(matches!(
+            IndexHeader::choose(p, &two),
+            Err(LayoutError::ChecksumMismatch { .. })
+        ));
+        assert!(matches!(
+            IndexHeader::decode(p, 1, &[0u8; 4096]),
+            Err(LayoutError::Corrupt { .. })
+        ));
     }
 
     #[test]
@@ -330,19 +418,37 @@ mod tests {
         let p = Path::new("index.ssd");
         let mut h = sample();
         h.entry_point = 100_000;
-        assert!(matches!(IndexHeader::decode(p, 0, &h.encode()), Err(LayoutError::InvalidField { field: "entry_point", .. })));
+        assert!(matches!(
+            IndexHeader::decode(p, 0, &h.encode()),
+            Err(LayoutError::InvalidField {
+                field: "entry_point",
+                ..
+            })
+        ));
         let mut h = sample();
         h.pq_m = 0;
-        assert!(matches!(IndexHeader::decode(p, 0, &h.encode()), Err(LayoutError::InvalidField { field: "pq_m", .. })));
+        assert!(matches!(
+            IndexHeader::decode(p, 0, &h.encode()),
+            Err(LayoutError::InvalidField { field: "pq_m", .. })
+        ));
         let mut enc = sample().encode();
         put_u32(&mut enc, OFF_RECORD_BYTES, 1000);
         let crc = crc32fast::hash(&enc[..HEADER_CRC_OFFSET]);
         put_u32(&mut enc, HEADER_CRC_OFFSET, crc);
-        assert!(matches!(IndexHeader::decode(p, 0, &enc), Err(LayoutError::Corrupt { .. })));
+        assert!(matches!(
+            IndexHeader::decode(p, 0, &enc),
+            Err(LayoutError::Corrupt { .. })
+        ));
         let mut enc = sample().encode();
         put_u16(&mut enc, OFF_MAJOR, 2);
         let crc = crc32fast::hash(&enc[..HEADER_CRC_OFFSET]);
         put_u32(&mut enc, HEADER_CRC_OFFSET, crc);
-        assert!(matches!(IndexHeader::decode(p, 0, &enc), Err(LayoutError::InvalidField { field: "version_major", .. })));
+        assert!(matches!(
+            IndexHeader::decode(p, 0, &enc),
+            Err(LayoutError::InvalidField {
+                field: "version_major",
+                ..
+            })
+        ));
     }
 }

@@ -23,8 +23,16 @@ pub const FREE_LABEL: u64 = u64::MAX;
 /// [`LayoutError::Io`].
 pub fn write_labels(path: &Path, labels: &[u64]) -> Result<()> {
     let mut body = Vec::with_capacity(labels.len() * 8);
-    labels.iter().for_each(|l| body.extend_from_slice(&l.to_le_bytes()));
-    crate::blob::write_blob(path, &LABELS_MAGIC, LABELS_VERSION, &[labels.len() as u64], &body)
+    labels
+        .iter()
+        .for_each(|l| body.extend_from_slice(&l.to_le_bytes()));
+    crate::blob::write_blob(
+        path,
+        &LABELS_MAGIC,
+        LABELS_VERSION,
+        &[labels.len() as u64],
+        &body,
+    )
 }
 
 /// Reads the label map.
@@ -37,7 +45,12 @@ pub fn read_labels(path: &Path) -> Result<Vec<u64>> {
     let blob = crate::blob::read_blob(path, &LABELS_MAGIC, LABELS_VERSION)?;
     let n = blob.fields.first().copied().unwrap_or(0);
     if n.checked_mul(8) != Some(blob.body.len() as u64) {
-        return Err(LayoutError::field(path, "n", n, format!("body holds {} bytes", blob.body.len())));
+        return Err(LayoutError::field(
+            path,
+            "n",
+            n,
+            format!("body holds {} bytes", blob.body.len()),
+        ));
     }
     let labels: Vec<u64> = blob
         .body
@@ -50,8 +63,15 @@ pub fn read_labels(path: &Path) -> Result<Vec<u64>> {
         .collect();
     let mut sorted = labels.clone();
     sorted.sort_unstable();
-    if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1] && w[0] != FREE_LABEL) {
-        return Err(LayoutError::corrupt(path, "body", format!("label {} is mapped to two slots", w[0])));
+    if let Some(w) = sorted
+        .windows(2)
+        .find(|w| w[0] == w[1] && w[0] != FREE_LABEL)
+    {
+        return Err(LayoutError::corrupt(
+            path,
+            "body",
+            format!("label {} is mapped to two slots", w[0]),
+        ));
     }
     Ok(labels)
 }
@@ -65,6 +85,9 @@ mod tests {
         super::write_labels(&p, &[5, 3, 9]).unwrap();
         assert_eq!(super::read_labels(&p).unwrap(), vec![5, 3, 9]);
         super::write_labels(&p, &[5, 3, 5]).unwrap();
-        assert!(super::read_labels(&p).unwrap_err().to_string().contains("label 5 is mapped to two slots"));
+        assert!(super::read_labels(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("label 5 is mapped to two slots"));
     }
 }

@@ -35,4 +35,6 @@ pub type Result<T> = std::result::Result<T, LayoutError>;
 
 // The format is little-endian and the readers cast mapped bytes to `[f32]`/`[u32]` in place.
 #[cfg(not(target_endian = "little"))]
-compile_error!("ssdann supports little-endian targets only (docs/FORMAT.md: numbers are little-endian)");
+compile_error!(
+    "ssdann supports little-endian targets only (docs/FORMAT.md: numbers are little-endian)"
+);

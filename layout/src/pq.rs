@@ -57,19 +57,43 @@ impl PqCodebook {
     /// [`LayoutError::InvalidArgument`] when the sizes disagree, a subspace is empty, or a
     /// value is not finite.
     pub fn new(offsets: Vec<usize>, centroid: Vec<f32>, pivots_t: Vec<f32>) -> Result<PqCodebook> {
-        let bad = |field: &'static str, value: String, reason: &str| LayoutError::InvalidArgument { field, value, reason: reason.into() };
+        let bad = |field: &'static str, value: String, reason: &str| LayoutError::InvalidArgument {
+            field,
+            value,
+            reason: reason.into(),
+        };
         let dim = centroid.len();
         if offsets.len() < 2 || offsets[0] != 0 || offsets[offsets.len() - 1] != dim {
-            return Err(bad("offsets", format!("{offsets:?}"), "must run from 0 to d"));
+            return Err(bad(
+                "offsets",
+                format!("{offsets:?}"),
+                "must run from 0 to d",
+            ));
         }
         if offsets.windows(2).any(|w| w[1] <= w[0]) {
-            return Err(bad("offsets", format!("{offsets:?}"), "subspaces must be non-empty and increasing"));
+            return Err(bad(
+                "offsets",
+                format!("{offsets:?}"),
+                "subspaces must be non-empty and increasing",
+            ));
         }
         if pivots_t.len() != PQ_CENTROIDS * dim {
-            return Err(bad("pivots", pivots_t.len().to_string(), "must hold 256 × d floats"));
+            return Err(bad(
+                "pivots",
+                pivots_t.len().to_string(),
+                "must hold 256 × d floats",
+            ));
         }
-        if !centroid.iter().chain(pivots_t.iter()).all(|x| x.is_finite()) {
-            return Err(bad("pivots", "non-finite".into(), "every value must be finite"));
+        if !centroid
+            .iter()
+            .chain(pivots_t.iter())
+            .all(|x| x.is_finite())
+        {
+            return Err(bad(
+                "pivots",
+                "non-finite".into(),
+                "every value must be finite",
+            ));
         }
         let mut pivots_rm = vec![0f32; pivots_t.len()];
         for m in 0..offsets.len() - 1 {
@@ -80,7 +104,13 @@ impl PqCodebook {
                 }
             }
         }
-        Ok(PqCodebook { dim, offsets, centroid, pivots_t, pivots_rm })
+        Ok(PqCodebook {
+            dim,
+            offsets,
+            centroid,
+            pivots_t,
+            pivots_rm,
+        })
     }
 
     /// Dimension d.
@@ -104,7 +134,8 @@ impl PqCodebook {
     }
     /// Bytes of RAM the codebook takes (pivots in two layouts + centroid + offsets).
     pub fn memory_bytes(&self) -> usize {
-        4 * (self.pivots_t.len() + self.pivots_rm.len() + self.centroid.len()) + 8 * self.offsets.len()
+        4 * (self.pivots_t.len() + self.pivots_rm.len() + self.centroid.len())
+            + 8 * self.offsets.len()
     }
 
     /// Encodes one vector (length d) into `code` (length M): nearest pivot per subspace by
@@ -133,7 +164,8 @@ impl PqCodebook {
         for (m, &cm) in code.iter().enumerate().take(self.m()) {
             let (lo, hi) = (self.offsets[m], self.offsets[m + 1]);
             let w = hi - lo;
-            let row = &self.pivots_rm[lo * PQ_CENTROIDS + usize::from(cm) * w..lo * PQ_CENTROIDS + (usize::from(cm) + 1) * w];
+            let row = &self.pivots_rm[lo * PQ_CENTROIDS + usize::from(cm) * w
+                ..lo * PQ_CENTROIDS + (usize::from(cm) + 1) * w];
             for ((o, &p), &c) in out[lo..hi].iter_mut().zip(row).zip(&self.centroid[lo..hi]) {
                 *o = c + p;
             }
@@ -154,12 +186,20 @@ impl PqCodebook {
                 *r = v - c;
             }
             for (m, row) in table.chunks_exact_mut(PQ_CENTROIDS).enumerate() {
-                l2_to_all(&scratch[self.offsets[m]..self.offsets[m + 1]], self.sub_pivots(m), row);
+                l2_to_all(
+                    &scratch[self.offsets[m]..self.offsets[m + 1]],
+                    self.sub_pivots(m),
+                    row,
+                );
             }
         } else {
             for (m, row) in table.chunks_exact_mut(PQ_CENTROIDS).enumerate() {
                 let (lo, hi) = (self.offsets[m], self.offsets[m + 1]);
-                let qc: f32 = q[lo..hi].iter().zip(&self.centroid[lo..hi]).map(|(a, b)| a * b).sum();
+                let qc: f32 = q[lo..hi]
+                    .iter()
+                    .zip(&self.centroid[lo..hi])
+                    .map(|(a, b)| a * b)
+                    .sum();
                 neg_dot_to_all(&q[lo..hi], self.sub_pivots(m), row);
                 row.iter_mut().for_each(|x| *x -= qc);
             }
@@ -171,9 +211,15 @@ impl PqCodebook {
     /// # Errors
     /// [`LayoutError::Io`].
     pub fn write(&self, path: &Path) -> Result<()> {
-        let mut body = Vec::with_capacity(4 * (self.offsets.len() + self.dim + self.pivots_t.len()));
-        self.offsets.iter().for_each(|&o| body.extend_from_slice(&(o as u32).to_le_bytes()));
-        self.centroid.iter().chain(&self.pivots_t).for_each(|x| body.extend_from_slice(&x.to_le_bytes()));
+        let mut body =
+            Vec::with_capacity(4 * (self.offsets.len() + self.dim + self.pivots_t.len()));
+        self.offsets
+            .iter()
+            .for_each(|&o| body.extend_from_slice(&(o as u32).to_le_bytes()));
+        self.centroid
+            .iter()
+            .chain(&self.pivots_t)
+            .for_each(|x| body.extend_from_slice(&x.to_le_bytes()));
         let fields = [self.dim as u64, self.m() as u64, PQ_CENTROIDS as u64];
         crate::blob::write_blob(path, &PQ_PIVOTS_MAGIC, PQ_FILE_VERSION, &fields, &body)
     }
@@ -187,14 +233,23 @@ impl PqCodebook {
     pub fn read(path: &Path) -> Result<PqCodebook> {
         let blob = crate::blob::read_blob(path, &PQ_PIVOTS_MAGIC, PQ_FILE_VERSION)?;
         if blob.fields.len() < 3 {
-            return Err(LayoutError::corrupt(path, "header", format!("{} fields, expected 3", blob.fields.len())));
+            return Err(LayoutError::corrupt(
+                path,
+                "header",
+                format!("{} fields, expected 3", blob.fields.len()),
+            ));
         }
         let (d, m, k) = (blob.fields[0], blob.fields[1], blob.fields[2]);
         if d == 0 || d > crate::dataset::MAX_DIM as u64 {
             return Err(LayoutError::field(path, "d", d, "must be in 1..=65536"));
         }
         if m == 0 || m > d {
-            return Err(LayoutError::field(path, "M", m, format!("must be in 1..=d ({d})")));
+            return Err(LayoutError::field(
+                path,
+                "M",
+                m,
+                format!("must be in 1..=d ({d})"),
+            ));
         }
         if k != PQ_CENTROIDS as u64 {
             return Err(LayoutError::field(path, "K", k, "must be 256"));
@@ -202,13 +257,23 @@ impl PqCodebook {
         let (d, m) = (d as usize, m as usize);
         let expected = 4 * ((m + 1) + d + PQ_CENTROIDS * d);
         if blob.body.len() != expected {
-            return Err(LayoutError::field(path, "body_bytes", blob.body.len(), format!("d = {d}, M = {m} need {expected}")));
+            return Err(LayoutError::field(
+                path,
+                "body_bytes",
+                blob.body.len(),
+                format!("d = {d}, M = {m} need {expected}"),
+            ));
         }
-        let words: Vec<u32> = blob.body.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let words: Vec<u32> = blob
+            .body
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
         let offsets: Vec<usize> = words[..m + 1].iter().map(|&x| x as usize).collect();
         let floats: Vec<f32> = words[m + 1..].iter().map(|&x| f32::from_bits(x)).collect();
         let (centroid, pivots) = floats.split_at(d);
-        PqCodebook::new(offsets, centroid.to_vec(), pivots.to_vec()).map_err(|e| LayoutError::corrupt(path, "body", e.to_string()))
+        PqCodebook::new(offsets, centroid.to_vec(), pivots.to_vec())
+            .map_err(|e| LayoutError::corrupt(path, "body", e.to_string()))
     }
 }
 
@@ -246,9 +311,19 @@ pub fn pq_distances(table: &[f32], codes: &[u8], m: usize, ids: &[u32], out: &mu
 /// [`LayoutError::Io`]; [`LayoutError::InvalidArgument`] if `codes.len() != n × m`.
 pub fn write_codes(path: &Path, n: usize, m: usize, codes: &[u8]) -> Result<()> {
     if codes.len() != n * m {
-        return Err(LayoutError::InvalidArgument { field: "codes", value: codes.len().to_string(), reason: format!("expected n × M = {n} × {m}") });
+        return Err(LayoutError::InvalidArgument {
+            field: "codes",
+            value: codes.len().to_string(),
+            reason: format!("expected n × M = {n} × {m}"),
+        });
     }
-    crate::blob::write_blob(path, &PQ_CODES_MAGIC, PQ_FILE_VERSION, &[n as u64, m as u64], codes)
+    crate::blob::write_blob(
+        path,
+        &PQ_CODES_MAGIC,
+        PQ_FILE_VERSION,
+        &[n as u64, m as u64],
+        codes,
+    )
 }
 
 /// Reads `pq_codes.bin`; returns (n, M, codes).
@@ -259,11 +334,20 @@ pub fn write_codes(path: &Path, n: usize, m: usize, codes: &[u8]) -> Result<()> 
 pub fn read_codes(path: &Path) -> Result<(usize, usize, Vec<u8>)> {
     let blob = crate::blob::read_blob(path, &PQ_CODES_MAGIC, PQ_FILE_VERSION)?;
     if blob.fields.len() < 2 {
-        return Err(LayoutError::corrupt(path, "header", format!("{} fields, expected 2", blob.fields.len())));
+        return Err(LayoutError::corrupt(
+            path,
+            "header",
+            format!("{} fields, expected 2", blob.fields.len()),
+        ));
     }
     let (n, m) = (blob.fields[0], blob.fields[1]);
     if m == 0 || n.checked_mul(m) != Some(blob.body.len() as u64) {
-        return Err(LayoutError::field(path, "n × M", format!("{n} × {m}"), format!("body holds {} bytes", blob.body.len())));
+        return Err(LayoutError::field(
+            path,
+            "n × M",
+            format!("{n} × {m}"),
+            format!("body holds {} bytes", blob.body.len()),
+        ));
     }
     Ok((n as usize, m as usize, blob.body))
 }
@@ -389,7 +473,9 @@ fn has_avx2() -> bool {
     *HAS.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            std::env::var_os("SSDANN_FORCE_SCALAR").is_none() && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+            std::env::var_os("SSDANN_FORCE_SCALAR").is_none()
+                && is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -420,7 +506,11 @@ pub fn l2_to_all(x: &[f32], ct: &[f32], out: &mut [f32]) {
 /// # Panics
 /// If `ct.len() != x.len() × out.len()`.
 pub fn neg_dot_to_all(x: &[f32], ct: &[f32], out: &mut [f32]) {
-    assert_eq!(ct.len(), x.len() * out.len(), "neg_dot_to_all: shape mismatch");
+    assert_eq!(
+        ct.len(),
+        x.len() * out.len(),
+        "neg_dot_to_all: shape mismatch"
+    );
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         // SAFETY: AVX2 and FMA were detected at run time; shapes were checked above.
@@ -484,7 +574,10 @@ mod tests {
                 l2_to_all(&x, &ct, &mut a);
                 l2_to_all_body(&x, &ct, &mut b);
                 for (p, q) in a.iter().zip(&b) {
-                    assert!((p - q).abs() <= 1e-4 * (1.0 + q.abs()), "w {w} k {k}: {p} vs {q}");
+                    assert!(
+                        (p - q).abs() <= 1e-4 * (1.0 + q.abs()),
+                        "w {w} k {k}: {p} vs {q}"
+                    );
                 }
             }
         }

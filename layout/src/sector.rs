@@ -26,7 +26,10 @@ pub const DATA_START_SECTOR: u64 = HEADER_SLOT1_SECTOR + 1;
 /// Largest degree R accepted (a guard against absurd headers).
 pub const MAX_DEGREE: usize = 4096;
 
-const _: () = assert!(SECTOR_BYTES.is_multiple_of(512), "sectors must be O_DIRECT-aligned");
+const _: () = assert!(
+    SECTOR_BYTES.is_multiple_of(512),
+    "sectors must be O_DIRECT-aligned"
+);
 
 /// Geometry of the node records: where node `i` lives, computed from `i` alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,10 +56,18 @@ impl NodeLayout {
     /// above [`MAX_DEGREE`].
     pub fn new(dim: usize, element: ElementType, max_degree: usize) -> Result<NodeLayout> {
         if dim == 0 || dim > crate::dataset::MAX_DIM {
-            return Err(LayoutError::InvalidArgument { field: "dim", value: dim.to_string(), reason: "must be in 1..=65536".into() });
+            return Err(LayoutError::InvalidArgument {
+                field: "dim",
+                value: dim.to_string(),
+                reason: "must be in 1..=65536".into(),
+            });
         }
         if max_degree == 0 || max_degree > MAX_DEGREE {
-            return Err(LayoutError::InvalidArgument { field: "R", value: max_degree.to_string(), reason: format!("must be in 1..={MAX_DEGREE}") });
+            return Err(LayoutError::InvalidArgument {
+                field: "R",
+                value: max_degree.to_string(),
+                reason: format!("must be in 1..={MAX_DEGREE}"),
+            });
         }
         let record_bytes = dim * element.size_bytes() + 4 + 4 * max_degree;
         let payload = SECTOR_BYTES - BLOCK_CRC_BYTES;
@@ -65,7 +76,14 @@ impl NodeLayout {
         } else {
             (1, (record_bytes + BLOCK_CRC_BYTES).div_ceil(SECTOR_BYTES))
         };
-        Ok(NodeLayout { dim, element, max_degree, record_bytes, nodes_per_block, sectors_per_block })
+        Ok(NodeLayout {
+            dim,
+            element,
+            max_degree,
+            record_bytes,
+            nodes_per_block,
+            sectors_per_block,
+        })
     }
 
     /// Bytes per block (`sectors_per_block × 4096`).
@@ -109,7 +127,12 @@ impl NodeLayout {
     /// (broken caller invariants).
     pub fn write_record(&self, block: &mut [u8], offset: usize, vector: &[u8], neighbors: &[u32]) {
         assert_eq!(vector.len(), self.vector_bytes(), "record vector size");
-        assert!(neighbors.len() <= self.max_degree, "degree {} > R {}", neighbors.len(), self.max_degree);
+        assert!(
+            neighbors.len() <= self.max_degree,
+            "degree {} > R {}",
+            neighbors.len(),
+            self.max_degree
+        );
         let rec = &mut block[offset..offset + self.record_bytes];
         let vb = self.vector_bytes();
         rec[..vb].copy_from_slice(vector);
@@ -128,7 +151,11 @@ impl NodeLayout {
         let vb = self.vector_bytes();
         let degree = u32::from_le_bytes([rec[vb], rec[vb + 1], rec[vb + 2], rec[vb + 3]]);
         let shown = (degree as usize).min(self.max_degree);
-        NodeRecord { vector: &rec[..vb], degree, neighbor_bytes: &rec[vb + 4..vb + 4 + 4 * shown] }
+        NodeRecord {
+            vector: &rec[..vb],
+            degree,
+            neighbor_bytes: &rec[vb + 4..vb + 4 + 4 * shown],
+        }
     }
 }
 
@@ -146,14 +173,19 @@ pub struct NodeRecord<'a> {
 impl<'a> NodeRecord<'a> {
     /// The neighbour ids.
     pub fn neighbors(&self) -> impl Iterator<Item = u32> + 'a {
-        self.neighbor_bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        self.neighbor_bytes
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
     }
 
     /// Checks the record of node `id` against the index: degree ≤ R, every neighbour < n,
     /// no self-loop. Returns a description of the first problem.
     pub fn check(&self, id: u64, n: u64, max_degree: usize) -> std::result::Result<(), String> {
         if self.degree as usize > max_degree {
-            return Err(format!("node {id}: degree {} > R = {max_degree}", self.degree));
+            return Err(format!(
+                "node {id}: degree {} > R = {max_degree}",
+                self.degree
+            ));
         }
         for (k, nb) in self.neighbors().enumerate() {
             if u64::from(nb) >= n {
@@ -220,7 +252,10 @@ mod tests {
     fn record_round_trip_and_crc() {
         let l = NodeLayout::new(4, ElementType::F32, 3).unwrap();
         let mut block = vec![0u8; l.block_bytes()];
-        let v: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let v: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
         let off = l.offset_in_block(5);
         l.write_record(&mut block, off, &v, &[7, 9]);
         seal_block(&mut block);

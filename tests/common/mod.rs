@@ -2,7 +2,6 @@
 //! or — only where it is absent, e.g. a user's fresh clone — a deterministic clustered set
 //! of the same shape with exact ground truth, so the same assertions run either way.
 #![allow(dead_code)]
-
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use ssdann::layout::dataset::write_bin;
@@ -27,11 +26,24 @@ pub fn data_root() -> PathBuf {
 /// The 10K base set with its queries and exact top-100 (real when available).
 pub fn set_10k() -> TestSet {
     let dir = data_root().join("pypi-minilm-100k");
-    let (base, queries, gt) = (dir.join("base10k.fbin"), dir.join("query.fbin"), dir.join("gt10k.ibin"));
+    let (base, queries, gt) = (
+        dir.join("base10k.fbin"),
+        dir.join("query.fbin"),
+        dir.join("gt10k.ibin"),
+    );
     if base.exists() && queries.exists() && gt.exists() {
-        return TestSet { base, queries, gt, real: true, _tmp: None };
+        return TestSet {
+            base,
+            queries,
+            gt,
+            real: true,
+            _tmp: None,
+        };
     }
-    eprintln!("NOTE: {} not found; using the generated clustered stand-in (10,000 × 384)", dir.display());
+    eprintln!(
+        "NOTE: {} not found; using the generated clustered stand-in (10,000 × 384)",
+        dir.display()
+    );
     let tmp = tempfile::tempdir().expect("tempdir");
     let (n, nq, d) = (10_000, 1_000, 384);
     let (b, q) = ssdann::builder::synthetic::clustered(n, nq, d, 64, 20261123);
@@ -41,9 +53,20 @@ pub fn set_10k() -> TestSet {
     let gtp = tmp.path().join("gt10k.ibin");
     write_bin(&base, n, d, &b).expect("write base");
     write_bin(&queries, nq, d, &q).expect("write queries");
-    let g = GroundTruth { nq, k: 100, ids: knn.iter().flat_map(|r| r.iter().map(|e| e.1)).collect(), distances: knn.iter().flat_map(|r| r.iter().map(|e| e.0)).collect() };
+    let g = GroundTruth {
+        nq,
+        k: 100,
+        ids: knn.iter().flat_map(|r| r.iter().map(|e| e.1)).collect(),
+        distances: knn.iter().flat_map(|r| r.iter().map(|e| e.0)).collect(),
+    };
     g.write(&gtp).expect("write gt");
-    TestSet { base, queries, gt: gtp, real: false, _tmp: Some(tmp) }
+    TestSet {
+        base,
+        queries,
+        gt: gtp,
+        real: false,
+        _tmp: Some(tmp),
+    }
 }
 
 /// recall@k of `found` (ids per query) against the first k ids of each ground-truth row.

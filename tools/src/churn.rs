@@ -70,26 +70,57 @@ pub fn cmd_churn(a: ChurnArgs) -> Result<()> {
         None => std::env::temp_dir().join(format!("ssdann-churn-{}", std::process::id())),
     };
     std::fs::create_dir_all(&work)?;
-    let params = BuildParams { pq_bytes: Some(a.pq_bytes), force: true, ..Default::default() };
+    let params = BuildParams {
+        pq_bytes: Some(a.pq_bytes),
+        force: true,
+        ..Default::default()
+    };
     let sp = SearchParams { l: a.l, w: a.w };
     let t = Instant::now();
-    build_from_vectors(&all[..a.initial * d], d, &work.join("idx"), &params, &NoProgress)?;
-    println!("initial build of {} rows: {:.1} s", a.initial, t.elapsed().as_secs_f64());
+    build_from_vectors(
+        &all[..a.initial * d],
+        d,
+        &work.join("idx"),
+        &params,
+        &NoProgress,
+    )?;
+    println!(
+        "initial build of {} rows: {:.1} s",
+        a.initial,
+        t.elapsed().as_secs_f64()
+    );
     let mut index = Index::open(&work.join("idx"), OpenOptions::default())?;
     let mut live: Vec<u64> = (0..a.initial as u64).collect();
     let mut rng = rand::rngs::StdRng::seed_from_u64(20261123);
-    println!("{:>5} {:>8} {:>8} {:>8} {:>10} {:>10} {:>7} {:>11} {:>12} {:>8}", "cycle", "live", "deleted", "inserted", "merge_s", "rebuild_s", "ratio", "recall_mrg", "recall_fresh", "diff");
+    println!(
+        "{:>5} {:>8} {:>8} {:>8} {:>10} {:>10} {:>7} {:>11} {:>12} {:>8}",
+        "cycle",
+        "live",
+        "deleted",
+        "inserted",
+        "merge_s",
+        "rebuild_s",
+        "ratio",
+        "recall_mrg",
+        "recall_fresh",
+        "diff"
+    );
     for cycle in 1..=a.cycles {
         let k = (live.len() as f64 * a.fraction).round() as usize;
         live.shuffle(&mut rng);
         let deleted: Vec<u64> = live.split_off(live.len() - k);
         let live_set: std::collections::HashSet<u64> = live.iter().copied().collect();
         let deleted_set: std::collections::HashSet<u64> = deleted.iter().copied().collect();
-        let mut unused: Vec<u64> = (0..n as u64).filter(|r| !live_set.contains(r) && !deleted_set.contains(r)).collect();
+        let mut unused: Vec<u64> = (0..n as u64)
+            .filter(|r| !live_set.contains(r) && !deleted_set.contains(r))
+            .collect();
         unused.shuffle(&mut rng);
         let inserted: Vec<u64> = unused.into_iter().take(k).collect();
         index.delete_batch(&deleted)?;
-        let items: Vec<(u64, &[f32])> = inserted.iter().map(|&r| (r, &all[r as usize * d..(r as usize + 1) * d])).collect();
+        let items: Vec<(u64, &[f32])> = inserted
+            .iter()
+            .map(|&r| (r, &all[r as usize * d..(r as usize + 1) * d]))
+            .collect();
         index.insert_batch(&items)?;
         let t = Instant::now();
         let (merged, rep) = index.merge(&MergeOptions::default())?;
@@ -104,7 +135,10 @@ pub fn cmd_churn(a: ChurnArgs) -> Result<()> {
             gathered.extend_from_slice(&all[r as usize * d..(r as usize + 1) * d]);
         }
         let knn = ssdann_builder::ground_truth::exact_knn(&q, &gathered, d, Metric::L2, 10);
-        let truth: Vec<Vec<u64>> = knn.iter().map(|row| row.iter().map(|e| live[e.1 as usize]).collect()).collect();
+        let truth: Vec<Vec<u64>> = knn
+            .iter()
+            .map(|row| row.iter().map(|e| live[e.1 as usize]).collect())
+            .collect();
         let r_merged = recall(&index, &q, &truth, &sp)?;
         let (rebuild_s, r_fresh) = if a.no_fresh {
             (f64::NAN, f64::NAN)
@@ -114,7 +148,10 @@ pub fn cmd_churn(a: ChurnArgs) -> Result<()> {
             let rebuild_s = t.elapsed().as_secs_f64();
             let fresh = Index::open(&work.join("fresh"), OpenOptions::default())?;
             // fresh labels are positions in `gathered`: map them to rows
-            let pos_truth: Vec<Vec<u64>> = knn.iter().map(|row| row.iter().map(|e| u64::from(e.1)).collect()).collect();
+            let pos_truth: Vec<Vec<u64>> = knn
+                .iter()
+                .map(|row| row.iter().map(|e| u64::from(e.1)).collect())
+                .collect();
             (rebuild_s, recall(&fresh, &q, &pos_truth, &sp)?)
         };
         println!(

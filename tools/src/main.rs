@@ -1,9 +1,9 @@
 //! `ssdann`: build, check and query SSD-resident ANN indexes from the command line.
 
+mod churn;
 mod progress;
 mod search;
 mod update;
-mod churn;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -13,10 +13,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "ssdann", version, about = "Disk-resident approximate nearest-neighbour index (DiskANN-style Vamana graph + PQ, 4 KB sectors)",
+#[command(
+    name = "ssdann",
+    version,
+    about = "Disk-resident approximate nearest-neighbour index (DiskANN-style Vamana graph + PQ, 4 KB sectors)",
     long_about = "ssdann builds a Vamana graph over your vectors, packs each node's full vector and neighbour list into \
 checksummed 4 KB sectors on the SSD, and keeps only PQ codes in RAM.\n\n\
-Typical use:\n  ssdann build --data base.fbin --out idx\n  ssdann info idx\n  ssdann verify idx")]
+Typical use:\n  ssdann build --data base.fbin --out idx\n  ssdann info idx\n  ssdann verify idx"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -108,12 +112,34 @@ pub(crate) fn mib(b: u64) -> String {
 }
 
 pub(crate) fn cmd_build(a: BuildArgs) -> Result<()> {
-    let params = BuildParams { metric: a.metric, max_degree: a.r, build_l: a.l, alpha: a.alpha, pq_bytes: a.pq_bytes, threads: a.threads, force: a.force, reorder: !a.no_reorder, graph_precision: a.graph_precision, ..Default::default() };
+    let params = BuildParams {
+        metric: a.metric,
+        max_degree: a.r,
+        build_l: a.l,
+        alpha: a.alpha,
+        pq_bytes: a.pq_bytes,
+        threads: a.threads,
+        force: a.force,
+        reorder: !a.no_reorder,
+        graph_precision: a.graph_precision,
+        ..Default::default()
+    };
     let bars = progress::Bars::new(a.quiet);
     let t = std::time::Instant::now();
     let rep = build_index(&a.data, &a.out, &params, &bars)?;
     let total = t.elapsed();
-    println!("built {} ({} × {} {}, metric {}, R = {}, L = {}, α = {}, PQ M = {})", a.out.display(), rep.n, rep.dim, rep.element, a.metric, a.r, a.l, a.alpha, rep.pq_m);
+    println!(
+        "built {} ({} × {} {}, metric {}, R = {}, L = {}, α = {}, PQ M = {})",
+        a.out.display(),
+        rep.n,
+        rep.dim,
+        rep.element,
+        a.metric,
+        a.r,
+        a.l,
+        a.alpha,
+        rep.pq_m
+    );
     for (phase, d) in &rep.phases {
         println!("  {:<22} {:>9.2} s", phase.name(), d.as_secs_f64());
     }
@@ -129,18 +155,46 @@ pub(crate) fn cmd_build(a: BuildArgs) -> Result<()> {
 
 fn cmd_info(dir: PathBuf) -> Result<()> {
     let path = dir.join(ssdann_builder::build::INDEX_FILE);
-    let mut f = std::fs::File::open(&path).with_context(|| format!("{}: cannot open (is {} an ssdann index?)", path.display(), dir.display()))?;
+    let mut f = std::fs::File::open(&path).with_context(|| {
+        format!(
+            "{}: cannot open (is {} an ssdann index?)",
+            path.display(),
+            dir.display()
+        )
+    })?;
     let mut slots = vec![0u8; 2 * ssdann_layout::SECTOR_BYTES];
-    std::io::Read::read_exact(&mut f, &mut slots).with_context(|| format!("{}: shorter than the two header slots", path.display()))?;
+    std::io::Read::read_exact(&mut f, &mut slots)
+        .with_context(|| format!("{}: shorter than the two header slots", path.display()))?;
     let (h, slot) = ssdann_layout::IndexHeader::choose(&path, &slots)?;
     let l = h.layout;
     println!("index            {}", dir.display());
-    println!("format           v{}.{} (header slot {slot}, generation {})", ssdann_layout::header::FORMAT_VERSION_MAJOR, ssdann_layout::header::FORMAT_VERSION_MINOR, h.generation);
-    println!("points           {} slots, {} live", h.n_slots, h.live_count);
-    println!("vectors          d = {}, {}, metric {}", h.dim, h.element, h.metric);
-    println!("graph            R = {}, entry point {}, built with L = {}, α = {}", h.max_degree, h.entry_point, h.build_l, h.build_alpha);
-    println!("records          {} bytes, {} per block, {} sector(s) per block", l.record_bytes, l.nodes_per_block, l.sectors_per_block);
-    println!("sector file      {} bytes ({} blocks)", h.file_bytes(), l.blocks_for(h.n_slots));
+    println!(
+        "format           v{}.{} (header slot {slot}, generation {})",
+        ssdann_layout::header::FORMAT_VERSION_MAJOR,
+        ssdann_layout::header::FORMAT_VERSION_MINOR,
+        h.generation
+    );
+    println!(
+        "points           {} slots, {} live",
+        h.n_slots, h.live_count
+    );
+    println!(
+        "vectors          d = {}, {}, metric {}",
+        h.dim, h.element, h.metric
+    );
+    println!(
+        "graph            R = {}, entry point {}, built with L = {}, α = {}",
+        h.max_degree, h.entry_point, h.build_l, h.build_alpha
+    );
+    println!(
+        "records          {} bytes, {} per block, {} sector(s) per block",
+        l.record_bytes, l.nodes_per_block, l.sectors_per_block
+    );
+    println!(
+        "sector file      {} bytes ({} blocks)",
+        h.file_bytes(),
+        l.blocks_for(h.n_slots)
+    );
     println!("PQ               M = {} bytes per vector", h.pq_m);
     Ok(())
 }
@@ -151,7 +205,10 @@ fn cmd_verify(dir: PathBuf) -> Result<bool> {
         println!("PROBLEM: {p}");
     }
     if rep.problem_count as usize > rep.problems.len() {
-        println!("... and {} more problems", rep.problem_count as usize - rep.problems.len());
+        println!(
+            "... and {} more problems",
+            rep.problem_count as usize - rep.problems.len()
+        );
     }
     for n in &rep.notes {
         println!("note: {n}");
@@ -160,7 +217,11 @@ fn cmd_verify(dir: PathBuf) -> Result<bool> {
         println!("OK: {} blocks, {} nodes, {} edges; header slot {}; PQ files match; {} pending WAL records", rep.blocks_checked, rep.nodes_checked, rep.edges, rep.slot, rep.wal_records);
         Ok(true)
     } else {
-        println!("FAILED: {} problem(s) in {}", rep.problem_count, dir.display());
+        println!(
+            "FAILED: {} problem(s) in {}",
+            rep.problem_count,
+            dir.display()
+        );
         Ok(false)
     }
 }
@@ -189,4 +250,3 @@ fn main() -> ExitCode {
         }
     }
 }
-

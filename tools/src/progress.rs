@@ -12,13 +12,25 @@ pub struct Bars {
 
 impl Bars {
     pub fn new(quiet: bool) -> Self {
-        Bars { bar: Mutex::new(None), quiet }
+        Bars {
+            bar: Mutex::new(None),
+            quiet,
+        }
     }
 }
 
 pub fn bar(total: u64, msg: &str, quiet: bool) -> ProgressBar {
-    let b = ProgressBar::with_draw_target(Some(total), if quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() });
-    if let Ok(style) = ProgressStyle::with_template("{msg:>22} [{bar:36}] {pos}/{len} ({elapsed}, eta {eta})") {
+    let b = ProgressBar::with_draw_target(
+        Some(total),
+        if quiet {
+            ProgressDrawTarget::hidden()
+        } else {
+            ProgressDrawTarget::stderr()
+        },
+    );
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg:>22} [{bar:36}] {pos}/{len} ({elapsed}, eta {eta})")
+    {
         b.set_style(style.progress_chars("=> "));
     }
     b.set_message(msg.to_string());

@@ -9,14 +9,24 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 fn parse_list(s: &str, what: &str) -> Result<Vec<usize>> {
-    s.split(',').map(|x| x.trim().parse::<usize>().with_context(|| format!("{what}: {x:?} is not a number"))).collect()
+    s.split(',')
+        .map(|x| {
+            x.trim()
+                .parse::<usize>()
+                .with_context(|| format!("{what}: {x:?} is not a number"))
+        })
+        .collect()
 }
 
 /// Loads a query file as f32 rows (u8/i8 converted exactly).
 fn load_queries(path: &Path, dim: usize) -> Result<(usize, Vec<f32>)> {
     let f = VectorFile::open(path)?;
     if f.dim() != dim {
-        bail!("{}: queries have d = {} but the index has d = {dim}", path.display(), f.dim());
+        bail!(
+            "{}: queries have d = {} but the index has d = {dim}",
+            path.display(),
+            f.dim()
+        );
     }
     let mut q = vec![0f32; f.len() * dim];
     for (i, row) in q.chunks_exact_mut(dim).enumerate() {
@@ -60,12 +70,26 @@ pub struct SearchArgs {
 }
 
 pub fn cmd_search(a: SearchArgs) -> Result<()> {
-    let index = Index::open(&a.index, OpenOptions { cache_nodes: a.cache_nodes, io: a.io, verify_reads: a.verify_reads, max_beam_width: a.w.max(16), ..Default::default() })?;
+    let index = Index::open(
+        &a.index,
+        OpenOptions {
+            cache_nodes: a.cache_nodes,
+            io: a.io,
+            verify_reads: a.verify_reads,
+            max_beam_width: a.w.max(16),
+            ..Default::default()
+        },
+    )?;
     let (nq, q) = load_queries(&a.queries, index.dim())?;
     let t = Instant::now();
     let res = index.batch_search(&q, a.k, &SearchParams { l: a.l, w: a.w }, a.threads)?;
     let secs = t.elapsed().as_secs_f64();
-    let mut gt = GroundTruth { nq, k: a.k, ids: Vec::with_capacity(nq * a.k), distances: Vec::with_capacity(nq * a.k) };
+    let mut gt = GroundTruth {
+        nq,
+        k: a.k,
+        ids: Vec::with_capacity(nq * a.k),
+        distances: Vec::with_capacity(nq * a.k),
+    };
     for (hits, _) in &res {
         for j in 0..a.k {
             let h = hits.get(j);
@@ -75,7 +99,11 @@ pub fn cmd_search(a: SearchArgs) -> Result<()> {
     }
     gt.write(&a.out)?;
     let reads: f64 = res.iter().map(|r| f64::from(r.1.sector_reads)).sum::<f64>() / nq as f64;
-    println!("searched {nq} queries in {secs:.2} s ({:.0} QPS), {reads:.1} sector reads/query; wrote {}", nq as f64 / secs, a.out.display());
+    println!(
+        "searched {nq} queries in {secs:.2} s ({:.0} QPS), {reads:.1} sector reads/query; wrote {}",
+        nq as f64 / secs,
+        a.out.display()
+    );
     Ok(())
 }
 
@@ -146,15 +174,43 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// Runs the sweep; prints rows as they complete.
 #[allow(clippy::too_many_arguments)]
-pub fn run_eval(index: &Index, q: &[f32], nq: usize, gt: &GroundTruth, k: usize, ls: &[usize], w: usize, threads: &[usize], quiet: bool) -> Result<Vec<Row>> {
+pub fn run_eval(
+    index: &Index,
+    q: &[f32],
+    nq: usize,
+    gt: &GroundTruth,
+    k: usize,
+    ls: &[usize],
+    w: usize,
+    threads: &[usize],
+    quiet: bool,
+) -> Result<Vec<Row>> {
     if gt.k < k {
-        bail!("ground truth has only {} neighbours per query; recall@{k} needs {k}", gt.k);
+        bail!(
+            "ground truth has only {} neighbours per query; recall@{k} needs {k}",
+            gt.k
+        );
     }
     if gt.nq < nq {
         bail!("ground truth has {} queries but {nq} are evaluated", gt.nq);
     }
     let d = index.dim();
-    println!("{:>3} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>7} {:>6} {:>8}", "thr", "L", "recall@k", "QPS", "mean_us", "p50_us", "p95_us", "p99_us", "p99.9_us", "reads", "cache", "hops", "io_us");
+    println!(
+        "{:>3} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>7} {:>6} {:>8}",
+        "thr",
+        "L",
+        "recall@k",
+        "QPS",
+        "mean_us",
+        "p50_us",
+        "p95_us",
+        "p99_us",
+        "p99.9_us",
+        "reads",
+        "cache",
+        "hops",
+        "io_us"
+    );
     let mut rows = Vec::new();
     let pb = bar((threads.len() * ls.len()) as u64, "eval", quiet);
     for &t in threads {
@@ -173,11 +229,17 @@ pub fn run_eval(index: &Index, q: &[f32], nq: usize, gt: &GroundTruth, k: usize,
             let mut hits = 0usize;
             for (i, (nb, _)) in res.iter().enumerate() {
                 let truth = &gt.row(i)[..k];
-                hits += nb.iter().take(k).filter(|n| truth.contains(&(n.id as u32))).count();
+                hits += nb
+                    .iter()
+                    .take(k)
+                    .filter(|n| truth.contains(&(n.id as u32)))
+                    .count();
             }
             let mut lat: Vec<f64> = res.iter().map(|r| r.1.total_us).collect();
             lat.sort_by(|a, b| a.total_cmp(b));
-            let mean = |f: &dyn Fn(&ssdann_engine::SearchStats) -> f64| res.iter().map(|r| f(&r.1)).sum::<f64>() / nq as f64;
+            let mean = |f: &dyn Fn(&ssdann_engine::SearchStats) -> f64| {
+                res.iter().map(|r| f(&r.1)).sum::<f64>() / nq as f64
+            };
             let row = Row {
                 threads: t,
                 l,
@@ -225,19 +287,42 @@ pub fn cmd_eval(a: EvalArgs) -> Result<()> {
     if threads.contains(&0) {
         bail!("--threads: 0 is not a thread count");
     }
-    let index = Index::open(&a.index, OpenOptions { cache_nodes: a.cache_nodes, io: a.io, verify_reads: false, max_beam_width: a.w.max(16), sector_reuse: !a.no_sector_reuse, ..Default::default() })?;
+    let index = Index::open(
+        &a.index,
+        OpenOptions {
+            cache_nodes: a.cache_nodes,
+            io: a.io,
+            verify_reads: false,
+            max_beam_width: a.w.max(16),
+            sector_reuse: !a.no_sector_reuse,
+            ..Default::default()
+        },
+    )?;
     let (nq_all, q) = load_queries(&a.queries, index.dim())?;
     let gt = GroundTruth::read(&a.gt)?;
     let nq = a.nq.unwrap_or(nq_all).min(nq_all).min(gt.nq);
     println!(
         "index {} (n = {}, d = {}, {}), {} queries, k = {}, W = {}, cache {} nodes, I/O {} ({})",
-        a.index.display(), index.len(), index.dim(), index.metric(), nq, a.k, a.w, index.cached_nodes(), index.io_backend_name(),
-        if index.direct_io() { "O_DIRECT" } else { "page cache: O_DIRECT refused by the filesystem" }
+        a.index.display(),
+        index.len(),
+        index.dim(),
+        index.metric(),
+        nq,
+        a.k,
+        a.w,
+        index.cached_nodes(),
+        index.io_backend_name(),
+        if index.direct_io() {
+            "O_DIRECT"
+        } else {
+            "page cache: O_DIRECT refused by the filesystem"
+        }
     );
     let rows = run_eval(&index, &q, nq, &gt, a.k, &ls, a.w, &threads, false)?;
     if let Some(j) = a.json {
         let extra = serde_json::json!({"index": a.index, "queries": a.queries, "nq": nq, "k": a.k, "W": a.w, "cache_nodes": index.cached_nodes(), "sector_reuse": !a.no_sector_reuse, "io": index.io_backend_name(), "o_direct": index.direct_io()});
-        std::fs::write(&j, serde_json::to_string_pretty(&rows_json(&rows, extra))?).with_context(|| format!("{}: cannot write", j.display()))?;
+        std::fs::write(&j, serde_json::to_string_pretty(&rows_json(&rows, extra))?)
+            .with_context(|| format!("{}: cannot write", j.display()))?;
     }
     Ok(())
 }
@@ -267,13 +352,20 @@ pub struct GtArgs {
     threads: Option<usize>,
 }
 
-fn gt_typed<T: Element>(base: &VectorFile, queries: &VectorFile, k: usize, metric: Metric, chunk_rows: usize) -> Result<Vec<Vec<(f32, u32)>>> {
+fn gt_typed<T: Element>(
+    base: &VectorFile,
+    queries: &VectorFile,
+    k: usize,
+    metric: Metric,
+    chunk_rows: usize,
+) -> Result<Vec<Vec<(f32, u32)>>> {
     let d = base.dim();
     let mut q = queries.contiguous::<T>()?.into_owned();
     let cosine = metric == Metric::Cosine;
     if cosine {
         let qf: &mut [f32] = bytemuck::cast_slice_mut(&mut q);
-        qf.chunks_exact_mut(d).for_each(ssdann_layout::distance::normalize);
+        qf.chunks_exact_mut(d)
+            .for_each(ssdann_layout::distance::normalize);
     }
     let all = base.contiguous::<T>()?;
     let mut best = vec![Vec::with_capacity(k + 1); queries.len()];
@@ -282,11 +374,30 @@ fn gt_typed<T: Element>(base: &VectorFile, queries: &VectorFile, k: usize, metri
     while start < base.len() {
         let end = (start + chunk_rows).min(base.len());
         if cosine {
-            let mut chunk: Vec<f32> = bytemuck::cast_slice::<T, f32>(&all[start * d..end * d]).to_vec();
-            chunk.chunks_exact_mut(d).for_each(ssdann_layout::distance::normalize);
-            update_topk::<f32>(bytemuck::cast_slice(&q), &chunk, d, metric, start as u32, k, &mut best);
+            let mut chunk: Vec<f32> =
+                bytemuck::cast_slice::<T, f32>(&all[start * d..end * d]).to_vec();
+            chunk
+                .chunks_exact_mut(d)
+                .for_each(ssdann_layout::distance::normalize);
+            update_topk::<f32>(
+                bytemuck::cast_slice(&q),
+                &chunk,
+                d,
+                metric,
+                start as u32,
+                k,
+                &mut best,
+            );
         } else {
-            update_topk(&q, &all[start * d..end * d], d, metric, start as u32, k, &mut best);
+            update_topk(
+                &q,
+                &all[start * d..end * d],
+                d,
+                metric,
+                start as u32,
+                k,
+                &mut best,
+            );
         }
         pb.inc((end - start) as u64);
         start = end;
@@ -296,11 +407,26 @@ fn gt_typed<T: Element>(base: &VectorFile, queries: &VectorFile, k: usize, metri
 }
 
 /// Computes and writes exact ground truth; returns it.
-pub fn compute_gt(base_p: &Path, queries_p: &Path, k: usize, metric: Metric, chunk_rows: usize, out: &Path) -> Result<GroundTruth> {
+pub fn compute_gt(
+    base_p: &Path,
+    queries_p: &Path,
+    k: usize,
+    metric: Metric,
+    chunk_rows: usize,
+    out: &Path,
+) -> Result<GroundTruth> {
     let base = VectorFile::open(base_p)?;
     let queries = VectorFile::open(queries_p)?;
     if base.dim() != queries.dim() || base.element_type() != queries.element_type() {
-        bail!("{} is {} × {} but {} is {} × {}: they must match", base_p.display(), base.dim(), base.element_type(), queries_p.display(), queries.dim(), queries.element_type());
+        bail!(
+            "{} is {} × {} but {} is {} × {}: they must match",
+            base_p.display(),
+            base.dim(),
+            base.element_type(),
+            queries_p.display(),
+            queries.dim(),
+            queries.element_type()
+        );
     }
     if k == 0 || k > base.len() {
         bail!("-k {k}: must be in 1..={} (the base size)", base.len());
@@ -317,7 +443,10 @@ pub fn compute_gt(base_p: &Path, queries_p: &Path, k: usize, metric: Metric, chu
         nq: queries.len(),
         k,
         ids: best.iter().flat_map(|r| r.iter().map(|e| e.1)).collect(),
-        distances: best.iter().flat_map(|r| r.iter().map(|e| metric.reported(e.0))).collect(),
+        distances: best
+            .iter()
+            .flat_map(|r| r.iter().map(|e| metric.reported(e.0)))
+            .collect(),
     };
     gt.write(out)?;
     Ok(gt)
@@ -330,8 +459,15 @@ pub fn cmd_gt(a: GtArgs) -> Result<()> {
     }
     let pool = pool.build()?;
     let t = Instant::now();
-    let gt = pool.install(|| compute_gt(&a.base, &a.queries, a.k, a.metric, a.chunk_rows, &a.out))?;
-    println!("exact top-{} of {} queries in {:.2} s → {}", gt.k, gt.nq, t.elapsed().as_secs_f64(), a.out.display());
+    let gt =
+        pool.install(|| compute_gt(&a.base, &a.queries, a.k, a.metric, a.chunk_rows, &a.out))?;
+    println!(
+        "exact top-{} of {} queries in {:.2} s → {}",
+        gt.k,
+        gt.nq,
+        t.elapsed().as_secs_f64(),
+        a.out.display()
+    );
     Ok(())
 }
 
@@ -355,10 +491,16 @@ pub struct DemoArgs {
 pub fn cmd_demo(a: DemoArgs) -> Result<()> {
     let tmp = tempfile_dir()?;
     let (base, queries, gt_path) = match &a.data {
-        Some(dir) => (dir.join("base.fbin"), dir.join("query.fbin"), dir.join("gt.ibin")),
+        Some(dir) => (
+            dir.join("base.fbin"),
+            dir.join("query.fbin"),
+            dir.join("gt.ibin"),
+        ),
         None => {
             let (n, nq, d) = (20_000usize, 1_000usize, 128usize);
-            println!("generating a clustered data set: {n} × {d} f32 base, {nq} queries (deterministic)");
+            println!(
+                "generating a clustered data set: {n} × {d} f32 base, {nq} queries (deterministic)"
+            );
             let (b, q) = ssdann_builder::synthetic::clustered(n, nq, d, 48, 20261123);
             let base = tmp.join("base.fbin");
             let queries = tmp.join("query.fbin");
@@ -371,17 +513,53 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
     };
     for p in [&base, &queries, &gt_path] {
         if !p.exists() {
-            bail!("{}: not found (--data must hold base.fbin, query.fbin and gt.ibin)", p.display());
+            bail!(
+                "{}: not found (--data must hold base.fbin, query.fbin and gt.ibin)",
+                p.display()
+            );
         }
     }
     let out = tmp.join("index");
-    crate::cmd_build(crate::BuildArgs { data: base, out: out.clone(), metric: Metric::L2, r: 64, l: 100, alpha: 1.2, pq_bytes: None, threads: None, force: true, quiet: false, no_reorder: false, graph_precision: Default::default() })?;
+    crate::cmd_build(crate::BuildArgs {
+        data: base,
+        out: out.clone(),
+        metric: Metric::L2,
+        r: 64,
+        l: 100,
+        alpha: 1.2,
+        pq_bytes: None,
+        threads: None,
+        force: true,
+        quiet: false,
+        no_reorder: false,
+        graph_precision: Default::default(),
+    })?;
     let index = Index::open(&out, OpenOptions::default())?;
     let (nq_all, q) = load_queries(&queries, index.dim())?;
     let gt = GroundTruth::read(&gt_path)?;
     let nq = a.nq.min(nq_all).min(gt.nq);
-    println!("\nbeam search over {} (W = 4, k = 10, {} queries, I/O {}{})", out.display(), nq, index.io_backend_name(), if index.direct_io() { ", O_DIRECT" } else { ", page cache" });
-    run_eval(&index, &q, nq, &gt, 10, &parse_list(&a.l, "-L")?, 4, &parse_list(&a.threads, "--threads")?, false)?;
+    println!(
+        "\nbeam search over {} (W = 4, k = 10, {} queries, I/O {}{})",
+        out.display(),
+        nq,
+        index.io_backend_name(),
+        if index.direct_io() {
+            ", O_DIRECT"
+        } else {
+            ", page cache"
+        }
+    );
+    run_eval(
+        &index,
+        &q,
+        nq,
+        &gt,
+        10,
+        &parse_list(&a.l, "-L")?,
+        4,
+        &parse_list(&a.threads, "--threads")?,
+        false,
+    )?;
     std::fs::remove_dir_all(&tmp).ok();
     Ok(())
 }

@@ -9,14 +9,21 @@ use std::time::Instant;
 
 /// Reads labels: one unsigned integer per line (blank lines and `#` comments skipped).
 fn read_labels(path: &Path) -> Result<Vec<u64>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let t = line.trim();
         if t.is_empty() || t.starts_with('#') {
             continue;
         }
-        out.push(t.parse::<u64>().with_context(|| format!("{}: line {}: {t:?} is not a label (an unsigned integer)", path.display(), i + 1))?);
+        out.push(t.parse::<u64>().with_context(|| {
+            format!(
+                "{}: line {}: {t:?} is not a label (an unsigned integer)",
+                path.display(),
+                i + 1
+            )
+        })?);
     }
     Ok(out)
 }
@@ -44,10 +51,21 @@ pub struct InsertArgs {
 }
 
 pub fn cmd_insert(a: InsertArgs) -> Result<()> {
-    let index = Index::open(&a.index, OpenOptions { sync: a.sync, ..Default::default() })?;
+    let index = Index::open(
+        &a.index,
+        OpenOptions {
+            sync: a.sync,
+            ..Default::default()
+        },
+    )?;
     let f = VectorFile::open(&a.data)?;
     if f.dim() != index.dim() {
-        bail!("{}: vectors have d = {} but the index has d = {}", a.data.display(), f.dim(), index.dim());
+        bail!(
+            "{}: vectors have d = {} but the index has d = {}",
+            a.data.display(),
+            f.dim(),
+            index.dim()
+        );
     }
     let n = a.limit.unwrap_or(f.len()).min(f.len());
     let labels = match &a.labels {
@@ -73,7 +91,9 @@ pub fn cmd_insert(a: InsertArgs) -> Result<()> {
     let batch = a.batch.max(1);
     for start in (0..n).step_by(batch) {
         let end = (start + batch).min(n);
-        let items: Vec<(u64, &[f32])> = (start..end).map(|i| (labels[i], &rows[i * d..(i + 1) * d])).collect();
+        let items: Vec<(u64, &[f32])> = (start..end)
+            .map(|i| (labels[i], &rows[i * d..(i + 1) * d]))
+            .collect();
         index.insert_batch(&items)?;
         pb.inc((end - start) as u64);
     }
@@ -98,7 +118,13 @@ pub struct DeleteArgs {
 }
 
 pub fn cmd_delete(a: DeleteArgs) -> Result<()> {
-    let index = Index::open(&a.index, OpenOptions { sync: a.sync, ..Default::default() })?;
+    let index = Index::open(
+        &a.index,
+        OpenOptions {
+            sync: a.sync,
+            ..Default::default()
+        },
+    )?;
     let labels = read_labels(&a.labels)?;
     let t = Instant::now();
     index.delete_batch(&labels)?;

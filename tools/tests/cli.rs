@@ -7,17 +7,25 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn ssdann(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ssdann")).args(args).output().expect("run ssdann")
+    Command::new(env!("CARGO_BIN_EXE_ssdann"))
+        .args(args)
+        .output()
+        .expect("run ssdann")
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn fbin(path: &Path, n: u32, d: u32, vals: &[f32]) {
     let mut b = n.to_le_bytes().to_vec();
     b.extend_from_slice(&d.to_le_bytes());
-    vals.iter().for_each(|v| b.extend_from_slice(&v.to_le_bytes()));
+    vals.iter()
+        .for_each(|v| b.extend_from_slice(&v.to_le_bytes()));
     std::fs::write(path, b).unwrap();
 }
 
@@ -33,7 +41,11 @@ fn small_data(dir: &Path) -> PathBuf {
 fn build_fails(args: &[&str], needles: &[&str]) {
     let o = ssdann(&[&["build"], args].concat());
     let t = text(&o);
-    assert_eq!(o.status.code(), Some(2), "expected failure for {args:?}, got: {t}");
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "expected failure for {args:?}, got: {t}"
+    );
     for n in needles {
         assert!(t.contains(n), "error for {args:?} lacks {n:?}: {t}");
     }
@@ -46,30 +58,54 @@ fn bad_input_files_are_named() {
     let out = d.join("out");
     let o = out.to_str().unwrap();
     let missing = d.join("missing.fbin");
-    build_fails(&["--data", missing.to_str().unwrap(), "--out", o], &["missing.fbin", "No such file"]);
+    build_fails(
+        &["--data", missing.to_str().unwrap(), "--out", o],
+        &["missing.fbin", "No such file"],
+    );
     let empty = d.join("empty.fbin");
     std::fs::write(&empty, b"").unwrap();
-    build_fails(&["--data", empty.to_str().unwrap(), "--out", o], &["empty.fbin", "0 bytes"]);
+    build_fails(
+        &["--data", empty.to_str().unwrap(), "--out", o],
+        &["empty.fbin", "0 bytes"],
+    );
     let trunc = d.join("trunc.fbin");
     fbin(&trunc, 10, 4, &[1.0; 30]);
-    build_fails(&["--data", trunc.to_str().unwrap(), "--out", o], &["trunc.fbin", "n = 10, d = 4", "168"]);
+    build_fails(
+        &["--data", trunc.to_str().unwrap(), "--out", o],
+        &["trunc.fbin", "n = 10, d = 4", "168"],
+    );
     let n0 = d.join("n0.fbin");
     fbin(&n0, 0, 4, &[]);
-    build_fails(&["--data", n0.to_str().unwrap(), "--out", o], &["n0.fbin", "`n` = 0"]);
+    build_fails(
+        &["--data", n0.to_str().unwrap(), "--out", o],
+        &["n0.fbin", "`n` = 0"],
+    );
     let d0 = d.join("d0.fbin");
     fbin(&d0, 5, 0, &[]);
-    build_fails(&["--data", d0.to_str().unwrap(), "--out", o], &["d0.fbin", "`d` = 0"]);
+    build_fails(
+        &["--data", d0.to_str().unwrap(), "--out", o],
+        &["d0.fbin", "`d` = 0"],
+    );
     let nan = d.join("nan.fbin");
     let mut v = vec![0.5f32; 40];
     v[4 * 7 + 2] = f32::NAN;
     fbin(&nan, 10, 4, &v);
-    build_fails(&["--data", nan.to_str().unwrap(), "--out", o], &["nan.fbin", "row 7", "column 2"]);
+    build_fails(
+        &["--data", nan.to_str().unwrap(), "--out", o],
+        &["nan.fbin", "row 7", "column 2"],
+    );
     v[4 * 7 + 2] = f32::NEG_INFINITY;
     fbin(&nan, 10, 4, &v);
-    build_fails(&["--data", nan.to_str().unwrap(), "--out", o], &["row 7", "not finite"]);
+    build_fails(
+        &["--data", nan.to_str().unwrap(), "--out", o],
+        &["row 7", "not finite"],
+    );
     let csv = d.join("data.csv");
     std::fs::write(&csv, b"1,2,3").unwrap();
-    build_fails(&["--data", csv.to_str().unwrap(), "--out", o], &["data.csv", "unsupported file extension"]);
+    build_fails(
+        &["--data", csv.to_str().unwrap(), "--out", o],
+        &["data.csv", "unsupported file extension"],
+    );
     assert!(!out.exists(), "a failed build left {out:?}");
 }
 
@@ -80,18 +116,44 @@ fn bad_parameters_are_named() {
     let dp = data.to_str().unwrap();
     let out = tmp.path().join("out");
     let o = out.to_str().unwrap();
-    build_fails(&["--data", dp, "--out", o, "--pq-bytes", "17"], &["--pq-bytes = 17", "1..=d (16)"]);
-    build_fails(&["--data", dp, "--out", o, "--pq-bytes", "0"], &["--pq-bytes = 0"]);
+    build_fails(
+        &["--data", dp, "--out", o, "--pq-bytes", "17"],
+        &["--pq-bytes = 17", "1..=d (16)"],
+    );
+    build_fails(
+        &["--data", dp, "--out", o, "--pq-bytes", "0"],
+        &["--pq-bytes = 0"],
+    );
     build_fails(&["--data", dp, "--out", o, "-R", "0"], &["-R = 0"]);
     build_fails(&["--data", dp, "--out", o, "-L", "0"], &["-L = 0"]);
-    build_fails(&["--data", dp, "--out", o, "-R", "32", "-L", "16"], &["-L = 16", "≥ R (32)"]);
-    build_fails(&["--data", dp, "--out", o, "--alpha", "0.5"], &["--alpha = 0.5"]);
+    build_fails(
+        &["--data", dp, "--out", o, "-R", "32", "-L", "16"],
+        &["-L = 16", "≥ R (32)"],
+    );
+    build_fails(
+        &["--data", dp, "--out", o, "--alpha", "0.5"],
+        &["--alpha = 0.5"],
+    );
     let u8p = tmp.path().join("x.u8bin");
     let mut b = 4u32.to_le_bytes().to_vec();
     b.extend_from_slice(&2u32.to_le_bytes());
     b.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
     std::fs::write(&u8p, b).unwrap();
-    build_fails(&["--data", u8p.to_str().unwrap(), "--out", o, "-R", "2", "-L", "2", "--metric", "cosine"], &["cosine needs f32"]);
+    build_fails(
+        &[
+            "--data",
+            u8p.to_str().unwrap(),
+            "--out",
+            o,
+            "-R",
+            "2",
+            "-L",
+            "2",
+            "--metric",
+            "cosine",
+        ],
+        &["cosine needs f32"],
+    );
     assert!(!out.exists());
 }
 
@@ -102,31 +164,102 @@ fn build_info_verify_search_and_refuse_to_overwrite() {
     let dp = data.to_str().unwrap();
     let out = tmp.path().join("idx");
     let o = out.to_str().unwrap();
-    let b = ssdann(&["build", "--data", dp, "--out", o, "-R", "12", "-L", "24", "--pq-bytes", "4", "-q"]);
+    let b = ssdann(&[
+        "build",
+        "--data",
+        dp,
+        "--out",
+        o,
+        "-R",
+        "12",
+        "-L",
+        "24",
+        "--pq-bytes",
+        "4",
+        "-q",
+    ]);
     assert!(b.status.success(), "{}", text(&b));
     let t = text(&b);
-    for want in ["PQ training", "Vamana pass 1", "Vamana pass 2", "writing", "index on disk", "engine RAM", "peak RSS"] {
+    for want in [
+        "PQ training",
+        "Vamana pass 1",
+        "Vamana pass 2",
+        "writing",
+        "index on disk",
+        "engine RAM",
+        "peak RSS",
+    ] {
         assert!(t.contains(want), "summary lacks {want}: {t}");
     }
     let i = ssdann(&["info", o]);
     assert!(i.status.success());
-    assert!(text(&i).contains("600 slots") && text(&i).contains("d = 16") && text(&i).contains("R = 12"), "{}", text(&i));
+    assert!(
+        text(&i).contains("600 slots")
+            && text(&i).contains("d = 16")
+            && text(&i).contains("R = 12"),
+        "{}",
+        text(&i)
+    );
     let v = ssdann(&["verify", o]);
-    assert!(v.status.success() && text(&v).contains("OK: 18 blocks, 600 nodes"), "{}", text(&v));
-    build_fails(&["--data", dp, "--out", o, "-R", "12", "-L", "24"], &["already exists", "--force"]);
-    let f = ssdann(&["build", "--data", dp, "--out", o, "-R", "8", "-L", "24", "--pq-bytes", "4", "-q", "--force", "--graph-precision", "f32"]);
+    assert!(
+        v.status.success() && text(&v).contains("OK: 18 blocks, 600 nodes"),
+        "{}",
+        text(&v)
+    );
+    build_fails(
+        &["--data", dp, "--out", o, "-R", "12", "-L", "24"],
+        &["already exists", "--force"],
+    );
+    let f = ssdann(&[
+        "build",
+        "--data",
+        dp,
+        "--out",
+        o,
+        "-R",
+        "8",
+        "-L",
+        "24",
+        "--pq-bytes",
+        "4",
+        "-q",
+        "--force",
+        "--graph-precision",
+        "f32",
+    ]);
     assert!(f.status.success(), "{}", text(&f));
     assert!(text(&ssdann(&["info", o])).contains("R = 8"));
     // search writes one row per query with the query itself first (queries = base rows)
     let res = tmp.path().join("res.ibin");
-    let s = ssdann(&["search", "--index", o, "--queries", dp, "-k", "5", "-L", "20", "--out", res.to_str().unwrap()]);
+    let s = ssdann(&[
+        "search",
+        "--index",
+        o,
+        "--queries",
+        dp,
+        "-k",
+        "5",
+        "-L",
+        "20",
+        "--out",
+        res.to_str().unwrap(),
+    ]);
     assert!(s.status.success(), "{}", text(&s));
     let bytes = std::fs::read(&res).unwrap();
     assert_eq!(u32::from_le_bytes(bytes[0..4].try_into().unwrap()), 600);
     assert_eq!(u32::from_le_bytes(bytes[4..8].try_into().unwrap()), 5);
-    let first_ids: Vec<u32> = (0..600).map(|q| u32::from_le_bytes(bytes[8 + q * 20..12 + q * 20].try_into().unwrap())).collect();
-    let hits = first_ids.iter().enumerate().filter(|(q, &id)| id == *q as u32).count();
-    assert!(hits >= 590, "only {hits}/600 queries found themselves first");
+    let first_ids: Vec<u32> = (0..600)
+        .map(|q| u32::from_le_bytes(bytes[8 + q * 20..12 + q * 20].try_into().unwrap()))
+        .collect();
+    let hits = first_ids
+        .iter()
+        .enumerate()
+        .filter(|(q, &id)| id == *q as u32)
+        .count();
+    assert!(
+        hits >= 590,
+        "only {hits}/600 queries found themselves first"
+    );
     // verify fails (exit 1) and names the sector after a flip
     let idx = out.join("index.ssd");
     let mut bytes = std::fs::read(&idx).unwrap();
@@ -145,12 +278,23 @@ fn build_info_verify_search_and_refuse_to_overwrite() {
 fn killed_build_leaves_nothing_info_would_take_for_an_index() {
     let tmp = tempfile::tempdir().unwrap();
     let (n, d) = (20_000usize, 64usize);
-    let vals: Vec<f32> = (0..n * d).map(|i| ((i * 2654435761usize) % 10007) as f32 / 10007.0).collect();
+    let vals: Vec<f32> = (0..n * d)
+        .map(|i| ((i * 2654435761usize) % 10007) as f32 / 10007.0)
+        .collect();
     let data = tmp.path().join("big.fbin");
     fbin(&data, n as u32, d as u32, &vals);
     let out = tmp.path().join("idx");
     let mut child = Command::new(env!("CARGO_BIN_EXE_ssdann"))
-        .args(["build", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--threads", "1", "-q"])
+        .args([
+            "build",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--threads",
+            "1",
+            "-q",
+        ])
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1500));
@@ -160,14 +304,27 @@ fn killed_build_leaves_nothing_info_would_take_for_an_index() {
     let i = ssdann(&["info", out.to_str().unwrap()]);
     assert_ne!(i.status.code(), Some(0));
     // the next build succeeds and replaces nothing it should not
-    let b = ssdann(&["build", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "-R", "16", "-L", "32", "-q"]);
+    let b = ssdann(&[
+        "build",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "-R",
+        "16",
+        "-L",
+        "32",
+        "-q",
+    ]);
     assert!(b.status.success(), "{}", text(&b));
     assert!(ssdann(&["verify", out.to_str().unwrap()]).status.success());
 }
 
 #[test]
 fn gt_matches_the_shipped_ground_truth() {
-    let root = std::env::var_os("SSDANN_TEST_DATA").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
+    let root = std::env::var_os("SSDANN_TEST_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
     let dir = root.join("pypi-minilm-100k");
     let tmp = tempfile::tempdir().unwrap();
     let (base, queries, gt) = if dir.join("gt10k.ibin").exists() {
@@ -181,15 +338,41 @@ fn gt_matches_the_shipped_ground_truth() {
         std::fs::write(&qp, sub).unwrap();
         (dir.join("base10k.fbin"), qp, dir.join("gt10k.ibin"))
     } else {
-        eprintln!("NOTE: no shared data; checking gt on a generated set against a brute-force reference");
+        eprintln!(
+            "NOTE: no shared data; checking gt on a generated set against a brute-force reference"
+        );
         let data = small_data(tmp.path());
         let gt = tmp.path().join("ref.ibin");
-        let o = ssdann(&["gt", "--base", data.to_str().unwrap(), "--queries", data.to_str().unwrap(), "-k", "100", "--out", gt.to_str().unwrap(), "--chunk-rows", "1000000"]);
+        let o = ssdann(&[
+            "gt",
+            "--base",
+            data.to_str().unwrap(),
+            "--queries",
+            data.to_str().unwrap(),
+            "-k",
+            "100",
+            "--out",
+            gt.to_str().unwrap(),
+            "--chunk-rows",
+            "1000000",
+        ]);
         assert!(o.status.success());
         (data.clone(), data, gt)
     };
     let out = tmp.path().join("gt.ibin");
-    let o = ssdann(&["gt", "--base", base.to_str().unwrap(), "--queries", queries.to_str().unwrap(), "-k", "100", "--out", out.to_str().unwrap(), "--chunk-rows", "3333"]);
+    let o = ssdann(&[
+        "gt",
+        "--base",
+        base.to_str().unwrap(),
+        "--queries",
+        queries.to_str().unwrap(),
+        "-k",
+        "100",
+        "--out",
+        out.to_str().unwrap(),
+        "--chunk-rows",
+        "3333",
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     let ours = ssdann::GroundTruth::read(&out).unwrap();
     let shipped = ssdann::GroundTruth::read(&gt).unwrap();
@@ -204,9 +387,15 @@ fn gt_matches_the_shipped_ground_truth() {
             } else {
                 // only near-ties may be ordered differently (f32 here, f64 in the shipped file)
                 let (da, db) = (ours.distances[q * 100 + j], shipped.distances[q * 100 + j]);
-                assert!((da - db).abs() <= 1e-5 * (1.0 + db.abs()), "query {q} rank {j}: id {a} ({da}) vs {b} ({db})");
+                assert!(
+                    (da - db).abs() <= 1e-5 * (1.0 + db.abs()),
+                    "query {q} rank {j}: id {a} ({da}) vs {b} ({db})"
+                );
             }
         }
     }
-    assert!(same as f64 >= 0.999 * total as f64, "{same}/{total} ids agree");
+    assert!(
+        same as f64 >= 0.999 * total as f64,
+        "{same}/{total} ids agree"
+    );
 }
