@@ -123,11 +123,11 @@ fn check_contents(idx: &Index, s: &Setup) {
 #[test]
 fn merge_folds_updates_in_place_and_empties_the_wal() {
     let s = setup();
-    let before = Index::open(&s.dir, OpenOptions::default()).unwrap();
-    assert_eq!(before.pending(), (301, 301, 601));
-    check_contents(&before, &s);
+    let after = Index::open(&s.dir, OpenOptions::default()).unwrap();
+    assert_eq!(after.pending(), (301, 301, 601));
+    check_contents(&after, &s);
     let size_before = std::fs::metadata(s.dir.join("index.ssd")).unwrap().len();
-    let (after, rep) = before.merge(&MergeOptions::default()).unwrap();
+    let rep = after.merge(&MergeOptions::default()).unwrap();
     eprintln!("{rep:?}");
     assert_eq!((rep.deleted, rep.inserted), (301, 301));
     assert_eq!(after.pending(), (0, 0, 0));
@@ -187,7 +187,7 @@ fn a_crash_at_any_write_of_a_merge_leaves_pre_or_post_merge_contents() {
     // count the writes of a full merge on a copy
     let probe = s.dir.parent().unwrap().join("probe");
     copy_dir(&s.dir, &probe);
-    let (_, rep) = Index::open(&probe, OpenOptions::default())
+    let rep = Index::open(&probe, OpenOptions::default())
         .unwrap()
         .merge(&MergeOptions::default())
         .unwrap();
@@ -203,10 +203,12 @@ fn a_crash_at_any_write_of_a_merge_leaves_pre_or_post_merge_contents() {
         let idx = Index::open(&work, OpenOptions::default()).unwrap();
         let r = idx.merge(&MergeOptions {
             fail_after_writes: Some(n),
+            ..Default::default()
         });
         if r.is_ok() {
             continue; // the merge needed fewer writes than n
         }
+        drop(idx);
         // "restart": open finishes or discards the journal
         let idx = Index::open(&work, OpenOptions::default()).unwrap();
         match idx.pending() {
@@ -228,4 +230,247 @@ fn a_crash_at_any_write_of_a_merge_leaves_pre_or_post_merge_contents() {
         outcomes.0 > 0 && outcomes.1 > 0,
         "both sides of the commit point must be exercised: {outcomes:?}"
     );
+}
+
+/// The vector a label has after the updates of [`setup`] (None: deleted).
+fn vector_of(s: &Setup, label: u64) -> Option<&[f32]> {
+    match label {
+        1 => Some(&s.all[3399 * D..3400 * D]),
+        l if (30_000..30_040).contains(&l) => {
+            Some(&s.all[(3300 + (l - 30_000) as usize) * D..(3301 + (l - 30_000) as usize) * D])
+        }
+        l if (10_000..10_300).contains(&l) => {
+            Some(&s.all[(3000 + (l - 10_000) as usize) * D..(3001 + (l - 10_000) as usize) * D])
+        }
+        l if l % 10 == 0 => None,
+        l => Some(&s.all[l as usize * D..(l as usize + 1) * D]),
+    }
+}
+
+#[test]
+fn searches_run_during_a_merge_and_see_consistent_points() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let s = setup();
+    let idx = Index::open(&s.dir, OpenOptions::default()).unwrap();
+    // 40 more inserts than deletes: the merge also grows the file, so searches on the
+    // pre-merge state meet lists naming slots past its n
+    let grow: Vec<(u64, &[f32])> = (0..40u64)
+        .map(|i| (30_000 + i, vector_of(&s, 30_000 + i).unwrap()))
+        .collect();
+    idx.insert_batch(&grow).unwrap();
+    let done = AtomicBool::new(false);
+    let searches = AtomicU64::new(0);
+    let self_hits = AtomicU64::new(0);
+    let p = SearchParams { l: 48, w: 4 };
+    // Queries: live points of every kind (old, inserted, replaced); each must find itself,
+    // and every result's distance must be that of the label's one true vector.
+    let probes: Vec<u64> = (1..3000u64)
+        .step_by(7)
+        .filter(|l| l % 10 != 0)
+        .chain((10_000..10_300).step_by(3))
+        .chain(30_000..30_040)
+        .chain([1])
+        .collect();
+    let (rep, insert_waited) = std::thread::scope(|sc| {
+        for t in 0..2 {
+            let (idx, s, done, searches, self_hits, probes) =
+                (&idx, &s, &done, &searches, &self_hits, &probes);
+            sc.spawn(move || {
+                let mut i = t;
+                while !done.load(Ordering::Acquire) {
+                    let label = probes[i % probes.len()];
+                    let q = vector_of(s, label).unwrap();
+                    let got = idx.search(q, 5, &p).unwrap();
+                    for h in &got {
+                        let v = vector_of(s, h.id).unwrap_or_else(|| {
+                            panic!("deleted label {} returned during the merge", h.id)
+                        });
+                        let exact = ssdann::layout::distance::scalar::l2_sq_f32(q, v);
+                        assert!(
+                            (h.distance - exact).abs() <= 1e-3 * exact.max(1.0),
+                            "label {} at distance {} but its vector is at {exact}",
+                            h.id,
+                            h.distance
+                        );
+                    }
+                    self_hits.fetch_add(u64::from(got[0].id == label), Ordering::Relaxed);
+                    searches.fetch_add(1, Ordering::Release);
+                    i += 2;
+                }
+            });
+        }
+        // an insert issued during the merge waits for it, then lands in the new state
+        let inserter = sc.spawn(|| {
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            let t = std::time::Instant::now();
+            idx.insert(77_777, &s.all[3398 * D..3399 * D]).unwrap();
+            t.elapsed()
+        });
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let before = searches.load(Ordering::Acquire);
+        let rep = idx
+            .merge(&MergeOptions {
+                apply_pause: Some(std::time::Duration::from_millis(15)),
+                ..Default::default()
+            })
+            .unwrap();
+        let during = searches.load(Ordering::Acquire) - before;
+        let waited = inserter.join().unwrap();
+        done.store(true, Ordering::Release);
+        assert!(
+            during >= 20,
+            "only {during} searches finished during the merge"
+        );
+        (rep, waited)
+    });
+    eprintln!(
+        "{rep:?}; {} searches, insert waited {insert_waited:?}",
+        searches.load(Ordering::Relaxed)
+    );
+    assert!(
+        rep.phase_seconds[4] >= 0.03,
+        "the apply phase was too short to overlap searches: {rep:?}"
+    );
+    let total = searches.load(Ordering::Relaxed);
+    let hits = self_hits.load(Ordering::Relaxed);
+    assert!(
+        hits as f64 >= 0.97 * total as f64,
+        "{hits}/{total} searches found their own point"
+    );
+    assert!(
+        insert_waited.as_secs_f64() >= 0.5 * rep.seconds,
+        "the insert did not wait for the merge: {insert_waited:?} vs {:?}",
+        rep.seconds
+    );
+    assert_eq!(
+        idx.pending(),
+        (1, 0, 1),
+        "the insert made during the merge is pending in the new state"
+    );
+    assert_eq!(idx.header().n_slots, 3040);
+    assert_eq!(
+        idx.search(&s.all[3398 * D..3399 * D], 1, &p).unwrap()[0].id,
+        77_777
+    );
+    idx.delete(77_777).unwrap();
+    idx.delete_batch(&grow.iter().map(|g| g.0).collect::<Vec<_>>())
+        .unwrap();
+    check_contents(&idx, &s);
+}
+
+#[test]
+fn a_failed_merge_before_its_commit_leaves_the_index_serving_and_updatable() {
+    let s = setup();
+    let idx = Index::open(&s.dir, OpenOptions::default()).unwrap();
+    let e = idx
+        .merge(&MergeOptions {
+            fail_after_writes: Some(3),
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("injected fault after 3 writes"),
+        "{e}"
+    );
+    assert_eq!(idx.pending(), (301, 301, 601));
+    check_contents(&idx, &s);
+    idx.insert(55_555, &s.all[3398 * D..3399 * D]).unwrap();
+    idx.delete(55_555).unwrap();
+    let rep = idx.merge(&MergeOptions::default()).unwrap();
+    assert_eq!((rep.deleted, rep.inserted), (301, 301));
+    assert_eq!(idx.pending(), (0, 0, 0));
+    check_contents(&idx, &s);
+}
+
+#[test]
+fn a_failed_merge_after_its_commit_keeps_searches_right_and_refuses_updates_until_reopened() {
+    let s = setup();
+    let idx = Index::open(&s.dir, OpenOptions::default()).unwrap();
+    // journal appends + commit, then a few in-place block writes: the failure lands mid-apply
+    let probe = s.dir.parent().unwrap().join("probe");
+    copy_dir(&s.dir, &probe);
+    let rep = Index::open(&probe, OpenOptions::default())
+        .unwrap()
+        .merge(&MergeOptions::default())
+        .unwrap();
+    let e = idx
+        .merge(&MergeOptions {
+            fail_after_writes: Some(rep.journal_writes + rep.blocks_written as u64 / 2),
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert!(e.to_string().contains("injected fault"), "{e}");
+    // half the blocks are new: the pre-merge state must still answer exactly
+    check_contents(&idx, &s);
+    let refused = idx
+        .insert(66_666, &s.all[3398 * D..3399 * D])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("a merge failed after its commit")
+            && refused.contains("reopen the index to finish it"),
+        "{refused}"
+    );
+    assert!(idx
+        .merge(&MergeOptions::default())
+        .unwrap_err()
+        .to_string()
+        .contains("reopen the index"));
+    drop(idx);
+    let idx = Index::open(&s.dir, OpenOptions::default()).unwrap();
+    assert_eq!(idx.pending(), (0, 0, 0), "reopening finished the merge");
+    check_contents(&idx, &s);
+    assert!(verify(&s.dir).unwrap().ok());
+}
+
+#[test]
+fn a_later_merge_reuses_slots_an_earlier_one_left_free() {
+    let s = setup();
+    let idx = Index::open(&s.dir, OpenOptions::default()).unwrap();
+    idx.merge(&MergeOptions::default()).unwrap();
+    // 200 deletes, no inserts: 200 slots left free
+    let extra: Vec<u64> = (3..3000u64)
+        .step_by(15)
+        .filter(|l| l % 10 != 0 && *l != 1)
+        .take(200)
+        .collect();
+    idx.delete_batch(&extra).unwrap();
+    idx.merge(&MergeOptions::default()).unwrap();
+    assert_eq!(
+        (idx.header().n_slots, idx.header().live_count),
+        (3000, 2800)
+    );
+    // 250 inserts: 200 take the free slots, 50 grow the file
+    let items: Vec<(u64, &[f32])> = (0..250u64)
+        .map(|i| {
+            (
+                20_000 + i,
+                &s.all[(3000 + i as usize) * D + 1..(3000 + i as usize) * D + 1 + D],
+            )
+        })
+        .collect();
+    idx.insert_batch(&items).unwrap();
+    idx.merge(&MergeOptions::default()).unwrap();
+    assert_eq!(
+        (idx.header().n_slots, idx.header().live_count),
+        (3050, 3050)
+    );
+    assert!(verify(&s.dir).unwrap().ok());
+    let mut found = 0;
+    for (l, v) in &items {
+        found += usize::from(idx.search(v, 1, &SearchParams { l: 48, w: 4 }).unwrap()[0].id == *l);
+    }
+    assert!(
+        found >= 240,
+        "{found}/250 reinserted points find themselves"
+    );
+    let gone: HashSet<u64> = extra.iter().copied().collect();
+    for &l in extra.iter().take(40) {
+        let q = &s.all[l as usize * D..(l as usize + 1) * D];
+        assert!(idx
+            .search(q, 10, &SearchParams { l: 48, w: 4 })
+            .unwrap()
+            .iter()
+            .all(|h| !gone.contains(&h.id)));
+    }
 }

@@ -11,7 +11,7 @@
 //! 4. Stops when all L candidates are expanded; returns the k best by exact distance.
 
 use crate::error::EngineError;
-use crate::index::{Index, Neighbor, SearchParams, SearchStats};
+use crate::index::{Neighbor, SearchParams, SearchStats, Snapshot};
 use crate::io::{ReadReq, SectorReader};
 use crate::Result;
 use ssdann_builder::greedy_search::VisitedSet;
@@ -149,7 +149,7 @@ fn keep(elem: ElementType, vector: &[u8], id: u32, ids: &mut Vec<u32>, out: &mut
 }
 
 pub(crate) fn beam_search(
-    index: &Index,
+    index: &Snapshot,
     ctx: &mut SearchContext,
     query: &[f32],
     k: usize,
@@ -220,7 +220,11 @@ pub(crate) fn beam_search(
         }
         if !ctx.reqs.is_empty() {
             let t = Instant::now();
-            ctx.reader.read_batch(&ctx.reqs)?;
+            {
+                // shared with other searches; a merge's in-place writes take it exclusively
+                let _gate = index.file.gate.read_recursive();
+                ctx.reader.read_batch(&ctx.reqs)?;
+            }
             stats.io_wait_us += t.elapsed().as_secs_f64() * 1e6;
             stats.sector_reads += (ctx.reqs.len() * layout.sectors_per_block) as u32;
             if index.options.verify_reads {
@@ -337,6 +341,9 @@ pub(crate) fn beam_search(
             for j in 0..ctx.nbrs.len() {
                 let nb = ctx.nbrs[j];
                 if u64::from(nb) >= n {
+                    if index.superseded.load(std::sync::atomic::Ordering::Acquire) {
+                        continue; // a slot the running merge adds: not part of this state
+                    }
                     return Err(EngineError::Inconsistent {
                         path: index.file.path.clone(),
                         detail: format!("node {id} lists neighbour {nb} ≥ n = {n}"),

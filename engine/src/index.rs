@@ -12,6 +12,7 @@ use ssdann_layout::{IndexHeader, Metric, PqCodebook, SECTOR_BYTES};
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 /// How to open an index.
@@ -97,8 +98,10 @@ pub(crate) struct NodeCache {
     pub(crate) records: Vec<u8>,
 }
 
-/// An open index. `Index: Send + Sync`; searches from many threads share it.
-pub struct Index {
+/// One consistent state of an open index: header, PQ data, label map, node cache and the
+/// pending updates. A merge builds the next state and swaps it in (see [`Index`]); searches
+/// that started on the previous one finish on it.
+pub(crate) struct Snapshot {
     pub(crate) dir: PathBuf,
     pub(crate) header: IndexHeader,
     pub(crate) pq: PqCodebook,
@@ -110,6 +113,29 @@ pub struct Index {
     contexts: Mutex<Vec<SearchContext>>,
     /// Pending inserts and deletes (delta index, tombstones, WAL).
     pub(crate) updates: std::sync::RwLock<crate::updates::Updates>,
+    /// Set when a merge starts rewriting blocks under this state: its searches may then read
+    /// post-merge blocks, whose lists can name slots past this state's n (skipped, not an
+    /// error). See `merge` for why such mixed reads still give correct answers.
+    pub(crate) superseded: AtomicBool,
+}
+
+/// An open index. `Index: Send + Sync`: searches, inserts, deletes and merges may all be
+/// called from many threads at once.
+///
+/// Concurrency: searches never wait for updates or merges (beyond a few µs per block the
+/// merge rewrites, see [`Index::merge`]); inserts and deletes are serialized with each other
+/// and wait while a merge runs.
+pub struct Index {
+    dir: PathBuf,
+    options: OpenOptions,
+    /// The state searches start on.
+    pub(crate) current: parking_lot::RwLock<Arc<Snapshot>>,
+    /// Held by inserts, deletes and merges (one at a time).
+    pub(crate) update_gate: parking_lot::Mutex<()>,
+    /// The state the last merge replaced, while searches still hold it.
+    pub(crate) retired: parking_lot::Mutex<std::sync::Weak<Snapshot>>,
+    /// Why updates are refused (a merge failed after its commit: reopen to finish it).
+    pub(crate) broken: parking_lot::Mutex<Option<String>>,
 }
 
 impl Index {
@@ -143,6 +169,163 @@ impl Index {
     /// ```
     pub fn open(dir: &Path, options: OpenOptions) -> Result<Index> {
         crate::merge::recover(dir)?;
+        let snap = Snapshot::open(dir, options.clone())?;
+        Ok(Index {
+            dir: dir.into(),
+            options,
+            current: parking_lot::RwLock::new(Arc::new(snap)),
+            update_gate: parking_lot::Mutex::new(()),
+            retired: parking_lot::Mutex::new(std::sync::Weak::new()),
+            broken: parking_lot::Mutex::new(None),
+        })
+    }
+
+    /// The state searches start on now.
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.read().clone()
+    }
+
+    /// The options the index was opened with.
+    pub(crate) fn options(&self) -> &OpenOptions {
+        &self.options
+    }
+
+    /// The index directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    /// The header in force (a copy: a merge replaces it).
+    pub fn header(&self) -> IndexHeader {
+        self.snapshot().header.clone()
+    }
+    /// Dimension d.
+    pub fn dim(&self) -> usize {
+        self.snapshot().dim()
+    }
+    /// Slots n (live points plus free slots; see [`Index::live_count`]).
+    pub fn len(&self) -> usize {
+        self.snapshot().header.n_slots as usize
+    }
+    /// Always false for an open index.
+    pub fn is_empty(&self) -> bool {
+        self.snapshot().header.n_slots == 0
+    }
+    /// Metric.
+    pub fn metric(&self) -> Metric {
+        self.snapshot().header.metric
+    }
+    /// Nodes in the node cache.
+    pub fn cached_nodes(&self) -> usize {
+        self.snapshot().cache.slots.len()
+    }
+    /// Whether reads bypass the page cache (O_DIRECT).
+    pub fn direct_io(&self) -> bool {
+        self.snapshot().file.direct
+    }
+    /// Bytes of RAM held: PQ codes, pivots, label map, node cache.
+    pub fn memory_bytes(&self) -> usize {
+        let s = self.snapshot();
+        s.codes.len()
+            + s.labels.len() * 8
+            + s.pq.memory_bytes()
+            + s.cache.records.len()
+            + s.cache.slots.len() * 16
+    }
+    /// Name of the I/O backend the search threads use ("io_uring" or "pread").
+    pub fn io_backend_name(&self) -> &'static str {
+        let s = self.snapshot();
+        let ctx = s.take_context();
+        let name = ctx.reader_name();
+        s.put_context(ctx);
+        name
+    }
+
+    /// Beam search for the `k` nearest neighbours of `query` (length d, f32), closest first.
+    ///
+    /// # Errors
+    /// [`EngineError::InvalidQuery`] for a wrong dimension, a NaN/inf value, k = 0, L < k or
+    /// W out of range; [`EngineError::Io`] on a failed read; [`EngineError::Layout`] when
+    /// `verify_reads` finds a bad checksum.
+    pub fn search(&self, query: &[f32], k: usize, params: &SearchParams) -> Result<Vec<Neighbor>> {
+        let mut out = Vec::with_capacity(k);
+        self.search_into(query, k, params, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Index::search`] that also returns the query's [`SearchStats`].
+    ///
+    /// # Errors
+    /// As [`Index::search`].
+    pub fn search_with_stats(
+        &self,
+        query: &[f32],
+        k: usize,
+        params: &SearchParams,
+    ) -> Result<(Vec<Neighbor>, SearchStats)> {
+        let mut out = Vec::with_capacity(k);
+        let stats = self.search_into(query, k, params, &mut out)?;
+        Ok((out, stats))
+    }
+
+    /// Search into a caller-owned vector (cleared first). Once the thread's context is warm
+    /// and `out` has capacity k, this performs no heap allocation.
+    ///
+    /// # Errors
+    /// As [`Index::search`].
+    pub fn search_into(
+        &self,
+        query: &[f32],
+        k: usize,
+        params: &SearchParams,
+        out: &mut Vec<Neighbor>,
+    ) -> Result<SearchStats> {
+        self.snapshot().search_into(query, k, params, out)
+    }
+
+    /// Searches every row of `queries` (nq × d, row-major) on a pool of `threads` threads
+    /// (None = all cores); returns per query its neighbours and stats, in query order.
+    ///
+    /// # Errors
+    /// The first error of any query (see [`Index::search`]); `queries.len()` not a multiple
+    /// of d is an [`EngineError::InvalidQuery`].
+    pub fn batch_search(
+        &self,
+        queries: &[f32],
+        k: usize,
+        params: &SearchParams,
+        threads: Option<usize>,
+    ) -> Result<Vec<(Vec<Neighbor>, SearchStats)>> {
+        use rayon::prelude::*;
+        let d = self.dim();
+        if !queries.len().is_multiple_of(d) {
+            return Err(EngineError::InvalidQuery {
+                field: "queries",
+                value: format!("{} values", queries.len()),
+                reason: format!("not a multiple of d = {d}"),
+            });
+        }
+        let mut pool = rayon::ThreadPoolBuilder::new();
+        if let Some(t) = threads {
+            pool = pool.num_threads(t.max(1));
+        }
+        let pool = pool.build().map_err(|e| EngineError::InvalidQuery {
+            field: "threads",
+            value: format!("{threads:?}"),
+            reason: e.to_string(),
+        })?;
+        pool.install(|| {
+            queries
+                .par_chunks(d)
+                .with_max_len(1)
+                .map(|q| self.search_with_stats(q, k, params))
+                .collect()
+        })
+    }
+}
+
+impl Snapshot {
+    /// Opens one state of the index in `dir` (no journal recovery: [`Index::open`] does it).
+    pub(crate) fn open(dir: &Path, options: OpenOptions) -> Result<Snapshot> {
         let path = dir.join(INDEX_FILE);
         let file = SectorFile::open(&path)?;
         let len = file
@@ -235,7 +418,7 @@ impl Index {
             wal: None,
             wal_ops: 0,
         };
-        let mut index = Index {
+        let mut index = Snapshot {
             dir: dir.into(),
             header,
             pq,
@@ -246,6 +429,7 @@ impl Index {
             cache: NodeCache::default(),
             contexts: Mutex::new(Vec::new()),
             updates: std::sync::RwLock::new(placeholder),
+            superseded: AtomicBool::new(false),
         };
         if index.options.cache_nodes > 0 {
             index.cache = index.load_cache(index.options.cache_nodes)?;
@@ -322,45 +506,8 @@ impl Index {
         Ok(cache)
     }
 
-    /// The index directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-    /// The header in force.
-    pub fn header(&self) -> &IndexHeader {
-        &self.header
-    }
-    /// Dimension d.
-    pub fn dim(&self) -> usize {
+    pub(crate) fn dim(&self) -> usize {
         self.header.dim as usize
-    }
-    /// Points n.
-    pub fn len(&self) -> usize {
-        self.header.n_slots as usize
-    }
-    /// Always false for an open index.
-    pub fn is_empty(&self) -> bool {
-        self.header.n_slots == 0
-    }
-    /// Metric.
-    pub fn metric(&self) -> Metric {
-        self.header.metric
-    }
-    /// Nodes in the node cache.
-    pub fn cached_nodes(&self) -> usize {
-        self.cache.slots.len()
-    }
-    /// Whether reads bypass the page cache (O_DIRECT).
-    pub fn direct_io(&self) -> bool {
-        self.file.direct
-    }
-    /// Bytes of RAM held: PQ codes, pivots, label map, node cache.
-    pub fn memory_bytes(&self) -> usize {
-        self.codes.len()
-            + self.labels.len() * 8
-            + self.pq.memory_bytes()
-            + self.cache.records.len()
-            + self.cache.slots.len() * 16
     }
 
     pub(crate) fn take_context(&self) -> SearchContext {
@@ -381,14 +528,6 @@ impl Index {
         if let Ok(mut v) = self.contexts.lock() {
             v.push(ctx);
         }
-    }
-
-    /// Name of the I/O backend the search threads use ("io_uring" or "pread").
-    pub fn io_backend_name(&self) -> &'static str {
-        let ctx = self.take_context();
-        let name = ctx.reader_name();
-        self.put_context(ctx);
-        name
     }
 
     /// Checks a query and parameters.
@@ -433,39 +572,8 @@ impl Index {
         Ok(())
     }
 
-    /// Beam search for the `k` nearest neighbours of `query` (length d, f32), closest first.
-    ///
-    /// # Errors
-    /// [`EngineError::InvalidQuery`] for a wrong dimension, a NaN/inf value, k = 0, L < k or
-    /// W out of range; [`EngineError::Io`] on a failed read; [`EngineError::Layout`] when
-    /// `verify_reads` finds a bad checksum.
-    pub fn search(&self, query: &[f32], k: usize, params: &SearchParams) -> Result<Vec<Neighbor>> {
-        let mut out = Vec::with_capacity(k);
-        self.search_into(query, k, params, &mut out)?;
-        Ok(out)
-    }
-
-    /// [`Index::search`] that also returns the query's [`SearchStats`].
-    ///
-    /// # Errors
-    /// As [`Index::search`].
-    pub fn search_with_stats(
-        &self,
-        query: &[f32],
-        k: usize,
-        params: &SearchParams,
-    ) -> Result<(Vec<Neighbor>, SearchStats)> {
-        let mut out = Vec::with_capacity(k);
-        let stats = self.search_into(query, k, params, &mut out)?;
-        Ok((out, stats))
-    }
-
-    /// Search into a caller-owned vector (cleared first). Once the thread's context is warm
-    /// and `out` has capacity k, this performs no heap allocation.
-    ///
-    /// # Errors
-    /// As [`Index::search`].
-    pub fn search_into(
+    /// [`Index::search_into`] on this state.
+    pub(crate) fn search_into(
         &self,
         query: &[f32],
         k: usize,
@@ -504,45 +612,5 @@ impl Index {
         drop(up);
         self.put_context(ctx);
         r
-    }
-
-    /// Searches every row of `queries` (nq × d, row-major) on a pool of `threads` threads
-    /// (None = all cores); returns per query its neighbours and stats, in query order.
-    ///
-    /// # Errors
-    /// The first error of any query (see [`Index::search`]); `queries.len()` not a multiple
-    /// of d is an [`EngineError::InvalidQuery`].
-    pub fn batch_search(
-        &self,
-        queries: &[f32],
-        k: usize,
-        params: &SearchParams,
-        threads: Option<usize>,
-    ) -> Result<Vec<(Vec<Neighbor>, SearchStats)>> {
-        use rayon::prelude::*;
-        let d = self.dim();
-        if !queries.len().is_multiple_of(d) {
-            return Err(EngineError::InvalidQuery {
-                field: "queries",
-                value: format!("{} values", queries.len()),
-                reason: format!("not a multiple of d = {d}"),
-            });
-        }
-        let mut pool = rayon::ThreadPoolBuilder::new();
-        if let Some(t) = threads {
-            pool = pool.num_threads(t.max(1));
-        }
-        let pool = pool.build().map_err(|e| EngineError::InvalidQuery {
-            field: "threads",
-            value: format!("{threads:?}"),
-            reason: e.to_string(),
-        })?;
-        pool.install(|| {
-            queries
-                .par_chunks(d)
-                .with_max_len(1)
-                .map(|q| self.search_with_stats(q, k, params))
-                .collect()
-        })
     }
 }

@@ -103,6 +103,9 @@ pub struct SectorFile {
     pub file: std::fs::File,
     /// Whether it was opened with O_DIRECT (false only where the filesystem refuses it).
     pub direct: bool,
+    /// Taken shared by every batch of reads and exclusively by a merge while it rewrites
+    /// blocks in place, so that no read ever sees a block half written.
+    pub(crate) gate: parking_lot::RwLock<()>,
 }
 
 impl SectorFile {
@@ -122,6 +125,7 @@ impl SectorFile {
                 path: path.into(),
                 file,
                 direct: true,
+                gate: parking_lot::RwLock::new(()),
             })),
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                 let file = std::fs::File::open(path).map_err(|e| EngineError::io(path, e))?;
@@ -129,6 +133,7 @@ impl SectorFile {
                     path: path.into(),
                     file,
                     direct: false,
+                    gate: parking_lot::RwLock::new(()),
                 }))
             }
             Err(e) => Err(EngineError::io(path, e)),

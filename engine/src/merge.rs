@@ -23,7 +23,7 @@
 //! plus the WAL, or the post-merge index.
 
 use crate::error::EngineError;
-use crate::index::Index;
+use crate::index::{Index, Snapshot};
 use crate::io::AlignedBuf;
 use crate::Result;
 use rayon::prelude::*;
@@ -37,6 +37,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// File name of the redo journal inside an index directory.
@@ -45,6 +46,9 @@ const JOURNAL_MAGIC: [u8; 8] = *b"SSDMJRN1";
 const COMMIT: u64 = u64::MAX;
 /// Replacement candidates taken from each deleted out-neighbour's list in the delete phase.
 const DELETE_CANDIDATES_PER_NODE: usize = 24;
+/// Blocks written per hold of the file's gate while a live merge applies its journal
+/// (page-cache writes: tens of µs per batch).
+const APPLY_BATCH_BLOCKS: usize = 32;
 
 /// Merge options.
 #[derive(Clone, Debug, Default)]
@@ -52,6 +56,9 @@ pub struct MergeOptions {
     /// Test hook: fail (as a crash would stop) after this many journal appends, in-place
     /// block writes and file operations.
     pub fail_after_writes: Option<u64>,
+    /// Test hook: sleep this long after each batch of in-place block writes, so that tests
+    /// can search an index whose journal is half applied.
+    pub apply_pause: Option<std::time::Duration>,
 }
 
 /// What a merge did.
@@ -65,6 +72,9 @@ pub struct MergeReport {
     pub repaired: usize,
     /// Blocks rewritten in place.
     pub blocks_written: usize,
+    /// Writes before the in-place phase: journal entries (a block changed by two phases is
+    /// appended twice, plus the commit) and the two staged files.
+    pub journal_writes: u64,
     /// Slots after the merge.
     pub n_slots: u64,
     /// Wall time, seconds.
@@ -218,7 +228,15 @@ fn fsync_dir(dir: &Path) -> Result<()> {
 
 /// Applies a committed journal in place and finishes the merge (idempotent): block images,
 /// header slot, `*.merge` renames, WAL reset, journal removal.
-fn apply(dir: &Path, c: &Committed, counter: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+/// With `gate` (a live merge), block writes go in batches of [`APPLY_BATCH_BLOCKS`], each
+/// holding the gate exclusively, so that concurrent searches never read a block mid-write.
+fn apply(
+    dir: &Path,
+    c: &Committed,
+    gate: Option<&parking_lot::RwLock<()>>,
+    pause: Option<std::time::Duration>,
+    counter: &mut dyn FnMut() -> Result<()>,
+) -> Result<()> {
     let path = dir.join(INDEX_FILE);
     let f = std::fs::OpenOptions::new()
         .read(true)
@@ -230,10 +248,18 @@ fn apply(dir: &Path, c: &Committed, counter: &mut dyn FnMut() -> Result<()>) -> 
         f.set_len(h.file_bytes())
             .map_err(|e| EngineError::io(&path, e))?;
     }
-    for (&b, image) in &c.blocks {
-        counter()?;
-        f.write_all_at(image, h.layout.block_offset_bytes(b))
-            .map_err(|e| EngineError::io(&path, e))?;
+    let blocks: Vec<(&u64, &Vec<u8>)> = c.blocks.iter().collect();
+    for batch in blocks.chunks(APPLY_BATCH_BLOCKS) {
+        let excl = gate.map(|g| g.write());
+        for &(&b, image) in batch {
+            counter()?;
+            f.write_all_at(image, h.layout.block_offset_bytes(b))
+                .map_err(|e| EngineError::io(&path, e))?;
+        }
+        drop(excl);
+        if let Some(p) = pause {
+            std::thread::sleep(p);
+        }
     }
     f.sync_all().map_err(|e| EngineError::io(&path, e))?;
     counter()?;
@@ -283,7 +309,7 @@ pub fn recover(dir: &Path) -> Result<bool> {
                 dir.display(),
                 c.blocks.len()
             );
-            apply(dir, &c, &mut || Ok(()))?;
+            apply(dir, &c, None, None, &mut || Ok(()))?;
         }
         None => {
             eprintln!("note: {}: discarding an uncommitted merge journal; the index is as before the merge", dir.display());
@@ -417,15 +443,90 @@ impl Pruner {
     }
 }
 
+/// A merge computed and committed to its journal, not yet applied.
+struct Prepared {
+    committed: Committed,
+    journal_path: PathBuf,
+    writes: u64,
+    report: MergeReport,
+    t0: Instant,
+}
+
 impl Index {
     /// Folds the pending inserts and deletes into the sector file in place (StreamingMerge;
-    /// see the module docs), empties the WAL and returns the reopened index. Takes the index
-    /// by value: no search runs during the merge in this version.
+    /// see the module docs) and empties the WAL. Returns when the merged state serves
+    /// searches.
+    ///
+    /// Concurrency: searches keep running throughout. The delete, insert and patch phases
+    /// only read `index.ssd`; while the committed journal is applied in place, each batch of
+    /// block writes holds the file's gate exclusively (a search waits at most one batch,
+    /// and never reads a half-written block). Searches that started before the swap finish
+    /// on the pre-merge state even when they read rewritten blocks: a rewritten block
+    /// keeps every pre-merge live point's vector (only its list changes), slots the merge
+    /// frees or reuses were tombstoned in that state (never returned; their new points are
+    /// still in its delta index), and slots it appends lie past that state's n (skipped).
+    /// Inserts and deletes wait until the merge has finished.
     ///
     /// # Errors
-    /// [`EngineError::Io`] (the on-disk state is then the pre-merge index + WAL, or — once the
-    /// journal is committed — finished by the next `Index::open`); [`EngineError::Layout`].
-    pub fn merge(self, opts: &MergeOptions) -> Result<(Index, MergeReport)> {
+    /// [`EngineError::Io`] / [`EngineError::Layout`]. Before the commit the on-disk state is
+    /// the pre-merge index + WAL and this `Index` keeps serving it; after the commit the
+    /// next `Index::open` finishes the merge, and this `Index` keeps answering searches but
+    /// refuses updates and merges ([`EngineError::Inconsistent`]) until reopened.
+    pub fn merge(&self, opts: &MergeOptions) -> Result<MergeReport> {
+        let _gate = self.lock_updates()?;
+        let snap = self.snapshot();
+        let Prepared {
+            committed,
+            journal_path,
+            mut writes,
+            mut report,
+            t0,
+        } = snap.prepare_merge(opts)?;
+        let tp = Instant::now();
+        // Searches still on the state before `snap` read blocks only through its file's
+        // gate, not `snap`'s: wait until they have finished.
+        while self.retired.lock().strong_count() > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        snap.superseded
+            .store(true, std::sync::atomic::Ordering::Release);
+        let fail = opts.fail_after_writes;
+        let jpath = journal_path.clone();
+        let applied = apply(
+            self.dir(),
+            &committed,
+            Some(&snap.file.gate),
+            opts.apply_pause,
+            &mut || {
+                writes += 1;
+                match fail {
+                    Some(k) if writes > k => Err(injected(&jpath, k)),
+                    _ => Ok(()),
+                }
+            },
+        );
+        let next = applied.and_then(|()| Snapshot::open(self.dir(), self.options().clone()));
+        let next = match next {
+            Ok(s) => s,
+            Err(e) => {
+                *self.broken.lock() = Some(format!(
+                    "a merge failed after its commit ({e}); reopen the index to finish it"
+                ));
+                return Err(e);
+            }
+        };
+        *self.retired.lock() = Arc::downgrade(&snap);
+        *self.current.write() = Arc::new(next);
+        report.phase_seconds[4] = tp.elapsed().as_secs_f64();
+        report.seconds = t0.elapsed().as_secs_f64();
+        Ok(report)
+    }
+}
+
+impl Snapshot {
+    /// Phases 1–5 of a merge: computes every rewritten block, stages the label map and PQ
+    /// codes, and commits the journal (fsynced). Nothing of `index.ssd` is written yet.
+    fn prepare_merge(&self, opts: &MergeOptions) -> Result<Prepared> {
         let t0 = Instant::now();
         let dir = self.dir.clone();
         let options = self.options.clone();
@@ -456,12 +557,17 @@ impl Index {
             inserted: news.len(),
             ..Default::default()
         };
-        // Slot plan: freed slots first, then growth.
+        // Slot plan: slots this merge frees, then slots earlier merges left free, then growth.
+        let free: Vec<u32> = deleted
+            .iter()
+            .copied()
+            .chain((0..n as u32).filter(|&s| self.labels[s as usize] == FREE_LABEL))
+            .collect();
         let mut new_slot: Vec<u32> = Vec::with_capacity(news.len());
         let mut next = n as u32;
         for i in 0..news.len() {
-            if i < deleted.len() {
-                new_slot.push(deleted[i]);
+            if i < free.len() {
+                new_slot.push(free[i]);
             } else {
                 new_slot.push(next);
                 next += 1;
@@ -578,7 +684,9 @@ impl Index {
                             let s = id as u32;
                             let off = layout.offset_in_block(id);
                             if del_set.contains(&s) {
-                                if !new_set.contains_key(&s) {
+                                // The old entry point keeps its record until its slot is
+                                // reused: searches still on the pre-merge state start there.
+                                if !new_set.contains_key(&s) && u64::from(s) != h.entry_point {
                                     layout.write_record(
                                         blk,
                                         off,
@@ -588,6 +696,9 @@ impl Index {
                                     changed = true;
                                 }
                                 continue;
+                            }
+                            if self.labels[s as usize] == FREE_LABEL {
+                                continue; // free since an earlier merge: nobody links to it
                             }
                             let rec = layout.record(blk, off);
                             let nbrs: Vec<u32> = rec.neighbors().collect();
@@ -678,7 +789,7 @@ impl Index {
                         // anyway) make the prune exact; PQ reconstructions stand in otherwise.
                         let mut ctx = self.take_context();
                         ctx.keep_vectors = true;
-                        let r = crate::beam_search::beam_search(&self, &mut ctx, v, l, &sp, found);
+                        let r = crate::beam_search::beam_search(self, &mut ctx, v, l, &sp, found);
                         pruner.start(v);
                         let kept: HashMap<u32, usize> = ctx
                             .kept_ids
@@ -836,28 +947,18 @@ impl Index {
         report.blocks_written = journal.map.len();
         report.n_slots = n_new;
         drop(up);
-        drop(self);
         report.phase_seconds[3] = tp.elapsed().as_secs_f64();
-        tp = Instant::now();
-        // 6. Apply in place (the same code recovery runs).
         let committed = parse(&journal.path)?.ok_or_else(|| EngineError::Inconsistent {
             path: journal.path.clone(),
             detail: "journal not readable right after its commit".into(),
         })?;
-        let mut writes = journal.writes;
-        let fail = opts.fail_after_writes;
-        let jpath = journal.path.clone();
-        drop(journal);
-        apply(&dir, &committed, &mut || {
-            writes += 1;
-            match fail {
-                Some(k) if writes > k => Err(injected(&jpath, k)),
-                _ => Ok(()),
-            }
-        })?;
-        report.phase_seconds[4] = tp.elapsed().as_secs_f64();
-        report.seconds = t0.elapsed().as_secs_f64();
-        let index = Index::open(&dir, options)?;
-        Ok((index, report))
+        report.journal_writes = journal.writes;
+        Ok(Prepared {
+            committed,
+            journal_path: journal.path.clone(),
+            writes: journal.writes,
+            report,
+            t0,
+        })
     }
 }

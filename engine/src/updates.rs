@@ -9,7 +9,7 @@
 
 use crate::delta::{DeltaIndex, DeltaParams};
 use crate::error::EngineError;
-use crate::index::Index;
+use crate::index::{Index, Snapshot};
 use crate::wal::{replay, Wal, WalOp, WAL_FILE};
 use crate::Result;
 use ssdann_layout::ElementType;
@@ -28,8 +28,8 @@ pub(crate) struct Updates {
 
 impl Updates {
     /// Fresh state for `index`, with the WAL (if any) replayed.
-    pub(crate) fn open(index: &Index) -> Result<Updates> {
-        let h = index.header();
+    pub(crate) fn open(index: &Snapshot) -> Result<Updates> {
+        let h = &index.header;
         let params = DeltaParams {
             max_degree: h.max_degree as usize,
             build_l: (h.build_l as usize).max(h.max_degree as usize),
@@ -49,7 +49,7 @@ impl Updates {
             wal: None,
             wal_ops: 0,
         };
-        let path = index.dir().join(WAL_FILE);
+        let path = index.dir.join(WAL_FILE);
         if path.exists() {
             let rep = replay(&path, index.dim())?;
             for op in &rep.ops {
@@ -92,7 +92,7 @@ impl Updates {
     }
 }
 
-impl Index {
+impl Snapshot {
     fn check_insert(&self, label: u64, vector: &[f32]) -> Result<()> {
         let bad = |field: &'static str, value: String, reason: String| {
             Err(EngineError::InvalidQuery {
@@ -161,15 +161,7 @@ impl Index {
         Ok(())
     }
 
-    /// Inserts (or replaces) the points `items` = (label, vector of d f32 values). All are
-    /// validated first; then they are appended to the WAL as one group (durable per
-    /// [`crate::wal::SyncMode`] before this returns) and applied to the delta index. Searches see them
-    /// as soon as this returns.
-    ///
-    /// # Errors
-    /// [`EngineError::InvalidQuery`] for a wrong dimension, a NaN/inf value, or a value a
-    /// u8/i8 index cannot store (nothing is logged then); [`EngineError::Io`] from the WAL.
-    pub fn insert_batch(&self, items: &[(u64, &[f32])]) -> Result<()> {
+    pub(crate) fn insert_batch(&self, items: &[(u64, &[f32])]) -> Result<()> {
         for (label, v) in items {
             self.check_insert(*label, v)?;
         }
@@ -188,20 +180,7 @@ impl Index {
         Ok(())
     }
 
-    /// Inserts (or replaces) one point; see [`Index::insert_batch`].
-    ///
-    /// # Errors
-    /// As [`Index::insert_batch`].
-    pub fn insert(&self, label: u64, vector: &[f32]) -> Result<()> {
-        self.insert_batch(&[(label, vector)])
-    }
-
-    /// Deletes the points with these labels (WAL first, then tombstones / delta removal).
-    ///
-    /// # Errors
-    /// [`EngineError::InvalidQuery`] naming the first label that is not live (nothing is
-    /// logged then); [`EngineError::Io`] from the WAL.
-    pub fn delete_batch(&self, labels: &[u64]) -> Result<()> {
+    pub(crate) fn delete_batch(&self, labels: &[u64]) -> Result<()> {
         let mut up = self.updates_mut()?;
         let mut seen = HashSet::new();
         for &l in labels {
@@ -225,6 +204,53 @@ impl Index {
         }
         Ok(())
     }
+}
+
+impl Index {
+    /// Takes the update gate (waiting while a merge runs) unless a failed merge left the
+    /// index needing a reopen.
+    pub(crate) fn lock_updates(&self) -> Result<parking_lot::MutexGuard<'_, ()>> {
+        let g = self.update_gate.lock();
+        if let Some(why) = self.broken.lock().as_ref() {
+            return Err(EngineError::Inconsistent {
+                path: self.dir().to_path_buf(),
+                detail: why.clone(),
+            });
+        }
+        Ok(g)
+    }
+
+    /// Inserts (or replaces) the points `items` = (label, vector of d f32 values). All are
+    /// validated first; then they are appended to the WAL as one group (durable per
+    /// [`crate::wal::SyncMode`] before this returns) and applied to the delta index. Searches see them
+    /// as soon as this returns. Waits while a merge runs.
+    ///
+    /// # Errors
+    /// [`EngineError::InvalidQuery`] for a wrong dimension, a NaN/inf value, or a value a
+    /// u8/i8 index cannot store (nothing is logged then); [`EngineError::Io`] from the WAL;
+    /// [`EngineError::Inconsistent`] after a merge failed past its commit (reopen the index).
+    pub fn insert_batch(&self, items: &[(u64, &[f32])]) -> Result<()> {
+        let _g = self.lock_updates()?;
+        self.snapshot().insert_batch(items)
+    }
+    /// Inserts (or replaces) one point; see [`Index::insert_batch`].
+    ///
+    /// # Errors
+    /// As [`Index::insert_batch`].
+    pub fn insert(&self, label: u64, vector: &[f32]) -> Result<()> {
+        self.insert_batch(&[(label, vector)])
+    }
+
+    /// Deletes the points with these labels (WAL first, then tombstones / delta removal).
+    ///
+    /// # Errors
+    /// [`EngineError::InvalidQuery`] naming the first label that is not live (nothing is
+    /// logged then); [`EngineError::Io`] from the WAL; [`EngineError::Inconsistent`] as for
+    /// [`Index::insert_batch`]. Waits while a merge runs.
+    pub fn delete_batch(&self, labels: &[u64]) -> Result<()> {
+        let _g = self.lock_updates()?;
+        self.snapshot().delete_batch(labels)
+    }
 
     /// Deletes one point; see [`Index::delete_batch`].
     ///
@@ -236,7 +262,9 @@ impl Index {
 
     /// Pending updates: (live points in the delta index, tombstoned SSD points, WAL records).
     pub fn pending(&self) -> (usize, usize, u64) {
-        match self.updates.read() {
+        let s = self.snapshot();
+        let r = s.updates.read();
+        match r {
             Ok(u) => (u.delta.live(), u.tombstones.len(), u.wal_ops),
             Err(_) => (0, 0, 0),
         }
@@ -244,21 +272,24 @@ impl Index {
 
     /// Live points: SSD points not tombstoned plus the delta's.
     pub fn live_count(&self) -> usize {
-        match self.updates.read() {
+        let s = self.snapshot();
+        let r = s.updates.read();
+        match r {
             Ok(u) => u.ssd_labels.len() - u.tombstones.len() + u.delta.live(),
-            Err(_) => self.header.live_count as usize,
+            Err(_) => s.header.live_count as usize,
         }
     }
 
     /// The largest label in use (SSD or delta), for callers that number new points.
     pub fn max_label(&self) -> Option<u64> {
-        let ssd = self
+        let s = self.snapshot();
+        let ssd = s
             .labels
             .iter()
             .copied()
             .filter(|&l| l != ssdann_layout::labels::FREE_LABEL)
             .max();
-        let delta = self
+        let delta = s
             .updates
             .read()
             .ok()

@@ -256,6 +256,22 @@ impl Index {
         py.allow_threads(|| inner.delete_batch(&labels)).map_err(engine_err)
     }
 
+    /// merge() -> dict: folds the pending inserts and deletes into the SSD index in place
+    /// (StreamingMerge); searches from other threads keep running meanwhile. Returns what it
+    /// did: deleted, inserted, repaired, blocks_written, n_slots, seconds.
+    fn merge<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let inner = self.inner.clone();
+        let r = py.allow_threads(|| inner.merge(&ssdann::engine::MergeOptions::default())).map_err(engine_err)?;
+        let d = PyDict::new_bound(py);
+        d.set_item("deleted", r.deleted)?;
+        d.set_item("inserted", r.inserted)?;
+        d.set_item("repaired", r.repaired)?;
+        d.set_item("blocks_written", r.blocks_written)?;
+        d.set_item("n_slots", r.n_slots)?;
+        d.set_item("seconds", r.seconds)?;
+        Ok(d)
+    }
+
     #[getter]
     fn last_stats(&self, py: Python<'_>) -> Option<Py<PyDict>> {
         self.last_stats.as_ref().map(|d| d.clone_ref(py))

@@ -89,7 +89,7 @@ pub fn cmd_churn(a: ChurnArgs) -> Result<()> {
         a.initial,
         t.elapsed().as_secs_f64()
     );
-    let mut index = Index::open(&work.join("idx"), OpenOptions::default())?;
+    let index = Index::open(&work.join("idx"), OpenOptions::default())?;
     let mut live: Vec<u64> = (0..a.initial as u64).collect();
     let mut rng = rand::rngs::StdRng::seed_from_u64(20261123);
     println!(
@@ -123,9 +123,8 @@ pub fn cmd_churn(a: ChurnArgs) -> Result<()> {
             .collect();
         index.insert_batch(&items)?;
         let t = Instant::now();
-        let (merged, rep) = index.merge(&MergeOptions::default())?;
+        let rep = index.merge(&MergeOptions::default())?;
         eprintln!("  merge phases (delete, insert, patch, commit, apply) s: {:.2?}; {} repaired, {} blocks", rep.phase_seconds, rep.repaired, rep.blocks_written);
-        index = merged;
         let merge_s = t.elapsed().as_secs_f64();
         live.extend_from_slice(&inserted);
         live.sort_unstable();

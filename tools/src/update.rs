@@ -147,7 +147,7 @@ pub fn cmd_merge(a: MergeArgs) -> Result<()> {
         println!("nothing to merge ({wal} WAL records, no pending inserts or deletes)");
         return Ok(());
     }
-    let (index, rep) = index.merge(&ssdann_engine::MergeOptions::default())?;
+    let rep = index.merge(&ssdann_engine::MergeOptions::default())?;
     println!(
         "merged {} inserts and {} deletes in {:.2} s: {} nodes repaired, {} blocks rewritten in place; now {} slots, {} live, generation {}",
         rep.inserted, rep.deleted, rep.seconds, rep.repaired, rep.blocks_written, rep.n_slots, index.header().live_count, index.header().generation
