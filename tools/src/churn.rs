@@ -41,6 +41,10 @@ pub struct ChurnArgs {
     /// Skip the fresh build per cycle (faster; no comparison).
     #[arg(long)]
     no_fresh: bool,
+    /// Threads that keep searching during each merge (0 = none): prints their QPS and
+    /// latencies during the merge beside the same threads' figures for 3 s before it.
+    #[arg(long, default_value_t = 0)]
+    search_threads: usize,
     /// Working directory (default: a temporary one).
     #[arg(long)]
     work: Option<PathBuf>,
@@ -53,6 +57,49 @@ fn recall(index: &Index, q: &[f32], truth: &[Vec<u64>], p: &SearchParams) -> Res
         hits += nb.iter().filter(|n| truth[i].contains(&n.id)).count();
     }
     Ok(hits as f64 / (res.len() * 10) as f64)
+}
+
+/// Searches from `threads` threads, cycling over `q`, until `run` returns; then reports
+/// (searches, QPS, p50 µs, p99 µs, max µs) and what `run` returned.
+fn with_searches<T>(index: &Index, q: &[f32], sp: &SearchParams, threads: usize, run: impl FnOnce() -> Result<T>) -> Result<(T, [f64; 5])> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let d = index.dim();
+    let nq = q.len() / d;
+    let done = AtomicBool::new(false);
+    let t0 = Instant::now();
+    let (r, mut lat) = std::thread::scope(|sc| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let done = &done;
+                sc.spawn(move || -> Result<Vec<f64>> {
+                    let mut lat = Vec::new();
+                    let mut i = t;
+                    while !done.load(Ordering::Acquire) {
+                        let ts = Instant::now();
+                        index.search(&q[(i % nq) * d..(i % nq + 1) * d], 10, sp)?;
+                        lat.push(ts.elapsed().as_secs_f64() * 1e6);
+                        i += threads;
+                    }
+                    Ok(lat)
+                })
+            })
+            .collect();
+        let r = run();
+        done.store(true, Ordering::Release);
+        let mut lat = Vec::new();
+        for w in workers {
+            match w.join() {
+                Ok(l) => lat.extend(l?),
+                Err(_) => bail!("a search thread panicked"),
+            }
+        }
+        Ok((r, lat))
+    })?;
+    let secs = t0.elapsed().as_secs_f64();
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(f64::NAN);
+    let stats = [lat.len() as f64, lat.len() as f64 / secs, pct(0.5), pct(0.99), lat.last().copied().unwrap_or(f64::NAN)];
+    Ok((r?, stats))
 }
 
 pub fn cmd_churn(a: ChurnArgs) -> Result<()> {
@@ -122,10 +169,20 @@ pub fn cmd_churn(a: ChurnArgs) -> Result<()> {
             .map(|&r| (r, &all[r as usize * d..(r as usize + 1) * d]))
             .collect();
         index.insert_batch(&items)?;
+        if a.search_threads > 0 {
+            let ((), s) = with_searches(&index, &q, &sp, a.search_threads, || {
+                std::thread::sleep(std::time::Duration::from_secs(3));
+                Ok(())
+            })?;
+            eprintln!("  {} search threads before the merge: {:.0} QPS, p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs", a.search_threads, s[1], s[2], s[3], s[4]);
+        }
         let t = Instant::now();
-        let rep = index.merge(&MergeOptions::default())?;
-        eprintln!("  merge phases (delete, insert, patch, commit, apply) s: {:.2?}; {} repaired, {} blocks", rep.phase_seconds, rep.repaired, rep.blocks_written);
+        let (rep, s) = with_searches(&index, &q, &sp, a.search_threads, || Ok(index.merge(&MergeOptions::default())?))?;
         let merge_s = t.elapsed().as_secs_f64();
+        eprintln!("  merge phases (delete, insert, patch, commit, apply) s: {:.2?}; {} repaired, {} blocks", rep.phase_seconds, rep.repaired, rep.blocks_written);
+        if a.search_threads > 0 {
+            eprintln!("  {} search threads during the merge: {} searches, {:.0} QPS, p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs", a.search_threads, s[0], s[1], s[2], s[3], s[4]);
+        }
         live.extend_from_slice(&inserted);
         live.sort_unstable();
         // exact ground truth of the live set (labels are row numbers)
