@@ -61,7 +61,13 @@ fn recall(index: &Index, q: &[f32], truth: &[Vec<u64>], p: &SearchParams) -> Res
 
 /// Searches from `threads` threads, cycling over `q`, until `run` returns; then reports
 /// (searches, QPS, p50 µs, p99 µs, max µs) and what `run` returned.
-fn with_searches<T>(index: &Index, q: &[f32], sp: &SearchParams, threads: usize, run: impl FnOnce() -> Result<T>) -> Result<(T, [f64; 5])> {
+fn with_searches<T>(
+    index: &Index,
+    q: &[f32],
+    sp: &SearchParams,
+    threads: usize,
+    run: impl FnOnce() -> Result<T>,
+) -> Result<(T, [f64; 5])> {
     use std::sync::atomic::{AtomicBool, Ordering};
     let d = index.dim();
     let nq = q.len() / d;
@@ -97,8 +103,18 @@ fn with_searches<T>(index: &Index, q: &[f32], sp: &SearchParams, threads: usize,
     })?;
     let secs = t0.elapsed().as_secs_f64();
     lat.sort_by(f64::total_cmp);
-    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(f64::NAN);
-    let stats = [lat.len() as f64, lat.len() as f64 / secs, pct(0.5), pct(0.99), lat.last().copied().unwrap_or(f64::NAN)];
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    let stats = [
+        lat.len() as f64,
+        lat.len() as f64 / secs,
+        pct(0.5),
+        pct(0.99),
+        lat.last().copied().unwrap_or(f64::NAN),
+    ];
     Ok((r?, stats))
 }
 
@@ -177,7 +193,9 @@ pub fn cmd_churn(a: ChurnArgs) -> Result<()> {
             eprintln!("  {} search threads before the merge: {:.0} QPS, p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs", a.search_threads, s[1], s[2], s[3], s[4]);
         }
         let t = Instant::now();
-        let (rep, s) = with_searches(&index, &q, &sp, a.search_threads, || Ok(index.merge(&MergeOptions::default())?))?;
+        let (rep, s) = with_searches(&index, &q, &sp, a.search_threads, || {
+            Ok(index.merge(&MergeOptions::default())?)
+        })?;
         let merge_s = t.elapsed().as_secs_f64();
         eprintln!("  merge phases (delete, insert, patch, commit, apply) s: {:.2?}; {} repaired, {} blocks", rep.phase_seconds, rep.repaired, rep.blocks_written);
         if a.search_threads > 0 {

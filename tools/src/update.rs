@@ -138,6 +138,10 @@ pub struct MergeArgs {
     /// Index directory.
     #[arg(long)]
     index: PathBuf,
+    /// Test hook: sleep this many ms after each batch of in-place block writes (lets
+    /// crash tests kill the process while the journal is half applied).
+    #[arg(long, hide = true)]
+    apply_pause_ms: Option<u64>,
 }
 
 pub fn cmd_merge(a: MergeArgs) -> Result<()> {
@@ -147,7 +151,10 @@ pub fn cmd_merge(a: MergeArgs) -> Result<()> {
         println!("nothing to merge ({wal} WAL records, no pending inserts or deletes)");
         return Ok(());
     }
-    let rep = index.merge(&ssdann_engine::MergeOptions::default())?;
+    let rep = index.merge(&ssdann_engine::MergeOptions {
+        apply_pause: a.apply_pause_ms.map(std::time::Duration::from_millis),
+        ..Default::default()
+    })?;
     println!(
         "merged {} inserts and {} deletes in {:.2} s: {} nodes repaired, {} blocks rewritten in place; now {} slots, {} live, generation {}",
         rep.inserted, rep.deleted, rep.seconds, rep.repaired, rep.blocks_written, rep.n_slots, index.header().live_count, index.header().generation

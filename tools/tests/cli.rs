@@ -399,3 +399,190 @@ fn gt_matches_the_shipped_ground_truth() {
         "{same}/{total} ids agree"
     );
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+/// Spawns `ssdann ARGS`, waits until `ready()` (or 20 s), sleeps `delay`, then kill -9s it.
+/// Returns whether it was still running when killed.
+fn kill_9_after(args: &[&str], ready: impl Fn() -> bool, delay: std::time::Duration) -> bool {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ssdann"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while !ready() && t.elapsed().as_secs() < 20 {
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    std::thread::sleep(delay);
+    let running = child.try_wait().unwrap().is_none();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    running
+}
+
+#[test]
+fn kill_9_during_a_merge_leaves_the_pre_or_post_merge_index() {
+    use ssdann::engine::{Index, OpenOptions, SearchParams};
+    let tmp = tempfile::tempdir().unwrap();
+    let (n, d) = (3000usize, 32usize);
+    let (all, _) = ssdann::builder::synthetic::clustered(n + 300, 0, d, 12, 7);
+    let data = tmp.path().join("b.fbin");
+    fbin(&data, n as u32, d as u32, &all[..n * d]);
+    let prepared = tmp.path().join("prepared");
+    let params = ssdann::BuildParams {
+        max_degree: 24,
+        build_l: 48,
+        pq_bytes: Some(8),
+        threads: Some(2),
+        ..Default::default()
+    };
+    ssdann::build_index(&data, &prepared, &params, &ssdann::NoProgress).unwrap();
+    {
+        let idx = Index::open(&prepared, OpenOptions::default()).unwrap();
+        idx.delete_batch(&(0..n as u64).step_by(10).collect::<Vec<_>>())
+            .unwrap();
+        let items: Vec<(u64, &[f32])> = (0..300)
+            .map(|i| (50_000 + i as u64, &all[(n + i) * d..(n + i + 1) * d]))
+            .collect();
+        idx.insert_batch(&items).unwrap();
+    }
+    let p = SearchParams { l: 48, w: 4 };
+    let (mut discarded, mut finished_by_open, mut completed) = (0, 0, 0);
+    // Right after the journal appears: still computing (pre-commit). Some ms after the
+    // staged PQ codes appear (written just before the commit): applying in place, 40 ms per
+    // batch of 32 blocks. 3 s: done before the kill.
+    let runs = [
+        ("merge.journal", 0u64),
+        ("merge.journal", 0),
+        ("pq_codes.bin.merge", 30),
+        ("pq_codes.bin.merge", 90),
+        ("pq_codes.bin.merge", 150),
+        ("merge.journal", 3000),
+    ];
+    for (i, (marker, delay_ms)) in runs.into_iter().enumerate() {
+        let dir = tmp.path().join(format!("run{i}"));
+        copy_dir(&prepared, &dir);
+        let journal = dir.join("merge.journal");
+        let marker = dir.join(marker);
+        let args = [
+            "merge",
+            "--index",
+            dir.to_str().unwrap(),
+            "--apply-pause-ms",
+            "40",
+        ];
+        let was_running = kill_9_after(
+            &args,
+            || marker.exists(),
+            std::time::Duration::from_millis(delay_ms),
+        );
+        let journal_left = journal.exists();
+        let idx = Index::open(&dir, OpenOptions::default()).unwrap();
+        match idx.pending() {
+            (300, 300, 600) => discarded += 1,
+            (0, 0, 0) if journal_left => finished_by_open += 1,
+            (0, 0, 0) => completed += 1,
+            other => panic!("kill after {delay_ms} ms left pending {other:?}"),
+        }
+        assert!(was_running || !journal_left);
+        // same contents either way: deletes gone, inserts found at their exact vectors
+        for l in (0..n as u64).step_by(10).take(30) {
+            let got = idx
+                .search(&all[l as usize * d..(l as usize + 1) * d], 10, &p)
+                .unwrap();
+            assert!(
+                got.iter().all(|h| h.id % 10 != 0 || h.id >= 50_000),
+                "run {i}: deleted label returned: {got:?}"
+            );
+        }
+        let found = (0..300)
+            .filter(|&j| {
+                idx.search(&all[(n + j) * d..(n + j + 1) * d], 1, &p)
+                    .unwrap()[0]
+                    == ssdann::engine::Neighbor {
+                        id: 50_000 + j as u64,
+                        distance: 0.0,
+                    }
+            })
+            .count();
+        assert!(found >= 295, "run {i}: {found}/300 inserted points found");
+        assert_eq!(idx.live_count(), n);
+        drop(idx);
+        let v = ssdann(&["verify", dir.to_str().unwrap()]);
+        assert!(v.status.success(), "run {i}: {}", text(&v));
+    }
+    eprintln!("kill -9 outcomes: {discarded} discarded, {finished_by_open} finished by open, {completed} completed");
+    assert!(
+        discarded > 0 && finished_by_open > 0,
+        "kills must land on both sides of the commit: {discarded} / {finished_by_open}"
+    );
+}
+
+#[test]
+fn kill_9_during_inserts_keeps_a_prefix_of_them() {
+    use ssdann::engine::{Index, OpenOptions, SearchParams};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = small_data(tmp.path());
+    let idx_dir = tmp.path().join("idx");
+    let b = ssdann(&[
+        "build",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        idx_dir.to_str().unwrap(),
+        "-R",
+        "16",
+        "-L",
+        "32",
+        "-q",
+    ]);
+    assert!(b.status.success(), "{}", text(&b));
+    let (m, d) = (5000usize, 16usize);
+    let (new, _) = ssdann::builder::synthetic::clustered(m, 0, d, 8, 4242);
+    let new_path = tmp.path().join("new.fbin");
+    fbin(&new_path, m as u32, d as u32, &new);
+    let wal = idx_dir.join("wal.log");
+    let args = [
+        "insert",
+        "--index",
+        idx_dir.to_str().unwrap(),
+        "--data",
+        new_path.to_str().unwrap(),
+        "--sync",
+        "always",
+    ];
+    // killed once the WAL holds some records: one insert per fsync, so 5,000 take a while
+    let was_running = kill_9_after(
+        &args,
+        || std::fs::metadata(&wal).map_or(false, |md| md.len() > 50_000),
+        std::time::Duration::from_millis(20),
+    );
+    assert!(was_running, "the inserts finished before the kill: raise m");
+    let idx = Index::open(&idx_dir, OpenOptions::default()).unwrap();
+    let (k, tomb, records) = idx.pending();
+    assert!(
+        k > 0 && k < m && tomb == 0 && records == k as u64,
+        "pending after the kill: {:?}",
+        idx.pending()
+    );
+    // exactly labels 600..600+k, each at its own vector
+    let p = SearchParams { l: 32, w: 4 };
+    for j in (0..k).step_by((k / 50).max(1)) {
+        let got = idx.search(&new[j * d..(j + 1) * d], 1, &p).unwrap();
+        assert_eq!(
+            (got[0].id, got[0].distance),
+            (600 + j as u64, 0.0),
+            "insert {j} of {k}"
+        );
+    }
+    assert_eq!(idx.max_label(), Some(599 + k as u64));
+    assert_eq!(idx.live_count(), 600 + k);
+}
