@@ -562,7 +562,7 @@ fn kill_9_during_inserts_keeps_a_prefix_of_them() {
     // killed once the WAL holds some records: one insert per fsync, so 5,000 take a while
     let was_running = kill_9_after(
         &args,
-        || std::fs::metadata(&wal).map_or(false, |md| md.len() > 50_000),
+        || std::fs::metadata(&wal).is_ok_and(|md| md.len() > 50_000),
         std::time::Duration::from_millis(20),
     );
     assert!(was_running, "the inserts finished before the kill: raise m");
