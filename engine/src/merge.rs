@@ -29,6 +29,7 @@ use crate::Result;
 use rayon::prelude::*;
 use ssdann_builder::build::INDEX_FILE;
 use ssdann_builder::robust_prune::{robust_prune, PruneScratch, DEFAULT_MAX_CANDIDATES};
+use ssdann_layout::distance::{l2_sq_f32, l2_sq_f32_bounded};
 use ssdann_layout::labels::{write_labels, FREE_LABEL, LABELS_FILE};
 use ssdann_layout::pq::{write_codes, PQ_CODES_FILE};
 use ssdann_layout::sector::{check_block, seal_block, SECTOR_BYTES};
@@ -164,44 +165,49 @@ impl Journal {
     }
 }
 
-/// A parsed, committed journal: the latest image of each block and the new header slot.
+/// A parsed, committed journal: where the latest image of each block lies in the journal
+/// (CRCs checked while parsing; images are read again, block by block, when applied), and the
+/// new header slot.
 struct Committed {
-    blocks: BTreeMap<u64, Vec<u8>>,
+    blocks: BTreeMap<u64, u64>,
+    block_bytes: usize,
     slot: u64,
     header: Vec<u8>,
 }
 
 /// Parses a journal; `None` when it was never committed (or is torn before the commit).
 fn parse(path: &Path) -> Result<Option<Committed>> {
-    let bytes = std::fs::read(path).map_err(|e| EngineError::io(path, e))?;
-    if bytes.len() < 16 || bytes[..8] != JOURNAL_MAGIC {
+    use std::io::Read;
+    let io = |e| EngineError::io(path, e);
+    let mut r = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path).map_err(io)?);
+    let total = std::fs::metadata(path).map_err(io)?.len();
+    let mut head = [0u8; 16];
+    if total < 16 || r.read_exact(&mut head).is_err() || head[..8] != JOURNAL_MAGIC {
         return Ok(None);
     }
-    let bb = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
-    let mut off = 16;
+    let bb = u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize;
+    let mut off = 16u64;
     let mut blocks = BTreeMap::new();
-    while off + 12 <= bytes.len() {
+    let mut image = vec![0u8; bb.max(8 + SECTOR_BYTES)];
+    while off + 12 <= total {
+        let mut eh = [0u8; 12];
+        r.read_exact(&mut eh).map_err(io)?;
         let mut b8 = [0u8; 8];
-        b8.copy_from_slice(&bytes[off..off + 8]);
+        b8.copy_from_slice(&eh[..8]);
         let block = u64::from_le_bytes(b8);
-        let stored = u32::from_le_bytes([
-            bytes[off + 8],
-            bytes[off + 9],
-            bytes[off + 10],
-            bytes[off + 11],
-        ]);
+        let stored = u32::from_le_bytes([eh[8], eh[9], eh[10], eh[11]]);
         let len = if block == COMMIT {
             8 + SECTOR_BYTES
         } else {
             bb
         };
-        if off + 12 + len > bytes.len() {
-            return Ok(None);
+        if off + 12 + len as u64 > total {
+            return Ok(None); // torn tail: never committed
         }
-        let image = &bytes[off + 12..off + 12 + len];
+        r.read_exact(&mut image[..len]).map_err(io)?;
         let mut h = crc32fast::Hasher::new();
         h.update(&b8);
-        h.update(image);
+        h.update(&image[..len]);
         if h.finalize() != stored {
             return Ok(None);
         }
@@ -210,12 +216,13 @@ fn parse(path: &Path) -> Result<Option<Committed>> {
             s8.copy_from_slice(&image[..8]);
             return Ok(Some(Committed {
                 blocks,
+                block_bytes: bb,
                 slot: u64::from_le_bytes(s8),
-                header: image[8..].to_vec(),
+                header: image[8..len].to_vec(),
             }));
         }
-        blocks.insert(block, image.to_vec());
-        off += 12 + len;
+        blocks.insert(block, off + 12);
+        off += 12 + len as u64;
     }
     Ok(None)
 }
@@ -248,13 +255,25 @@ fn apply(
         f.set_len(h.file_bytes())
             .map_err(|e| EngineError::io(&path, e))?;
     }
-    let blocks: Vec<(&u64, &Vec<u8>)> = c.blocks.iter().collect();
+    let jpath = dir.join(JOURNAL_FILE);
+    let journal = std::fs::File::open(&jpath).map_err(|e| EngineError::io(&jpath, e))?;
+    let bb = c.block_bytes;
+    let blocks: Vec<(&u64, &u64)> = c.blocks.iter().collect();
+    let mut images = vec![0u8; APPLY_BATCH_BLOCKS * bb];
     for batch in blocks.chunks(APPLY_BATCH_BLOCKS) {
+        for (k, &(_, &at)) in batch.iter().enumerate() {
+            journal
+                .read_exact_at(&mut images[k * bb..(k + 1) * bb], at)
+                .map_err(|e| EngineError::io(&jpath, e))?;
+        }
         let excl = gate.map(|g| g.write());
-        for &(&b, image) in batch {
+        for (k, &(&b, _)) in batch.iter().enumerate() {
             counter()?;
-            f.write_all_at(image, h.layout.block_offset_bytes(b))
-                .map_err(|e| EngineError::io(&path, e))?;
+            f.write_all_at(
+                &images[k * bb..(k + 1) * bb],
+                h.layout.block_offset_bytes(b),
+            )
+            .map_err(|e| EngineError::io(&path, e))?;
         }
         drop(excl);
         if let Some(p) = pause {
@@ -358,6 +377,8 @@ struct Pruner {
     ids: Vec<u32>,
     scratch: PruneScratch,
     out: Vec<u32>,
+    /// Rows of `local` filled (lazy decoding in `repair`).
+    ready: Vec<bool>,
 }
 
 impl Pruner {
@@ -404,38 +425,68 @@ impl Pruner {
         self.out.iter().map(|&i| self.ids[i as usize - 1]).collect()
     }
 
-    /// Delete-phase repair: the first `kept` candidates (the node's surviving neighbours)
-    /// stay; the freed places are filled, closest first, with candidates that no kept or
+    /// Delete-phase repair of a node (vector `own`): its surviving neighbours `kept` stay;
+    /// the freed places are filled, closest first, with `replacements` that no kept or
     /// already added neighbour covers under the α rule (RobustPrune's test, Alg. 2, applied
     /// against the surviving list instead of from scratch, so the build's good edges are
-    /// not re-decided on approximate distances).
-    fn repair(&mut self, kept: usize) -> Vec<u32> {
+    /// not re-decided on approximate distances). `decode` gives a point's PQ reconstruction;
+    /// kept neighbours are decoded only when the α test reaches them, and the test abandons
+    /// a distance as soon as it exceeds the bound that decides it.
+    fn repair(
+        &mut self,
+        own: &[f32],
+        kept: &[u32],
+        replacements: &[u32],
+        decode: &dyn Fn(u32, &mut [f32]),
+    ) -> Vec<u32> {
         let d = self.dim;
-        let metric = if self.metric == Metric::InnerProduct {
-            Metric::L2
-        } else {
-            self.metric
-        };
-        let dist = |a: usize, b: usize, local: &[f32]| {
-            <f32 as ssdann_layout::Vector>::distance(
-                metric,
-                &local[a * d..(a + 1) * d],
-                &local[b * d..(b + 1) * d],
-            )
-        };
-        let mut out: Vec<usize> = (1..=kept.min(self.ids.len())).collect();
-        let mut cands: Vec<(f32, usize)> = (kept + 1..=self.ids.len())
-            .map(|i| (dist(0, i, &self.local), i))
-            .collect();
+        self.ids.clear();
+        self.ids.extend_from_slice(kept);
+        for &c in replacements {
+            if !self.ids.contains(&c) {
+                self.ids.push(c);
+            }
+        }
+        let rows = 1 + self.ids.len();
+        self.local.resize(rows * d, 0.0);
+        self.local[..d].copy_from_slice(own);
+        self.ready.clear();
+        self.ready.resize(rows, false);
+        let nk = kept.len();
+        let mut cands: Vec<(f32, usize)> = Vec::with_capacity(rows - 1 - nk);
+        for i in nk + 1..rows {
+            decode(self.ids[i - 1], &mut self.local[i * d..(i + 1) * d]);
+            self.ready[i] = true;
+            cands.push((
+                l2_sq_f32(&self.local[..d], &self.local[i * d..(i + 1) * d]),
+                i,
+            ));
+        }
         cands.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let mut out: Vec<usize> = (1..=nk).collect();
         for (dc, c) in cands {
             if out.len() >= self.r {
                 break;
             }
-            if out
-                .iter()
-                .all(|&o| self.alpha * dist(o, c, &self.local) > dc)
-            {
+            // c is covered by o when α · d(o, c) ≤ d(p, c)
+            let bound = dc / self.alpha;
+            let mut covered = false;
+            for &o in &out {
+                if !self.ready[o] {
+                    decode(self.ids[o - 1], &mut self.local[o * d..(o + 1) * d]);
+                    self.ready[o] = true;
+                }
+                if l2_sq_f32_bounded(
+                    &self.local[o * d..(o + 1) * d],
+                    &self.local[c * d..(c + 1) * d],
+                    bound,
+                ) <= bound
+                {
+                    covered = true;
+                    break;
+                }
+            }
+            if !covered {
                 out.push(c);
             }
         }
@@ -629,8 +680,10 @@ impl Snapshot {
             self.pq
                 .decode(&codes[slot as usize * m..(slot as usize + 1) * m], out);
         };
-        let mut pq_vec: Vec<f32> = vec![0f32; d];
-        let mut pv: Vec<f32> = Vec::new();
+        let decode_into = |slot: u32, out: &mut [f32]| {
+            self.pq
+                .decode(&codes[slot as usize * m..(slot as usize + 1) * m], out);
+        };
         let mut tp = Instant::now();
         // 2. Delete phase: one sequential pass.
         let mut entry = h.entry_point as u32;
@@ -652,6 +705,7 @@ impl Snapshot {
             ids: Vec::new(),
             scratch: PruneScratch::default(),
             out: Vec::new(),
+            ready: Vec::new(),
         };
         let batch_blocks = ((8usize << 20) / bb).max(1) as u64;
         let mut batch = vec![0u8; batch_blocks as usize * bb];
@@ -665,8 +719,8 @@ impl Snapshot {
                 .par_chunks_mut(bb)
                 .enumerate()
                 .map_init(
-                    || (new_pruner(), Vec::new(), Vec::new()),
-                    |(pruner, pv, pq_vec), (k, blk)| {
+                    || (new_pruner(), Vec::new()),
+                    |(pruner, pv), (k, blk)| {
                         let b = b0 + k as u64;
                         if let Err((expected, got)) = check_block(blk) {
                             return Err(ssdann_layout::LayoutError::ChecksumMismatch {
@@ -706,12 +760,12 @@ impl Snapshot {
                                 continue;
                             }
                             vector_f32(h.element, rec.vector, pv);
-                            pruner.start(pv);
-                            let mut cands: Vec<u32> = nbrs
+                            let kept: Vec<u32> = nbrs
                                 .iter()
                                 .copied()
                                 .filter(|x| !del_set.contains(x))
                                 .collect();
+                            let mut cands: Vec<u32> = Vec::new();
                             // Replacements: the first DELETE_CANDIDATES_PER_NODE entries of each deleted
                             // neighbour's list (its closest, in RobustPrune's output order).
                             for x in nbrs.iter().filter(|x| del_set.contains(x)) {
@@ -724,13 +778,8 @@ impl Snapshot {
                                     );
                                 }
                             }
-                            let kept = nbrs.iter().filter(|x| !del_set.contains(x)).count();
-                            for c in cands {
-                                decode(c, pq_vec);
-                                pruner.add(c, pq_vec);
-                            }
                             let vb = rec.vector.to_vec();
-                            let list = pruner.repair(kept);
+                            let list = pruner.repair(pv, &kept, &cands, &decode_into);
                             layout.write_record(blk, off, &vb, &list);
                             repaired += 1;
                             changed = true;
@@ -839,7 +888,6 @@ impl Snapshot {
         }
         report.phase_seconds[1] = tp.elapsed().as_secs_f64();
         tp = Instant::now();
-        let mut pruner = new_pruner();
         // 4. Patch phase: new records and back-edges, block by block.
         let mut touched: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
         for &s in new_slot.iter().chain(back.keys()) {
@@ -848,8 +896,18 @@ impl Snapshot {
                 .or_default()
                 .push(s);
         }
-        for (&b, slots) in &touched {
-            read_block(&journal, b, &mut block)?;
+        // Blocks are patched in parallel (one Pruner per worker), a chunk at a time; the
+        // images go to the journal in block order.
+        let touched: Vec<(u64, Vec<u32>)> = touched.into_iter().collect();
+        let patch_block = |j: &Journal,
+                           pruner: &mut Pruner,
+                           pv: &mut Vec<f32>,
+                           pq_vec: &mut Vec<f32>,
+                           b: u64,
+                           slots: &[u32]|
+         -> Result<Vec<u8>> {
+            let mut block = vec![0u8; bb];
+            read_block(j, b, &mut block)?;
             let mut done = HashSet::new();
             for &s in slots {
                 if !done.insert(s) {
@@ -864,7 +922,7 @@ impl Snapshot {
                     ),
                     None => {
                         let rec = layout.record(&block, off);
-                        vector_f32(h.element, rec.vector, &mut pv);
+                        vector_f32(h.element, rec.vector, pv);
                         (rec.vector.to_vec(), rec.neighbors().collect(), pv.clone())
                     }
                 };
@@ -881,8 +939,8 @@ impl Snapshot {
                         match new_set.get(&c) {
                             Some(&i) => pruner.add(c, &news[i].1),
                             None => {
-                                decode(c, &mut pq_vec);
-                                pruner.add(c, &pq_vec);
+                                decode(c, pq_vec);
+                                pruner.add(c, pq_vec);
                             }
                         }
                     }
@@ -891,7 +949,22 @@ impl Snapshot {
                 layout.write_record(&mut block, off, &vbytes, &list);
             }
             seal_block(&mut block);
-            journal.append(b, &block)?;
+            Ok(block)
+        };
+        for chunk in touched.chunks(1024) {
+            let j = &journal;
+            let images: Vec<Result<Vec<u8>>> = chunk
+                .par_iter()
+                .map_init(
+                    || (new_pruner(), Vec::new(), Vec::new()),
+                    |(pruner, pv, pq_vec), (b, slots)| {
+                        patch_block(j, pruner, pv, pq_vec, *b, slots)
+                    },
+                )
+                .collect();
+            for ((b, _), image) in chunk.iter().zip(images) {
+                journal.append(*b, &image?)?;
+            }
         }
         report.phase_seconds[2] = tp.elapsed().as_secs_f64();
         tp = Instant::now();
@@ -960,5 +1033,53 @@ impl Snapshot {
             report,
             t0,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+    use super::*;
+
+    fn journal_with_commit(dir: &Path) -> PathBuf {
+        let mut j = Journal::create(dir, 4096, None).unwrap();
+        j.append(7, &[7u8; 4096]).unwrap();
+        j.append(3, &[3u8; 4096]).unwrap();
+        j.append(7, &[9u8; 4096]).unwrap(); // supersedes the first image of block 7
+        let mut commit = 1u64.to_le_bytes().to_vec();
+        commit.extend_from_slice(&[5u8; SECTOR_BYTES]);
+        j.append(COMMIT, &commit).unwrap();
+        j.path
+    }
+
+    #[test]
+    fn parse_finds_the_latest_image_of_each_block_and_the_commit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = journal_with_commit(tmp.path());
+        let c = parse(&path).unwrap().unwrap();
+        assert_eq!(
+            (c.slot, c.block_bytes, c.header.len()),
+            (1, 4096, SECTOR_BYTES)
+        );
+        let entry = 12 + 4096;
+        assert_eq!(
+            c.blocks.into_iter().collect::<Vec<_>>(),
+            vec![(3, 16 + entry as u64 + 12), (7, 16 + 2 * entry as u64 + 12)]
+        );
+    }
+
+    #[test]
+    fn a_torn_or_corrupt_journal_counts_as_uncommitted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = journal_with_commit(tmp.path());
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 100]).unwrap(); // torn commit entry
+        assert!(parse(&path).unwrap().is_none());
+        let mut flipped = bytes.clone();
+        flipped[16 + 12 + 4096 + 12 + 100] ^= 1; // one bit of block 3's image
+        std::fs::write(&path, &flipped).unwrap();
+        assert!(parse(&path).unwrap().is_none());
+        std::fs::write(&path, b"not a journal").unwrap();
+        assert!(parse(&path).unwrap().is_none());
     }
 }

@@ -159,5 +159,7 @@ pub fn cmd_merge(a: MergeArgs) -> Result<()> {
         "merged {} inserts and {} deletes in {:.2} s: {} nodes repaired, {} blocks rewritten in place; now {} slots, {} live, generation {}",
         rep.inserted, rep.deleted, rep.seconds, rep.repaired, rep.blocks_written, rep.n_slots, index.header().live_count, index.header().generation
     );
+    let p = rep.phase_seconds;
+    println!("phases: delete {:.2} s, insert {:.2} s, patch {:.2} s, stage + commit {:.2} s, apply in place {:.2} s", p[0], p[1], p[2], p[3], p[4]);
     Ok(())
 }
