@@ -236,6 +236,7 @@ fn a_crash_at_any_write_of_a_merge_leaves_pre_or_post_merge_contents() {
 fn vector_of(s: &Setup, label: u64) -> Option<&[f32]> {
     match label {
         1 => Some(&s.all[3399 * D..3400 * D]),
+        77_777 => Some(&s.all[3398 * D..3399 * D]),
         l if (30_000..30_040).contains(&l) => {
             Some(&s.all[(3300 + (l - 30_000) as usize) * D..(3301 + (l - 30_000) as usize) * D])
         }
@@ -271,7 +272,8 @@ fn searches_run_during_a_merge_and_see_consistent_points() {
         .chain(30_000..30_040)
         .chain([1])
         .collect();
-    let (rep, insert_waited) = std::thread::scope(|sc| {
+    let merge_returned = AtomicBool::new(false);
+    let (rep, insert_went_through) = std::thread::scope(|sc| {
         for t in 0..2 {
             let (idx, s, done, searches, self_hits, probes) =
                 (&idx, &s, &done, &searches, &self_hits, &probes);
@@ -299,23 +301,27 @@ fn searches_run_during_a_merge_and_see_consistent_points() {
                 }
             });
         }
-        // an insert issued during the merge waits for it, then lands in the new state
-        let inserter = sc.spawn(|| {
-            std::thread::sleep(std::time::Duration::from_millis(30));
-            let t = std::time::Instant::now();
-            idx.insert(77_777, &s.all[3398 * D..3399 * D]).unwrap();
-            t.elapsed()
+        // Updates issued while the merge computes go through at once (they do not wait for
+        // the merge) and are part of the state it swaps in.
+        let (merge_returned, idx_r, s_r) = (&merge_returned, &idx, &s);
+        let updater = sc.spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(60));
+            idx_r.insert(77_777, &s_r.all[3398 * D..3399 * D]).unwrap();
+            idx_r.delete_batch(&[10_005, 13]).unwrap(); // one being merged in, one on the SSD
+            !merge_returned.load(Ordering::Acquire)
         });
         std::thread::sleep(std::time::Duration::from_millis(20));
         let before = searches.load(Ordering::Acquire);
         let rep = idx
             .merge(&MergeOptions {
                 apply_pause: Some(std::time::Duration::from_millis(15)),
+                prepare_pause: Some(std::time::Duration::from_millis(300)),
                 ..Default::default()
             })
             .unwrap();
+        merge_returned.store(true, Ordering::Release);
         let during = searches.load(Ordering::Acquire) - before;
-        let waited = inserter.join().unwrap();
+        let waited = updater.join().unwrap();
         done.store(true, Ordering::Release);
         assert!(
             during >= 20,
@@ -323,10 +329,7 @@ fn searches_run_during_a_merge_and_see_consistent_points() {
         );
         (rep, waited)
     });
-    eprintln!(
-        "{rep:?}; {} searches, insert waited {insert_waited:?}",
-        searches.load(Ordering::Relaxed)
-    );
+    eprintln!("{rep:?}; {} searches", searches.load(Ordering::Relaxed));
     assert!(
         rep.phase_seconds[4] >= 0.03,
         "the apply phase was too short to overlap searches: {rep:?}"
@@ -338,23 +341,41 @@ fn searches_run_during_a_merge_and_see_consistent_points() {
         "{hits}/{total} searches found their own point"
     );
     assert!(
-        insert_waited.as_secs_f64() >= 0.5 * rep.seconds,
-        "the insert did not wait for the merge: {insert_waited:?} vs {:?}",
-        rep.seconds
+        insert_went_through,
+        "the updates waited for the merge to finish"
     );
-    assert_eq!(
-        idx.pending(),
-        (1, 0, 1),
-        "the insert made during the merge is pending in the new state"
-    );
-    assert_eq!(idx.header().n_slots, 3040);
-    assert_eq!(
-        idx.search(&s.all[3398 * D..3399 * D], 1, &p).unwrap()[0].id,
-        77_777
-    );
+    let check_after = |idx: &Index| {
+        assert_eq!(
+            idx.pending(),
+            (1, 2, 3),
+            "the updates made during the merge are pending in the new state"
+        );
+        assert_eq!(idx.header().n_slots, 3040);
+        assert_eq!(
+            idx.search(&s.all[3398 * D..3399 * D], 1, &p).unwrap()[0].id,
+            77_777
+        );
+        for gone in [10_005u64, 13] {
+            let q = vector_of(&s, gone).unwrap();
+            assert!(
+                idx.search(q, 10, &p).unwrap().iter().all(|h| h.id != gone),
+                "{gone} deleted during the merge is back"
+            );
+        }
+    };
+    check_after(&idx);
+    drop(idx);
+    // the WAL kept exactly the updates made during the merge
+    let idx = Index::open(&s.dir, OpenOptions::default()).unwrap();
+    check_after(&idx);
     idx.delete(77_777).unwrap();
     idx.delete_batch(&grow.iter().map(|g| g.0).collect::<Vec<_>>())
         .unwrap();
+    let back: Vec<(u64, &[f32])> = [10_005u64, 13]
+        .iter()
+        .map(|&l| (l, vector_of(&s, l).unwrap()))
+        .collect();
+    idx.insert_batch(&back).unwrap();
     check_contents(&idx, &s);
 }
 
@@ -473,4 +494,54 @@ fn a_later_merge_reuses_slots_an_earlier_one_left_free() {
             .iter()
             .all(|h| !gone.contains(&h.id)));
     }
+}
+
+#[test]
+fn updates_made_during_a_merge_survive_a_crash_after_its_commit() {
+    let s = setup();
+    let probe = s.dir.parent().unwrap().join("probe");
+    copy_dir(&s.dir, &probe);
+    let full = Index::open(&probe, OpenOptions::default())
+        .unwrap()
+        .merge(&MergeOptions::default())
+        .unwrap();
+    let idx = Index::open(&s.dir, OpenOptions::default()).unwrap();
+    let e = std::thread::scope(|sc| {
+        sc.spawn(|| {
+            std::thread::sleep(std::time::Duration::from_millis(60));
+            idx.insert(88_888, &s.all[3397 * D..3398 * D]).unwrap();
+            idx.delete(17).unwrap();
+        });
+        // the crash comes halfway through the in-place writes, after the commit
+        let fail = Some(full.journal_writes + full.blocks_written as u64 / 2);
+        idx.merge(&MergeOptions {
+            fail_after_writes: fail,
+            prepare_pause: Some(std::time::Duration::from_millis(300)),
+            ..Default::default()
+        })
+        .unwrap_err()
+    });
+    assert!(e.to_string().contains("injected fault"), "{e}");
+    drop(idx);
+    let idx = Index::open(&s.dir, OpenOptions::default()).unwrap();
+    assert_eq!(
+        idx.pending(),
+        (1, 1, 2),
+        "recovery finished the merge and kept the two later updates"
+    );
+    let p = SearchParams { l: 48, w: 4 };
+    assert_eq!(
+        idx.search(&s.all[3397 * D..3398 * D], 1, &p).unwrap()[0],
+        ssdann::engine::Neighbor {
+            id: 88_888,
+            distance: 0.0
+        }
+    );
+    assert!(idx
+        .search(&s.all[17 * D..18 * D], 10, &p)
+        .unwrap()
+        .iter()
+        .all(|h| h.id != 17));
+    check_contents(&idx, &s);
+    assert!(verify(&s.dir).unwrap().ok());
 }

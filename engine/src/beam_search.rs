@@ -89,6 +89,10 @@ impl SearchContext {
             &mut self.delta_found,
         )
     }
+    /// The last search's `k` best results as (distance, slot), closest first.
+    pub(crate) fn top_results(&self, k: usize) -> &[(f32, u32)] {
+        &self.results[..k.min(self.results.len())]
+    }
     pub(crate) fn reader_name(&self) -> &'static str {
         self.reader.name()
     }

@@ -23,7 +23,8 @@ pub struct DeltaParams {
     pub alpha: f32,
 }
 
-/// The delta index.
+/// The delta index. `Clone` gives a merge a frozen copy (memory: the change set).
+#[derive(Clone)]
 pub struct DeltaIndex {
     dim: usize,
     metric: Metric,

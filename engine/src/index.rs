@@ -122,16 +122,19 @@ pub(crate) struct Snapshot {
 /// An open index. `Index: Send + Sync`: searches, inserts, deletes and merges may all be
 /// called from many threads at once.
 ///
-/// Concurrency: searches never wait for updates or merges (beyond a few µs per block the
-/// merge rewrites, see [`Index::merge`]); inserts and deletes are serialized with each other
-/// and wait while a merge runs.
+/// Concurrency: searches never wait for updates or merges (beyond one batch of a merge's
+/// in-place writes, see [`Index::merge`]); inserts and deletes are serialized with each
+/// other, go on while a merge computes, and wait while it writes in place and swaps.
 pub struct Index {
     dir: PathBuf,
     options: OpenOptions,
     /// The state searches start on.
     pub(crate) current: parking_lot::RwLock<Arc<Snapshot>>,
-    /// Held by inserts, deletes and merges (one at a time).
+    /// Held by inserts and deletes, and by a merge while it freezes its input and while it
+    /// applies and swaps in its result.
     pub(crate) update_gate: parking_lot::Mutex<()>,
+    /// Held by a merge from start to end (one merge at a time).
+    pub(crate) merge_lock: parking_lot::Mutex<()>,
     /// The state the last merge replaced, while searches still hold it.
     pub(crate) retired: parking_lot::Mutex<std::sync::Weak<Snapshot>>,
     /// Why updates are refused (a merge failed after its commit: reopen to finish it).
@@ -175,6 +178,7 @@ impl Index {
             options,
             current: parking_lot::RwLock::new(Arc::new(snap)),
             update_gate: parking_lot::Mutex::new(()),
+            merge_lock: parking_lot::Mutex::new(()),
             retired: parking_lot::Mutex::new(std::sync::Weak::new()),
             broken: parking_lot::Mutex::new(None),
         })

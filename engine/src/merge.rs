@@ -1,5 +1,5 @@
 //! StreamingMerge (FreshDiskANN, Singh et al. 2021, §4): folds the delta index and the
-//! tombstones into `index.ssd` **in place**, crash-safely, and empties the WAL.
+//! tombstones into `index.ssd` **in place**, crash-safely, and trims the WAL of what it folded in.
 //!
 //! Phases (memory ∝ the change set: deleted nodes' lists, new points, back-edges, and an
 //! offset per rewritten block):
@@ -15,12 +15,13 @@
 //!
 //! Crash safety (docs/FORMAT.md, "merge.journal"): every rewritten block image is appended to
 //! a redo journal; the new label map and PQ codes go to `*.merge` files; a commit entry with
-//! the new header slot image closes the journal, which is fsynced **before the first byte of
-//! `index.ssd` is overwritten** (SQLite's pager rule). Then the images are written in place,
-//! the header flips to the other slot, the `*.merge` files are renamed, the WAL is emptied
-//! and the journal deleted. `Index::open` finishes a committed journal (idempotently) and
-//! discards an uncommitted one, so a crash at any point leaves either the pre-merge index
-//! plus the WAL, or the post-merge index.
+//! the new header slot image and the last WAL sequence number S folded in closes the journal,
+//! which is fsynced **before the first byte of `index.ssd` is overwritten** (SQLite's pager
+//! rule). Then the images are written in place, the header flips to the other slot, the
+//! `*.merge` files are renamed, the WAL is trimmed through S (updates logged during the merge
+//! stay) and the journal deleted. `Index::open` finishes a committed journal (idempotently)
+//! and discards an uncommitted one, so a crash at any point leaves either the pre-merge index
+//! plus the WAL, or the post-merge index plus the updates logged after S.
 
 use crate::error::EngineError;
 use crate::index::{Index, Snapshot};
@@ -43,7 +44,10 @@ use std::time::Instant;
 
 /// File name of the redo journal inside an index directory.
 pub const JOURNAL_FILE: &str = "merge.journal";
-const JOURNAL_MAGIC: [u8; 8] = *b"SSDMJRN1";
+const JOURNAL_MAGIC: [u8; 8] = *b"SSDMJRN2";
+/// Journals written before the commit entry carried the WAL sequence number (their merges
+/// emptied the whole WAL); still finished on open.
+const JOURNAL_MAGIC_V1: [u8; 8] = *b"SSDMJRN1";
 const COMMIT: u64 = u64::MAX;
 /// Replacement candidates taken from each deleted out-neighbour's list in the delete phase.
 const DELETE_CANDIDATES_PER_NODE: usize = 24;
@@ -60,6 +64,9 @@ pub struct MergeOptions {
     /// Test hook: sleep this long after each batch of in-place block writes, so that tests
     /// can search an index whose journal is half applied.
     pub apply_pause: Option<std::time::Duration>,
+    /// Test hook: sleep this long after freezing the updates to fold in, before computing,
+    /// so that tests can insert and delete while a merge runs.
+    pub prepare_pause: Option<std::time::Duration>,
 }
 
 /// What a merge did.
@@ -171,6 +178,8 @@ impl Journal {
 struct Committed {
     blocks: BTreeMap<u64, u64>,
     block_bytes: usize,
+    /// The last WAL sequence number the merge folded in (`u64::MAX`: all of them).
+    wal_seq: u64,
     slot: u64,
     header: Vec<u8>,
 }
@@ -182,13 +191,22 @@ fn parse(path: &Path) -> Result<Option<Committed>> {
     let mut r = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path).map_err(io)?);
     let total = std::fs::metadata(path).map_err(io)?.len();
     let mut head = [0u8; 16];
-    if total < 16 || r.read_exact(&mut head).is_err() || head[..8] != JOURNAL_MAGIC {
+    if total < 16
+        || r.read_exact(&mut head).is_err()
+        || (head[..8] != JOURNAL_MAGIC && head[..8] != JOURNAL_MAGIC_V1)
+    {
         return Ok(None);
     }
+    let v1 = head[..8] == JOURNAL_MAGIC_V1;
+    let commit_len = if v1 {
+        8 + SECTOR_BYTES
+    } else {
+        16 + SECTOR_BYTES
+    };
     let bb = u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize;
     let mut off = 16u64;
     let mut blocks = BTreeMap::new();
-    let mut image = vec![0u8; bb.max(8 + SECTOR_BYTES)];
+    let mut image = vec![0u8; bb.max(commit_len)];
     while off + 12 <= total {
         let mut eh = [0u8; 12];
         r.read_exact(&mut eh).map_err(io)?;
@@ -196,11 +214,7 @@ fn parse(path: &Path) -> Result<Option<Committed>> {
         b8.copy_from_slice(&eh[..8]);
         let block = u64::from_le_bytes(b8);
         let stored = u32::from_le_bytes([eh[8], eh[9], eh[10], eh[11]]);
-        let len = if block == COMMIT {
-            8 + SECTOR_BYTES
-        } else {
-            bb
-        };
+        let len = if block == COMMIT { commit_len } else { bb };
         if off + 12 + len as u64 > total {
             return Ok(None); // torn tail: never committed
         }
@@ -212,13 +226,18 @@ fn parse(path: &Path) -> Result<Option<Committed>> {
             return Ok(None);
         }
         if block == COMMIT {
-            let mut s8 = [0u8; 8];
-            s8.copy_from_slice(&image[..8]);
+            let word = |i: usize| {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(&image[8 * i..8 * i + 8]);
+                u64::from_le_bytes(w)
+            };
+            let (wal_seq, header_at) = if v1 { (u64::MAX, 8) } else { (word(1), 16) };
             return Ok(Some(Committed {
                 blocks,
                 block_bytes: bb,
-                slot: u64::from_le_bytes(s8),
-                header: image[8..len].to_vec(),
+                slot: word(0),
+                wal_seq,
+                header: image[header_at..len].to_vec(),
             }));
         }
         blocks.insert(block, off + 12);
@@ -234,7 +253,7 @@ fn fsync_dir(dir: &Path) -> Result<()> {
 }
 
 /// Applies a committed journal in place and finishes the merge (idempotent): block images,
-/// header slot, `*.merge` renames, WAL reset, journal removal.
+/// header slot, `*.merge` renames, WAL trimmed through S, journal removal.
 /// With `gate` (a live merge), block writes go in batches of [`APPLY_BATCH_BLOCKS`], each
 /// holding the gate exclusively, so that concurrent searches never read a block mid-write.
 fn apply(
@@ -296,13 +315,8 @@ fn apply(
     let wal = dir.join(crate::wal::WAL_FILE);
     if wal.exists() {
         counter()?;
-        let w = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&wal)
-            .map_err(|e| EngineError::io(&wal, e))?;
-        w.set_len(crate::wal::WAL_HEADER_BYTES as u64)
-            .map_err(|e| EngineError::io(&wal, e))?;
-        w.sync_all().map_err(|e| EngineError::io(&wal, e))?;
+        // keeps the updates logged while the merge ran: they are replayed on the new state
+        crate::wal::trim(&wal, h.dim as usize, c.wal_seq)?;
     }
     counter()?;
     std::fs::remove_file(dir.join(JOURNAL_FILE))
@@ -494,6 +508,14 @@ impl Pruner {
     }
 }
 
+/// What a merge folds in (see `Snapshot::freeze_updates`).
+struct Frozen {
+    deleted: Vec<u32>,
+    news: Vec<(u64, Vec<f32>)>,
+    delta: crate::delta::DeltaIndex,
+    wal_seq: u64,
+}
+
 /// A merge computed and committed to its journal, not yet applied.
 struct Prepared {
     committed: Committed,
@@ -505,8 +527,8 @@ struct Prepared {
 
 impl Index {
     /// Folds the pending inserts and deletes into the sector file in place (StreamingMerge;
-    /// see the module docs) and empties the WAL. Returns when the merged state serves
-    /// searches.
+    /// see the module docs) and trims them from the WAL. Returns when the merged state
+    /// serves searches.
     ///
     /// Concurrency: searches keep running throughout. The delete, insert and patch phases
     /// only read `index.ssd`; while the committed journal is applied in place, each batch of
@@ -516,7 +538,10 @@ impl Index {
     /// keeps every pre-merge live point's vector (only its list changes), slots the merge
     /// frees or reuses were tombstoned in that state (never returned; their new points are
     /// still in its delta index), and slots it appends lie past that state's n (skipped).
-    /// Inserts and deletes wait until the merge has finished.
+    /// Inserts and deletes go on while the merge computes: it folds in the updates logged
+    /// up to its start (copied under the update lock), and those made later stay pending —
+    /// in the WAL, which the merge trims only up to its start, and in the new state, which
+    /// replays the rest. They wait from the first in-place write to the swap.
     ///
     /// # Errors
     /// [`EngineError::Io`] / [`EngineError::Layout`]. Before the commit the on-disk state is
@@ -524,15 +549,28 @@ impl Index {
     /// next `Index::open` finishes the merge, and this `Index` keeps answering searches but
     /// refuses updates and merges ([`EngineError::Inconsistent`]) until reopened.
     pub fn merge(&self, opts: &MergeOptions) -> Result<MergeReport> {
-        let _gate = self.lock_updates()?;
-        let snap = self.snapshot();
+        let _one_merge = self.merge_lock.lock();
+        // Freeze what this merge folds in; inserts and deletes go on while it computes.
+        let (snap, frozen) = {
+            let _gate = self.lock_updates()?;
+            let snap = self.snapshot();
+            let frozen = snap.freeze_updates()?;
+            (snap, frozen)
+        };
+        if let Some(p) = opts.prepare_pause {
+            std::thread::sleep(p);
+        }
         let Prepared {
             committed,
             journal_path,
             mut writes,
             mut report,
             t0,
-        } = snap.prepare_merge(opts)?;
+        } = snap.prepare_merge(&frozen, opts)?;
+        drop(frozen);
+        // From the in-place writes to the swap, updates wait (their WAL records must land
+        // in the log the new state replays).
+        let _gate = self.lock_updates()?;
         let tp = Instant::now();
         // Searches still on the state before `snap` read blocks only through its file's
         // gate, not `snap`'s: wait until they have finished.
@@ -577,32 +615,43 @@ impl Index {
 impl Snapshot {
     /// Phases 1–5 of a merge: computes every rewritten block, stages the label map and PQ
     /// codes, and commits the journal (fsynced). Nothing of `index.ssd` is written yet.
-    fn prepare_merge(&self, opts: &MergeOptions) -> Result<Prepared> {
+    /// The updates a merge folds in, copied under the update lock so that inserts and
+    /// deletes can go on while it runs: SSD slots to delete, new points, the delta graph
+    /// (for the insert phase's candidates) and the last WAL sequence number they cover.
+    fn freeze_updates(&self) -> Result<Frozen> {
+        let up = self.updates.read().map_err(|_| EngineError::Inconsistent {
+            path: self.dir.clone(),
+            detail: "update lock poisoned".into(),
+        })?;
+        let mut deleted: Vec<u32> = up
+            .tombstones
+            .iter()
+            .filter_map(|l| up.ssd_labels.get(l).copied())
+            .collect();
+        deleted.sort_unstable();
+        let news = up
+            .delta
+            .live_points()
+            .map(|(l, v)| (l, v.to_vec()))
+            .collect();
+        Ok(Frozen {
+            deleted,
+            news,
+            delta: up.delta.clone(),
+            wal_seq: up.wal.as_ref().map_or(0, |w| w.last_seq()),
+        })
+    }
+
+    fn prepare_merge(&self, frozen: &Frozen, opts: &MergeOptions) -> Result<Prepared> {
         let t0 = Instant::now();
         let dir = self.dir.clone();
         let options = self.options.clone();
         let h = self.header.clone();
         let layout = h.layout;
         let (d, m, n) = (self.dim(), self.pq.m(), h.n_slots);
-        let up = self.updates.read().map_err(|_| EngineError::Inconsistent {
-            path: dir.clone(),
-            detail: "update lock poisoned".into(),
-        })?;
-        let deleted: Vec<u32> = {
-            let mut v: Vec<u32> = up
-                .tombstones
-                .iter()
-                .filter_map(|l| up.ssd_labels.get(l).copied())
-                .collect();
-            v.sort_unstable();
-            v
-        };
+        let deleted = &frozen.deleted;
         let del_set: HashSet<u32> = deleted.iter().copied().collect();
-        let news: Vec<(u64, Vec<f32>)> = up
-            .delta
-            .live_points()
-            .map(|(l, v)| (l, v.to_vec()))
-            .collect();
+        let news = &frozen.news;
         let mut report = MergeReport {
             deleted: deleted.len(),
             inserted: news.len(),
@@ -664,7 +713,7 @@ impl Snapshot {
         let mut block = vec![0u8; bb];
         // 1. Deleted nodes' out-lists.
         let mut del_nbrs: HashMap<u32, Vec<u32>> = HashMap::with_capacity(deleted.len());
-        for &s in &deleted {
+        for &s in deleted {
             read_block(&journal, layout.block_of(u64::from(s)), &mut block)?;
             del_nbrs.insert(
                 s,
@@ -846,17 +895,20 @@ impl Snapshot {
                             .enumerate()
                             .map(|(i, &id)| (id, i))
                             .collect();
-                        for nb in found.iter() {
-                            if let Some(&slot) = up.ssd_labels.get(&nb.id) {
-                                if !del_set.contains(&slot) {
-                                    match kept.get(&slot) {
-                                        Some(&i) => {
-                                            pruner.add(slot, &ctx.kept_vectors[i * d..(i + 1) * d])
-                                        }
-                                        None => {
-                                            decode(slot, pq_vec);
-                                            pruner.add(slot, pq_vec);
-                                        }
+                        let slots: &[(f32, u32)] = if r.is_ok() {
+                            ctx.top_results(found.len())
+                        } else {
+                            &[]
+                        };
+                        for &(_, slot) in slots {
+                            if !del_set.contains(&slot) {
+                                match kept.get(&slot) {
+                                    Some(&i) => {
+                                        pruner.add(slot, &ctx.kept_vectors[i * d..(i + 1) * d])
+                                    }
+                                    None => {
+                                        decode(slot, pq_vec);
+                                        pruner.add(slot, pq_vec);
                                     }
                                 }
                             }
@@ -864,7 +916,8 @@ impl Snapshot {
                         ctx.keep_vectors = false;
                         self.put_context(ctx);
                         r?;
-                        up.delta
+                        frozen
+                            .delta
                             .search(v, h.max_degree as usize, l, dscratch, dfound);
                         for &(_, other) in dfound.iter() {
                             if other != *label {
@@ -971,7 +1024,7 @@ impl Snapshot {
         // 5. Staged label map and PQ codes, then the commit entry.
         let mut labels = self.labels.clone();
         labels.resize(n_new as usize, FREE_LABEL);
-        for &s in &deleted {
+        for &s in deleted {
             labels[s as usize] = FREE_LABEL;
         }
         let mut new_codes = self.codes.clone();
@@ -1010,6 +1063,7 @@ impl Snapshot {
         };
         let other = 1 - cur_slot as u64;
         let mut commit = other.to_le_bytes().to_vec();
+        commit.extend_from_slice(&frozen.wal_seq.to_le_bytes());
         commit.extend_from_slice(&new_header.encode());
         journal.append(COMMIT, &commit)?;
         journal
@@ -1019,7 +1073,6 @@ impl Snapshot {
         fsync_dir(&dir)?;
         report.blocks_written = journal.map.len();
         report.n_slots = n_new;
-        drop(up);
         report.phase_seconds[3] = tp.elapsed().as_secs_f64();
         let committed = parse(&journal.path)?.ok_or_else(|| EngineError::Inconsistent {
             path: journal.path.clone(),
@@ -1047,6 +1100,7 @@ mod tests {
         j.append(3, &[3u8; 4096]).unwrap();
         j.append(7, &[9u8; 4096]).unwrap(); // supersedes the first image of block 7
         let mut commit = 1u64.to_le_bytes().to_vec();
+        commit.extend_from_slice(&42u64.to_le_bytes());
         commit.extend_from_slice(&[5u8; SECTOR_BYTES]);
         j.append(COMMIT, &commit).unwrap();
         j.path
@@ -1065,6 +1119,22 @@ mod tests {
         assert_eq!(
             c.blocks.into_iter().collect::<Vec<_>>(),
             vec![(3, 16 + entry as u64 + 12), (7, 16 + 2 * entry as u64 + 12)]
+        );
+    }
+
+    #[test]
+    fn a_journal_of_format_1_is_still_finished_and_empties_the_wal() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut j = Journal::create(tmp.path(), 4096, None).unwrap();
+        j.append(3, &[3u8; 4096]).unwrap();
+        let mut commit = 0u64.to_le_bytes().to_vec(); // v1: slot, then the header image
+        commit.extend_from_slice(&[5u8; SECTOR_BYTES]);
+        j.append(COMMIT, &commit).unwrap();
+        j.file.write_all_at(&JOURNAL_MAGIC_V1, 0).unwrap();
+        let c = parse(&j.path).unwrap().unwrap();
+        assert_eq!(
+            (c.slot, c.wal_seq, c.header.len(), c.blocks.len()),
+            (0, u64::MAX, SECTOR_BYTES, 1)
         );
     }
 

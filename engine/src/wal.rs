@@ -6,12 +6,15 @@
 //!   0  8  magic "SSDWAL01"
 //!   8  4  version (1)
 //!  12  4  dim d
-//!  16 12  reserved (0)
+//!  16  8  first_seq: sequence number of the first record (0 stands for 1); a merge that
+//!         folded records 1..=S into the index rewrites the log with the records after S
+//!         and first_seq = S + 1 (see [`trim`])
+//!  24  4  reserved (0)
 //!  28  4  CRC32 of bytes 0..28
 //! record (21 + payload bytes):
 //!   0  4  payload_bytes P (0 for delete, 4d for insert)
 //!   4  4  CRC32 of bytes 8 .. 21+P
-//!   8  8  sequence number (the first record has 1; +1 per record)
+//!   8  8  sequence number (the first record has first_seq; +1 per record)
 //!  16  1  kind: 1 = insert, 2 = delete
 //!  17  8  label (u64)            -- at offset 17, unaligned
 //!  25  P  vector: d × f32 (insert only)
@@ -107,17 +110,18 @@ fn crc_err(path: &Path, offset: u64, detail: String) -> EngineError {
 pub struct Replay {
     /// Every valid record's operation, in order.
     pub ops: Vec<WalOp>,
-    /// Sequence number of the last valid record (0 when none).
+    /// Sequence number of the last valid record (first_seq − 1 when there is none).
     pub last_seq: u64,
     /// Bytes of torn tail that were cut off (0 when the file ended cleanly).
     pub truncated_bytes: u64,
 }
 
-fn encode_header(dim: u32) -> [u8; WAL_HEADER_BYTES] {
+fn encode_header(dim: u32, first_seq: u64) -> [u8; WAL_HEADER_BYTES] {
     let mut h = [0u8; WAL_HEADER_BYTES];
     h[..8].copy_from_slice(&WAL_MAGIC);
     h[8..12].copy_from_slice(&WAL_VERSION.to_le_bytes());
     h[12..16].copy_from_slice(&dim.to_le_bytes());
+    h[16..24].copy_from_slice(&first_seq.to_le_bytes());
     let crc = crc32fast::hash(&h[..28]);
     h[28..32].copy_from_slice(&crc.to_le_bytes());
     h
@@ -216,7 +220,13 @@ fn read_wal(path: &Path, dim: usize, truncate: bool) -> Result<Replay> {
         )
         .into());
     }
-    let mut rep = Replay::default();
+    let mut fs = [0u8; 8];
+    fs.copy_from_slice(&bytes[16..24]);
+    let first_seq = u64::from_le_bytes(fs).max(1);
+    let mut rep = Replay {
+        last_seq: first_seq - 1,
+        ..Default::default()
+    };
     let mut off = WAL_HEADER_BYTES;
     let len = bytes.len();
     let mut torn_at: Option<usize> = None;
@@ -304,6 +314,45 @@ fn read_wal(path: &Path, dim: usize, truncate: bool) -> Result<Replay> {
     Ok(rep)
 }
 
+/// Drops the records with sequence numbers ≤ `through` (a merge folded them into the index):
+/// rewrites the log as a new file holding the later records (first_seq = `through` + 1),
+/// fsyncs it and renames it over `path`. Idempotent: a log whose records all come after
+/// `through` is left alone. `through = u64::MAX` empties the log (first_seq back to 1). A
+/// torn tail is dropped (it was never acknowledged). Returns the records kept.
+///
+/// # Errors
+/// As [`replay`] (a corrupt record in the middle is an error, never skipped), and
+/// [`EngineError::Io`].
+pub fn trim(path: &Path, dim: usize, through: u64) -> Result<usize> {
+    let io = |e| EngineError::io(path, e);
+    let rep = read_wal(path, dim, false)?;
+    let first = rep.last_seq + 1 - rep.ops.len() as u64;
+    if through != u64::MAX && first > through && rep.truncated_bytes == 0 {
+        return Ok(rep.ops.len());
+    }
+    let (base, kept) = if through == u64::MAX {
+        (0, &rep.ops[..0])
+    } else {
+        let skip = through.saturating_sub(first - 1).min(rep.ops.len() as u64) as usize;
+        (through.max(first - 1) + 1, &rep.ops[skip..])
+    };
+    let mut bytes = encode_header(dim as u32, base).to_vec();
+    for (i, op) in kept.iter().enumerate() {
+        encode_record(base.max(1) + i as u64, op, &mut bytes);
+    }
+    let tmp = path.with_extension("log.trim");
+    let mut f = std::fs::File::create(&tmp).map_err(|e| EngineError::io(&tmp, e))?;
+    f.write_all(&bytes).map_err(|e| EngineError::io(&tmp, e))?;
+    f.sync_all().map_err(|e| EngineError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    if let Some(parent) = path.parent() {
+        std::fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+    }
+    Ok(kept.len())
+}
+
 struct Shared {
     file: std::fs::File,
     next_seq: u64,
@@ -336,7 +385,7 @@ impl Wal {
             .open(path)
             .map_err(io)?;
         if !exists || file.metadata().map_err(io)?.len() == 0 {
-            file.write_all(&encode_header(dim as u32)).map_err(io)?;
+            file.write_all(&encode_header(dim as u32, 0)).map_err(io)?;
             file.sync_all().map_err(io)?;
             if let Some(parent) = path.parent() {
                 std::fs::File::open(parent)
@@ -377,6 +426,12 @@ impl Wal {
         self.mode
     }
 
+    /// Sequence number of the last record appended (or replayed).
+    pub fn last_seq(&self) -> u64 {
+        let (lock, _) = &*self.state;
+        lock.lock().map_or(0, |g| g.next_seq - 1)
+    }
+
     /// Appends `ops` as consecutive records in one write (and, in `Always` mode, one fsync:
     /// group commit). Returns the sequence number of the last one.
     ///
@@ -402,24 +457,6 @@ impl Wal {
             SyncMode::Never => {}
         }
         Ok(g.next_seq - 1)
-    }
-
-    /// Empties the log (after a merge made its updates durable in the index): truncates to
-    /// the header and fsyncs. Sequence numbers restart at 1.
-    ///
-    /// # Errors
-    /// [`EngineError::Io`].
-    pub fn reset(&mut self) -> Result<()> {
-        let io = |e| EngineError::io(&self.path, e);
-        let (lock, _) = &*self.state;
-        let mut g = lock
-            .lock()
-            .map_err(|_| EngineError::io(&self.path, std::io::Error::other("WAL lock poisoned")))?;
-        g.file.set_len(WAL_HEADER_BYTES as u64).map_err(io)?;
-        g.file.sync_all().map_err(io)?;
-        g.next_seq = 1;
-        g.dirty = false;
-        Ok(())
     }
 }
 
@@ -479,6 +516,44 @@ mod tests {
                 vector: vec![0.5, -1.0, 4.0],
             },
         ]
+    }
+
+    #[test]
+    fn trim_keeps_the_later_records_with_their_sequence_numbers_and_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(WAL_FILE);
+        let mut w = Wal::open(&p, 3, 0, SyncMode::Always).unwrap();
+        w.append(&ops()).unwrap();
+        drop(w);
+        assert_eq!(trim(&p, 3, 2).unwrap(), 1);
+        let r = replay(&p, 3).unwrap();
+        assert_eq!((r.ops, r.last_seq), (ops()[2..].to_vec(), 3));
+        assert_eq!(
+            trim(&p, 3, 2).unwrap(),
+            1,
+            "a second trim through 2 keeps the same record"
+        );
+        assert_eq!(
+            std::fs::read(&p).unwrap().len(),
+            WAL_HEADER_BYTES + RECORD_HEAD_BYTES + 12
+        );
+        // appends continue the numbering; a later trim drops everything through 3
+        let mut w = Wal::open(&p, 3, 3, SyncMode::Always).unwrap();
+        assert_eq!(w.append(&[WalOp::Delete { label: 1 }]).unwrap(), 4);
+        drop(w);
+        assert_eq!(trim(&p, 3, 3).unwrap(), 1);
+        let r = replay(&p, 3).unwrap();
+        assert_eq!((r.ops, r.last_seq), (vec![WalOp::Delete { label: 1 }], 4));
+        // through every record: empty, and the next append gets 5
+        assert_eq!(trim(&p, 3, 4).unwrap(), 0);
+        let r = replay(&p, 3).unwrap();
+        assert_eq!((r.ops.len(), r.last_seq), (0, 4));
+        let mut w = Wal::open(&p, 3, r.last_seq, SyncMode::Always).unwrap();
+        assert_eq!(w.append(&[WalOp::Delete { label: 2 }]).unwrap(), 5);
+        drop(w);
+        // u64::MAX (a merge journal from before the WAL sequence was recorded): all gone
+        assert_eq!(trim(&p, 3, u64::MAX).unwrap(), 0);
+        assert_eq!(replay(&p, 3).unwrap().last_seq, 0);
     }
 
     #[test]
