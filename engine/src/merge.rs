@@ -31,8 +31,8 @@ use rayon::prelude::*;
 use ssdann_builder::build::INDEX_FILE;
 use ssdann_builder::robust_prune::{robust_prune, PruneScratch, DEFAULT_MAX_CANDIDATES};
 use ssdann_layout::distance::{l2_sq_f32, l2_sq_f32_bounded};
-use ssdann_layout::labels::{write_labels, FREE_LABEL, LABELS_FILE};
-use ssdann_layout::pq::{write_codes, PQ_CODES_FILE};
+use ssdann_layout::labels::{write_labels_with, FREE_LABEL, LABELS_FILE};
+use ssdann_layout::pq::{write_codes_with, PQ_CODES_FILE};
 use ssdann_layout::sector::{check_block, seal_block, SECTOR_BYTES};
 use ssdann_layout::{ElementType, IndexHeader, Metric};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -1022,30 +1022,38 @@ impl Snapshot {
         report.phase_seconds[2] = tp.elapsed().as_secs_f64();
         tp = Instant::now();
         // 5. Staged label map and PQ codes, then the commit entry.
-        let mut labels = self.labels.clone();
-        labels.resize(n_new as usize, FREE_LABEL);
-        for &s in deleted {
-            labels[s as usize] = FREE_LABEL;
-        }
-        let mut new_codes = self.codes.clone();
-        new_codes.resize(n_new as usize * m, 0);
+        // Streamed from the pre-merge arrays plus the change set (no copy of either).
+        let mut new_codes = vec![0u8; news.len() * m];
         let mut scratch = Vec::new();
-        for (i, (label, v)) in news.iter().enumerate() {
-            let s = new_slot[i] as usize;
-            labels[s] = *label;
+        for (i, (_, v)) in news.iter().enumerate() {
             self.pq
-                .encode(v, &mut new_codes[s * m..(s + 1) * m], &mut scratch);
+                .encode(v, &mut new_codes[i * m..(i + 1) * m], &mut scratch);
         }
+        let label_of = |s: usize| match new_set.get(&(s as u32)) {
+            Some(&i) => news[i].0,
+            None if s >= n as usize || del_set.contains(&(s as u32)) => FREE_LABEL,
+            None => self.labels[s],
+        };
         journal.tick()?;
-        write_labels(&dir.join(format!("{LABELS_FILE}.merge")), &labels)?;
+        write_labels_with(
+            &dir.join(format!("{LABELS_FILE}.merge")),
+            n_new as usize,
+            label_of,
+        )?;
         journal.tick()?;
-        write_codes(
+        write_codes_with(
             &dir.join(format!("{PQ_CODES_FILE}.merge")),
             n_new as usize,
             m,
-            &new_codes,
+            |s, out| match new_set.get(&(s as u32)) {
+                Some(&i) => out.copy_from_slice(&new_codes[i * m..(i + 1) * m]),
+                None if s >= n as usize => out.fill(0),
+                None => out.copy_from_slice(&self.codes[s * m..(s + 1) * m]),
+            },
         )?;
-        let live = labels.iter().filter(|&&l| l != FREE_LABEL).count() as u64;
+        let live = (0..n_new as usize)
+            .filter(|&s| label_of(s) != FREE_LABEL)
+            .count() as u64;
         let new_header = IndexHeader {
             generation: h.generation + 1,
             n_slots: n_new,

@@ -43,34 +43,104 @@ pub fn write_blob(
     fields: &[u64],
     body: &[u8],
 ) -> Result<()> {
-    if fields.len() > MAX_BLOB_FIELDS {
-        return Err(LayoutError::InvalidArgument {
-            field: "fields",
-            value: fields.len().to_string(),
-            reason: format!("at most {MAX_BLOB_FIELDS}"),
-        });
+    let mut w = BlobWriter::create(path, magic, version, fields, body.len() as u64)?;
+    w.write(body)?;
+    w.finish()
+}
+
+/// Writes a blob file whose body arrives in pieces (so that no copy of the whole body need
+/// exist in RAM): the body length is fixed up front, the body CRC accumulates as it is
+/// written, [`BlobWriter::finish`] appends it and fsyncs.
+pub struct BlobWriter {
+    path: std::path::PathBuf,
+    w: std::io::BufWriter<std::fs::File>,
+    crc: crc32fast::Hasher,
+    remaining: u64,
+}
+
+impl BlobWriter {
+    /// Creates `path` and writes the header for a body of `body_bytes` bytes.
+    ///
+    /// # Errors
+    /// [`LayoutError::Io`]; [`LayoutError::InvalidArgument`] for more than
+    /// [`MAX_BLOB_FIELDS`] fields.
+    pub fn create(
+        path: &Path,
+        magic: &[u8; 8],
+        version: u32,
+        fields: &[u64],
+        body_bytes: u64,
+    ) -> Result<BlobWriter> {
+        if fields.len() > MAX_BLOB_FIELDS {
+            return Err(LayoutError::InvalidArgument {
+                field: "fields",
+                value: fields.len().to_string(),
+                reason: format!("at most {MAX_BLOB_FIELDS}"),
+            });
+        }
+        let mut head = Vec::with_capacity(28 + 8 * fields.len());
+        head.extend_from_slice(magic);
+        head.extend_from_slice(&version.to_le_bytes());
+        head.extend_from_slice(&(fields.len() as u32).to_le_bytes());
+        fields
+            .iter()
+            .for_each(|f| head.extend_from_slice(&f.to_le_bytes()));
+        head.extend_from_slice(&body_bytes.to_le_bytes());
+        let crc = crc32fast::hash(&head);
+        head.extend_from_slice(&crc.to_le_bytes());
+        let f = std::fs::File::create(path).map_err(|e| LayoutError::io(path, e))?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+        w.write_all(&head).map_err(|e| LayoutError::io(path, e))?;
+        Ok(BlobWriter {
+            path: path.into(),
+            w,
+            crc: crc32fast::Hasher::new(),
+            remaining: body_bytes,
+        })
     }
-    let mut head = Vec::with_capacity(28 + 8 * fields.len());
-    head.extend_from_slice(magic);
-    head.extend_from_slice(&version.to_le_bytes());
-    head.extend_from_slice(&(fields.len() as u32).to_le_bytes());
-    fields
-        .iter()
-        .for_each(|f| head.extend_from_slice(&f.to_le_bytes()));
-    head.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    let crc = crc32fast::hash(&head);
-    head.extend_from_slice(&crc.to_le_bytes());
-    let io = |e| LayoutError::io(path, e);
-    let f = std::fs::File::create(path).map_err(io)?;
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-    w.write_all(&head).map_err(io)?;
-    w.write_all(body).map_err(io)?;
-    w.write_all(&crc32fast::hash(body).to_le_bytes())
-        .map_err(io)?;
-    let f = w
-        .into_inner()
-        .map_err(|e| LayoutError::io(path, e.into_error()))?;
-    f.sync_all().map_err(io)
+
+    /// Appends body bytes.
+    ///
+    /// # Errors
+    /// [`LayoutError::Io`]; [`LayoutError::InvalidArgument`] past the declared body length.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        if bytes.len() as u64 > self.remaining {
+            return Err(LayoutError::InvalidArgument {
+                field: "blob body",
+                value: bytes.len().to_string(),
+                reason: format!("only {} bytes of the declared body remain", self.remaining),
+            });
+        }
+        self.remaining -= bytes.len() as u64;
+        self.crc.update(bytes);
+        self.w
+            .write_all(bytes)
+            .map_err(|e| LayoutError::io(&self.path, e))
+    }
+
+    /// Appends the body CRC and fsyncs.
+    ///
+    /// # Errors
+    /// [`LayoutError::Io`]; [`LayoutError::InvalidArgument`] when the body is short.
+    pub fn finish(mut self) -> Result<()> {
+        if self.remaining != 0 {
+            return Err(LayoutError::InvalidArgument {
+                field: "blob body",
+                value: self.remaining.to_string(),
+                reason: "bytes of the declared body were never written".into(),
+            });
+        }
+        let path = self.path.clone();
+        let io = |e| LayoutError::io(&path, e);
+        self.w
+            .write_all(&self.crc.clone().finalize().to_le_bytes())
+            .map_err(io)?;
+        let f = self
+            .w
+            .into_inner()
+            .map_err(|e| LayoutError::io(&path, e.into_error()))?;
+        f.sync_all().map_err(io)
+    }
 }
 
 /// Reads and verifies a blob file of kind `magic`; the body length is checked against the
@@ -192,6 +262,30 @@ pub fn read_blob(path: &Path, magic: &[u8; 8], max_version: u32) -> Result<Blob>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_blob_written_in_pieces_equals_one_written_whole_and_lengths_are_enforced() {
+        let dir = tempfile::tempdir().unwrap();
+        let body: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        write_blob(&a, b"TESTBLOB", 3, &[1, 2], &body).unwrap();
+        let mut w = BlobWriter::create(&b, b"TESTBLOB", 3, &[1, 2], body.len() as u64).unwrap();
+        for piece in body.chunks(777) {
+            w.write(piece).unwrap();
+        }
+        w.finish().unwrap();
+        assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+        assert_eq!(read_blob(&b, b"TESTBLOB", 3).unwrap().body, body);
+        let mut w = BlobWriter::create(&b, b"TESTBLOB", 3, &[], 4).unwrap();
+        let e = w.write(&[0; 5]).unwrap_err().to_string();
+        assert!(
+            e.contains("only 4 bytes of the declared body remain"),
+            "{e}"
+        );
+        w.write(&[0; 3]).unwrap();
+        let e = w.finish().unwrap_err().to_string();
+        assert!(e.contains("1") && e.contains("never written"), "{e}");
+    }
 
     #[test]
     fn round_trip_and_every_corruption_is_caught() {

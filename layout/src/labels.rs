@@ -35,6 +35,28 @@ pub fn write_labels(path: &Path, labels: &[u64]) -> Result<()> {
     )
 }
 
+/// Writes the label map of `n` slots, `label_of(slot)` each, without holding it in RAM.
+///
+/// # Errors
+/// [`LayoutError::Io`].
+pub fn write_labels_with(path: &Path, n: usize, label_of: impl Fn(usize) -> u64) -> Result<()> {
+    let mut w = crate::blob::BlobWriter::create(
+        path,
+        &LABELS_MAGIC,
+        LABELS_VERSION,
+        &[n as u64],
+        n as u64 * 8,
+    )?;
+    let mut buf = Vec::with_capacity(8 << 13);
+    for start in (0..n).step_by(1 << 13) {
+        buf.clear();
+        (start..(start + (1 << 13)).min(n))
+            .for_each(|s| buf.extend_from_slice(&label_of(s).to_le_bytes()));
+        w.write(&buf)?;
+    }
+    w.finish()
+}
+
 /// Reads the label map.
 ///
 /// # Errors

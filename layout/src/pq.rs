@@ -326,6 +326,37 @@ pub fn write_codes(path: &Path, n: usize, m: usize, codes: &[u8]) -> Result<()> 
     )
 }
 
+/// Writes `pq_codes.bin` for `n` codes of `m` bytes, filled slot by slot by
+/// `code_of(slot, out)`, without holding them in RAM.
+///
+/// # Errors
+/// [`LayoutError::Io`].
+pub fn write_codes_with(
+    path: &Path,
+    n: usize,
+    m: usize,
+    code_of: impl Fn(usize, &mut [u8]),
+) -> Result<()> {
+    let mut w = crate::blob::BlobWriter::create(
+        path,
+        &PQ_CODES_MAGIC,
+        PQ_FILE_VERSION,
+        &[n as u64, m as u64],
+        (n * m) as u64,
+    )?;
+    let per = (1usize << 20) / m.max(1) + 1;
+    let mut buf = Vec::with_capacity(per * m);
+    for start in (0..n).step_by(per) {
+        let end = (start + per).min(n);
+        buf.resize((end - start) * m, 0);
+        for (i, out) in buf.chunks_exact_mut(m.max(1)).enumerate() {
+            code_of(start + i, out);
+        }
+        w.write(&buf)?;
+    }
+    w.finish()
+}
+
 /// Reads `pq_codes.bin`; returns (n, M, codes).
 ///
 /// # Errors
