@@ -3,8 +3,14 @@
 //! GreedySearch and RobustPrune (one insertion = DiskANN Alg. 3's inner step), plus deletes
 //! as tombstones that stay usable for navigation until a merge removes them.
 //!
-//! Memory: d × 4 bytes per point + its adjacency (≤ R ids, ~slack × R before pruning) +
-//! a label map entry.
+//! Inner product: the graph is built and searched on MIPS-to-L2 augmented vectors
+//! `[x, sqrt(M² − ‖x‖²)]` with M the largest norm inserted so far (Bachrach et al., RecSys
+//! 2014; the SSD build does the same), queried with `[q, 0]`: squared L2 there is
+//! `‖q‖² + M² − 2 q·x`, which ranks exactly as −q·x, and RobustPrune's α rule gets a true
+//! metric. A new largest norm re-augments the stored vectors (one coordinate each).
+//!
+//! Memory: d × 4 bytes per point (+ 8 for inner product) + its adjacency (≤ R ids, ~slack × R
+//! before pruning) + a label map entry.
 
 use ssdann_builder::greedy_search::{greedy_search, SearchScratch};
 use ssdann_builder::robust_prune::{robust_prune, PruneScratch, DEFAULT_MAX_CANDIDATES};
@@ -27,9 +33,16 @@ pub struct DeltaParams {
 #[derive(Clone)]
 pub struct DeltaIndex {
     dim: usize,
+    /// Row length of `vectors`: d, or d + 1 for inner product (augmented).
+    stride: usize,
     metric: Metric,
+    /// The metric of the graph: squared L2 for inner product (augmented), else `metric`.
+    graph_metric: Metric,
+    /// Inner product: ‖x‖² of every point, and the largest (M²).
+    norms_sq: Vec<f32>,
+    max_norm_sq: f32,
     params: DeltaParams,
-    /// n_delta × d, normalized for cosine.
+    /// n_delta × stride, normalized for cosine, augmented for inner product.
     vectors: Vec<f32>,
     labels: Vec<u64>,
     deleted: Vec<bool>,
@@ -45,9 +58,14 @@ pub struct DeltaIndex {
 impl DeltaIndex {
     /// An empty delta index for `dim`-dimensional vectors.
     pub fn new(dim: usize, metric: Metric, params: DeltaParams) -> Self {
+        let ip = metric == Metric::InnerProduct;
         DeltaIndex {
             dim,
+            stride: if ip { dim + 1 } else { dim },
             metric,
+            graph_metric: if ip { Metric::L2 } else { metric },
+            norms_sq: Vec::new(),
+            max_norm_sq: 0.0,
             params,
             vectors: Vec::new(),
             labels: Vec::new(),
@@ -77,6 +95,7 @@ impl DeltaIndex {
     /// Bytes of RAM held (vectors, labels, graph).
     pub fn memory_bytes(&self) -> usize {
         self.vectors.len() * 4
+            + self.norms_sq.len() * 4
             + self.labels.len() * 9
             + self
                 .graph
@@ -92,7 +111,7 @@ impl DeltaIndex {
             .map(|i| {
                 (
                     self.labels[i],
-                    &self.vectors[i * self.dim..(i + 1) * self.dim],
+                    &self.vectors[i * self.stride..i * self.stride + self.dim],
                 )
             })
     }
@@ -105,11 +124,23 @@ impl DeltaIndex {
     /// existing live `label` is deleted first (replace).
     pub fn insert(&mut self, label: u64, vector: &[f32]) {
         self.delete(label);
-        let d = self.dim;
+        let d = self.stride;
         let id = self.labels.len() as u32;
         self.vectors.extend_from_slice(vector);
         if self.metric == Metric::Cosine {
             normalize(&mut self.vectors[id as usize * d..]);
+        }
+        if self.metric == Metric::InnerProduct {
+            let nsq: f32 = vector.iter().map(|x| x * x).sum();
+            if nsq > self.max_norm_sq {
+                // a new largest norm: re-augment every stored point for the new M
+                self.max_norm_sq = nsq;
+                for (i, &n2) in self.norms_sq.iter().enumerate() {
+                    self.vectors[i * d + self.dim] = (nsq - n2).max(0.0).sqrt();
+                }
+            }
+            self.norms_sq.push(nsq);
+            self.vectors.push((self.max_norm_sq - nsq).max(0.0).sqrt());
         }
         self.labels.push(label);
         self.deleted.push(false);
@@ -124,7 +155,7 @@ impl DeltaIndex {
         greedy_search(
             &self.vectors,
             d,
-            self.metric,
+            self.graph_metric,
             &self.graph,
             self.entry(),
             &x,
@@ -136,7 +167,7 @@ impl DeltaIndex {
         robust_prune(
             &self.vectors,
             d,
-            self.metric,
+            self.graph_metric,
             id,
             p.alpha,
             p.max_degree,
@@ -156,11 +187,13 @@ impl DeltaIndex {
             }
             let xj = &self.vectors[j * d..(j + 1) * d];
             self.prune.pool.clear();
-            self.prune.pool.push((distance(self.metric, xj, &x), id));
+            self.prune
+                .pool
+                .push((distance(self.graph_metric, xj, &x), id));
             for &nb in &self.graph[j] {
                 self.prune.pool.push((
                     distance(
-                        self.metric,
+                        self.graph_metric,
                         xj,
                         &self.vectors[nb as usize * d..(nb as usize + 1) * d],
                     ),
@@ -170,7 +203,7 @@ impl DeltaIndex {
             robust_prune(
                 &self.vectors,
                 d,
-                self.metric,
+                self.graph_metric,
                 j as u32,
                 p.alpha,
                 p.max_degree,
@@ -195,12 +228,13 @@ impl DeltaIndex {
         }
     }
 
-    /// The (distance, label) of up to `k` live points nearest `query` (already normalized
-    /// for cosine), by GreedySearch with list size `l`; distances are the ranking distances
-    /// (squared L2 or negated inner product).
+    /// The (distance, label) of up to `k` live points nearest `query` (length d, already
+    /// normalized for cosine), by GreedySearch with list size `l`; distances are the ranking
+    /// distances (squared L2, or the negated inner product). `query` may be extended in
+    /// place (the augmented coordinate for inner product) and is restored before returning.
     pub fn search(
         &self,
-        query: &[f32],
+        query: &mut Vec<f32>,
         k: usize,
         l: usize,
         scratch: &mut SearchScratch,
@@ -210,16 +244,24 @@ impl DeltaIndex {
         if self.live == 0 {
             return;
         }
+        let ip = self.metric == Metric::InnerProduct;
+        if ip {
+            query.push(0.0);
+        }
         greedy_search(
             &self.vectors,
-            self.dim,
-            self.metric,
+            self.stride,
+            self.graph_metric,
             &self.graph,
             self.entry(),
             query,
             l.max(k),
             scratch,
         );
+        if ip {
+            query.pop();
+        }
+        let (d, s) = (self.dim, self.stride);
         out.extend(
             scratch
                 .queue
@@ -227,7 +269,15 @@ impl DeltaIndex {
                 .iter()
                 .filter(|c| !self.deleted[c.id as usize])
                 .take(k)
-                .map(|c| (c.dist, self.labels[c.id as usize])),
+                .map(|c| {
+                    let i = c.id as usize;
+                    let dist = if ip {
+                        -ssdann_layout::distance::dot_f32(query, &self.vectors[i * s..i * s + d])
+                    } else {
+                        c.dist
+                    };
+                    (dist, self.labels[i])
+                }),
         );
     }
 }
@@ -262,7 +312,7 @@ mod tests {
         let mut out = Vec::new();
         let mut hits = 0;
         for (qi, q) in queries.chunks_exact(d).enumerate() {
-            delta.search(q, 10, 48, &mut scratch, &mut out);
+            delta.search(&mut q.to_vec(), 10, 48, &mut scratch, &mut out);
             let truth: Vec<u64> = gt[qi].iter().map(|e| 1000 + u64::from(e.1)).collect();
             hits += out.iter().filter(|(_, l)| truth.contains(l)).count();
         }
@@ -273,17 +323,66 @@ mod tests {
         );
         // deleted labels are never returned; re-inserting a label replaces it
         let q = &base[..d];
-        delta.search(q, 1, 48, &mut scratch, &mut out);
+        delta.search(&mut q.to_vec(), 1, 48, &mut scratch, &mut out);
         assert_eq!(out[0].1, 1000);
         assert!(delta.delete(1000));
         assert!(!delta.delete(1000));
-        delta.search(q, 10, 48, &mut scratch, &mut out);
+        delta.search(&mut q.to_vec(), 10, 48, &mut scratch, &mut out);
         assert!(out.iter().all(|&(_, l)| l != 1000));
-        let moved: Vec<f32> = base[d..2 * d].to_vec();
+        let mut moved: Vec<f32> = base[d..2 * d].to_vec();
         delta.insert(1000, &moved);
-        delta.search(&moved, 2, 48, &mut scratch, &mut out);
+        delta.search(&mut moved, 2, 48, &mut scratch, &mut out);
         assert!(out.iter().any(|&(dist, l)| l == 1000 && dist < 1e-6));
         assert_eq!(delta.live(), n);
         assert_eq!(delta.live_points().filter(|(l, _)| *l == 1000).count(), 1);
+    }
+
+    #[test]
+    fn inner_product_delta_ranks_by_the_exact_inner_product() {
+        // varied norms (the case where −dot is not a metric and MIPS-to-L2 matters), in an
+        // order whose norms grow, so that M is raised and the points re-augmented many times
+        let (n, d) = (1200usize, 16usize);
+        let (mut base, queries) = ssdann_builder::synthetic::clustered(n, 30, d, 8, 9);
+        for (i, v) in base.chunks_exact_mut(d).enumerate() {
+            let scale = 0.5 + 2.0 * i as f32 / n as f32;
+            v.iter_mut().for_each(|x| *x *= scale);
+        }
+        let mut delta = DeltaIndex::new(
+            d,
+            Metric::InnerProduct,
+            DeltaParams {
+                max_degree: 24,
+                build_l: 64,
+                alpha: 1.2,
+            },
+        );
+        for (i, v) in base.chunks_exact(d).enumerate() {
+            delta.insert(i as u64, v);
+        }
+        assert_eq!(delta.live_points().next().map(|(_, v)| v.len()), Some(d));
+        let gt =
+            ssdann_builder::ground_truth::exact_knn(&queries, &base, d, Metric::InnerProduct, 10);
+        let (mut scratch, mut out) = (SearchScratch::default(), Vec::new());
+        let mut hits = 0;
+        for (qi, q) in queries.chunks_exact(d).enumerate() {
+            let mut qv = q.to_vec();
+            delta.search(&mut qv, 10, 64, &mut scratch, &mut out);
+            assert_eq!(qv.len(), d, "the query is restored");
+            for w in out.windows(2) {
+                assert!(w[0].0 <= w[1].0, "results not ordered by −dot: {out:?}");
+            }
+            for &(dist, l) in &out {
+                let v = &base[l as usize * d..(l as usize + 1) * d];
+                let exact = -ssdann_layout::distance::scalar::dot_f32(q, v);
+                assert!(
+                    (dist - exact).abs() <= 1e-3 * exact.abs().max(1.0),
+                    "label {l}: {dist} vs −dot {exact}"
+                );
+            }
+            let truth: Vec<u64> = gt[qi].iter().map(|e| u64::from(e.1)).collect();
+            hits += out.iter().filter(|(_, l)| truth.contains(l)).count();
+        }
+        let recall = hits as f64 / 300.0;
+        assert!(recall >= 0.95, "inner-product delta recall@10 {recall}");
     }
 }

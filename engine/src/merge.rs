@@ -51,6 +51,26 @@ const JOURNAL_MAGIC_V1: [u8; 8] = *b"SSDMJRN1";
 const COMMIT: u64 = u64::MAX;
 /// Replacement candidates taken from each deleted out-neighbour's list in the delete phase.
 const DELETE_CANDIDATES_PER_NODE: usize = 24;
+/// Bytes of journal or in-place writes after which their writeback is started.
+const WRITEBACK_SLICE_BYTES: u64 = 8 << 20;
+
+/// Starts writeback of `len` bytes at `off` without waiting for it (sync_file_range,
+/// SYNC_FILE_RANGE_WRITE), so that a merge's writes reach the disk in slices while it runs
+/// instead of in one burst at its fsync — a burst that queues the searches' reads behind it.
+/// Only a hint: durability still comes from the fsyncs; errors are ignored here.
+fn start_writeback(f: &std::fs::File, off: u64, len: u64) {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: plain syscall on an open descriptor; no memory is passed.
+    unsafe {
+        libc::sync_file_range(
+            f.as_raw_fd(),
+            off as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+}
+
 /// Blocks written per hold of the file's gate while a live merge applies its journal
 /// (page-cache writes: tens of µs per batch).
 const APPLY_BATCH_BLOCKS: usize = 32;
@@ -96,6 +116,8 @@ struct Journal {
     file: std::fs::File,
     len: u64,
     map: HashMap<u64, u64>,
+    /// Bytes handed to writeback so far (see [`start_writeback`]).
+    flushed: u64,
     writes: u64,
     fail_after: Option<u64>,
 }
@@ -127,6 +149,7 @@ impl Journal {
             file,
             len: 16,
             map: HashMap::new(),
+            flushed: 0,
             writes: 0,
             fail_after,
         })
@@ -156,6 +179,10 @@ impl Journal {
             self.map.insert(block, self.len + 12);
         }
         self.len += e.len() as u64;
+        if self.len - self.flushed >= WRITEBACK_SLICE_BYTES {
+            start_writeback(&self.file, self.flushed, self.len - self.flushed);
+            self.flushed = self.len;
+        }
         Ok(())
     }
 
@@ -279,6 +306,7 @@ fn apply(
     let bb = c.block_bytes;
     let blocks: Vec<(&u64, &u64)> = c.blocks.iter().collect();
     let mut images = vec![0u8; APPLY_BATCH_BLOCKS * bb];
+    let mut written = 0u64;
     for batch in blocks.chunks(APPLY_BATCH_BLOCKS) {
         for (k, &(_, &at)) in batch.iter().enumerate() {
             journal
@@ -295,6 +323,11 @@ fn apply(
             .map_err(|e| EngineError::io(&path, e))?;
         }
         drop(excl);
+        written += batch.len() as u64 * bb as u64;
+        if written >= WRITEBACK_SLICE_BYTES {
+            start_writeback(&f, 0, 0); // 0, 0: every dirty page of the file so far
+            written = 0;
+        }
         if let Some(p) = pause {
             std::thread::sleep(p);
         }
@@ -880,9 +913,12 @@ impl Snapshot {
                             ssdann_builder::greedy_search::SearchScratch::default(),
                             Vec::new(),
                             Vec::new(),
+                            Vec::new(),
                         )
                     },
-                    |(pruner, found, dscratch, dfound, pq_vec), (_, (label, v))| {
+                    |(pruner, found, dscratch, dfound, pq_vec, qv), (_, (label, v))| {
+                        qv.clear();
+                        qv.extend_from_slice(v);
                         // Exact vectors of every node the search scored (their sectors were read
                         // anyway) make the prune exact; PQ reconstructions stand in otherwise.
                         let mut ctx = self.take_context();
@@ -918,7 +954,7 @@ impl Snapshot {
                         r?;
                         frozen
                             .delta
-                            .search(v, h.max_degree as usize, l, dscratch, dfound);
+                            .search(qv, h.max_degree as usize, l, dscratch, dfound);
                         for &(_, other) in dfound.iter() {
                             if other != *label {
                                 if let Some(&os) = label_to_new.get(&other) {
