@@ -1,6 +1,7 @@
-//! Progress reporting for long build phases (the CLI draws bars; the library stays silent).
+//! Progress reporting for long build and merge phases (the CLI draws bars; the library stays
+//! silent).
 
-/// A phase of the build.
+/// A phase of the build or of a merge.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Phase {
     /// Loading and validating the data (NaN/inf scan, cosine normalization).
@@ -17,6 +18,14 @@ pub enum Phase {
     Reorder,
     /// Writing the sector file and PQ files.
     Writing,
+    /// StreamingMerge delete phase (blocks of the sector file).
+    MergeDelete,
+    /// StreamingMerge insert phase (new points).
+    MergeInsert,
+    /// StreamingMerge patch phase (blocks receiving new points or back-edges).
+    MergePatch,
+    /// StreamingMerge: writing the journal's blocks in place.
+    MergeApply,
 }
 
 impl Phase {
@@ -30,6 +39,10 @@ impl Phase {
             Phase::VamanaPass2 => "Vamana pass 2",
             Phase::Reorder => "sector reordering",
             Phase::Writing => "writing",
+            Phase::MergeDelete => "merge: delete phase",
+            Phase::MergeInsert => "merge: insert phase",
+            Phase::MergePatch => "merge: patch phase",
+            Phase::MergeApply => "merge: in place",
         }
     }
 }

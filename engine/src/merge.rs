@@ -30,6 +30,7 @@ use crate::Result;
 use rayon::prelude::*;
 use ssdann_builder::build::INDEX_FILE;
 use ssdann_builder::robust_prune::{robust_prune, PruneScratch, DEFAULT_MAX_CANDIDATES};
+use ssdann_builder::{NoProgress, Phase, Progress};
 use ssdann_layout::distance::{l2_sq_f32, l2_sq_f32_bounded};
 use ssdann_layout::labels::{write_labels_with, FREE_LABEL, LABELS_FILE};
 use ssdann_layout::pq::{write_codes_with, PQ_CODES_FILE};
@@ -288,6 +289,7 @@ fn apply(
     c: &Committed,
     gate: Option<&parking_lot::RwLock<()>>,
     pause: Option<std::time::Duration>,
+    progress: &dyn Progress,
     counter: &mut dyn FnMut() -> Result<()>,
 ) -> Result<()> {
     let path = dir.join(INDEX_FILE);
@@ -307,7 +309,9 @@ fn apply(
     let blocks: Vec<(&u64, &u64)> = c.blocks.iter().collect();
     let mut images = vec![0u8; APPLY_BATCH_BLOCKS * bb];
     let mut written = 0u64;
+    progress.start(Phase::MergeApply, blocks.len() as u64);
     for batch in blocks.chunks(APPLY_BATCH_BLOCKS) {
+        progress.advance(batch.len() as u64);
         for (k, &(_, &at)) in batch.iter().enumerate() {
             journal
                 .read_exact_at(&mut images[k * bb..(k + 1) * bb], at)
@@ -332,6 +336,7 @@ fn apply(
             std::thread::sleep(p);
         }
     }
+    progress.finish();
     f.sync_all().map_err(|e| EngineError::io(&path, e))?;
     counter()?;
     f.write_all_at(&c.header, c.slot * SECTOR_BYTES as u64)
@@ -375,7 +380,7 @@ pub fn recover(dir: &Path) -> Result<bool> {
                 dir.display(),
                 c.blocks.len()
             );
-            apply(dir, &c, None, None, &mut || Ok(()))?;
+            apply(dir, &c, None, None, &NoProgress, &mut || Ok(()))?;
         }
         None => {
             eprintln!("note: {}: discarding an uncommitted merge journal; the index is as before the merge", dir.display());
@@ -582,6 +587,19 @@ impl Index {
     /// next `Index::open` finishes the merge, and this `Index` keeps answering searches but
     /// refuses updates and merges ([`EngineError::Inconsistent`]) until reopened.
     pub fn merge(&self, opts: &MergeOptions) -> Result<MergeReport> {
+        self.merge_with_progress(opts, &NoProgress)
+    }
+
+    /// [`Index::merge`] reporting each phase (delete, insert, patch, in place) to `progress`
+    /// (the CLI draws bars from it).
+    ///
+    /// # Errors
+    /// As [`Index::merge`].
+    pub fn merge_with_progress(
+        &self,
+        opts: &MergeOptions,
+        progress: &dyn Progress,
+    ) -> Result<MergeReport> {
         let _one_merge = self.merge_lock.lock();
         // Freeze what this merge folds in; inserts and deletes go on while it computes.
         let (snap, frozen) = {
@@ -599,7 +617,7 @@ impl Index {
             mut writes,
             mut report,
             t0,
-        } = snap.prepare_merge(&frozen, opts)?;
+        } = snap.prepare_merge(&frozen, opts, progress)?;
         drop(frozen);
         // From the in-place writes to the swap, updates wait (their WAL records must land
         // in the log the new state replays).
@@ -619,6 +637,7 @@ impl Index {
             &committed,
             Some(&snap.file.gate),
             opts.apply_pause,
+            progress,
             &mut || {
                 writes += 1;
                 match fail {
@@ -675,7 +694,12 @@ impl Snapshot {
         })
     }
 
-    fn prepare_merge(&self, frozen: &Frozen, opts: &MergeOptions) -> Result<Prepared> {
+    fn prepare_merge(
+        &self,
+        frozen: &Frozen,
+        opts: &MergeOptions,
+        progress: &dyn Progress,
+    ) -> Result<Prepared> {
         let t0 = Instant::now();
         let dir = self.dir.clone();
         let options = self.options.clone();
@@ -792,6 +816,7 @@ impl Snapshot {
         let batch_blocks = ((8usize << 20) / bb).max(1) as u64;
         let mut batch = vec![0u8; batch_blocks as usize * bb];
         let mut b0 = 0u64;
+        progress.start(Phase::MergeDelete, old_blocks);
         while b0 < old_blocks {
             let nb = batch_blocks.min(old_blocks - b0) as usize;
             let buf = &mut batch[..nb * bb];
@@ -881,7 +906,9 @@ impl Snapshot {
                 }
             }
             b0 += nb as u64;
+            progress.advance(nb as u64);
         }
+        progress.finish();
         report.phase_seconds[0] = tp.elapsed().as_secs_f64();
         tp = Instant::now();
         // 3. Insert phase: candidates from the pre-merge SSD graph and the delta.
@@ -902,6 +929,7 @@ impl Snapshot {
             .num_threads(4 * cores)
             .build()
             .map_err(|e| EngineError::io(&dir, std::io::Error::other(e.to_string())))?;
+        progress.start(Phase::MergeInsert, news.len() as u64);
         let lists: Vec<Result<Vec<u32>>> = io_pool.install(|| {
             news.par_iter()
                 .enumerate()
@@ -962,6 +990,7 @@ impl Snapshot {
                                 }
                             }
                         }
+                        progress.advance(1);
                         Ok(pruner.run())
                     },
                 )
@@ -975,6 +1004,7 @@ impl Snapshot {
             }
             new_adj.insert(s, list);
         }
+        progress.finish();
         report.phase_seconds[1] = tp.elapsed().as_secs_f64();
         tp = Instant::now();
         // 4. Patch phase: new records and back-edges, block by block.
@@ -1040,7 +1070,9 @@ impl Snapshot {
             seal_block(&mut block);
             Ok(block)
         };
+        progress.start(Phase::MergePatch, touched.len() as u64);
         for chunk in touched.chunks(1024) {
+            progress.advance(chunk.len() as u64);
             let j = &journal;
             let images: Vec<Result<Vec<u8>>> = chunk
                 .par_iter()
@@ -1055,6 +1087,7 @@ impl Snapshot {
                 journal.append(*b, &image?)?;
             }
         }
+        progress.finish();
         report.phase_seconds[2] = tp.elapsed().as_secs_f64();
         tp = Instant::now();
         // 5. Staged label map and PQ codes, then the commit entry.

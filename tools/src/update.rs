@@ -142,6 +142,9 @@ pub struct MergeArgs {
     /// crash tests kill the process while the journal is half applied).
     #[arg(long, hide = true)]
     apply_pause_ms: Option<u64>,
+    /// No progress bars.
+    #[arg(short, long)]
+    quiet: bool,
 }
 
 pub fn cmd_merge(a: MergeArgs) -> Result<()> {
@@ -151,10 +154,13 @@ pub fn cmd_merge(a: MergeArgs) -> Result<()> {
         println!("nothing to merge ({wal} WAL records, no pending inserts or deletes)");
         return Ok(());
     }
-    let rep = index.merge(&ssdann_engine::MergeOptions {
-        apply_pause: a.apply_pause_ms.map(std::time::Duration::from_millis),
-        ..Default::default()
-    })?;
+    let rep = index.merge_with_progress(
+        &ssdann_engine::MergeOptions {
+            apply_pause: a.apply_pause_ms.map(std::time::Duration::from_millis),
+            ..Default::default()
+        },
+        &crate::progress::Bars::new(a.quiet),
+    )?;
     println!(
         "merged {} inserts and {} deletes in {:.2} s: {} nodes repaired, {} blocks rewritten in place; now {} slots, {} live, generation {}",
         rep.inserted, rep.deleted, rep.seconds, rep.repaired, rep.blocks_written, rep.n_slots, index.header().live_count, index.header().generation
