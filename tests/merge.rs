@@ -68,6 +68,18 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// The report of a full merge of a copy of the set-up index (how many writes it makes).
+fn probe_merge(s: &Setup) -> ssdann::engine::MergeReport {
+    let probe = s.dir.parent().unwrap().join("probe");
+    copy_dir(&s.dir, &probe);
+    let rep = Index::open(&probe, OpenOptions::default())
+        .unwrap()
+        .merge(&MergeOptions::default())
+        .unwrap();
+    std::fs::remove_dir_all(&probe).unwrap();
+    rep
+}
+
 /// The contents every surviving state must show: deletes gone, inserts and the replacement
 /// present, everything else findable.
 fn check_contents(idx: &Index, s: &Setup) {
@@ -185,12 +197,7 @@ fn merge_folds_updates_in_place_and_empties_the_wal() {
 fn a_crash_at_any_write_of_a_merge_leaves_pre_or_post_merge_contents() {
     let s = setup();
     // count the writes of a full merge on a copy
-    let probe = s.dir.parent().unwrap().join("probe");
-    copy_dir(&s.dir, &probe);
-    let rep = Index::open(&probe, OpenOptions::default())
-        .unwrap()
-        .merge(&MergeOptions::default())
-        .unwrap();
+    let rep = probe_merge(&s);
     let total = rep.blocks_written as u64 * 2 + 12;
     let mut outcomes = (0, 0);
     for n in
@@ -408,12 +415,7 @@ fn a_failed_merge_after_its_commit_keeps_searches_right_and_refuses_updates_unti
     let s = setup();
     let idx = Index::open(&s.dir, OpenOptions::default()).unwrap();
     // journal appends + commit, then a few in-place block writes: the failure lands mid-apply
-    let probe = s.dir.parent().unwrap().join("probe");
-    copy_dir(&s.dir, &probe);
-    let rep = Index::open(&probe, OpenOptions::default())
-        .unwrap()
-        .merge(&MergeOptions::default())
-        .unwrap();
+    let rep = probe_merge(&s);
     let e = idx
         .merge(&MergeOptions {
             fail_after_writes: Some(rep.journal_writes + rep.blocks_written as u64 / 2),
@@ -499,12 +501,7 @@ fn a_later_merge_reuses_slots_an_earlier_one_left_free() {
 #[test]
 fn updates_made_during_a_merge_survive_a_crash_after_its_commit() {
     let s = setup();
-    let probe = s.dir.parent().unwrap().join("probe");
-    copy_dir(&s.dir, &probe);
-    let full = Index::open(&probe, OpenOptions::default())
-        .unwrap()
-        .merge(&MergeOptions::default())
-        .unwrap();
+    let full = probe_merge(&s);
     let idx = Index::open(&s.dir, OpenOptions::default()).unwrap();
     let e = std::thread::scope(|sc| {
         sc.spawn(|| {

@@ -29,6 +29,22 @@ fn fbin(path: &Path, n: u32, d: u32, vals: &[f32]) {
     std::fs::write(path, b).unwrap();
 }
 
+/// `ssdann build --data DATA --out OUT -R 16 -L 32 -q`.
+fn build_small(data: &Path, out: &Path) -> Output {
+    ssdann(&[
+        "build",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "-R",
+        "16",
+        "-L",
+        "32",
+        "-q",
+    ])
+}
+
 fn small_data(dir: &Path) -> PathBuf {
     let (n, d) = (600usize, 16usize);
     let (vals, _) = ssdann::builder::synthetic::clustered(n, 0, d, 8, 42);
@@ -304,18 +320,7 @@ fn killed_build_leaves_nothing_info_would_take_for_an_index() {
     let i = ssdann(&["info", out.to_str().unwrap()]);
     assert_ne!(i.status.code(), Some(0));
     // the next build succeeds and replaces nothing it should not
-    let b = ssdann(&[
-        "build",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "-R",
-        "16",
-        "-L",
-        "32",
-        "-q",
-    ]);
+    let b = build_small(&data, &out);
     assert!(b.status.success(), "{}", text(&b));
     assert!(ssdann(&["verify", out.to_str().unwrap()]).status.success());
 }
@@ -532,18 +537,7 @@ fn kill_9_during_inserts_keeps_a_prefix_of_them() {
     let tmp = tempfile::tempdir().unwrap();
     let data = small_data(tmp.path());
     let idx_dir = tmp.path().join("idx");
-    let b = ssdann(&[
-        "build",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        idx_dir.to_str().unwrap(),
-        "-R",
-        "16",
-        "-L",
-        "32",
-        "-q",
-    ]);
+    let b = build_small(&data, &idx_dir);
     assert!(b.status.success(), "{}", text(&b));
     let (m, d) = (5000usize, 16usize);
     let (new, _) = ssdann::builder::synthetic::clustered(m, 0, d, 8, 4242);
