@@ -3,8 +3,10 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
+mod common;
+
 use ssdann::engine::{Index, MergeOptions, OpenOptions, SearchParams};
-use ssdann::{build_index, verify, BuildParams, Metric, NoProgress};
+use ssdann::{verify, Metric};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
@@ -23,22 +25,8 @@ struct Setup {
 fn setup() -> Setup {
     let tmp = tempfile::tempdir().unwrap();
     let (all, _) = ssdann::builder::synthetic::clustered(3400, 0, D, 12, 91);
-    let path = tmp.path().join("b.fbin");
-    ssdann::layout::dataset::write_bin(&path, 3000, D, &all[..3000 * D]).unwrap();
     let dir = tmp.path().join("idx");
-    build_index(
-        &path,
-        &dir,
-        &BuildParams {
-            max_degree: 24,
-            build_l: 48,
-            pq_bytes: Some(8),
-            threads: Some(2),
-            ..Default::default()
-        },
-        &NoProgress,
-    )
-    .unwrap();
+    common::build_small(&all, 3000, D, tmp.path(), &dir);
     let idx = Index::open(&dir, OpenOptions::default()).unwrap();
     let deleted: Vec<u64> = (0..3000).step_by(10).collect();
     idx.delete_batch(&deleted).unwrap();

@@ -3,30 +3,16 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
+mod common;
+
 use ssdann::engine::{EngineError, Index, OpenOptions, SearchParams, SyncMode};
-use ssdann::{build_index, BuildParams, NoProgress};
 use std::path::Path;
 
 const D: usize = 32;
 
 fn build(dir: &Path) -> (Vec<f32>, Vec<f32>) {
     let (all, queries) = ssdann::builder::synthetic::clustered(4000, 50, D, 12, 77);
-    let base = &all[..3000 * D];
-    let path = dir.join("b.fbin");
-    ssdann::layout::dataset::write_bin(&path, 3000, D, base).unwrap();
-    build_index(
-        &path,
-        &dir.join("idx"),
-        &BuildParams {
-            max_degree: 24,
-            build_l: 48,
-            pq_bytes: Some(8),
-            threads: Some(2),
-            ..Default::default()
-        },
-        &NoProgress,
-    )
-    .unwrap();
+    common::build_small(&all, 3000, D, dir, &dir.join("idx"));
     (all, queries)
 }
 

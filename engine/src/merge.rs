@@ -746,6 +746,17 @@ impl Snapshot {
         let bb = layout.block_bytes();
         let old_blocks = layout.blocks_for(n);
         let mut journal = Journal::create(&dir, bb, opts.fail_after_writes)?;
+        let check_sealed = |block: &[u8], b: u64| -> Result<()> {
+            check_block(block).map_err(|(expected, got)| {
+                ssdann_layout::LayoutError::ChecksumMismatch {
+                    path: path.clone(),
+                    what: format!("sector {}", layout.block_sector(b)),
+                    expected,
+                    got,
+                }
+                .into()
+            })
+        };
         let read_block = |journal: &Journal, b: u64, out: &mut [u8]| -> Result<()> {
             if journal.read(b, out)? {
                 return Ok(());
@@ -753,15 +764,7 @@ impl Snapshot {
             if b < old_blocks {
                 file.read_exact_at(out, layout.block_offset_bytes(b))
                     .map_err(|e| EngineError::io(&path, e))?;
-                if let Err((expected, got)) = check_block(out) {
-                    return Err(ssdann_layout::LayoutError::ChecksumMismatch {
-                        path: path.clone(),
-                        what: format!("sector {}", layout.block_sector(b)),
-                        expected,
-                        got,
-                    }
-                    .into());
-                }
+                check_sealed(out, b)?;
             } else {
                 out.fill(0);
             }
@@ -829,15 +832,7 @@ impl Snapshot {
                     || (new_pruner(), Vec::new()),
                     |(pruner, pv), (k, blk)| {
                         let b = b0 + k as u64;
-                        if let Err((expected, got)) = check_block(blk) {
-                            return Err(ssdann_layout::LayoutError::ChecksumMismatch {
-                                path: path.clone(),
-                                what: format!("sector {}", layout.block_sector(b)),
-                                expected,
-                                got,
-                            }
-                            .into());
-                        }
+                        check_sealed(blk, b)?;
                         let mut changed = false;
                         let mut repaired = 0;
                         let first = b * layout.nodes_per_block as u64;

@@ -78,3 +78,18 @@ pub fn recall_at_k(found: &[Vec<u32>], gt: &GroundTruth, k: usize) -> f64 {
     }
     hits as f64 / (found.len() * k) as f64
 }
+
+/// Writes the first `n` rows of `all` (row length `d`) to `b.fbin` in `work` and builds a
+/// small index (R = 24, L = 48, 8 PQ bytes, 2 threads) at `out`.
+pub fn build_small(all: &[f32], n: usize, d: usize, work: &std::path::Path, out: &std::path::Path) {
+    let path = work.join("b.fbin");
+    write_bin(&path, n, d, &all[..n * d]).unwrap();
+    let params = ssdann::BuildParams {
+        max_degree: 24,
+        build_l: 48,
+        pq_bytes: Some(8),
+        threads: Some(2),
+        ..Default::default()
+    };
+    ssdann::build_index(&path, out, &params, &ssdann::NoProgress).unwrap();
+}
