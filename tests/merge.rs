@@ -530,3 +530,111 @@ fn updates_made_during_a_merge_survive_a_crash_after_its_commit() {
     check_contents(&idx, &s);
     assert!(verify(&s.dir).unwrap().ok());
 }
+
+/// Searches, inserts, deletes and three merges all at once; afterwards (and after a reopen)
+/// the index holds exactly what a model of the acknowledged updates says.
+#[test]
+fn searches_updates_and_merges_together_match_a_model_of_the_acknowledged_updates() {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let s = setup();
+    let idx = Index::open(&s.dir, OpenOptions::default()).unwrap();
+    // the model: label → row of `s.all` holding its vector
+    let mut model: HashMap<u64, usize> = (0..3000u64)
+        .filter(|l| l % 10 != 0 && *l != 1)
+        .map(|l| (l, l as usize))
+        .collect();
+    model.insert(1, 3399);
+    model.extend((0..300).map(|i| (10_000 + i as u64, 3000 + i)));
+    let model = std::sync::Mutex::new(model);
+    let done = AtomicBool::new(false);
+    let p = SearchParams { l: 48, w: 4 };
+    std::thread::scope(|sc| {
+        // a searcher: every result is a label whose vector (old or new) gives its distance
+        sc.spawn(|| {
+            let mut i = 0usize;
+            while !done.load(Ordering::Acquire) {
+                let q = &s.all[(i % 3400) * D..(i % 3400 + 1) * D];
+                for h in idx.search(q, 5, &p).unwrap() {
+                    let rows: Vec<usize> = match h.id {
+                        1 => vec![1, 3399],
+                        l if l >= 40_000 => vec![(l - 40_000) as usize],
+                        l if l >= 10_000 => vec![3000 + (l - 10_000) as usize],
+                        l => vec![l as usize],
+                    };
+                    let ok = rows.iter().any(|&r| {
+                        (ssdann::layout::distance::scalar::l2_sq_f32(q, &s.all[r * D..(r + 1) * D])
+                            - h.distance)
+                            .abs()
+                            <= 1e-3 * h.distance.max(1.0)
+                    });
+                    assert!(
+                        ok,
+                        "label {} at distance {} matches none of its vectors",
+                        h.id, h.distance
+                    );
+                }
+                i += 7;
+            }
+        });
+        // an updater: inserts new labels 40_000 + row (rows 0..3000 reused as vectors) and
+        // deletes live ones, recording each acknowledged update in the model
+        sc.spawn(|| {
+            let mut r = 5usize;
+            while !done.load(Ordering::Acquire) {
+                let label = 40_000 + r as u64;
+                idx.insert(label, &s.all[r * D..(r + 1) * D]).unwrap();
+                model.lock().unwrap().insert(label, r);
+                let victim = 2 + 3 * (r as u64 % 900); // in 2..2700, never 1
+                if model.lock().unwrap().contains_key(&victim) {
+                    idx.delete(victim).unwrap();
+                    model.lock().unwrap().remove(&victim);
+                }
+                r = (r + 37) % 3000;
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        });
+        for _ in 0..3 {
+            std::thread::sleep(std::time::Duration::from_millis(150));
+            idx.merge(&MergeOptions {
+                prepare_pause: Some(std::time::Duration::from_millis(50)),
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        done.store(true, Ordering::Release);
+    });
+    let model = model.into_inner().unwrap();
+    eprintln!("{} live labels in the model", model.len());
+    let check = |idx: &Index| {
+        eprintln!("pending {:?}", idx.pending());
+        assert_eq!(idx.live_count(), model.len());
+        let mut found = 0;
+        for (&label, &row) in &model {
+            let got = idx.search(&s.all[row * D..(row + 1) * D], 3, &p).unwrap();
+            // label 40_000 + r shares row r's vector with label r while both live: either may rank first
+            found += usize::from(got.iter().any(|h| h.id == label && h.distance == 0.0));
+        }
+        assert!(
+            found as f64 >= 0.98 * model.len() as f64,
+            "{found}/{} live labels found at their vectors",
+            model.len()
+        );
+        let gone: Vec<u64> = (2..2700u64)
+            .step_by(3)
+            .filter(|l| !model.contains_key(l))
+            .collect();
+        assert!(!gone.is_empty());
+        for &l in gone.iter().take(100) {
+            let got = idx
+                .search(&s.all[l as usize * D..(l as usize + 1) * D], 10, &p)
+                .unwrap();
+            assert!(got.iter().all(|h| h.id != l), "deleted label {l} returned");
+        }
+    };
+    check(&idx);
+    drop(idx);
+    let idx = Index::open(&s.dir, OpenOptions::default()).unwrap();
+    check(&idx);
+    assert!(verify(&s.dir).unwrap().ok());
+}
