@@ -13,21 +13,26 @@
 use crate::error::EngineError;
 use crate::index::{Neighbor, SearchParams, SearchStats, Snapshot};
 use crate::io::{ReadReq, SectorReader};
+use crate::visited::HashVisited;
 use crate::Result;
-use ssdann_builder::greedy_search::VisitedSet;
 use ssdann_builder::neighbor_queue::{Candidate, NeighborQueue};
 use ssdann_layout::distance::{dot_f32, l2_sq_f32, normalize};
 use ssdann_layout::pq::{pq_distance, PQ_CENTROIDS};
 use ssdann_layout::{ElementType, Metric};
 use std::time::Instant;
 
+/// Ids a search is expected to visit before its visited set first grows (L = 100, R = 64
+/// visits a few thousand).
+const VISITED_EXPECTED: usize = 8192;
+
 /// Per-thread reusable state: reader and buffers, candidate list, visited sets, ADC table.
-/// Memory: about 8 bytes × n (two visited stamps per node) + W blocks + M × 1 KB.
+/// Memory: two visited hash sets (16 B per id a search touches; 256 KB at first, independent
+/// of n) + W blocks + M × 1 KB.
 pub struct SearchContext {
     reader: Box<dyn SectorReader>,
     queue: NeighborQueue,
-    visited: VisitedSet,
-    scored: VisitedSet,
+    visited: HashVisited,
+    scored: HashVisited,
     table: Vec<f32>,
     query: Vec<f32>,
     vec_f32: Vec<f32>,
@@ -50,12 +55,12 @@ pub struct SearchContext {
 }
 
 impl SearchContext {
-    pub(crate) fn new(reader: Box<dyn SectorReader>, n: usize, m: usize) -> Self {
+    pub(crate) fn new(reader: Box<dyn SectorReader>, m: usize) -> Self {
         SearchContext {
             reader,
             queue: NeighborQueue::new(256),
-            visited: VisitedSet::new(n),
-            scored: VisitedSet::new(n),
+            visited: HashVisited::with_capacity(VISITED_EXPECTED),
+            scored: HashVisited::with_capacity(VISITED_EXPECTED),
             table: vec![0.0; m * PQ_CENTROIDS],
             query: Vec::new(),
             vec_f32: Vec::new(),
@@ -175,8 +180,8 @@ pub(crate) fn beam_search(
         .pq
         .adc_table(&ctx.query, h.metric, &mut ctx.table, &mut ctx.scratch);
     ctx.queue.reset(params.l);
-    ctx.visited.reset(n as usize);
-    ctx.scored.reset(n as usize);
+    ctx.visited.reset();
+    ctx.scored.reset();
     ctx.results.clear();
     ctx.kept_ids.clear();
     ctx.kept_vectors.clear();

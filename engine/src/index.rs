@@ -524,7 +524,7 @@ impl Snapshot {
                 l.block_bytes(),
                 self.options.max_beam_width,
             );
-            SearchContext::new(reader, self.header.n_slots as usize, self.pq.m())
+            SearchContext::new(reader, self.pq.m())
         })
     }
 

@@ -15,6 +15,7 @@ pub mod io;
 pub mod merge;
 pub mod updates;
 pub mod verify;
+pub mod visited;
 pub mod wal;
 
 pub use error::EngineError;
