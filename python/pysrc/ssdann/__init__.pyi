@@ -67,6 +67,11 @@ class Index:
         to every search. Raises ValueError (shape, dtype, dimension, NaN)."""
     def delete(self, labels: "npt.ArrayLike") -> None:
         """Delete points by label (WAL first). Raises ValueError for a label that is not live."""
+    def merge(self) -> Dict[str, Union[int, float]]:
+        """Fold the pending inserts and deletes into the SSD index in place (StreamingMerge,
+        crash-safe). Searches, inserts and deletes from other threads keep running (updates
+        pause only while it writes in place). Returns deleted, inserted, repaired,
+        blocks_written, n_slots and seconds."""
     @property
     def last_stats(self) -> Optional[Dict[str, np.ndarray]]: ...
     @property
