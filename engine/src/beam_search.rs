@@ -32,26 +32,53 @@ pub struct SearchContext {
     reader: Box<dyn SectorReader>,
     queue: NeighborQueue,
     visited: HashVisited,
-    scored: HashVisited,
     table: Vec<f32>,
     query: Vec<f32>,
-    vec_f32: Vec<f32>,
     scratch: Vec<f32>,
     beam: Vec<Candidate>,
     reqs: Vec<ReadReq>,
     /// (block, slot) of each block read this round.
     blocks: Vec<(u64, usize)>,
-    results: Vec<(f32, u32)>,
+    /// Exact distances of the nodes scored so far (and, for a merge, their vectors).
+    pub(crate) scores: Scores,
     nbrs: Vec<u32>,
     /// Nodes to expand this round: (id, buffer slot or usize::MAX for the node cache).
     expand: Vec<(u32, usize)>,
     delta_query: Vec<f32>,
     delta_scratch: ssdann_builder::greedy_search::SearchScratch,
     delta_found: Vec<(f32, u64)>,
+}
+
+/// The nodes a search has scored: each once, with its exact distance from its stored vector.
+pub(crate) struct Scores {
+    scored: HashVisited,
+    results: Vec<(f32, u32)>,
+    tmp: Vec<f32>,
     /// When set (merge), the full vector of every node scored is kept: ids and n × d f32.
     pub(crate) keep_vectors: bool,
     pub(crate) kept_ids: Vec<u32>,
     pub(crate) kept_vectors: Vec<f32>,
+}
+
+impl Scores {
+    fn reset(&mut self) {
+        self.scored.reset();
+        self.results.clear();
+        self.kept_ids.clear();
+        self.kept_vectors.clear();
+    }
+
+    /// Scores node `id` (stored vector `vector`, raw LE bytes) unless it already was.
+    #[inline]
+    fn score(&mut self, metric: Metric, elem: ElementType, query: &[f32], id: u32, vector: &[u8]) {
+        if self.scored.insert(id) {
+            let d = exact_distance(metric, elem, query, vector, &mut self.tmp);
+            self.results.push((d, id));
+            if self.keep_vectors {
+                keep(elem, vector, id, &mut self.kept_ids, &mut self.kept_vectors);
+            }
+        }
+    }
 }
 
 impl SearchContext {
@@ -60,23 +87,25 @@ impl SearchContext {
             reader,
             queue: NeighborQueue::new(256),
             visited: HashVisited::with_capacity(VISITED_EXPECTED),
-            scored: HashVisited::with_capacity(VISITED_EXPECTED),
             table: vec![0.0; m * PQ_CENTROIDS],
             query: Vec::new(),
-            vec_f32: Vec::new(),
             scratch: Vec::new(),
             beam: Vec::with_capacity(64),
             reqs: Vec::with_capacity(64),
             blocks: Vec::with_capacity(64),
-            results: Vec::with_capacity(1024),
+            scores: Scores {
+                scored: HashVisited::with_capacity(VISITED_EXPECTED),
+                results: Vec::with_capacity(1024),
+                tmp: Vec::new(),
+                keep_vectors: false,
+                kept_ids: Vec::new(),
+                kept_vectors: Vec::new(),
+            },
             nbrs: Vec::with_capacity(256),
             expand: Vec::with_capacity(64),
             delta_query: Vec::new(),
             delta_scratch: Default::default(),
             delta_found: Vec::new(),
-            keep_vectors: false,
-            kept_ids: Vec::new(),
-            kept_vectors: Vec::new(),
         }
     }
     /// Buffers for the delta-index part of a search: (query copy, GreedySearch scratch,
@@ -96,7 +125,7 @@ impl SearchContext {
     }
     /// The last search's `k` best results as (distance, slot), closest first.
     pub(crate) fn top_results(&self, k: usize) -> &[(f32, u32)] {
-        &self.results[..k.min(self.results.len())]
+        &self.scores.results[..k.min(self.scores.results.len())]
     }
     pub(crate) fn reader_name(&self) -> &'static str {
         self.reader.name()
@@ -181,10 +210,7 @@ pub(crate) fn beam_search(
         .adc_table(&ctx.query, h.metric, &mut ctx.table, &mut ctx.scratch);
     ctx.queue.reset(params.l);
     ctx.visited.reset();
-    ctx.scored.reset();
-    ctx.results.clear();
-    ctx.kept_ids.clear();
-    ctx.kept_vectors.clear();
+    ctx.scores.reset();
     let codes = &index.codes;
     let pq_of =
         |id: u32, table: &[f32]| pq_distance(table, &codes[id as usize * m..(id as usize + 1) * m]);
@@ -252,26 +278,9 @@ pub(crate) fn beam_search(
                     if index.labels[id as usize] == ssdann_layout::labels::FREE_LABEL {
                         continue;
                     }
-                    if ctx.scored.insert(id) {
-                        let rec = layout.record(block, layout.offset_in_block(u64::from(id)));
-                        let d = exact_distance(
-                            h.metric,
-                            h.element,
-                            &ctx.query,
-                            rec.vector,
-                            &mut ctx.vec_f32,
-                        );
-                        ctx.results.push((d, id));
-                        if ctx.keep_vectors {
-                            keep(
-                                h.element,
-                                rec.vector,
-                                id,
-                                &mut ctx.kept_ids,
-                                &mut ctx.kept_vectors,
-                            );
-                        }
-                    }
+                    let rec = layout.record(block, layout.offset_in_block(u64::from(id)));
+                    ctx.scores
+                        .score(h.metric, h.element, &ctx.query, id, rec.vector);
                 }
             }
         }
@@ -310,25 +319,8 @@ pub(crate) fn beam_search(
                     })?;
                 stats.cache_hits += 1;
                 let rec = layout.record(&index.cache.records, off);
-                if ctx.scored.insert(id) {
-                    let d = exact_distance(
-                        h.metric,
-                        h.element,
-                        &ctx.query,
-                        rec.vector,
-                        &mut ctx.vec_f32,
-                    );
-                    ctx.results.push((d, id));
-                    if ctx.keep_vectors {
-                        keep(
-                            h.element,
-                            rec.vector,
-                            id,
-                            &mut ctx.kept_ids,
-                            &mut ctx.kept_vectors,
-                        );
-                    }
-                }
+                ctx.scores
+                    .score(h.metric, h.element, &ctx.query, id, rec.vector);
                 ctx.nbrs.extend(rec.neighbors());
             } else {
                 let rec =
@@ -366,14 +358,14 @@ pub(crate) fn beam_search(
             i += 1;
         }
     }
-    let kk = k.min(ctx.results.len());
-    if kk > 0 && ctx.results.len() > kk {
-        ctx.results
-            .select_nth_unstable_by(kk - 1, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let results = &mut ctx.scores.results;
+    let kk = k.min(results.len());
+    if kk > 0 && results.len() > kk {
+        results.select_nth_unstable_by(kk - 1, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     }
-    ctx.results[..kk].sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    results[..kk].sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     out.clear();
-    out.extend(ctx.results[..kk].iter().map(|&(d, id)| Neighbor {
+    out.extend(results[..kk].iter().map(|&(d, id)| Neighbor {
         id: index.labels[id as usize],
         distance: h.metric.reported(d),
     }));

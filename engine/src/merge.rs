@@ -945,10 +945,11 @@ impl Snapshot {
                         // Exact vectors of every node the search scored (their sectors were read
                         // anyway) make the prune exact; PQ reconstructions stand in otherwise.
                         let mut ctx = self.take_context();
-                        ctx.keep_vectors = true;
+                        ctx.scores.keep_vectors = true;
                         let r = crate::beam_search::beam_search(self, &mut ctx, v, l, &sp, found);
                         pruner.start(v);
                         let kept: HashMap<u32, usize> = ctx
+                            .scores
                             .kept_ids
                             .iter()
                             .enumerate()
@@ -962,9 +963,8 @@ impl Snapshot {
                         for &(_, slot) in slots {
                             if !del_set.contains(&slot) {
                                 match kept.get(&slot) {
-                                    Some(&i) => {
-                                        pruner.add(slot, &ctx.kept_vectors[i * d..(i + 1) * d])
-                                    }
+                                    Some(&i) => pruner
+                                        .add(slot, &ctx.scores.kept_vectors[i * d..(i + 1) * d]),
                                     None => {
                                         decode(slot, pq_vec);
                                         pruner.add(slot, pq_vec);
@@ -972,7 +972,7 @@ impl Snapshot {
                                 }
                             }
                         }
-                        ctx.keep_vectors = false;
+                        ctx.scores.keep_vectors = false;
                         self.put_context(ctx);
                         r?;
                         frozen
