@@ -256,8 +256,10 @@ pub(crate) fn beam_search(
         if !ctx.reqs.is_empty() {
             let t = Instant::now();
             {
-                // shared with other searches; a merge's in-place writes take it exclusively
-                let _gate = index.file.gate.read_recursive();
+                // Shared with other searches; a merge's in-place writes take it exclusively.
+                // `read` (not `read_recursive`) queues behind a waiting writer, so a stream of
+                // overlapping searches cannot starve the merge; it is never held twice here.
+                let _gate = index.file.gate.read();
                 ctx.reader.read_batch(&ctx.reqs)?;
             }
             stats.io_wait_us += t.elapsed().as_secs_f64() * 1e6;
