@@ -196,6 +196,21 @@ fn cmd_info(dir: PathBuf) -> Result<()> {
         l.blocks_for(h.n_slots)
     );
     println!("PQ               M = {} bytes per vector", h.pq_m);
+    let wal = dir.join(ssdann_engine::wal::WAL_FILE);
+    if wal.exists() {
+        match ssdann_engine::wal::check(&wal, h.dim as usize) {
+            Ok(r) => println!(
+                "updates          {} pending WAL records (inserts and deletes not merged yet)",
+                r.ops.len()
+            ),
+            Err(e) => println!("updates          WAL unreadable: {e}"),
+        }
+    } else {
+        println!("updates          none pending");
+    }
+    if dir.join(ssdann_engine::merge::JOURNAL_FILE).exists() {
+        println!("merge            an interrupted merge journal is present; the next open finishes or discards it");
+    }
     Ok(())
 }
 

@@ -578,5 +578,10 @@ fn kill_9_during_inserts_keeps_a_prefix_of_them() {
         );
     }
     assert_eq!(idx.max_label(), Some(599 + k as u64));
+    let info = text(&ssdann(&["info", idx_dir.to_str().unwrap()]));
+    assert!(
+        info.contains(&format!("updates          {k} pending WAL records")),
+        "{info}"
+    );
     assert_eq!(idx.live_count(), 600 + k);
 }
