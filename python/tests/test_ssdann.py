@@ -186,9 +186,12 @@ def test_insert_and_delete(tmp_path, data):
     ids, _ = idx.search(new[6], 1, L=32)
     assert ids[0] == 1006
     # merge folds them into the SSD index: 1 SSD delete (1005 left the delta), 19 inserts
+    assert idx.pending == {"delta": 19, "tombstones": 1, "wal_records": 22}
+    assert idx.live_count == 400 - 1 + 19
     rep = idx.merge()
     assert (rep["deleted"], rep["inserted"], rep["n_slots"]) == (1, 19, 418)
     ids, d = idx.search(new[6], 1, L=32)
     assert ids[0] == 1006 and d[0] < 1e-6
+    assert idx.pending == {"delta": 0, "tombstones": 0, "wal_records": 0}
     ids, _ = idx.search(small[3], 5, L=32)
     assert 3 not in ids.tolist()

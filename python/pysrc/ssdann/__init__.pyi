@@ -79,6 +79,13 @@ class Index:
     @property
     def n(self) -> int: ...
     @property
+    def pending(self) -> Dict[str, int]:
+        """Updates not merged yet: delta (points in the delta index), tombstones (deleted SSD
+        points), wal_records."""
+    @property
+    def live_count(self) -> int:
+        """Points a search can return."""
+    @property
     def metric(self) -> str: ...
     @property
     def dtype(self) -> str: ...
