@@ -321,3 +321,107 @@ fn cosine_and_inner_product_indexes_rank_by_their_metric() {
         assert!(recall >= 0.9, "{metric}: recall@10 {recall}");
     }
 }
+
+#[test]
+fn pipelined_search_matches_the_round_based_one_on_both_backends_and_with_a_cache() {
+    let (q, _, gt) = queries_and_gt();
+    let params = SearchParams { l: 100, w: 4 };
+    let run = |io: IoBackend, pipeline: bool, cache_nodes: usize| {
+        let idx = Index::open(
+            index_dir(),
+            OpenOptions {
+                io,
+                pipeline,
+                cache_nodes,
+                verify_reads: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let r = idx.batch_search(&q, 10, &params, Some(2)).unwrap();
+        let ids: Vec<Vec<u32>> = r
+            .iter()
+            .map(|(n, _)| n.iter().map(|x| x.id as u32).collect())
+            .collect();
+        let reads = r.iter().map(|x| f64::from(x.1.sector_reads)).sum::<f64>() / r.len() as f64;
+        let hits = r.iter().map(|x| u64::from(x.1.cache_hits)).sum::<u64>();
+        (recall_at_k(&ids, &gt, 10), reads, hits, ids)
+    };
+    let (base_recall, base_reads, _, _) = run(IoBackend::IoUring, false, 0);
+    let (ur, ureads, _, uids) = run(IoBackend::IoUring, true, 0);
+    let (pr, _, _, pids) = run(IoBackend::Pread, true, 0);
+    let (cr, _, chits, _) = run(IoBackend::IoUring, true, 500);
+    eprintln!("recall@10 round-based {base_recall:.4} ({base_reads:.1} reads), pipelined io_uring {ur:.4} ({ureads:.1}), pread {pr:.4}, cached {cr:.4} ({chits} cache hits)");
+    for r in [ur, pr, cr] {
+        assert!(
+            r >= 0.95 && r >= base_recall - 0.01,
+            "pipelined recall {r} vs {base_recall}"
+        );
+    }
+    assert!(
+        ureads <= base_reads * 1.15,
+        "pipelined search reads {ureads} vs {base_reads}"
+    );
+    assert!(chits > 0, "the node cache was not used");
+    // pread completes reads in submission order, io_uring in any order: the top result is
+    // the same point for nearly every query
+    let same = uids.iter().zip(&pids).filter(|(a, b)| a[0] == b[0]).count();
+    assert!(
+        same as f64 >= 0.97 * uids.len() as f64,
+        "{same}/{} top results agree",
+        uids.len()
+    );
+}
+
+#[test]
+fn pipelined_searches_that_meet_corrupt_blocks_fail_cleanly_and_the_next_ones_run() {
+    let (_tmp, dir) = copy_of_index();
+    let (q, nq, _) = queries_and_gt();
+    let idx = Index::open(&dir, OpenOptions::default()).unwrap();
+    let (layout, n, entry) = (
+        idx.header().layout,
+        idx.header().n_slots,
+        idx.header().entry_point,
+    );
+    drop(idx);
+    // flip a byte in every 5th block but the entry point's: failures come after several
+    // reads (with other reads of the same wait possibly in flight; the readers' `drain` that
+    // frees their slots is tested in engine/src/io.rs)
+    let path = dir.join("index.ssd");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let entry_block = layout.block_of(entry);
+    for b in (1..layout.blocks_for(n))
+        .step_by(5)
+        .filter(|&b| b != entry_block)
+    {
+        bytes[layout.block_offset_bytes(b) as usize + 7] ^= 0x40;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    for io in [IoBackend::IoUring, IoBackend::Pread] {
+        let idx = Index::open(
+            &dir,
+            OpenOptions {
+                io,
+                pipeline: true,
+                verify_reads: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let d = idx.dim();
+        let (mut ok, mut bad) = (0, 0);
+        // one thread: every search reuses the same context after the failures before it
+        for qi in 0..nq.min(200) {
+            match idx.search(&q[qi * d..(qi + 1) * d], 10, &SearchParams { l: 50, w: 8 }) {
+                Ok(hits) => {
+                    assert_eq!(hits.len(), 10);
+                    ok += 1;
+                }
+                Err(EngineError::Layout(LayoutError::ChecksumMismatch { .. })) => bad += 1,
+                Err(e) => panic!("unexpected error {e}"),
+            }
+        }
+        eprintln!("{io:?}: {ok} searches succeeded, {bad} hit a corrupt block");
+        assert!(bad > 0, "no search met a corrupt block");
+    }
+}

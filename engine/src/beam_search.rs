@@ -44,6 +44,11 @@ pub struct SearchContext {
     nbrs: Vec<u32>,
     /// Nodes to expand this round: (id, buffer slot or usize::MAX for the node cache).
     expand: Vec<(u32, usize)>,
+    /// Pipelined search: the block read into each buffer slot (u64::MAX: free), the
+    /// candidates waiting for a slot's read, and the slots a wait reported.
+    slot_block: Vec<u64>,
+    waiting: Vec<(u32, usize)>,
+    done: Vec<usize>,
     delta_query: Vec<f32>,
     delta_scratch: ssdann_builder::greedy_search::SearchScratch,
     delta_found: Vec<(f32, u64)>,
@@ -103,6 +108,9 @@ impl SearchContext {
             },
             nbrs: Vec::with_capacity(256),
             expand: Vec::with_capacity(64),
+            slot_block: Vec::with_capacity(64),
+            waiting: Vec::with_capacity(64),
+            done: Vec::with_capacity(64),
             delta_query: Vec::new(),
             delta_scratch: Default::default(),
             delta_found: Vec::new(),
@@ -218,7 +226,15 @@ pub(crate) fn beam_search(
     ctx.visited.insert(entry);
     ctx.queue.insert(entry, pq_of(entry, &ctx.table));
 
-    while ctx.queue.has_unexpanded() {
+    if index.options.pipeline {
+        let mut in_flight = 0usize;
+        let r = pipelined(index, ctx, params, &mut stats, &mut in_flight);
+        if r.is_err() && in_flight > 0 {
+            ctx.reader.drain(); // so that the context's next search finds every slot free
+        }
+        r?;
+    }
+    while !index.options.pipeline && ctx.queue.has_unexpanded() {
         ctx.beam.clear();
         ctx.queue.pop_unexpanded_beam(params.w, &mut ctx.beam);
         stats.hops += 1;
@@ -373,4 +389,163 @@ pub(crate) fn beam_search(
     }));
     stats.total_us = t0.elapsed().as_secs_f64() * 1e6;
     Ok(stats)
+}
+
+/// Adds the neighbours of node `id` (listed in `ctx.nbrs`) to the candidate list with their
+/// PQ distances.
+fn push_neighbors(index: &Snapshot, ctx: &mut SearchContext, id: u32) -> Result<()> {
+    let n = index.header.n_slots;
+    let m = index.pq.m();
+    for j in 0..ctx.nbrs.len() {
+        let nb = ctx.nbrs[j];
+        if u64::from(nb) >= n {
+            if index.superseded.load(std::sync::atomic::Ordering::Acquire) {
+                continue; // a slot the running merge adds: not part of this state
+            }
+            return Err(EngineError::Inconsistent {
+                path: index.file.path.clone(),
+                detail: format!("node {id} lists neighbour {nb} ≥ n = {n}"),
+            });
+        }
+        if ctx.visited.insert(nb) {
+            let d = pq_distance(
+                &ctx.table,
+                &index.codes[nb as usize * m..(nb as usize + 1) * m],
+            );
+            ctx.queue.insert(nb, d);
+        }
+    }
+    Ok(())
+}
+
+/// Expands node `id` from the block in buffer slot `slot`: its list joins the candidates.
+fn expand_from_slot(
+    index: &Snapshot,
+    ctx: &mut SearchContext,
+    id: u32,
+    slot: usize,
+    stats: &mut SearchStats,
+) -> Result<()> {
+    let h = &index.header;
+    let layout = h.layout;
+    let rec = layout.record(ctx.reader.slot(slot), layout.offset_in_block(u64::from(id)));
+    if rec.degree > h.max_degree {
+        let b = layout.block_of(u64::from(id));
+        return Err(EngineError::Inconsistent {
+            path: index.file.path.clone(),
+            detail: format!(
+                "sector {}: node {id} has degree {} > R = {}",
+                layout.block_sector(b),
+                rec.degree,
+                h.max_degree
+            ),
+        });
+    }
+    ctx.nbrs.clear();
+    ctx.nbrs.extend(rec.neighbors());
+    stats.nodes_expanded += 1;
+    push_neighbors(index, ctx, id)
+}
+
+/// The pipelined search loop (PipeANN, Guo & Lu, OSDI 2025, idea: do not wait for the
+/// slowest read of a round). Up to W reads stay in flight; as soon as one block arrives its
+/// nodes are scored and its waiting candidates (and, with sector reuse, its co-located
+/// candidates) expanded, and the next closest unexpanded candidate's read goes out at once.
+/// `hops` counts the waits.
+fn pipelined(
+    index: &Snapshot,
+    ctx: &mut SearchContext,
+    params: &SearchParams,
+    stats: &mut SearchStats,
+    in_flight: &mut usize,
+) -> Result<()> {
+    let h = &index.header;
+    let layout = h.layout;
+    let n = h.n_slots;
+    let w = params.w;
+    ctx.slot_block.clear();
+    ctx.slot_block.resize(w, u64::MAX);
+    ctx.waiting.clear();
+    // held for the whole search: a merge's in-place writes wait for it (fair lock, taken once)
+    let _gate = index.file.gate.read();
+    loop {
+        while *in_flight < w {
+            let Some(c) = ctx.queue.pop_unexpanded() else {
+                break;
+            };
+            if let Some(&off) = index.cache.slots.get(&c.id) {
+                let rec = layout.record(&index.cache.records, off);
+                ctx.scores
+                    .score(h.metric, h.element, &ctx.query, c.id, rec.vector);
+                ctx.nbrs.clear();
+                ctx.nbrs.extend(rec.neighbors());
+                stats.cache_hits += 1;
+                stats.nodes_expanded += 1;
+                push_neighbors(index, ctx, c.id)?;
+                continue;
+            }
+            let b = layout.block_of(u64::from(c.id));
+            if let Some(s) = ctx.slot_block.iter().position(|&x| x == b) {
+                ctx.waiting.push((c.id, s));
+                continue;
+            }
+            let Some(s) = ctx.slot_block.iter().position(|&x| x == u64::MAX) else {
+                break;
+            };
+            ctx.reader.submit(ReadReq {
+                offset: layout.block_offset_bytes(b),
+                slot: s,
+            })?;
+            ctx.slot_block[s] = b;
+            ctx.waiting.push((c.id, s));
+            *in_flight += 1;
+            stats.sector_reads += layout.sectors_per_block as u32;
+        }
+        if *in_flight == 0 {
+            if ctx.queue.has_unexpanded() {
+                continue;
+            }
+            return Ok(());
+        }
+        let t = Instant::now();
+        ctx.done.clear();
+        ctx.reader.wait_any(&mut ctx.done)?;
+        *in_flight -= ctx.done.len();
+        stats.io_wait_us += t.elapsed().as_secs_f64() * 1e6;
+        stats.hops += 1;
+        for di in 0..ctx.done.len() {
+            let s = ctx.done[di];
+            let b = ctx.slot_block[s];
+            if index.options.verify_reads {
+                index.check_block(ctx.reader.slot(s), b)?;
+            }
+            let first = b * layout.nodes_per_block as u64;
+            for id in first..(first + layout.nodes_per_block as u64).min(n) {
+                let id = id as u32;
+                if index.labels[id as usize] == ssdann_layout::labels::FREE_LABEL {
+                    continue;
+                }
+                let rec = layout.record(ctx.reader.slot(s), layout.offset_in_block(u64::from(id)));
+                ctx.scores
+                    .score(h.metric, h.element, &ctx.query, id, rec.vector);
+            }
+            let mut k = 0;
+            while k < ctx.waiting.len() {
+                if ctx.waiting[k].1 == s {
+                    let id = ctx.waiting.swap_remove(k).0;
+                    expand_from_slot(index, ctx, id, s, stats)?;
+                } else {
+                    k += 1;
+                }
+            }
+            if index.options.sector_reuse {
+                for id in first..(first + layout.nodes_per_block as u64).min(n) {
+                    if ctx.queue.mark_expanded(id as u32) {
+                        expand_from_slot(index, ctx, id as u32, s, stats)?;
+                    }
+                }
+            }
+            ctx.slot_block[s] = u64::MAX;
+        }
+    }
 }

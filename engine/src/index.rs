@@ -31,6 +31,10 @@ pub struct OpenOptions {
     /// already candidates (Starling-style sector reuse; builds co-locate graph neighbours).
     /// Default true; false gives DiskANN's one-node-per-read behaviour.
     pub sector_reuse: bool,
+    /// Pipelined search (experimental, default false): keep up to W reads in flight and
+    /// issue the next one as soon as any completes, instead of rounds of W reads that wait
+    /// for the slowest.
+    pub pipeline: bool,
     /// When inserts and deletes are fsynced to the WAL (see [`crate::wal::SyncMode`] for
     /// what each mode can lose in a crash). Default `Always`.
     pub sync: crate::wal::SyncMode,
@@ -45,6 +49,7 @@ impl Default for OpenOptions {
             max_beam_width: 16,
             sector_reuse: true,
             sync: crate::wal::SyncMode::Always,
+            pipeline: false,
         }
     }
 }

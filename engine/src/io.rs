@@ -158,6 +158,22 @@ pub trait SectorReader: Send {
     /// # Errors
     /// [`EngineError::Io`] on a failed or short read.
     fn read_batch(&mut self, reqs: &[ReadReq]) -> Result<()>;
+    /// Queues one read (pipelined searches) without waiting; the next [`Self::wait_any`]
+    /// issues it (io_uring: one syscall submits every queued read and waits) and reports its
+    /// slot once the bytes are there. At most `max_batch` may be in flight.
+    ///
+    /// # Errors
+    /// [`EngineError::Io`].
+    fn submit(&mut self, req: ReadReq) -> Result<()>;
+    /// Waits until at least one submitted read has completed; appends the slots of every
+    /// completed read to `done`.
+    ///
+    /// # Errors
+    /// [`EngineError::Io`] on a failed or short read.
+    fn wait_any(&mut self, done: &mut Vec<usize>) -> Result<()>;
+    /// Waits for every read still in flight and forgets them (after a search stopped early
+    /// on an error, so that the next one finds every slot free).
+    fn drain(&mut self);
     /// The bytes of slot `slot`.
     fn slot(&self, slot: usize) -> &[u8];
     /// Backend name ("io_uring" or "pread").
@@ -169,6 +185,8 @@ pub struct PreadReader {
     file: Arc<SectorFile>,
     buf: AlignedBuf,
     slot_bytes: usize,
+    /// Slots read by `submit` (synchronously) and not yet reported by `wait_any`.
+    ready: Vec<usize>,
 }
 
 impl PreadReader {
@@ -178,6 +196,7 @@ impl PreadReader {
             file,
             buf: AlignedBuf::new(slot_bytes * max_batch.max(1)),
             slot_bytes,
+            ready: Vec::with_capacity(max_batch.max(1)),
         }
     }
 }
@@ -209,6 +228,18 @@ impl SectorReader for PreadReader {
         }
         Ok(())
     }
+    fn submit(&mut self, req: ReadReq) -> Result<()> {
+        self.read_batch(&[req])?;
+        self.ready.push(req.slot);
+        Ok(())
+    }
+    fn wait_any(&mut self, done: &mut Vec<usize>) -> Result<()> {
+        done.append(&mut self.ready);
+        Ok(())
+    }
+    fn drain(&mut self) {
+        self.ready.clear();
+    }
     fn slot(&self, slot: usize) -> &[u8] {
         &self.buf.as_slice()[slot * self.slot_bytes..(slot + 1) * self.slot_bytes]
     }
@@ -224,6 +255,8 @@ pub struct UringReader {
     buf: AlignedBuf,
     slot_bytes: usize,
     max_batch: usize,
+    /// File offset of the read in flight into each slot (`submit` / `wait_any`).
+    in_flight: Vec<Option<u64>>,
 }
 
 impl UringReader {
@@ -254,6 +287,7 @@ impl UringReader {
             buf,
             slot_bytes,
             max_batch,
+            in_flight: vec![None; max_batch],
         })
     }
 }
@@ -310,6 +344,73 @@ impl SectorReader for UringReader {
         }
         first_err.map_or(Ok(()), Err)
     }
+    fn submit(&mut self, req: ReadReq) -> Result<()> {
+        assert!(
+            req.slot < self.max_batch && self.in_flight[req.slot].is_none(),
+            "slot out of range or busy"
+        );
+        let sb = self.slot_bytes;
+        // SAFETY: slot < max_batch, so the destination lies inside the registered buffer.
+        let dst = unsafe { self.buf.as_mut_ptr().add(req.slot * sb) };
+        let e = io_uring::opcode::ReadFixed::new(io_uring::types::Fixed(0), dst, sb as u32, 0)
+            .offset(req.offset)
+            .build()
+            .user_data(req.slot as u64);
+        // SAFETY: the slot is reserved (in_flight) until `wait_any` reaps its completion, and
+        // the buffer outlives the ring.
+        unsafe { self.ring.submission().push(&e) }.map_err(|_| {
+            EngineError::io(
+                &self.file.path,
+                std::io::Error::other("io_uring submission queue full"),
+            )
+        })?;
+        self.in_flight[req.slot] = Some(req.offset);
+        // no syscall here: the next `wait_any` submits every queued read with its wait
+        Ok(())
+    }
+    fn wait_any(&mut self, done: &mut Vec<usize>) -> Result<()> {
+        let sb = self.slot_bytes;
+        let mut first_err: Option<EngineError> = None;
+        let start = done.len();
+        while done.len() == start {
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) => return Err(EngineError::io(&self.file.path, e)),
+            }
+            for cqe in self.ring.completion() {
+                let slot = cqe.user_data() as usize;
+                let offset = self
+                    .in_flight
+                    .get_mut(slot)
+                    .and_then(Option::take)
+                    .unwrap_or(0);
+                let res = cqe.result();
+                if first_err.is_none() {
+                    if res < 0 {
+                        first_err = Some(EngineError::io(
+                            &self.file.path,
+                            std::io::Error::from_raw_os_error(-res),
+                        ));
+                    } else if res as usize != sb {
+                        first_err = Some(short_read(&self.file.path, offset, res as usize, sb));
+                    }
+                }
+                done.push(slot);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+    fn drain(&mut self) {
+        let mut done = Vec::new();
+        while self.in_flight.iter().any(Option::is_some) {
+            done.clear();
+            if self.wait_any(&mut done).is_err() && done.is_empty() {
+                // the ring itself failed: nothing more will complete; start afresh
+                self.in_flight.iter_mut().for_each(|x| *x = None);
+            }
+        }
+    }
     fn slot(&self, slot: usize) -> &[u8] {
         &self.buf.as_slice()[slot * self.slot_bytes..(slot + 1) * self.slot_bytes]
     }
@@ -336,4 +437,62 @@ pub fn make_reader(
         }
     }
     Box::new(PreadReader::new(file, slot_bytes, max_batch))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+    use super::*;
+
+    #[test]
+    fn queued_reads_complete_in_their_slots_and_drain_frees_the_slots() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let bytes: Vec<u8> = (0..8 * IO_ALIGN)
+            .map(|i| (i / IO_ALIGN) as u8 + 1)
+            .collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let file = SectorFile::open(&path).unwrap();
+        for mut r in [
+            make_reader(IoBackend::IoUring, file.clone(), IO_ALIGN, 4),
+            make_reader(IoBackend::Pread, file.clone(), IO_ALIGN, 4),
+        ] {
+            for (slot, block) in [(0usize, 5u64), (2, 1), (3, 7)] {
+                r.submit(ReadReq {
+                    offset: block * IO_ALIGN as u64,
+                    slot,
+                })
+                .unwrap();
+            }
+            let mut done = Vec::new();
+            while done.len() < 3 {
+                r.wait_any(&mut done).unwrap();
+            }
+            done.sort_unstable();
+            assert_eq!(done, vec![0, 2, 3], "{}", r.name());
+            assert!(
+                r.slot(0).iter().all(|&b| b == 6)
+                    && r.slot(2).iter().all(|&b| b == 2)
+                    && r.slot(3).iter().all(|&b| b == 8)
+            );
+            // reads left in flight (a search that stopped on an error), then drained: the
+            // same slots take new reads
+            r.submit(ReadReq { offset: 0, slot: 1 }).unwrap();
+            r.submit(ReadReq {
+                offset: IO_ALIGN as u64,
+                slot: 2,
+            })
+            .unwrap();
+            r.drain();
+            r.submit(ReadReq {
+                offset: 4 * IO_ALIGN as u64,
+                slot: 1,
+            })
+            .unwrap();
+            let mut done = Vec::new();
+            r.wait_any(&mut done).unwrap();
+            assert_eq!(done, vec![1], "{}", r.name());
+            assert!(r.slot(1).iter().all(|&b| b == 5));
+        }
+    }
 }

@@ -145,6 +145,10 @@ pub struct EvalArgs {
     /// Do not expand co-located nodes of fetched sectors (DiskANN's behaviour, for A/B runs).
     #[arg(long)]
     no_sector_reuse: bool,
+    /// Pipelined search (experimental): up to W reads in flight, the next issued as soon as
+    /// one completes, instead of rounds that wait for the slowest of W.
+    #[arg(long)]
+    pipeline: bool,
 }
 
 /// One row of the eval table.
@@ -295,6 +299,7 @@ pub fn cmd_eval(a: EvalArgs) -> Result<()> {
             verify_reads: false,
             max_beam_width: a.w.max(16),
             sector_reuse: !a.no_sector_reuse,
+            pipeline: a.pipeline,
             ..Default::default()
         },
     )?;
@@ -320,7 +325,7 @@ pub fn cmd_eval(a: EvalArgs) -> Result<()> {
     );
     let rows = run_eval(&index, &q, nq, &gt, a.k, &ls, a.w, &threads, false)?;
     if let Some(j) = a.json {
-        let extra = serde_json::json!({"index": a.index, "queries": a.queries, "nq": nq, "k": a.k, "W": a.w, "cache_nodes": index.cached_nodes(), "sector_reuse": !a.no_sector_reuse, "io": index.io_backend_name(), "o_direct": index.direct_io()});
+        let extra = serde_json::json!({"index": a.index, "queries": a.queries, "nq": nq, "k": a.k, "W": a.w, "cache_nodes": index.cached_nodes(), "sector_reuse": !a.no_sector_reuse, "pipeline": a.pipeline, "io": index.io_backend_name(), "o_direct": index.direct_io()});
         std::fs::write(&j, serde_json::to_string_pretty(&rows_json(&rows, extra))?)
             .with_context(|| format!("{}: cannot write", j.display()))?;
     }
