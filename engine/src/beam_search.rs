@@ -341,38 +341,9 @@ pub(crate) fn beam_search(
                     .score(h.metric, h.element, &ctx.query, id, rec.vector);
                 ctx.nbrs.extend(rec.neighbors());
             } else {
-                let rec =
-                    layout.record(ctx.reader.slot(slot), layout.offset_in_block(u64::from(id)));
-                if rec.degree > h.max_degree {
-                    let b = layout.block_of(u64::from(id));
-                    return Err(EngineError::Inconsistent {
-                        path: index.file.path.clone(),
-                        detail: format!(
-                            "sector {}: node {id} has degree {} > R = {}",
-                            layout.block_sector(b),
-                            rec.degree,
-                            h.max_degree
-                        ),
-                    });
-                }
-                ctx.nbrs.extend(rec.neighbors());
+                list_from_slot(index, ctx, id, slot)?;
             }
-            for j in 0..ctx.nbrs.len() {
-                let nb = ctx.nbrs[j];
-                if u64::from(nb) >= n {
-                    if index.superseded.load(std::sync::atomic::Ordering::Acquire) {
-                        continue; // a slot the running merge adds: not part of this state
-                    }
-                    return Err(EngineError::Inconsistent {
-                        path: index.file.path.clone(),
-                        detail: format!("node {id} lists neighbour {nb} ≥ n = {n}"),
-                    });
-                }
-                if ctx.visited.insert(nb) {
-                    let d = pq_of(nb, &ctx.table);
-                    ctx.queue.insert(nb, d);
-                }
-            }
+            push_neighbors(index, ctx, id)?;
             i += 1;
         }
     }
@@ -418,14 +389,9 @@ fn push_neighbors(index: &Snapshot, ctx: &mut SearchContext, id: u32) -> Result<
     Ok(())
 }
 
-/// Expands node `id` from the block in buffer slot `slot`: its list joins the candidates.
-fn expand_from_slot(
-    index: &Snapshot,
-    ctx: &mut SearchContext,
-    id: u32,
-    slot: usize,
-    stats: &mut SearchStats,
-) -> Result<()> {
+/// Copies node `id`'s list from the block in buffer slot `slot` into `ctx.nbrs`, checking
+/// its degree against R.
+fn list_from_slot(index: &Snapshot, ctx: &mut SearchContext, id: u32, slot: usize) -> Result<()> {
     let h = &index.header;
     let layout = h.layout;
     let rec = layout.record(ctx.reader.slot(slot), layout.offset_in_block(u64::from(id)));
@@ -443,6 +409,18 @@ fn expand_from_slot(
     }
     ctx.nbrs.clear();
     ctx.nbrs.extend(rec.neighbors());
+    Ok(())
+}
+
+/// Expands node `id` from the block in buffer slot `slot`: its list joins the candidates.
+fn expand_from_slot(
+    index: &Snapshot,
+    ctx: &mut SearchContext,
+    id: u32,
+    slot: usize,
+    stats: &mut SearchStats,
+) -> Result<()> {
+    list_from_slot(index, ctx, id, slot)?;
     stats.nodes_expanded += 1;
     push_neighbors(index, ctx, id)
 }

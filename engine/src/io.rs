@@ -248,6 +248,20 @@ impl SectorReader for PreadReader {
     }
 }
 
+/// The error a read's completion `res` (bytes read, or −errno) stands for, if any.
+fn completion_error(path: &Path, offset: u64, res: i32, want: usize) -> Option<EngineError> {
+    if res < 0 {
+        Some(EngineError::io(
+            path,
+            std::io::Error::from_raw_os_error(-res),
+        ))
+    } else if res as usize != want {
+        Some(short_read(path, offset, res as usize, want))
+    } else {
+        None
+    }
+}
+
 /// io_uring backend: registered file and buffers, one submission per batch.
 pub struct UringReader {
     ring: io_uring::IoUring,
@@ -329,16 +343,8 @@ impl SectorReader for UringReader {
             for cqe in self.ring.completion() {
                 pending -= 1;
                 let r = reqs[cqe.user_data() as usize];
-                let res = cqe.result();
                 if first_err.is_none() {
-                    if res < 0 {
-                        first_err = Some(EngineError::io(
-                            &self.file.path,
-                            std::io::Error::from_raw_os_error(-res),
-                        ));
-                    } else if res as usize != sb {
-                        first_err = Some(short_read(&self.file.path, r.offset, res as usize, sb));
-                    }
+                    first_err = completion_error(&self.file.path, r.offset, cqe.result(), sb);
                 }
             }
         }
@@ -385,16 +391,8 @@ impl SectorReader for UringReader {
                     .get_mut(slot)
                     .and_then(Option::take)
                     .unwrap_or(0);
-                let res = cqe.result();
                 if first_err.is_none() {
-                    if res < 0 {
-                        first_err = Some(EngineError::io(
-                            &self.file.path,
-                            std::io::Error::from_raw_os_error(-res),
-                        ));
-                    } else if res as usize != sb {
-                        first_err = Some(short_read(&self.file.path, offset, res as usize, sb));
-                    }
+                    first_err = completion_error(&self.file.path, offset, cqe.result(), sb);
                 }
                 done.push(slot);
             }
