@@ -82,7 +82,7 @@ pub struct Neighbor {
 /// What one search did.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct SearchStats {
-    /// Rounds of the beam search.
+    /// Rounds of the beam search (pipelined search: waits for read completions).
     pub hops: u32,
     /// Sectors read from the SSD (a multi-sector block counts its sectors).
     pub sector_reads: u32,
