@@ -195,3 +195,44 @@ def test_insert_and_delete(tmp_path, data):
     assert idx.pending == {"delta": 0, "tombstones": 0, "wal_records": 0}
     ids, _ = idx.search(small[3], 5, L=32)
     assert 3 not in ids.tolist()
+
+
+def test_searches_from_another_thread_run_while_a_merge_runs(tmp_path, data):
+    import threading
+    import time
+
+    _, base, _, _ = data
+    small = np.ascontiguousarray(base[:3000])
+    ssdann.build(small, tmp_path / "m", R=24, L=48, pq_bytes=16)
+    idx = ssdann.Index(tmp_path / "m")
+    new = np.ascontiguousarray(base[3000:3600])
+    idx.insert(np.arange(50_000, 50_600, dtype=np.uint64), new)
+    idx.delete(list(range(0, 3000, 5)))
+    done = threading.Event()
+    stamps = []
+
+    def searcher():
+        i = 0
+        while not done.is_set():
+            ids, _ = idx.search(small[i % 3000], 5, L=32)
+            assert all(int(x) % 5 != 0 or int(x) >= 50_000 for x in ids), ids  # no deleted label
+            stamps.append(time.perf_counter())
+            i += 7
+
+    t = threading.Thread(target=searcher)
+    t.start()
+    time.sleep(0.05)
+    t0 = time.perf_counter()
+    rep = idx.merge()
+    t1 = time.perf_counter()
+    done.set()
+    t.join()
+    during = sum(1 for s in stamps if t0 < s < t1)
+    assert (rep["deleted"], rep["inserted"]) == (600, 600)
+    # merge() releases the GIL: the other thread kept searching while it ran (with the GIL
+    # held, at most the one search in flight at the start could finish "during" it)
+    print(f"{during} searches during the {t1 - t0:.3f} s merge")
+    assert during >= 10, f"only {during} searches finished during the {t1 - t0:.3f} s merge"
+    assert idx.pending == {"delta": 0, "tombstones": 0, "wal_records": 0}
+    ids, d = idx.search(new[10], 1, L=32)
+    assert ids[0] == 50_010 and d[0] < 1e-6
