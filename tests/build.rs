@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{recall_at_k, set_10k};
+use common::{recall_at_k, set_10k, standard_params};
 use ssdann::builder::greedy_search::{greedy_search, SearchScratch};
 use ssdann::builder::pq_train::{encode_all, train_pq};
 use ssdann::layout::pq::{pq_distance, PQ_CENTROIDS};
@@ -34,23 +34,12 @@ fn load_index(dir: &Path) -> (IndexHeader, Vec<f32>, Vec<Vec<u32>>) {
     (h, vecs, adj)
 }
 
-fn params() -> BuildParams {
-    BuildParams {
-        max_degree: 64,
-        build_l: 100,
-        alpha: 1.2,
-        pq_bytes: Some(48),
-        threads: Some(2),
-        ..Default::default()
-    }
-}
-
 #[test]
 fn built_graph_reaches_recall_097_in_memory_and_verifies() {
     let set = set_10k();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("idx");
-    let rep = build_index(&set.base, &out, &params(), &NoProgress).unwrap();
+    let rep = build_index(&set.base, &out, &standard_params(), &NoProgress).unwrap();
     assert_eq!((rep.n, rep.dim, rep.pq_m), (10_000, 384, 48));
     let v = verify(&out).unwrap();
     assert!(v.ok(), "verify problems: {:?}", v.problems);
@@ -112,7 +101,7 @@ fn corrupting_any_sector_or_the_header_fails_verify_naming_it() {
         max_degree: 16,
         build_l: 24,
         pq_bytes: Some(8),
-        ..params()
+        ..standard_params()
     };
     build_index(&set.base, &out, &p, &NoProgress).unwrap();
     assert!(verify(&out).unwrap().ok());

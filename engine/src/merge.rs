@@ -25,7 +25,7 @@
 
 use crate::error::EngineError;
 use crate::index::{Index, Snapshot};
-use crate::io::AlignedBuf;
+use crate::io::{fsync_dir, AlignedBuf};
 use crate::Result;
 use rayon::prelude::*;
 use ssdann_builder::build::INDEX_FILE;
@@ -34,7 +34,7 @@ use ssdann_builder::{NoProgress, Phase, Progress};
 use ssdann_layout::distance::{l2_sq_f32, l2_sq_f32_bounded};
 use ssdann_layout::labels::{write_labels_with, FREE_LABEL, LABELS_FILE};
 use ssdann_layout::pq::{write_codes_with, PQ_CODES_FILE};
-use ssdann_layout::sector::{check_block, seal_block, SECTOR_BYTES};
+use ssdann_layout::sector::{seal_block, SECTOR_BYTES};
 use ssdann_layout::{ElementType, IndexHeader, Metric};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
@@ -272,12 +272,6 @@ fn parse(path: &Path) -> Result<Option<Committed>> {
         off += 12 + len as u64;
     }
     Ok(None)
-}
-
-fn fsync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| EngineError::io(dir, e))
 }
 
 /// Applies a committed journal in place and finishes the merge (idempotent): block images,
@@ -746,17 +740,6 @@ impl Snapshot {
         let bb = layout.block_bytes();
         let old_blocks = layout.blocks_for(n);
         let mut journal = Journal::create(&dir, bb, opts.fail_after_writes)?;
-        let check_sealed = |block: &[u8], b: u64| -> Result<()> {
-            check_block(block).map_err(|(expected, got)| {
-                ssdann_layout::LayoutError::ChecksumMismatch {
-                    path: path.clone(),
-                    what: format!("sector {}", layout.block_sector(b)),
-                    expected,
-                    got,
-                }
-                .into()
-            })
-        };
         let read_block = |journal: &Journal, b: u64, out: &mut [u8]| -> Result<()> {
             if journal.read(b, out)? {
                 return Ok(());
@@ -764,7 +747,7 @@ impl Snapshot {
             if b < old_blocks {
                 file.read_exact_at(out, layout.block_offset_bytes(b))
                     .map_err(|e| EngineError::io(&path, e))?;
-                check_sealed(out, b)?;
+                self.check_block(out, b)?;
             } else {
                 out.fill(0);
             }
@@ -832,7 +815,7 @@ impl Snapshot {
                     || (new_pruner(), Vec::new()),
                     |(pruner, pv), (k, blk)| {
                         let b = b0 + k as u64;
-                        check_sealed(blk, b)?;
+                        self.check_block(blk, b)?;
                         let mut changed = false;
                         let mut repaired = 0;
                         let first = b * layout.nodes_per_block as u64;

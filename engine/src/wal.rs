@@ -346,9 +346,7 @@ pub fn trim(path: &Path, dim: usize, through: u64) -> Result<usize> {
     f.sync_all().map_err(|e| EngineError::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(io)?;
     if let Some(parent) = path.parent() {
-        std::fs::File::open(parent)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
+        crate::io::fsync_dir(parent)?;
     }
     Ok(kept.len())
 }
@@ -388,9 +386,7 @@ impl Wal {
             file.write_all(&encode_header(dim as u32, 0)).map_err(io)?;
             file.sync_all().map_err(io)?;
             if let Some(parent) = path.parent() {
-                std::fs::File::open(parent)
-                    .and_then(|d| d.sync_all())
-                    .map_err(io)?;
+                crate::io::fsync_dir(parent)?;
             }
         }
         file.seek(SeekFrom::End(0)).map_err(io)?;

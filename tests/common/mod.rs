@@ -93,3 +93,16 @@ pub fn build_small(all: &[f32], n: usize, d: usize, work: &std::path::Path, out:
     };
     ssdann::build_index(&path, out, &params, &ssdann::NoProgress).unwrap();
 }
+
+/// The build parameters of the project's 100K figures (R = 64, L = 100, α = 1.2, 48 PQ
+/// bytes, 2 threads).
+pub fn standard_params() -> ssdann::BuildParams {
+    ssdann::BuildParams {
+        max_degree: 64,
+        build_l: 100,
+        alpha: 1.2,
+        pq_bytes: Some(48),
+        threads: Some(2),
+        ..Default::default()
+    }
+}

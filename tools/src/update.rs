@@ -28,6 +28,17 @@ fn read_labels(path: &Path) -> Result<Vec<u64>> {
     Ok(out)
 }
 
+/// Opens the index whose WAL appends are fsynced per `sync`.
+fn open_with_sync(dir: &Path, sync: SyncMode) -> Result<Index> {
+    Ok(Index::open(
+        dir,
+        OpenOptions {
+            sync,
+            ..Default::default()
+        },
+    )?)
+}
+
 #[derive(clap::Args)]
 pub struct InsertArgs {
     /// Index directory.
@@ -51,13 +62,7 @@ pub struct InsertArgs {
 }
 
 pub fn cmd_insert(a: InsertArgs) -> Result<()> {
-    let index = Index::open(
-        &a.index,
-        OpenOptions {
-            sync: a.sync,
-            ..Default::default()
-        },
-    )?;
+    let index = open_with_sync(&a.index, a.sync)?;
     let f = VectorFile::open(&a.data)?;
     if f.dim() != index.dim() {
         bail!(
@@ -118,13 +123,7 @@ pub struct DeleteArgs {
 }
 
 pub fn cmd_delete(a: DeleteArgs) -> Result<()> {
-    let index = Index::open(
-        &a.index,
-        OpenOptions {
-            sync: a.sync,
-            ..Default::default()
-        },
-    )?;
+    let index = open_with_sync(&a.index, a.sync)?;
     let labels = read_labels(&a.labels)?;
     let t = Instant::now();
     index.delete_batch(&labels)?;
