@@ -66,6 +66,88 @@ pub fn robust_prune<T: Vector>(
     }
 }
 
+/// Reusable buffers for [`robust_prune_repair`].
+#[derive(Clone, Debug, Default)]
+pub struct RepairScratch {
+    ids: Vec<u32>,
+    local: Vec<f32>,
+    ready: Vec<bool>,
+}
+
+/// RobustPrune's repair variant, for a node p (vector `own`, d = `own.len()`) that lost
+/// out-neighbours to deletes (FreshDiskANN, Singh et al. 2021, §4, delete phase): its
+/// surviving neighbours `kept` stay; the freed places (up to `r` in all) are filled, closest
+/// first, with `replacements` that no kept or already added neighbour covers under the α
+/// rule (Algorithm 2's test, `α · d(o, c) ≤ d(p, c)`, applied against the surviving list
+/// instead of from scratch, so the build's good edges are not re-decided on approximate
+/// distances). Distances are squared L2 (the graph's navigation metric; IP graphs use the
+/// MIPS-to-L2 reduction). `decode(id, out)` writes a point's d-value vector (e.g. its PQ
+/// reconstruction); kept neighbours are decoded only when the α test reaches them, and each
+/// test abandons a distance as soon as it exceeds the bound that decides it.
+///
+/// Returns the new list: `kept` in order, then the chosen replacements.
+pub fn robust_prune_repair(
+    own: &[f32],
+    kept: &[u32],
+    replacements: &[u32],
+    alpha: f32,
+    r: usize,
+    decode: &dyn Fn(u32, &mut [f32]),
+    scratch: &mut RepairScratch,
+) -> Vec<u32> {
+    use ssdann_layout::distance::{l2_sq_f32, l2_sq_f32_bounded};
+    let d = own.len();
+    let RepairScratch { ids, local, ready } = scratch;
+    ids.clear();
+    ids.extend_from_slice(kept);
+    for &c in replacements {
+        if !ids.contains(&c) {
+            ids.push(c);
+        }
+    }
+    let rows = 1 + ids.len();
+    local.resize(rows * d, 0.0);
+    local[..d].copy_from_slice(own);
+    ready.clear();
+    ready.resize(rows, false);
+    let nk = kept.len();
+    let mut cands: Vec<(f32, usize)> = Vec::with_capacity(rows - 1 - nk);
+    for i in nk + 1..rows {
+        decode(ids[i - 1], &mut local[i * d..(i + 1) * d]);
+        ready[i] = true;
+        cands.push((l2_sq_f32(&local[..d], &local[i * d..(i + 1) * d]), i));
+    }
+    cands.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let mut out: Vec<usize> = (1..=nk).collect();
+    for (dc, c) in cands {
+        if out.len() >= r {
+            break;
+        }
+        // c is covered by o when α · d(o, c) ≤ d(p, c)
+        let bound = dc / alpha;
+        let mut covered = false;
+        for &o in &out {
+            if !ready[o] {
+                decode(ids[o - 1], &mut local[o * d..(o + 1) * d]);
+                ready[o] = true;
+            }
+            if l2_sq_f32_bounded(
+                &local[o * d..(o + 1) * d],
+                &local[c * d..(c + 1) * d],
+                bound,
+            ) <= bound
+            {
+                covered = true;
+                break;
+            }
+        }
+        if !covered {
+            out.push(c);
+        }
+    }
+    out.iter().map(|&i| ids[i - 1]).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +171,19 @@ mod tests {
         fill(&mut s);
         robust_prune(&data, 1, Metric::L2, 0, 100.0, 3, 750, &mut s, &mut out);
         assert_eq!(out, vec![1, 4, 2]);
+    }
+
+    #[test]
+    fn repair_keeps_survivors_and_adds_only_uncovered_replacements() {
+        // p at 0; kept neighbour 1 at x = 1; replacements 2 (x = 2, covered by 1 at α = 1),
+        // 3 (x = -1, not covered), 4 (x = -0.5: closer than 3, so 4 covers 3).
+        let pts = [0.0f32, 1.0, 2.0, -1.0, -0.5];
+        let decode = |id: u32, out: &mut [f32]| out[0] = pts[id as usize];
+        let mut s = RepairScratch::default();
+        let got = robust_prune_repair(&[0.0], &[1], &[2, 3, 4], 1.0, 8, &decode, &mut s);
+        assert_eq!(got, vec![1, 4]);
+        // R caps the list; the survivors always stay
+        let got = robust_prune_repair(&[0.0], &[1, 2], &[3], 1.0, 2, &decode, &mut s);
+        assert_eq!(got, vec![1, 2]);
     }
 }

@@ -1,128 +1,40 @@
-//! `Index`: an open SSD index (DiskANN, NeurIPS 2019, §3): header and PQ data in RAM, node
-//! sectors read on demand through a per-thread [`crate::io::SectorReader`].
+//! [`Index`]: an open SSD index (DiskANN, NeurIPS 2019, §3; updates per FreshDiskANN, Singh et
+//! al. 2021) — the one public handle, and the one place that knows the lock protocol.
+//!
+//! # Lock protocol
+//!
+//! The state searches see is an `Arc<Snapshot>` (header, PQ codes, labels, node cache,
+//! pending updates); a merge builds the next one and swaps it in. Locks, **in the order they
+//! are taken** (a thread holding one may only take those below it):
+//!
+//! 1. `merge_lock` (Mutex): held by a merge from start to end — one merge at a time.
+//! 2. `update_gate` (Mutex): held by every insert and delete, and by a merge while it freezes
+//!    its input and from its first in-place write to the swap. Updates are serialized.
+//! 3. `retired` (Mutex), `broken` (Mutex): short critical sections, never held across
+//!    another lock.
+//! 4. `current` (RwLock): read for a moment to clone the `Arc<Snapshot>`; written only by
+//!    the swap.
+//! 5. `Snapshot::updates` (std RwLock): read by searches for the delta/tombstone part of a
+//!    search, written by the WAL append and delta apply of an insert or delete.
+//! 6. `SectorFile::gate` (RwLock): read by each batch of search reads (pipelined search:
+//!    the whole search), written by each batch of a merge's in-place block writes.
+//! 7. The context pool and the WAL's own mutex: leaves.
+//!
+//! Searches take only 4 (for a moment), 5 and 6 — never 1–3; they never wait for a merge
+//! beyond one batch of in-place writes.
 
-use crate::beam_search::{beam_search, SearchContext};
 use crate::error::EngineError;
-use crate::io::{make_reader, IoBackend, SectorFile};
+use crate::merge::plan::Frozen;
+use crate::merge::{journal::injected, MergeOptions, MergeReport, Prepared};
+use crate::options::OpenOptions;
+use crate::search::{Neighbor, SearchParams, SearchStats};
+use crate::snapshot::Snapshot;
 use crate::Result;
-use ssdann_builder::build::INDEX_FILE;
-use ssdann_layout::pq::{read_codes, PQ_CODES_FILE, PQ_PIVOTS_FILE};
-use ssdann_layout::sector::check_block;
-use ssdann_layout::{IndexHeader, Metric, PqCodebook, SECTOR_BYTES};
-use std::collections::HashMap;
-use std::os::unix::fs::FileExt;
+use ssdann_builder::{NoProgress, Progress};
+use ssdann_layout::{IndexHeader, Metric};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
-
-/// How to open an index.
-#[derive(Clone, Debug)]
-pub struct OpenOptions {
-    /// Nodes held in RAM: the `cache_nodes` nodes nearest the entry point by BFS hops.
-    /// Expanding one counts as a cache hit, not a read. Default 0.
-    pub cache_nodes: usize,
-    /// I/O backend. Default io_uring.
-    pub io: IoBackend,
-    /// Check each block's CRC32 on every read (off by default); a mismatch is an error.
-    pub verify_reads: bool,
-    /// Largest beam width W searches may use (sizes each thread's buffers). Default 16.
-    pub max_beam_width: usize,
-    /// Expand, without another read, the other nodes of every fetched block that are
-    /// already candidates (Starling-style sector reuse; builds co-locate graph neighbours).
-    /// Default true; false gives DiskANN's one-node-per-read behaviour.
-    pub sector_reuse: bool,
-    /// Pipelined search (experimental, default false): keep up to W reads in flight and
-    /// issue the next one as soon as any completes, instead of rounds of W reads that wait
-    /// for the slowest.
-    pub pipeline: bool,
-    /// When inserts and deletes are fsynced to the WAL (see [`crate::wal::SyncMode`] for
-    /// what each mode can lose in a crash). Default `Always`.
-    pub sync: crate::wal::SyncMode,
-}
-
-impl Default for OpenOptions {
-    fn default() -> Self {
-        OpenOptions {
-            cache_nodes: 0,
-            io: IoBackend::IoUring,
-            verify_reads: false,
-            max_beam_width: 16,
-            sector_reuse: true,
-            sync: crate::wal::SyncMode::Always,
-            pipeline: false,
-        }
-    }
-}
-
-/// Per-query search parameters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SearchParams {
-    /// Search list size L (≥ k).
-    pub l: usize,
-    /// Beam width W: nodes expanded (sectors read in one submission) per round.
-    pub w: usize,
-}
-
-impl Default for SearchParams {
-    fn default() -> Self {
-        SearchParams { l: 100, w: 4 }
-    }
-}
-
-/// One result: the point's label (its id; the row number in the build file) and its
-/// distance to the query (squared L2; negated inner product; cosine distance `1 - cos`).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Neighbor {
-    /// Label of the point.
-    pub id: u64,
-    /// Distance to the query, per the index metric.
-    pub distance: f32,
-}
-
-/// What one search did.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct SearchStats {
-    /// Rounds of the beam search (pipelined search: waits for read completions).
-    pub hops: u32,
-    /// Sectors read from the SSD (a multi-sector block counts its sectors).
-    pub sector_reads: u32,
-    /// Nodes expanded from the node cache (no I/O).
-    pub cache_hits: u32,
-    /// Nodes expanded in total.
-    pub nodes_expanded: u32,
-    /// Time spent waiting for reads, µs.
-    pub io_wait_us: f64,
-    /// Wall time of the whole search, µs.
-    pub total_us: f64,
-}
-
-/// The node cache: records of the nodes nearest the entry point.
-#[derive(Default)]
-pub(crate) struct NodeCache {
-    pub(crate) slots: HashMap<u32, usize>,
-    pub(crate) records: Vec<u8>,
-}
-
-/// One consistent state of an open index: header, PQ data, label map, node cache and the
-/// pending updates. A merge builds the next state and swaps it in (see [`Index`]); searches
-/// that started on the previous one finish on it.
-pub(crate) struct Snapshot {
-    pub(crate) dir: PathBuf,
-    pub(crate) header: IndexHeader,
-    pub(crate) pq: PqCodebook,
-    pub(crate) codes: Vec<u8>,
-    pub(crate) labels: Vec<u64>,
-    pub(crate) file: Arc<SectorFile>,
-    pub(crate) options: OpenOptions,
-    pub(crate) cache: NodeCache,
-    contexts: Mutex<Vec<SearchContext>>,
-    /// Pending inserts and deletes (delta index, tombstones, WAL).
-    pub(crate) updates: std::sync::RwLock<crate::updates::Updates>,
-    /// Set when a merge starts rewriting blocks under this state: its searches may then read
-    /// post-merge blocks, whose lists can name slots past this state's n (skipped, not an
-    /// error). See `merge` for why such mixed reads still give correct answers.
-    pub(crate) superseded: AtomicBool,
-}
+use std::sync::Arc;
+use std::time::Instant;
 
 /// An open index. `Index: Send + Sync`: searches, inserts, deletes and merges may all be
 /// called from many threads at once.
@@ -205,47 +117,43 @@ impl Index {
     }
     /// The header in force (a copy: a merge replaces it).
     pub fn header(&self) -> IndexHeader {
-        self.snapshot().header.clone()
+        self.snapshot().state.header.clone()
     }
     /// Dimension d.
     pub fn dim(&self) -> usize {
-        self.snapshot().dim()
+        self.snapshot().state.dim()
     }
     /// Slots n (live points plus free slots; see [`Index::live_count`]).
     pub fn len(&self) -> usize {
-        self.snapshot().header.n_slots as usize
+        self.snapshot().state.header.n_slots as usize
     }
     /// Always false for an open index.
     pub fn is_empty(&self) -> bool {
-        self.snapshot().header.n_slots == 0
+        self.snapshot().state.header.n_slots == 0
     }
     /// Metric.
     pub fn metric(&self) -> Metric {
-        self.snapshot().header.metric
+        self.snapshot().state.header.metric
     }
     /// Nodes in the node cache.
     pub fn cached_nodes(&self) -> usize {
-        self.snapshot().cache.slots.len()
+        self.snapshot().state.cache.slots.len()
     }
     /// Whether reads bypass the page cache (O_DIRECT).
     pub fn direct_io(&self) -> bool {
-        self.snapshot().file.direct
+        self.snapshot().state.file.direct
     }
     /// Bytes of RAM held: PQ codes, pivots, label map, node cache.
     pub fn memory_bytes(&self) -> usize {
         let s = self.snapshot();
-        s.codes.len()
-            + s.labels.len() * 8
-            + s.pq.memory_bytes()
-            + s.cache.records.len()
-            + s.cache.slots.len() * 16
+        s.state.memory_bytes()
     }
     /// Name of the I/O backend the search threads use ("io_uring" or "pread").
     pub fn io_backend_name(&self) -> &'static str {
         let s = self.snapshot();
-        let ctx = s.take_context();
+        let ctx = s.contexts.take(&s.state);
         let name = ctx.reader_name();
-        s.put_context(ctx);
+        s.contexts.put(ctx);
         name
     }
 
@@ -330,296 +238,195 @@ impl Index {
                 .collect()
         })
     }
-}
 
-impl Snapshot {
-    /// Opens one state of the index in `dir` (no journal recovery: [`Index::open`] does it).
-    pub(crate) fn open(dir: &Path, options: OpenOptions) -> Result<Snapshot> {
-        let path = dir.join(INDEX_FILE);
-        let file = SectorFile::open(&path)?;
-        let len = file
-            .file
-            .metadata()
-            .map_err(|e| EngineError::io(&path, e))?
-            .len();
-        let mut slots = crate::io::AlignedBuf::new(2 * SECTOR_BYTES);
-        if len < 2 * SECTOR_BYTES as u64 {
-            return Err(ssdann_layout::LayoutError::SizeMismatch {
-                path,
-                expected_bytes: 8192,
-                actual_bytes: len,
-                detail: "the two header slots".into(),
-            }
-            .into());
-        }
-        file.file
-            .read_exact_at(slots.as_mut_slice(), 0)
-            .map_err(|e| EngineError::io(&path, e))?;
-        let (header, _) = IndexHeader::choose(&path, slots.as_slice())?;
-        if len < header.file_bytes() {
-            return Err(ssdann_layout::LayoutError::SizeMismatch {
-                path,
-                expected_bytes: header.file_bytes(),
-                actual_bytes: len,
-                detail: format!(
-                    "header n = {}, {} blocks",
-                    header.n_slots,
-                    header.layout.blocks_for(header.n_slots)
-                ),
-            }
-            .into());
-        }
-        let pq = PqCodebook::read(&dir.join(PQ_PIVOTS_FILE))?;
-        if pq.dim() != header.dim as usize || pq.m() != header.pq_m as usize {
+    /// Takes the update gate (waiting while a merge runs) unless a failed merge left the
+    /// index needing a reopen.
+    pub(crate) fn lock_updates(&self) -> Result<parking_lot::MutexGuard<'_, ()>> {
+        let g = self.update_gate.lock();
+        if let Some(why) = self.broken.lock().as_ref() {
             return Err(EngineError::Inconsistent {
-                path: dir.join(PQ_PIVOTS_FILE),
-                detail: format!(
-                    "PQ pivots have d = {}, M = {} but index.ssd has d = {}, M = {}",
-                    pq.dim(),
-                    pq.m(),
-                    header.dim,
-                    header.pq_m
-                ),
+                path: self.dir().to_path_buf(),
+                detail: why.clone(),
             });
         }
-        let (cn, cm, codes) = read_codes(&dir.join(PQ_CODES_FILE))?;
-        if cn as u64 != header.n_slots || cm != header.pq_m as usize {
-            return Err(EngineError::Inconsistent {
-                path: dir.join(PQ_CODES_FILE),
-                detail: format!(
-                    "PQ codes are n = {cn}, M = {cm} but index.ssd has n = {}, M = {}",
-                    header.n_slots, header.pq_m
-                ),
-            });
+        Ok(g)
+    }
+
+    /// Inserts (or replaces) the points `items` = (label, vector of d f32 values). All are
+    /// validated first; then they are appended to the WAL as one group (durable per
+    /// [`crate::options::SyncMode`] before this returns) and applied to the delta index. Searches see them
+    /// as soon as this returns. Waits while a merge runs.
+    ///
+    /// # Errors
+    /// [`EngineError::InvalidQuery`] for a wrong dimension, a NaN/inf value, or a value a
+    /// u8/i8 index cannot store (nothing is logged then); [`EngineError::Io`] from the WAL;
+    /// [`EngineError::Inconsistent`] after a merge failed past its commit (reopen the index).
+    pub fn insert_batch(&self, items: &[(u64, &[f32])]) -> Result<()> {
+        let _g = self.lock_updates()?;
+        self.snapshot().insert_batch(items)
+    }
+    /// Inserts (or replaces) one point; see [`Index::insert_batch`].
+    ///
+    /// # Errors
+    /// As [`Index::insert_batch`].
+    pub fn insert(&self, label: u64, vector: &[f32]) -> Result<()> {
+        self.insert_batch(&[(label, vector)])
+    }
+
+    /// Deletes the points with these labels (WAL first, then tombstones / delta removal).
+    ///
+    /// # Errors
+    /// [`EngineError::InvalidQuery`] naming the first label that is not live (nothing is
+    /// logged then); [`EngineError::Io`] from the WAL; [`EngineError::Inconsistent`] as for
+    /// [`Index::insert_batch`]. Waits while a merge runs.
+    pub fn delete_batch(&self, labels: &[u64]) -> Result<()> {
+        let _g = self.lock_updates()?;
+        self.snapshot().delete_batch(labels)
+    }
+
+    /// Deletes one point; see [`Index::delete_batch`].
+    ///
+    /// # Errors
+    /// As [`Index::delete_batch`].
+    pub fn delete(&self, label: u64) -> Result<()> {
+        self.delete_batch(&[label])
+    }
+
+    /// Pending updates: (live points in the delta index, tombstoned SSD points, WAL records).
+    pub fn pending(&self) -> (usize, usize, u64) {
+        let s = self.snapshot();
+        let r = s.updates.read();
+        match r {
+            Ok(u) => (u.delta.live(), u.tombstones.len(), u.wal_ops),
+            Err(_) => (0, 0, 0),
         }
-        let labels_path = dir.join(ssdann_layout::labels::LABELS_FILE);
-        let labels = ssdann_layout::labels::read_labels(&labels_path)?;
-        if labels.len() as u64 != header.n_slots {
-            return Err(EngineError::Inconsistent {
-                path: labels_path,
-                detail: format!(
-                    "{} labels but index.ssd has n = {}",
-                    labels.len(),
-                    header.n_slots
-                ),
-            });
+    }
+
+    /// Live points: SSD points not tombstoned plus the delta's.
+    pub fn live_count(&self) -> usize {
+        let s = self.snapshot();
+        let r = s.updates.read();
+        match r {
+            Ok(u) => u.ssd_labels.len() - u.tombstones.len() + u.delta.live(),
+            Err(_) => s.state.header.live_count as usize,
         }
-        if options.max_beam_width == 0 {
-            return Err(EngineError::InvalidQuery {
-                field: "max_beam_width",
-                value: "0".into(),
-                reason: "must be at least 1".into(),
-            });
+    }
+
+    /// The largest label in use (SSD or delta), for callers that number new points.
+    pub fn max_label(&self) -> Option<u64> {
+        let s = self.snapshot();
+        let ssd = s
+            .state
+            .labels
+            .iter()
+            .copied()
+            .filter(|&l| l != ssdann_layout::labels::FREE_LABEL)
+            .max();
+        let delta = s
+            .updates
+            .read()
+            .ok()
+            .and_then(|u| u.delta.live_points().map(|(l, _)| l).max());
+        ssd.max(delta)
+    }
+
+    /// Folds the pending inserts and deletes into the sector file in place (StreamingMerge;
+    /// see the module docs) and trims them from the WAL. Returns when the merged state
+    /// serves searches.
+    ///
+    /// Concurrency: searches keep running throughout. The delete, insert and patch phases
+    /// only read `index.ssd`; while the committed journal is applied in place, each batch of
+    /// block writes holds the file's gate exclusively (a search waits at most one batch,
+    /// and never reads a half-written block). Searches that started before the swap finish
+    /// on the pre-merge state even when they read rewritten blocks: a rewritten block
+    /// keeps every pre-merge live point's vector (only its list changes), slots the merge
+    /// frees or reuses were tombstoned in that state (never returned; their new points are
+    /// still in its delta index), and slots it appends lie past that state's n (skipped).
+    /// Inserts and deletes go on while the merge computes: it folds in the updates logged
+    /// up to its start (copied under the update lock), and those made later stay pending —
+    /// in the WAL, which the merge trims only up to its start, and in the new state, which
+    /// replays the rest. They wait from the first in-place write to the swap.
+    ///
+    /// # Errors
+    /// [`EngineError::Io`] / [`EngineError::Layout`]. Before the commit the on-disk state is
+    /// the pre-merge index + WAL and this `Index` keeps serving it; after the commit the
+    /// next `Index::open` finishes the merge, and this `Index` keeps answering searches but
+    /// refuses updates and merges ([`EngineError::Inconsistent`]) until reopened.
+    pub fn merge(&self, opts: &MergeOptions) -> Result<MergeReport> {
+        self.merge_with_progress(opts, &NoProgress)
+    }
+
+    /// [`Index::merge`] reporting each phase (delete, insert, patch, in place) to `progress`
+    /// (the CLI draws bars from it).
+    ///
+    /// # Errors
+    /// As [`Index::merge`].
+    pub fn merge_with_progress(
+        &self,
+        opts: &MergeOptions,
+        progress: &dyn Progress,
+    ) -> Result<MergeReport> {
+        let _one_merge = self.merge_lock.lock();
+        // Freeze what this merge folds in; inserts and deletes go on while it computes.
+        let (snap, frozen) = {
+            let _gate = self.lock_updates()?;
+            let snap = self.snapshot();
+            let frozen = Frozen::of(&snap)?;
+            (snap, frozen)
+        };
+        if let Some(p) = opts.prepare_pause {
+            std::thread::sleep(p);
         }
-        let delta = crate::delta::DeltaIndex::new(
-            header.dim as usize,
-            header.metric,
-            crate::delta::DeltaParams {
-                max_degree: 1,
-                build_l: 1,
-                alpha: 1.0,
+        let Prepared {
+            committed,
+            journal_path,
+            mut writes,
+            mut report,
+            t0,
+        } = crate::merge::prepare(&snap, &frozen, opts, progress)?;
+        drop(frozen);
+        // From the in-place writes to the swap, updates wait (their WAL records must land
+        // in the log the new state replays).
+        let _gate = self.lock_updates()?;
+        let tp = Instant::now();
+        // Searches still on the state before `snap` read blocks only through its file's
+        // gate, not `snap`'s: wait until they have finished.
+        while self.retired.lock().strong_count() > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        snap.state
+            .superseded
+            .store(true, std::sync::atomic::Ordering::Release);
+        let fail = opts.fail_after_writes;
+        let jpath = journal_path.clone();
+        let applied = crate::merge::journal::apply(
+            self.dir(),
+            &committed,
+            Some(&snap.state.file.gate),
+            opts.apply_pause,
+            progress,
+            &mut || {
+                writes += 1;
+                match fail {
+                    Some(k) if writes > k => Err(injected(&jpath, k)),
+                    _ => Ok(()),
+                }
             },
         );
-        let placeholder = crate::updates::Updates {
-            delta,
-            tombstones: Default::default(),
-            ssd_labels: Default::default(),
-            wal: None,
-            wal_ops: 0,
-        };
-        let mut index = Snapshot {
-            dir: dir.into(),
-            header,
-            pq,
-            codes,
-            labels,
-            file,
-            options,
-            cache: NodeCache::default(),
-            contexts: Mutex::new(Vec::new()),
-            updates: std::sync::RwLock::new(placeholder),
-            superseded: AtomicBool::new(false),
-        };
-        if index.options.cache_nodes > 0 {
-            index.cache = index.load_cache(index.options.cache_nodes)?;
-        }
-        let updates = crate::updates::Updates::open(&index)?;
-        index.updates = std::sync::RwLock::new(updates);
-        Ok(index)
-    }
-
-    /// Reads the block holding node `id` with pread (open-time use), checking its CRC.
-    fn read_block_for(&self, id: u32, buf: &mut crate::io::AlignedBuf) -> Result<()> {
-        let l = self.header.layout;
-        let b = l.block_of(u64::from(id));
-        let off = l.block_offset_bytes(b);
-        self.file
-            .file
-            .read_exact_at(&mut buf.as_mut_slice()[..l.block_bytes()], off)
-            .map_err(|e| EngineError::io(&self.file.path, e))?;
-        self.check_block(&buf.as_slice()[..l.block_bytes()], b)
-    }
-
-    pub(crate) fn check_block(&self, block: &[u8], b: u64) -> Result<()> {
-        check_block(block).map_err(|(expected, got)| {
-            ssdann_layout::LayoutError::ChecksumMismatch {
-                path: self.file.path.clone(),
-                what: format!("sector {} (block {b})", self.header.layout.block_sector(b)),
-                expected,
-                got,
+        let next = applied.and_then(|()| Snapshot::open(self.dir(), self.options().clone()));
+        let next = match next {
+            Ok(s) => s,
+            Err(e) => {
+                *self.broken.lock() = Some(format!(
+                    "a merge failed after its commit ({e}); reopen the index to finish it"
+                ));
+                return Err(e);
             }
-            .into()
-        })
-    }
-
-    /// BFS from the entry point, caching the first `count` nodes' records.
-    fn load_cache(&self, count: usize) -> Result<NodeCache> {
-        let l = self.header.layout;
-        let count = count.min(self.header.n_slots as usize);
-        let mut cache = NodeCache {
-            slots: HashMap::with_capacity(count),
-            records: Vec::with_capacity(count * l.record_bytes),
         };
-        let mut buf = crate::io::AlignedBuf::new(l.block_bytes());
-        let mut frontier = std::collections::VecDeque::new();
-        let entry = self.header.entry_point as u32;
-        frontier.push_back(entry);
-        let mut seen = std::collections::HashSet::new();
-        seen.insert(entry);
-        while let Some(id) = frontier.pop_front() {
-            if cache.slots.len() >= count {
-                break;
-            }
-            self.read_block_for(id, &mut buf)?;
-            let off = l.offset_in_block(u64::from(id));
-            let rec = l.record(buf.as_slice(), off);
-            rec.check(
-                u64::from(id),
-                self.header.n_slots,
-                self.header.max_degree as usize,
-            )
-            .map_err(|detail| EngineError::Inconsistent {
-                path: self.file.path.clone(),
-                detail,
-            })?;
-            cache.slots.insert(id, cache.records.len());
-            cache
-                .records
-                .extend_from_slice(&buf.as_slice()[off..off + l.record_bytes]);
-            for nb in rec.neighbors() {
-                if seen.insert(nb) {
-                    frontier.push_back(nb);
-                }
-            }
-        }
-        Ok(cache)
-    }
-
-    pub(crate) fn dim(&self) -> usize {
-        self.header.dim as usize
-    }
-
-    pub(crate) fn take_context(&self) -> SearchContext {
-        let ctx = self.contexts.lock().ok().and_then(|mut v| v.pop());
-        ctx.unwrap_or_else(|| {
-            let l = self.header.layout;
-            let reader = make_reader(
-                self.options.io,
-                self.file.clone(),
-                l.block_bytes(),
-                self.options.max_beam_width,
-            );
-            SearchContext::new(reader, self.pq.m())
-        })
-    }
-
-    pub(crate) fn put_context(&self, ctx: SearchContext) {
-        if let Ok(mut v) = self.contexts.lock() {
-            v.push(ctx);
-        }
-    }
-
-    /// Checks a query and parameters.
-    fn check_query(&self, query: &[f32], k: usize, params: &SearchParams) -> Result<()> {
-        let bad = |field: &'static str, value: String, reason: String| {
-            Err(EngineError::InvalidQuery {
-                field,
-                value,
-                reason,
-            })
-        };
-        if query.len() != self.dim() {
-            return bad(
-                "query dimension",
-                query.len().to_string(),
-                format!("the index has d = {}", self.dim()),
-            );
-        }
-        if let Some(i) = query.iter().position(|x| !x.is_finite()) {
-            return bad(
-                "query",
-                format!("{} at position {i}", query[i]),
-                "values must be finite".into(),
-            );
-        }
-        if k == 0 {
-            return bad("k", "0".into(), "must be at least 1".into());
-        }
-        if params.l < k {
-            return bad("L", params.l.to_string(), format!("must be ≥ k ({k})"));
-        }
-        if params.w == 0 || params.w > self.options.max_beam_width {
-            return bad(
-                "W",
-                params.w.to_string(),
-                format!(
-                    "must be in 1..={} (OpenOptions::max_beam_width)",
-                    self.options.max_beam_width
-                ),
-            );
-        }
-        Ok(())
-    }
-
-    /// [`Index::search_into`] on this state.
-    pub(crate) fn search_into(
-        &self,
-        query: &[f32],
-        k: usize,
-        params: &SearchParams,
-        out: &mut Vec<Neighbor>,
-    ) -> Result<SearchStats> {
-        self.check_query(query, k, params)?;
-        let mut ctx = self.take_context();
-        let up = self.updates.read().map_err(|_| EngineError::Inconsistent {
-            path: self.dir.clone(),
-            detail: "update lock poisoned by a panic".into(),
-        })?;
-        let r = if up.delta.live() == 0 && up.tombstones.is_empty() {
-            beam_search(self, &mut ctx, query, k, params, out)
-        } else {
-            // Over-fetch from the SSD so that k survive the tombstones, then merge with the
-            // delta index by distance (FreshDiskANN §3).
-            let k_ssd = (k + up.tombstones.len()).min(params.l);
-            let r = beam_search(self, &mut ctx, query, k_ssd, params, out);
-            out.retain(|n| !up.tombstones.contains(&n.id));
-            let (q, scratch, found) = ctx.delta_buffers();
-            q.clear();
-            q.extend_from_slice(query);
-            if self.header.metric == Metric::Cosine {
-                ssdann_layout::distance::normalize(q);
-            }
-            up.delta.search(q, k, params.l, scratch, found);
-            out.extend(found.iter().map(|&(d, id)| Neighbor {
-                id,
-                distance: self.header.metric.reported(d),
-            }));
-            out.sort_by(|a, b| a.distance.total_cmp(&b.distance).then(a.id.cmp(&b.id)));
-            out.truncate(k);
-            r
-        };
-        drop(up);
-        self.put_context(ctx);
-        r
+        *self.retired.lock() = Arc::downgrade(&snap);
+        *self.current.write() = Arc::new(next);
+        report.phase_seconds[4] = tp.elapsed().as_secs_f64();
+        report.seconds = t0.elapsed().as_secs_f64();
+        Ok(report)
     }
 }

@@ -2,28 +2,47 @@
 //!
 //! It owns opening an index directory ([`Index::open`]) and checking it ([`verify`]), the
 //! sector I/O backends ([`io`]: io_uring and pread, O_DIRECT), the DiskANN beam search
-//! ([`beam_search`]) and the node cache. Updates (labels, WAL, delta index, StreamingMerge)
-//! build on the same modules. It reuses the builder's candidate list, visited set,
-//! GreedySearch and RobustPrune rather than writing them twice, and never reaches into
-//! `tools`.
+//! ([`search`]), the node cache, and updates (WAL, delta index, tombstones, StreamingMerge).
+//! It reuses the builder's candidate list, GreedySearch and RobustPrune rather than writing
+//! them twice, and never reaches into `tools`. Byte formats (sector file, WAL, merge journal)
+//! are `ssdann_layout`'s; this crate decides I/O and policy.
+//!
+//! # Module order
+//!
+//! Imports inside the engine run one way, each module using only those before it:
+//!
+//! `error → io → options → state → search → updates → snapshot → merge → index → verify`
+//!
+//! - [`io`]: aligned buffers, the sector file, the io_uring / pread readers;
+//! - `options`: [`OpenOptions`] and [`SyncMode`];
+//! - `state`: the immutable part of one generation (header, PQ codes, labels, cache);
+//! - [`search`]: the query check, beam search, search contexts;
+//! - [`updates`]: the WAL ([`updates::wal`]), the delta index ([`updates::delta`]), tombstones;
+//! - `snapshot`: a state plus its pending updates — what one search or update works on;
+//! - [`merge`]: StreamingMerge's plan, delete, insert and patch phases and its journal;
+//! - `index`: [`Index`], the public handle, and the lock protocol (written there, once).
+//!
+//! `tools/check-engine-imports.sh` checks this order.
 
-pub mod beam_search;
-pub mod delta;
 pub mod error;
-pub mod index;
+mod index;
 pub mod io;
 pub mod merge;
+mod options;
+pub mod search;
+mod snapshot;
+mod state;
 pub mod updates;
 pub mod verify;
-pub mod visited;
-pub mod wal;
 
 pub use error::EngineError;
-pub use index::{Index, Neighbor, OpenOptions, SearchParams, SearchStats};
+pub use index::Index;
 pub use io::IoBackend;
 pub use merge::{MergeOptions, MergeReport};
+pub use options::{OpenOptions, SyncMode};
+pub use search::{Neighbor, SearchParams, SearchStats};
+pub use updates::wal;
 pub use verify::{verify, VerifyReport};
-pub use wal::SyncMode;
 
 /// Result type of this crate.
 pub type Result<T> = std::result::Result<T, EngineError>;

@@ -19,9 +19,11 @@ pub mod dataset;
 pub mod distance;
 pub mod error;
 pub mod header;
+pub mod journal;
 pub mod labels;
 pub mod pq;
 pub mod sector;
+pub mod wal;
 
 pub use dataset::{ElementType, GroundTruth, VectorFile};
 pub use distance::{Element, Metric, Vector};

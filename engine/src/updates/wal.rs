@@ -1,25 +1,7 @@
-//! The write-ahead log of updates (FreshDiskANN, Singh et al. 2021, §4: updates are durable
-//! before they are applied to the in-memory delta index). docs/FORMAT.md, "wal.log".
-//!
-//! ```text
-//! file header (32 bytes):
-//!   0  8  magic "SSDWAL01"
-//!   8  4  version (1)
-//!  12  4  dim d
-//!  16  8  first_seq: sequence number of the first record (0 stands for 1); a merge that
-//!         folded records 1..=S into the index rewrites the log with the records after S
-//!         and first_seq = S + 1 (see [`trim`])
-//!  24  4  reserved (0)
-//!  28  4  CRC32 of bytes 0..28
-//! record (21 + payload bytes):
-//!   0  4  payload_bytes P (0 for delete, 4d for insert)
-//!   4  4  CRC32 of bytes 8 .. 21+P
-//!   8  8  sequence number (the first record has first_seq; +1 per record)
-//!  16  1  kind: 1 = insert, 2 = delete
-//!  17  8  label (u64)            -- at offset 17, unaligned
-//!  25  P  vector: d × f32 (insert only)
-//! ```
-//! (record offsets: length 4, crc 4, seq 8, kind 1, label 8 → 25-byte head.)
+//! The write-ahead log's I/O (FreshDiskANN, Singh et al. 2021, §4: updates are durable
+//! before they are applied to the in-memory delta index): appending with group commit,
+//! replay on open, and trimming after a merge. The byte format and its validation rules are
+//! [`ssdann_layout::wal`] (docs/FORMAT.md, "wal.log").
 //!
 //! Replay reads records in order. A record cut short by the end of the file, or the last
 //! record failing its CRC, is a torn tail from a crash during an append: it is truncated with
@@ -36,74 +18,16 @@
 //! lose every update since the OS last wrote the file back (typically up to ~30 s).
 
 use crate::error::EngineError;
+pub use crate::options::SyncMode;
 use crate::Result;
+use ssdann_layout::wal::{encode_header, encode_record, scan};
+pub use ssdann_layout::wal::{
+    WalOp, RECORD_HEAD_BYTES, WAL_FILE, WAL_HEADER_BYTES, WAL_MAGIC, WAL_VERSION,
+};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
-
-/// Magic of `wal.log`.
-pub const WAL_MAGIC: [u8; 8] = *b"SSDWAL01";
-/// Version of `wal.log`.
-pub const WAL_VERSION: u32 = 1;
-/// File name inside an index directory.
-pub const WAL_FILE: &str = "wal.log";
-/// Bytes of the file header.
-pub const WAL_HEADER_BYTES: usize = 32;
-/// Bytes of a record before its payload.
-pub const RECORD_HEAD_BYTES: usize = 25;
-
-/// When appended records are fsynced.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum SyncMode {
-    /// fsync before `append` returns (default).
-    #[default]
-    Always,
-    /// fsync from a background thread within this many milliseconds.
-    Interval(u64),
-    /// Never fsync; the OS writes the file back when it chooses.
-    Never,
-}
-
-impl std::str::FromStr for SyncMode {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "always" => Ok(SyncMode::Always),
-            "never" => Ok(SyncMode::Never),
-            _ => s
-                .strip_prefix("interval=")
-                .and_then(|ms| ms.parse::<u64>().ok())
-                .filter(|&ms| ms > 0)
-                .map(SyncMode::Interval)
-                .ok_or_else(|| format!("unknown sync mode {s:?} (expected always, interval=MS with MS > 0, or never)")),
-        }
-    }
-}
-
-/// One logged update.
-#[derive(Clone, Debug, PartialEq)]
-pub enum WalOp {
-    /// Insert (or replace) `label` with `vector` (d f32 values).
-    Insert {
-        /// External label.
-        label: u64,
-        /// The vector.
-        vector: Vec<f32>,
-    },
-    /// Delete `label`.
-    Delete {
-        /// External label.
-        label: u64,
-    },
-}
-
-fn crc_err(path: &Path, offset: u64, detail: String) -> EngineError {
-    EngineError::Inconsistent {
-        path: path.into(),
-        detail: format!("WAL record at byte offset {offset}: {detail}"),
-    }
-}
 
 /// What replay found.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -116,41 +40,12 @@ pub struct Replay {
     pub truncated_bytes: u64,
 }
 
-fn encode_header(dim: u32, first_seq: u64) -> [u8; WAL_HEADER_BYTES] {
-    let mut h = [0u8; WAL_HEADER_BYTES];
-    h[..8].copy_from_slice(&WAL_MAGIC);
-    h[8..12].copy_from_slice(&WAL_VERSION.to_le_bytes());
-    h[12..16].copy_from_slice(&dim.to_le_bytes());
-    h[16..24].copy_from_slice(&first_seq.to_le_bytes());
-    let crc = crc32fast::hash(&h[..28]);
-    h[28..32].copy_from_slice(&crc.to_le_bytes());
-    h
-}
-
-fn encode_record(seq: u64, op: &WalOp, out: &mut Vec<u8>) {
-    let (kind, label, payload): (u8, u64, &[f32]) = match op {
-        WalOp::Insert { label, vector } => (1, *label, vector),
-        WalOp::Delete { label } => (2, *label, &[]),
-    };
-    let start = out.len();
-    out.extend_from_slice(&((payload.len() * 4) as u32).to_le_bytes());
-    out.extend_from_slice(&[0u8; 4]);
-    out.extend_from_slice(&seq.to_le_bytes());
-    out.push(kind);
-    out.extend_from_slice(&label.to_le_bytes());
-    payload
-        .iter()
-        .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
-    let crc = crc32fast::hash(&out[start + 8..]);
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
-}
-
 /// Reads and validates `path`; truncates a torn tail (printing one warning line).
 ///
 /// # Errors
-/// - [`EngineError::Layout`] for a bad file header (magic, version, CRC, dimension ≠ `dim`).
-/// - [`EngineError::Inconsistent`] naming the byte offset of a corrupt record, an unknown
-///   kind, a wrong payload size or a sequence gap followed by more data.
+/// - [`EngineError::Layout`] for a bad file header (magic, version, CRC, dimension ≠ `dim`),
+///   and naming the byte offset of a corrupt record, an unknown kind, a wrong payload size
+///   or a sequence gap followed by more data.
 /// - [`EngineError::Io`].
 pub fn replay(path: &Path, dim: usize) -> Result<Replay> {
     read_wal(path, dim, true)
@@ -174,141 +69,16 @@ fn read_wal(path: &Path, dim: usize, truncate: bool) -> Result<Replay> {
         .map_err(io)?;
     let mut bytes = Vec::new();
     f.read_to_end(&mut bytes).map_err(io)?;
-    let corrupt = |what: &str, detail: String| -> EngineError {
-        ssdann_layout::LayoutError::corrupt(path, what.to_string(), detail).into()
+    let s = scan(path, &bytes, dim)?;
+    let rep = Replay {
+        ops: s.ops,
+        last_seq: s.last_seq,
+        truncated_bytes: s.torn_bytes,
     };
-    if bytes.len() < WAL_HEADER_BYTES {
-        return Err(corrupt(
-            "WAL header",
-            format!(
-                "file is {} bytes, shorter than the 32-byte header",
-                bytes.len()
-            ),
-        ));
-    }
-    if bytes[..8] != WAL_MAGIC {
-        return Err(corrupt("WAL header", "bad magic".into()));
-    }
-    let stored = u32::from_le_bytes([bytes[28], bytes[29], bytes[30], bytes[31]]);
-    let got = crc32fast::hash(&bytes[..28]);
-    if stored != got {
-        return Err(ssdann_layout::LayoutError::ChecksumMismatch {
-            path: path.into(),
-            what: "WAL header".into(),
-            expected: stored,
-            got,
-        }
-        .into());
-    }
-    let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-    let fdim = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]) as usize;
-    if version != WAL_VERSION {
-        return Err(ssdann_layout::LayoutError::field(
-            path,
-            "version",
-            version,
-            "this build reads WAL version 1",
-        )
-        .into());
-    }
-    if fdim != dim {
-        return Err(ssdann_layout::LayoutError::field(
-            path,
-            "dim",
-            fdim,
-            format!("the index has d = {dim}"),
-        )
-        .into());
-    }
-    let mut fs = [0u8; 8];
-    fs.copy_from_slice(&bytes[16..24]);
-    let first_seq = u64::from_le_bytes(fs).max(1);
-    let mut rep = Replay {
-        last_seq: first_seq - 1,
-        ..Default::default()
-    };
-    let mut off = WAL_HEADER_BYTES;
-    let len = bytes.len();
-    let mut torn_at: Option<usize> = None;
-    while off < len {
-        let o = off as u64;
-        if len - off < RECORD_HEAD_BYTES {
-            torn_at = Some(off);
-            break;
-        }
-        let payload =
-            u32::from_le_bytes([bytes[off], bytes[off + 1], bytes[off + 2], bytes[off + 3]])
-                as usize;
-        let end = off
-            .checked_add(RECORD_HEAD_BYTES)
-            .and_then(|x| x.checked_add(payload));
-        let end = match end {
-            Some(e) if e <= len => e,
-            _ => {
-                // Cut short by the end of the file: a torn append, never acknowledged.
-                torn_at = Some(off);
-                break;
-            }
-        };
-        let stored = u32::from_le_bytes([
-            bytes[off + 4],
-            bytes[off + 5],
-            bytes[off + 6],
-            bytes[off + 7],
-        ]);
-        let got = crc32fast::hash(&bytes[off + 8..end]);
-        if stored != got {
-            if end == len {
-                torn_at = Some(off);
-                break;
-            }
-            return Err(crc_err(path, o, format!("checksum mismatch (stored {stored:#010x}, computed {got:#010x}) with {} more bytes after it: acknowledged updates may be lost; refusing to skip it", len - end)));
-        }
-        let mut seq_b = [0u8; 8];
-        seq_b.copy_from_slice(&bytes[off + 8..off + 16]);
-        let seq = u64::from_le_bytes(seq_b);
-        if seq != rep.last_seq + 1 {
-            return Err(crc_err(
-                path,
-                o,
-                format!("sequence number {seq}, expected {}", rep.last_seq + 1),
-            ));
-        }
-        let kind = bytes[off + 16];
-        let mut lb = [0u8; 8];
-        lb.copy_from_slice(&bytes[off + 17..off + 25]);
-        let label = u64::from_le_bytes(lb);
-        let op = match (kind, payload) {
-            (1, p) if p == 4 * dim => WalOp::Insert {
-                label,
-                vector: bytes[off + 25..end]
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect(),
-            },
-            (2, 0) => WalOp::Delete { label },
-            (k, p) => {
-                return Err(crc_err(
-                    path,
-                    o,
-                    format!(
-                        "kind {k} with a {p}-byte payload (insert needs {} bytes, delete 0)",
-                        4 * dim
-                    ),
-                ))
-            }
-        };
-        rep.ops.push(op);
-        rep.last_seq = seq;
-        off = end;
-    }
-    if let Some(t) = torn_at {
-        rep.truncated_bytes = (len - t) as u64;
-        if !truncate {
-            return Ok(rep);
-        }
-        eprintln!("warning: {}: truncating a torn tail of {} bytes at offset {t} (an append that never completed)", path.display(), len - t);
-        f.set_len(t as u64).map_err(io)?;
+    if s.torn_bytes > 0 && truncate {
+        let t = s.valid_bytes;
+        eprintln!("warning: {}: truncating a torn tail of {} bytes at offset {t} (an append that never completed)", path.display(), s.torn_bytes);
+        f.set_len(t).map_err(io)?;
         f.sync_all().map_err(io)?;
     }
     Ok(rep)

@@ -1,0 +1,205 @@
+//! What a merge folds in ([`Frozen`], copied under the update lock) and its slot plan
+//! ([`Plan`]): which slots the new points take, and the read access every phase shares.
+//!
+//! Slot plan: slots this merge frees first, then slots earlier merges left free, then
+//! growth past n (FreshDiskANN §4: reuse freed slots before growing the file).
+
+use super::journal::Journal;
+use super::prune::Pruner;
+use crate::error::EngineError;
+use crate::snapshot::Snapshot;
+use crate::state::State;
+use crate::Result;
+use ssdann_builder::build::INDEX_FILE;
+use ssdann_builder::robust_prune::PruneScratch;
+use ssdann_layout::labels::FREE_LABEL;
+use ssdann_layout::{IndexHeader, NodeLayout};
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+/// The updates a merge folds in, copied under the update lock so that inserts and deletes
+/// can go on while it runs: SSD slots to delete, new points, the delta graph (for the insert
+/// phase's candidates) and the last WAL sequence number they cover.
+pub(crate) struct Frozen {
+    pub(crate) deleted: Vec<u32>,
+    pub(crate) news: Vec<(u64, Vec<f32>)>,
+    pub(crate) delta: crate::updates::delta::DeltaIndex,
+    pub(crate) wal_seq: u64,
+}
+
+impl Frozen {
+    /// Copies the pending updates of `snap` (the caller holds the index's update gate).
+    ///
+    /// # Errors
+    /// [`EngineError::Inconsistent`] when the update lock was poisoned by a panic.
+    pub(crate) fn of(snap: &Snapshot) -> Result<Frozen> {
+        let up = snap.updates.read().map_err(|_| EngineError::Inconsistent {
+            path: snap.state.dir.clone(),
+            detail: "update lock poisoned".into(),
+        })?;
+        let mut deleted: Vec<u32> = up
+            .tombstones
+            .iter()
+            .filter_map(|l| up.ssd_labels.get(l).copied())
+            .collect();
+        deleted.sort_unstable();
+        let news = up
+            .delta
+            .live_points()
+            .map(|(l, v)| (l, v.to_vec()))
+            .collect();
+        Ok(Frozen {
+            deleted,
+            news,
+            delta: up.delta.clone(),
+            wal_seq: up.wal.as_ref().map_or(0, |w| w.last_seq()),
+        })
+    }
+}
+
+/// The slot plan and the read access shared by the phases of one merge.
+pub(super) struct Plan<'a> {
+    pub(super) snap: &'a Snapshot,
+    pub(super) st: &'a State,
+    pub(super) frozen: &'a Frozen,
+    pub(super) h: IndexHeader,
+    pub(super) layout: NodeLayout,
+    pub(super) d: usize,
+    pub(super) m: usize,
+    /// Slots before the merge.
+    pub(super) n: u64,
+    /// Slots after the merge.
+    pub(super) n_new: u64,
+    pub(super) del_set: HashSet<u32>,
+    /// Slot of each new point (`frozen.news[i]` goes to `new_slot[i]`).
+    pub(super) new_slot: Vec<u32>,
+    /// Slot → index into `frozen.news`.
+    pub(super) new_set: HashMap<u32, usize>,
+    /// Label of a new point → its slot.
+    pub(super) label_to_new: HashMap<u64, u32>,
+    pub(super) path: PathBuf,
+    /// `index.ssd`, opened for buffered reads.
+    pub(super) file: std::fs::File,
+    /// Blocks before the merge.
+    pub(super) old_blocks: u64,
+}
+
+impl<'a> Plan<'a> {
+    /// Plans the merge of `frozen` into `snap`.
+    ///
+    /// # Errors
+    /// [`EngineError::Io`] opening `index.ssd`.
+    pub(super) fn new(snap: &'a Snapshot, frozen: &'a Frozen) -> Result<Plan<'a>> {
+        let st = &snap.state;
+        let h = st.header.clone();
+        let layout = h.layout;
+        let n = h.n_slots;
+        let free: Vec<u32> = frozen
+            .deleted
+            .iter()
+            .copied()
+            .chain((0..n as u32).filter(|&s| st.labels[s as usize] == FREE_LABEL))
+            .collect();
+        let mut new_slot: Vec<u32> = Vec::with_capacity(frozen.news.len());
+        let mut next = n as u32;
+        for i in 0..frozen.news.len() {
+            if i < free.len() {
+                new_slot.push(free[i]);
+            } else {
+                new_slot.push(next);
+                next += 1;
+            }
+        }
+        let new_set: HashMap<u32, usize> =
+            new_slot.iter().enumerate().map(|(i, &s)| (s, i)).collect();
+        let label_to_new: HashMap<u64, u32> = frozen
+            .news
+            .iter()
+            .zip(&new_slot)
+            .map(|((l, _), &s)| (*l, s))
+            .collect();
+        let path = st.dir.join(INDEX_FILE);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .open(&path)
+            .map_err(|e| EngineError::io(&path, e))?;
+        Ok(Plan {
+            snap,
+            st,
+            frozen,
+            d: st.dim(),
+            m: st.pq.m(),
+            n,
+            n_new: u64::from(next),
+            del_set: frozen.deleted.iter().copied().collect(),
+            new_slot,
+            new_set,
+            label_to_new,
+            path,
+            file,
+            old_blocks: layout.blocks_for(n),
+            layout,
+            h,
+        })
+    }
+
+    /// Reads block `b` as the merge has it so far: its latest journal image, else the
+    /// pre-merge block (CRC checked), else zeros (a block past the old end).
+    ///
+    /// # Errors
+    /// [`EngineError::Io`], or a checksum mismatch.
+    pub(super) fn read_block(&self, journal: &Journal, b: u64, out: &mut [u8]) -> Result<()> {
+        if journal.read(b, out)? {
+            return Ok(());
+        }
+        if b < self.old_blocks {
+            self.file
+                .read_exact_at(out, self.layout.block_offset_bytes(b))
+                .map_err(|e| EngineError::io(&self.path, e))?;
+            self.st.check_block(out, b)?;
+        } else {
+            out.fill(0);
+        }
+        Ok(())
+    }
+
+    /// The PQ reconstruction of slot `slot` (d values) into `out`.
+    pub(super) fn decode_into(&self, slot: u32, out: &mut [f32]) {
+        let m = self.m;
+        self.st.pq.decode(
+            &self.st.codes[slot as usize * m..(slot as usize + 1) * m],
+            out,
+        );
+    }
+
+    /// [`Plan::decode_into`] into a vector resized to d.
+    pub(super) fn decode(&self, slot: u32, out: &mut Vec<f32>) {
+        out.resize(self.d, 0.0);
+        self.decode_into(slot, out);
+    }
+
+    /// A RobustPrune worker with the index's metric, α and R.
+    pub(super) fn pruner(&self) -> Pruner {
+        Pruner {
+            metric: self.h.metric,
+            alpha: self.h.build_alpha.max(1.0),
+            r: self.h.max_degree as usize,
+            dim: self.d,
+            local: Vec::new(),
+            ids: Vec::new(),
+            scratch: PruneScratch::default(),
+            out: Vec::new(),
+            repair: Default::default(),
+        }
+    }
+
+    /// The label slot `s` has after the merge (`FREE_LABEL` for a free slot).
+    pub(super) fn label_after(&self, s: usize) -> u64 {
+        match self.new_set.get(&(s as u32)) {
+            Some(&i) => self.frozen.news[i].0,
+            None if s >= self.n as usize || self.del_set.contains(&(s as u32)) => FREE_LABEL,
+            None => self.st.labels[s],
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! How an index is opened ([`OpenOptions`]) and how its WAL is synced ([`SyncMode`]): plain
+//! values every layer of the engine reads; this module imports nothing of the engine but
+//! [`crate::io::IoBackend`].
+
+use crate::io::IoBackend;
+
+/// How to open an index.
+#[derive(Clone, Debug)]
+pub struct OpenOptions {
+    /// Nodes held in RAM: the `cache_nodes` nodes nearest the entry point by BFS hops.
+    /// Expanding one counts as a cache hit, not a read. Default 0.
+    pub cache_nodes: usize,
+    /// I/O backend. Default io_uring.
+    pub io: IoBackend,
+    /// Check each block's CRC32 on every read (off by default); a mismatch is an error.
+    pub verify_reads: bool,
+    /// Largest beam width W searches may use (sizes each thread's buffers). Default 16.
+    pub max_beam_width: usize,
+    /// Expand, without another read, the other nodes of every fetched block that are
+    /// already candidates (Starling-style sector reuse; builds co-locate graph neighbours).
+    /// Default true; false gives DiskANN's one-node-per-read behaviour.
+    pub sector_reuse: bool,
+    /// Pipelined search (experimental, default false): keep up to W reads in flight and
+    /// issue the next one as soon as any completes, instead of rounds of W reads that wait
+    /// for the slowest.
+    pub pipeline: bool,
+    /// When inserts and deletes are fsynced to the WAL (see [`SyncMode`] for
+    /// what each mode can lose in a crash). Default `Always`.
+    pub sync: SyncMode,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            cache_nodes: 0,
+            io: IoBackend::IoUring,
+            verify_reads: false,
+            max_beam_width: 16,
+            sector_reuse: true,
+            sync: SyncMode::Always,
+            pipeline: false,
+        }
+    }
+}
+
+/// When appended records are fsynced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    /// fsync before `append` returns (default).
+    #[default]
+    Always,
+    /// fsync from a background thread within this many milliseconds.
+    Interval(u64),
+    /// Never fsync; the OS writes the file back when it chooses.
+    Never,
+}
+
+impl std::str::FromStr for SyncMode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "always" => Ok(SyncMode::Always),
+            "never" => Ok(SyncMode::Never),
+            _ => s
+                .strip_prefix("interval=")
+                .and_then(|ms| ms.parse::<u64>().ok())
+                .filter(|&ms| ms > 0)
+                .map(SyncMode::Interval)
+                .ok_or_else(|| format!("unknown sync mode {s:?} (expected always, interval=MS with MS > 0, or never)")),
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! DiskANN beam search (NeurIPS 2019, §3.3) over the sector file.
+//!
+//! 1. ADC table of the query (M × 256 f32).
+//! 2. Candidate list of size L (PQ distances), seeded with the entry point.
+//! 3. Each round takes the W closest unexpanded candidates; cached ones are expanded from
+//!    RAM, the others' blocks are read in ONE batch (one io_uring submission). Each expanded
+//!    node's exact distance (from its full vector) goes into the result set; its unvisited
+//!    neighbours get PQ distances and enter the list. Every other node in a fetched block
+//!    also gets its exact distance for free (its vector is in the same sector; Starling,
+//!    SIGMOD 2024, uses the whole sector the same way).
+//! 4. Stops when all L candidates are expanded; returns the k best by exact distance.
+
+use super::context::SearchContext;
+use super::pipelined::pipelined;
+use super::{Neighbor, SearchParams, SearchStats};
+use crate::error::EngineError;
+use crate::io::ReadReq;
+use crate::state::State;
+use crate::Result;
+use ssdann_layout::distance::normalize;
+use ssdann_layout::pq::pq_distance;
+use ssdann_layout::Metric;
+use std::time::Instant;
+
+pub(crate) fn beam_search(
+    index: &State,
+    ctx: &mut SearchContext,
+    query: &[f32],
+    k: usize,
+    params: &SearchParams,
+    out: &mut Vec<Neighbor>,
+) -> Result<SearchStats> {
+    let t0 = Instant::now();
+    let h = &index.header;
+    let layout = h.layout;
+    let m = index.pq.m();
+    let n = h.n_slots;
+    let mut stats = SearchStats::default();
+    ctx.query.clear();
+    ctx.query.extend_from_slice(query);
+    if h.metric == Metric::Cosine {
+        normalize(&mut ctx.query);
+    }
+    index
+        .pq
+        .adc_table(&ctx.query, h.metric, &mut ctx.table, &mut ctx.scratch);
+    ctx.queue.reset(params.l);
+    ctx.visited.reset();
+    ctx.scores.reset();
+    let codes = &index.codes;
+    let pq_of =
+        |id: u32, table: &[f32]| pq_distance(table, &codes[id as usize * m..(id as usize + 1) * m]);
+    let entry = h.entry_point as u32;
+    ctx.visited.insert(entry);
+    ctx.queue.insert(entry, pq_of(entry, &ctx.table));
+
+    if index.options.pipeline {
+        let mut in_flight = 0usize;
+        let r = pipelined(index, ctx, params, &mut stats, &mut in_flight);
+        if r.is_err() && in_flight > 0 {
+            ctx.reader.drain(); // so that the context's next search finds every slot free
+        }
+        r?;
+    }
+    while !index.options.pipeline && ctx.queue.has_unexpanded() {
+        ctx.beam.clear();
+        ctx.queue.pop_unexpanded_beam(params.w, &mut ctx.beam);
+        stats.hops += 1;
+        // Plan the reads: one per distinct block among the uncached beam nodes.
+        ctx.reqs.clear();
+        ctx.blocks.clear();
+        for c in &ctx.beam {
+            if index.cache.slots.contains_key(&c.id) {
+                continue;
+            }
+            let b = layout.block_of(u64::from(c.id));
+            if !ctx.blocks.iter().any(|&(bb, _)| bb == b) {
+                let slot = ctx.blocks.len();
+                ctx.blocks.push((b, slot));
+                ctx.reqs.push(ReadReq {
+                    offset: layout.block_offset_bytes(b),
+                    slot,
+                });
+            }
+        }
+        ctx.expand.clear();
+        for c in &ctx.beam {
+            if index.cache.slots.contains_key(&c.id) {
+                ctx.expand.push((c.id, usize::MAX));
+            } else {
+                let b = layout.block_of(u64::from(c.id));
+                let slot = ctx
+                    .blocks
+                    .iter()
+                    .find(|&&(bb, _)| bb == b)
+                    .map_or(usize::MAX, |&(_, s)| s);
+                ctx.expand.push((c.id, slot));
+            }
+        }
+        if !ctx.reqs.is_empty() {
+            let t = Instant::now();
+            {
+                // Shared with other searches; a merge's in-place writes take it exclusively.
+                // `read` (not `read_recursive`) queues behind a waiting writer, so a stream of
+                // overlapping searches cannot starve the merge; it is never held twice here.
+                let _gate = index.file.gate.read();
+                ctx.reader.read_batch(&ctx.reqs)?;
+            }
+            stats.io_wait_us += t.elapsed().as_secs_f64() * 1e6;
+            stats.sector_reads += (ctx.reqs.len() * layout.sectors_per_block) as u32;
+            if index.options.verify_reads {
+                for &(b, slot) in &ctx.blocks {
+                    index.check_block(ctx.reader.slot(slot), b)?;
+                }
+            }
+            // Every node of every fetched block: exact distance for free; with sector reuse,
+            // co-located nodes that are still unexpanded candidates are expanded now too.
+            for &(b, slot) in &ctx.blocks {
+                let block = ctx.reader.slot(slot);
+                let first = b * layout.nodes_per_block as u64;
+                for id in first..(first + layout.nodes_per_block as u64).min(n) {
+                    let id = id as u32;
+                    // a free slot (deleted, not reused by a merge) is never a result
+                    if index.labels[id as usize] == ssdann_layout::labels::FREE_LABEL {
+                        continue;
+                    }
+                    let rec = layout.record(block, layout.offset_in_block(u64::from(id)));
+                    ctx.scores
+                        .score(h.metric, h.element, &ctx.query, id, rec.vector);
+                }
+            }
+        }
+        // Expand the beam, then (sector reuse) every co-located node of a fetched block that
+        // the beam's expansions made a candidate: its record is already in RAM.
+        let beam_len = ctx.expand.len();
+        let mut i = 0;
+        loop {
+            if i == ctx.expand.len() {
+                if i == beam_len && index.options.sector_reuse {
+                    for bi in 0..ctx.blocks.len() {
+                        let (b, slot) = ctx.blocks[bi];
+                        let first = b * layout.nodes_per_block as u64;
+                        for id in first..(first + layout.nodes_per_block as u64).min(n) {
+                            if ctx.queue.mark_expanded(id as u32) {
+                                ctx.expand.push((id as u32, slot));
+                            }
+                        }
+                    }
+                }
+                if i == ctx.expand.len() {
+                    break;
+                }
+            }
+            let (id, slot) = ctx.expand[i];
+            stats.nodes_expanded += 1;
+            ctx.nbrs.clear();
+            if slot == usize::MAX {
+                let off = *index
+                    .cache
+                    .slots
+                    .get(&id)
+                    .ok_or_else(|| EngineError::Inconsistent {
+                        path: index.file.path.clone(),
+                        detail: format!("node {id} is neither cached nor read"),
+                    })?;
+                stats.cache_hits += 1;
+                let rec = layout.record(&index.cache.records, off);
+                ctx.scores
+                    .score(h.metric, h.element, &ctx.query, id, rec.vector);
+                ctx.nbrs.extend(rec.neighbors());
+            } else {
+                list_from_slot(index, ctx, id, slot)?;
+            }
+            push_neighbors(index, ctx, id)?;
+            i += 1;
+        }
+    }
+    let results = &mut ctx.scores.results;
+    let kk = k.min(results.len());
+    if kk > 0 && results.len() > kk {
+        results.select_nth_unstable_by(kk - 1, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    }
+    results[..kk].sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    out.clear();
+    out.extend(results[..kk].iter().map(|&(d, id)| Neighbor {
+        id: index.labels[id as usize],
+        distance: h.metric.reported(d),
+    }));
+    stats.total_us = t0.elapsed().as_secs_f64() * 1e6;
+    Ok(stats)
+}
+
+/// Adds the neighbours of node `id` (listed in `ctx.nbrs`) to the candidate list with their
+/// PQ distances.
+pub(super) fn push_neighbors(index: &State, ctx: &mut SearchContext, id: u32) -> Result<()> {
+    let n = index.header.n_slots;
+    let m = index.pq.m();
+    for j in 0..ctx.nbrs.len() {
+        let nb = ctx.nbrs[j];
+        if u64::from(nb) >= n {
+            if index.superseded.load(std::sync::atomic::Ordering::Acquire) {
+                continue; // a slot the running merge adds: not part of this state
+            }
+            return Err(EngineError::Inconsistent {
+                path: index.file.path.clone(),
+                detail: format!("node {id} lists neighbour {nb} ≥ n = {n}"),
+            });
+        }
+        if ctx.visited.insert(nb) {
+            let d = pq_distance(
+                &ctx.table,
+                &index.codes[nb as usize * m..(nb as usize + 1) * m],
+            );
+            ctx.queue.insert(nb, d);
+        }
+    }
+    Ok(())
+}
+
+/// Copies node `id`'s list from the block in buffer slot `slot` into `ctx.nbrs`, checking
+/// its degree against R.
+fn list_from_slot(index: &State, ctx: &mut SearchContext, id: u32, slot: usize) -> Result<()> {
+    let h = &index.header;
+    let layout = h.layout;
+    let rec = layout.record(ctx.reader.slot(slot), layout.offset_in_block(u64::from(id)));
+    if rec.degree > h.max_degree {
+        let b = layout.block_of(u64::from(id));
+        return Err(EngineError::Inconsistent {
+            path: index.file.path.clone(),
+            detail: format!(
+                "sector {}: node {id} has degree {} > R = {}",
+                layout.block_sector(b),
+                rec.degree,
+                h.max_degree
+            ),
+        });
+    }
+    ctx.nbrs.clear();
+    ctx.nbrs.extend(rec.neighbors());
+    Ok(())
+}
+
+/// Expands node `id` from the block in buffer slot `slot`: its list joins the candidates.
+pub(super) fn expand_from_slot(
+    index: &State,
+    ctx: &mut SearchContext,
+    id: u32,
+    slot: usize,
+    stats: &mut SearchStats,
+) -> Result<()> {
+    list_from_slot(index, ctx, id, slot)?;
+    stats.nodes_expanded += 1;
+    push_neighbors(index, ctx, id)
+}

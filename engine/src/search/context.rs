@@ -1,0 +1,223 @@
+//! [`SearchContext`]: a search thread's reusable state — reader and buffers, candidate list,
+//! visited sets, ADC table — and [`ContextPool`], the contexts of one index state. No heap
+//! allocation per query once a context is warm.
+
+use super::visited::HashVisited;
+use crate::io::{make_reader, ReadReq, SectorReader};
+use crate::state::State;
+use ssdann_builder::neighbor_queue::{Candidate, NeighborQueue};
+use ssdann_layout::distance::{dot_f32, l2_sq_f32};
+use ssdann_layout::pq::PQ_CENTROIDS;
+use ssdann_layout::{ElementType, Metric};
+use std::sync::Mutex;
+
+/// Ids a search is expected to visit before its visited set first grows (L = 100, R = 64
+/// visits a few thousand).
+const VISITED_EXPECTED: usize = 8192;
+
+/// Per-thread reusable state: reader and buffers, candidate list, visited sets, ADC table.
+/// Memory: two visited hash sets (16 B per id a search touches; 256 KB at first, independent
+/// of n) + W blocks + M × 1 KB.
+pub struct SearchContext {
+    pub(super) reader: Box<dyn SectorReader>,
+    pub(super) queue: NeighborQueue,
+    pub(super) visited: HashVisited,
+    pub(super) table: Vec<f32>,
+    pub(super) query: Vec<f32>,
+    pub(super) scratch: Vec<f32>,
+    pub(super) beam: Vec<Candidate>,
+    pub(super) reqs: Vec<ReadReq>,
+    /// (block, slot) of each block read this round.
+    pub(super) blocks: Vec<(u64, usize)>,
+    /// Exact distances of the nodes scored so far (and, for a merge, their vectors).
+    pub(crate) scores: Scores,
+    pub(super) nbrs: Vec<u32>,
+    /// Nodes to expand this round: (id, buffer slot or usize::MAX for the node cache).
+    pub(super) expand: Vec<(u32, usize)>,
+    /// Pipelined search: the block read into each buffer slot (u64::MAX: free), the
+    /// candidates waiting for a slot's read, and the slots a wait reported.
+    pub(super) slot_block: Vec<u64>,
+    pub(super) waiting: Vec<(u32, usize)>,
+    pub(super) done: Vec<usize>,
+    pub(super) delta_query: Vec<f32>,
+    pub(super) delta_scratch: ssdann_builder::greedy_search::SearchScratch,
+    pub(super) delta_found: Vec<(f32, u64)>,
+}
+
+/// The nodes a search has scored: each once, with its exact distance from its stored vector.
+pub(crate) struct Scores {
+    pub(super) scored: HashVisited,
+    pub(super) results: Vec<(f32, u32)>,
+    pub(super) tmp: Vec<f32>,
+    /// When set (merge), the full vector of every node scored is kept: ids and n × d f32.
+    pub(crate) keep_vectors: bool,
+    pub(crate) kept_ids: Vec<u32>,
+    pub(crate) kept_vectors: Vec<f32>,
+}
+
+impl Scores {
+    pub(super) fn reset(&mut self) {
+        self.scored.reset();
+        self.results.clear();
+        self.kept_ids.clear();
+        self.kept_vectors.clear();
+    }
+
+    /// Scores node `id` (stored vector `vector`, raw LE bytes) unless it already was.
+    #[inline]
+    pub(super) fn score(
+        &mut self,
+        metric: Metric,
+        elem: ElementType,
+        query: &[f32],
+        id: u32,
+        vector: &[u8],
+    ) {
+        if self.scored.insert(id) {
+            let d = exact_distance(metric, elem, query, vector, &mut self.tmp);
+            self.results.push((d, id));
+            if self.keep_vectors {
+                keep(elem, vector, id, &mut self.kept_ids, &mut self.kept_vectors);
+            }
+        }
+    }
+}
+
+impl SearchContext {
+    pub(crate) fn new(reader: Box<dyn SectorReader>, m: usize) -> Self {
+        SearchContext {
+            reader,
+            queue: NeighborQueue::new(256),
+            visited: HashVisited::with_capacity(VISITED_EXPECTED),
+            table: vec![0.0; m * PQ_CENTROIDS],
+            query: Vec::new(),
+            scratch: Vec::new(),
+            beam: Vec::with_capacity(64),
+            reqs: Vec::with_capacity(64),
+            blocks: Vec::with_capacity(64),
+            scores: Scores {
+                scored: HashVisited::with_capacity(VISITED_EXPECTED),
+                results: Vec::with_capacity(1024),
+                tmp: Vec::new(),
+                keep_vectors: false,
+                kept_ids: Vec::new(),
+                kept_vectors: Vec::new(),
+            },
+            nbrs: Vec::with_capacity(256),
+            expand: Vec::with_capacity(64),
+            slot_block: Vec::with_capacity(64),
+            waiting: Vec::with_capacity(64),
+            done: Vec::with_capacity(64),
+            delta_query: Vec::new(),
+            delta_scratch: Default::default(),
+            delta_found: Vec::new(),
+        }
+    }
+    /// Buffers for the delta-index part of a search: (query copy, GreedySearch scratch,
+    /// results).
+    pub(crate) fn delta_buffers(
+        &mut self,
+    ) -> (
+        &mut Vec<f32>,
+        &mut ssdann_builder::greedy_search::SearchScratch,
+        &mut Vec<(f32, u64)>,
+    ) {
+        (
+            &mut self.delta_query,
+            &mut self.delta_scratch,
+            &mut self.delta_found,
+        )
+    }
+    /// The last search's `k` best results as (distance, slot), closest first.
+    pub(crate) fn top_results(&self, k: usize) -> &[(f32, u32)] {
+        &self.scores.results[..k.min(self.scores.results.len())]
+    }
+    pub(crate) fn reader_name(&self) -> &'static str {
+        self.reader.name()
+    }
+}
+
+/// Exact ranking distance between the f32 query and a stored vector (raw LE bytes).
+#[inline]
+fn exact_distance(
+    metric: Metric,
+    elem: ElementType,
+    query: &[f32],
+    vector: &[u8],
+    tmp: &mut Vec<f32>,
+) -> f32 {
+    let v: &[f32] = match elem {
+        ElementType::F32 => match bytemuck::try_cast_slice::<u8, f32>(vector) {
+            Ok(s) => s,
+            Err(_) => {
+                tmp.clear();
+                tmp.extend(
+                    vector
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                );
+                tmp
+            }
+        },
+        ElementType::U8 => {
+            tmp.clear();
+            tmp.extend(vector.iter().map(|&x| f32::from(x)));
+            tmp
+        }
+        ElementType::I8 => {
+            tmp.clear();
+            tmp.extend(vector.iter().map(|&x| f32::from(x as i8)));
+            tmp
+        }
+    };
+    if metric.uses_l2() {
+        l2_sq_f32(query, v)
+    } else {
+        -dot_f32(query, v)
+    }
+}
+
+/// Appends a stored vector (raw LE bytes) as f32 to the kept set.
+fn keep(elem: ElementType, vector: &[u8], id: u32, ids: &mut Vec<u32>, out: &mut Vec<f32>) {
+    ids.push(id);
+    match elem {
+        ElementType::F32 => out.extend(
+            vector
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        ),
+        ElementType::U8 => out.extend(vector.iter().map(|&x| f32::from(x))),
+        ElementType::I8 => out.extend(vector.iter().map(|&x| f32::from(x as i8))),
+    }
+}
+
+/// The search contexts of one index state, reused across queries (each bound to that
+/// state's sector file).
+#[derive(Default)]
+pub(crate) struct ContextPool {
+    contexts: Mutex<Vec<SearchContext>>,
+}
+
+impl ContextPool {
+    /// A context for a search on `state`: a pooled one, or a new one (its reader per
+    /// `state.options.io`, W = `max_beam_width` buffer slots).
+    pub(crate) fn take(&self, state: &State) -> SearchContext {
+        let ctx = self.contexts.lock().ok().and_then(|mut v| v.pop());
+        ctx.unwrap_or_else(|| {
+            let reader = make_reader(
+                state.options.io,
+                state.file.clone(),
+                state.header.layout.block_bytes(),
+                state.options.max_beam_width,
+            );
+            SearchContext::new(reader, state.pq.m())
+        })
+    }
+
+    /// Returns a context to the pool.
+    pub(crate) fn put(&self, ctx: SearchContext) {
+        if let Ok(mut v) = self.contexts.lock() {
+            v.push(ctx);
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! [`State`]: the immutable part of one generation of an open index — header, PQ pivots and
+//! codes, label array, the open sector file and the node cache (DiskANN, NeurIPS 2019, §3:
+//! PQ codes in RAM, full vectors and lists on the SSD).
+//!
+//! Invariants this module owns (checked in [`State::open`], never changed afterwards):
+//! - `codes.len() == n × M` and `labels.len() == n`, where n = `header.n_slots`;
+//! - the PQ pivots have the header's d and M;
+//! - `index.ssd` is at least `header.file_bytes()` long;
+//! - every cached record passed its block's CRC and its record check when loaded.
+//!
+//! The one mutable bit is [`State::superseded`], set once (false → true) by a merge that
+//! starts rewriting blocks under this state.
+
+use crate::error::EngineError;
+use crate::io::{AlignedBuf, SectorFile};
+use crate::options::OpenOptions;
+use crate::Result;
+use ssdann_builder::build::INDEX_FILE;
+use ssdann_layout::pq::{read_codes, PQ_CODES_FILE, PQ_PIVOTS_FILE};
+use ssdann_layout::sector::check_block;
+use ssdann_layout::{IndexHeader, PqCodebook, SECTOR_BYTES};
+use std::collections::HashMap;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// The node cache: records of the nodes nearest the entry point.
+#[derive(Default)]
+pub(crate) struct NodeCache {
+    /// Slot → byte offset of its record in `records`.
+    pub(crate) slots: HashMap<u32, usize>,
+    /// The cached records, each `record_bytes` long.
+    pub(crate) records: Vec<u8>,
+}
+
+/// The immutable part of one generation of an open index (see the module docs).
+pub(crate) struct State {
+    pub(crate) dir: PathBuf,
+    pub(crate) header: IndexHeader,
+    pub(crate) pq: PqCodebook,
+    /// n × M PQ codes.
+    pub(crate) codes: Vec<u8>,
+    /// n labels (`FREE_LABEL` for a free slot).
+    pub(crate) labels: Vec<u64>,
+    pub(crate) file: Arc<SectorFile>,
+    pub(crate) options: OpenOptions,
+    pub(crate) cache: NodeCache,
+    /// Set when a merge starts rewriting blocks under this state: its searches may then read
+    /// post-merge blocks, whose lists can name slots past this state's n (skipped, not an
+    /// error). See `merge` for why such mixed reads still give correct answers.
+    pub(crate) superseded: AtomicBool,
+}
+
+impl State {
+    /// Opens the files of the index in `dir` and checks them against each other (no journal
+    /// recovery, no WAL: the callers above do those).
+    ///
+    /// # Errors
+    /// [`EngineError::Layout`] for a missing, short or corrupt file; [`EngineError::Inconsistent`]
+    /// when the files disagree; [`EngineError::InvalidQuery`] for `max_beam_width` = 0.
+    pub(crate) fn open(dir: &Path, options: OpenOptions) -> Result<State> {
+        let path = dir.join(INDEX_FILE);
+        let file = SectorFile::open(&path)?;
+        let len = file
+            .file
+            .metadata()
+            .map_err(|e| EngineError::io(&path, e))?
+            .len();
+        let mut slots = AlignedBuf::new(2 * SECTOR_BYTES);
+        if len < 2 * SECTOR_BYTES as u64 {
+            return Err(ssdann_layout::LayoutError::SizeMismatch {
+                path,
+                expected_bytes: 8192,
+                actual_bytes: len,
+                detail: "the two header slots".into(),
+            }
+            .into());
+        }
+        file.file
+            .read_exact_at(slots.as_mut_slice(), 0)
+            .map_err(|e| EngineError::io(&path, e))?;
+        let (header, _) = IndexHeader::choose(&path, slots.as_slice())?;
+        if len < header.file_bytes() {
+            return Err(ssdann_layout::LayoutError::SizeMismatch {
+                path,
+                expected_bytes: header.file_bytes(),
+                actual_bytes: len,
+                detail: format!(
+                    "header n = {}, {} blocks",
+                    header.n_slots,
+                    header.layout.blocks_for(header.n_slots)
+                ),
+            }
+            .into());
+        }
+        let pq = PqCodebook::read(&dir.join(PQ_PIVOTS_FILE))?;
+        if pq.dim() != header.dim as usize || pq.m() != header.pq_m as usize {
+            return Err(EngineError::Inconsistent {
+                path: dir.join(PQ_PIVOTS_FILE),
+                detail: format!(
+                    "PQ pivots have d = {}, M = {} but index.ssd has d = {}, M = {}",
+                    pq.dim(),
+                    pq.m(),
+                    header.dim,
+                    header.pq_m
+                ),
+            });
+        }
+        let (cn, cm, codes) = read_codes(&dir.join(PQ_CODES_FILE))?;
+        if cn as u64 != header.n_slots || cm != header.pq_m as usize {
+            return Err(EngineError::Inconsistent {
+                path: dir.join(PQ_CODES_FILE),
+                detail: format!(
+                    "PQ codes are n = {cn}, M = {cm} but index.ssd has n = {}, M = {}",
+                    header.n_slots, header.pq_m
+                ),
+            });
+        }
+        let labels_path = dir.join(ssdann_layout::labels::LABELS_FILE);
+        let labels = ssdann_layout::labels::read_labels(&labels_path)?;
+        if labels.len() as u64 != header.n_slots {
+            return Err(EngineError::Inconsistent {
+                path: labels_path,
+                detail: format!(
+                    "{} labels but index.ssd has n = {}",
+                    labels.len(),
+                    header.n_slots
+                ),
+            });
+        }
+        if options.max_beam_width == 0 {
+            return Err(EngineError::InvalidQuery {
+                field: "max_beam_width",
+                value: "0".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        let mut state = State {
+            dir: dir.into(),
+            header,
+            pq,
+            codes,
+            labels,
+            file,
+            options,
+            cache: NodeCache::default(),
+            superseded: AtomicBool::new(false),
+        };
+        if state.options.cache_nodes > 0 {
+            state.cache = state.load_cache(state.options.cache_nodes)?;
+        }
+        Ok(state)
+    }
+
+    /// Dimension d.
+    pub(crate) fn dim(&self) -> usize {
+        self.header.dim as usize
+    }
+
+    /// Checks block `b`'s CRC32.
+    ///
+    /// # Errors
+    /// [`EngineError::Layout`] (checksum mismatch naming the sector).
+    pub(crate) fn check_block(&self, block: &[u8], b: u64) -> Result<()> {
+        check_block(block).map_err(|(expected, got)| {
+            ssdann_layout::LayoutError::ChecksumMismatch {
+                path: self.file.path.clone(),
+                what: format!("sector {} (block {b})", self.header.layout.block_sector(b)),
+                expected,
+                got,
+            }
+            .into()
+        })
+    }
+
+    /// Reads the block holding node `id` with pread (open-time use), checking its CRC.
+    fn read_block_for(&self, id: u32, buf: &mut AlignedBuf) -> Result<()> {
+        let l = self.header.layout;
+        let b = l.block_of(u64::from(id));
+        let off = l.block_offset_bytes(b);
+        self.file
+            .file
+            .read_exact_at(&mut buf.as_mut_slice()[..l.block_bytes()], off)
+            .map_err(|e| EngineError::io(&self.file.path, e))?;
+        self.check_block(&buf.as_slice()[..l.block_bytes()], b)
+    }
+
+    /// BFS from the entry point, caching the first `count` nodes' records.
+    fn load_cache(&self, count: usize) -> Result<NodeCache> {
+        let l = self.header.layout;
+        let count = count.min(self.header.n_slots as usize);
+        let mut cache = NodeCache {
+            slots: HashMap::with_capacity(count),
+            records: Vec::with_capacity(count * l.record_bytes),
+        };
+        let mut buf = AlignedBuf::new(l.block_bytes());
+        let mut frontier = std::collections::VecDeque::new();
+        let entry = self.header.entry_point as u32;
+        frontier.push_back(entry);
+        let mut seen = std::collections::HashSet::new();
+        seen.insert(entry);
+        while let Some(id) = frontier.pop_front() {
+            if cache.slots.len() >= count {
+                break;
+            }
+            self.read_block_for(id, &mut buf)?;
+            let off = l.offset_in_block(u64::from(id));
+            let rec = l.record(buf.as_slice(), off);
+            rec.check(
+                u64::from(id),
+                self.header.n_slots,
+                self.header.max_degree as usize,
+            )
+            .map_err(|detail| EngineError::Inconsistent {
+                path: self.file.path.clone(),
+                detail,
+            })?;
+            cache.slots.insert(id, cache.records.len());
+            cache
+                .records
+                .extend_from_slice(&buf.as_slice()[off..off + l.record_bytes]);
+            for nb in rec.neighbors() {
+                if seen.insert(nb) {
+                    frontier.push_back(nb);
+                }
+            }
+        }
+        Ok(cache)
+    }
+
+    /// Bytes of RAM held: PQ codes, pivots, label array, node cache.
+    pub(crate) fn memory_bytes(&self) -> usize {
+        self.codes.len()
+            + self.labels.len() * 8
+            + self.pq.memory_bytes()
+            + self.cache.records.len()
+            + self.cache.slots.len() * 16
+    }
+}

@@ -1,0 +1,142 @@
+//! Updates of an open index (FreshDiskANN, Singh et al. 2021): every insert and delete is
+//! appended to the WAL ([`crate::wal`]) and then applied to the in-memory state — the delta
+//! index for inserts ([`crate::delta`]) and tombstones for deletes of points on the SSD.
+//! Searches query both and merge. On open, the WAL is replayed into the same state.
+//!
+//! Semantics: inserting a label that exists replaces it (its old copy is tombstoned or
+//! removed from the delta); deleting an unknown label is an error; a tombstoned point is
+//! never returned but still routes searches through the graph until a merge removes it.
+
+pub mod delta;
+pub mod wal;
+
+use crate::error::EngineError;
+use crate::state::State;
+use crate::Result;
+use delta::{DeltaIndex, DeltaParams};
+use ssdann_layout::ElementType;
+use std::collections::{HashMap, HashSet};
+use wal::{replay, Wal, WalOp, WAL_FILE};
+
+/// The update state guarded by the index's update lock.
+pub(crate) struct Updates {
+    pub(crate) delta: DeltaIndex,
+    /// Labels of SSD points that are deleted or replaced.
+    pub(crate) tombstones: HashSet<u64>,
+    /// Label → slot of the SSD points (built at open).
+    pub(crate) ssd_labels: HashMap<u64, u32>,
+    pub(crate) wal: Option<Wal>,
+    pub(crate) wal_ops: u64,
+}
+
+impl Updates {
+    /// Fresh state for `index`, with the WAL (if any) replayed.
+    pub(crate) fn open(index: &State) -> Result<Updates> {
+        let h = &index.header;
+        let params = DeltaParams {
+            max_degree: h.max_degree as usize,
+            build_l: (h.build_l as usize).max(h.max_degree as usize),
+            alpha: h.build_alpha.max(1.0),
+        };
+        let ssd_labels = index
+            .labels
+            .iter()
+            .enumerate()
+            .filter(|(_, &l)| l != ssdann_layout::labels::FREE_LABEL)
+            .map(|(slot, &l)| (l, slot as u32))
+            .collect();
+        let mut up = Updates {
+            delta: DeltaIndex::new(index.dim(), h.metric, params),
+            tombstones: HashSet::new(),
+            ssd_labels,
+            wal: None,
+            wal_ops: 0,
+        };
+        let path = index.dir.join(WAL_FILE);
+        if path.exists() {
+            let rep = replay(&path, index.dim())?;
+            for op in &rep.ops {
+                up.apply(op);
+            }
+            up.wal_ops = rep.ops.len() as u64;
+            up.wal = Some(Wal::open(
+                &path,
+                index.dim(),
+                rep.last_seq,
+                index.options.sync,
+            )?);
+        }
+        Ok(up)
+    }
+
+    /// Whether `label` is live (on the SSD and not tombstoned, or in the delta).
+    pub(crate) fn is_live(&self, label: u64) -> bool {
+        self.delta.contains(label)
+            || (self.ssd_labels.contains_key(&label) && !self.tombstones.contains(&label))
+    }
+
+    /// Applies one logged operation to the in-memory state (no validation: it was validated
+    /// before it was logged).
+    pub(crate) fn apply(&mut self, op: &WalOp) {
+        match op {
+            WalOp::Insert { label, vector } => {
+                if self.ssd_labels.contains_key(label) {
+                    self.tombstones.insert(*label);
+                }
+                self.delta.insert(*label, vector);
+            }
+            WalOp::Delete { label } => {
+                self.delta.delete(*label);
+                if self.ssd_labels.contains_key(label) {
+                    self.tombstones.insert(*label);
+                }
+            }
+        }
+    }
+}
+
+/// Checks an insert of `vector` under `label` against the index `state`.
+pub(crate) fn check_insert(state: &State, label: u64, vector: &[f32]) -> Result<()> {
+    let bad = |field: &'static str, value: String, reason: String| {
+        Err(EngineError::InvalidQuery {
+            field,
+            value,
+            reason,
+        })
+    };
+    if vector.len() != state.dim() {
+        return bad(
+            "vector dimension",
+            vector.len().to_string(),
+            format!("the index has d = {} (label {label})", state.dim()),
+        );
+    }
+    if let Some(i) = vector.iter().position(|x| !x.is_finite()) {
+        return bad(
+            "vector",
+            format!("{} at position {i}", vector[i]),
+            format!("values must be finite (label {label})"),
+        );
+    }
+    let range = match state.header.element {
+        ElementType::F32 => None,
+        ElementType::U8 => Some((0.0, 255.0)),
+        ElementType::I8 => Some((-128.0, 127.0)),
+    };
+    if let Some((lo, hi)) = range {
+        if let Some(i) = vector
+            .iter()
+            .position(|&x| x.fract() != 0.0 || x < lo || x > hi)
+        {
+            return bad(
+                "vector",
+                format!("{} at position {i}", vector[i]),
+                format!(
+                    "a {} index stores integers in {lo}..={hi} (label {label})",
+                    state.header.element
+                ),
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,142 @@
+//! The byte format of the merge's redo journal `merge.journal` (docs/FORMAT.md,
+//! "merge.journal"): encoding and decoding of its header, entries and commit entry. No I/O:
+//! the engine streams the file and applies these rules (a journal may be gigabytes).
+//!
+//! ```text
+//! header (16 bytes): magic "SSDMJRN2" (format 1: "SSDMJRN1"), block_bytes u32, 4 zero bytes
+//! entry:             block u64, CRC32 u32 of (block bytes ‖ image), image
+//!   block image:     block_bytes bytes (the new content of that block of index.ssd)
+//!   commit (block = u64::MAX), format 2: slot u64, wal_seq u64, header slot image (4096 B)
+//!   commit,                    format 1: slot u64, header slot image (4096 B)
+//! ```
+
+use crate::sector::SECTOR_BYTES;
+
+/// File name of the redo journal inside an index directory.
+pub const JOURNAL_FILE: &str = "merge.journal";
+/// Magic of a format-2 journal (its commit entry records the WAL sequence number folded in).
+pub const JOURNAL_MAGIC: [u8; 8] = *b"SSDMJRN2";
+/// Magic of a format-1 journal (its merge emptied the whole WAL); still finished on open.
+pub const JOURNAL_MAGIC_V1: [u8; 8] = *b"SSDMJRN1";
+/// Bytes of the journal header.
+pub const JOURNAL_HEADER_BYTES: usize = 16;
+/// Bytes of an entry before its image: block number and CRC32.
+pub const ENTRY_HEAD_BYTES: usize = 12;
+/// The block number that marks the commit entry.
+pub const COMMIT: u64 = u64::MAX;
+
+/// The 16-byte header of a (format 2) journal of `block_bytes`-byte block images.
+pub fn encode_header(block_bytes: u32) -> [u8; JOURNAL_HEADER_BYTES] {
+    let mut h = [0u8; JOURNAL_HEADER_BYTES];
+    h[..8].copy_from_slice(&JOURNAL_MAGIC);
+    h[8..12].copy_from_slice(&block_bytes.to_le_bytes());
+    h
+}
+
+/// A decoded journal header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JournalHeader {
+    /// Format version (1 or 2).
+    pub version: u32,
+    /// Bytes of every block image.
+    pub block_bytes: usize,
+}
+
+impl JournalHeader {
+    /// Bytes of the commit entry's image.
+    pub fn commit_bytes(&self) -> usize {
+        if self.version == 1 {
+            8 + SECTOR_BYTES
+        } else {
+            16 + SECTOR_BYTES
+        }
+    }
+    /// Bytes of the image of an entry for `block`.
+    pub fn image_bytes(&self, block: u64) -> usize {
+        if block == COMMIT {
+            self.commit_bytes()
+        } else {
+            self.block_bytes
+        }
+    }
+}
+
+/// Decodes a journal header; `None` when the magic is not a journal's.
+pub fn decode_header(head: &[u8; JOURNAL_HEADER_BYTES]) -> Option<JournalHeader> {
+    let version = if head[..8] == JOURNAL_MAGIC {
+        2
+    } else if head[..8] == JOURNAL_MAGIC_V1 {
+        1
+    } else {
+        return None;
+    };
+    Some(JournalHeader {
+        version,
+        block_bytes: u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize,
+    })
+}
+
+/// The CRC32 an entry for `block` with `image` carries.
+pub fn entry_crc(block: u64, image: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&block.to_le_bytes());
+    h.update(image);
+    h.finalize()
+}
+
+/// Appends the entry (head and image) for `block` to `out`.
+pub fn encode_entry(block: u64, image: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&block.to_le_bytes());
+    out.extend_from_slice(&entry_crc(block, image).to_le_bytes());
+    out.extend_from_slice(image);
+}
+
+/// Decodes an entry head: (block number, stored CRC32).
+pub fn decode_entry_head(eh: &[u8; ENTRY_HEAD_BYTES]) -> (u64, u32) {
+    let mut b8 = [0u8; 8];
+    b8.copy_from_slice(&eh[..8]);
+    (
+        u64::from_le_bytes(b8),
+        u32::from_le_bytes([eh[8], eh[9], eh[10], eh[11]]),
+    )
+}
+
+/// The commit entry: which header slot to write, the last WAL sequence number folded in,
+/// and the new header slot image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommitEntry {
+    /// Header slot (0 or 1) the new header goes to.
+    pub slot: u64,
+    /// The last WAL sequence number the merge folded in (`u64::MAX`: all of them, format 1).
+    pub wal_seq: u64,
+    /// The new header slot image (4096 bytes).
+    pub header: Vec<u8>,
+}
+
+/// The image of a format-2 commit entry.
+pub fn encode_commit(slot: u64, wal_seq: u64, header: &[u8]) -> Vec<u8> {
+    let mut c = Vec::with_capacity(16 + header.len());
+    c.extend_from_slice(&slot.to_le_bytes());
+    c.extend_from_slice(&wal_seq.to_le_bytes());
+    c.extend_from_slice(header);
+    c
+}
+
+/// Decodes a commit entry's image (`image.len() == h.commit_bytes()`).
+pub fn decode_commit(h: &JournalHeader, image: &[u8]) -> CommitEntry {
+    let word = |i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&image[8 * i..8 * i + 8]);
+        u64::from_le_bytes(w)
+    };
+    let (wal_seq, header_at) = if h.version == 1 {
+        (u64::MAX, 8)
+    } else {
+        (word(1), 16)
+    };
+    CommitEntry {
+        slot: word(0),
+        wal_seq,
+        header: image[header_at..].to_vec(),
+    }
+}
