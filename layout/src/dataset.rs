@@ -579,19 +579,20 @@ impl GroundTruth {
                 let cells = nq
                     .checked_mul(k)
                     .ok_or_else(|| LayoutError::field(path, "nq", nq, "nq × k overflows"))?;
-                let ids_only = 8 + cells * 4;
-                let with_d = 8 + cells * 8;
-                if len != ids_only && len != with_d {
+                // Checked: nq × k × 4 can pass 2^64 (nq = k = 2^31 wraps to 0).
+                let ids_only = cells.checked_mul(4).and_then(|b| b.checked_add(8));
+                let with_d = cells.checked_mul(8).and_then(|b| b.checked_add(8));
+                if ids_only != Some(len) && with_d != Some(len) {
                     return Err(LayoutError::SizeMismatch {
                         path: path.into(),
-                        expected_bytes: with_d,
+                        expected_bytes: with_d.unwrap_or(u64::MAX),
                         actual_bytes: len,
                         detail: format!("header nq = {nq}, k = {k}"),
                     });
                 }
                 let c = cells as usize;
                 let ids = words(&bytes[8..8 + 4 * c]);
-                let distances = if len == with_d {
+                let distances = if with_d == Some(len) {
                     words(&bytes[8 + 4 * c..8 + 8 * c])
                         .into_iter()
                         .map(f32::from_bits)
@@ -964,5 +965,30 @@ mod tests {
         ));
         let (_d, q) = tmp("ids.ibin", &bytes[..8 + 24]);
         assert!(GroundTruth::read(&q).unwrap().distances.is_empty());
+    }
+
+    #[test]
+    fn ibin_whose_nq_times_k_bytes_overflow_is_refused() {
+        // nq = k = 2^31: nq × k × 4 = 2^64 wraps to 0, so an 8-byte file once read as an
+        // empty ground truth of 2^31 rows whose first `row()` panicked (found by fuzz/).
+        let mut b = (1u32 << 31).to_le_bytes().to_vec();
+        b.extend_from_slice(&(1u32 << 31).to_le_bytes());
+        let (_d, p) = tmp("overflow.ibin", &b);
+        match GroundTruth::read(&p) {
+            Err(e @ LayoutError::SizeMismatch { actual_bytes: 8, .. }) => {
+                let msg = e.to_string();
+                assert!(msg.contains("nq = 2147483648, k = 2147483648"), "{msg}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // The same with room for one id, and the ids-plus-distances wrap (nq × k × 8 = 2^64).
+        let mut b = (1u32 << 30).to_le_bytes().to_vec();
+        b.extend_from_slice(&(1u32 << 31).to_le_bytes());
+        b.extend_from_slice(&[0; 4]);
+        let (_d, p) = tmp("overflow2.ibin", &b);
+        assert!(matches!(
+            GroundTruth::read(&p),
+            Err(LayoutError::SizeMismatch { actual_bytes: 12, .. })
+        ));
     }
 }
