@@ -21,10 +21,21 @@ pub enum BuildError {
         reason: String,
     },
     /// The output directory exists and `force` was not given.
-    #[error("{}: output directory already exists (pass --force to replace it)", path.display())]
+    #[error("{}: output directory already exists (pass --force to replace it; --force replaces only an ssdann index directory or an empty directory)", path.display())]
     OutputExists {
         /// The directory.
         path: PathBuf,
+    },
+    /// `force` was given but the output path is neither an ssdann index directory nor an
+    /// empty directory, so replacing it could delete the user's own files
+    /// ([`crate::build::check_output`] states the rule).
+    #[error("{}: not an ssdann index directory ({reason}); refusing to delete it", path.display())]
+    NotAnIndex {
+        /// The output path (or, after the swap, the old directory moved aside).
+        path: PathBuf,
+        /// Why: a file, a symbolic link, a foreign entry (named), no `index.ssd`, or an
+        /// `index.ssd` without the header magic.
+        reason: String,
     },
     /// An I/O error on `path`.
     #[error("{}: {source}", path.display())]

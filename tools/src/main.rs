@@ -7,6 +7,7 @@ mod update;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use ssdann_builder::build::{check_output, ExistingOutput};
 use ssdann_builder::{build_index, BuildParams};
 use ssdann_layout::Metric;
 use std::path::PathBuf;
@@ -85,7 +86,9 @@ pub(crate) struct BuildArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub(crate) threads: Option<usize>,
-    /// Replace the output directory if it exists.
+    /// Replace the output directory if it exists and is an ssdann index directory (an
+    /// index.ssd with the header magic and only index files) or an empty directory. Anything
+    /// else is refused, never deleted.
     #[arg(long)]
     pub(crate) force: bool,
     /// Hide progress bars.
@@ -124,6 +127,11 @@ pub(crate) fn cmd_build(a: BuildArgs) -> Result<()> {
         graph_precision: a.graph_precision,
         ..Default::default()
     };
+    // The builder checks again before it swaps; this check is for the message (and fails
+    // fast, before the data is read).
+    if check_output(&a.out, a.force)? == ExistingOutput::Index {
+        println!("replacing the existing index in {}", a.out.display());
+    }
     let bars = progress::Bars::new(a.quiet);
     let t = std::time::Instant::now();
     let rep = build_index(&a.data, &a.out, &params, &bars)?;

@@ -244,6 +244,11 @@ fn build_info_verify_search_and_refuse_to_overwrite() {
         "f32",
     ]);
     assert!(f.status.success(), "{}", text(&f));
+    assert!(
+        text(&f).contains(&format!("replacing the existing index in {o}")),
+        "{}",
+        text(&f)
+    );
     assert!(text(&ssdann(&["info", o])).contains("R = 8"));
     // search writes one row per query with the query itself first (queries = base rows)
     let res = tmp.path().join("res.ibin");
@@ -288,6 +293,101 @@ fn build_info_verify_search_and_refuse_to_overwrite() {
     let i = ssdann(&["info", tmp.path().to_str().unwrap()]);
     assert_eq!(i.status.code(), Some(2));
     assert!(text(&i).contains("index.ssd"), "{}", text(&i));
+}
+
+/// `build --force` replaces an index (and says so) or an empty directory, and refuses a
+/// directory holding anything else, which it leaves as it was. (Before, --force deleted
+/// whatever directory --out named.)
+#[test]
+fn build_force_replaces_only_an_index_or_an_empty_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = small_data(tmp.path());
+    let dp = data.to_str().unwrap();
+    let force = |out: &Path| {
+        ssdann(&[
+            "build",
+            "--data",
+            dp,
+            "--out",
+            out.to_str().unwrap(),
+            "-R",
+            "16",
+            "-L",
+            "32",
+            "-q",
+            "--force",
+        ])
+    };
+    let mine = tmp.path().join("mine");
+    std::fs::create_dir(&mine).unwrap();
+    std::fs::write(mine.join("notes.txt"), b"my notes").unwrap();
+    let o = force(&mine);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    for want in [
+        mine.to_str().unwrap(),
+        "not an ssdann index directory",
+        "contains `notes.txt`",
+        "refusing to delete it",
+    ] {
+        assert!(text(&o).contains(want), "lacks {want:?}: {}", text(&o));
+    }
+    assert_eq!(std::fs::read(mine.join("notes.txt")).unwrap(), b"my notes");
+    let file = tmp.path().join("file.txt");
+    std::fs::write(&file, b"mine").unwrap();
+    let o = force(&file);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("it is a file"), "{}", text(&o));
+    assert_eq!(std::fs::read(&file).unwrap(), b"mine");
+
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let o = force(&empty);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!text(&o).contains("replacing"), "{}", text(&o));
+    assert!(ssdann(&["verify", empty.to_str().unwrap()])
+        .status
+        .success());
+    // an index with pending updates is replaced, and the CLI says so
+    std::fs::write(empty.join("wal.log"), b"").unwrap();
+    let o = force(&empty);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!(
+            "replacing the existing index in {}",
+            empty.display()
+        )),
+        "{}",
+        text(&o)
+    );
+    assert!(!empty.join("wal.log").exists());
+    assert!(ssdann(&["verify", empty.to_str().unwrap()])
+        .status
+        .success());
+}
+
+/// The builder's list of the files an index directory may hold (what `--force` may delete)
+/// names the engine's files.
+#[test]
+fn index_dir_file_names_include_the_engines() {
+    use ssdann::builder::build::is_index_file_name;
+    let wal = ssdann::engine::wal::WAL_FILE;
+    let journal = ssdann::engine::merge::JOURNAL_FILE;
+    for name in [
+        wal,
+        &format!("{wal}.trim"),
+        journal,
+        ssdann::builder::build::INDEX_FILE,
+        ssdann::layout::pq::PQ_PIVOTS_FILE,
+        ssdann::layout::pq::PQ_CODES_FILE,
+        ssdann::layout::labels::LABELS_FILE,
+        &format!("{}.merge", ssdann::layout::labels::LABELS_FILE),
+        &format!("{}.merge", ssdann::layout::pq::PQ_CODES_FILE),
+    ] {
+        assert!(is_index_file_name(name), "{name}");
+    }
+    for name in ["notes.txt", "index.ssd.bak", ".merge", "wal"] {
+        assert!(!is_index_file_name(name), "{name}");
+    }
 }
 
 #[test]
