@@ -3,11 +3,17 @@
 use crate::progress::bar;
 use anyhow::{bail, Context, Result};
 use ssdann_engine::{Index, OpenOptions, SyncMode};
+use ssdann_layout::labels::FREE_LABEL;
 use ssdann_layout::VectorFile;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Reads labels: one unsigned integer per line (blank lines and `#` comments skipped).
+///
+/// # Errors
+/// The file cannot be read; a line is not a u64; a line holds the reserved label
+/// [`FREE_LABEL`] (2^64 − 1, the mark of a free slot in `labels.bin`). Each names the file
+/// and the line (counted from 1).
 fn read_labels(path: &Path) -> Result<Vec<u64>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("{}: cannot read", path.display()))?;
@@ -17,13 +23,23 @@ fn read_labels(path: &Path) -> Result<Vec<u64>> {
         if t.is_empty() || t.starts_with('#') {
             continue;
         }
-        out.push(t.parse::<u64>().with_context(|| {
+        let label = t.parse::<u64>().with_context(|| {
             format!(
                 "{}: line {}: {t:?} is not a label (an unsigned integer)",
                 path.display(),
                 i + 1
             )
-        })?);
+        })?;
+        if label == FREE_LABEL {
+            bail!(
+                "{}: line {}: label {label} is reserved (2^64 − 1 marks a free slot); labels \
+                 must be at most {}",
+                path.display(),
+                i + 1,
+                FREE_LABEL - 1
+            );
+        }
+        out.push(label);
     }
     Ok(out)
 }
@@ -47,7 +63,8 @@ pub struct InsertArgs {
     /// Vectors to insert (same d as the index).
     #[arg(long)]
     data: PathBuf,
-    /// Labels, one per line, one per vector (default: continue after the largest label).
+    /// Labels, one per line, one per vector (default: continue after the largest label);
+    /// each at most 2^64 − 2 (2^64 − 1 is reserved).
     #[arg(long)]
     labels: Option<PathBuf>,
     /// WAL durability: always (fsync per batch), interval=MS, or never.
@@ -82,8 +99,18 @@ pub fn cmd_insert(a: InsertArgs) -> Result<()> {
             l
         }
         None => {
-            let first = index.max_label().map_or(0, |m| m + 1);
-            (first..first + n as u64).collect()
+            // after the largest label; `end` ≤ u64::MAX, so the last label (end − 1) is
+            // never the reserved FREE_LABEL
+            let max = index.max_label();
+            let first = max.map_or(Some(0), |m| m.checked_add(1));
+            match first.and_then(|f| Some((f, f.checked_add(n as u64)?))) {
+                Some((first, end)) => (first..end).collect(),
+                _ => bail!(
+                    "{}: the largest label is {max:?}; {n} more after it would reach the \
+                     reserved label 2^64 − 1 (pass --labels)",
+                    a.index.display()
+                ),
+            }
         }
     };
     let d = f.dim();
@@ -114,7 +141,7 @@ pub struct DeleteArgs {
     /// Index directory.
     #[arg(long)]
     index: PathBuf,
-    /// Labels to delete, one per line.
+    /// Labels to delete, one per line (2^64 − 1 is reserved and refused).
     #[arg(long)]
     labels: PathBuf,
     /// WAL durability: always, interval=MS, or never.
@@ -167,4 +194,32 @@ pub fn cmd_merge(a: MergeArgs) -> Result<()> {
     let p = rep.phase_seconds;
     println!("phases: delete {:.2} s, insert {:.2} s, patch {:.2} s, stage + commit {:.2} s, apply in place {:.2} s", p[0], p[1], p[2], p[3], p[4]);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+    use super::*;
+
+    /// Before, u64::MAX parsed as an ordinary label.
+    #[test]
+    fn the_reserved_label_is_refused_with_file_and_line() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("labels.txt");
+        std::fs::write(
+            &p,
+            "# mine\n7\n\n18446744073709551614\n18446744073709551615\n",
+        )
+        .unwrap();
+        let err = format!("{:#}", read_labels(&p).unwrap_err());
+        assert!(
+            err.contains(&format!(
+                "{}: line 5: label 18446744073709551615 is reserved",
+                p.display()
+            )),
+            "{err}"
+        );
+        std::fs::write(&p, "7\n18446744073709551614\n").unwrap();
+        assert_eq!(read_labels(&p).unwrap(), [7, u64::MAX - 1]);
+    }
 }

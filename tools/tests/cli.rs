@@ -685,3 +685,42 @@ fn kill_9_during_inserts_keeps_a_prefix_of_them() {
     );
     assert_eq!(idx.live_count(), 600 + k);
 }
+
+/// `insert --labels` and `delete --labels` refuse the reserved label 2^64 − 1 (the free-slot
+/// mark), naming the file, the line and the value, and change nothing. (Before, the CLI
+/// passed it on.)
+#[test]
+fn label_files_refuse_the_reserved_label() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = small_data(tmp.path());
+    let idx = tmp.path().join("idx");
+    let o = idx.to_str().unwrap();
+    assert!(build_small(&data, &idx).status.success());
+    let one = tmp.path().join("one.fbin");
+    fbin(&one, 1, 16, &[0.25; 16]);
+    let labels = tmp.path().join("labels.txt");
+    let lp = labels.to_str().unwrap();
+    std::fs::write(&labels, "# reserved\n18446744073709551615\n").unwrap();
+    let want = format!("{lp}: line 2: label 18446744073709551615 is reserved");
+    for args in [
+        &[
+            "insert",
+            "--index",
+            o,
+            "--data",
+            one.to_str().unwrap(),
+            "--labels",
+            lp,
+        ][..],
+        &["delete", "--index", o, "--labels", lp],
+    ] {
+        let r = ssdann(args);
+        assert_eq!(r.status.code(), Some(2), "{args:?}: {}", text(&r));
+        assert!(text(&r).contains(&want), "{args:?}: {}", text(&r));
+    }
+    assert!(
+        text(&ssdann(&["info", o])).contains("updates          none pending"),
+        "{}",
+        text(&ssdann(&["info", o]))
+    );
+}
