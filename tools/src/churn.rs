@@ -119,6 +119,11 @@ fn with_searches<T>(
 }
 
 pub fn cmd_churn(a: ChurnArgs) -> Result<()> {
+    crate::search::check_k_w(10, a.w)?;
+    crate::search::check_l(a.l, 10)?;
+    if a.nq == 0 {
+        bail!("--nq 0: must be at least 1");
+    }
     let base = VectorFile::open(a.data.join("base.fbin"))?;
     let qf = VectorFile::open(a.data.join("query.fbin"))?;
     let (n, d) = (base.len(), base.dim());

@@ -8,6 +8,41 @@ use ssdann_layout::{Element, ElementType, GroundTruth, Metric, VectorFile};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+/// Largest k (`-k`) that `search` and `eval` accept: results are nq × k, and each search
+/// reserves room for k neighbours before anything else.
+pub const MAX_K: usize = 10_000;
+/// Largest search list size L (`-L`): each search thread's candidate list grows with L.
+pub const MAX_L: usize = 100_000;
+/// Largest beam width W (`-W`): each search thread holds W sector buffers and an I/O ring
+/// of W entries.
+pub const MAX_W: usize = 1024;
+
+/// Checks k and W against [`MAX_K`] and [`MAX_W`] (and both against 0), before the index is
+/// opened or anything is allocated for them.
+///
+/// # Errors
+/// A message naming the flag, its value and the allowed range.
+pub fn check_k_w(k: usize, w: usize) -> Result<()> {
+    if k == 0 || k > MAX_K {
+        bail!("-k {k}: must be in 1..={MAX_K}");
+    }
+    if w == 0 || w > MAX_W {
+        bail!("-W {w}: must be in 1..={MAX_W}");
+    }
+    Ok(())
+}
+
+/// Checks a search list size L against k and [`MAX_L`].
+///
+/// # Errors
+/// A message naming L, its value and the allowed range.
+pub fn check_l(l: usize, k: usize) -> Result<()> {
+    if l < k || l > MAX_L {
+        bail!("-L {l}: must be in k..={MAX_L} (k = {k})");
+    }
+    Ok(())
+}
+
 fn parse_list(s: &str, what: &str) -> Result<Vec<usize>> {
     s.split(',')
         .map(|x| {
@@ -43,13 +78,13 @@ pub struct SearchArgs {
     /// Query vectors (same d as the index).
     #[arg(long)]
     queries: PathBuf,
-    /// Neighbours per query.
+    /// Neighbours per query (1..=10000).
     #[arg(short, default_value_t = 10)]
     k: usize,
-    /// Search list size L (≥ k): larger = better recall, more reads.
+    /// Search list size L (k..=100000): larger = better recall, more reads.
     #[arg(short = 'L', default_value_t = 100)]
     l: usize,
-    /// Beam width W: sectors read per round in one submission.
+    /// Beam width W (1..=1024): sectors read per round in one submission.
     #[arg(short = 'W', default_value_t = 4)]
     w: usize,
     /// Output file (big-ann-benchmarks .ibin: ids, then distances).
@@ -70,6 +105,8 @@ pub struct SearchArgs {
 }
 
 pub fn cmd_search(a: SearchArgs) -> Result<()> {
+    check_k_w(a.k, a.w)?;
+    check_l(a.l, a.k)?;
     let index = Index::open(
         &a.index,
         OpenOptions {
@@ -118,13 +155,13 @@ pub struct EvalArgs {
     /// Ground truth (.ibin) for the queries.
     #[arg(long)]
     gt: PathBuf,
-    /// recall@k.
+    /// recall@k (1..=10000).
     #[arg(short, default_value_t = 10)]
     k: usize,
-    /// Search list sizes to sweep (comma-separated).
+    /// Search list sizes to sweep (comma-separated; each ≤ 100000; those below k are skipped).
     #[arg(short = 'L', default_value = "10,20,30,50,75,100,150,200")]
     l: String,
-    /// Beam width W.
+    /// Beam width W (1..=1024).
     #[arg(short = 'W', default_value_t = 4)]
     w: usize,
     /// Thread counts to sweep (comma-separated).
@@ -133,7 +170,7 @@ pub struct EvalArgs {
     /// Nodes to keep in RAM (BFS from the entry point).
     #[arg(long, default_value_t = 0)]
     cache_nodes: usize,
-    /// Use only the first N queries.
+    /// Use only the first N queries (N ≥ 1).
     #[arg(long)]
     nq: Option<usize>,
     /// I/O backend: io_uring or pread.
@@ -197,6 +234,13 @@ pub fn run_eval(
     }
     if gt.nq < nq {
         bail!("ground truth has {} queries but {nq} are evaluated", gt.nq);
+    }
+    if nq == 0 {
+        bail!("no queries to evaluate (--nq must be at least 1)");
+    }
+    check_k_w(k, w)?;
+    if let Some(&l) = ls.iter().find(|&&l| l > MAX_L) {
+        check_l(l, k)?;
     }
     let d = index.dim();
     println!(
@@ -290,6 +334,13 @@ pub fn cmd_eval(a: EvalArgs) -> Result<()> {
     let threads = parse_list(&a.threads, "--threads")?;
     if threads.contains(&0) {
         bail!("--threads: 0 is not a thread count");
+    }
+    check_k_w(a.k, a.w)?;
+    if let Some(&l) = ls.iter().find(|&&l| l > MAX_L) {
+        check_l(l, a.k)?;
+    }
+    if a.nq == Some(0) {
+        bail!("--nq 0: must be at least 1");
     }
     let index = Index::open(
         &a.index,
@@ -577,4 +628,32 @@ fn tempfile_dir() -> Result<PathBuf> {
     }
     std::fs::create_dir_all(&p).with_context(|| format!("{}: cannot create", p.display()))?;
     Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+    use super::*;
+
+    #[test]
+    fn limits_are_checked_and_named() {
+        let msg = |r: Result<()>| format!("{:#}", r.unwrap_err());
+        assert_eq!(msg(check_k_w(0, 4)), "-k 0: must be in 1..=10000");
+        assert_eq!(
+            msg(check_k_w(1_000_000_000, 4)),
+            "-k 1000000000: must be in 1..=10000"
+        );
+        assert_eq!(msg(check_k_w(10, 0)), "-W 0: must be in 1..=1024");
+        assert_eq!(
+            msg(check_k_w(10, MAX_W + 1)),
+            "-W 1025: must be in 1..=1024"
+        );
+        assert_eq!(msg(check_l(5, 10)), "-L 5: must be in k..=100000 (k = 10)");
+        assert_eq!(
+            msg(check_l(MAX_L + 1, 10)),
+            "-L 100001: must be in k..=100000 (k = 10)"
+        );
+        check_k_w(MAX_K, MAX_W).unwrap();
+        check_l(MAX_L, MAX_K).unwrap();
+    }
 }

@@ -686,6 +686,120 @@ fn kill_9_during_inserts_keeps_a_prefix_of_them() {
     assert_eq!(idx.live_count(), 600 + k);
 }
 
+/// Runs `ssdann ARGS` with its address space capped at 8 GiB, so that a regression that
+/// allocates for a huge k, L or W aborts at once instead of swapping the machine.
+fn ssdann_capped(args: &[&str]) -> Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -v 8388608 && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_ssdann"))
+        .args(args)
+        .output()
+        .expect("run ssdann under sh")
+}
+
+/// k, L and W are checked against the documented limits before the index is opened or a
+/// buffer is sized by them. (Before, `-k 1000000000` and `-W 1000000000` aborted on a failed
+/// allocation, and `eval --nq 0` printed NaN recall and exited 0.)
+#[test]
+fn search_limits_are_checked_before_anything_is_allocated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = small_data(tmp.path());
+    let dp = data.to_str().unwrap();
+    let idx = tmp.path().join("idx");
+    let o = idx.to_str().unwrap();
+    assert!(build_small(&data, &idx).status.success());
+    let res = tmp.path().join("res.ibin");
+    let r = res.to_str().unwrap();
+    let search = |extra: &[&str]| {
+        ssdann_capped(
+            &[
+                &["search", "--index", o, "--queries", dp, "--out", r],
+                extra,
+            ]
+            .concat(),
+        )
+    };
+    for (extra, want) in [
+        (
+            &["-k", "1000000000", "-L", "1000000000"][..],
+            "-k 1000000000: must be in 1..=10000",
+        ),
+        (&["-k", "1000000000"], "-k 1000000000"),
+        (&["-W", "1000000000"], "-W 1000000000: must be in 1..=1024"),
+        (
+            &["-L", "1000000000"],
+            "-L 1000000000: must be in k..=100000",
+        ),
+        (
+            &["-k", "50", "-L", "20"],
+            "-L 20: must be in k..=100000 (k = 50)",
+        ),
+        (&["-k", "0"], "-k 0"),
+    ] {
+        let s = search(extra);
+        assert_eq!(s.status.code(), Some(2), "{extra:?}: {}", text(&s));
+        assert!(text(&s).contains(want), "{extra:?}: {}", text(&s));
+        assert!(!res.exists());
+    }
+    // the limits themselves are accepted, and --help states them
+    let s = search(&["-k", "600", "-L", "600", "-W", "1024"]);
+    assert!(s.status.success(), "{}", text(&s));
+    let help = text(&ssdann(&["search", "--help"]));
+    for want in ["1..=10000", "k..=100000", "1..=1024"] {
+        assert!(help.contains(want), "help lacks {want}: {help}");
+    }
+
+    let gt = tmp.path().join("gt.ibin");
+    let g = ssdann(&[
+        "gt",
+        "--base",
+        dp,
+        "--queries",
+        dp,
+        "-k",
+        "10",
+        "--out",
+        gt.to_str().unwrap(),
+    ]);
+    assert!(g.status.success(), "{}", text(&g));
+    let eval = |extra: &[&str]| {
+        ssdann_capped(
+            &[
+                &[
+                    "eval",
+                    "--index",
+                    o,
+                    "--queries",
+                    dp,
+                    "--gt",
+                    gt.to_str().unwrap(),
+                    "--threads",
+                    "1",
+                ],
+                extra,
+            ]
+            .concat(),
+        )
+    };
+    for (extra, want) in [
+        (&["--nq", "0"][..], "--nq 0: must be at least 1"),
+        (&["-k", "1000000000"], "-k 1000000000"),
+        (&["-W", "1000000000"], "-W 1000000000"),
+        (&["-L", "10,1000000000"], "-L 1000000000"),
+    ] {
+        let e = eval(extra);
+        assert_eq!(e.status.code(), Some(2), "{extra:?}: {}", text(&e));
+        assert!(text(&e).contains(want), "{extra:?}: {}", text(&e));
+    }
+    let e = eval(&["--nq", "50", "-L", "20"]);
+    assert!(
+        e.status.success() && !text(&e).contains("NaN"),
+        "{}",
+        text(&e)
+    );
+}
+
 /// `insert --labels` and `delete --labels` refuse the reserved label 2^64 − 1 (the free-slot
 /// mark), naming the file, the line and the value, and change nothing. (Before, the CLI
 /// passed it on.)
