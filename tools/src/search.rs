@@ -3,8 +3,10 @@
 use crate::progress::bar;
 use anyhow::{bail, Context, Result};
 use ssdann_builder::ground_truth::update_topk;
-use ssdann_engine::{Index, IoBackend, OpenOptions, SearchParams};
+use ssdann_engine::{Index, IoBackend, Neighbor, OpenOptions, SearchParams, SearchStats};
+use ssdann_layout::labels::FREE_LABEL;
 use ssdann_layout::{Element, ElementType, GroundTruth, Metric, VectorFile};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -87,7 +89,10 @@ pub struct SearchArgs {
     /// Beam width W (1..=1024): sectors read per round in one submission.
     #[arg(short = 'W', default_value_t = 4)]
     w: usize,
-    /// Output file (big-ann-benchmarks .ibin: ids, then distances).
+    /// Output file, by extension: .ibin (big-ann-benchmarks: u32 nq, u32 k, nq × k u32
+    /// labels, nq × k f32 distances; refused if a label is ≥ 2^32 − 1) or .u64bin (the same
+    /// with u64 labels). A missing result is label 2^32 − 1 (.ibin) or 2^64 − 1 (.u64bin)
+    /// with distance +inf.
     #[arg(long)]
     out: PathBuf,
     /// Search threads (default: all cores).
@@ -121,20 +126,7 @@ pub fn cmd_search(a: SearchArgs) -> Result<()> {
     let t = Instant::now();
     let res = index.batch_search(&q, a.k, &SearchParams { l: a.l, w: a.w }, a.threads)?;
     let secs = t.elapsed().as_secs_f64();
-    let mut gt = GroundTruth {
-        nq,
-        k: a.k,
-        ids: Vec::with_capacity(nq * a.k),
-        distances: Vec::with_capacity(nq * a.k),
-    };
-    for (hits, _) in &res {
-        for j in 0..a.k {
-            let h = hits.get(j);
-            gt.ids.push(h.map_or(u32::MAX, |h| h.id as u32));
-            gt.distances.push(h.map_or(f32::INFINITY, |h| h.distance));
-        }
-    }
-    gt.write(&a.out)?;
+    write_results(&a.out, a.k, &res)?;
     let reads: f64 = res.iter().map(|r| f64::from(r.1.sector_reads)).sum::<f64>() / nq as f64;
     println!(
         "searched {nq} queries in {secs:.2} s ({:.0} QPS), {reads:.1} sector reads/query; wrote {}",
@@ -142,6 +134,79 @@ pub fn cmd_search(a: SearchArgs) -> Result<()> {
         a.out.display()
     );
     Ok(())
+}
+
+/// Writes `search --out`: nq × k labels and distances, the id width chosen by the
+/// extension (see [`SearchArgs`]'s `--out`). The file is written only once every label is
+/// known to fit.
+///
+/// # Errors
+/// A label that does not fit .ibin's u32 ids (or equals its missing-result marker
+/// `u32::MAX`), named with its query row and rank; an I/O error naming the file.
+fn write_results(path: &Path, k: usize, res: &[(Vec<Neighbor>, SearchStats)]) -> Result<()> {
+    let nq = res.len();
+    let cell = |q: usize, j: usize| res[q].0.get(j);
+    let distances = (0..nq).flat_map(|q| (0..k).map(move |j| (q, j)));
+    let distances: Vec<f32> = distances
+        .map(|(q, j)| cell(q, j).map_or(f32::INFINITY, |h| h.distance))
+        .collect();
+    if path.extension().is_some_and(|e| e == "u64bin") {
+        let mut b = Vec::with_capacity(8 + nq * k * 12);
+        b.extend_from_slice(&u32::try_from(nq)?.to_le_bytes());
+        b.extend_from_slice(&u32::try_from(k)?.to_le_bytes());
+        for q in 0..nq {
+            for j in 0..k {
+                b.extend_from_slice(&cell(q, j).map_or(FREE_LABEL, |h| h.id).to_le_bytes());
+            }
+        }
+        distances
+            .iter()
+            .for_each(|x| b.extend_from_slice(&x.to_le_bytes()));
+        let mut f = std::fs::File::create(path)
+            .with_context(|| format!("{}: cannot create", path.display()))?;
+        f.write_all(&b)
+            .with_context(|| format!("{}: cannot write", path.display()))?;
+        return Ok(());
+    }
+    let mut ids = Vec::with_capacity(nq * k);
+    for q in 0..nq {
+        for j in 0..k {
+            let id = match cell(q, j) {
+                None => u32::MAX,
+                Some(h) => match u32::try_from(h.id) {
+                    Ok(id) if id != u32::MAX => id,
+                    _ => bail!(
+                        "query row {q}, rank {j}: label {} does not fit the u32 ids of {} \
+                         (.ibin holds labels up to {}; {} marks a missing result); write to a \
+                         .u64bin file for 64-bit labels",
+                        h.id,
+                        path.display(),
+                        u32::MAX - 1,
+                        u32::MAX
+                    ),
+                },
+            };
+            ids.push(id);
+        }
+    }
+    GroundTruth {
+        nq,
+        k,
+        ids,
+        distances,
+    }
+    .write(path)?;
+    Ok(())
+}
+
+/// How many of the first `k` of `found` are in `truth`. Ground-truth ids are u32: a label
+/// that does not fit u32 matches none of them (never by truncation).
+fn hits_at_k(found: &[Neighbor], truth: &[u32], k: usize) -> usize {
+    found
+        .iter()
+        .take(k)
+        .filter(|n| u32::try_from(n.id).is_ok_and(|id| truth.contains(&id)))
+        .count()
 }
 
 #[derive(clap::Args)]
@@ -276,12 +341,7 @@ pub fn run_eval(
             let secs = t0.elapsed().as_secs_f64();
             let mut hits = 0usize;
             for (i, (nb, _)) in res.iter().enumerate() {
-                let truth = &gt.row(i)[..k];
-                hits += nb
-                    .iter()
-                    .take(k)
-                    .filter(|n| truth.contains(&(n.id as u32)))
-                    .count();
+                hits += hits_at_k(nb, &gt.row(i)[..k], k);
             }
             let mut lat: Vec<f64> = res.iter().map(|r| r.1.total_us).collect();
             lat.sort_by(|a, b| a.total_cmp(b));
@@ -634,6 +694,63 @@ fn tempfile_dir() -> Result<PathBuf> {
 mod tests {
     #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
     use super::*;
+
+    fn nb(id: u64) -> Neighbor {
+        Neighbor { id, distance: 1.5 }
+    }
+
+    /// Before, `n.id as u32` made label 2^32 + 5 match truth id 5.
+    #[test]
+    fn a_label_above_u32_never_matches_a_truth_id_by_truncation() {
+        let truth = [5u32, 7, 9];
+        let found = [nb((1 << 32) + 5), nb(7), nb(u64::from(u32::MAX) + 10)];
+        assert_eq!(hits_at_k(&found, &truth, 3), 1);
+        assert_eq!(hits_at_k(&found, &truth, 1), 0);
+        assert_eq!(hits_at_k(&[nb(5), nb(9)], &truth, 3), 2);
+    }
+
+    /// Before, `.ibin` output stored `h.id as u32`: label 2^32 + 3 was written as 3.
+    #[test]
+    fn ibin_output_refuses_a_label_that_does_not_fit_and_u64bin_keeps_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let big = (1u64 << 32) + 3;
+        let res = vec![
+            (vec![nb(1), nb(2)], SearchStats::default()),
+            (vec![nb(4), nb(big)], SearchStats::default()),
+        ];
+        let ibin = tmp.path().join("r.ibin");
+        let err = format!("{:#}", write_results(&ibin, 2, &res).unwrap_err());
+        assert!(
+            err.contains("query row 1, rank 1: label 4294967299")
+                && err.contains("r.ibin")
+                && err.contains(".u64bin"),
+            "{err}"
+        );
+        assert!(!ibin.exists(), "a refused result file was written");
+        // u32::MAX itself is the missing-result marker of .ibin
+        let edge = vec![(vec![nb(u64::from(u32::MAX))], SearchStats::default())];
+        assert!(write_results(&ibin, 1, &edge).is_err());
+        // labels that fit: the same bytes as before
+        let small = vec![(vec![nb(1)], SearchStats::default())];
+        write_results(&ibin, 2, &small).unwrap();
+        let gt = GroundTruth::read(&ibin).unwrap();
+        assert_eq!(gt.ids, [1, u32::MAX]);
+        assert_eq!(gt.distances, [1.5, f32::INFINITY]);
+
+        let u64bin = tmp.path().join("r.u64bin");
+        let mut short = res.clone();
+        short[0].0.pop();
+        write_results(&u64bin, 2, &short).unwrap();
+        let b = std::fs::read(&u64bin).unwrap();
+        assert_eq!(b.len(), 8 + 4 * 8 + 4 * 4);
+        let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+        assert_eq!((u32_at(0), u32_at(4)), (2, 2));
+        let ids: Vec<u64> = (0..4).map(|i| u64_at(8 + 8 * i)).collect();
+        assert_eq!(ids, [1, FREE_LABEL, 4, big]);
+        let d: Vec<f32> = (0..4).map(|i| f32::from_bits(u32_at(40 + 4 * i))).collect();
+        assert_eq!(d, [1.5, f32::INFINITY, 1.5, 1.5]);
+    }
 
     #[test]
     fn limits_are_checked_and_named() {

@@ -746,7 +746,7 @@ fn search_limits_are_checked_before_anything_is_allocated() {
     let s = search(&["-k", "600", "-L", "600", "-W", "1024"]);
     assert!(s.status.success(), "{}", text(&s));
     let help = text(&ssdann(&["search", "--help"]));
-    for want in ["1..=10000", "k..=100000", "1..=1024"] {
+    for want in ["1..=10000", "k..=100000", "1..=1024", ".u64bin"] {
         assert!(help.contains(want), "help lacks {want}: {help}");
     }
 
@@ -798,6 +798,75 @@ fn search_limits_are_checked_before_anything_is_allocated() {
         "{}",
         text(&e)
     );
+}
+
+/// Labels above u32: `search --out X.ibin` refuses them (naming the label and the query)
+/// and `--out X.u64bin` keeps them whole. (Before, the .ibin held the label cut to 32 bits:
+/// 2^32 + 5 was written as 5.)
+#[test]
+fn search_output_never_truncates_a_label() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = small_data(tmp.path());
+    let idx = tmp.path().join("idx");
+    let o = idx.to_str().unwrap();
+    assert!(build_small(&data, &idx).status.success());
+    let d = 16usize;
+    let v: Vec<f32> = (0..d).map(|i| 40.0 + i as f32).collect(); // far from the clusters
+    let one = tmp.path().join("one.fbin");
+    fbin(&one, 1, d as u32, &v);
+    let big = (1u64 << 32) + 5;
+    let labels = tmp.path().join("labels.txt");
+    std::fs::write(&labels, format!("{big}\n")).unwrap();
+    let ins = ssdann(&[
+        "insert",
+        "--index",
+        o,
+        "--data",
+        one.to_str().unwrap(),
+        "--labels",
+        labels.to_str().unwrap(),
+        "--sync",
+        "never",
+    ]);
+    assert!(ins.status.success(), "{}", text(&ins));
+    let search = |out: &Path| {
+        ssdann(&[
+            "search",
+            "--index",
+            o,
+            "--queries",
+            one.to_str().unwrap(),
+            "-k",
+            "3",
+            "-L",
+            "20",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    let ibin = tmp.path().join("r.ibin");
+    let s = search(&ibin);
+    assert_eq!(s.status.code(), Some(2), "{}", text(&s));
+    assert!(
+        text(&s).contains("query row 0, rank 0: label 4294967301 does not fit")
+            && text(&s).contains(".u64bin"),
+        "{}",
+        text(&s)
+    );
+    assert!(!ibin.exists());
+    let u64bin = tmp.path().join("r.u64bin");
+    let s = search(&u64bin);
+    assert!(s.status.success(), "{}", text(&s));
+    let b = std::fs::read(&u64bin).unwrap();
+    assert_eq!(b.len(), 8 + 3 * 8 + 3 * 4);
+    assert_eq!(u32::from_le_bytes(b[0..4].try_into().unwrap()), 1);
+    assert_eq!(u32::from_le_bytes(b[4..8].try_into().unwrap()), 3);
+    assert_eq!(u64::from_le_bytes(b[8..16].try_into().unwrap()), big);
+    assert_eq!(f32::from_le_bytes(b[32..36].try_into().unwrap()), 0.0);
+    let rest: Vec<u64> = (1..3)
+        .map(|j| u64::from_le_bytes(b[8 + 8 * j..16 + 8 * j].try_into().unwrap()))
+        .collect();
+    assert!(rest.iter().all(|&l| l < 600), "{rest:?}");
 }
 
 /// `insert --labels` and `delete --labels` refuse the reserved label 2^64 − 1 (the free-slot
