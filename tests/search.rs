@@ -53,6 +53,7 @@ fn io_uring_beam_search_reaches_095_and_pread_returns_the_same_ids() {
     let uring = Index::open(
         index_dir(),
         OpenOptions {
+            read_only: true,
             io: IoBackend::IoUring,
             ..Default::default()
         },
@@ -61,6 +62,7 @@ fn io_uring_beam_search_reaches_095_and_pread_returns_the_same_ids() {
     let pread = Index::open(
         index_dir(),
         OpenOptions {
+            read_only: true,
             io: IoBackend::Pread,
             ..Default::default()
         },
@@ -121,6 +123,7 @@ fn node_cache_counts_hits_and_keeps_results() {
     let plain = Index::open(
         index_dir(),
         OpenOptions {
+            read_only: true,
             sector_reuse: false,
             ..Default::default()
         },
@@ -129,6 +132,7 @@ fn node_cache_counts_hits_and_keeps_results() {
     let cached = Index::open(
         index_dir(),
         OpenOptions {
+            read_only: true,
             cache_nodes: 100,
             sector_reuse: false,
             ..Default::default()
@@ -156,7 +160,14 @@ fn node_cache_counts_hits_and_keeps_results() {
 
 #[test]
 fn bad_queries_are_errors_not_panics() {
-    let idx = Index::open(index_dir(), OpenOptions::default()).unwrap();
+    let idx = Index::open(
+        index_dir(),
+        OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let q = vec![0.1f32; 384];
     let p = SearchParams { l: 20, w: 4 };
     let field = |r: Result<Vec<ssdann::engine::Neighbor>, EngineError>| match r {
@@ -193,7 +204,14 @@ fn verify_reads_turns_a_flipped_byte_into_an_error() {
     let (q, _, _) = queries_and_gt();
     let q0 = &q[..384];
     // Corrupt the block of the entry point: every search reads it first.
-    let idx = Index::open(&dir, OpenOptions::default()).unwrap();
+    let idx = Index::open(
+        &dir,
+        OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let layout = idx.header().layout;
     let entry = idx.header().entry_point;
     let block = layout.block_of(entry);
@@ -207,6 +225,7 @@ fn verify_reads_turns_a_flipped_byte_into_an_error() {
     let checked = Index::open(
         &dir,
         OpenOptions {
+            read_only: true,
             verify_reads: true,
             ..Default::default()
         },
@@ -220,7 +239,14 @@ fn verify_reads_turns_a_flipped_byte_into_an_error() {
     }
     // without verify_reads the flip goes unnoticed (a silent wrong distance is possible) —
     // which is exactly why the flag exists; the search itself must not panic.
-    let unchecked = Index::open(&dir, OpenOptions::default()).unwrap();
+    let unchecked = Index::open(
+        &dir,
+        OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert!(unchecked
         .search(q0, 10, &SearchParams { l: 20, w: 4 })
         .is_ok());
@@ -232,7 +258,13 @@ fn open_rejects_inconsistent_or_truncated_files() {
     // PQ codes of another n
     ssdann::layout::pq::write_codes(&dir.join("pq_codes.bin"), 10, 48, &[0u8; 480]).unwrap();
     assert!(matches!(
-        Index::open(&dir, OpenOptions::default()),
+        Index::open(
+            &dir,
+            OpenOptions {
+                read_only: true,
+                ..Default::default()
+            }
+        ),
         Err(EngineError::Inconsistent { .. })
     ));
     std::fs::copy(index_dir().join("pq_codes.bin"), dir.join("pq_codes.bin")).unwrap();
@@ -242,11 +274,23 @@ fn open_rejects_inconsistent_or_truncated_files() {
     let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     f.set_len(len - 4096).unwrap();
     assert!(matches!(
-        Index::open(&dir, OpenOptions::default()),
+        Index::open(
+            &dir,
+            OpenOptions {
+                read_only: true,
+                ..Default::default()
+            }
+        ),
         Err(EngineError::Layout(LayoutError::SizeMismatch { .. }))
     ));
     assert!(matches!(
-        Index::open(&tmp.path().join("nope"), OpenOptions::default()),
+        Index::open(
+            &tmp.path().join("nope"),
+            OpenOptions {
+                read_only: true,
+                ..Default::default()
+            }
+        ),
         Err(EngineError::Io { .. })
     ));
 }
@@ -275,7 +319,14 @@ fn cosine_and_inner_product_indexes_rank_by_their_metric() {
             ..Default::default()
         };
         build_index(&path, &dir, &p, &NoProgress).unwrap();
-        let idx = Index::open(&dir, OpenOptions::default()).unwrap();
+        let idx = Index::open(
+            &dir,
+            OpenOptions {
+                read_only: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(idx.metric(), metric);
         let mut hits = 0;
         for q in queries.chunks_exact(d) {
@@ -322,6 +373,7 @@ fn pipelined_search_matches_the_round_based_one_on_both_backends_and_with_a_cach
         let idx = Index::open(
             index_dir(),
             OpenOptions {
+                read_only: true,
                 io,
                 pipeline,
                 cache_nodes,
@@ -369,7 +421,14 @@ fn pipelined_search_matches_the_round_based_one_on_both_backends_and_with_a_cach
 fn pipelined_searches_that_meet_corrupt_blocks_fail_cleanly_and_the_next_ones_run() {
     let (_tmp, dir) = copy_of_index();
     let (q, nq, _) = queries_and_gt();
-    let idx = Index::open(&dir, OpenOptions::default()).unwrap();
+    let idx = Index::open(
+        &dir,
+        OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let (layout, n, entry) = (
         idx.header().layout,
         idx.header().n_slots,
@@ -394,6 +453,7 @@ fn pipelined_searches_that_meet_corrupt_blocks_fail_cleanly_and_the_next_ones_ru
         let idx = Index::open(
             &dir,
             OpenOptions {
+                read_only: true,
                 io,
                 pipeline: true,
                 verify_reads: true,

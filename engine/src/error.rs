@@ -27,6 +27,26 @@ pub enum EngineError {
         /// What disagrees, with both values.
         detail: String,
     },
+    /// The index directory is locked by another handle (one writer per index directory; any
+    /// number of read-only handles, never beside a writer).
+    #[error("{}: cannot open the index {wanted}: {held}; close it first, or open read-only (OpenOptions::read_only) beside other readers", path.display())]
+    Locked {
+        /// The index directory.
+        path: PathBuf,
+        /// What this open wanted.
+        wanted: &'static str,
+        /// Who holds it.
+        held: &'static str,
+    },
+    /// The operation is not allowed on this handle (e.g. an insert on a read-only index, or
+    /// an update in a forked child process).
+    #[error("{}: {detail}", path.display())]
+    NotAllowed {
+        /// The index directory.
+        path: PathBuf,
+        /// What was refused and why.
+        detail: String,
+    },
     /// A query or search parameter is invalid.
     #[error("invalid {field} = {value}: {reason}")]
     InvalidQuery {

@@ -24,6 +24,7 @@
 //! beyond one batch of in-place writes.
 
 use crate::error::EngineError;
+use crate::io::lock::DirLock;
 use crate::merge::plan::Frozen;
 use crate::merge::{journal::injected, MergeOptions, MergeReport, Prepared};
 use crate::options::OpenOptions;
@@ -44,6 +45,11 @@ use std::time::Instant;
 /// other, go on while a merge computes, and wait while it writes in place and swaps.
 pub struct Index {
     dir: PathBuf,
+    /// The directory lock: exclusive unless opened read-only (see `io::lock`).
+    _lock: DirLock,
+    /// The process that opened the index: only it may write (a forked child shares the
+    /// lock and the WAL's file description, but not the parent's in-memory state).
+    owner_pid: u32,
     options: OpenOptions,
     /// The state searches start on.
     pub(crate) current: parking_lot::RwLock<Arc<Snapshot>>,
@@ -66,6 +72,9 @@ impl Index {
     /// # Errors
     /// - [`EngineError::Layout`]: a missing, truncated or corrupt file (names it and the field).
     /// - [`EngineError::Inconsistent`]: the files disagree (n, d, M).
+    /// - [`EngineError::Locked`]: another handle has the directory open for writing (or, for
+    ///   a writer, open at all): one writer per index directory.
+    /// - [`EngineError::NotAllowed`]: a read-only open of an index with an unfinished merge.
     /// - [`EngineError::Io`].
     ///
     /// # Example
@@ -88,10 +97,24 @@ impl Index {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open(dir: &Path, options: OpenOptions) -> Result<Index> {
-        crate::merge::recover(dir)?;
+        // The lock comes first: recovery writes, and so may every later call.
+        let lock = DirLock::acquire(dir, !options.read_only)?;
+        if !options.read_only {
+            crate::merge::recover(dir)?;
+        } else if dir.join(crate::merge::JOURNAL_FILE).exists() {
+            return Err(EngineError::NotAllowed {
+                path: dir.into(),
+                detail: format!(
+                    "an interrupted merge ({}) needs recovery, which writes: open the index read-write once to finish it",
+                    crate::merge::JOURNAL_FILE
+                ),
+            });
+        }
         let snap = Snapshot::open(dir, options.clone())?;
         Ok(Index {
             dir: dir.into(),
+            _lock: lock,
+            owner_pid: std::process::id(),
             options,
             current: parking_lot::RwLock::new(Arc::new(snap)),
             update_gate: parking_lot::Mutex::new(()),
@@ -242,6 +265,23 @@ impl Index {
     /// Takes the update gate (waiting while a merge runs) unless a failed merge left the
     /// index needing a reopen.
     pub(crate) fn lock_updates(&self) -> Result<parking_lot::MutexGuard<'_, ()>> {
+        if self.options.read_only {
+            return Err(EngineError::NotAllowed {
+                path: self.dir.clone(),
+                detail: "the index was opened read-only: inserts, deletes and merges are refused"
+                    .into(),
+            });
+        }
+        let pid = std::process::id();
+        if pid != self.owner_pid {
+            return Err(EngineError::NotAllowed {
+                path: self.dir.clone(),
+                detail: format!(
+                    "this Index was opened by process {} and is used in process {pid} (after fork): updates are refused here; open the index in this process instead",
+                    self.owner_pid
+                ),
+            });
+        }
         let g = self.update_gate.lock();
         if let Some(why) = self.broken.lock().as_ref() {
             return Err(EngineError::Inconsistent {

@@ -27,6 +27,11 @@ pub struct OpenOptions {
     /// When inserts and deletes are fsynced to the WAL (see [`SyncMode`] for
     /// what each mode can lose in a crash). Default `Always`.
     pub sync: SyncMode,
+    /// Open without the right to write (default false): no inserts, deletes or merges, no
+    /// recovery of an interrupted merge (an unfinished journal is an error: open read-write
+    /// once to finish it), and a torn WAL tail is ignored rather than truncated. Read-only
+    /// handles share the directory lock with each other but not with a writer.
+    pub read_only: bool,
 }
 
 impl Default for OpenOptions {
@@ -39,6 +44,7 @@ impl Default for OpenOptions {
             sector_reuse: true,
             sync: SyncMode::Always,
             pipeline: false,
+            read_only: false,
         }
     }
 }

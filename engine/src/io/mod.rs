@@ -10,6 +10,7 @@ use crate::Result;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub(crate) mod lock;
 mod pread;
 mod uring;
 

@@ -54,17 +54,24 @@ impl Updates {
         };
         let path = index.dir.join(WAL_FILE);
         if path.exists() {
-            let rep = replay(&path, index.dim())?;
+            // A read-only handle never modifies the log (a torn tail stays; it is not replayed).
+            let rep = if index.options.read_only {
+                wal::check(&path, index.dim())?
+            } else {
+                replay(&path, index.dim())?
+            };
             for op in &rep.ops {
                 up.apply(op);
             }
             up.wal_ops = rep.ops.len() as u64;
-            up.wal = Some(Wal::open(
-                &path,
-                index.dim(),
-                rep.last_seq,
-                index.options.sync,
-            )?);
+            if !index.options.read_only {
+                up.wal = Some(Wal::open(
+                    &path,
+                    index.dim(),
+                    rep.last_seq,
+                    index.options.sync,
+                )?);
+            }
         }
         Ok(up)
     }
