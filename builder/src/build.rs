@@ -13,8 +13,10 @@ use crate::writer::write_sector_file;
 use crate::{pq_train, Result};
 use rayon::prelude::*;
 use ssdann_layout::header::{HEADER_MAGIC, HEADER_SLOT_BYTES};
+use ssdann_layout::journal::JOURNAL_FILE;
 use ssdann_layout::labels::LABELS_FILE;
 use ssdann_layout::pq::{write_codes, PQ_CODES_FILE, PQ_PIVOTS_FILE};
+use ssdann_layout::wal::WAL_FILE;
 use ssdann_layout::{Element, ElementType, IndexHeader, Metric, NodeLayout, VectorFile};
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -24,19 +26,18 @@ use std::time::{Duration, Instant};
 pub const INDEX_FILE: &str = "index.ssd";
 
 /// Every file name an index directory may hold (docs/FORMAT.md): the build's four files, the
-/// engine's WAL (`ssdann_engine::wal::WAL_FILE`) and the temporary file of a WAL trim, and a
-/// merge's journal (`ssdann_engine::merge::JOURNAL_FILE`). A merge also stages
-/// `NAME.merge` beside `NAME` (see [`is_index_file_name`]). The builder cannot name the
-/// engine's constants (the engine depends on the builder); the CLI's tests check that they
-/// agree.
+/// WAL ([`WAL_FILE`]) and the temporary file of a WAL trim (the engine's
+/// `path.with_extension("log.trim")`), and a merge's journal ([`JOURNAL_FILE`]). A merge also
+/// stages `NAME.merge` beside `NAME` (see [`is_index_file_name`]). The CLI's tests check
+/// these against the engine's names.
 pub const INDEX_DIR_FILES: [&str; 7] = [
     INDEX_FILE,
     PQ_PIVOTS_FILE,
     PQ_CODES_FILE,
     LABELS_FILE,
-    "wal.log",
+    WAL_FILE,
     "wal.log.trim",
-    "merge.journal",
+    JOURNAL_FILE,
 ];
 
 /// Whether `name` is a file an index directory may hold: one of [`INDEX_DIR_FILES`], or one
