@@ -975,7 +975,11 @@ mod tests {
         b.extend_from_slice(&(1u32 << 31).to_le_bytes());
         let (_d, p) = tmp("overflow.ibin", &b);
         match GroundTruth::read(&p) {
-            Err(e @ LayoutError::SizeMismatch { actual_bytes: 8, .. }) => {
+            Err(
+                e @ LayoutError::SizeMismatch {
+                    actual_bytes: 8, ..
+                },
+            ) => {
                 let msg = e.to_string();
                 assert!(msg.contains("nq = 2147483648, k = 2147483648"), "{msg}");
             }
@@ -988,7 +992,10 @@ mod tests {
         let (_d, p) = tmp("overflow2.ibin", &b);
         assert!(matches!(
             GroundTruth::read(&p),
-            Err(LayoutError::SizeMismatch { actual_bytes: 12, .. })
+            Err(LayoutError::SizeMismatch {
+                actual_bytes: 12,
+                ..
+            })
         ));
     }
 }
