@@ -4,6 +4,8 @@
 //! `cargo run --manifest-path fuzz/Cargo.toml --bin gen_corpus`. Deterministic: rerunning it
 //! rewrites the same bytes, so `git status` shows any format change.
 //!
+//! Seeds named `regress-*` are inputs that once crashed a reader.
+//!
 //! Mode byte: bit 0 = repair checksums after mutation; bits 1.. choose the variant (file
 //! extension) where a target has several.
 
@@ -294,6 +296,11 @@ fn ground_truth(o: &Out) {
             .for_each(|x| iv.extend_from_slice(&x.to_le_bytes()));
     }
     o.seed("ground_truth", "ivecs-2x3", 2 << 1, &iv);
+    // Regression (fixed in 5646929): nq = k = 2^31, so nq × k × 4 wrapped to 0 and this
+    // 8-byte file was read as 2^31 empty rows.
+    let mut b = (1u32 << 31).to_le_bytes().to_vec();
+    b.extend_from_slice(&(1u32 << 31).to_le_bytes());
+    o.seed("ground_truth", "regress-ibin-nq-k-overflow", 0, &b);
 }
 
 fn main() {
