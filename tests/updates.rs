@@ -144,7 +144,7 @@ fn a_corrupt_wal_record_in_the_middle_fails_open_naming_its_offset() {
     drop(idx);
     let wal = dir.join("wal.log");
     let mut bytes = std::fs::read(&wal).unwrap();
-    let rec = 25 + 4 * D;
+    let rec = ssdann::engine::wal::RECORD_HEAD_BYTES + 4 * D;
     bytes[32 + rec + 30] ^= 0x01; // inside the second of three records
     std::fs::write(&wal, &bytes).unwrap();
     match Index::open(&dir, OpenOptions::default()) {

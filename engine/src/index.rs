@@ -26,6 +26,7 @@
 use crate::error::EngineError;
 use crate::io::lock::DirLock;
 use crate::merge::plan::Frozen;
+use crate::merge::recover::ApplyHooks;
 use crate::merge::{journal::injected, MergeOptions, MergeReport, Prepared};
 use crate::options::OpenOptions;
 use crate::search::{Neighbor, SearchParams, SearchStats};
@@ -100,7 +101,7 @@ impl Index {
         // The lock comes first: recovery writes, and so may every later call.
         let lock = DirLock::acquire(dir, !options.read_only)?;
         if !options.read_only {
-            crate::merge::recover(dir)?;
+            crate::merge::recover(dir, &*options.storage)?;
         } else if dir.join(crate::merge::JOURNAL_FILE).exists() {
             return Err(EngineError::NotAllowed {
                 path: dir.into(),
@@ -439,11 +440,15 @@ impl Index {
             .store(true, std::sync::atomic::Ordering::Release);
         let fail = opts.fail_after_writes;
         let jpath = journal_path.clone();
-        let applied = crate::merge::journal::apply(
+        let hooks = ApplyHooks {
+            gate: Some(&snap.state.file.gate),
+            pause: opts.apply_pause,
+        };
+        let applied = crate::merge::recover::apply(
             self.dir(),
             &committed,
-            Some(&snap.state.file.gate),
-            opts.apply_pause,
+            &*self.options.storage,
+            &hooks,
             progress,
             &mut || {
                 writes += 1;

@@ -11,9 +11,10 @@
 //!
 //! Imports inside the engine run one way, each module using only those before it:
 //!
-//! `error → io → options → state → search → updates → snapshot → merge → index → verify`
+//! `error → io → storage → options → state → search → updates → snapshot → merge → index → verify`
 //!
 //! - [`io`]: aligned buffers, the sector file, the io_uring / pread readers;
+//! - [`storage`]: the durable-write side of file I/O behind a trait (crash and fault tests);
 //! - `options`: [`OpenOptions`] and [`SyncMode`];
 //! - `state`: the immutable part of one generation (header, PQ codes, labels, cache);
 //! - [`search`]: the query check, beam search, search contexts;
@@ -32,6 +33,7 @@ mod options;
 pub mod search;
 mod snapshot;
 mod state;
+pub mod storage;
 pub mod updates;
 pub mod verify;
 
@@ -41,6 +43,7 @@ pub use io::IoBackend;
 pub use merge::{MergeOptions, MergeReport};
 pub use options::{OpenOptions, SyncMode};
 pub use search::{Neighbor, SearchParams, SearchStats};
+pub use storage::{OsStorage, Storage, StorageRef};
 pub use updates::wal;
 pub use verify::{verify, VerifyReport};
 

@@ -1,8 +1,9 @@
 //! How an index is opened ([`OpenOptions`]) and how its WAL is synced ([`SyncMode`]): plain
 //! values every layer of the engine reads; this module imports nothing of the engine but
-//! [`crate::io::IoBackend`].
+//! [`crate::io::IoBackend`] and [`crate::storage::StorageRef`].
 
 use crate::io::IoBackend;
+use crate::storage::StorageRef;
 
 /// How to open an index.
 #[derive(Clone, Debug)]
@@ -32,6 +33,9 @@ pub struct OpenOptions {
     /// once to finish it), and a torn WAL tail is ignored rather than truncated. Read-only
     /// handles share the directory lock with each other but not with a writer.
     pub read_only: bool,
+    /// Where the engine's durable writes go (WAL, merge journal, in-place writes, renames):
+    /// the operating system by default; tests plug in a crash or fault backend.
+    pub storage: StorageRef,
 }
 
 impl Default for OpenOptions {
@@ -45,6 +49,7 @@ impl Default for OpenOptions {
             sync: SyncMode::Always,
             pipeline: false,
             read_only: false,
+            storage: StorageRef::default(),
         }
     }
 }

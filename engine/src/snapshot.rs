@@ -5,13 +5,18 @@
 //!
 //! A search here is the SSD beam search merged with the delta index, tombstoned points
 //! filtered out (FreshDiskANN, Singh et al. 2021, §3); an insert or delete is logged to the
-//! WAL and then applied to the pending updates.
+//! WAL and then applied to the pending updates. Searches never wait for the WAL: the beam
+//! search holds no lock, and the delta part takes the update lock's read side, which writers
+//! hold exclusively only to link a point they have already logged and planned.
 
 use crate::error::EngineError;
 use crate::options::OpenOptions;
-use crate::search::{beam_search, check_query, ContextPool, Neighbor, SearchParams, SearchStats};
+use crate::search::{
+    beam_search, check_query, ContextPool, Neighbor, SearchContext, SearchParams, SearchStats,
+};
 use crate::state::State;
-use crate::updates::wal::{Wal, WalOp, WAL_FILE};
+use crate::updates::delta::DeltaScratch;
+use crate::updates::wal::{Wal, WalOp, MAX_GROUP_RECORDS, WAL_FILE};
 use crate::updates::{check_insert, Updates};
 use crate::Result;
 use ssdann_layout::Metric;
@@ -22,9 +27,18 @@ use std::path::Path;
 pub(crate) struct Snapshot {
     pub(crate) state: State,
     pub(crate) contexts: ContextPool,
-    /// Pending inserts and deletes (delta index, tombstones, WAL).
+    /// Pending inserts and deletes (delta index, tombstones) that searches read. Writers
+    /// take it exclusively only to apply a logged, planned update (no I/O, no search).
     pub(crate) updates: std::sync::RwLock<Updates>,
+    /// The WAL, appended by writers (serialized by `Index`'s update gate); searches never
+    /// touch it, so no search waits for an append or its fsync.
+    pub(crate) wal: parking_lot::Mutex<Option<Wal>>,
+    /// Scratch of the writers' delta-insert planning.
+    insert_scratch: parking_lot::Mutex<DeltaScratch>,
 }
+
+/// Searches retried when a delete that raced with them left fewer than k SSD results.
+const RACE_RETRIES: usize = 3;
 
 impl Snapshot {
     /// Opens the index files in `dir` and replays the WAL (no journal recovery:
@@ -34,15 +48,32 @@ impl Snapshot {
     /// As [`State::open`], and the WAL's errors (a corrupt record, I/O).
     pub(crate) fn open(dir: &Path, options: OpenOptions) -> Result<Snapshot> {
         let state = State::open(dir, options)?;
-        let updates = Updates::open(&state)?;
+        let (updates, wal) = Updates::open(&state)?;
         Ok(Snapshot {
             state,
             contexts: ContextPool::default(),
             updates: std::sync::RwLock::new(updates),
+            wal: parking_lot::Mutex::new(wal),
+            insert_scratch: parking_lot::Mutex::new(DeltaScratch::default()),
         })
     }
 
-    /// [`Index::search_into`] on this state.
+    fn read_updates(&self) -> Result<std::sync::RwLockReadGuard<'_, Updates>> {
+        self.updates.read().map_err(|_| EngineError::Inconsistent {
+            path: self.state.dir.clone(),
+            detail: "update lock poisoned by a panic".into(),
+        })
+    }
+
+    fn updates_mut(&self) -> Result<std::sync::RwLockWriteGuard<'_, Updates>> {
+        self.updates.write().map_err(|_| EngineError::Inconsistent {
+            path: self.state.dir.clone(),
+            detail: "update lock poisoned by a panic".into(),
+        })
+    }
+
+    /// [`Index::search_into`] on this state: the SSD beam search with no lock held, then,
+    /// under the update lock's read side, the tombstone filter and the delta index search.
     pub(crate) fn search_into(
         &self,
         query: &[f32],
@@ -52,18 +83,47 @@ impl Snapshot {
     ) -> Result<SearchStats> {
         check_query(&self.state, query, k, params)?;
         let mut ctx = self.contexts.take(&self.state);
-        let up = self.updates.read().map_err(|_| EngineError::Inconsistent {
-            path: self.state.dir.clone(),
-            detail: "update lock poisoned by a panic".into(),
-        })?;
-        let r = if up.delta.live() == 0 && up.tombstones.is_empty() {
-            beam_search(&self.state, &mut ctx, query, k, params, out)
-        } else {
+        let r = self.search_with(&mut ctx, query, k, params, out);
+        self.contexts.put(ctx);
+        r
+    }
+
+    fn search_with(
+        &self,
+        ctx: &mut SearchContext,
+        query: &[f32],
+        k: usize,
+        params: &SearchParams,
+        out: &mut Vec<Neighbor>,
+    ) -> Result<SearchStats> {
+        let mut tombstones = {
+            let up = self.read_updates()?;
+            if up.delta.live() == 0 && up.tombstones.is_empty() {
+                None
+            } else {
+                Some(up.tombstones.len())
+            }
+        };
+        let Some(mut t) = tombstones.take() else {
+            // nothing pending when the search started (an update that lands during it is
+            // not part of what this search sees)
+            return beam_search(&self.state, ctx, query, k, params, out);
+        };
+        let mut attempt = 0;
+        loop {
             // Over-fetch from the SSD so that k survive the tombstones, then merge with the
             // delta index by distance (FreshDiskANN §3).
-            let k_ssd = (k + up.tombstones.len()).min(params.l);
-            let r = beam_search(&self.state, &mut ctx, query, k_ssd, params, out);
+            let k_ssd = (k + t).min(params.l);
+            let stats = beam_search(&self.state, ctx, query, k_ssd, params, out)?;
+            let got = out.len();
+            let up = self.read_updates()?;
             out.retain(|n| !up.tombstones.contains(&n.id));
+            // a delete that landed during the beam search can leave fewer than k: search again
+            if out.len() < k && got == k_ssd && k_ssd < params.l && attempt < RACE_RETRIES {
+                t = up.tombstones.len().max(t + 1);
+                attempt += 1;
+                continue;
+            }
             let (q, scratch, found) = ctx.delta_buffers();
             q.clear();
             q.extend_from_slice(query);
@@ -77,37 +137,39 @@ impl Snapshot {
             }));
             out.sort_by(|a, b| a.distance.total_cmp(&b.distance).then(a.id.cmp(&b.id)));
             out.truncate(k);
-            r
-        };
-        drop(up);
-        self.contexts.put(ctx);
-        r
+            return Ok(stats);
+        }
     }
 
-    fn updates_mut(&self) -> Result<std::sync::RwLockWriteGuard<'_, Updates>> {
-        self.updates.write().map_err(|_| EngineError::Inconsistent {
-            path: self.state.dir.clone(),
-            detail: "update lock poisoned by a panic".into(),
-        })
-    }
-
-    fn log(&self, up: &mut Updates, ops: &[WalOp]) -> Result<()> {
-        if up.wal.is_none() {
-            up.wal = Some(Wal::open(
+    /// Appends `ops` to the WAL as one group (creating the log on first use). Called by
+    /// writers only, with no lock that searches take.
+    fn log(&self, ops: &[WalOp]) -> Result<()> {
+        let mut wal = self.wal.lock();
+        if wal.is_none() {
+            *wal = Some(Wal::open(
                 &self.state.dir.join(WAL_FILE),
                 self.state.dim(),
                 0,
                 self.state.options.sync,
+                self.state.options.storage.clone(),
             )?);
         }
-        if let Some(w) = up.wal.as_mut() {
+        if let Some(w) = wal.as_mut() {
             w.append(ops)?;
         }
-        up.wal_ops += ops.len() as u64;
         Ok(())
     }
 
+    /// The last WAL sequence number appended (0 when there is no log).
+    pub(crate) fn wal_last_seq(&self) -> u64 {
+        self.wal.lock().as_ref().map_or(0, |w| w.last_seq())
+    }
+
+    /// Inserts (or replaces) `items`: validated, logged to the WAL as one group (durable
+    /// per the sync mode), then each planned with shared access and applied with a brief
+    /// exclusive hold of the update lock. The caller (`Index`) serializes writers.
     pub(crate) fn insert_batch(&self, items: &[(u64, &[f32])]) -> Result<()> {
+        check_batch(items.len())?;
         for (label, v) in items {
             check_insert(&self.state, *label, v)?;
         }
@@ -118,36 +180,58 @@ impl Snapshot {
                 vector: v.to_vec(),
             })
             .collect();
-        let mut up = self.updates_mut()?;
-        self.log(&mut up, &ops)?;
-        for op in &ops {
-            up.apply(op);
+        self.log(&ops)?;
+        let mut scratch = self.insert_scratch.lock();
+        for (label, v) in items {
+            let planned = self.read_updates()?.delta.plan_insert(v, &mut scratch);
+            let mut up = self.updates_mut()?;
+            up.apply_planned_insert(*label, v, &planned);
+            up.wal_ops += 1;
         }
         Ok(())
     }
 
+    /// Deletes `labels`: checked live (and distinct), logged, then applied (tombstones or
+    /// removal from the delta). The caller (`Index`) serializes writers.
     pub(crate) fn delete_batch(&self, labels: &[u64]) -> Result<()> {
-        let mut up = self.updates_mut()?;
-        let mut seen = HashSet::new();
-        for &l in labels {
-            if !up.is_live(l) || !seen.insert(l) {
-                return Err(EngineError::InvalidQuery {
-                    field: "label",
-                    value: l.to_string(),
-                    reason:
-                        "not a live point of the index (unknown, already deleted, or listed twice)"
-                            .into(),
-                });
+        check_batch(labels.len())?;
+        {
+            let up = self.read_updates()?;
+            let mut seen = HashSet::new();
+            for &l in labels {
+                if !up.is_live(l) || !seen.insert(l) {
+                    return Err(EngineError::InvalidQuery {
+                        field: "label",
+                        value: l.to_string(),
+                        reason:
+                            "not a live point of the index (unknown, already deleted, or listed twice)"
+                                .into(),
+                    });
+                }
             }
         }
         let ops: Vec<WalOp> = labels
             .iter()
             .map(|&label| WalOp::Delete { label })
             .collect();
-        self.log(&mut up, &ops)?;
+        self.log(&ops)?;
+        let mut up = self.updates_mut()?;
         for op in &ops {
             up.apply(op);
         }
+        up.wal_ops += ops.len() as u64;
         Ok(())
     }
+}
+
+/// Checks the size of an insert or delete batch (1 ..= [`MAX_GROUP_RECORDS`]).
+fn check_batch(n: usize) -> Result<()> {
+    if n == 0 || n > MAX_GROUP_RECORDS {
+        return Err(EngineError::InvalidQuery {
+            field: "batch size",
+            value: n.to_string(),
+            reason: format!("one insert or delete batch holds 1..={MAX_GROUP_RECORDS} points"),
+        });
+    }
+    Ok(())
 }

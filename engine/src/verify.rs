@@ -190,9 +190,9 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
         Ok(_) => {}
         Err(e) => rep.problem(e.to_string()),
     }
-    let wal = dir.join(crate::wal::WAL_FILE);
+    let wal = dir.join(crate::updates::wal::WAL_FILE);
     if wal.exists() {
-        match crate::wal::check(&wal, header.dim as usize) {
+        match crate::updates::wal::check(&wal, header.dim as usize) {
             Ok(r) => {
                 rep.wal_records = r.ops.len() as u64;
                 if r.truncated_bytes > 0 {

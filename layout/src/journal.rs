@@ -3,10 +3,19 @@
 //! the engine streams the file and applies these rules (a journal may be gigabytes).
 //!
 //! ```text
-//! header (16 bytes): magic "SSDMJRN2" (format 1: "SSDMJRN1"), block_bytes u32, 4 zero bytes
+//! header, format 3 (40 bytes, under its CRC):
+//!   0  8  magic "SSDMJRN3"
+//!   8  4  block_bytes (the index's block size; checked against index.ssd's header)
+//!  12  4  reserved (0)
+//!  16  8  base_generation: the header generation the merge started from
+//!  24  8  blocks_after: blocks of index.ssd after the merge (every entry's block < it)
+//!  32  4  reserved (0)
+//!  36  4  CRC32 of bytes 0..36
+//! header, formats 1 and 2 (16 bytes, no CRC; still finished on open): magic "SSDMJRN1" /
+//!   "SSDMJRN2", block_bytes u32, 4 zero bytes
 //! entry:             block u64, CRC32 u32 of (block bytes ‖ image), image
 //!   block image:     block_bytes bytes (the new content of that block of index.ssd)
-//!   commit (block = u64::MAX), format 2: slot u64, wal_seq u64, header slot image (4096 B)
+//!   commit (block = u64::MAX), formats 2, 3: slot u64, wal_seq u64, header slot image (4 KB)
 //!   commit,                    format 1: slot u64, header slot image (4096 B)
 //! ```
 
@@ -14,21 +23,43 @@ use crate::sector::SECTOR_BYTES;
 
 /// File name of the redo journal inside an index directory.
 pub const JOURNAL_FILE: &str = "merge.journal";
+/// Magic of a format-3 journal (the one this build writes: a checksummed header that binds
+/// the journal to one index generation and bounds its block numbers).
+pub const JOURNAL_MAGIC: [u8; 8] = *b"SSDMJRN3";
 /// Magic of a format-2 journal (its commit entry records the WAL sequence number folded in).
-pub const JOURNAL_MAGIC: [u8; 8] = *b"SSDMJRN2";
+pub const JOURNAL_MAGIC_V2: [u8; 8] = *b"SSDMJRN2";
 /// Magic of a format-1 journal (its merge emptied the whole WAL); still finished on open.
 pub const JOURNAL_MAGIC_V1: [u8; 8] = *b"SSDMJRN1";
-/// Bytes of the journal header.
-pub const JOURNAL_HEADER_BYTES: usize = 16;
+/// Bytes of a format-3 journal header.
+pub const JOURNAL_HEADER_BYTES: usize = 40;
+/// Bytes of a format-1 or -2 journal header.
+pub const JOURNAL_HEADER_BYTES_V2: usize = 16;
 /// Bytes of an entry before its image: block number and CRC32.
 pub const ENTRY_HEAD_BYTES: usize = 12;
 /// The block number that marks the commit entry.
 pub const COMMIT: u64 = u64::MAX;
 
-/// The 16-byte header of a (format 2) journal of `block_bytes`-byte block images.
-pub fn encode_header(block_bytes: u32) -> [u8; JOURNAL_HEADER_BYTES] {
+/// The header of a format-3 journal of `block_bytes`-byte block images, for a merge from
+/// header generation `base_generation` to an index of `blocks_after` blocks.
+pub fn encode_header(
+    block_bytes: u32,
+    base_generation: u64,
+    blocks_after: u64,
+) -> [u8; JOURNAL_HEADER_BYTES] {
     let mut h = [0u8; JOURNAL_HEADER_BYTES];
     h[..8].copy_from_slice(&JOURNAL_MAGIC);
+    h[8..12].copy_from_slice(&block_bytes.to_le_bytes());
+    h[16..24].copy_from_slice(&base_generation.to_le_bytes());
+    h[24..32].copy_from_slice(&blocks_after.to_le_bytes());
+    let crc = crc32fast::hash(&h[..36]);
+    h[36..40].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// The 16-byte header of a format-1 or -2 journal (for tests of the old formats' reader).
+pub fn encode_header_v2(magic: &[u8; 8], block_bytes: u32) -> [u8; JOURNAL_HEADER_BYTES_V2] {
+    let mut h = [0u8; JOURNAL_HEADER_BYTES_V2];
+    h[..8].copy_from_slice(magic);
     h[8..12].copy_from_slice(&block_bytes.to_le_bytes());
     h
 }
@@ -36,10 +67,16 @@ pub fn encode_header(block_bytes: u32) -> [u8; JOURNAL_HEADER_BYTES] {
 /// A decoded journal header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct JournalHeader {
-    /// Format version (1 or 2).
+    /// Format version (1, 2 or 3).
     pub version: u32,
     /// Bytes of every block image.
     pub block_bytes: usize,
+    /// Bytes of the header itself (where the first entry starts).
+    pub header_bytes: usize,
+    /// The header generation the merge started from (format 3; None before).
+    pub base_generation: Option<u64>,
+    /// Blocks of index.ssd after the merge (format 3; None before).
+    pub blocks_after: Option<u64>,
 }
 
 impl JournalHeader {
@@ -61,18 +98,69 @@ impl JournalHeader {
     }
 }
 
-/// Decodes a journal header; `None` when the magic is not a journal's.
-pub fn decode_header(head: &[u8; JOURNAL_HEADER_BYTES]) -> Option<JournalHeader> {
-    let version = if head[..8] == JOURNAL_MAGIC {
+/// Why a journal header is not readable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeaderError {
+    /// Not a journal's magic, or shorter than its header.
+    NotAJournal,
+    /// A format-3 header whose CRC or reserved fields are wrong.
+    Damaged(String),
+}
+
+/// Decodes a journal header from the first bytes of the file (`head` may be longer than
+/// the header).
+///
+/// # Errors
+/// [`HeaderError`].
+pub fn decode_header(head: &[u8]) -> Result<JournalHeader, HeaderError> {
+    if head.len() < JOURNAL_HEADER_BYTES_V2 {
+        return Err(HeaderError::NotAJournal);
+    }
+    let u32_at =
+        |at: usize| u32::from_le_bytes([head[at], head[at + 1], head[at + 2], head[at + 3]]);
+    let u64_at = |at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&head[at..at + 8]);
+        u64::from_le_bytes(w)
+    };
+    let magic = &head[..8];
+    if magic == JOURNAL_MAGIC {
+        if head.len() < JOURNAL_HEADER_BYTES {
+            return Err(HeaderError::NotAJournal);
+        }
+        let stored = u32_at(36);
+        let got = crc32fast::hash(&head[..36]);
+        if stored != got {
+            return Err(HeaderError::Damaged(format!(
+                "header checksum mismatch (stored {stored:#010x}, computed {got:#010x})"
+            )));
+        }
+        if u32_at(12) != 0 || u32_at(32) != 0 {
+            return Err(HeaderError::Damaged(
+                "reserved header fields are not 0".into(),
+            ));
+        }
+        return Ok(JournalHeader {
+            version: 3,
+            block_bytes: u32_at(8) as usize,
+            header_bytes: JOURNAL_HEADER_BYTES,
+            base_generation: Some(u64_at(16)),
+            blocks_after: Some(u64_at(24)),
+        });
+    }
+    let version = if magic == JOURNAL_MAGIC_V2 {
         2
-    } else if head[..8] == JOURNAL_MAGIC_V1 {
+    } else if magic == JOURNAL_MAGIC_V1 {
         1
     } else {
-        return None;
+        return Err(HeaderError::NotAJournal);
     };
-    Some(JournalHeader {
+    Ok(JournalHeader {
         version,
-        block_bytes: u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize,
+        block_bytes: u32_at(8) as usize,
+        header_bytes: JOURNAL_HEADER_BYTES_V2,
+        base_generation: None,
+        blocks_after: None,
     })
 }
 
@@ -113,7 +201,7 @@ pub struct CommitEntry {
     pub header: Vec<u8>,
 }
 
-/// The image of a format-2 commit entry.
+/// The image of a format-2/3 commit entry.
 pub fn encode_commit(slot: u64, wal_seq: u64, header: &[u8]) -> Vec<u8> {
     let mut c = Vec::with_capacity(16 + header.len());
     c.extend_from_slice(&slot.to_le_bytes());

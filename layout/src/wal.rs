@@ -1,29 +1,41 @@
 //! The byte format of the write-ahead log `wal.log` (docs/FORMAT.md, "wal.log"): encoding,
 //! decoding and the validation rules that decide what replay may keep. No I/O and no
-//! policy: the engine reads the file, calls [`scan`], and decides what to do with a torn
-//! tail (FreshDiskANN, Singh et al. 2021, §4: updates are durable before they are applied).
+//! policy: the engine reads the file, calls [`scan`], and truncates only what it allows
+//! (FreshDiskANN, Singh et al. 2021, §4: updates are durable before they are applied).
 //!
 //! ```text
-//! file header (32 bytes):
+//! file header (32 bytes, every field under the CRC):
 //!   0  8  magic "SSDWAL01"
-//!   8  4  version (1)
-//!  12  4  dim d
-//!  16  8  first_seq: sequence number of the first record (0 stands for 1)
+//!   8  4  version (2; version 1 is still read)
+//!  12  4  dim d (1 ..= MAX_WAL_DIM)
+//!  16  8  first_seq: sequence number of the first record (0 stands for 1; < MAX_SEQ)
 //!  24  4  reserved (0)
 //!  28  4  CRC32 of bytes 0..28
-//! record (25 + payload bytes):
-//!   0  4  payload_bytes P (0 for delete, 4d for insert)
-//!   4  4  CRC32 of bytes 8 .. 25+P
+//! record, version 2 (37 + P bytes):
+//!   0  4  CRC32 of bytes 4 .. 37+P (the length and every other field included)
+//!   4  4  payload_bytes P: exactly 0 for a delete, exactly 4d for an insert
 //!   8  8  sequence number (the first record has first_seq; +1 per record)
-//!  16  1  kind: 1 = insert, 2 = delete
-//!  17  8  label (u64)            -- at offset 17, unaligned
-//!  25  P  vector: d × f32 (insert only)
+//!  16  4  group_len G ≥ 1: records in this record's append (one group commit)
+//!  20  4  group_index: this record's place in its group, 0 ..< G
+//!  24  1  kind: 1 = insert, 2 = delete
+//!  25  8  label (u64; never 2^64 − 1, the free-slot marker)
+//!  33  4  reserved (0)
+//!  37  P  vector: d × f32 (insert only)
+//! record, version 1 (25 + P bytes): P u32, CRC32 u32 of bytes 8..25+P, seq u64, kind u8,
+//!   label u64, vector — its length is outside its CRC.
 //! ```
 //!
-//! Validation ([`scan`]): records are read in order. A record cut short by the end of the
-//! file, or the last record failing its CRC, is a torn tail (an append that never
-//! completed, never acknowledged). A CRC failure or a sequence gap with more bytes after it
-//! is corruption of acknowledged data: an error naming its byte offset.
+//! Validation ([`scan`], version 2): records are read in order, each checked against the
+//! only legal lengths before its CRC. A group (one append, one fsync) is all or nothing:
+//! - the file ends inside a group, or a group's record is damaged, and **no valid record of
+//!   a later group** follows anywhere after it: that group is a torn append that never
+//!   completed (never acknowledged) — a torn tail; [`WalScan::valid_bytes`] ends where the
+//!   group starts, and none of its records are kept;
+//! - a damaged record followed by a valid record of a later group (or of no group it could
+//!   belong to): acknowledged data is damaged — an error naming the damaged record's offset.
+//!
+//! Version 1 logs keep their rules: a damaged last record is a torn tail, anything else an
+//! error; the engine rewrites a version-1 log as version 2 before appending to it.
 
 use crate::error::LayoutError;
 use crate::Result;
@@ -31,14 +43,22 @@ use std::path::Path;
 
 /// Magic of `wal.log`.
 pub const WAL_MAGIC: [u8; 8] = *b"SSDWAL01";
-/// Version of `wal.log`.
-pub const WAL_VERSION: u32 = 1;
+/// Version of `wal.log` written by this build.
+pub const WAL_VERSION: u32 = 2;
+/// Largest dimension a log may declare (checked before any allocation sized by it).
+pub const MAX_WAL_DIM: usize = 1 << 16;
+/// Sequence numbers stay below this (2^62): counters never wrap.
+pub const MAX_SEQ: u64 = 1 << 62;
 /// File name inside an index directory.
 pub const WAL_FILE: &str = "wal.log";
 /// Bytes of the file header.
 pub const WAL_HEADER_BYTES: usize = 32;
-/// Bytes of a record before its payload.
-pub const RECORD_HEAD_BYTES: usize = 25;
+/// Bytes of a (version 2) record before its payload.
+pub const RECORD_HEAD_BYTES: usize = 37;
+/// Bytes of a version-1 record before its payload.
+pub const RECORD_HEAD_BYTES_V1: usize = 25;
+/// The label no record may carry (the label map's free-slot marker).
+pub const RESERVED_LABEL: u64 = u64::MAX;
 
 /// One logged update.
 #[derive(Clone, Debug, PartialEq)]
@@ -70,8 +90,39 @@ pub fn encode_header(dim: u32, first_seq: u64) -> [u8; WAL_HEADER_BYTES] {
     h
 }
 
-/// Appends the record of `op` with sequence number `seq` to `out`.
-pub fn encode_record(seq: u64, op: &WalOp, out: &mut Vec<u8>) {
+/// Appends the records of `ops` — one group commit, sequence numbers `first_seq`,
+/// `first_seq + 1`, … — to `out`.
+///
+/// # Panics
+/// On an empty `ops` or more than `u32::MAX` of them (caller bugs: an append is non-empty
+/// and bounded by the engine's batch limit).
+pub fn encode_group(first_seq: u64, ops: &[WalOp], out: &mut Vec<u8>) {
+    assert!(!ops.is_empty(), "a WAL group holds at least one record");
+    let group_len = u32::try_from(ops.len()).expect("a WAL group holds at most u32::MAX records");
+    for (i, op) in ops.iter().enumerate() {
+        let (kind, label, payload): (u8, u64, &[f32]) = match op {
+            WalOp::Insert { label, vector } => (1, *label, vector),
+            WalOp::Delete { label } => (2, *label, &[]),
+        };
+        let start = out.len();
+        out.extend_from_slice(&[0u8; 4]);
+        out.extend_from_slice(&((payload.len() * 4) as u32).to_le_bytes());
+        out.extend_from_slice(&(first_seq + i as u64).to_le_bytes());
+        out.extend_from_slice(&group_len.to_le_bytes());
+        out.extend_from_slice(&(i as u32).to_le_bytes());
+        out.push(kind);
+        out.extend_from_slice(&label.to_le_bytes());
+        out.extend_from_slice(&[0u8; 4]);
+        payload
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
+        let crc = crc32fast::hash(&out[start + 4..]);
+        out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+/// Appends a version-1 record (for tests of the old format's reader).
+pub fn encode_record_v1(seq: u64, op: &WalOp, out: &mut Vec<u8>) {
     let (kind, label, payload): (u8, u64, &[f32]) = match op {
         WalOp::Insert { label, vector } => (1, *label, vector),
         WalOp::Delete { label } => (2, *label, &[]),
@@ -89,6 +140,15 @@ pub fn encode_record(seq: u64, op: &WalOp, out: &mut Vec<u8>) {
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
+/// The 32-byte header of a version-1 log (for tests of the old format's reader).
+pub fn encode_header_v1(dim: u32, first_seq: u64) -> [u8; WAL_HEADER_BYTES] {
+    let mut h = encode_header(dim, first_seq);
+    h[8..12].copy_from_slice(&1u32.to_le_bytes());
+    let crc = crc32fast::hash(&h[..28]);
+    h[28..32].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
 /// What [`scan`] found in a log.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct WalScan {
@@ -100,6 +160,11 @@ pub struct WalScan {
     pub valid_bytes: u64,
     /// Bytes of torn tail after `valid_bytes` (0 when the file ends cleanly).
     pub torn_bytes: u64,
+    /// Format version of the log (1 or 2).
+    pub version: u32,
+    /// The header itself never became durable (a crash while the log was being created):
+    /// no record can have been acknowledged; the whole file is the torn tail.
+    pub header_torn: bool,
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -112,12 +177,21 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(w)
 }
 
-/// Validates the file header of `bytes` (the whole log of `path`) for dimension `dim`;
-/// returns first_seq (0 read as 1).
+/// A decoded, validated file header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalHeader {
+    /// Format version (1 or 2).
+    pub version: u32,
+    /// Sequence number of the first record (a stored 0 reads as 1).
+    pub first_seq: u64,
+}
+
+/// Validates the file header of `bytes` (the whole log of `path`) for dimension `dim`.
 ///
 /// # Errors
-/// [`LayoutError`] for a short file, a bad magic, CRC, version, or a dimension ≠ `dim`.
-pub fn decode_header(path: &Path, bytes: &[u8], dim: usize) -> Result<u64> {
+/// [`LayoutError`] for a short file, a bad magic or CRC, an unknown version, a dimension ≠
+/// `dim` or out of range, a reserved field ≠ 0, or a first_seq ≥ [`MAX_SEQ`].
+pub fn decode_header(path: &Path, bytes: &[u8], dim: usize) -> Result<WalHeader> {
     if bytes.len() < WAL_HEADER_BYTES {
         return Err(LayoutError::corrupt(
             path,
@@ -143,23 +217,36 @@ pub fn decode_header(path: &Path, bytes: &[u8], dim: usize) -> Result<u64> {
     }
     let version = u32_at(bytes, 8);
     let fdim = u32_at(bytes, 12) as usize;
-    if version != WAL_VERSION {
+    if version != 1 && version != WAL_VERSION {
         return Err(LayoutError::field(
             path,
             "version",
             version,
-            "this build reads WAL version 1",
+            "this build reads WAL versions 1 and 2",
         ));
     }
-    if fdim != dim {
+    if fdim != dim || fdim == 0 || fdim > MAX_WAL_DIM {
         return Err(LayoutError::field(
             path,
             "dim",
             fdim,
-            format!("the index has d = {dim}"),
+            format!("the index has d = {dim} (limit {MAX_WAL_DIM})"),
         ));
     }
-    Ok(u64_at(bytes, 16).max(1))
+    let reserved = u32_at(bytes, 24);
+    if reserved != 0 {
+        return Err(LayoutError::field(path, "reserved", reserved, "must be 0"));
+    }
+    let first_seq = u64_at(bytes, 16).max(1);
+    if first_seq >= MAX_SEQ {
+        return Err(LayoutError::field(
+            path,
+            "first_seq",
+            first_seq,
+            format!("sequence numbers stay below {MAX_SEQ}"),
+        ));
+    }
+    Ok(WalHeader { version, first_seq })
 }
 
 fn record_err(path: &Path, offset: usize, detail: String) -> LayoutError {
@@ -174,22 +261,50 @@ fn record_err(path: &Path, offset: usize, detail: String) -> LayoutError {
 /// offset, a CRC failure or sequence gap with more bytes after it, or an unknown kind or
 /// payload size.
 pub fn scan(path: &Path, bytes: &[u8], dim: usize) -> Result<WalScan> {
-    let first_seq = decode_header(path, bytes, dim)?;
+    let h = match decode_header(path, bytes, dim) {
+        Ok(h) => h,
+        Err(e) => {
+            // A header that is short, zeroed or fails its CRC, in a file where no valid
+            // record starts anywhere, is a log whose creation never completed (its header
+            // is fsynced before the first append returns): nothing was acknowledged.
+            let unreadable = bytes.len() < WAL_HEADER_BYTES
+                || bytes[..8] != WAL_MAGIC
+                || crc32fast::hash(&bytes[..28]) != u32_at(bytes, 28);
+            if unreadable && dim > 0 && dim <= MAX_WAL_DIM && !any_valid_record(bytes, 0, dim) {
+                return Ok(WalScan {
+                    torn_bytes: bytes.len() as u64,
+                    version: WAL_VERSION,
+                    header_torn: true,
+                    ..Default::default()
+                });
+            }
+            return Err(e);
+        }
+    };
+    if h.version == 1 {
+        scan_v1(path, bytes, dim, h.first_seq)
+    } else {
+        scan_v2(path, bytes, dim, h.first_seq)
+    }
+}
+
+fn scan_v1(path: &Path, bytes: &[u8], dim: usize, first_seq: u64) -> Result<WalScan> {
     let mut rep = WalScan {
         last_seq: first_seq - 1,
+        version: 1,
         ..Default::default()
     };
     let mut off = WAL_HEADER_BYTES;
     let len = bytes.len();
     let mut torn_at: Option<usize> = None;
     while off < len {
-        if len - off < RECORD_HEAD_BYTES {
+        if len - off < RECORD_HEAD_BYTES_V1 {
             torn_at = Some(off);
             break;
         }
         let payload = u32_at(bytes, off) as usize;
         let end = off
-            .checked_add(RECORD_HEAD_BYTES)
+            .checked_add(RECORD_HEAD_BYTES_V1)
             .and_then(|x| x.checked_add(payload));
         let end = match end {
             Some(e) if e <= len => e,
@@ -245,5 +360,178 @@ pub fn scan(path: &Path, bytes: &[u8], dim: usize) -> Result<WalScan> {
     let valid = torn_at.unwrap_or(len);
     rep.valid_bytes = valid as u64;
     rep.torn_bytes = (len - valid) as u64;
+    Ok(rep)
+}
+
+/// Whether a valid version-2 record starts at any byte offset ≥ `from`.
+fn any_valid_record(bytes: &[u8], from: usize, dim: usize) -> bool {
+    (from..bytes.len().saturating_sub(RECORD_HEAD_BYTES - 1))
+        .any(|p| decode_v2(bytes, p, dim).is_ok())
+}
+
+/// One decoded version-2 record.
+struct Record {
+    seq: u64,
+    group_len: u32,
+    group_index: u32,
+    op: WalOp,
+    end: usize,
+}
+
+/// Why the bytes at an offset are not a valid version-2 record.
+enum Bad {
+    /// The file ends before the record does.
+    Short,
+    /// A field is not what the format allows, or the CRC does not match.
+    Invalid(String),
+}
+
+/// Decodes the version-2 record at `off`, checking the length against the only legal
+/// sizes before the CRC, and every field.
+fn decode_v2(bytes: &[u8], off: usize, dim: usize) -> std::result::Result<Record, Bad> {
+    let len = bytes.len();
+    if len - off < RECORD_HEAD_BYTES {
+        return Err(Bad::Short);
+    }
+    let payload = u32_at(bytes, off + 4) as usize;
+    let kind = bytes[off + 24];
+    let legal = match kind {
+        1 => 4 * dim,
+        2 => 0,
+        k => return Err(Bad::Invalid(format!("unknown kind {k}"))),
+    };
+    if payload != legal {
+        return Err(Bad::Invalid(format!(
+            "payload of {payload} bytes for kind {kind} (legal: {legal})"
+        )));
+    }
+    let end = off + RECORD_HEAD_BYTES + payload;
+    if end > len {
+        return Err(Bad::Short);
+    }
+    let stored = u32_at(bytes, off);
+    let got = crc32fast::hash(&bytes[off + 4..end]);
+    if stored != got {
+        return Err(Bad::Invalid(format!(
+            "checksum mismatch (stored {stored:#010x}, computed {got:#010x})"
+        )));
+    }
+    let seq = u64_at(bytes, off + 8);
+    let group_len = u32_at(bytes, off + 16);
+    let group_index = u32_at(bytes, off + 20);
+    let label = u64_at(bytes, off + 25);
+    let reserved = u32_at(bytes, off + 33);
+    if group_len == 0 || group_index >= group_len || reserved != 0 || seq >= MAX_SEQ {
+        return Err(Bad::Invalid(format!(
+            "group {group_index} of {group_len}, reserved {reserved}, sequence number {seq}"
+        )));
+    }
+    if label == RESERVED_LABEL {
+        return Err(Bad::Invalid("the reserved label 2^64 - 1".into()));
+    }
+    let op = if kind == 1 {
+        WalOp::Insert {
+            label,
+            vector: bytes[off + RECORD_HEAD_BYTES..end]
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        }
+    } else {
+        WalOp::Delete { label }
+    };
+    Ok(Record {
+        seq,
+        group_len,
+        group_index,
+        op,
+        end,
+    })
+}
+
+fn scan_v2(path: &Path, bytes: &[u8], dim: usize, first_seq: u64) -> Result<WalScan> {
+    let len = bytes.len();
+    let mut rep = WalScan {
+        last_seq: first_seq - 1,
+        version: 2,
+        ..Default::default()
+    };
+    // The group being read: (offset of its first record, its first sequence number, its
+    // length, ops before it).
+    let mut group: Option<(usize, u64, u32, usize)> = None;
+    let mut off = WAL_HEADER_BYTES;
+    let damaged: Option<(usize, String)> = loop {
+        if off == len {
+            break None;
+        }
+        let rec = match decode_v2(bytes, off, dim) {
+            Ok(r) => r,
+            Err(Bad::Short) => break Some((off, "cut short by the end of the file".into())),
+            Err(Bad::Invalid(why)) => break Some((off, why)),
+        };
+        let expected = rep.last_seq + 1;
+        let fits = match group {
+            None => rec.group_index == 0,
+            Some((_, g0, glen, _)) => {
+                rec.group_len == glen && u64::from(rec.group_index) == expected - g0
+            }
+        };
+        if rec.seq != expected || !fits {
+            break Some((
+                off,
+                format!(
+                    "sequence number {} (group {} of {}), expected {expected}",
+                    rec.seq, rec.group_index, rec.group_len
+                ),
+            ));
+        }
+        if rec.group_index == 0 {
+            group = Some((off, rec.seq, rec.group_len, rep.ops.len()));
+        }
+        rep.ops.push(rec.op);
+        rep.last_seq = rec.seq;
+        if rec.group_index + 1 == rec.group_len {
+            group = None;
+        }
+        off = rec.end;
+    };
+    // Where the torn group (if any) starts, and its first sequence number.
+    let (cut, cut_seq) = match (damaged.as_ref(), group) {
+        (None, None) => {
+            rep.valid_bytes = len as u64;
+            return Ok(rep);
+        }
+        (_, Some((g_off, g_seq, _, ops_before))) => {
+            rep.ops.truncate(ops_before);
+            rep.last_seq = g_seq - 1;
+            (g_off, g_seq)
+        }
+        (Some(&(d_off, _)), None) => (d_off, rep.last_seq + 1),
+    };
+    // A valid record after the damage that belongs to a later group (or to no group that
+    // the torn one could be) proves that acknowledged records are damaged.
+    let from = damaged.as_ref().map_or(len, |&(d, _)| d + 1);
+    let mut p = from;
+    while p + RECORD_HEAD_BYTES <= len {
+        if let Ok(r) = decode_v2(bytes, p, dim) {
+            let its_group = r.seq.checked_sub(u64::from(r.group_index));
+            if its_group != Some(cut_seq) {
+                let (d_off, why) = damaged.unwrap_or((cut, String::new()));
+                return Err(record_err(
+                    path,
+                    d_off,
+                    format!(
+                        "{why}; a valid record of a later group follows at byte offset {p} \
+                         (sequence number {}): acknowledged updates are damaged; refusing to \
+                         skip them",
+                        r.seq
+                    ),
+                ));
+            }
+        }
+        p += 1;
+    }
+    rep.valid_bytes = cut as u64;
+    rep.torn_bytes = (len - cut) as u64;
     Ok(rep)
 }

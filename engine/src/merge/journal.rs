@@ -1,28 +1,34 @@
 //! The merge's redo journal (docs/FORMAT.md, "merge.journal"; byte format in
-//! [`ssdann_layout::journal`]): writing it ([`Journal`]), reading a committed one back
-//! ([`parse`]), applying it in place ([`apply`]) and recovery at open ([`recover`]).
+//! [`ssdann_layout::journal`]): writing it ([`Journal`]) and reading a committed one back
+//! ([`parse`]). Applying it and recovery at open are in `recover`.
 //!
 //! SQLite's pager rule: every rewritten block image is in the journal, and the journal is
-//! fsynced with its commit entry, before the first byte of `index.ssd` is overwritten; a
-//! committed journal is applied idempotently, so a crash during the apply is finished by
-//! the next open.
+//! fsynced with its commit entry, before the first byte of `index.ssd` is overwritten.
+//!
+//! Validation ([`parse`]) — recovery refuses, never guesses. The header must match the index
+//! (block size; format 3: the generation the merge started from, and a bound on every block
+//! number); every entry's CRC must hold and its block number must lie inside the index the
+//! commit describes; the commit entry's header image must decode, keep the index's shape and
+//! advance its generation by one. The block entries are fsynced before the commit entry is
+//! written, and the commit entry is written twice (two copies, one write, one fsync): a
+//! valid copy therefore proves every entry before it was durable, and a copy damaged on the
+//! medium is survivable. A journal with a valid commit copy and any damage before it is an
+//! error naming the file and the entry, and nothing is changed. A journal with no valid
+//! commit copy is uncommitted: its merge stopped before the commit fsync returned, so no
+//! byte of `index.ssd` was overwritten, and recovery discards it.
 
 use crate::error::EngineError;
-use crate::io::fsync_dir;
+use crate::storage::StorageRef;
 use crate::Result;
-use ssdann_builder::build::INDEX_FILE;
-use ssdann_builder::{NoProgress, Phase, Progress};
 pub use ssdann_layout::journal::JOURNAL_FILE;
 use ssdann_layout::journal::{
     decode_commit, decode_entry_head, decode_header, encode_entry, encode_header, entry_crc,
-    COMMIT, ENTRY_HEAD_BYTES, JOURNAL_HEADER_BYTES,
+    HeaderError, JournalHeader, COMMIT, ENTRY_HEAD_BYTES, JOURNAL_HEADER_BYTES,
 };
-use ssdann_layout::labels::LABELS_FILE;
-use ssdann_layout::pq::PQ_CODES_FILE;
 use ssdann_layout::sector::SECTOR_BYTES;
 use ssdann_layout::IndexHeader;
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
+use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -46,14 +52,11 @@ pub(super) fn start_writeback(f: &std::fs::File, off: u64, len: u64) {
     }
 }
 
-/// Blocks written per hold of the file's gate while a live merge applies its journal
-/// (page-cache writes: tens of µs per batch).
-pub(super) const APPLY_BATCH_BLOCKS: usize = 32;
-
 /// A journal being written: where the latest image of each block lies in it.
 pub(super) struct Journal {
     pub(super) path: PathBuf,
     pub(super) file: std::fs::File,
+    storage: StorageRef,
     len: u64,
     pub(super) map: HashMap<u64, u64>,
     /// Bytes handed to writeback so far (see [`start_writeback`]).
@@ -70,24 +73,28 @@ pub(crate) fn injected(path: &Path, n: u64) -> EngineError {
 }
 
 impl Journal {
+    /// Creates (truncating) the journal of a merge from header generation `base_generation`
+    /// to an index of `blocks_after` blocks of `block_bytes` bytes.
+    ///
+    /// # Errors
+    /// [`EngineError::Io`].
     pub(super) fn create(
         dir: &Path,
         block_bytes: usize,
+        base_generation: u64,
+        blocks_after: u64,
         fail_after: Option<u64>,
+        storage: StorageRef,
     ) -> Result<Journal> {
         let path = dir.join(JOURNAL_FILE);
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| EngineError::io(&path, e))?;
-        file.write_all(&encode_header(block_bytes as u32))
-            .map_err(|e| EngineError::io(&path, e))?;
+        let io = |e| EngineError::io(dir.join(JOURNAL_FILE), e);
+        let file = storage.open_rw(&path, true, true).map_err(io)?;
+        let head = encode_header(block_bytes as u32, base_generation, blocks_after);
+        storage.write_at(&file, &path, &head, 0).map_err(io)?;
         Ok(Journal {
             path,
             file,
+            storage,
             len: JOURNAL_HEADER_BYTES as u64,
             map: HashMap::new(),
             flushed: 0,
@@ -104,12 +111,16 @@ impl Journal {
         }
     }
 
+    /// Appends the entry for `block` (or the commit entry, `block` = [`COMMIT`]).
+    ///
+    /// # Errors
+    /// [`EngineError::Io`] (or an injected fault).
     pub(super) fn append(&mut self, block: u64, image: &[u8]) -> Result<()> {
         self.tick()?;
         let mut e = Vec::with_capacity(ENTRY_HEAD_BYTES + image.len());
         encode_entry(block, image, &mut e);
-        self.file
-            .write_all_at(&e, self.len)
+        self.storage
+            .write_at(&self.file, &self.path, &e, self.len)
             .map_err(|err| EngineError::io(&self.path, err))?;
         if block != COMMIT {
             self.map.insert(block, self.len + ENTRY_HEAD_BYTES as u64);
@@ -122,6 +133,34 @@ impl Journal {
         Ok(())
     }
 
+    /// fsyncs the block entries (before the commit entry is written), then the directory
+    /// (the journal's own entry and the staged files').
+    ///
+    /// # Errors
+    /// [`EngineError::Io`].
+    pub(super) fn sync_entries(&self, dir: &Path) -> Result<()> {
+        self.storage
+            .sync(&self.file, &self.path, "journal.entries")
+            .map_err(|e| EngineError::io(&self.path, e))?;
+        self.storage
+            .sync_dir(dir, "journal.dir")
+            .map_err(|e| EngineError::io(dir, e))
+    }
+
+    /// fsyncs the commit entry: from here on the merge is committed.
+    ///
+    /// # Errors
+    /// [`EngineError::Io`].
+    pub(super) fn sync_commit(&self) -> Result<()> {
+        self.storage
+            .sync(&self.file, &self.path, "journal.commit")
+            .map_err(|e| EngineError::io(&self.path, e))
+    }
+
+    /// Reads the latest image of `block` into `out`; false when the journal has none.
+    ///
+    /// # Errors
+    /// [`EngineError::Io`].
     pub(super) fn read(&self, block: u64, out: &mut [u8]) -> Result<bool> {
         match self.map.get(&block) {
             Some(&off) => {
@@ -135,244 +174,258 @@ impl Journal {
     }
 }
 
-/// A parsed, committed journal: where the latest image of each block lies in the journal
-/// (CRCs checked while parsing; images are read again, block by block, when applied), and the
-/// new header slot.
+/// A parsed, validated, committed journal: where the latest image of each block lies in the
+/// journal (CRCs checked while parsing; images are read again, block by block, when
+/// applied), and the new header slot.
 pub(crate) struct Committed {
-    pub(super) blocks: BTreeMap<u64, u64>,
-    block_bytes: usize,
+    pub(crate) blocks: BTreeMap<u64, u64>,
+    pub(crate) block_bytes: usize,
     /// The last WAL sequence number the merge folded in (`u64::MAX`: all of them).
-    wal_seq: u64,
-    slot: u64,
-    header: Vec<u8>,
+    pub(crate) wal_seq: u64,
+    /// Header slot (0 or 1) the new header goes to.
+    pub(crate) slot: u64,
+    /// The new header slot image (4096 bytes), and its decoded form.
+    pub(crate) header: Vec<u8>,
+    pub(crate) new_header: IndexHeader,
 }
 
-/// Parses a journal; `None` when it was never committed (or is torn before the commit).
-pub(super) fn parse(path: &Path) -> Result<Option<Committed>> {
-    use std::io::Read;
-    let io = |e| EngineError::io(path, e);
-    let mut r = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path).map_err(io)?);
-    let total = std::fs::metadata(path).map_err(io)?.len();
-    let mut head = [0u8; JOURNAL_HEADER_BYTES];
-    if total < JOURNAL_HEADER_BYTES as u64 || r.read_exact(&mut head).is_err() {
-        return Ok(None);
+/// What [`parse`] found.
+pub(crate) enum Parsed {
+    /// A valid, committed journal: finish it.
+    Committed(Committed),
+    /// No valid commit entry: a merge that stopped before its commit fsync returned.
+    Uncommitted,
+}
+
+fn damaged(path: &Path, what: String) -> EngineError {
+    ssdann_layout::LayoutError::corrupt(path, "merge journal", what).into()
+}
+
+/// Where a valid commit entry lies among the last two entry positions of the file (the
+/// commit is always last, written twice from format 3), if one does.
+fn tail_commit(f: &std::fs::File, total: u64) -> Option<u64> {
+    for commit_len in [16 + SECTOR_BYTES, 8 + SECTOR_BYTES] {
+        let n = (ENTRY_HEAD_BYTES + commit_len) as u64;
+        for copies in [1, 2] {
+            let Some(at) = total.checked_sub(copies * n) else {
+                continue;
+            };
+            let mut e = vec![0u8; n as usize];
+            if f.read_exact_at(&mut e, at).is_err() {
+                continue;
+            }
+            let mut eh = [0u8; ENTRY_HEAD_BYTES];
+            eh.copy_from_slice(&e[..ENTRY_HEAD_BYTES]);
+            let (block, stored) = decode_entry_head(&eh);
+            if block == COMMIT && entry_crc(block, &e[ENTRY_HEAD_BYTES..]) == stored {
+                return Some(at);
+            }
+        }
     }
-    let Some(jh) = decode_header(&head) else {
-        return Ok(None);
+    None
+}
+
+/// Checks a commit entry's new header against the index's current one (`cur`) and the
+/// journal header.
+fn check_commit(
+    path: &Path,
+    jh: &JournalHeader,
+    cur: &IndexHeader,
+    slot: u64,
+    new: &IndexHeader,
+) -> std::result::Result<(), String> {
+    if slot > 1 {
+        return Err(format!("header slot {slot} (0 or 1)"));
+    }
+    let same_shape = new.dim == cur.dim
+        && new.element == cur.element
+        && new.metric == cur.metric
+        && new.max_degree == cur.max_degree
+        && new.layout == cur.layout
+        && new.pq_m == cur.pq_m;
+    if !same_shape {
+        return Err(
+            "its header changes the index's shape (d, type, metric, R, layout or M)".into(),
+        );
+    }
+    // the live index is either still before the merge (generation g) or already flipped (g + 1)
+    let base = jh.base_generation.unwrap_or(new.generation.wrapping_sub(1));
+    if base.checked_add(1) != Some(new.generation)
+        || (cur.generation != base && cur.generation != new.generation)
+    {
+        return Err(format!(
+            "its header has generation {} for a merge from {base}, but index.ssd is at generation {}",
+            new.generation, cur.generation
+        ));
+    }
+    let blocks = new.layout.blocks_for(new.n_slots);
+    if let Some(after) = jh.blocks_after {
+        if blocks != after {
+            return Err(format!(
+                "its header has {blocks} blocks, the journal header {after}"
+            ));
+        }
+    }
+    let _ = path;
+    Ok(())
+}
+
+/// Parses and validates the journal at `path` against the index's current header `cur`
+/// (see the module docs).
+///
+/// # Errors
+/// [`EngineError::Layout`] naming the file and the entry for a damaged committed journal,
+/// or a journal that does not belong to this index; [`EngineError::Io`].
+pub(crate) fn parse(path: &Path, cur: &IndexHeader) -> Result<Parsed> {
+    let io = |e| EngineError::io(path, e);
+    let f = std::fs::File::open(path).map_err(io)?;
+    let total = f.metadata().map_err(io)?.len();
+    let bb_now = cur.layout.block_bytes();
+    let mut head = vec![0u8; JOURNAL_HEADER_BYTES.min(total as usize)];
+    f.read_exact_at(&mut head, 0).map_err(io)?;
+    let jh = match decode_header(&head) {
+        Ok(h) => h,
+        Err(e) => {
+            return match (e, tail_commit(&f, total)) {
+                (_, Some(at)) => Err(damaged(
+                    path,
+                    format!("the header is unreadable but a valid commit entry lies at byte offset {at}: a committed journal is damaged; refusing to recover or delete it"),
+                )),
+                (HeaderError::NotAJournal, None) | (HeaderError::Damaged(_), None) => {
+                    Ok(Parsed::Uncommitted)
+                }
+            };
+        }
     };
-    let bb = jh.block_bytes;
-    let mut off = JOURNAL_HEADER_BYTES as u64;
+    if jh.block_bytes != bb_now {
+        return Err(damaged(
+            path,
+            format!("header block_bytes = {} but index.ssd's blocks are {bb_now} bytes: not this index's journal", jh.block_bytes),
+        ));
+    }
+    if let Some(g) = jh.base_generation {
+        if g != cur.generation && g.checked_add(1) != Some(cur.generation) {
+            return Err(damaged(
+                path,
+                format!("header base_generation = {g} but index.ssd is at generation {}: not this index's journal", cur.generation),
+            ));
+        }
+    }
+    let mut r = std::io::BufReader::with_capacity(1 << 20, &f);
+    let mut skip = vec![0u8; jh.header_bytes];
+    r.read_exact(&mut skip).map_err(io)?;
+    let mut off = jh.header_bytes as u64;
     let eh_len = ENTRY_HEAD_BYTES as u64;
     let mut blocks = BTreeMap::new();
-    let mut image = vec![0u8; bb.max(jh.commit_bytes())];
-    while off + eh_len <= total {
+    let mut image = vec![0u8; jh.block_bytes.max(jh.commit_bytes())];
+    let block_limit = jh.blocks_after.unwrap_or(u64::MAX);
+    // The first bad entry, if any: (offset, what is wrong).
+    let bad: (u64, String) = loop {
+        if off == total {
+            break (off, "the file ends before a commit entry".into());
+        }
+        if off + eh_len > total {
+            break (off, "an entry cut short by the end of the file".into());
+        }
         let mut eh = [0u8; ENTRY_HEAD_BYTES];
         r.read_exact(&mut eh).map_err(io)?;
         let (block, stored) = decode_entry_head(&eh);
+        if block != COMMIT && block >= block_limit {
+            break (
+                off,
+                format!("block {block} ≥ the {block_limit} blocks the merge writes"),
+            );
+        }
         let len = jh.image_bytes(block);
         if off + eh_len + len as u64 > total {
-            return Ok(None); // torn tail: never committed
+            break (off, "an entry cut short by the end of the file".into());
         }
         r.read_exact(&mut image[..len]).map_err(io)?;
         if entry_crc(block, &image[..len]) != stored {
-            return Ok(None);
+            break (
+                off,
+                format!("the entry for block {block} fails its checksum"),
+            );
         }
         if block == COMMIT {
-            let c = decode_commit(&jh, &image[..len]);
-            return Ok(Some(Committed {
-                blocks,
-                block_bytes: bb,
-                slot: c.slot,
-                wal_seq: c.wal_seq,
-                header: c.header,
-            }));
+            let end = off + eh_len + len as u64;
+            let copy_len = eh_len + len as u64;
+            // formats 1, 2: one copy; format 3: a second copy follows (valid and equal, or
+            // damaged: the first copy is the commit)
+            // (a second copy cut short is a torn write of it: the first copy commits)
+            if end != total && !(jh.version == 3 && total - end <= copy_len) {
+                break (
+                    end,
+                    format!("{} bytes follow the commit entry", total - end),
+                );
+            }
+            if end + copy_len == total {
+                let mut second = vec![0u8; copy_len as usize];
+                f.read_exact_at(&mut second, end).map_err(io)?;
+                let mut eh2 = [0u8; ENTRY_HEAD_BYTES];
+                eh2.copy_from_slice(&second[..ENTRY_HEAD_BYTES]);
+                let (b2, crc2) = decode_entry_head(&eh2);
+                let valid = b2 == COMMIT && entry_crc(b2, &second[ENTRY_HEAD_BYTES..]) == crc2;
+                if valid && second[ENTRY_HEAD_BYTES..] != image[..len] {
+                    break (end, "the two copies of the commit entry differ".into());
+                }
+            }
+            return commit(path, &jh, cur, off, &image[..len], blocks);
         }
         blocks.insert(block, off + eh_len);
         off += eh_len + len as u64;
+    };
+    if let Some(at) = tail_commit(&f, total) {
+        // the first copy of the commit is damaged and the second, right after it, is valid
+        let copy_len = (ENTRY_HEAD_BYTES + jh.commit_bytes()) as u64;
+        if jh.version == 3 && bad.0 + copy_len == at {
+            let mut second = vec![0u8; copy_len as usize];
+            f.read_exact_at(&mut second, at).map_err(io)?;
+            return commit(path, &jh, cur, at, &second[ENTRY_HEAD_BYTES..], blocks);
+        }
+        return Err(damaged(
+            path,
+            format!("entry at byte offset {}: {}; a valid commit entry lies at byte offset {at}: a committed journal is damaged; refusing to recover or delete it", bad.0, bad.1),
+        ));
     }
-    Ok(None)
+    Ok(Parsed::Uncommitted)
 }
 
-/// Applies a committed journal in place and finishes the merge (idempotent): block images,
-/// header slot, `*.merge` renames, WAL trimmed through S, journal removal.
-/// With `gate` (a live merge), block writes go in batches of [`APPLY_BATCH_BLOCKS`], each
-/// holding the gate exclusively, so that concurrent searches never read a block mid-write.
-pub(crate) fn apply(
-    dir: &Path,
-    c: &Committed,
-    gate: Option<&parking_lot::RwLock<()>>,
-    pause: Option<std::time::Duration>,
-    progress: &dyn Progress,
-    counter: &mut dyn FnMut() -> Result<()>,
-) -> Result<()> {
-    let path = dir.join(INDEX_FILE);
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(|e| EngineError::io(&path, e))?;
-    let h = IndexHeader::decode(&path, c.slot as usize, &c.header)?;
-    if f.metadata().map_err(|e| EngineError::io(&path, e))?.len() < h.file_bytes() {
-        f.set_len(h.file_bytes())
-            .map_err(|e| EngineError::io(&path, e))?;
+/// Validates the commit entry (image `image`, at byte offset `off`) and returns the
+/// committed journal.
+fn commit(
+    path: &Path,
+    jh: &JournalHeader,
+    cur: &IndexHeader,
+    off: u64,
+    image: &[u8],
+    blocks: BTreeMap<u64, u64>,
+) -> Result<Parsed> {
+    let c = decode_commit(jh, image);
+    let new = IndexHeader::decode(path, (c.slot & 1) as usize, &c.header)
+        .map_err(|e| damaged(path, format!("the commit entry at byte offset {off}: {e}")))?;
+    check_commit(path, jh, cur, c.slot, &new).map_err(|why| {
+        damaged(
+            path,
+            format!("the commit entry at byte offset {off}: {why}"),
+        )
+    })?;
+    let nb = new.layout.blocks_for(new.n_slots);
+    if let Some((&b, _)) = blocks.range(nb..).next() {
+        return Err(damaged(
+            path,
+            format!("an entry for block {b} lies past the {nb} blocks of the committed index"),
+        ));
     }
-    let jpath = dir.join(JOURNAL_FILE);
-    let journal = std::fs::File::open(&jpath).map_err(|e| EngineError::io(&jpath, e))?;
-    let bb = c.block_bytes;
-    let blocks: Vec<(&u64, &u64)> = c.blocks.iter().collect();
-    let mut images = vec![0u8; APPLY_BATCH_BLOCKS * bb];
-    let mut written = 0u64;
-    progress.start(Phase::MergeApply, blocks.len() as u64);
-    for batch in blocks.chunks(APPLY_BATCH_BLOCKS) {
-        progress.advance(batch.len() as u64);
-        for (k, &(_, &at)) in batch.iter().enumerate() {
-            journal
-                .read_exact_at(&mut images[k * bb..(k + 1) * bb], at)
-                .map_err(|e| EngineError::io(&jpath, e))?;
-        }
-        let excl = gate.map(|g| g.write());
-        for (k, &(&b, _)) in batch.iter().enumerate() {
-            counter()?;
-            f.write_all_at(
-                &images[k * bb..(k + 1) * bb],
-                h.layout.block_offset_bytes(b),
-            )
-            .map_err(|e| EngineError::io(&path, e))?;
-        }
-        drop(excl);
-        written += batch.len() as u64 * bb as u64;
-        if written >= WRITEBACK_SLICE_BYTES {
-            start_writeback(&f, 0, 0); // 0, 0: every dirty page of the file so far
-            written = 0;
-        }
-        if let Some(p) = pause {
-            std::thread::sleep(p);
-        }
-    }
-    progress.finish();
-    f.sync_all().map_err(|e| EngineError::io(&path, e))?;
-    counter()?;
-    f.write_all_at(&c.header, c.slot * SECTOR_BYTES as u64)
-        .map_err(|e| EngineError::io(&path, e))?;
-    f.sync_all().map_err(|e| EngineError::io(&path, e))?;
-    for name in [LABELS_FILE, PQ_CODES_FILE] {
-        let staged = dir.join(format!("{name}.merge"));
-        if staged.exists() {
-            counter()?;
-            std::fs::rename(&staged, dir.join(name)).map_err(|e| EngineError::io(&staged, e))?;
-        }
-    }
-    fsync_dir(dir)?;
-    let wal = dir.join(crate::updates::wal::WAL_FILE);
-    if wal.exists() {
-        counter()?;
-        // keeps the updates logged while the merge ran: they are replayed on the new state
-        crate::updates::wal::trim(&wal, h.dim as usize, c.wal_seq)?;
-    }
-    counter()?;
-    std::fs::remove_file(dir.join(JOURNAL_FILE))
-        .map_err(|e| EngineError::io(dir.join(JOURNAL_FILE), e))?;
-    fsync_dir(dir)
-}
-
-/// Called by `Index::open` before anything else: finishes a committed merge, or discards an
-/// uncommitted one (the index and the WAL are then untouched). Returns whether a journal
-/// was found.
-///
-/// # Errors
-/// [`EngineError::Io`], or a corrupt header image in a committed journal.
-pub fn recover(dir: &Path) -> Result<bool> {
-    let jp = dir.join(JOURNAL_FILE);
-    if !jp.exists() {
-        return Ok(false);
-    }
-    match parse(&jp)? {
-        Some(c) => {
-            eprintln!(
-                "note: {}: finishing an interrupted merge ({} blocks)",
-                dir.display(),
-                c.blocks.len()
-            );
-            apply(dir, &c, None, None, &NoProgress, &mut || Ok(()))?;
-        }
-        None => {
-            eprintln!("note: {}: discarding an uncommitted merge journal; the index is as before the merge", dir.display());
-            for name in [LABELS_FILE, PQ_CODES_FILE] {
-                let staged = dir.join(format!("{name}.merge"));
-                if staged.exists() {
-                    std::fs::remove_file(&staged).map_err(|e| EngineError::io(&staged, e))?;
-                }
-            }
-            std::fs::remove_file(&jp).map_err(|e| EngineError::io(&jp, e))?;
-            fsync_dir(dir)?;
-        }
-    }
-    Ok(true)
+    Ok(Parsed::Committed(Committed {
+        blocks,
+        block_bytes: jh.block_bytes,
+        wal_seq: c.wal_seq,
+        slot: c.slot,
+        header: c.header,
+        new_header: new,
+    }))
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
-    use super::*;
-
-    fn journal_with_commit(dir: &Path) -> PathBuf {
-        let mut j = Journal::create(dir, 4096, None).unwrap();
-        j.append(7, &[7u8; 4096]).unwrap();
-        j.append(3, &[3u8; 4096]).unwrap();
-        j.append(7, &[9u8; 4096]).unwrap(); // supersedes the first image of block 7
-        let mut commit = 1u64.to_le_bytes().to_vec();
-        commit.extend_from_slice(&42u64.to_le_bytes());
-        commit.extend_from_slice(&[5u8; SECTOR_BYTES]);
-        j.append(COMMIT, &commit).unwrap();
-        j.path
-    }
-
-    #[test]
-    fn parse_finds_the_latest_image_of_each_block_and_the_commit() {
-        let tmp = tempfile::tempdir().unwrap();
-        let path = journal_with_commit(tmp.path());
-        let c = parse(&path).unwrap().unwrap();
-        assert_eq!(
-            (c.slot, c.block_bytes, c.header.len()),
-            (1, 4096, SECTOR_BYTES)
-        );
-        let entry = 12 + 4096;
-        assert_eq!(
-            c.blocks.into_iter().collect::<Vec<_>>(),
-            vec![(3, 16 + entry as u64 + 12), (7, 16 + 2 * entry as u64 + 12)]
-        );
-    }
-
-    #[test]
-    fn a_journal_of_format_1_is_still_finished_and_empties_the_wal() {
-        let tmp = tempfile::tempdir().unwrap();
-        let mut j = Journal::create(tmp.path(), 4096, None).unwrap();
-        j.append(3, &[3u8; 4096]).unwrap();
-        let mut commit = 0u64.to_le_bytes().to_vec(); // v1: slot, then the header image
-        commit.extend_from_slice(&[5u8; SECTOR_BYTES]);
-        j.append(COMMIT, &commit).unwrap();
-        j.file
-            .write_all_at(&ssdann_layout::journal::JOURNAL_MAGIC_V1, 0)
-            .unwrap();
-        let c = parse(&j.path).unwrap().unwrap();
-        assert_eq!(
-            (c.slot, c.wal_seq, c.header.len(), c.blocks.len()),
-            (0, u64::MAX, SECTOR_BYTES, 1)
-        );
-    }
-
-    #[test]
-    fn a_torn_or_corrupt_journal_counts_as_uncommitted() {
-        let tmp = tempfile::tempdir().unwrap();
-        let path = journal_with_commit(tmp.path());
-        let bytes = std::fs::read(&path).unwrap();
-        std::fs::write(&path, &bytes[..bytes.len() - 100]).unwrap(); // torn commit entry
-        assert!(parse(&path).unwrap().is_none());
-        let mut flipped = bytes.clone();
-        flipped[16 + 12 + 4096 + 12 + 100] ^= 1; // one bit of block 3's image
-        std::fs::write(&path, &flipped).unwrap();
-        assert!(parse(&path).unwrap().is_none());
-        std::fs::write(&path, b"not a journal").unwrap();
-        assert!(parse(&path).unwrap().is_none());
-    }
-}
+mod tests;

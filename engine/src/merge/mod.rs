@@ -28,14 +28,16 @@ pub mod journal;
 mod patch;
 pub(crate) mod plan;
 mod prune;
+pub(crate) mod recover;
 
-pub use journal::{recover, JOURNAL_FILE};
+pub use journal::JOURNAL_FILE;
+pub use recover::recover;
 
 use crate::error::EngineError;
-use crate::io::{fsync_dir, AlignedBuf};
+use crate::io::AlignedBuf;
 use crate::snapshot::Snapshot;
 use crate::Result;
-use journal::{parse, Committed, Journal};
+use journal::{parse, Committed, Journal, Parsed};
 use plan::{Frozen, Plan};
 use ssdann_builder::Progress;
 use ssdann_layout::journal::{encode_commit, COMMIT};
@@ -116,7 +118,10 @@ pub(crate) fn prepare(
     let mut journal = Journal::create(
         &snap.state.dir,
         plan.layout.block_bytes(),
+        plan.h.generation,
+        plan.layout.blocks_for(plan.n_new),
         opts.fail_after_writes,
+        snap.state.options.storage.clone(),
     )?;
     let mut tp = Instant::now();
     let entry = delete::delete_phase(&plan, &mut journal, progress, &mut report)?;
@@ -131,10 +136,12 @@ pub(crate) fn prepare(
     tp = Instant::now();
     stage_and_commit(&plan, &mut journal, entry, &mut report)?;
     report.phase_seconds[3] = tp.elapsed().as_secs_f64();
-    let committed = parse(&journal.path)?.ok_or_else(|| EngineError::Inconsistent {
-        path: journal.path.clone(),
-        detail: "journal not readable right after its commit".into(),
-    })?;
+    let Parsed::Committed(committed) = parse(&journal.path, &plan.h)? else {
+        return Err(EngineError::Inconsistent {
+            path: journal.path.clone(),
+            detail: "journal not readable right after its commit".into(),
+        });
+    };
     report.journal_writes = journal.writes;
     Ok(Prepared {
         committed,
@@ -146,8 +153,10 @@ pub(crate) fn prepare(
 }
 
 /// Phase 5: the staged label map and PQ codes (`*.merge`, streamed from the pre-merge
-/// arrays plus the change set: no copy of either), then the commit entry with the new
-/// header slot image; the journal and the directory are fsynced.
+/// arrays plus the change set: no copy of either, each fsynced), the journal's entries
+/// fsynced, the directory fsynced (the journal's and the staged files' entries), then the
+/// commit entry — twice, so that one copy damaged on the medium is survivable — with the
+/// new header slot image, fsynced.
 fn stage_and_commit(
     plan: &Plan,
     journal: &mut Journal,
@@ -166,28 +175,39 @@ fn stage_and_commit(
             .encode(v, &mut new_codes[i * m..(i + 1) * m], &mut scratch);
     }
     let label_of = |s: usize| plan.label_after(s);
+    let storage = &st.options.storage;
+    let staged_labels = dir.join(format!("{LABELS_FILE}.merge"));
+    let staged_codes = dir.join(format!("{PQ_CODES_FILE}.merge"));
     journal.tick()?;
-    write_labels_with(
-        &dir.join(format!("{LABELS_FILE}.merge")),
-        n_new as usize,
-        label_of,
-    )?;
+    write_labels_with(&staged_labels, n_new as usize, label_of)?;
+    storage
+        .wrote_file(&staged_labels, "stage.labels")
+        .map_err(|e| EngineError::io(&staged_labels, e))?;
     journal.tick()?;
-    write_codes_with(
-        &dir.join(format!("{PQ_CODES_FILE}.merge")),
-        n_new as usize,
-        m,
-        |s, out| match new_set.get(&(s as u32)) {
+    write_codes_with(&staged_codes, n_new as usize, m, |s, out| {
+        match new_set.get(&(s as u32)) {
             Some(&i) => out.copy_from_slice(&new_codes[i * m..(i + 1) * m]),
             None if s >= n as usize => out.fill(0),
             None => out.copy_from_slice(&st.codes[s * m..(s + 1) * m]),
-        },
-    )?;
+        }
+    })?;
+    storage
+        .wrote_file(&staged_codes, "stage.codes")
+        .map_err(|e| EngineError::io(&staged_codes, e))?;
     let live = (0..n_new as usize)
         .filter(|&s| label_of(s) != FREE_LABEL)
         .count() as u64;
+    // generations stay below 2^62: they never wrap
+    let generation = h
+        .generation
+        .checked_add(1)
+        .filter(|&g| g < 1 << 62)
+        .ok_or_else(|| EngineError::Inconsistent {
+            path: path.clone(),
+            detail: format!("header generation {} cannot advance", h.generation),
+        })?;
     let new_header = IndexHeader {
-        generation: h.generation + 1,
+        generation,
         n_slots: n_new,
         live_count: live,
         entry_point: u64::from(entry),
@@ -203,12 +223,10 @@ fn stage_and_commit(
     };
     let other = 1 - cur_slot as u64;
     let commit = encode_commit(other, plan.frozen.wal_seq, &new_header.encode());
+    journal.sync_entries(dir)?;
     journal.append(COMMIT, &commit)?;
-    journal
-        .file
-        .sync_all()
-        .map_err(|e| EngineError::io(&journal.path, e))?;
-    fsync_dir(dir)?;
+    journal.append(COMMIT, &commit)?;
+    journal.sync_commit()?;
     report.blocks_written = journal.map.len();
     report.n_slots = n_new;
     Ok(())

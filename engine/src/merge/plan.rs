@@ -53,7 +53,7 @@ impl Frozen {
             deleted,
             news,
             delta: up.delta.clone(),
-            wal_seq: up.wal.as_ref().map_or(0, |w| w.last_seq()),
+            wal_seq: snap.wal_last_seq(),
         })
     }
 }

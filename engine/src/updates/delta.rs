@@ -49,10 +49,20 @@ pub struct DeltaIndex {
     graph: Vec<Vec<u32>>,
     by_label: HashMap<u64, u32>,
     live: usize,
+    /// Scratch of [`DeltaIndex::insert`] (the one-phase insert used by WAL replay).
+    scratch: DeltaScratch,
+    prune: PruneScratch,
+    tmp: Vec<u32>,
+}
+
+/// Reusable buffers of [`DeltaIndex::plan_insert`].
+#[derive(Clone, Default)]
+pub struct DeltaScratch {
     search: SearchScratch,
     prune: PruneScratch,
+    local: Vec<f32>,
+    ids: Vec<u32>,
     out: Vec<u32>,
-    tmp: Vec<u32>,
 }
 
 impl DeltaIndex {
@@ -73,9 +83,8 @@ impl DeltaIndex {
             graph: Vec::new(),
             by_label: HashMap::new(),
             live: 0,
-            search: SearchScratch::default(),
+            scratch: DeltaScratch::default(),
             prune: PruneScratch::default(),
-            out: Vec::new(),
             tmp: Vec::new(),
         }
     }
@@ -120,9 +129,86 @@ impl DeltaIndex {
         0
     }
 
-    /// Inserts `vector` (length d, finite: the caller validated it) under `label`; an
+    /// The stored row of `vector`: normalized for cosine, augmented for inner product with
+    /// the largest norm so far (or its own, when larger).
+    fn row(&self, vector: &[f32]) -> Vec<f32> {
+        let mut x = vector.to_vec();
+        if self.metric == Metric::Cosine {
+            normalize(&mut x);
+        }
+        if self.metric == Metric::InnerProduct {
+            let nsq: f32 = vector.iter().map(|v| v * v).sum();
+            x.push((self.max_norm_sq.max(nsq) - nsq).max(0.0).sqrt());
+        }
+        x
+    }
+
+    /// Phase 1 of an insert, with shared access (searches may run at the same time): the
+    /// new point's out-list — GreedySearch from the entry point with list size L, then
+    /// RobustPrune (DiskANN Alg. 1 and 2) over the nodes it expanded. `vector` has length d
+    /// and is finite (the caller validated it).
+    pub fn plan_insert(&self, vector: &[f32], scratch: &mut DeltaScratch) -> Vec<u32> {
+        let n = self.labels.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let p = self.params;
+        let x = self.row(vector);
+        greedy_search(
+            &self.vectors,
+            self.stride,
+            self.graph_metric,
+            &self.graph,
+            self.entry(),
+            &x,
+            p.build_l,
+            &mut scratch.search,
+        );
+        // RobustPrune over the candidates, with the new point as row n of a local matrix
+        scratch.local.clear();
+        scratch.ids.clear();
+        for c in scratch.search.expanded.iter() {
+            scratch.ids.push(c.1);
+        }
+        scratch.local.extend_from_slice(&x);
+        for &id in &scratch.ids {
+            let i = id as usize;
+            scratch
+                .local
+                .extend_from_slice(&self.vectors[i * self.stride..(i + 1) * self.stride]);
+        }
+        scratch.prune.pool.clear();
+        scratch.prune.pool.extend(
+            scratch
+                .search
+                .expanded
+                .iter()
+                .enumerate()
+                .map(|(k, &(dist, _))| (dist, k as u32 + 1)),
+        );
+        robust_prune(
+            &scratch.local,
+            self.stride,
+            self.graph_metric,
+            0,
+            p.alpha,
+            p.max_degree,
+            DEFAULT_MAX_CANDIDATES,
+            &mut scratch.prune,
+            &mut scratch.out,
+        );
+        scratch
+            .out
+            .iter()
+            .map(|&k| scratch.ids[k as usize - 1])
+            .collect()
+    }
+
+    /// Phase 2 of an insert, with exclusive access: adds `vector` under `label` with the
+    /// out-list `planned` from [`DeltaIndex::plan_insert`] (computed on this same graph: no
+    /// insert may come between the two), and its back-edges (RobustPrune on overflow). An
     /// existing live `label` is deleted first (replace).
-    pub fn insert(&mut self, label: u64, vector: &[f32]) {
+    pub fn apply_insert(&mut self, label: u64, vector: &[f32], planned: &[u32]) {
         self.delete(label);
         let d = self.stride;
         let id = self.labels.len() as u32;
@@ -144,40 +230,13 @@ impl DeltaIndex {
         }
         self.labels.push(label);
         self.deleted.push(false);
-        self.graph.push(Vec::new());
+        self.graph.push(planned.to_vec());
         self.by_label.insert(label, id);
         self.live += 1;
-        if id == 0 {
-            return;
-        }
         let p = self.params;
         let x = self.vectors[id as usize * d..(id as usize + 1) * d].to_vec();
-        greedy_search(
-            &self.vectors,
-            d,
-            self.graph_metric,
-            &self.graph,
-            self.entry(),
-            &x,
-            p.build_l,
-            &mut self.search,
-        );
-        self.prune.pool.clear();
-        self.prune.pool.extend(self.search.expanded.iter().copied());
-        robust_prune(
-            &self.vectors,
-            d,
-            self.graph_metric,
-            id,
-            p.alpha,
-            p.max_degree,
-            DEFAULT_MAX_CANDIDATES,
-            &mut self.prune,
-            &mut self.out,
-        );
-        self.graph[id as usize] = self.out.clone();
-        for k in 0..self.out.len() {
-            let j = self.out[k] as usize;
+        for &j in planned {
+            let j = j as usize;
             if self.graph[j].contains(&id) {
                 continue;
             }
@@ -213,6 +272,16 @@ impl DeltaIndex {
             );
             self.graph[j].clone_from(&self.tmp);
         }
+    }
+
+    /// Inserts `vector` (length d, finite: the caller validated it) under `label`; an
+    /// existing live `label` is deleted first (replace). [`DeltaIndex::plan_insert`] then
+    /// [`DeltaIndex::apply_insert`].
+    pub fn insert(&mut self, label: u64, vector: &[f32]) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let planned = self.plan_insert(vector, &mut scratch);
+        self.apply_insert(label, vector, &planned);
+        self.scratch = scratch;
     }
 
     /// Deletes `label` if it is live here (a tombstone: the point keeps navigating searches

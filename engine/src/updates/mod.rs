@@ -18,20 +18,22 @@ use ssdann_layout::ElementType;
 use std::collections::{HashMap, HashSet};
 use wal::{replay, Wal, WalOp, WAL_FILE};
 
-/// The update state guarded by the index's update lock.
+/// The pending updates that searches read (behind `Snapshot::updates`; the WAL is kept
+/// apart, so that no search waits for an append or its fsync).
 pub(crate) struct Updates {
     pub(crate) delta: DeltaIndex,
     /// Labels of SSD points that are deleted or replaced.
     pub(crate) tombstones: HashSet<u64>,
     /// Label → slot of the SSD points (built at open).
     pub(crate) ssd_labels: HashMap<u64, u32>,
-    pub(crate) wal: Option<Wal>,
+    /// WAL records not merged yet.
     pub(crate) wal_ops: u64,
 }
 
 impl Updates {
-    /// Fresh state for `index`, with the WAL (if any) replayed.
-    pub(crate) fn open(index: &State) -> Result<Updates> {
+    /// Fresh state for `index`, with the WAL (if any) replayed; the WAL open for appending
+    /// (None for a read-only handle, or while no log exists).
+    pub(crate) fn open(index: &State) -> Result<(Updates, Option<Wal>)> {
         let h = &index.header;
         let params = DeltaParams {
             max_degree: h.max_degree as usize,
@@ -49,31 +51,32 @@ impl Updates {
             delta: DeltaIndex::new(index.dim(), h.metric, params),
             tombstones: HashSet::new(),
             ssd_labels,
-            wal: None,
             wal_ops: 0,
         };
+        let mut wal = None;
         let path = index.dir.join(WAL_FILE);
         if path.exists() {
             // A read-only handle never modifies the log (a torn tail stays; it is not replayed).
             let rep = if index.options.read_only {
                 wal::check(&path, index.dim())?
             } else {
-                replay(&path, index.dim())?
+                replay(&path, index.dim(), &*index.options.storage)?
             };
             for op in &rep.ops {
                 up.apply(op);
             }
             up.wal_ops = rep.ops.len() as u64;
             if !index.options.read_only {
-                up.wal = Some(Wal::open(
+                wal = Some(Wal::open(
                     &path,
                     index.dim(),
                     rep.last_seq,
                     index.options.sync,
+                    index.options.storage.clone(),
                 )?);
             }
         }
-        Ok(up)
+        Ok((up, wal))
     }
 
     /// Whether `label` is live (on the SSD and not tombstoned, or in the delta).
@@ -84,6 +87,15 @@ impl Updates {
 
     /// Applies one logged operation to the in-memory state (no validation: it was validated
     /// before it was logged).
+    /// Applies a logged insert whose delta out-list was planned with shared access
+    /// ([`DeltaIndex::plan_insert`]; no other update came between).
+    pub(crate) fn apply_planned_insert(&mut self, label: u64, vector: &[f32], planned: &[u32]) {
+        if self.ssd_labels.contains_key(&label) {
+            self.tombstones.insert(label);
+        }
+        self.delta.apply_insert(label, vector, planned);
+    }
+
     pub(crate) fn apply(&mut self, op: &WalOp) {
         match op {
             WalOp::Insert { label, vector } => {
@@ -111,6 +123,13 @@ pub(crate) fn check_insert(state: &State, label: u64, vector: &[f32]) -> Result<
             reason,
         })
     };
+    if label == ssdann_layout::labels::FREE_LABEL {
+        return bad(
+            "label",
+            label.to_string(),
+            "2^64 - 1 is reserved (the label map's free-slot marker)".into(),
+        );
+    }
     if vector.len() != state.dim() {
         return bad(
             "vector dimension",
