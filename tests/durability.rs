@@ -118,3 +118,191 @@ fn a_read_only_open_of_an_index_with_an_unfinished_merge_is_refused_and_changes_
         b"SSDMJRN2 not a real journal"
     );
 }
+
+#[test]
+fn limits_are_checked_before_anything_is_sized_and_the_reserved_label_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, all) = build(tmp.path());
+    let idx = Index::open(&dir, OpenOptions::default()).unwrap();
+    let q = &all[..D];
+    let field = |r: Result<Vec<ssdann::engine::Neighbor>, EngineError>| match r {
+        Err(EngineError::InvalidQuery { field, .. }) => field,
+        other => panic!("expected an invalid query, got {other:?}"),
+    };
+    // each would once have tried to allocate for a billion entries (or aborted)
+    assert_eq!(
+        field(idx.search(
+            q,
+            1_000_000_000,
+            &SearchParams {
+                l: 1_000_000_000,
+                w: 4
+            }
+        )),
+        "k"
+    );
+    assert_eq!(
+        field(idx.search(
+            q,
+            10,
+            &SearchParams {
+                l: 1_000_000_000,
+                w: 4
+            }
+        )),
+        "L"
+    );
+    assert_eq!(
+        field(idx.search(
+            q,
+            10,
+            &SearchParams {
+                l: 20,
+                w: 1_000_000_000
+            }
+        )),
+        "W"
+    );
+    let wide = Index::open(
+        &dir,
+        OpenOptions {
+            max_beam_width: 1_000_000_000,
+            read_only: true,
+            ..Default::default()
+        },
+    );
+    drop(idx);
+    assert!(matches!(
+        wide,
+        Err(EngineError::InvalidQuery {
+            field: "max_beam_width",
+            ..
+        }) | Err(EngineError::Locked { .. })
+    ));
+    let wide = Index::open(
+        &dir,
+        OpenOptions {
+            max_beam_width: 1_000_000_000,
+            ..Default::default()
+        },
+    );
+    assert!(matches!(
+        wide,
+        Err(EngineError::InvalidQuery {
+            field: "max_beam_width",
+            ..
+        })
+    ));
+    let idx = Index::open(&dir, OpenOptions::default()).unwrap();
+    assert!(matches!(
+        idx.batch_search(q, 1, &SearchParams::default(), Some(1_000_000_000)),
+        Err(EngineError::InvalidQuery {
+            field: "threads",
+            ..
+        })
+    ));
+    // 2^64 - 1 marks a free slot in labels.bin: an insert under it is refused, nothing logged
+    let e = idx.insert(u64::MAX, q).unwrap_err();
+    assert!(
+        matches!(e, EngineError::InvalidQuery { field: "label", .. })
+            && e.to_string().contains("reserved"),
+        "{e}"
+    );
+    assert_eq!(idx.pending(), (0, 0, 0));
+    assert!(matches!(
+        idx.insert_batch(&[]),
+        Err(EngineError::InvalidQuery {
+            field: "batch size",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_crc_valid_block_naming_a_neighbour_past_n_fails_the_merge_cleanly() {
+    use ssdann::layout::sector::seal_block;
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, _) = build(tmp.path());
+    let h = Index::open(&dir, ro()).unwrap().header();
+    let l = h.layout;
+    // node 10's first neighbour := 1,000,000, with the block's CRC made valid again
+    let path = dir.join("index.ssd");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let b = l.block_of(10);
+    let start = l.block_offset_bytes(b) as usize;
+    let at = start + l.offset_in_block(10) + l.vector_bytes() + 4;
+    bytes[at..at + 4].copy_from_slice(&1_000_000u32.to_le_bytes());
+    seal_block(&mut bytes[start..start + l.block_bytes()]);
+    std::fs::write(&path, &bytes).unwrap();
+    let idx = Index::open(&dir, OpenOptions::default()).unwrap();
+    idx.delete(10).unwrap();
+    let e = idx.merge(&Default::default()).unwrap_err().to_string();
+    assert!(
+        e.contains(&format!("sector {}", l.block_sector(b))) && e.contains("1000000"),
+        "{e}"
+    );
+    // the merge stopped before its commit: the index is as it was, the delete still pending
+    drop(idx);
+    let idx = Index::open(&dir, OpenOptions::default()).unwrap();
+    assert_eq!(idx.pending(), (0, 1, 1));
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+    }
+}
+
+#[test]
+fn verify_reports_a_half_applied_merge_as_needing_recovery_not_as_damage() {
+    use ssdann::engine::MergeOptions;
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, all) = build(tmp.path());
+    {
+        let idx = Index::open(&dir, OpenOptions::default()).unwrap();
+        for i in 0..150u64 {
+            idx.insert(
+                5000 + i,
+                &all[(1000 + i as usize) * D..(1001 + i as usize) * D],
+            )
+            .unwrap();
+        }
+        idx.delete_batch(&(0..100).collect::<Vec<u64>>()).unwrap();
+    }
+    // how many writes the merge makes before its in-place phase, on a copy
+    let probe = tmp.path().join("probe");
+    copy_dir(&dir, &probe);
+    let rep = Index::open(&probe, OpenOptions::default())
+        .unwrap()
+        .merge(&MergeOptions::default())
+        .unwrap();
+    assert!(rep.blocks_written > 4, "{rep:?}");
+    // stop half way through the in-place writes (after the commit)
+    let idx = Index::open(&dir, OpenOptions::default()).unwrap();
+    let half = rep.journal_writes + rep.blocks_written as u64 / 2;
+    idx.merge(&MergeOptions {
+        fail_after_writes: Some(half),
+        ..Default::default()
+    })
+    .unwrap_err();
+    drop(idx);
+    let v = ssdann::verify(&dir).unwrap();
+    assert!(!v.ok());
+    assert_eq!(v.problem_count, 0, "{:?}", v.problems);
+    assert!(
+        v.needs_recovery
+            .as_deref()
+            .unwrap_or("")
+            .contains("the next read-write open finishes it"),
+        "{:?}",
+        v.needs_recovery
+    );
+    // a read-write open finishes it
+    let idx = Index::open(&dir, OpenOptions::default()).unwrap();
+    assert_eq!(idx.pending(), (0, 0, 0));
+    drop(idx);
+    assert!(ssdann::verify(&dir).unwrap().ok());
+}

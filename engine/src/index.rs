@@ -38,6 +38,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Largest thread count [`Index::batch_search`] accepts.
+pub const MAX_THREADS: usize = 1024;
+
 /// An open index. `Index: Send + Sync`: searches, inserts, deletes and merges may all be
 /// called from many threads at once.
 ///
@@ -182,13 +185,15 @@ impl Index {
     }
 
     /// Beam search for the `k` nearest neighbours of `query` (length d, f32), closest first.
+    /// Limits: 1 ≤ k ≤ [`crate::search::MAX_K`], k ≤ L ≤ [`crate::search::MAX_L`],
+    /// 1 ≤ W ≤ `OpenOptions::max_beam_width` ≤ [`crate::search::MAX_W`].
     ///
     /// # Errors
-    /// [`EngineError::InvalidQuery`] for a wrong dimension, a NaN/inf value, k = 0, L < k or
-    /// W out of range; [`EngineError::Io`] on a failed read; [`EngineError::Layout`] when
+    /// [`EngineError::InvalidQuery`] for a wrong dimension, a NaN/inf value, or k, L or W
+    /// out of range (checked before anything is sized by them); [`EngineError::Io`] on a failed read; [`EngineError::Layout`] when
     /// `verify_reads` finds a bad checksum.
     pub fn search(&self, query: &[f32], k: usize, params: &SearchParams) -> Result<Vec<Neighbor>> {
-        let mut out = Vec::with_capacity(k);
+        let mut out = Vec::with_capacity(k.min(crate::options::MAX_K));
         self.search_into(query, k, params, &mut out)?;
         Ok(out)
     }
@@ -203,7 +208,7 @@ impl Index {
         k: usize,
         params: &SearchParams,
     ) -> Result<(Vec<Neighbor>, SearchStats)> {
-        let mut out = Vec::with_capacity(k);
+        let mut out = Vec::with_capacity(k.min(crate::options::MAX_K));
         let stats = self.search_into(query, k, params, &mut out)?;
         Ok((out, stats))
     }
@@ -247,6 +252,13 @@ impl Index {
         }
         let mut pool = rayon::ThreadPoolBuilder::new();
         if let Some(t) = threads {
+            if t > MAX_THREADS {
+                return Err(EngineError::InvalidQuery {
+                    field: "threads",
+                    value: t.to_string(),
+                    reason: format!("must be at most {MAX_THREADS}"),
+                });
+            }
             pool = pool.num_threads(t.max(1));
         }
         let pool = pool.build().map_err(|e| EngineError::InvalidQuery {

@@ -5,6 +5,14 @@
 use crate::io::IoBackend;
 use crate::storage::StorageRef;
 
+/// Largest k a search accepts (checked before anything is sized by it).
+pub const MAX_K: usize = 10_000;
+/// Largest search list size L.
+pub const MAX_L: usize = 100_000;
+/// Largest beam width W, and largest [`OpenOptions::max_beam_width`] (each search thread
+/// holds that many blocks of buffers).
+pub const MAX_W: usize = 1024;
+
 /// How to open an index.
 #[derive(Clone, Debug)]
 pub struct OpenOptions {

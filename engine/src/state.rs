@@ -129,11 +129,11 @@ impl State {
                 ),
             });
         }
-        if options.max_beam_width == 0 {
+        if options.max_beam_width == 0 || options.max_beam_width > crate::options::MAX_W {
             return Err(EngineError::InvalidQuery {
                 field: "max_beam_width",
-                value: "0".into(),
-                reason: "must be at least 1".into(),
+                value: options.max_beam_width.to_string(),
+                reason: format!("must be in 1..={}", crate::options::MAX_W),
             });
         }
         let mut state = State {

@@ -236,6 +236,11 @@ fn cmd_verify(dir: PathBuf) -> Result<bool> {
     for n in &rep.notes {
         println!("note: {n}");
     }
+    if let Some(why) = &rep.needs_recovery {
+        println!("NEEDS RECOVERY: {why}");
+        println!("(run any read-write command, e.g. `ssdann merge --index {}`, to finish it; then verify again)", dir.display());
+        return Ok(false);
+    }
     if rep.ok() {
         println!("OK: {} blocks, {} nodes, {} edges; header slot {}; PQ files match; {} pending WAL records", rep.blocks_checked, rep.nodes_checked, rep.edges, rep.slot, rep.wal_records);
         Ok(true)

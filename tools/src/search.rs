@@ -10,14 +10,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// Largest k (`-k`) that `search` and `eval` accept: results are nq × k, and each search
-/// reserves room for k neighbours before anything else.
-pub const MAX_K: usize = 10_000;
-/// Largest search list size L (`-L`): each search thread's candidate list grows with L.
-pub const MAX_L: usize = 100_000;
-/// Largest beam width W (`-W`): each search thread holds W sector buffers and an I/O ring
-/// of W entries.
-pub const MAX_W: usize = 1024;
+/// The engine's limits on k (`-k`: results are nq × k), L (`-L`: each search thread's
+/// candidate list grows with L) and W (`-W`: each search thread holds W sector buffers and
+/// an I/O ring of W entries).
+pub use ssdann_engine::search::{MAX_K, MAX_L, MAX_W};
 
 /// Checks k and W against [`MAX_K`] and [`MAX_W`] (and both against 0), before the index is
 /// opened or anything is allocated for them.
@@ -119,6 +115,7 @@ pub fn cmd_search(a: SearchArgs) -> Result<()> {
             io: a.io,
             verify_reads: a.verify_reads,
             max_beam_width: a.w.max(16),
+            read_only: true,
             ..Default::default()
         },
     )?;
@@ -411,6 +408,7 @@ pub fn cmd_eval(a: EvalArgs) -> Result<()> {
             max_beam_width: a.w.max(16),
             sector_reuse: !a.no_sector_reuse,
             pipeline: a.pipeline,
+            read_only: true,
             ..Default::default()
         },
     )?;

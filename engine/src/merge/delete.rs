@@ -45,13 +45,7 @@ pub(super) fn delete_phase(
     let mut del_nbrs: HashMap<u32, Vec<u32>> = HashMap::with_capacity(deleted.len());
     for &s in deleted {
         read_block(journal, layout.block_of(u64::from(s)), &mut block)?;
-        del_nbrs.insert(
-            s,
-            layout
-                .record(&block, layout.offset_in_block(u64::from(s)))
-                .neighbors()
-                .collect(),
-        );
+        del_nbrs.insert(s, plan.checked_record(&block, s)?.neighbors().collect());
     }
     // 2. Delete phase: one sequential pass.
     let mut entry = h.entry_point as u32;
@@ -104,7 +98,7 @@ pub(super) fn delete_phase(
                         if plan.st.labels[s as usize] == FREE_LABEL {
                             continue; // free since an earlier merge: nobody links to it
                         }
-                        let rec = layout.record(blk, off);
+                        let rec = plan.checked_record(blk, s)?;
                         let nbrs: Vec<u32> = rec.neighbors().collect();
                         if !nbrs.iter().any(|x| del_set.contains(x)) {
                             continue;

@@ -59,7 +59,7 @@ pub(super) fn patch_phase(
                     news[i].1.clone(),
                 ),
                 None => {
-                    let rec = layout.record(&block, off);
+                    let rec = plan.checked_record(&block, s)?;
                     vector_f32(h.element, rec.vector, pv);
                     (rec.vector.to_vec(), rec.neighbors().collect(), pv.clone())
                 }

@@ -164,6 +164,30 @@ impl<'a> Plan<'a> {
         Ok(())
     }
 
+    /// The record of pre-merge node `id` in `block` (its block, as read), checked: degree ≤ R,
+    /// every neighbour < n and not itself — a CRC-valid block can still hold a list that
+    /// would make the merge index out of range.
+    ///
+    /// # Errors
+    /// [`EngineError::Inconsistent`] naming the sector and the node.
+    pub(super) fn checked_record<'b>(
+        &self,
+        block: &'b [u8],
+        id: u32,
+    ) -> Result<ssdann_layout::sector::NodeRecord<'b>> {
+        let id = u64::from(id);
+        let rec = self.layout.record(block, self.layout.offset_in_block(id));
+        rec.check(id, self.n, self.h.max_degree as usize)
+            .map_err(|detail| EngineError::Inconsistent {
+                path: self.path.clone(),
+                detail: format!(
+                    "sector {}: {detail}",
+                    self.layout.block_sector(self.layout.block_of(id))
+                ),
+            })?;
+        Ok(rec)
+    }
+
     /// The PQ reconstruction of slot `slot` (d values) into `out`.
     pub(super) fn decode_into(&self, slot: u32, out: &mut [f32]) {
         let m = self.m;

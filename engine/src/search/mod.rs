@@ -12,6 +12,7 @@ pub(crate) use context::ContextPool;
 pub use context::SearchContext;
 
 use crate::error::EngineError;
+pub use crate::options::{MAX_K, MAX_L, MAX_W};
 use crate::state::State;
 use crate::Result;
 
@@ -85,11 +86,15 @@ pub(crate) fn check_query(
             "values must be finite".into(),
         );
     }
-    if k == 0 {
-        return bad("k", "0".into(), "must be at least 1".into());
+    if k == 0 || k > MAX_K {
+        return bad("k", k.to_string(), format!("must be in 1..={MAX_K}"));
     }
-    if params.l < k {
-        return bad("L", params.l.to_string(), format!("must be ≥ k ({k})"));
+    if params.l < k || params.l > MAX_L {
+        return bad(
+            "L",
+            params.l.to_string(),
+            format!("must be in k..={MAX_L} (k = {k})"),
+        );
     }
     if params.w == 0 || params.w > state.options.max_beam_width {
         return bad(
