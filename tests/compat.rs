@@ -1,0 +1,130 @@
+//! Compatibility (issue 11, part 11; tantivy's compat tests): small indexes of each format
+//! this build writes are checked in under tests/compat/ and must keep opening, searching and
+//! recovering exactly as when they were written — from now on, every later build reads them.
+//!
+//! - `wal2-journal3/pending`: an index with pending inserts and deletes in a version-2 WAL;
+//! - `wal2-journal3/unfinished-merge`: an index whose merge was committed to a format-3
+//!   journal and stopped half way through its in-place writes.
+//!
+//! Each fixture holds `expect.txt`: lines `query_row label label …` (the top-5 labels of
+//! base row `query_row`'s vector, after recovery) and `live N`.
+//! Regenerate (only when a new format version is added, into a new directory):
+//! `SSDANN_WRITE_COMPAT=1 cargo test --release --test compat -- --ignored`.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+mod common;
+
+use ssdann::engine::{Index, MergeOptions, OpenOptions, SearchParams};
+use std::path::{Path, PathBuf};
+
+const D: usize = 8;
+const SP: SearchParams = SearchParams { l: 40, w: 4 };
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/compat/wal2-journal3")
+}
+
+fn data() -> Vec<f32> {
+    ssdann::builder::synthetic::clustered(400, 4, D, 5, 20261130).0
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+    }
+}
+
+fn expectations(idx: &Index, all: &[f32]) -> String {
+    let mut s = String::new();
+    for row in [0usize, 7, 123, 299, 350] {
+        let hits = idx.search(&all[row * D..(row + 1) * D], 5, &SP).unwrap();
+        let ids: Vec<String> = hits.iter().map(|h| h.id.to_string()).collect();
+        s += &format!("{row} {}\n", ids.join(" "));
+    }
+    s += &format!("live {}\n", idx.live_count());
+    s
+}
+
+#[test]
+#[ignore = "writes the fixtures; run with SSDANN_WRITE_COMPAT=1"]
+fn write_fixtures() {
+    if std::env::var_os("SSDANN_WRITE_COMPAT").is_none() {
+        return;
+    }
+    let all = data();
+    let tmp = tempfile::tempdir().unwrap();
+    let built = tmp.path().join("built");
+    common::build_small(&all, 300, D, tmp.path(), &built);
+    let updates = |dir: &Path| {
+        let idx = Index::open(dir, OpenOptions::default()).unwrap();
+        for i in 0..40u64 {
+            let r = 300 + i as usize;
+            idx.insert(10_000 + i, &all[r * D..(r + 1) * D]).unwrap();
+        }
+        idx.delete_batch(&[3, 7, 11, 10_005]).unwrap();
+        idx
+    };
+    // pending: updates in the WAL, not merged
+    let pending = fixtures().join("pending");
+    let _ = std::fs::remove_dir_all(&pending);
+    copy_dir(&built, &pending);
+    let idx = updates(&pending);
+    let expect = expectations(&idx, &all);
+    drop(idx);
+    std::fs::write(pending.join("expect.txt"), expect).unwrap();
+    // unfinished merge: probe the merge's write count on a copy, then stop half way through
+    let probe = tmp.path().join("probe");
+    copy_dir(&built, &probe);
+    let rep = updates(&probe).merge(&MergeOptions::default()).unwrap();
+    let unfinished = fixtures().join("unfinished-merge");
+    let _ = std::fs::remove_dir_all(&unfinished);
+    copy_dir(&built, &unfinished);
+    let idx = updates(&unfinished);
+    idx.merge(&MergeOptions {
+        fail_after_writes: Some(rep.journal_writes + rep.blocks_written as u64 / 2),
+        ..Default::default()
+    })
+    .unwrap_err();
+    drop(idx);
+    // the expectations come from a finished copy
+    let done = tmp.path().join("done");
+    copy_dir(&unfinished, &done);
+    let idx = Index::open(&done, OpenOptions::default()).unwrap();
+    std::fs::write(unfinished.join("expect.txt"), expectations(&idx, &all)).unwrap();
+}
+
+fn check(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join(name);
+    copy_dir(&fixtures().join(name), &dir);
+    let expect = std::fs::read_to_string(dir.join("expect.txt")).unwrap();
+    std::fs::remove_file(dir.join("expect.txt")).unwrap();
+    let idx = Index::open(&dir, OpenOptions::default()).unwrap();
+    assert_eq!(expectations(&idx, &data()), expect, "{name}");
+    drop(idx);
+    assert!(ssdann::verify(&dir).unwrap().ok(), "{name}");
+    (tmp, dir)
+}
+
+#[test]
+fn an_index_with_a_pending_version_2_wal_opens_and_answers_as_written() {
+    let (_tmp, dir) = check("pending");
+    let idx = Index::open(&dir, OpenOptions::default()).unwrap();
+    assert_eq!(idx.pending(), (39, 3, 44));
+}
+
+#[test]
+fn an_unfinished_format_3_merge_is_reported_then_finished_as_written() {
+    let name = "unfinished-merge";
+    let raw = tempfile::tempdir().unwrap();
+    copy_dir(&fixtures().join(name), raw.path());
+    let v = ssdann::verify(raw.path()).unwrap();
+    assert!(v.needs_recovery.is_some() && v.problem_count == 0, "{v:?}");
+    let (_tmp, dir) = check(name);
+    let idx = Index::open(&dir, OpenOptions::default()).unwrap();
+    assert_eq!(idx.pending(), (0, 0, 0));
+    assert!(!dir.join("merge.journal").exists());
+}
