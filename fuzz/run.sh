@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every fuzz target (or the ones named) for SECONDS each and fails on any crash, panic,
 # over-allocation, timeout (10 s per input) or RSS above 2 GiB. Bounded: each target is killed
-# SECONDS + 120 s after it starts whatever happens. Usage, from anywhere:
+# SECONDS + 120 s after it starts whatever happens; FUZZ_JOBS targets (default: one per core)
+# run at once, so the whole takes about ceil(targets / FUZZ_JOBS) × SECONDS plus the build.
+# Usage, from anywhere:
 #
 #   fuzz/run.sh SECONDS [TARGET ...]
 #
@@ -55,26 +57,45 @@ scratch=$(mktemp -d -p /dev/shm 2>/dev/null || mktemp -d)
 cleanup() { rm -rf "$scratch"; [ -n "${FUZZ_WORK:-}" ] || rm -rf "$work"; }
 trap cleanup EXIT
 
-passed=0
-failed=()
-for t in "${targets[@]}"; do
+# One target: its libFuzzer log goes to $work/<target>.log, its exit status to .rc.
+run_one() {
+  local t=$1 start rc
   mkdir -p "$work/corpus/$t" "artifacts/$t"
-  log="$work/$t.log"
   start=$(date +%s)
   # libFuzzer writes new inputs into the first folder only; corpus/$t is read-only seeds.
   set +e
   TMPDIR="$scratch" timeout --signal=KILL $((secs + 120)) \
     "$target_dir/$triple/release/$t" "$work/corpus/$t" "corpus/$t" \
     -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
-    -artifact_prefix="artifacts/$t/" -print_final_stats=1 >"$log" 2>&1
+    -artifact_prefix="artifacts/$t/" -print_final_stats=1 >"$work/$t.log" 2>&1
   rc=$?
   set -e
-  rm -rf "${scratch:?}"/ssdann-fuzz-*
+  echo "$rc $(( $(date +%s) - start ))" >"$work/$t.rc"
+}
+
+# Targets run FUZZ_JOBS at a time (default: one per core); each still gets SECONDS.
+jobs_max=${FUZZ_JOBS:-$(nproc 2>/dev/null || echo 1)}
+running=0
+for t in "${targets[@]}"; do
+  if [ "$running" -ge "$jobs_max" ]; then
+    wait -n || true
+    running=$((running - 1))
+  fi
+  run_one "$t" &
+  running=$((running + 1))
+done
+wait || true
+
+passed=0
+failed=()
+for t in "${targets[@]}"; do
+  read -r rc took <"$work/$t.rc" || { rc=255; took=0; }
+  log="$work/$t.log"
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
   cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1 | cut -d' ' -f2)
   printf 'fuzz: %-13s %s  %6s s  %10s runs  cov %s\n' "$t" \
-    "$([ $rc -eq 0 ] && echo ok || echo FAILED)" $(( $(date +%s) - start )) "${runs:-?}" "${cov:-?}"
-  if [ $rc -eq 0 ]; then
+    "$([ "$rc" -eq 0 ] && echo ok || echo FAILED)" "$took" "${runs:-?}" "${cov:-?}"
+  if [ "$rc" -eq 0 ]; then
     passed=$((passed + 1))
   else
     failed+=("$t")
