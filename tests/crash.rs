@@ -18,7 +18,7 @@ use ssdann::engine::{Index, MergeOptions, OpenOptions, SearchParams, Storage, St
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 const D: usize = 16;
@@ -577,7 +577,7 @@ fn simulate(skip: Option<&'static str>) -> (Vec<String>, usize, BTreeSet<&'stati
     (failures, cases, sites)
 }
 
-fn check_image(dir: &PathBuf, sc: &Scenario, before: &Model, after: &Model) -> Result<(), String> {
+fn check_image(dir: &Path, sc: &Scenario, before: &Model, after: &Model) -> Result<(), String> {
     let idx = Index::open(dir, OpenOptions::default()).map_err(|e| format!("open: {e}"))?;
     let seen = observe(&idx, sc)?;
     let live = idx.live_count();

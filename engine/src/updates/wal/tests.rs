@@ -133,7 +133,8 @@ fn damage_before_a_later_group_is_an_error_naming_the_offset_and_changes_nothing
     let rec2 = WAL_HEADER_BYTES + INSERT3;
     // a flipped payload byte, a damaged length field (once outside the CRC: it turned the
     // rest of the log into a "torn tail"), a damaged sequence number, zeros over a record
-    let cases: Vec<(&str, usize, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
+    type Damage = Box<dyn Fn(&mut Vec<u8>)>;
+    let cases: Vec<(&str, usize, Damage)> = vec![
         (
             "payload",
             WAL_HEADER_BYTES,
