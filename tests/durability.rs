@@ -306,3 +306,26 @@ fn verify_reports_a_half_applied_merge_as_needing_recovery_not_as_damage() {
     drop(idx);
     assert!(ssdann::verify(&dir).unwrap().ok());
 }
+
+#[test]
+fn build_force_refuses_to_replace_an_index_that_is_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, all) = build(tmp.path());
+    let idx = Index::open(&dir, ro()).unwrap();
+    let params = ssdann::BuildParams {
+        max_degree: 24,
+        build_l: 48,
+        pq_bytes: Some(8),
+        force: true,
+        ..Default::default()
+    };
+    let e =
+        ssdann::builder::build_from_vectors(&all[..500 * D], D, &dir, &params, &ssdann::NoProgress)
+            .unwrap_err();
+    assert!(matches!(e, ssdann::BuildError::InUse { .. }), "{e}");
+    assert_eq!(idx.len(), 1000, "the open index is untouched");
+    drop(idx);
+    ssdann::builder::build_from_vectors(&all[..500 * D], D, &dir, &params, &ssdann::NoProgress)
+        .unwrap();
+    assert_eq!(Index::open(&dir, ro()).unwrap().len(), 500);
+}

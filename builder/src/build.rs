@@ -768,9 +768,23 @@ fn build_typed<T: Element>(
     } else {
         // --force on an index or an empty directory: move it aside first so a crash never
         // leaves neither, then delete its index files by name.
+        // An open index holds an advisory lock on its directory (the engine's one-writer
+        // rule; readers share it): never replace an index that a process is using.
+        let lock = std::fs::File::open(out_dir).map_err(|e| BuildError::io(out_dir, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                std::fs::remove_dir_all(&tmp).map_err(|x| BuildError::io(&tmp, x))?;
+                return Err(BuildError::InUse {
+                    path: out_dir.into(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(BuildError::io(out_dir, e)),
+        }
         let old = tmp.with_extension("old");
         std::fs::rename(out_dir, &old).map_err(|e| BuildError::io(out_dir, e))?;
         std::fs::rename(&tmp, out_dir).map_err(|e| BuildError::io(out_dir, e))?;
+        drop(lock);
         remove_index_dir(&old)?;
     }
     if let Some(parent) = out_dir.parent().filter(|p| !p.as_os_str().is_empty()) {

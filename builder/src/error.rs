@@ -37,6 +37,13 @@ pub enum BuildError {
         /// `index.ssd` without the header magic.
         reason: String,
     },
+    /// `force` would replace an index that a process has open (it holds the directory's
+    /// lock).
+    #[error("{}: the index is open in a process (it holds the directory's lock); close it before replacing it", path.display())]
+    InUse {
+        /// The output directory.
+        path: PathBuf,
+    },
     /// An I/O error on `path`.
     #[error("{}: {source}", path.display())]
     Io {
