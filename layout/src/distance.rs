@@ -560,7 +560,9 @@ mod avx2 {
     }
 
     pub(super) fn l2_sq_f32_bounded(a: &[f32], b: &[f32], bound: f32) -> f32 {
-        // SAFETY: installed only after AVX2+FMA detection; callers assert equal lengths.
+        assert_eq!(a.len(), b.len(), "l2_sq_f32_bounded: length mismatch");
+        debug_assert!(features());
+        // SAFETY: equal lengths (checked above); installed only after AVX2+FMA detection.
         unsafe { l2_sq_f32_bounded_impl(a, b, bound) }
     }
 
@@ -686,19 +688,30 @@ mod avx2 {
     macro_rules! safe_wrapper {
         ($name:ident, $imp:ident, $t:ty) => {
             pub(super) fn $name(a: &[$t], b: &[$t]) -> f32 {
-                // SAFETY: these wrappers are installed in the kernel table only after runtime
-                // detection found AVX2 and FMA; the public callers assert equal lengths, and the
-                // impls read only indices < a.len() == b.len().
+                assert_eq!(a.len(), b.len(), concat!(stringify!($name), ": length mismatch"));
+                debug_assert!(features());
+                // SAFETY: the lengths are equal (checked above) and the impls read only
+                // indices < a.len() == b.len(); these wrappers are installed in the kernel
+                // table only after runtime detection found AVX2 and FMA (and debug builds
+                // check it again here).
                 unsafe { $imp(a, b) }
             }
         };
     }
+    /// Whether this CPU has what the AVX2 kernels need (debug-build re-check).
+    fn features() -> bool {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    }
     pub(super) fn l2_sq_f16(a: &[half::f16], b: &[half::f16]) -> f32 {
-        // SAFETY: installed only after AVX2, FMA and F16C detection; equal lengths asserted
-        // by the public caller; 16-byte loads stay within `i + 32 <= n` halves.
+        assert_eq!(a.len(), b.len(), "l2_sq_f16: length mismatch");
+        debug_assert!(features() && is_x86_feature_detected!("f16c"));
+        // SAFETY: equal lengths (checked above); installed only after AVX2, FMA and F16C
+        // detection; 16-byte loads stay within `i + 32 <= n` halves.
         unsafe { l2_sq_f16_impl(a, b) }
     }
     pub(super) fn dot_f16(a: &[half::f16], b: &[half::f16]) -> f32 {
+        assert_eq!(a.len(), b.len(), "dot_f16: length mismatch");
+        debug_assert!(features() && is_x86_feature_detected!("f16c"));
         // SAFETY: as for l2_sq_f16.
         unsafe { dot_f16_impl(a, b) }
     }
@@ -714,6 +727,14 @@ mod avx2 {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    #[should_panic(expected = "length mismatch")]
+    fn the_simd_wrappers_check_lengths_themselves() {
+        // reached without the public function's check: the wrapper must not read past `b`
+        let _ = avx2::l2_sq_u8(&[1u8; 40], &[1u8; 8]);
+    }
 
     fn f64_l2(a: &[f32], b: &[f32]) -> f64 {
         a.iter()
