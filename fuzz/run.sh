@@ -47,9 +47,11 @@ for t in "${targets[@]}"; do
   bins+=(--bin "$t")
 done
 echo "fuzz: building ${#targets[@]} targets ($triple, sanitizer ${FUZZ_SANITIZER:-none})"
+built_from=$(date +%s)
 # --target keeps the flags off build scripts and proc macros.
 RUSTFLAGS="$flags" cargo build --release --quiet --target "$triple" \
   --target-dir "$target_dir" "${bins[@]}"
+echo "fuzz: built in $(( $(date +%s) - built_from )) s"
 
 work=${FUZZ_WORK:-$(mktemp -d)}
 # The readers' temporary input files: in RAM where possible (several times more runs/s).
