@@ -329,3 +329,178 @@ fn build_force_refuses_to_replace_an_index_that_is_open() {
         .unwrap();
     assert_eq!(Index::open(&dir, ro()).unwrap().len(), 500);
 }
+
+#[test]
+fn a_header_generation_at_its_limit_refuses_the_merge_instead_of_wrapping() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, all) = build(tmp.path());
+    // rewrite the header in force with generation 2^64 - 1 (a valid slot: encode seals it)
+    let path = dir.join("index.ssd");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let (mut h, slot) = ssdann::layout::IndexHeader::choose(&path, &bytes[..8192]).unwrap();
+    h.generation = u64::MAX;
+    bytes[slot * 4096..(slot + 1) * 4096].copy_from_slice(&h.encode());
+    std::fs::write(&path, &bytes).unwrap();
+    let idx = Index::open(&dir, OpenOptions::default()).unwrap();
+    idx.insert(7000, &all[1100 * D..1101 * D]).unwrap();
+    let e = idx.merge(&Default::default()).unwrap_err().to_string();
+    assert!(e.contains("cannot advance"), "{e}");
+    drop(idx);
+    // nothing changed: the header, and the insert still pending
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    let idx = Index::open(&dir, OpenOptions::default()).unwrap();
+    assert_eq!(idx.pending(), (1, 0, 1));
+}
+
+/// A storage whose WAL fsync blocks until released.
+#[derive(Debug, Default)]
+struct SlowSync {
+    entered: std::sync::Mutex<bool>,
+    release: std::sync::Condvar,
+    released: std::sync::Mutex<bool>,
+}
+
+impl ssdann::engine::Storage for SlowSync {
+    fn sync(&self, f: &std::fs::File, p: &Path, site: &'static str) -> std::io::Result<()> {
+        if site == "wal.append" {
+            *self.entered.lock().unwrap() = true;
+            let mut r = self.released.lock().unwrap();
+            while !*r {
+                r = self.release.wait(r).unwrap();
+            }
+        }
+        f.sync_all().map(|_| {
+            let _ = p;
+        })
+    }
+}
+
+#[test]
+fn a_search_never_waits_for_an_insert_s_fsync() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, all) = build(tmp.path());
+    let slow = std::sync::Arc::new(SlowSync::default());
+    let idx = Index::open(
+        &dir,
+        OpenOptions {
+            storage: ssdann::engine::StorageRef(slow.clone()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // something pending, so that searches take the delta/tombstone path too
+    *slow.released.lock().unwrap() = true;
+    idx.insert(8000, &all[1100 * D..1101 * D]).unwrap();
+    idx.delete(3).unwrap();
+    *slow.released.lock().unwrap() = false;
+    let (idx, all) = (&idx, &all);
+    std::thread::scope(|s| {
+        let writer = s.spawn(move || idx.insert(8001, &all[1101 * D..1102 * D]));
+        while !*slow.entered.lock().unwrap() {
+            std::thread::yield_now();
+        }
+        *slow.entered.lock().unwrap() = false;
+        // the insert is inside its fsync now; searches must complete (b7bacb7: they queued
+        // behind the write side of the update lock, held through the fsync — a deadlock here)
+        let (tx, rx) = std::sync::mpsc::channel();
+        s.spawn(move || {
+            for r in 0..50 {
+                let q = &all[r * D..(r + 1) * D];
+                let hits = idx.search(q, 5, &SearchParams { l: 20, w: 4 }).unwrap();
+                assert!(hits.iter().all(|h| h.id != 3));
+            }
+            tx.send(()).unwrap();
+        });
+        let done = rx.recv_timeout(std::time::Duration::from_secs(20));
+        *slow.released.lock().unwrap() = true;
+        slow.release.notify_all();
+        writer.join().unwrap().unwrap();
+        assert!(done.is_ok(), "searches waited for the insert's fsync");
+    });
+    assert_eq!(idx.pending(), (2, 1, 3));
+}
+
+/// Fails every write to `index.ssd` after the first `ok` of them, with `errno`.
+#[derive(Debug)]
+struct FailingInPlace {
+    ok: usize,
+    seen: std::sync::atomic::AtomicUsize,
+    errno: i32,
+}
+
+impl ssdann::engine::Storage for FailingInPlace {
+    fn write_at(&self, f: &std::fs::File, p: &Path, d: &[u8], o: u64) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        if p.file_name().is_some_and(|n| n == "index.ssd")
+            && self.seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= self.ok
+        {
+            return Err(std::io::Error::from_raw_os_error(self.errno));
+        }
+        f.write_all_at(d, o)
+    }
+}
+
+#[test]
+fn eio_or_enospc_on_in_place_writes_leaves_an_index_that_reopens_with_every_update() {
+    for (ok, errno) in [(0, libc::EIO), (3, libc::ENOSPC), (1_000_000, libc::EIO)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (dir, all) = build(tmp.path());
+        let storage = std::sync::Arc::new(FailingInPlace {
+            ok,
+            seen: Default::default(),
+            errno,
+        });
+        let idx = Index::open(
+            &dir,
+            OpenOptions {
+                storage: ssdann::engine::StorageRef(storage),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        for i in 0..30u64 {
+            idx.insert(
+                9000 + i,
+                &all[(1000 + i as usize) * D..(1001 + i as usize) * D],
+            )
+            .unwrap();
+        }
+        idx.delete_batch(&[1, 2, 3]).unwrap();
+        let merged = idx.merge(&Default::default());
+        if ok < 1_000_000 {
+            let e = merged.unwrap_err().to_string();
+            assert!(e.contains(&format!("os error {errno}")), "{e}");
+            // committed: searches still answer, updates wait for a reopen
+            let hits = idx
+                .search(&all[1005 * D..1006 * D], 1, &SearchParams { l: 20, w: 4 })
+                .unwrap();
+            assert_eq!(hits[0].id, 9005);
+            assert!(idx
+                .insert(9999, &all[..D])
+                .unwrap_err()
+                .to_string()
+                .contains("reopen"));
+        } else {
+            merged.unwrap();
+        }
+        drop(idx);
+        let idx = Index::open(&dir, OpenOptions::default()).unwrap();
+        assert_eq!(idx.pending(), (0, 0, 0), "ok = {ok}");
+        for i in 0..30u64 {
+            let q = &all[(1000 + i as usize) * D..(1001 + i as usize) * D];
+            let hits = idx.search(q, 1, &SearchParams { l: 20, w: 4 }).unwrap();
+            assert!(
+                hits[0].id == 9000 + i && hits[0].distance < 1e-5,
+                "ok = {ok}, label {}",
+                9000 + i
+            );
+        }
+        for l in [1u64, 2, 3] {
+            let q = &all[l as usize * D..(l as usize + 1) * D];
+            let hits = idx.search(q, 5, &SearchParams { l: 20, w: 4 }).unwrap();
+            assert!(hits.iter().all(|h| h.id != l), "deleted label {l} returned");
+        }
+        drop(idx);
+        assert!(ssdann::verify(&dir).unwrap().ok());
+    }
+}
