@@ -143,16 +143,13 @@ impl BlobWriter {
     }
 }
 
-/// Reads and verifies a blob file of kind `magic`; the body length is checked against the
-/// file's real size before anything is allocated.
-///
-/// # Errors
-/// [`LayoutError::Io`]; [`LayoutError::Corrupt`] (bad magic, too many fields);
-/// [`LayoutError::InvalidField`] (unsupported version); [`LayoutError::SizeMismatch`];
-/// [`LayoutError::ChecksumMismatch`] naming "header" or "body".
-pub fn read_blob(path: &Path, magic: &[u8; 8], max_version: u32) -> Result<Blob> {
+fn read_header(
+    f: &mut std::fs::File,
+    path: &Path,
+    magic: &[u8; 8],
+    max_version: u32,
+) -> Result<(u32, Vec<u64>, u64)> {
     let io = |e| LayoutError::io(path, e);
-    let mut f = std::fs::File::open(path).map_err(io)?;
     let len = f.metadata().map_err(io)?.len();
     let mut fixed = [0u8; 16];
     if len < 16 + 8 + 4 + 4 {
@@ -238,6 +235,32 @@ pub fn read_blob(path: &Path, magic: &[u8; 8], max_version: u32) -> Result<Blob>
             detail: format!("body_bytes = {body_bytes}"),
         });
     }
+    Ok((version, fields, body_bytes))
+}
+
+/// Reads and verifies only the header of a blob file of kind `magic` — its version and
+/// fields — and checks the declared body length against the file's real size; the body is
+/// neither read nor checked (`ssdann info`'s cross-checks).
+///
+/// # Errors
+/// As [`read_blob`], but never a body checksum mismatch.
+pub fn read_blob_fields(path: &Path, magic: &[u8; 8], max_version: u32) -> Result<(u32, Vec<u64>)> {
+    let mut f = std::fs::File::open(path).map_err(|e| LayoutError::io(path, e))?;
+    let (version, fields, _) = read_header(&mut f, path, magic, max_version)?;
+    Ok((version, fields))
+}
+
+/// Reads and verifies a blob file of kind `magic`; the body length is checked against the
+/// file's real size before anything is allocated.
+///
+/// # Errors
+/// [`LayoutError::Io`]; [`LayoutError::Corrupt`] (bad magic, too many fields);
+/// [`LayoutError::InvalidField`] (unsupported version); [`LayoutError::SizeMismatch`];
+/// [`LayoutError::ChecksumMismatch`] naming "header" or "body".
+pub fn read_blob(path: &Path, magic: &[u8; 8], max_version: u32) -> Result<Blob> {
+    let io = |e| LayoutError::io(path, e);
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let (version, fields, body_bytes) = read_header(&mut f, path, magic, max_version)?;
     let mut body = vec![0u8; body_bytes as usize];
     f.read_exact(&mut body).map_err(io)?;
     let mut crc = [0u8; 4];

@@ -688,7 +688,11 @@ mod avx2 {
     macro_rules! safe_wrapper {
         ($name:ident, $imp:ident, $t:ty) => {
             pub(super) fn $name(a: &[$t], b: &[$t]) -> f32 {
-                assert_eq!(a.len(), b.len(), concat!(stringify!($name), ": length mismatch"));
+                assert_eq!(
+                    a.len(),
+                    b.len(),
+                    concat!(stringify!($name), ": length mismatch")
+                );
                 debug_assert!(features());
                 // SAFETY: the lengths are equal (checked above) and the impls read only
                 // indices < a.len() == b.len(); these wrappers are installed in the kernel

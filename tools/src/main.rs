@@ -204,6 +204,61 @@ fn cmd_info(dir: PathBuf) -> Result<()> {
         l.blocks_for(h.n_slots)
     );
     println!("PQ               M = {} bytes per vector", h.pq_m);
+    // The cross-checks FORMAT.md promises, from the files' headers and real sizes only.
+    let mut problems = Vec::new();
+    let len = f.metadata()?.len();
+    if len < h.file_bytes() {
+        problems.push(format!(
+            "{}: file is {len} bytes, the header (n = {}) implies {}",
+            path.display(),
+            h.n_slots,
+            h.file_bytes()
+        ));
+    }
+    use ssdann_layout::blob::read_blob_fields;
+    use ssdann_layout::pq::{PQ_CODES_MAGIC, PQ_FILE_VERSION, PQ_PIVOTS_MAGIC};
+    let expect = |name: &str, magic: &[u8; 8], version: u32, want: &[(&str, u64)]| {
+        let p = dir.join(name);
+        match read_blob_fields(&p, magic, version) {
+            Ok((_, fields)) => want
+                .iter()
+                .enumerate()
+                .filter(|(i, (_, v))| fields.get(*i) != Some(v))
+                .map(|(i, (what, v))| {
+                    format!(
+                        "{}: {what} = {:?}, index.ssd has {v}",
+                        p.display(),
+                        fields.get(i)
+                    )
+                })
+                .collect::<Vec<_>>(),
+            Err(e) => vec![e.to_string()],
+        }
+    };
+    problems.extend(expect(
+        ssdann_layout::pq::PQ_PIVOTS_FILE,
+        &PQ_PIVOTS_MAGIC,
+        PQ_FILE_VERSION,
+        &[("d", u64::from(h.dim)), ("M", u64::from(h.pq_m))],
+    ));
+    problems.extend(expect(
+        ssdann_layout::pq::PQ_CODES_FILE,
+        &PQ_CODES_MAGIC,
+        PQ_FILE_VERSION,
+        &[("n", h.n_slots), ("M", u64::from(h.pq_m))],
+    ));
+    problems.extend(expect(
+        ssdann_layout::labels::LABELS_FILE,
+        &ssdann_layout::labels::LABELS_MAGIC,
+        ssdann_layout::labels::LABELS_VERSION,
+        &[("n", h.n_slots)],
+    ));
+    if problems.is_empty() {
+        println!("files            consistent (sector file length, PQ pivots, PQ codes, labels)");
+    }
+    for p in &problems {
+        println!("PROBLEM          {p}");
+    }
     let wal = dir.join(ssdann_engine::wal::WAL_FILE);
     if wal.exists() {
         match ssdann_engine::wal::check(&wal, h.dim as usize) {
@@ -218,6 +273,13 @@ fn cmd_info(dir: PathBuf) -> Result<()> {
     }
     if dir.join(ssdann_engine::merge::JOURNAL_FILE).exists() {
         println!("merge            an interrupted merge journal is present; the next open finishes or discards it");
+    }
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "{}: the index files disagree ({} problem(s) above)",
+            dir.display(),
+            problems.len()
+        );
     }
     Ok(())
 }

@@ -907,3 +907,47 @@ fn label_files_refuse_the_reserved_label() {
         text(&ssdann(&["info", o]))
     );
 }
+
+/// `info` cross-checks the header against the sector file's length and the PQ and label
+/// files (issue 11): files of another index are named, and the exit status is non-zero.
+#[test]
+fn info_cross_checks_the_files_against_the_header() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = small_data(tmp.path());
+    let a = tmp.path().join("a");
+    assert!(build_small(&data, &a).status.success());
+    let o = ssdann(&["info", a.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("files            consistent"),
+        "{}",
+        text(&o)
+    );
+    // PQ codes and labels of a smaller index, and a truncated sector file
+    let (vals, _) = ssdann::builder::synthetic::clustered(300, 0, 16, 8, 7);
+    let small = tmp.path().join("s.fbin");
+    fbin(&small, 300, 16, &vals);
+    let b = tmp.path().join("b");
+    assert!(build_small(&small, &b).status.success());
+    for f in ["pq_codes.bin", "labels.bin"] {
+        std::fs::copy(b.join(f), a.join(f)).unwrap();
+    }
+    let ssd = a.join("index.ssd");
+    let len = std::fs::metadata(&ssd).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&ssd)
+        .unwrap()
+        .set_len(len - 4096)
+        .unwrap();
+    let o = ssdann(&["info", a.to_str().unwrap()]);
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(
+        t.contains("pq_codes.bin: n = Some(300), index.ssd has 600")
+            && t.contains("labels.bin: n = Some(300), index.ssd has 600")
+            && t.contains(&format!("file is {} bytes", len - 4096))
+            && t.contains("the index files disagree (3 problem(s) above)"),
+        "{t}"
+    );
+}
