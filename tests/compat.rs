@@ -29,14 +29,6 @@ fn data() -> Vec<f32> {
     ssdann::builder::synthetic::clustered(400, 4, D, 5, 20261130).0
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let p = e.unwrap().path();
-        std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
-    }
-}
-
 fn expectations(idx: &Index, all: &[f32]) -> String {
     let mut s = String::new();
     for row in [0usize, 7, 123, 299, 350] {
@@ -70,18 +62,18 @@ fn write_fixtures() {
     // pending: updates in the WAL, not merged
     let pending = fixtures().join("pending");
     let _ = std::fs::remove_dir_all(&pending);
-    copy_dir(&built, &pending);
+    common::copy_dir(&built, &pending);
     let idx = updates(&pending);
     let expect = expectations(&idx, &all);
     drop(idx);
     std::fs::write(pending.join("expect.txt"), expect).unwrap();
     // unfinished merge: probe the merge's write count on a copy, then stop half way through
     let probe = tmp.path().join("probe");
-    copy_dir(&built, &probe);
+    common::copy_dir(&built, &probe);
     let rep = updates(&probe).merge(&MergeOptions::default()).unwrap();
     let unfinished = fixtures().join("unfinished-merge");
     let _ = std::fs::remove_dir_all(&unfinished);
-    copy_dir(&built, &unfinished);
+    common::copy_dir(&built, &unfinished);
     let idx = updates(&unfinished);
     idx.merge(&MergeOptions {
         fail_after_writes: Some(rep.journal_writes + rep.blocks_written as u64 / 2),
@@ -91,7 +83,7 @@ fn write_fixtures() {
     drop(idx);
     // the expectations come from a finished copy
     let done = tmp.path().join("done");
-    copy_dir(&unfinished, &done);
+    common::copy_dir(&unfinished, &done);
     let idx = Index::open(&done, OpenOptions::default()).unwrap();
     std::fs::write(unfinished.join("expect.txt"), expectations(&idx, &all)).unwrap();
 }
@@ -99,7 +91,7 @@ fn write_fixtures() {
 fn check(name: &str) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join(name);
-    copy_dir(&fixtures().join(name), &dir);
+    common::copy_dir(&fixtures().join(name), &dir);
     let expect = std::fs::read_to_string(dir.join("expect.txt")).unwrap();
     std::fs::remove_file(dir.join("expect.txt")).unwrap();
     let idx = Index::open(&dir, OpenOptions::default()).unwrap();
@@ -120,7 +112,7 @@ fn an_index_with_a_pending_version_2_wal_opens_and_answers_as_written() {
 fn an_unfinished_format_3_merge_is_reported_then_finished_as_written() {
     let name = "unfinished-merge";
     let raw = tempfile::tempdir().unwrap();
-    copy_dir(&fixtures().join(name), raw.path());
+    common::copy_dir(&fixtures().join(name), raw.path());
     let v = ssdann::verify(raw.path()).unwrap();
     assert!(v.needs_recovery.is_some() && v.problem_count == 0, "{v:?}");
     let (_tmp, dir) = check(name);

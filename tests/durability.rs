@@ -248,14 +248,6 @@ fn a_crc_valid_block_naming_a_neighbour_past_n_fails_the_merge_cleanly() {
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let p = e.unwrap().path();
-        std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
-    }
-}
-
 #[test]
 fn verify_reports_a_half_applied_merge_as_needing_recovery_not_as_damage() {
     use ssdann::engine::MergeOptions;
@@ -274,7 +266,7 @@ fn verify_reports_a_half_applied_merge_as_needing_recovery_not_as_damage() {
     }
     // how many writes the merge makes before its in-place phase, on a copy
     let probe = tmp.path().join("probe");
-    copy_dir(&dir, &probe);
+    common::copy_dir(&dir, &probe);
     let rep = Index::open(&probe, OpenOptions::default())
         .unwrap()
         .merge(&MergeOptions::default())

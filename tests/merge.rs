@@ -8,7 +8,7 @@ mod common;
 use ssdann::engine::{Index, MergeOptions, OpenOptions, SearchParams};
 use ssdann::{verify, Metric};
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 const D: usize = 32;
 
@@ -48,18 +48,10 @@ fn setup() -> Setup {
     }
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-    }
-}
-
 /// The report of a full merge of a copy of the set-up index (how many writes it makes).
 fn probe_merge(s: &Setup) -> ssdann::engine::MergeReport {
     let probe = s.dir.parent().unwrap().join("probe");
-    copy_dir(&s.dir, &probe);
+    common::copy_dir(&s.dir, &probe);
     let rep = Index::open(&probe, OpenOptions::default())
         .unwrap()
         .merge(&MergeOptions::default())
@@ -194,7 +186,7 @@ fn a_crash_at_any_write_of_a_merge_leaves_pre_or_post_merge_contents() {
             .chain([total - 1, total - 2, total - 3])
     {
         let work = s.dir.parent().unwrap().join(format!("crash{n}"));
-        copy_dir(&s.dir, &work);
+        common::copy_dir(&s.dir, &work);
         let idx = Index::open(&work, OpenOptions::default()).unwrap();
         let r = idx.merge(&MergeOptions {
             fail_after_writes: Some(n),

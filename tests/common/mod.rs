@@ -106,3 +106,12 @@ pub fn standard_params() -> ssdann::BuildParams {
         ..Default::default()
     }
 }
+
+/// Copies the regular files of directory `from` into `to` (created if absent).
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+    }
+}
