@@ -13,7 +13,7 @@
 //!   written by the crate's own writers (`cargo run --bin gen_corpus`).
 //! - [`with_file`]: readers that take a path get the bytes in a temporary file.
 //!
-//! A new reader (say `layout/src/wal.rs`) needs one file in fuzz_targets/ calling
+//! A new reader needs one file in fuzz_targets/ (see `wal.rs`) calling
 //! [`with_file`] (plus its `[[bin]]` entry in fuzz/Cargo.toml and seeds from `gen_corpus`).
 
 pub mod vectors;

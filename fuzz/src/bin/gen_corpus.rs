@@ -303,6 +303,38 @@ fn ground_truth(o: &Out) {
     o.seed("ground_truth", "regress-ibin-nq-k-overflow", 0, &b);
 }
 
+fn wal(o: &Out) {
+    use ssdann_layout::wal::{
+        encode_group, encode_header, encode_header_v1, encode_record_v1, WalOp,
+    };
+    let ins = |label: u64, d: usize| WalOp::Insert {
+        label,
+        vector: (0..d).map(|j| j as f32 - 0.5).collect(),
+    };
+    let del = |label: u64| WalOp::Delete { label };
+    // Two group commits (3 records, then 1), d = 2.
+    let mut b = encode_header(2, 1).to_vec();
+    encode_group(1, &[ins(10, 2), del(4), ins(11, 2)], &mut b);
+    encode_group(4, &[del(10)], &mut b);
+    o.seed("wal", "v2-two-groups", FIX, &b);
+    // A torn append: the last group cut inside its second record.
+    let mut t = b.clone();
+    encode_group(5, &[ins(12, 2), ins(13, 2)], &mut t);
+    t.truncate(t.len() - 5);
+    o.seed("wal", "v2-torn-tail", FIX, &t);
+    // After a trim: first_seq 41, d = 3; an empty log (header only).
+    let mut b = encode_header(3, 41).to_vec();
+    encode_group(41, &[ins(7, 3)], &mut b);
+    o.seed("wal", "v2-first-seq-41", FIX, &b);
+    o.seed("wal", "v2-empty", 0, &encode_header(5, 0));
+    // Version 1 (still read): d = 2, three records.
+    let mut b = encode_header_v1(2, 0).to_vec();
+    for (seq, op) in [(1, ins(1, 2)), (2, del(1)), (3, ins(2, 2))] {
+        encode_record_v1(seq, &op, &mut b);
+    }
+    o.seed("wal", "v1-three", FIX, &b);
+}
+
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     let tmp = std::env::temp_dir().join(format!("ssdann-gen-corpus-{}", std::process::id()));
@@ -315,6 +347,7 @@ fn main() {
     vectors(&o);
     npys(&o);
     ground_truth(&o);
+    wal(&o);
     std::fs::remove_dir_all(&o.tmp).expect("remove temp dir");
     println!("seeds written under {}", o.root.display());
 }
