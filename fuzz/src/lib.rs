@@ -14,7 +14,7 @@
 //! - [`with_file`]: readers that take a path get the bytes in a temporary file.
 //!
 //! A new reader needs one file in fuzz_targets/ (see `wal.rs`) calling
-//! [`with_file`] (plus its `[[bin]]` entry in fuzz/Cargo.toml and seeds from `gen_corpus`).
+//! [`with_file`] or [`guarded`] (plus its `[[bin]]` entry in fuzz/Cargo.toml and seeds from `gen_corpus`).
 
 pub mod vectors;
 
