@@ -14,14 +14,19 @@
 //!    another lock.
 //! 4. `current` (RwLock): read for a moment to clone the `Arc<Snapshot>`; written only by
 //!    the swap.
-//! 5. `Snapshot::updates` (std RwLock): read by searches for the delta/tombstone part of a
-//!    search, written by the WAL append and delta apply of an insert or delete.
-//! 6. `SectorFile::gate` (RwLock): read by each batch of search reads (pipelined search:
+//! 5. `Snapshot::wal` (Mutex): the WAL handle, taken by an insert or delete for its append
+//!    and fsync. Searches never take it.
+//! 6. `Snapshot::updates` (std RwLock): read by a search after its beam search (the
+//!    tombstone filter and the delta index search) and by an insert planning its delta
+//!    out-list; written only to apply an update already logged and planned (no I/O, no
+//!    search under it).
+//! 7. `SectorFile::gate` (RwLock): read by each batch of search reads (pipelined search:
 //!    the whole search), written by each batch of a merge's in-place block writes.
-//! 7. The context pool and the WAL's own mutex: leaves.
+//! 8. The context pool, the insert scratch and the WAL's own mutex: leaves.
 //!
-//! Searches take only 4 (for a moment), 5 and 6 — never 1–3; they never wait for a merge
-//! beyond one batch of in-place writes.
+//! Searches take only 4 (for a moment), 6 and 7 — never 1–3 or 5: they never wait for a
+//! WAL append or its fsync, and wait for a merge at most one batch of in-place writes.
+//! Outside the engine: the directory's advisory lock (`io::lock`), one writer per directory.
 
 use crate::error::EngineError;
 use crate::io::lock::DirLock;
