@@ -20,16 +20,6 @@ pub use uring::UringReader;
 /// Alignment of O_DIRECT buffers (bytes).
 pub const IO_ALIGN: usize = 4096;
 
-/// fsyncs directory `dir`, so that the files created, renamed or removed in it are durable.
-///
-/// # Errors
-/// [`EngineError::Io`] naming `dir`.
-pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| EngineError::io(dir, e))
-}
-
 /// A zeroed heap buffer aligned to [`IO_ALIGN`], for O_DIRECT reads.
 pub struct AlignedBuf {
     ptr: std::ptr::NonNull<u8>,
