@@ -157,33 +157,120 @@ pub struct ReadReq {
 }
 
 /// A per-thread sector reader with `max_batch` buffer slots of `slot_bytes` each.
+///
+/// Caller errors (a slot out of range, used twice in one batch or still busy, a batch larger
+/// than `max_batch`, a batch while submitted reads are in flight) are returned as
+/// [`EngineError::InvalidQuery`] before any read is issued, never panics.
 pub trait SectorReader: Send {
-    /// Reads every request (all `slot_bytes` long) into its slot, as one batch; returns when
-    /// all have completed.
+    /// Reads every request (all `slot_bytes` long, each into its own slot) as one batch;
+    /// returns when all have completed. Nothing may be in flight from [`Self::submit`].
+    ///
+    /// On every error, no read of the batch is left in flight — unless the ring itself kept
+    /// failing, and then [`Self::reusable`] turns false.
     ///
     /// # Errors
-    /// [`EngineError::Io`] on a failed or short read.
+    /// - [`EngineError::InvalidQuery`]: more than `max_batch` requests, a slot out of range
+    ///   or given twice, or submitted reads still in flight (nothing is read then);
+    /// - [`EngineError::Io`] on a failed or short read, or a failed ring.
     fn read_batch(&mut self, reqs: &[ReadReq]) -> Result<()>;
     /// Queues one read (pipelined searches) without waiting; the next [`Self::wait_any`]
     /// issues it (io_uring: one syscall submits every queued read and waits) and reports its
-    /// slot once the bytes are there. At most `max_batch` may be in flight.
+    /// slot once the bytes are there. At most `max_batch` may be in flight, one per slot.
     ///
     /// # Errors
-    /// [`EngineError::Io`].
+    /// - [`EngineError::InvalidQuery`]: the slot is out of range or has a read in flight;
+    /// - [`EngineError::Io`]: the submission queue is full.
     fn submit(&mut self, req: ReadReq) -> Result<()>;
     /// Waits until at least one submitted read has completed; appends the slots of every
-    /// completed read to `done`.
+    /// completed read to `done`. Returns at once when nothing is in flight.
     ///
     /// # Errors
-    /// [`EngineError::Io`] on a failed or short read.
+    /// - [`EngineError::Io`] on a failed or short read (other reads may still be in flight:
+    ///   [`Self::drain`] them);
+    /// - [`EngineError::Io`] when the ring fails (every read in flight is waited for first,
+    ///   or the reader stops being [`Self::reusable`]).
     fn wait_any(&mut self, done: &mut Vec<usize>) -> Result<()>;
     /// Waits for every read still in flight and forgets them (after a search stopped early
     /// on an error, so that the next one finds every slot free).
     fn drain(&mut self);
+    /// Whether the reader may serve another search: false when reads are still in flight
+    /// (e.g. after a ring failure they could not be waited for). The search context pool
+    /// drops a reader that is not.
+    fn reusable(&self) -> bool;
     /// The bytes of slot `slot`.
+    ///
+    /// # Panics
+    /// When `slot` ≥ `max_batch` (a broken invariant of the caller, like a slice index).
     fn slot(&self, slot: usize) -> &[u8];
     /// Backend name ("io_uring" or "pread").
     fn name(&self) -> &'static str;
+}
+
+/// A caller error in read requests.
+pub(crate) fn invalid_request(field: &'static str, value: String, reason: String) -> EngineError {
+    EngineError::InvalidQuery {
+        field,
+        value,
+        reason,
+    }
+}
+
+/// The error of a `read_batch` of `n` reads while `in_flight` submitted reads are in flight.
+pub(crate) fn batch_while_in_flight(n: usize, in_flight: usize) -> EngineError {
+    invalid_request(
+        "read batch",
+        format!("{n} reads"),
+        format!("{in_flight} submitted reads are still in flight (wait_any or drain them first)"),
+    )
+}
+
+/// Checks requests against a reader of `max_batch` slots: at most `max_batch` of them, each
+/// slot in range, no slot twice, none `busy`. `marks` (`max_batch` entries, all false) is
+/// scratch and is all false again on return.
+///
+/// # Errors
+/// [`EngineError::InvalidQuery`] naming the first bad request.
+pub(crate) fn check_batch(
+    reqs: &[ReadReq],
+    max_batch: usize,
+    marks: &mut [bool],
+    busy: impl Fn(usize) -> bool,
+) -> Result<()> {
+    debug_assert_eq!(marks.len(), max_batch);
+    if reqs.len() > max_batch {
+        return Err(invalid_request(
+            "read batch",
+            format!("{} reads", reqs.len()),
+            format!("at most max_batch = {max_batch} (one per buffer slot)"),
+        ));
+    }
+    let mut bad = None;
+    for (i, r) in reqs.iter().enumerate() {
+        let why = if r.slot >= max_batch {
+            format!("must be < max_batch = {max_batch}")
+        } else if marks[r.slot] {
+            "given twice in one batch".to_string()
+        } else if busy(r.slot) {
+            "has a read in flight".to_string()
+        } else {
+            marks[r.slot] = true;
+            continue;
+        };
+        bad = Some((i, why));
+        break;
+    }
+    let checked = bad.as_ref().map_or(reqs.len(), |b| b.0);
+    for r in &reqs[..checked] {
+        marks[r.slot] = false;
+    }
+    match bad {
+        None => Ok(()),
+        Some((i, why)) => Err(invalid_request(
+            "read slot",
+            reqs[i].slot.to_string(),
+            format!("request {i} (offset {}): the slot {why}", reqs[i].offset),
+        )),
+    }
 }
 
 pub(crate) fn short_read(path: &Path, offset: u64, got: usize, want: usize) -> EngineError {

@@ -1,21 +1,53 @@
 //! The io_uring backend: the index file and the aligned buffers registered once per ring;
 //! all of a beam's reads go in ONE submission (`ReadFixed`, O_DIRECT).
+//!
+//! # What keeps the unsafe sound
+//!
+//! The kernel writes into the registered buffer until it posts a read's completion. So:
+//! - every read pushed to the ring is recorded in `in_flight` (by slot, its user data) until
+//!   its completion is reaped; a slot with a read in flight takes no other read;
+//! - every error path waits for what it left in flight ([`UringReader::wait_all`]); if the
+//!   ring itself keeps failing, the reader is marked `broken`: the context pool drops it
+//!   ([`SectorReader::reusable`]) and `Drop` leaks the buffer instead of freeing memory
+//!   the kernel may still write;
+//! - `Drop` waits for every read still in flight, closes the ring, and only then frees the
+//!   buffer.
 
-use super::{completion_error, AlignedBuf, ReadReq, SectorFile, SectorReader};
+use super::{
+    batch_while_in_flight, check_batch, completion_error, AlignedBuf, ReadReq, SectorFile,
+    SectorReader,
+};
 use crate::error::EngineError;
 use crate::Result;
+use std::mem::ManuallyDrop;
 use std::os::unix::io::AsRawFd;
 use std::sync::Arc;
 
+/// Failed ring entries (`io_uring_enter` errors other than EINTR) [`UringReader::wait_all`]
+/// tolerates, 1 ms apart, before it gives the reads in flight up as lost.
+const RING_FAILURES_MAX: u32 = 10;
+
 /// io_uring backend: registered file and buffers, one submission per batch.
 pub struct UringReader {
-    ring: io_uring::IoUring,
+    /// Closed by `Drop` before the buffer is freed.
+    ring: ManuallyDrop<io_uring::IoUring>,
     file: Arc<SectorFile>,
-    buf: AlignedBuf,
+    /// The registered buffer (`max_batch` slots of `slot_bytes`): freed by `Drop` only when
+    /// no read can write into it any more, leaked otherwise.
+    buf: ManuallyDrop<AlignedBuf>,
     slot_bytes: usize,
     max_batch: usize,
-    /// File offset of the read in flight into each slot (`submit` / `wait_any`).
+    /// File offset of the read in flight into each slot (pushed to the ring, completion not
+    /// reaped yet), and how many there are.
     in_flight: Vec<Option<u64>>,
+    in_flight_count: usize,
+    /// Scratch for [`check_batch`] (`max_batch` entries, all false between calls).
+    marks: Vec<bool>,
+    /// The ring failed with reads in flight that could not be waited for.
+    broken: bool,
+    /// Test hook: the next this-many ring entries submit what is queued, then fail.
+    #[cfg(test)]
+    fail_enters: u32,
 }
 
 impl UringReader {
@@ -36,79 +68,43 @@ impl UringReader {
             iov_base: buf.as_mut_ptr() as *mut libc::c_void,
             iov_len: buf.len(),
         };
-        // SAFETY: the buffer lives as long as the ring (both owned by self; the ring is
-        // dropped first because it is declared first) and is not moved (heap allocation).
+        // SAFETY: the buffer is a heap allocation (it never moves) that outlives every read
+        // into it: `Drop` closes the ring first and frees the buffer only when no read is in
+        // flight (it leaks it otherwise). If this registration fails, no read was ever
+        // issued, so the order in which the locals `ring` and `buf` drop does not matter.
         unsafe { ring.submitter().register_buffers(&[iov]) }
             .map_err(|e| EngineError::io(&file.path, e))?;
         Ok(UringReader {
-            ring,
+            ring: ManuallyDrop::new(ring),
             file,
-            buf,
+            buf: ManuallyDrop::new(buf),
             slot_bytes,
             max_batch,
             in_flight: vec![None; max_batch],
+            in_flight_count: 0,
+            marks: vec![false; max_batch],
+            broken: false,
+            #[cfg(test)]
+            fail_enters: 0,
         })
     }
-}
 
-impl SectorReader for UringReader {
-    fn read_batch(&mut self, reqs: &[ReadReq]) -> Result<()> {
-        assert!(reqs.len() <= self.max_batch, "batch larger than the ring");
+    /// Pushes the read `req` (slot checked free and in range) and records it in flight.
+    ///
+    /// # Errors
+    /// [`EngineError::Io`] when the submission queue is full (nothing pushed then).
+    fn push(&mut self, req: ReadReq) -> Result<()> {
         let sb = self.slot_bytes;
-        let base = self.buf.as_mut_ptr();
-        {
-            let mut sq = self.ring.submission();
-            for (i, r) in reqs.iter().enumerate() {
-                assert!(r.slot < self.max_batch, "slot out of range");
-                // SAFETY: slot < max_batch, so the destination lies inside the registered buffer.
-                let dst = unsafe { base.add(r.slot * sb) };
-                let e =
-                    io_uring::opcode::ReadFixed::new(io_uring::types::Fixed(0), dst, sb as u32, 0)
-                        .offset(r.offset)
-                        .build()
-                        .user_data(i as u64);
-                // SAFETY: the destination buffer stays valid and untouched until the completion
-                // is reaped below (we wait for every entry before returning).
-                unsafe { sq.push(&e) }.map_err(|_| {
-                    EngineError::io(
-                        &self.file.path,
-                        std::io::Error::other("io_uring submission queue full"),
-                    )
-                })?;
-            }
-        }
-        let mut pending = reqs.len();
-        let mut first_err: Option<EngineError> = None;
-        while pending > 0 {
-            match self.ring.submit_and_wait(pending) {
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-                Err(e) => return Err(EngineError::io(&self.file.path, e)),
-            }
-            for cqe in self.ring.completion() {
-                pending -= 1;
-                let r = reqs[cqe.user_data() as usize];
-                if first_err.is_none() {
-                    first_err = completion_error(&self.file.path, r.offset, cqe.result(), sb);
-                }
-            }
-        }
-        first_err.map_or(Ok(()), Err)
-    }
-    fn submit(&mut self, req: ReadReq) -> Result<()> {
-        assert!(
-            req.slot < self.max_batch && self.in_flight[req.slot].is_none(),
-            "slot out of range or busy"
-        );
-        let sb = self.slot_bytes;
-        // SAFETY: slot < max_batch, so the destination lies inside the registered buffer.
+        debug_assert!(req.slot < self.max_batch && self.in_flight[req.slot].is_none());
+        // SAFETY: slot < max_batch (checked by the callers), so the destination lies inside
+        // the registered buffer.
         let dst = unsafe { self.buf.as_mut_ptr().add(req.slot * sb) };
         let e = io_uring::opcode::ReadFixed::new(io_uring::types::Fixed(0), dst, sb as u32, 0)
             .offset(req.offset)
             .build()
             .user_data(req.slot as u64);
-        // SAFETY: the slot is reserved (in_flight) until `wait_any` reaps its completion, and
-        // the buffer outlives the ring.
+        // SAFETY: the slot is recorded in flight below and takes no other read until its
+        // completion is reaped; the buffer outlives the read (see `new` and `Drop`).
         unsafe { self.ring.submission().push(&e) }.map_err(|_| {
             EngineError::io(
                 &self.file.path,
@@ -116,48 +112,299 @@ impl SectorReader for UringReader {
             )
         })?;
         self.in_flight[req.slot] = Some(req.offset);
-        // no syscall here: the next `wait_any` submits every queued read with its wait
+        self.in_flight_count += 1;
         Ok(())
     }
-    fn wait_any(&mut self, done: &mut Vec<usize>) -> Result<()> {
-        let sb = self.slot_bytes;
-        let mut first_err: Option<EngineError> = None;
-        let start = done.len();
-        while done.len() == start {
-            match self.ring.submit_and_wait(1) {
-                Ok(_) => {}
+
+    /// Submits every queued read and waits until `want` completions are posted, retrying on
+    /// EINTR.
+    fn enter(&mut self, want: usize) -> std::io::Result<()> {
+        #[cfg(test)]
+        if self.fail_enters > 0 {
+            self.fail_enters -= 1;
+            self.ring.submit()?; // the reads go out, as with a wait that fails
+            return Err(std::io::Error::other("injected io_uring failure"));
+        }
+        loop {
+            match self.ring.submit_and_wait(want) {
+                Ok(_) => return Ok(()),
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-                Err(e) => return Err(EngineError::io(&self.file.path, e)),
+                Err(e) => return Err(e),
             }
-            for cqe in self.ring.completion() {
-                let slot = cqe.user_data() as usize;
-                let offset = self
-                    .in_flight
-                    .get_mut(slot)
-                    .and_then(Option::take)
-                    .unwrap_or(0);
-                if first_err.is_none() {
-                    first_err = completion_error(&self.file.path, offset, cqe.result(), sb);
+        }
+    }
+
+    /// Reaps every posted completion: frees its slot, keeps the first failed or short
+    /// read's error in `first_err`, and appends its slot to `done` when given.
+    fn reap(&mut self, first_err: &mut Option<EngineError>, mut done: Option<&mut Vec<usize>>) {
+        let sb = self.slot_bytes;
+        for cqe in self.ring.completion() {
+            let slot = cqe.user_data() as usize;
+            // every entry pushed carries its slot, recorded in flight (see `push`)
+            let Some(offset) = self.in_flight.get_mut(slot).and_then(Option::take) else {
+                continue;
+            };
+            self.in_flight_count -= 1;
+            if first_err.is_none() {
+                *first_err = completion_error(&self.file.path, offset, cqe.result(), sb);
+            }
+            if let Some(d) = done.as_deref_mut() {
+                d.push(slot);
+            }
+        }
+    }
+
+    /// Waits for every read in flight and forgets the results. When the ring fails
+    /// [`RING_FAILURES_MAX`] times before they are all reaped, marks the reader broken
+    /// (see the module docs) instead of waiting forever.
+    fn wait_all(&mut self) {
+        let mut failures = 0;
+        let mut ignored = None;
+        while self.in_flight_count > 0 && !self.broken {
+            if self.enter(self.in_flight_count).is_err() {
+                failures += 1;
+                if failures >= RING_FAILURES_MAX {
+                    self.broken = true;
                 }
-                done.push(slot);
+                std::thread::sleep(std::time::Duration::from_millis(1));
             }
+            self.reap(&mut ignored, None);
+        }
+    }
+
+    /// Test hook: the next `n` ring entries submit what is queued, then fail.
+    #[cfg(test)]
+    pub(crate) fn fail_next_enters(&mut self, n: u32) {
+        self.fail_enters = n;
+    }
+
+    /// Reads in flight (pushed, completion not reaped).
+    #[cfg(test)]
+    pub(crate) fn in_flight_count(&self) -> usize {
+        debug_assert_eq!(
+            self.in_flight_count,
+            self.in_flight.iter().filter(|x| x.is_some()).count()
+        );
+        self.in_flight_count
+    }
+
+    /// Test hook: submits the queued reads without waiting.
+    #[cfg(test)]
+    pub(crate) fn submit_queued(&mut self) -> std::io::Result<usize> {
+        self.ring.submit()
+    }
+}
+
+impl SectorReader for UringReader {
+    fn read_batch(&mut self, reqs: &[ReadReq]) -> Result<()> {
+        if self.in_flight_count > 0 {
+            return Err(batch_while_in_flight(reqs.len(), self.in_flight_count));
+        }
+        check_batch(reqs, self.max_batch, &mut self.marks, |_| false)?;
+        let mut first_err = None;
+        for (i, &r) in reqs.iter().enumerate() {
+            if let Err(e) = self.push(r) {
+                // the reads pushed so far are queued: they are waited for below
+                first_err = Some(e);
+                debug_assert_eq!(self.in_flight_count, i);
+                break;
+            }
+        }
+        while self.in_flight_count > 0 {
+            if let Err(e) = self.enter(self.in_flight_count) {
+                self.wait_all();
+                return Err(EngineError::io(&self.file.path, e));
+            }
+            self.reap(&mut first_err, None);
         }
         first_err.map_or(Ok(()), Err)
     }
-    fn drain(&mut self) {
-        let mut done = Vec::new();
-        while self.in_flight.iter().any(Option::is_some) {
-            done.clear();
-            if self.wait_any(&mut done).is_err() && done.is_empty() {
-                // the ring itself failed: nothing more will complete; start afresh
-                self.in_flight.iter_mut().for_each(|x| *x = None);
-            }
-        }
+
+    fn submit(&mut self, req: ReadReq) -> Result<()> {
+        check_batch(&[req], self.max_batch, &mut self.marks, |s| {
+            self.in_flight[s].is_some()
+        })?;
+        // no syscall here: the next `wait_any` submits every queued read with its wait
+        self.push(req)
     }
+
+    fn wait_any(&mut self, done: &mut Vec<usize>) -> Result<()> {
+        let mut first_err: Option<EngineError> = None;
+        let start = done.len();
+        while done.len() == start && self.in_flight_count > 0 {
+            if let Err(e) = self.enter(1) {
+                self.wait_all();
+                return Err(EngineError::io(&self.file.path, e));
+            }
+            self.reap(&mut first_err, Some(&mut *done));
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    fn drain(&mut self) {
+        self.wait_all();
+    }
+
+    fn reusable(&self) -> bool {
+        !self.broken && self.in_flight_count == 0
+    }
+
     fn slot(&self, slot: usize) -> &[u8] {
         &self.buf.as_slice()[slot * self.slot_bytes..(slot + 1) * self.slot_bytes]
     }
+
     fn name(&self) -> &'static str {
         "io_uring"
+    }
+}
+
+impl Drop for UringReader {
+    /// Waits for every read in flight (a read of a regular file always completes; a ring
+    /// that keeps failing is given up after [`RING_FAILURES_MAX`] tries, see `wait_all`),
+    /// closes the ring, then frees the buffer — or leaks it when a read may still write into
+    /// it.
+    fn drop(&mut self) {
+        self.wait_all();
+        let buffer_idle = self.in_flight_count == 0;
+        // SAFETY: the ring is not used after this (only `buf` below, which it does not touch).
+        unsafe { ManuallyDrop::drop(&mut self.ring) };
+        if buffer_idle {
+            // SAFETY: no read is in flight and the ring is closed: nothing writes into the
+            // buffer any more; it is not used after this.
+            unsafe { ManuallyDrop::drop(&mut self.buf) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+    use super::*;
+    use crate::io::IO_ALIGN;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A file of `blocks` blocks of 4096 bytes, block i filled with i + 1.
+    fn blocks_file(dir: &std::path::Path, blocks: usize) -> Arc<SectorFile> {
+        let path = dir.join("f");
+        let bytes: Vec<u8> = (0..blocks * IO_ALIGN)
+            .map(|i| (i / IO_ALIGN) as u8 + 1)
+            .collect();
+        std::fs::write(&path, &bytes).unwrap();
+        SectorFile::open(&path).unwrap()
+    }
+
+    fn req(block: u64, slot: usize) -> ReadReq {
+        ReadReq {
+            offset: block * IO_ALIGN as u64,
+            slot,
+        }
+    }
+
+    /// A reader on a pipe (a read stays in flight until someone writes) and the write end.
+    fn pipe_reader() -> (UringReader, std::fs::File) {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` is a valid array of two ints for pipe(2) to fill.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: pipe(2) returned two open descriptors that nothing else owns.
+        let (rd, wr) = unsafe {
+            (
+                <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fds[0]),
+                <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fds[1]),
+            )
+        };
+        let file = Arc::new(SectorFile {
+            path: "pipe".into(),
+            file: rd,
+            direct: false,
+            gate: parking_lot::RwLock::new(()),
+        });
+        (UringReader::new(file, IO_ALIGN, 2).unwrap(), wr)
+    }
+
+    #[test]
+    fn dropping_a_reader_with_a_read_in_flight_waits_for_the_read() {
+        let (mut r, wr) = pipe_reader();
+        r.submit(ReadReq { offset: 0, slot: 1 }).unwrap();
+        r.submit_queued().unwrap();
+        assert_eq!(r.in_flight_count(), 1);
+        let written = Arc::new(AtomicBool::new(false));
+        let w = {
+            let written = written.clone();
+            std::thread::spawn(move || {
+                use std::io::Write;
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                written.store(true, Ordering::SeqCst);
+                (&wr).write_all(&[9u8; IO_ALIGN]).unwrap();
+                wr
+            })
+        };
+        drop(r);
+        assert!(
+            written.load(Ordering::SeqCst),
+            "drop returned before the kernel completed the read into the buffer"
+        );
+        drop(w.join().unwrap());
+    }
+
+    #[test]
+    fn an_injected_ring_failure_leaves_every_slot_free_and_the_reader_usable() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = UringReader::new(blocks_file(dir.path(), 8), IO_ALIGN, 4).unwrap();
+        // read_batch: the wait fails once after the reads went out
+        r.fail_next_enters(1);
+        let e = r
+            .read_batch(&[req(1, 0), req(2, 1), req(3, 2)])
+            .unwrap_err();
+        assert!(e.to_string().contains("injected"), "{e}");
+        assert_eq!(r.in_flight_count(), 0, "every slot free after the error");
+        assert!(r.reusable());
+        r.read_batch(&[req(4, 0), req(5, 3)]).unwrap();
+        assert!(r.slot(0).iter().all(|&b| b == 5) && r.slot(3).iter().all(|&b| b == 6));
+        // wait_any: the same
+        r.submit(req(6, 1)).unwrap();
+        r.submit(req(7, 2)).unwrap();
+        r.fail_next_enters(1);
+        let mut done = Vec::new();
+        assert!(r.wait_any(&mut done).is_err());
+        assert_eq!(r.in_flight_count(), 0);
+        assert!(r.reusable());
+        r.submit(req(0, 1)).unwrap(); // slot 1 is free again
+        done.clear();
+        r.wait_any(&mut done).unwrap();
+        assert_eq!(done, vec![1]);
+        assert!(r.slot(1).iter().all(|&b| b == 1));
+    }
+
+    #[test]
+    fn a_ring_that_keeps_failing_marks_the_reader_broken_and_drop_leaks_its_buffer() {
+        // the read into slot 0 never completes (nobody writes to the pipe), and every wait
+        // fails
+        let (mut r, wr) = pipe_reader();
+        r.fail_next_enters(u32::MAX);
+        assert!(r.read_batch(&[ReadReq { offset: 0, slot: 0 }]).is_err());
+        assert_eq!(r.in_flight_count(), 1, "never completed: still in flight");
+        assert!(!r.reusable(), "the pool must not take it back");
+        assert!(
+            r.submit(ReadReq { offset: 0, slot: 0 }).is_err(),
+            "slot 0 may still be written"
+        );
+        let mut done = Vec::new();
+        assert!(r.wait_any(&mut done).is_err());
+        r.drain();
+        drop(r); // closes the ring (the kernel cancels the read) and leaks the buffer
+        drop(wr);
+    }
+
+    #[test]
+    fn a_batch_with_reads_already_submitted_is_refused_without_touching_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = UringReader::new(blocks_file(dir.path(), 8), IO_ALIGN, 4).unwrap();
+        r.submit(req(2, 0)).unwrap();
+        let e = r.read_batch(&[req(1, 1)]).unwrap_err();
+        assert!(matches!(e, EngineError::InvalidQuery { .. }), "{e}");
+        let mut done = Vec::new();
+        r.wait_any(&mut done).unwrap();
+        assert_eq!(done, vec![0]);
+        assert!(r.slot(0).iter().all(|&b| b == 3));
     }
 }

@@ -214,10 +214,38 @@ impl ContextPool {
         })
     }
 
-    /// Returns a context to the pool.
+    /// Returns a context to the pool — unless its reader is not reusable (reads still in
+    /// flight, e.g. ones a failing ring could not wait for): then it is dropped (its reader's
+    /// `Drop` waits for them or leaks the buffer), and a later search makes a new one.
     pub(crate) fn put(&self, ctx: SearchContext) {
+        if !ctx.reader.reusable() {
+            return;
+        }
         if let Ok(mut v) = self.contexts.lock() {
             v.push(ctx);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+    use super::*;
+    use crate::io::{SectorFile, IO_ALIGN};
+
+    #[test]
+    fn a_context_whose_reader_has_reads_in_flight_is_not_pooled() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![1u8; 2 * IO_ALIGN]).unwrap();
+        let file = SectorFile::open(&path).unwrap();
+        let Ok(mut reader) = crate::io::UringReader::new(file, IO_ALIGN, 2) else {
+            eprintln!("NOTE: io_uring unavailable here; nothing to test");
+            return;
+        };
+        reader.submit(ReadReq { offset: 0, slot: 0 }).unwrap();
+        let pool = ContextPool::default();
+        pool.put(SearchContext::new(Box::new(reader), 1));
+        assert!(pool.contexts.lock().unwrap().is_empty());
     }
 }
