@@ -160,7 +160,9 @@ pub struct ReadReq {
 ///
 /// Caller errors (a slot out of range, used twice in one batch or still busy, a batch larger
 /// than `max_batch`, a batch while submitted reads are in flight) are returned as
-/// [`EngineError::InvalidQuery`] before any read is issued, never panics.
+/// [`EngineError::InvalidQuery`] before any read is issued, never panics. A reader belongs
+/// to the process that created it: the io_uring one returns [`EngineError::Io`] ("io_uring
+/// ring used after fork") in a forked child rather than touch its parent's ring.
 pub trait SectorReader: Send {
     /// Reads every request (all `slot_bytes` long, each into its own slot) as one batch;
     /// returns when all have completed. Nothing may be in flight from [`Self::submit`].
@@ -171,7 +173,7 @@ pub trait SectorReader: Send {
     /// # Errors
     /// - [`EngineError::InvalidQuery`]: more than `max_batch` requests, a slot out of range
     ///   or given twice, or submitted reads still in flight (nothing is read then);
-    /// - [`EngineError::Io`] on a failed or short read, or a failed ring.
+    /// - [`EngineError::Io`] on a failed or short read, a failed ring, or use after fork.
     fn read_batch(&mut self, reqs: &[ReadReq]) -> Result<()>;
     /// Queues one read (pipelined searches) without waiting; the next [`Self::wait_any`]
     /// issues it (io_uring: one syscall submits every queued read and waits) and reports its
@@ -179,7 +181,7 @@ pub trait SectorReader: Send {
     ///
     /// # Errors
     /// - [`EngineError::InvalidQuery`]: the slot is out of range or has a read in flight;
-    /// - [`EngineError::Io`]: the submission queue is full.
+    /// - [`EngineError::Io`]: the submission queue is full, or use after fork.
     fn submit(&mut self, req: ReadReq) -> Result<()>;
     /// Waits until at least one submitted read has completed; appends the slots of every
     /// completed read to `done`. Returns at once when nothing is in flight.
@@ -188,14 +190,14 @@ pub trait SectorReader: Send {
     /// - [`EngineError::Io`] on a failed or short read (other reads may still be in flight:
     ///   [`Self::drain`] them);
     /// - [`EngineError::Io`] when the ring fails (every read in flight is waited for first,
-    ///   or the reader stops being [`Self::reusable`]).
+    ///   or the reader stops being [`Self::reusable`]), or use after fork.
     fn wait_any(&mut self, done: &mut Vec<usize>) -> Result<()>;
     /// Waits for every read still in flight and forgets them (after a search stopped early
     /// on an error, so that the next one finds every slot free).
     fn drain(&mut self);
     /// Whether the reader may serve another search: false when reads are still in flight
-    /// (e.g. after a ring failure they could not be waited for). The search context pool
-    /// drops a reader that is not.
+    /// (e.g. after a ring failure they could not be waited for) or in a process other than
+    /// the one that created it. The search context pool drops a reader that is not.
     fn reusable(&self) -> bool;
     /// The bytes of slot `slot`.
     ///

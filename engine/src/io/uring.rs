@@ -11,7 +11,11 @@
 //!   ([`SectorReader::reusable`]) and `Drop` leaks the buffer instead of freeing memory
 //!   the kernel may still write;
 //! - `Drop` waits for every read still in flight, closes the ring, and only then frees the
-//!   buffer.
+//!   buffer;
+//! - a forked child shares the ring (its queues are mapped shared) and the registered
+//!   buffer is the parent's memory, so the reader records the process that set it up and,
+//!   in any other process, returns an error without touching the ring, and on drop closes
+//!   only its own copy of the ring and leaks its copy of the buffer.
 
 use super::{
     batch_while_in_flight, check_batch, completion_error, AlignedBuf, ReadReq, SectorFile,
@@ -43,6 +47,8 @@ pub struct UringReader {
     in_flight_count: usize,
     /// Scratch for [`check_batch`] (`max_batch` entries, all false between calls).
     marks: Vec<bool>,
+    /// The process that set the ring up (see the module docs on fork).
+    pid: u32,
     /// The ring failed with reads in flight that could not be waited for.
     broken: bool,
     /// Test hook: the next this-many ring entries submit what is queued, then fail.
@@ -83,10 +89,26 @@ impl UringReader {
             in_flight: vec![None; max_batch],
             in_flight_count: 0,
             marks: vec![false; max_batch],
+            pid: std::process::id(),
             broken: false,
             #[cfg(test)]
             fail_enters: 0,
         })
+    }
+
+    /// Refuses to go on in a process other than the one that set the ring up.
+    fn check_process(&self) -> Result<()> {
+        let pid = std::process::id();
+        if pid == self.pid {
+            return Ok(());
+        }
+        Err(EngineError::io(
+            &self.file.path,
+            std::io::Error::other(format!(
+                "io_uring ring used after fork: it was set up by process {} and is used in process {pid}; a search context must not cross a fork",
+                self.pid
+            )),
+        ))
     }
 
     /// Pushes the read `req` (slot checked free and in range) and records it in flight.
@@ -197,6 +219,7 @@ impl UringReader {
 
 impl SectorReader for UringReader {
     fn read_batch(&mut self, reqs: &[ReadReq]) -> Result<()> {
+        self.check_process()?;
         if self.in_flight_count > 0 {
             return Err(batch_while_in_flight(reqs.len(), self.in_flight_count));
         }
@@ -221,6 +244,7 @@ impl SectorReader for UringReader {
     }
 
     fn submit(&mut self, req: ReadReq) -> Result<()> {
+        self.check_process()?;
         check_batch(&[req], self.max_batch, &mut self.marks, |s| {
             self.in_flight[s].is_some()
         })?;
@@ -229,6 +253,7 @@ impl SectorReader for UringReader {
     }
 
     fn wait_any(&mut self, done: &mut Vec<usize>) -> Result<()> {
+        self.check_process()?;
         let mut first_err: Option<EngineError> = None;
         let start = done.len();
         while done.len() == start && self.in_flight_count > 0 {
@@ -242,11 +267,13 @@ impl SectorReader for UringReader {
     }
 
     fn drain(&mut self) {
-        self.wait_all();
+        if self.check_process().is_ok() {
+            self.wait_all();
+        }
     }
 
     fn reusable(&self) -> bool {
-        !self.broken && self.in_flight_count == 0
+        !self.broken && self.in_flight_count == 0 && self.pid == std::process::id()
     }
 
     fn slot(&self, slot: usize) -> &[u8] {
@@ -262,10 +289,15 @@ impl Drop for UringReader {
     /// Waits for every read in flight (a read of a regular file always completes; a ring
     /// that keeps failing is given up after [`RING_FAILURES_MAX`] tries, see `wait_all`),
     /// closes the ring, then frees the buffer — or leaks it when a read may still write into
-    /// it.
+    /// it, or when this is not the process that set the ring up (a forked child: the
+    /// parent's ring is not ours to wait on; closing our copy of its file descriptor and
+    /// mappings leaves the parent's alone).
     fn drop(&mut self) {
-        self.wait_all();
-        let buffer_idle = self.in_flight_count == 0;
+        let ours = self.pid == std::process::id();
+        if ours {
+            self.wait_all();
+        }
+        let buffer_idle = ours && self.in_flight_count == 0;
         // SAFETY: the ring is not used after this (only `buf` below, which it does not touch).
         unsafe { ManuallyDrop::drop(&mut self.ring) };
         if buffer_idle {

@@ -42,6 +42,9 @@ pub struct SearchContext {
     pub(super) delta_query: Vec<f32>,
     pub(super) delta_scratch: ssdann_builder::greedy_search::SearchScratch,
     pub(super) delta_found: Vec<(f32, u64)>,
+    /// The process that created the context (and its reader: an io_uring ring is not
+    /// usable across a fork).
+    pid: u32,
 }
 
 /// The nodes a search has scored: each once, with its exact distance from its stored vector.
@@ -111,6 +114,7 @@ impl SearchContext {
             delta_query: Vec::new(),
             delta_scratch: Default::default(),
             delta_found: Vec::new(),
+            pid: std::process::id(),
         }
     }
     /// Buffers for the delta-index part of a search: (query copy, GreedySearch scratch,
@@ -193,17 +197,23 @@ fn keep(elem: ElementType, vector: &[u8], id: u32, ids: &mut Vec<u32>, out: &mut
 
 /// The search contexts of one index state, reused across queries (each bound to that
 /// state's sector file).
+///
+/// Fork: a forked child inherits the pool, but not the use of its contexts — their io_uring
+/// rings are mapped shared with the parent and read into the parent's registered buffers,
+/// so a child that searched with them would read garbage and disturb the parent. Each
+/// context records the process that created it; [`ContextPool::take`] never hands one out
+/// in another process: it drops it (a `UringReader` dropped in a child closes only the
+/// child's copy of the ring and leaks the child's copy of the buffer) and makes a fresh one.
 #[derive(Default)]
 pub(crate) struct ContextPool {
     contexts: Mutex<Vec<SearchContext>>,
 }
 
 impl ContextPool {
-    /// A context for a search on `state`: a pooled one, or a new one (its reader per
-    /// `state.options.io`, W = `max_beam_width` buffer slots).
+    /// A context for a search on `state`: a pooled one created in this process, or a new
+    /// one (its reader per `state.options.io`, W = `max_beam_width` buffer slots).
     pub(crate) fn take(&self, state: &State) -> SearchContext {
-        let ctx = self.contexts.lock().ok().and_then(|mut v| v.pop());
-        ctx.unwrap_or_else(|| {
+        self.pop_own(std::process::id()).unwrap_or_else(|| {
             let reader = make_reader(
                 state.options.io,
                 state.file.clone(),
@@ -212,6 +222,24 @@ impl ContextPool {
             );
             SearchContext::new(reader, state.pq.m())
         })
+    }
+
+    /// A pooled context created in process `pid`, if any; drops those of other processes
+    /// it finds on the way (outside the lock).
+    fn pop_own(&self, pid: u32) -> Option<SearchContext> {
+        let mut foreign = Vec::new(); // allocates only in a forked child, once
+        let mut own = None;
+        if let Ok(mut v) = self.contexts.lock() {
+            while let Some(c) = v.pop() {
+                if c.pid == pid {
+                    own = Some(c);
+                    break;
+                }
+                foreign.push(c);
+            }
+        }
+        drop(foreign);
+        own
     }
 
     /// Returns a context to the pool — unless its reader is not reusable (reads still in
@@ -231,7 +259,29 @@ impl ContextPool {
 mod tests {
     #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
     use super::*;
-    use crate::io::{SectorFile, IO_ALIGN};
+    use crate::io::{IoBackend, SectorFile, IO_ALIGN};
+
+    fn context(pid: u32) -> SearchContext {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![0u8; IO_ALIGN]).unwrap();
+        let file = SectorFile::open(&path).unwrap();
+        let mut c = SearchContext::new(make_reader(IoBackend::Pread, file, IO_ALIGN, 2), 1);
+        c.pid = pid;
+        c
+    }
+
+    #[test]
+    fn the_pool_never_hands_out_a_context_of_another_process() {
+        let pool = ContextPool::default();
+        let here = std::process::id();
+        pool.put(context(here));
+        pool.put(context(here.wrapping_add(1))); // as if pooled by the parent before a fork
+        let taken = pool.pop_own(here);
+        assert_eq!(taken.map(|c| c.pid), Some(here));
+        let v = pool.contexts.lock().unwrap();
+        assert!(v.is_empty(), "the foreign context was dropped on the way");
+    }
 
     #[test]
     fn a_context_whose_reader_has_reads_in_flight_is_not_pooled() {
@@ -246,6 +296,6 @@ mod tests {
         reader.submit(ReadReq { offset: 0, slot: 0 }).unwrap();
         let pool = ContextPool::default();
         pool.put(SearchContext::new(Box::new(reader), 1));
-        assert!(pool.contexts.lock().unwrap().is_empty());
+        assert!(pool.pop_own(std::process::id()).is_none());
     }
 }
