@@ -1,12 +1,20 @@
 //! Python bindings of ssdann (PyO3, abi3): `ssdann.build`, `ssdann.Index`,
-//! `ssdann.CorruptIndexError`. numpy in and out; the GIL is released during build and
-//! search; batch search runs on the engine's thread pool.
+//! `ssdann.CorruptIndexError`, `ssdann.IndexLockedError`. numpy in and out; the GIL is
+//! released during build and search; batch search runs on the engine's thread pool.
+//!
+//! Engine errors map to Python exceptions in `engine_err`: a bad query → `ValueError`;
+//! I/O → `OSError`; a corrupt or inconsistent index → `CorruptIndexError`; the directory
+//! locked by another handle (or `build(..., force=True)` over an index a process has open)
+//! → `IndexLockedError` (a `BlockingIOError`, so an `OSError`);
+//! an update refused on a read-only handle or in a forked child → `PermissionError`.
 
 use numpy::{
     PyArray1, PyArray2, PyArrayDescrMethods, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods,
 };
 use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyFileExistsError, PyOSError, PyValueError};
+use pyo3::exceptions::{
+    PyBlockingIOError, PyException, PyFileExistsError, PyOSError, PyPermissionError, PyValueError,
+};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use ssdann::engine::{
@@ -21,6 +29,14 @@ create_exception!(
     CorruptIndexError,
     PyException,
     "An index file failed a checksum or format check."
+);
+
+create_exception!(
+    _ssdann,
+    IndexLockedError,
+    PyBlockingIOError,
+    "The index directory is open in another handle (this or another process): one writer \
+     per directory, any number of read_only=True handles but never beside a writer."
 );
 
 fn layout_err(e: &LayoutError, index_side: bool) -> PyErr {
@@ -43,6 +59,8 @@ fn engine_err(e: EngineError) -> PyErr {
         EngineError::Io { .. } => PyOSError::new_err(e.to_string()),
         EngineError::Inconsistent { .. } => CorruptIndexError::new_err(e.to_string()),
         EngineError::InvalidQuery { .. } => PyValueError::new_err(e.to_string()),
+        EngineError::Locked { .. } => IndexLockedError::new_err(e.to_string()),
+        EngineError::NotAllowed { .. } => PyPermissionError::new_err(e.to_string()),
         _ => PyException::new_err(e.to_string()),
     }
 }
@@ -51,6 +69,7 @@ fn build_err(e: BuildError) -> PyErr {
     match &e {
         BuildError::Layout(l) => layout_err(l, false),
         BuildError::OutputExists { .. } => PyFileExistsError::new_err(e.to_string()),
+        BuildError::InUse { .. } => IndexLockedError::new_err(e.to_string()),
         BuildError::Io { .. } => PyOSError::new_err(e.to_string()),
         _ => PyValueError::new_err(e.to_string()),
     }
@@ -181,6 +200,7 @@ fn build<'py>(
 struct Index {
     inner: Arc<EngineIndex>,
     last_stats: Option<Py<PyDict>>,
+    read_only: bool,
 }
 
 fn stats_dict<'py>(py: Python<'py>, stats: &[SearchStats]) -> PyResult<Bound<'py, PyDict>> {
@@ -252,19 +272,21 @@ fn query_array<'py>(
 #[pymethods]
 impl Index {
     #[new]
-    #[pyo3(signature = (path, *, cache_nodes = 0, io = "io_uring", verify_reads = false))]
+    #[pyo3(signature = (path, *, cache_nodes = 0, io = "io_uring", verify_reads = false, read_only = false))]
     fn new(
         py: Python<'_>,
         path: PathBuf,
         cache_nodes: usize,
         io: &str,
         verify_reads: bool,
+        read_only: bool,
     ) -> PyResult<Self> {
         let io: IoBackend = io.parse().map_err(PyValueError::new_err)?;
         let opts = OpenOptions {
             cache_nodes,
             io,
             verify_reads,
+            read_only,
             ..Default::default()
         };
         let inner = py
@@ -273,6 +295,7 @@ impl Index {
         Ok(Index {
             inner: Arc::new(inner),
             last_stats: None,
+            read_only,
         })
     }
 
@@ -366,7 +389,8 @@ impl Index {
     }
 
     /// insert(labels, vectors): labels (n,) uint64-convertible, vectors (n, d) float32.
-    /// Logged to the WAL, then visible to searches.
+    /// Logged to the WAL, then visible to searches. PermissionError on a read-only handle or
+    /// in a forked child.
     fn insert<'py>(
         &self,
         py: Python<'py>,
@@ -402,6 +426,7 @@ impl Index {
     }
 
     /// delete(labels): tombstones the points with these labels (logged to the WAL first).
+    /// PermissionError on a read-only handle or in a forked child.
     fn delete(&self, py: Python<'_>, labels: Vec<u64>) -> PyResult<()> {
         let inner = self.inner.clone();
         py.allow_threads(|| inner.delete_batch(&labels))
@@ -410,7 +435,8 @@ impl Index {
 
     /// merge() -> dict: folds the pending inserts and deletes into the SSD index in place
     /// (StreamingMerge); searches from other threads keep running meanwhile. Returns what it
-    /// did: deleted, inserted, repaired, blocks_written, n_slots, seconds.
+    /// did: deleted, inserted, repaired, blocks_written, n_slots, seconds. PermissionError on a
+    /// read-only handle or in a forked child.
     fn merge<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let inner = self.inner.clone();
         let r = py
@@ -450,6 +476,20 @@ impl Index {
     #[getter]
     fn live_count(&self) -> usize {
         self.inner.live_count()
+    }
+
+    /// io_backend: the I/O backend searches use: "io_uring", or "pread" (asked for, or the
+    /// fallback where the kernel refuses io_uring).
+    #[getter]
+    fn io_backend(&self) -> &'static str {
+        self.inner.io_backend_name()
+    }
+
+    /// read_only: opened with read_only=True (inserts, deletes and merges raise
+    /// PermissionError).
+    #[getter]
+    fn read_only(&self) -> bool {
+        self.read_only
     }
 
     #[getter]
@@ -497,6 +537,10 @@ fn _ssdann(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add(
         "CorruptIndexError",
         m.py().get_type_bound::<CorruptIndexError>(),
+    )?;
+    m.add(
+        "IndexLockedError",
+        m.py().get_type_bound::<IndexLockedError>(),
     )?;
     Ok(())
 }

@@ -8,7 +8,14 @@ beam search with batched io_uring reads (O_DIRECT).
     ssdann.build("base.fbin", "idx", R=64, L=100, pq_bytes=48)
     index = ssdann.Index("idx")
     ids, dists = index.batch_search(queries, 10, L=100, W=4)
-"""
-from ._ssdann import CorruptIndexError, Index, build
 
-__all__ = ["build", "Index", "CorruptIndexError"]
+One writer per index directory: a second ``Index(path)`` while one is open (in this or
+another process) raises ``IndexLockedError``; any number of ``Index(path, read_only=True)``
+handles may be open together, but not beside a writer. An ``Index`` inherited by a forked
+child (multiprocessing's "fork" start method, DataLoader workers, gunicorn --preload)
+searches there with the same results as in the parent; its inserts, deletes and merges
+raise ``PermissionError`` there (open the index in that process to write).
+"""
+from ._ssdann import CorruptIndexError, Index, IndexLockedError, build
+
+__all__ = ["build", "Index", "CorruptIndexError", "IndexLockedError"]

@@ -10,6 +10,11 @@ VectorArray = Union[npt.NDArray[np.float32], npt.NDArray[np.uint8], npt.NDArray[
 class CorruptIndexError(Exception):
     """An index file failed a checksum or format check (the message names file and field)."""
 
+class IndexLockedError(BlockingIOError):
+    """The index directory is open in another handle, in this or another process: one writer
+    per directory; any number of ``read_only=True`` handles, but never beside a writer.
+    Close the other handle, or open read-only beside other readers. (An ``OSError``.)"""
+
 def build(
     data: Union[str, "os.PathLike[str]", VectorArray],
     out_dir: Union[str, "os.PathLike[str]"],
@@ -28,10 +33,16 @@ def build(
     seconds per phase, index_bytes, engine_ram_bytes).
 
     Raises ValueError (bad data or parameter), FileExistsError (out_dir exists, force=False),
-    OSError (I/O)."""
+    IndexLockedError (force=True, but a process has the index in out_dir open), OSError (I/O)."""
 
 class Index:
-    """An open SSD index. Thread-safe; searches release the GIL."""
+    """An open SSD index. Thread-safe; searches release the GIL.
+
+    Fork-safe for searches: a forked child (multiprocessing "fork", DataLoader workers,
+    gunicorn --preload) that inherits an Index searches with the same results as the
+    parent (it sets up its own I/O rings); updates raise PermissionError there. With the
+    "spawn" start method, each worker opens the index itself (``read_only=True`` beside
+    other readers)."""
 
     def __init__(
         self,
@@ -40,8 +51,17 @@ class Index:
         cache_nodes: int = 0,
         io: Literal["io_uring", "pread"] = "io_uring",
         verify_reads: bool = False,
+        read_only: bool = False,
     ) -> None:
-        """Open the index in ``path``. Raises OSError, CorruptIndexError."""
+        """Open the index in ``path``. By default the handle may write (insert, delete,
+        merge; it also finishes an interrupted merge) and holds the directory's lock
+        exclusively. ``read_only=True`` shares the lock with other read-only handles (in
+        any process), never writes (an unfinished merge is an error: open read-write once),
+        and its updates raise PermissionError.
+
+        Raises IndexLockedError (another handle has the directory open: any handle, for a
+        writer; a writer, for a reader), PermissionError (read-only open of an index with an
+        interrupted merge), CorruptIndexError, OSError, ValueError (unknown ``io``)."""
     def search(self, q: npt.NDArray[np.float32], k: int, *, L: int = 100, W: int = 4) -> Tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]:
         """k nearest neighbours of q (shape (d,), float32): labels (k,) uint64 and distances
         (k,) float32 — squared L2 for "l2", negated inner product for "ip", 1 - cos for
@@ -64,20 +84,29 @@ class Index:
     def insert(self, labels: "npt.ArrayLike", vectors: npt.NDArray[np.float32]) -> None:
         """Insert (or replace) points: labels (n,) unsigned integers, vectors (n, d) float32.
         Appended to the index's write-ahead log (durable before this returns), then visible
-        to every search. Raises ValueError (shape, dtype, dimension, NaN)."""
+        to every search. Raises ValueError (shape, dtype, dimension, NaN), PermissionError
+        (a read-only handle, or an Index inherited by a forked child)."""
     def delete(self, labels: "npt.ArrayLike") -> None:
-        """Delete points by label (WAL first). Raises ValueError for a label that is not live."""
+        """Delete points by label (WAL first). Raises ValueError for a label that is not live,
+        PermissionError as insert does."""
     def merge(self) -> Dict[str, Union[int, float]]:
         """Fold the pending inserts and deletes into the SSD index in place (StreamingMerge,
         crash-safe). Searches, inserts and deletes from other threads keep running (updates
         pause only while it writes in place). Returns deleted, inserted, repaired,
-        blocks_written, n_slots and seconds."""
+        blocks_written, n_slots and seconds. Raises PermissionError as insert does."""
     @property
     def last_stats(self) -> Optional[Dict[str, np.ndarray]]: ...
     @property
     def dim(self) -> int: ...
     @property
     def n(self) -> int: ...
+    @property
+    def io_backend(self) -> Literal["io_uring", "pread"]:
+        """The I/O backend searches use: "pread" when asked for, or when the kernel refuses
+        io_uring (one warning is printed then)."""
+    @property
+    def read_only(self) -> bool:
+        """Opened with ``read_only=True``."""
     @property
     def pending(self) -> Dict[str, int]:
         """Updates not merged yet: delta (points in the delta index), tombstones (deleted SSD
