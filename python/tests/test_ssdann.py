@@ -232,7 +232,9 @@ def test_searches_from_another_thread_run_while_a_merge_runs(tmp_path, data):
     # merge() releases the GIL: the other thread kept searching while it ran (with the GIL
     # held, at most the one search in flight at the start could finish "during" it)
     print(f"{during} searches during the {t1 - t0:.3f} s merge")
-    assert during >= 10, f"only {during} searches finished during the {t1 - t0:.3f} s merge"
+    # not a timing threshold: with the GIL held through merge() at most one search (the one
+    # in flight when it started) can finish inside it; two or more prove it was released
+    assert during >= 2, f"only {during} searches finished during the {t1 - t0:.3f} s merge"
     assert idx.pending == {"delta": 0, "tombstones": 0, "wal_records": 0}
     ids, d = idx.search(new[10], 1, L=32)
     assert ids[0] == 50_010 and d[0] < 1e-6
