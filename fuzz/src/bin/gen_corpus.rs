@@ -335,6 +335,41 @@ fn wal(o: &Out) {
     o.seed("wal", "v1-three", FIX, &b);
 }
 
+fn journal(o: &Out) {
+    use ssdann_layout::journal::{
+        encode_commit, encode_entry, encode_header, encode_header_v2, COMMIT, JOURNAL_MAGIC_V2,
+    };
+    // The index of the `journal` target: 384-d f32, R = 64, 100 nodes (50 blocks), gen 5.
+    let cur = header(100, 384, ElementType::F32, Metric::L2, 64, 5);
+    let next = IndexHeader {
+        generation: 6,
+        n_slots: 104,
+        live_count: 101,
+        entry_point: 3,
+        ..cur.clone()
+    };
+    let next = IndexHeader {
+        pq_m: cur.pq_m,
+        ..next
+    };
+    let commit = encode_commit(1, 42, &next.encode());
+    // Format 3: blocks 7, 3, 7 again, 51 (a new block), the commit twice.
+    let mut b = encode_header(4096, 5, 52).to_vec();
+    for (block, fill) in [(7u64, 7u8), (3, 3), (7, 9), (51, 1)] {
+        encode_entry(block, &[fill; 4096], &mut b);
+    }
+    let uncommitted = b.clone();
+    encode_entry(COMMIT, &commit, &mut b);
+    encode_entry(COMMIT, &commit, &mut b);
+    o.seed("journal", "v3-committed", FIX, &b);
+    o.seed("journal", "v3-uncommitted", FIX, &uncommitted);
+    // Format 2 (still finished): one block, one commit copy.
+    let mut b = encode_header_v2(&JOURNAL_MAGIC_V2, 4096).to_vec();
+    encode_entry(3, &[3u8; 4096], &mut b);
+    encode_entry(COMMIT, &commit, &mut b);
+    o.seed("journal", "v2-committed", 0, &b);
+}
+
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     let tmp = std::env::temp_dir().join(format!("ssdann-gen-corpus-{}", std::process::id()));
@@ -348,6 +383,7 @@ fn main() {
     npys(&o);
     ground_truth(&o);
     wal(&o);
+    journal(&o);
     std::fs::remove_dir_all(&o.tmp).expect("remove temp dir");
     println!("seeds written under {}", o.root.display());
 }

@@ -1,7 +1,10 @@
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use super::*;
-use ssdann_layout::journal::{encode_commit, encode_header_v2, JOURNAL_MAGIC_V1};
+use ssdann_layout::journal::{
+    encode_commit, encode_entry, encode_header_v2, JOURNAL_HEADER_BYTES, JOURNAL_MAGIC_V1,
+};
+use ssdann_layout::sector::SECTOR_BYTES;
 use ssdann_layout::{ElementType, Metric, NodeLayout};
 
 /// The index before the merge: 2 nodes of 384-d f32 per 4 KB block, 100 nodes (50 blocks).
