@@ -58,6 +58,13 @@ impl Frozen {
     }
 }
 
+/// Slots after a merge of `news` new points into `n` slots of which `free` can be reused:
+/// None past the format's limit of 2^32 − 1 slots (slot ids are u32; docs/FORMAT.md).
+fn slots_after(n: u64, news: usize, free: usize) -> Option<u64> {
+    let grown = n.checked_add(news.saturating_sub(free) as u64)?;
+    (grown <= u64::from(u32::MAX)).then_some(grown)
+}
+
 /// The slot plan and the read access shared by the phases of one merge.
 pub(super) struct Plan<'a> {
     pub(super) snap: &'a Snapshot,
@@ -101,6 +108,16 @@ impl<'a> Plan<'a> {
             .copied()
             .chain((0..n as u32).filter(|&s| st.labels[s as usize] == FREE_LABEL))
             .collect();
+        let grown = slots_after(n, frozen.news.len(), free.len()).ok_or_else(|| {
+            EngineError::Inconsistent {
+                path: st.dir.clone(),
+                detail: format!(
+                    "merging {} new points into {n} slots ({} free) would pass the format's limit of 2^32 - 1 slots",
+                    frozen.news.len(),
+                    free.len()
+                ),
+            }
+        })?;
         let mut new_slot: Vec<u32> = Vec::with_capacity(frozen.news.len());
         let mut next = n as u32;
         for i in 0..frozen.news.len() {
@@ -131,7 +148,10 @@ impl<'a> Plan<'a> {
             d: st.dim(),
             m: st.pq.m(),
             n,
-            n_new: u64::from(next),
+            n_new: {
+                debug_assert_eq!(u64::from(next), grown);
+                grown
+            },
             del_set: frozen.deleted.iter().copied().collect(),
             new_slot,
             new_set,
@@ -225,5 +245,21 @@ impl<'a> Plan<'a> {
             None if s >= self.n as usize || self.del_set.contains(&(s as u32)) => FREE_LABEL,
             None => self.st.labels[s],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slots_after;
+
+    #[test]
+    fn a_merge_never_grows_past_2_pow_32_minus_1_slots() {
+        let max = u64::from(u32::MAX);
+        assert_eq!(slots_after(100, 10, 3), Some(107));
+        assert_eq!(slots_after(100, 2, 3), Some(100), "free slots first");
+        assert_eq!(slots_after(max - 5, 5, 0), Some(max));
+        assert_eq!(slots_after(max - 5, 6, 0), None);
+        assert_eq!(slots_after(max, 1, 1), Some(max));
+        assert_eq!(slots_after(u64::MAX, usize::MAX, 0), None);
     }
 }
