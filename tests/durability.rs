@@ -194,6 +194,11 @@ fn limits_are_checked_before_anything_is_sized_and_the_reserved_label_is_refused
         })
     ));
     let idx = Index::open(&dir, OpenOptions::default()).unwrap();
+    // RAM by structure: n = 1,000 points, M = 8 PQ bytes
+    let m = idx.memory_report();
+    assert_eq!((m.pq_codes_bytes, m.labels_bytes), (8_000, 8_000));
+    assert!(m.label_map_bytes >= 1_000 * 17, "{m:?}");
+    assert_eq!(m.total_bytes(), idx.memory_bytes());
     assert!(matches!(
         idx.batch_search(q, 1, &SearchParams::default(), Some(1_000_000_000)),
         Err(EngineError::InvalidQuery {

@@ -175,10 +175,14 @@ impl Index {
     pub fn direct_io(&self) -> bool {
         self.snapshot().state.file.direct
     }
-    /// Bytes of RAM held: PQ codes, pivots, label map, node cache.
+    /// Bytes of RAM held: [`Index::memory_report`]'s total.
     pub fn memory_bytes(&self) -> usize {
-        let s = self.snapshot();
-        s.state.memory_bytes()
+        self.memory_report().total_bytes()
+    }
+    /// RAM held by structure: PQ codes, pivots, label array, label → slot map, node cache,
+    /// pending updates (bytes; hash tables estimated from their capacity).
+    pub fn memory_report(&self) -> crate::snapshot::MemoryReport {
+        self.snapshot().memory()
     }
     /// Name of the I/O backend the search threads use ("io_uring" or "pread").
     pub fn io_backend_name(&self) -> &'static str {

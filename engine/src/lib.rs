@@ -43,6 +43,7 @@ pub use io::IoBackend;
 pub use merge::{MergeOptions, MergeReport};
 pub use options::{OpenOptions, SyncMode};
 pub use search::{Neighbor, SearchParams, SearchStats};
+pub use snapshot::MemoryReport;
 pub use storage::{OsStorage, Storage, StorageRef};
 pub use updates::wal;
 pub use verify::{verify, VerifyReport};

@@ -37,6 +37,46 @@ pub(crate) struct Snapshot {
     insert_scratch: parking_lot::Mutex<DeltaScratch>,
 }
 
+/// RAM an open index holds, by structure (bytes). The per-point structures are the PQ
+/// codes (n × M), the label array (n × 8) and the label → slot map of the SSD points (a hash
+/// map: ~16 bytes per entry over a ⅞-full power-of-two table, plus a control byte each).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryReport {
+    /// PQ codes: n × M.
+    pub pq_codes_bytes: usize,
+    /// PQ pivots, centroid and subspace offsets.
+    pub pq_pivots_bytes: usize,
+    /// The label of every slot: n × 8.
+    pub labels_bytes: usize,
+    /// Label → slot map of the SSD points (built at open).
+    pub label_map_bytes: usize,
+    /// Node cache (records and their index).
+    pub node_cache_bytes: usize,
+    /// Pending updates: the delta index and the tombstones.
+    pub pending_bytes: usize,
+}
+
+impl MemoryReport {
+    /// Sum of every structure.
+    pub fn total_bytes(&self) -> usize {
+        self.pq_codes_bytes
+            + self.pq_pivots_bytes
+            + self.labels_bytes
+            + self.label_map_bytes
+            + self.node_cache_bytes
+            + self.pending_bytes
+    }
+}
+
+/// Bytes of a hashbrown table of `capacity` usable entries of `entry` bytes each.
+fn hash_table_bytes(capacity: usize, entry: usize) -> usize {
+    if capacity == 0 {
+        return 0;
+    }
+    let buckets = (capacity.saturating_mul(8) / 7).next_power_of_two().max(4);
+    buckets * (entry + 1) + 16
+}
+
 /// Searches retried when a delete that raced with them left fewer than k SSD results.
 const RACE_RETRIES: usize = 3;
 
@@ -158,6 +198,27 @@ impl Snapshot {
             w.append(ops)?;
         }
         Ok(())
+    }
+
+    /// RAM held, by structure.
+    pub(crate) fn memory(&self) -> MemoryReport {
+        let st = &self.state;
+        let (label_map_bytes, pending_bytes) = match self.updates.read() {
+            Ok(u) => (
+                hash_table_bytes(u.ssd_labels.capacity(), 16),
+                u.delta.memory_bytes() + hash_table_bytes(u.tombstones.capacity(), 8),
+            ),
+            Err(_) => (0, 0),
+        };
+        MemoryReport {
+            pq_codes_bytes: st.codes.len(),
+            pq_pivots_bytes: st.pq.memory_bytes(),
+            labels_bytes: st.labels.len() * 8,
+            label_map_bytes,
+            node_cache_bytes: st.cache.records.len()
+                + hash_table_bytes(st.cache.slots.capacity(), 16),
+            pending_bytes,
+        }
     }
 
     /// The last WAL sequence number appended (0 when there is no log).

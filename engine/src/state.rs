@@ -228,13 +228,4 @@ impl State {
         }
         Ok(cache)
     }
-
-    /// Bytes of RAM held: PQ codes, pivots, label array, node cache.
-    pub(crate) fn memory_bytes(&self) -> usize {
-        self.codes.len()
-            + self.labels.len() * 8
-            + self.pq.memory_bytes()
-            + self.cache.records.len()
-            + self.cache.slots.len() * 16
-    }
 }

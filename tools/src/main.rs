@@ -255,6 +255,7 @@ fn cmd_info(dir: PathBuf) -> Result<()> {
     ));
     if problems.is_empty() {
         println!("files            consistent (sector file length, PQ pivots, PQ codes, labels)");
+        ram_at_open(&dir, h.n_slots);
     }
     for p in &problems {
         println!("PROBLEM          {p}");
@@ -282,6 +283,35 @@ fn cmd_info(dir: PathBuf) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Prints the RAM an open index holds, by structure (opens it read-only: the WAL is
+/// replayed, nothing is written).
+fn ram_at_open(dir: &std::path::Path, n: u64) {
+    let opts = ssdann_engine::OpenOptions {
+        read_only: true,
+        ..Default::default()
+    };
+    match ssdann_engine::Index::open(dir, opts) {
+        Ok(idx) => {
+            let m = idx.memory_report();
+            let mib = |b: usize| b as f64 / (1 << 20) as f64;
+            let per = |b: usize| b as f64 / n.max(1) as f64;
+            println!(
+                "RAM at open      {:.1} MiB: PQ codes {:.1} MiB ({:.1} B/point), labels {:.1} MiB ({:.1} B/point), label map {:.1} MiB ({:.1} B/point), PQ pivots {:.2} MiB, pending updates {:.2} MiB",
+                mib(m.total_bytes()),
+                mib(m.pq_codes_bytes),
+                per(m.pq_codes_bytes),
+                mib(m.labels_bytes),
+                per(m.labels_bytes),
+                mib(m.label_map_bytes),
+                per(m.label_map_bytes),
+                mib(m.pq_pivots_bytes),
+                mib(m.pending_bytes),
+            );
+        }
+        Err(e) => println!("RAM at open      not measured ({e})"),
+    }
 }
 
 fn cmd_verify(dir: PathBuf) -> Result<bool> {
