@@ -194,11 +194,17 @@ fn limits_are_checked_before_anything_is_sized_and_the_reserved_label_is_refused
         })
     ));
     let idx = Index::open(&dir, OpenOptions::default()).unwrap();
-    // RAM by structure: n = 1,000 points, M = 8 PQ bytes
+    // RAM by structure: n = 1,000 points, M = 8 PQ bytes; the label → slot map is built
+    // only when an update needs it
     let m = idx.memory_report();
-    assert_eq!((m.pq_codes_bytes, m.labels_bytes), (8_000, 8_000));
-    assert!(m.label_map_bytes >= 1_000 * 17, "{m:?}");
+    assert_eq!(
+        (m.pq_codes_bytes, m.labels_bytes, m.label_map_bytes),
+        (8_000, 8_000, 0)
+    );
     assert_eq!(m.total_bytes(), idx.memory_bytes());
+    idx.delete(999).unwrap();
+    assert!(idx.memory_report().label_map_bytes >= 1_000 * 17);
+    assert_eq!(idx.live_count(), 999);
     assert!(matches!(
         idx.batch_search(q, 1, &SearchParams::default(), Some(1_000_000_000)),
         Err(EngineError::InvalidQuery {
@@ -213,7 +219,7 @@ fn limits_are_checked_before_anything_is_sized_and_the_reserved_label_is_refused
             && e.to_string().contains("reserved"),
         "{e}"
     );
-    assert_eq!(idx.pending(), (0, 0, 0));
+    assert_eq!(idx.pending(), (0, 1, 1));
     assert!(matches!(
         idx.insert_batch(&[]),
         Err(EngineError::InvalidQuery {

@@ -369,7 +369,11 @@ impl Index {
         let s = self.snapshot();
         let r = s.updates.read();
         match r {
-            Ok(u) => u.ssd_labels.len() - u.tombstones.len() + u.delta.live(),
+            // the SSD's live points are the header's live count (no label map needed)
+            Ok(u) => {
+                (s.state.header.live_count as usize).saturating_sub(u.tombstones.len())
+                    + u.delta.live()
+            }
             Err(_) => s.state.header.live_count as usize,
         }
     }

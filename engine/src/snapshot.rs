@@ -38,8 +38,9 @@ pub(crate) struct Snapshot {
 }
 
 /// RAM an open index holds, by structure (bytes). The per-point structures are the PQ
-/// codes (n × M), the label array (n × 8) and the label → slot map of the SSD points (a hash
-/// map: ~16 bytes per entry over a ⅞-full power-of-two table, plus a control byte each).
+/// codes (n × M), the label array (n × 8) and, once updates have used it, the label → slot
+/// map of the SSD points (a hash map: 16 bytes per entry over a ⅞-full power-of-two table,
+/// plus a control byte each; a handle that only searches never builds it).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MemoryReport {
     /// PQ codes: n × M.
@@ -205,7 +206,8 @@ impl Snapshot {
         let st = &self.state;
         let (label_map_bytes, pending_bytes) = match self.updates.read() {
             Ok(u) => (
-                hash_table_bytes(u.ssd_labels.capacity(), 16),
+                u.ssd_labels_built()
+                    .map_or(0, |m| hash_table_bytes(m.capacity(), 16)),
                 u.delta.memory_bytes() + hash_table_bytes(u.tombstones.capacity(), 8),
             ),
             Err(_) => (0, 0),
@@ -246,7 +248,7 @@ impl Snapshot {
         for (label, v) in items {
             let planned = self.read_updates()?.delta.plan_insert(v, &mut scratch);
             let mut up = self.updates_mut()?;
-            up.apply_planned_insert(*label, v, &planned);
+            up.apply_planned_insert(*label, v, &planned, &self.state.labels);
             up.wal_ops += 1;
         }
         Ok(())
@@ -260,7 +262,7 @@ impl Snapshot {
             let up = self.read_updates()?;
             let mut seen = HashSet::new();
             for &l in labels {
-                if !up.is_live(l) || !seen.insert(l) {
+                if !up.is_live(l, &self.state.labels) || !seen.insert(l) {
                     return Err(EngineError::InvalidQuery {
                         field: "label",
                         value: l.to_string(),
@@ -278,7 +280,7 @@ impl Snapshot {
         self.log(&ops)?;
         let mut up = self.updates_mut()?;
         for op in &ops {
-            up.apply(op);
+            up.apply(op, &self.state.labels);
         }
         up.wal_ops += ops.len() as u64;
         Ok(())

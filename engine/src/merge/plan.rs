@@ -38,10 +38,11 @@ impl Frozen {
             path: snap.state.dir.clone(),
             detail: "update lock poisoned".into(),
         })?;
+        let ssd = up.ssd_labels(&snap.state.labels);
         let mut deleted: Vec<u32> = up
             .tombstones
             .iter()
-            .filter_map(|l| up.ssd_labels.get(l).copied())
+            .filter_map(|l| ssd.get(l).copied())
             .collect();
         deleted.sort_unstable();
         let news = up

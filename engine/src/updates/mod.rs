@@ -24,8 +24,9 @@ pub(crate) struct Updates {
     pub(crate) delta: DeltaIndex,
     /// Labels of SSD points that are deleted or replaced.
     pub(crate) tombstones: HashSet<u64>,
-    /// Label → slot of the SSD points (built at open).
-    pub(crate) ssd_labels: HashMap<u64, u32>,
+    /// Label → slot of the SSD points, built on first use ([`Updates::ssd_labels`]): a
+    /// handle that only searches never builds it (~28 bytes per point).
+    ssd_labels: std::sync::OnceLock<HashMap<u64, u32>>,
     /// WAL records not merged yet.
     pub(crate) wal_ops: u64,
 }
@@ -40,17 +41,10 @@ impl Updates {
             build_l: (h.build_l as usize).max(h.max_degree as usize),
             alpha: h.build_alpha.max(1.0),
         };
-        let ssd_labels = index
-            .labels
-            .iter()
-            .enumerate()
-            .filter(|(_, &l)| l != ssdann_layout::labels::FREE_LABEL)
-            .map(|(slot, &l)| (l, slot as u32))
-            .collect();
         let mut up = Updates {
             delta: DeltaIndex::new(index.dim(), h.metric, params),
             tombstones: HashSet::new(),
-            ssd_labels,
+            ssd_labels: std::sync::OnceLock::new(),
             wal_ops: 0,
         };
         let mut wal = None;
@@ -63,7 +57,7 @@ impl Updates {
                 replay(&path, index.dim(), &*index.options.storage)?
             };
             for op in &rep.ops {
-                up.apply(op);
+                up.apply(op, &index.labels);
             }
             up.wal_ops = rep.ops.len() as u64;
             if !index.options.read_only {
@@ -79,34 +73,58 @@ impl Updates {
         Ok((up, wal))
     }
 
-    /// Whether `label` is live (on the SSD and not tombstoned, or in the delta).
-    pub(crate) fn is_live(&self, label: u64) -> bool {
-        self.delta.contains(label)
-            || (self.ssd_labels.contains_key(&label) && !self.tombstones.contains(&label))
+    /// The label → slot map of the SSD points (`labels` is the state's label array), built
+    /// at the first call.
+    pub(crate) fn ssd_labels(&self, labels: &[u64]) -> &HashMap<u64, u32> {
+        self.ssd_labels.get_or_init(|| {
+            labels
+                .iter()
+                .enumerate()
+                .filter(|(_, &l)| l != ssdann_layout::labels::FREE_LABEL)
+                .map(|(slot, &l)| (l, slot as u32))
+                .collect()
+        })
     }
 
-    /// Applies one logged operation to the in-memory state (no validation: it was validated
-    /// before it was logged).
+    /// The label map if it was built (for memory accounting).
+    pub(crate) fn ssd_labels_built(&self) -> Option<&HashMap<u64, u32>> {
+        self.ssd_labels.get()
+    }
+
+    /// Whether `label` is live (on the SSD and not tombstoned, or in the delta).
+    pub(crate) fn is_live(&self, label: u64, labels: &[u64]) -> bool {
+        self.delta.contains(label)
+            || (self.ssd_labels(labels).contains_key(&label) && !self.tombstones.contains(&label))
+    }
+
     /// Applies a logged insert whose delta out-list was planned with shared access
     /// ([`DeltaIndex::plan_insert`]; no other update came between).
-    pub(crate) fn apply_planned_insert(&mut self, label: u64, vector: &[f32], planned: &[u32]) {
-        if self.ssd_labels.contains_key(&label) {
+    pub(crate) fn apply_planned_insert(
+        &mut self,
+        label: u64,
+        vector: &[f32],
+        planned: &[u32],
+        labels: &[u64],
+    ) {
+        if self.ssd_labels(labels).contains_key(&label) {
             self.tombstones.insert(label);
         }
         self.delta.apply_insert(label, vector, planned);
     }
 
-    pub(crate) fn apply(&mut self, op: &WalOp) {
+    /// Applies one logged operation to the in-memory state (no validation: it was validated
+    /// before it was logged).
+    pub(crate) fn apply(&mut self, op: &WalOp, labels: &[u64]) {
         match op {
             WalOp::Insert { label, vector } => {
-                if self.ssd_labels.contains_key(label) {
+                if self.ssd_labels(labels).contains_key(label) {
                     self.tombstones.insert(*label);
                 }
                 self.delta.insert(*label, vector);
             }
             WalOp::Delete { label } => {
                 self.delta.delete(*label);
-                if self.ssd_labels.contains_key(label) {
+                if self.ssd_labels(labels).contains_key(label) {
                     self.tombstones.insert(*label);
                 }
             }
