@@ -7,8 +7,11 @@
 //! `base.fbin`, one per call). Prints the search latency percentiles (µs) of both phases and
 //! the insert rate.
 //!
+//! An optional third argument caps the insert rate (inserts per second), so that two builds
+//! can be compared at the same insert load.
+//!
 //! ```sh
-//! cargo run --release --example search_during_inserts -- ../shared/data/pypi-minilm-100k 10000
+//! cargo run --release --example search_during_inserts -- ../shared/data/pypi-minilm-100k 10000 [RATE]
 //! ```
 
 use ssdann::engine::{Index, OpenOptions, SearchParams};
@@ -32,6 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or_else(|| "../shared/data/pypi-minilm-100k".into()),
     );
     let inserts: usize = args.get(2).map_or(Ok(10_000), |s| s.parse())?;
+    let rate: Option<f64> = args.get(3).map(|s| s.parse()).transpose()?;
     let tmp = tempfile::tempdir_in(".")?;
     let dir = tmp.path().join("idx");
     let params = ssdann::BuildParams {
@@ -82,6 +86,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let t = Instant::now();
         let mut v = vec![0f32; d];
         for i in 0..inserts {
+            if let Some(r) = rate {
+                let due = t + std::time::Duration::from_secs_f64(i as f64 / r);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+            }
             base.row_f32(10_000 + i, &mut v);
             idx.insert(1_000_000 + i as u64, &v).expect("insert");
         }
