@@ -925,8 +925,14 @@ fn info_cross_checks_the_files_against_the_header() {
     );
     // the RAM an open index holds, by structure: labels are exactly 8 bytes per point
     let t = text(&o);
-    let ram = t.lines().find(|l| l.starts_with("RAM at open")).unwrap_or("");
-    assert!(ram.contains("(8.0 B/point)") && ram.contains("label map"), "{t}");
+    let ram = t
+        .lines()
+        .find(|l| l.starts_with("RAM at open"))
+        .unwrap_or("");
+    assert!(
+        ram.contains("(8.0 B/point)") && ram.contains("label map"),
+        "{t}"
+    );
     // PQ codes and labels of a smaller index, and a truncated sector file
     let (vals, _) = ssdann::builder::synthetic::clustered(300, 0, 16, 8, 7);
     let small = tmp.path().join("s.fbin");
