@@ -15,6 +15,7 @@ pub mod greedy_search;
 pub mod ground_truth;
 pub mod kmeans;
 pub mod neighbor_queue;
+pub mod output;
 pub mod pq_train;
 pub mod progress;
 pub mod reorder;
