@@ -1,6 +1,7 @@
 //! `ssdann`: build, check and query SSD-resident ANN indexes from the command line.
 
 mod churn;
+mod gt;
 mod progress;
 mod search;
 mod update;
@@ -46,7 +47,7 @@ enum Cmd {
     /// Measure recall@k, QPS, latency and I/O per query over a sweep of L and thread counts.
     Eval(search::EvalArgs),
     /// Exact ground truth by brute force (parallel, SIMD, streams the base in chunks).
-    Gt(search::GtArgs),
+    Gt(gt::GtArgs),
     /// Build, evaluate and print the recall/QPS table on a generated data set (or --data DIR).
     Demo(search::DemoArgs),
     /// Insert (or replace) points: WAL first, then the in-memory delta index.
@@ -354,7 +355,7 @@ fn main() -> ExitCode {
         Cmd::Verify { dir } => cmd_verify(dir),
         Cmd::Search(a) => search::cmd_search(a).map(|_| true),
         Cmd::Eval(a) => search::cmd_eval(a).map(|_| true),
-        Cmd::Gt(a) => search::cmd_gt(a).map(|_| true),
+        Cmd::Gt(a) => gt::cmd_gt(a).map(|_| true),
         Cmd::Demo(a) => search::cmd_demo(a).map(|_| true),
         Cmd::Insert(a) => update::cmd_insert(a).map(|_| true),
         Cmd::Delete(a) => update::cmd_delete(a).map(|_| true),
