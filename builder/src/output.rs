@@ -175,10 +175,10 @@ mod tests {
     #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
     use super::*;
     use crate::build::{build_from_vectors, BuildParams, BuildReport};
-    use crate::progress::{Phase, Progress};
-    use std::path::PathBuf;
     use crate::progress::NoProgress;
+    use crate::progress::{Phase, Progress};
     use ssdann_layout::IndexHeader;
+    use std::path::PathBuf;
 
     fn small() -> (Vec<f32>, usize) {
         let d = 8;
