@@ -50,6 +50,20 @@ pub struct BuildParams {
     /// always used as is). Default [`GraphPrecision::F16`]. The sector file and the PQ codes
     /// always hold the input's exact values.
     pub graph_precision: GraphPrecision,
+    /// RAM the build may use, in bytes (`--memory-budget`, in GiB on the CLI). `None`: no
+    /// limit, one-shot build. When the one-shot build's estimate
+    /// ([`crate::partitioned::budget::Shape::one_shot_bytes`]) exceeds it, the partitioned
+    /// build runs ([`crate::partitioned`]): k-means partitions sized from the budget, a
+    /// Vamana graph per partition, merged; ids stay in input order (no sector reordering).
+    pub memory_budget_bytes: Option<u64>,
+    /// Partitioned build only: continue an interrupted build from its last finished stage
+    /// (`--resume`). Without it, an earlier build's work directory is removed and the build
+    /// starts over.
+    pub resume: bool,
+    /// Test hook: stop at this point of the partitioned build as a kill would (see
+    /// `partitioned::interrupt`).
+    #[doc(hidden)]
+    pub interrupt_at: Option<String>,
 }
 
 /// Precision of the vectors the Vamana graph is built on (f32 input only).
@@ -93,6 +107,9 @@ impl Default for BuildParams {
             seed: 0x0055_da22,
             reorder: true,
             graph_precision: GraphPrecision::F16,
+            memory_budget_bytes: None,
+            resume: false,
+            interrupt_at: None,
         }
     }
 }
@@ -119,6 +136,10 @@ pub struct BuildReport {
     /// Bytes of RAM the engine needs to serve the index without a node cache (PQ codes +
     /// pivots).
     pub engine_ram_bytes: u64,
+    /// Partitions the graph was built in (1: the one-shot build).
+    pub partitions: usize,
+    /// The build's own estimate of its peak RAM, in bytes (the budget's accounting).
+    pub memory_estimate_bytes: u64,
 }
 
 impl BuildParams {
@@ -198,6 +219,14 @@ pub fn build_index(
 ) -> Result<BuildReport> {
     let file = VectorFile::open(data_path)?;
     let pool = prepare(params, file.dim(), out_dir)?;
+    if let Some(budget) = params.memory_budget_bytes {
+        let shape = crate::partitioned::shape_of(&file, params, pool.current_num_threads());
+        if shape.one_shot_bytes() > budget || params.interrupt_at.is_some() || params.resume {
+            return pool.install(|| {
+                crate::partitioned::build_partitioned(&file, out_dir, params, budget, progress)
+            });
+        }
+    }
     let src = file.path();
     let release = || file.release_pages();
     pool.install(|| match file.element_type() {
@@ -402,7 +431,7 @@ impl GraphSpace {
     }
 }
 
-fn temp_dir_for(out_dir: &Path) -> Result<PathBuf> {
+pub(crate) fn temp_dir_for(out_dir: &Path) -> Result<PathBuf> {
     let name = out_dir
         .file_name()
         .ok_or_else(|| BuildError::param("--out", out_dir.display(), "must name a directory"))?
@@ -413,6 +442,54 @@ fn temp_dir_for(out_dir: &Path) -> Result<PathBuf> {
         _ => PathBuf::from("."),
     };
     Ok(parent.join(format!(".{name}.building-{}", std::process::id())))
+}
+
+/// Moves the finished, fsynced build directory `tmp` to `out_dir`: a rename when `out_dir`
+/// is absent; with `force`, an index or empty directory there is moved aside, replaced and
+/// then deleted (never anything else, never an index a process has open); then the parent
+/// is fsynced.
+///
+/// # Errors
+/// [`BuildError::OutputExists`], [`BuildError::NotAnIndex`], [`BuildError::InUse`] (the
+/// temporary directory is removed first), [`BuildError::Io`].
+pub(crate) fn install_output(tmp: &Path, out_dir: &Path, force: bool) -> Result<()> {
+    let tmp = tmp.to_path_buf();
+    // Again: the output path may have changed while the build ran.
+    let existing = match check_output(out_dir, force) {
+        Ok(x) => x,
+        Err(e) => {
+            std::fs::remove_dir_all(&tmp).map_err(|x| BuildError::io(&tmp, x))?;
+            return Err(e);
+        }
+    };
+    if existing == ExistingOutput::Absent {
+        std::fs::rename(&tmp, out_dir).map_err(|e| BuildError::io(out_dir, e))?;
+    } else {
+        // --force on an index or an empty directory: move it aside first so a crash never
+        // leaves neither, then delete its index files by name.
+        // An open index holds an advisory lock on its directory (the engine's one-writer
+        // rule; readers share it): never replace an index that a process is using.
+        let lock = std::fs::File::open(out_dir).map_err(|e| BuildError::io(out_dir, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                std::fs::remove_dir_all(&tmp).map_err(|x| BuildError::io(&tmp, x))?;
+                return Err(BuildError::InUse {
+                    path: out_dir.into(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(BuildError::io(out_dir, e)),
+        }
+        let old = tmp.with_extension("old");
+        std::fs::rename(out_dir, &old).map_err(|e| BuildError::io(out_dir, e))?;
+        std::fs::rename(&tmp, out_dir).map_err(|e| BuildError::io(out_dir, e))?;
+        drop(lock);
+        remove_index_dir(&old)?;
+    }
+    if let Some(parent) = out_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fsync_dir(parent)?;
+    }
+    Ok(())
 }
 
 fn fsync_dir(path: &Path) -> Result<()> {
@@ -595,41 +672,7 @@ fn build_typed<T: Element>(
     write_codes(&tmp.join(PQ_CODES_FILE), n, m, &slot_codes)?;
     ssdann_layout::labels::write_labels(&tmp.join(ssdann_layout::labels::LABELS_FILE), &labels)?;
     fsync_dir(&tmp)?;
-    // Again: the output path may have changed while the build ran.
-    let existing = match check_output(out_dir, params.force) {
-        Ok(x) => x,
-        Err(e) => {
-            std::fs::remove_dir_all(&tmp).map_err(|x| BuildError::io(&tmp, x))?;
-            return Err(e);
-        }
-    };
-    if existing == ExistingOutput::Absent {
-        std::fs::rename(&tmp, out_dir).map_err(|e| BuildError::io(out_dir, e))?;
-    } else {
-        // --force on an index or an empty directory: move it aside first so a crash never
-        // leaves neither, then delete its index files by name.
-        // An open index holds an advisory lock on its directory (the engine's one-writer
-        // rule; readers share it): never replace an index that a process is using.
-        let lock = std::fs::File::open(out_dir).map_err(|e| BuildError::io(out_dir, e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                std::fs::remove_dir_all(&tmp).map_err(|x| BuildError::io(&tmp, x))?;
-                return Err(BuildError::InUse {
-                    path: out_dir.into(),
-                });
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(BuildError::io(out_dir, e)),
-        }
-        let old = tmp.with_extension("old");
-        std::fs::rename(out_dir, &old).map_err(|e| BuildError::io(out_dir, e))?;
-        std::fs::rename(&tmp, out_dir).map_err(|e| BuildError::io(out_dir, e))?;
-        drop(lock);
-        remove_index_dir(&old)?;
-    }
-    if let Some(parent) = out_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fsync_dir(parent)?;
-    }
+    install_output(&tmp, out_dir, params.force)?;
     phases.push((Phase::Writing, t.elapsed()));
 
     let index_bytes = std::fs::read_dir(out_dir)
@@ -647,5 +690,17 @@ fn build_typed<T: Element>(
         phases,
         index_bytes,
         engine_ram_bytes: (slot_codes.len() + labels.len() * 8 + pq.memory_bytes()) as u64,
+        partitions: 1,
+        memory_estimate_bytes: crate::partitioned::budget::Shape::new(
+            n,
+            dim,
+            T::TYPE.size_bytes(),
+            dim + usize::from(params.metric == Metric::InnerProduct),
+            crate::partitioned::rows::graph_type(T::TYPE, params),
+            params.max_degree,
+            m,
+            rayon::current_num_threads(),
+        )
+        .one_shot_bytes(),
     })
 }

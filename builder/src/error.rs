@@ -44,6 +44,34 @@ pub enum BuildError {
         /// The output directory.
         path: PathBuf,
     },
+    /// `--memory-budget` cannot hold even one partition of the smallest useful size.
+    #[error("--memory-budget {budget} bytes is too small for this data: {reason}; the minimum is {minimum} bytes ({:.2} GiB)", *minimum as f64 / (1u64 << 30) as f64)]
+    BudgetTooSmall {
+        /// The budget given, in bytes.
+        budget: u64,
+        /// The smallest budget that can build this data, in bytes.
+        minimum: u64,
+        /// What does not fit.
+        reason: String,
+    },
+    /// `--resume` found a work directory made by a build with other inputs or parameters.
+    #[error("{}: cannot resume: it was made with {field} = {old}, this build has {field} = {new} (run without --resume to start over)", path.display())]
+    ResumeMismatch {
+        /// The work directory.
+        path: PathBuf,
+        /// The first field that differs.
+        field: String,
+        /// Its value in the work directory.
+        old: String,
+        /// Its value in this build.
+        new: String,
+    },
+    /// The build stopped at a test hook (`BuildParams::interrupt_at`), as a kill would.
+    #[error("build interrupted at {stage} (test hook)")]
+    Interrupted {
+        /// The point it stopped at.
+        stage: String,
+    },
     /// An I/O error on `path`.
     #[error("{}: {source}", path.display())]
     Io {

@@ -16,6 +16,11 @@ pub enum Phase {
     VamanaPass2,
     /// Sector-aware reordering of node ids.
     Reorder,
+    /// Partitioned build: k-means partitions and the assignment of every point to its 2
+    /// nearest.
+    Partition,
+    /// Partitioned build: the union of the partition graphs, pruned to R.
+    GraphMerge,
     /// Writing the sector file and PQ files.
     Writing,
     /// StreamingMerge delete phase (blocks of the sector file).
@@ -38,6 +43,8 @@ impl Phase {
             Phase::VamanaPass1 => "Vamana pass 1 (α=1)",
             Phase::VamanaPass2 => "Vamana pass 2",
             Phase::Reorder => "sector reordering",
+            Phase::Partition => "partitioning",
+            Phase::GraphMerge => "merging graphs",
             Phase::Writing => "writing",
             Phase::MergeDelete => "merge: delete phase",
             Phase::MergeInsert => "merge: insert phase",
@@ -55,6 +62,11 @@ pub trait Progress: Sync {
     fn advance(&self, n: u64);
     /// The current phase is over.
     fn finish(&self);
+    /// A one-line note between phases (e.g. "partition 3/8: 215,004 points"); ignored by
+    /// default.
+    fn message(&self, msg: &str) {
+        let _ = msg;
+    }
 }
 
 /// Ignores all progress.

@@ -29,12 +29,44 @@ pub fn write_sector_file<T: Element>(
     perm: &[u32],
     progress: &dyn Progress,
 ) -> Result<(), BuildError> {
-    let layout = header.layout;
     let n = header.n_slots as usize;
-    let dim = layout.dim;
+    let dim = header.layout.dim;
     assert_eq!(adjacency.len(), n, "one adjacency list per node");
     assert_eq!(perm.len(), n, "one original id per slot");
     assert_eq!(data.len(), n * dim, "data is n × d");
+    write_sector_file_from(path, header, progress, &mut |first, vectors, lists| {
+        let vb = vectors.len() / lists.len().max(1);
+        vectors
+            .par_chunks_mut(vb)
+            .zip(lists.par_iter_mut())
+            .enumerate()
+            .for_each(|(k, (v, l))| {
+                let src = perm[first + k] as usize;
+                v.copy_from_slice(bytemuck::cast_slice(&data[src * dim..(src + 1) * dim]));
+                l.clear();
+                l.extend_from_slice(&adjacency[first + k]);
+            });
+        Ok(())
+    })
+}
+
+/// Writes the sector file of `header.n_slots` nodes whose records come from `load`, batch by
+/// batch in slot order, then fsyncs. `load(first, vectors, lists)` fills the nodes of slots
+/// `first..first + lists.len()`: `vectors` holds `lists.len()` stored vectors of
+/// `layout.vector_bytes()` bytes each (little-endian), `lists[k]` the out-neighbours (slot ids,
+/// ≤ R) of slot `first + k`. Memory: one batch of [`WRITE_BATCH_BYTES`] plus its lists, so a
+/// caller can stream the graph from files (the partitioned build does).
+///
+/// # Errors
+/// [`BuildError::Io`] naming `path`, or any error `load` returns.
+pub fn write_sector_file_from(
+    path: &Path,
+    header: &IndexHeader,
+    progress: &dyn Progress,
+    load: &mut dyn FnMut(usize, &mut [u8], &mut [Vec<u32>]) -> Result<(), BuildError>,
+) -> Result<(), BuildError> {
+    let layout = header.layout;
+    let n = header.n_slots as usize;
     let io = |e| BuildError::io(path, e);
     let file = std::fs::File::create(path).map_err(io)?;
     file.set_len(header.file_bytes()).map_err(io)?;
@@ -44,28 +76,34 @@ pub fn write_sector_file<T: Element>(
     w.write_all(&slots).map_err(io)?;
     let blocks = layout.blocks_for(n as u64) as usize;
     let block_bytes = layout.block_bytes();
+    let npb = layout.nodes_per_block;
+    let vb = layout.vector_bytes();
     let blocks_per_batch = (WRITE_BATCH_BYTES / block_bytes).max(1);
     let mut batch = vec![0u8; blocks_per_batch * block_bytes];
+    let mut vectors = vec![0u8; blocks_per_batch * npb * vb];
+    let mut lists: Vec<Vec<u32>> = vec![Vec::new(); blocks_per_batch * npb];
     progress.start(Phase::Writing, blocks as u64);
     let mut b0 = 0usize;
     while b0 < blocks {
         let nb = blocks_per_batch.min(blocks - b0);
+        let first = b0 * npb;
+        let count = (nb * npb).min(n - first);
+        load(first, &mut vectors[..count * vb], &mut lists[..count])?;
         let buf = &mut batch[..nb * block_bytes];
+        let (vectors, lists) = (&vectors, &lists);
         buf.par_chunks_mut(block_bytes)
             .enumerate()
             .for_each(|(k, block)| {
                 block.fill(0);
                 let b = (b0 + k) as u64;
-                let first = b * layout.nodes_per_block as u64;
-                for id in first..(first + layout.nodes_per_block as u64).min(n as u64) {
-                    let slot = id as usize;
-                    let src = perm[slot] as usize;
-                    let vector: &[u8] = bytemuck::cast_slice(&data[src * dim..(src + 1) * dim]);
+                let lo = b * npb as u64;
+                for id in lo..(lo + npb as u64).min(n as u64) {
+                    let i = id as usize - first;
                     layout.write_record(
                         block,
                         layout.offset_in_block(id),
-                        vector,
-                        &adjacency[slot],
+                        &vectors[i * vb..(i + 1) * vb],
+                        &lists[i],
                     );
                 }
                 seal_block(block);

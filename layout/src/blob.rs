@@ -143,6 +143,102 @@ impl BlobWriter {
     }
 }
 
+/// Reads a blob's body in pieces (so no copy of the whole body need exist in RAM): the header
+/// is verified and the body length checked against the file's size by [`BlobReader::open`];
+/// the body CRC accumulates as it is read and [`BlobReader::finish`] checks it. A caller must
+/// not act irrevocably on the bytes before `finish` succeeds, or must check them itself.
+pub struct BlobReader {
+    path: std::path::PathBuf,
+    r: std::io::BufReader<std::fs::File>,
+    crc: crc32fast::Hasher,
+    remaining: u64,
+    /// Format version.
+    pub version: u32,
+    /// Header fields.
+    pub fields: Vec<u64>,
+    /// Body bytes declared by the header.
+    pub body_bytes: u64,
+}
+
+impl BlobReader {
+    /// Opens `path` as a blob of kind `magic` (versions `1..=max_version`).
+    ///
+    /// # Errors
+    /// As [`read_blob_fields`].
+    pub fn open(path: &Path, magic: &[u8; 8], max_version: u32) -> Result<BlobReader> {
+        let mut f = std::fs::File::open(path).map_err(|e| LayoutError::io(path, e))?;
+        let (version, fields, body_bytes) = read_header(&mut f, path, magic, max_version)?;
+        Ok(BlobReader {
+            path: path.into(),
+            r: std::io::BufReader::with_capacity(1 << 20, f),
+            crc: crc32fast::Hasher::new(),
+            remaining: body_bytes,
+            version,
+            fields,
+            body_bytes,
+        })
+    }
+
+    /// Body bytes not read yet.
+    pub fn remaining(&self) -> u64 {
+        self.remaining
+    }
+
+    /// Reads exactly `buf.len()` more body bytes.
+    ///
+    /// # Errors
+    /// [`LayoutError::Io`]; [`LayoutError::InvalidArgument`] past the declared body length.
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<()> {
+        if buf.len() as u64 > self.remaining {
+            return Err(LayoutError::InvalidArgument {
+                field: "blob body",
+                value: buf.len().to_string(),
+                reason: format!(
+                    "{}: only {} bytes of the declared body remain",
+                    self.path.display(),
+                    self.remaining
+                ),
+            });
+        }
+        self.r
+            .read_exact(buf)
+            .map_err(|e| LayoutError::io(&self.path, e))?;
+        self.remaining -= buf.len() as u64;
+        self.crc.update(buf);
+        Ok(())
+    }
+
+    /// Checks that the whole body was read and that its CRC matches.
+    ///
+    /// # Errors
+    /// [`LayoutError::InvalidArgument`] when body bytes are left;
+    /// [`LayoutError::ChecksumMismatch`] naming "body"; [`LayoutError::Io`].
+    pub fn finish(mut self) -> Result<()> {
+        if self.remaining != 0 {
+            return Err(LayoutError::InvalidArgument {
+                field: "blob body",
+                value: self.remaining.to_string(),
+                reason: format!("{}: bytes of the body were never read", self.path.display()),
+            });
+        }
+        let mut crc = [0u8; 4];
+        self.r
+            .read_exact(&mut crc)
+            .map_err(|e| LayoutError::io(&self.path, e))?;
+        let stored = u32::from_le_bytes(crc);
+        let got = self.crc.finalize();
+        if stored != got {
+            return Err(LayoutError::ChecksumMismatch {
+                path: self.path,
+                what: "body".into(),
+                expected: stored,
+                got,
+            });
+        }
+        Ok(())
+    }
+}
+
 fn read_header(
     f: &mut std::fs::File,
     path: &Path,
@@ -298,6 +394,30 @@ mod tests {
         }
         w.finish().unwrap();
         assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+        let mut r = BlobReader::open(&a, b"TESTBLOB", 3).unwrap();
+        assert_eq!(
+            (r.fields.clone(), r.body_bytes),
+            (vec![1, 2], body.len() as u64)
+        );
+        let mut back = vec![0u8; body.len()];
+        for piece in back.chunks_mut(1000) {
+            r.read(piece).unwrap();
+        }
+        assert_eq!(back, body);
+        r.finish().unwrap();
+        // A flipped body byte is caught by finish(), and reading past the body is refused.
+        let mut bytes = std::fs::read(&a).unwrap();
+        bytes[100] ^= 1;
+        let c = dir.path().join("c");
+        std::fs::write(&c, &bytes).unwrap();
+        let mut r = BlobReader::open(&c, b"TESTBLOB", 3).unwrap();
+        let mut all = vec![0u8; body.len()];
+        r.read(&mut all).unwrap();
+        assert!(r.read(&mut [0u8]).is_err());
+        assert!(matches!(
+            r.finish(),
+            Err(LayoutError::ChecksumMismatch { .. })
+        ));
         assert_eq!(read_blob(&b, b"TESTBLOB", 3).unwrap().body, body);
         let mut w = BlobWriter::create(&b, b"TESTBLOB", 3, &[], 4).unwrap();
         let e = w.write(&[0; 5]).unwrap_err().to_string();

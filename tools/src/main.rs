@@ -102,6 +102,16 @@ pub(crate) struct BuildArgs {
     /// traffic, default) or f32. The index always stores the exact input values.
     #[arg(long, default_value = "f16")]
     pub(crate) graph_precision: ssdann_builder::GraphPrecision,
+    /// RAM the build may use, in GiB (e.g. 0.5). When the one-shot build would need more,
+    /// the build is partitioned (DiskANN §4.3): k-means partitions sized to fit, each point
+    /// in its 2 nearest, one Vamana graph per partition, merged and pruned to R. Its stages
+    /// are kept in .OUT.partitioned/ beside the output until the index is complete.
+    #[arg(long, value_name = "GiB")]
+    pub(crate) memory_budget: Option<f64>,
+    /// Continue an interrupted --memory-budget build from its last finished stage (the
+    /// input and every parameter must be the same; otherwise it says which differs).
+    #[arg(long, requires = "memory_budget")]
+    pub(crate) resume: bool,
 }
 
 pub(crate) fn peak_rss_bytes() -> Option<u64> {
@@ -126,6 +136,11 @@ pub(crate) fn cmd_build(a: BuildArgs) -> Result<()> {
         force: a.force,
         reorder: !a.no_reorder,
         graph_precision: a.graph_precision,
+        memory_budget_bytes: a
+            .memory_budget
+            .map(budget_bytes)
+            .transpose()?,
+        resume: a.resume,
         ..Default::default()
     };
     // The builder checks again before it swaps; this check is for the message (and fails
@@ -156,10 +171,22 @@ pub(crate) fn cmd_build(a: BuildArgs) -> Result<()> {
     println!("  mean degree            {:>9.1}", rep.mean_degree);
     println!("  index on disk          {:>12}", mib(rep.index_bytes));
     println!("  engine RAM (PQ)        {:>12}", mib(rep.engine_ram_bytes));
+    if rep.partitions > 1 || a.memory_budget.is_some() {
+        println!("  partitions             {:>9}", rep.partitions);
+    }
+    println!("  RAM estimate of build  {:>12}", mib(rep.memory_estimate_bytes));
     if let Some(rss) = peak_rss_bytes() {
         println!("  peak RSS of build      {:>12}", mib(rss));
     }
     Ok(())
+}
+
+/// `--memory-budget` GiB → bytes.
+fn budget_bytes(gib: f64) -> Result<u64> {
+    if !(gib.is_finite() && gib > 0.0 && gib <= 1e6) {
+        anyhow::bail!("invalid --memory-budget {gib}: must be a number of GiB in (0, 1000000]");
+    }
+    Ok((gib * (1u64 << 30) as f64) as u64)
 }
 
 fn cmd_info(dir: PathBuf) -> Result<()> {

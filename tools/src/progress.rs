@@ -50,6 +50,11 @@ impl Progress for Bars {
             }
         }
     }
+    fn message(&self, msg: &str) {
+        if !self.quiet {
+            eprintln!("{msg}");
+        }
+    }
     fn finish(&self) {
         if let Ok(mut g) = self.bar.lock() {
             if let Some(b) = g.take() {

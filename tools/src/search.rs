@@ -502,6 +502,8 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
         quiet: false,
         no_reorder: false,
         graph_precision: Default::default(),
+        memory_budget: None,
+        resume: false,
     })?;
     let index = Index::open(&out, OpenOptions::default())?;
     let (nq_all, q) = load_queries(&queries, index.dim())?;
