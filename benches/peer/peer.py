@@ -59,7 +59,7 @@ def du(path):
 
 
 def build(args, diskannpy):
-    idx = os.path.join(args.work, args.system)
+    idx = os.path.join(args.work, args.index_name or args.system)
     shutil.rmtree(idx, ignore_errors=True)
     os.makedirs(idx)
     base = os.path.join(args.data, "base.fbin")
@@ -70,11 +70,11 @@ def build(args, diskannpy):
         n = struct.unpack("<II", open(base, "rb").read(8))[0]
         budget = (args.pq_bytes + 0.5) * n / 2**30
         diskannpy.build_disk_index(data=base, distance_metric="l2", index_directory=idx, complexity=args.build_l,
-                                   graph_degree=args.R, search_memory_maximum=budget, build_memory_maximum=8.0,
+                                   graph_degree=args.R, search_memory_maximum=budget, build_memory_maximum=args.build_memory_gib,
                                    num_threads=args.build_threads, pq_disk_bytes=0, vector_dtype=np.float32, index_prefix="ann")
     else:
         diskannpy.build_disk_index(data=base, distance_metric="l2", index_directory=idx, complexity=args.build_l,
-                                   graph_degree=args.R, build_memory_maximum=8.0, num_threads=args.build_threads,
+                                   graph_degree=args.R, build_memory_maximum=args.build_memory_gib, num_threads=args.build_threads,
                                    alpha=args.alpha, build_pq_bytes=0, num_of_pq_chunks=args.pq_bytes,
                                    vector_dtype=np.float32, index_prefix="ann")
     wall = time.perf_counter() - t
@@ -84,7 +84,7 @@ def build(args, diskannpy):
 
 
 def search(args, diskannpy):
-    idx = os.path.join(args.work, args.system)
+    idx = os.path.join(args.work, args.index_name or args.system)
     q = read_fbin(os.path.join(args.data, "query.fbin"), args.nq)
     gt = read_ibin(os.path.join(args.data, "gt.ibin"))[: q.shape[0]]
     rows = []
@@ -148,6 +148,10 @@ def main():
     p.add_argument("--build-l", type=int, default=100)
     p.add_argument("--alpha", type=float, default=1.2)
     p.add_argument("--pq-bytes", type=int, default=48)
+    p.add_argument("--index-name", default=None, help="index directory under --work (default: the system's name)")
+    p.add_argument("--build-memory-gib", type=float, default=8.0,
+                   help="build_memory_maximum in GiB: when the package's own estimate of the one-shot build exceeds it, "
+                        "it partitions the data into shards and merges them (budgeted build)")
     p.add_argument("--build-threads", type=int, default=2)
     p.add_argument("--L", type=lambda s: [int(x) for x in s.split(",")], default=[20, 30, 40, 50, 75, 100])
     p.add_argument("--threads", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2])
