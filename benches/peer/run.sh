@@ -4,14 +4,22 @@
 #
 #   benches/peer/run.sh --data ../shared/data/pypi-minilm-100k [--out DIR] [--nq 1000]
 #                       [-L 20,30,40,50,75,100] [--threads 1,2] [--systems "cpp rust"]
+#                       [--pq-bytes 48] [--ssdann BIN]
 #
 # Builds all three indexes (R=64, L=100, α=1.2, 48 PQ bytes, 2 threads), runs the same query
 # sweep (k=10, W=4, threads 1 and 2, node cache 0 and 1% of n), and writes the table, the
 # ratios at recall@10 = 0.90/0.95/0.98, peer_report.json and recall_qps.png into --out.
+#
+# Budgeted-build mode, --budget-gib G [--peer-budget-gib P] (--systems rust only): in one run,
+# ssdann one-shot and with --memory-budget G; each peer one-shot (build_memory_maximum 8 GiB)
+# and with build_memory_maximum P (small enough that it shards; default G); all with the same
+# R/L/α/PQ bytes and 2 threads, each timed by /usr/bin/time (wall, peak RSS); each searched at
+# -L (default 50,100; k=10, W=4, 1 thread, no cache); writes budget_report.md and .json.
+# --ssdann BIN uses a built binary instead of running cargo.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-DATA="" OUT="$here/out" NQ=1000 LS=20,30,40,50,75,100 THREADS=1,2 SYSTEMS="cpp rust"
+DATA="" OUT="$here/out" NQ=1000 LS="" THREADS=1,2 SYSTEMS="" PQ=48 SSDANN="" BUDGET="" PEER_BUDGET=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --data) DATA=$(cd "$2" && pwd); shift 2 ;;
@@ -20,12 +28,24 @@ while [ $# -gt 0 ]; do
     -L) LS="$2"; shift 2 ;;
     --threads) THREADS="$2"; shift 2 ;;
     --systems) SYSTEMS="$2"; shift 2 ;;
-    -h|--help) sed -n 2,12p "$0"; exit 0 ;;
+    --pq-bytes) PQ="$2"; shift 2 ;;
+    --ssdann) SSDANN="$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"; shift 2 ;;
+    --budget-gib) BUDGET="$2"; shift 2 ;;
+    --peer-budget-gib) PEER_BUDGET="$2"; shift 2 ;;
+    -h|--help) sed -n 2,20p "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
 [ -n "$DATA" ] || { echo "--data DIR is required (base.fbin, query.fbin, gt.ibin)" >&2; exit 2; }
 for f in base.fbin query.fbin gt.ibin; do [ -f "$DATA/$f" ] || { echo "$DATA/$f missing" >&2; exit 2; }; done
+if [ -n "$BUDGET" ]; then
+  LS=${LS:-50,100} SYSTEMS=${SYSTEMS:-rust} PEER_BUDGET=${PEER_BUDGET:-$BUDGET}
+  for s in $SYSTEMS; do
+    [ "$s" = rust ] || { echo "--budget-gib: --systems rust only (the C++ package's sharding is not checked)" >&2; exit 2; }
+  done
+else
+  LS=${LS:-20,30,40,50,75,100} SYSTEMS=${SYSTEMS:-cpp rust}
+fi
 mkdir -p "$OUT/work"
 OUT=$(cd "$OUT" && pwd)
 command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time; }
@@ -39,21 +59,34 @@ venv() { # name pip-spec...
   fi
 }
 echo "== installing peers (once)"
-venv cpp "diskannpy==0.7.0"
-venv rust "diskannpy-rust==0.49.1"
-IMPORT=matplotlib venv report matplotlib numpy
+for s in $SYSTEMS; do
+  case "$s" in
+    cpp) venv cpp "diskannpy==0.7.0" ;;
+    rust) venv rust "diskannpy-rust==0.49.1" ;;
+    *) echo "unknown system $s (cpp, rust)" >&2; exit 2 ;;
+  esac
+done
+[ -n "$BUDGET" ] || IMPORT=matplotlib venv report matplotlib numpy
 
-echo "== building ssdann"
-(cd "$root" && cargo build --release -q -p ssdann-tools)
-SSDANN="$root/target/release/ssdann"
+if [ -z "$SSDANN" ]; then
+  echo "== building ssdann"
+  (cd "$root" && cargo build --release -q -p ssdann-tools)
+  SSDANN="$root/target/release/ssdann"
+fi
 N=$(python3 -c "import struct,sys; print(struct.unpack('<I', open(sys.argv[1],'rb').read(4))[0])" "$DATA/base.fbin")
 CACHE=$((N / 100))
-PARAMS=(--R 64 --build-l 100 --alpha 1.2 --pq-bytes 48 --build-threads 2)
+PARAMS=(--R 64 --build-l 100 --alpha 1.2 --pq-bytes "$PQ" --build-threads 2)
+
+if [ -n "$BUDGET" ]; then
+  # shellcheck source=budget.sh
+  source "$here/budget.sh"
+  exit 0
+fi
 
 echo "== build: ssdann"
 rm -rf "$OUT/work/ours"
 /usr/bin/time -f "%e %M" -o "$OUT/ours_time.txt" "$SSDANN" build --data "$DATA/base.fbin" --out "$OUT/work/ours" \
-  -R 64 -L 100 --alpha 1.2 --pq-bytes 48 --threads 2 -q | tee "$OUT/ours_build.txt"
+  -R 64 -L 100 --alpha 1.2 --pq-bytes "$PQ" --threads 2 -q | tee "$OUT/ours_build.txt"
 read -r wall rss_kib < "$OUT/ours_time.txt"
 bytes=$(du -sb "$OUT/work/ours" | cut -f1)
 echo "{\"build_wall_s\": $wall, \"build_peak_rss_bytes\": $((rss_kib * 1024)), \"index_bytes\": $bytes, \"commit\": \"$(cd "$root" && git rev-parse --short HEAD)\"}" > "$OUT/ours_build.json"
