@@ -28,8 +28,57 @@ impl SplitMix64 {
     }
 }
 
+/// A stream of clustered rows: `clusters` centres drawn from N(0, 1)^d, each row a centre
+/// plus N(0, σ²) noise with σ uniform in [0.35, 0.65), then L2-normalized (f32) — or, for
+/// [`Clustered::next_u8`], not normalized and mapped to `clamp(round(128 + 40·x), 0, 255)`
+/// (a SIFT-like byte distribution). Deterministic for a seed.
+#[derive(Clone, Debug)]
+pub struct Clustered {
+    rng: SplitMix64,
+    centres: Vec<f32>,
+    dim: usize,
+    clusters: usize,
+}
+
+impl Clustered {
+    /// A stream of rows of dimension `dim` around `clusters` centres (both ≥ 1).
+    pub fn new(dim: usize, clusters: usize, seed: u64) -> Clustered {
+        let mut rng = SplitMix64(seed);
+        let centres: Vec<f32> = (0..clusters * dim).map(|_| rng.normal()).collect();
+        Clustered {
+            rng,
+            centres,
+            dim,
+            clusters,
+        }
+    }
+
+    fn raw(&mut self, out: &mut [f32]) {
+        let c = (self.rng.next_u64() % self.clusters as u64) as usize;
+        let spread = 0.35 + 0.3 * (self.rng.unit() + 1.0) * 0.5;
+        for (j, o) in out.iter_mut().enumerate().take(self.dim) {
+            *o = self.centres[c * self.dim + j] + spread * self.rng.normal();
+        }
+    }
+
+    /// The next row, unit L2 norm (`out`: d values).
+    pub fn next_f32(&mut self, out: &mut [f32]) {
+        self.raw(out);
+        ssdann_layout::distance::normalize(&mut out[..self.dim]);
+    }
+
+    /// The next row as bytes (`out`: d values; `scratch`: d floats).
+    pub fn next_u8(&mut self, out: &mut [u8], scratch: &mut [f32]) {
+        self.raw(scratch);
+        out.iter_mut()
+            .zip(scratch.iter())
+            .for_each(|(o, &x)| *o = (128.0 + 40.0 * x).round().clamp(0.0, 255.0) as u8);
+    }
+}
+
 /// Generates `n` base and `nq` query vectors of dimension `dim` around `clusters` centres;
 /// returns (base, queries), each row-major (n × d, nq × d), every row of unit L2 norm.
+/// The same rows as a [`Clustered`] stream: base first, then queries.
 pub fn clustered(
     n: usize,
     nq: usize,
@@ -37,19 +86,10 @@ pub fn clustered(
     clusters: usize,
     seed: u64,
 ) -> (Vec<f32>, Vec<f32>) {
-    let mut rng = SplitMix64(seed);
-    let centres: Vec<f32> = (0..clusters * dim).map(|_| rng.normal()).collect();
+    let mut g = Clustered::new(dim, clusters, seed);
     let mut gen = |count: usize| {
-        let mut out = Vec::with_capacity(count * dim);
-        for _ in 0..count {
-            let c = (rng.next_u64() % clusters as u64) as usize;
-            let spread = 0.35 + 0.3 * (rng.unit() + 1.0) * 0.5;
-            let start = out.len();
-            for j in 0..dim {
-                out.push(centres[c * dim + j] + spread * rng.normal());
-            }
-            ssdann_layout::distance::normalize(&mut out[start..]);
-        }
+        let mut out = vec![0f32; count * dim];
+        out.chunks_exact_mut(dim).for_each(|r| g.next_f32(r));
         out
     };
     let base = gen(n);
@@ -70,5 +110,17 @@ mod tests {
             assert!((norm - 1.0).abs() < 1e-4);
         }
         assert_eq!(super::SplitMix64(0).next_u64(), 0xe220_a839_7b1d_cdaf);
+        // bytes: deterministic, spread over the range, clustered (rows of one centre agree)
+        let mut g = super::Clustered::new(16, 3, 9);
+        let mut h = super::Clustered::new(16, 3, 9);
+        let (mut a, mut b, mut s) = ([0u8; 16], [0u8; 16], [0f32; 16]);
+        let mut seen = [false; 256];
+        for _ in 0..500 {
+            g.next_u8(&mut a, &mut s);
+            h.next_u8(&mut b, &mut s);
+            assert_eq!(a, b);
+            a.iter().for_each(|&x| seen[x as usize] = true);
+        }
+        assert!(seen.iter().filter(|&&x| x).count() > 150);
     }
 }

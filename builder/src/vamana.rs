@@ -36,6 +36,9 @@ pub struct VamanaParams {
     pub max_candidates: usize,
     /// Seed of the insertion order.
     pub seed: u64,
+    /// Passes over the points: 2 (α = 1, then the build α; the paper's Alg. 3) or 1 (the
+    /// build α only, as DiskANN's later releases do: about half the build time).
+    pub passes: usize,
 }
 
 impl Default for VamanaParams {
@@ -47,6 +50,7 @@ impl Default for VamanaParams {
             slack: 1.3,
             max_candidates: DEFAULT_MAX_CANDIDATES,
             seed: 0x5eed,
+            passes: 2,
         }
     }
 }
@@ -155,11 +159,16 @@ pub fn build_vamana<T: Vector>(
 
     let mut pass_times = [std::time::Duration::ZERO; 2];
     let mut t = std::time::Instant::now();
-    for (pass, alpha) in [
-        (Phase::VamanaPass1, 1.0f32),
-        (Phase::VamanaPass2, params.alpha),
-    ] {
-        if pass == Phase::VamanaPass2 {
+    let schedule: &[(Phase, f32)] = if params.passes == 1 {
+        &[(Phase::VamanaPass2, params.alpha)]
+    } else {
+        &[
+            (Phase::VamanaPass1, 1.0f32),
+            (Phase::VamanaPass2, params.alpha),
+        ]
+    };
+    for &(pass, alpha) in schedule {
+        if pass == Phase::VamanaPass2 && params.passes != 1 {
             pass_times[0] = t.elapsed();
             t = std::time::Instant::now();
         }

@@ -50,6 +50,10 @@ pub fn write_sector_file<T: Element>(
     })
 }
 
+/// Fills one write batch: `(first slot, vectors, lists)`, see [`write_sector_file_from`].
+pub type LoadBatch<'a> =
+    dyn FnMut(usize, &mut [u8], &mut [Vec<u32>]) -> Result<(), BuildError> + 'a;
+
 /// Writes the sector file of `header.n_slots` nodes whose records come from `load`, batch by
 /// batch in slot order, then fsyncs. `load(first, vectors, lists)` fills the nodes of slots
 /// `first..first + lists.len()`: `vectors` holds `lists.len()` stored vectors of
@@ -63,7 +67,7 @@ pub fn write_sector_file_from(
     path: &Path,
     header: &IndexHeader,
     progress: &dyn Progress,
-    load: &mut dyn FnMut(usize, &mut [u8], &mut [Vec<u32>]) -> Result<(), BuildError>,
+    load: &mut LoadBatch<'_>,
 ) -> Result<(), BuildError> {
     let layout = header.layout;
     let n = header.n_slots as usize;

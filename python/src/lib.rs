@@ -103,6 +103,8 @@ fn report_dict<'py>(py: Python<'py>, r: &ssdann::BuildReport) -> PyResult<Bound<
     d.set_item("index_bytes", r.index_bytes)?;
     d.set_item("engine_ram_bytes", r.engine_ram_bytes)?;
     d.set_item("mean_degree", r.mean_degree)?;
+    d.set_item("partitions", r.partitions)?;
+    d.set_item("memory_estimate_bytes", r.memory_estimate_bytes)?;
     for (phase, t) in &r.phases {
         d.set_item(
             format!(
@@ -118,9 +120,9 @@ fn report_dict<'py>(py: Python<'py>, r: &ssdann::BuildReport) -> PyResult<Bound<
     Ok(d)
 }
 
-/// build(data, out_dir, *, metric="l2", R=64, L=100, alpha=1.2, pq_bytes=None, threads=None, force=False)
+/// build(data, out_dir, *, metric="l2", R=64, L=100, alpha=1.2, pq_bytes=None, threads=None, force=False, memory_budget_gb=None, resume=False)
 #[pyfunction]
-#[pyo3(signature = (data, out_dir, *, metric = "l2", R = 64, L = 100, alpha = 1.2, pq_bytes = None, threads = None, force = false))]
+#[pyo3(signature = (data, out_dir, *, metric = "l2", R = 64, L = 100, alpha = 1.2, pq_bytes = None, threads = None, force = false, memory_budget_gb = None, resume = false))]
 #[allow(non_snake_case, clippy::too_many_arguments)]
 fn build<'py>(
     py: Python<'py>,
@@ -133,8 +135,24 @@ fn build<'py>(
     pq_bytes: Option<usize>,
     threads: Option<usize>,
     force: bool,
+    memory_budget_gb: Option<f64>,
+    resume: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let metric: Metric = metric.parse().map_err(PyValueError::new_err)?;
+    let memory_budget_bytes = match memory_budget_gb {
+        None => None,
+        Some(g) if g.is_finite() && g > 0.0 && g <= 1e6 => Some((g * (1u64 << 30) as f64) as u64),
+        Some(g) => {
+            return Err(PyValueError::new_err(format!(
+                "memory_budget_gb = {g}: must be a number of GiB in (0, 1000000]"
+            )))
+        }
+    };
+    if resume && memory_budget_bytes.is_none() {
+        return Err(PyValueError::new_err(
+            "resume=True continues a memory-budgeted build: pass memory_budget_gb too",
+        ));
+    }
     let params = BuildParams {
         metric,
         max_degree: R,
@@ -143,9 +161,16 @@ fn build<'py>(
         pq_bytes,
         threads,
         force,
+        memory_budget_bytes,
+        resume,
         ..Default::default()
     };
     if let Ok(arr) = data.downcast::<PyUntypedArray>() {
+        if memory_budget_bytes.is_some() {
+            return Err(PyValueError::new_err(
+                "memory_budget_gb applies to a build from a file path (the file is read row by row); an in-memory array is already in RAM",
+            ));
+        }
         if arr.ndim() != 2 {
             return Err(PyValueError::new_err(format!(
                 "data: expected a 2-D (n, d) array, got {} dimension(s)",

@@ -123,6 +123,31 @@ def test_build_from_array_and_bad_inputs(tmp_path, data):
         ssdann.build(str(tmp_path / "missing.fbin"), tmp_path / "c")
 
 
+def test_memory_budgeted_build_is_partitioned_and_searches_well(tmp_path, data):
+    _, base, q, _ = data
+    small = np.ascontiguousarray(base[:3000])
+    path = tmp_path / "small.fbin"
+    with open(path, "wb") as f:
+        f.write(struct.pack("<II", *small.shape))
+        small.tofile(f)
+    # 64 MiB of fixed allowance plus room for partitions of ~1,200 points: ≥ 5 partitions.
+    rep = ssdann.build(str(path), tmp_path / "p", R=16, L=32, pq_bytes=16, memory_budget_gb=0.0635)
+    assert rep["partitions"] >= 4 and rep["n"] == 3000
+    assert not (tmp_path / ".p.partitioned").exists()
+    idx = ssdann.Index(tmp_path / "p")
+    gt = exact_gt(small, q[:200], 10)
+    ids, _ = idx.batch_search(q[:200], 10, L=50)
+    assert recall(ids, gt) >= 0.9
+    with pytest.raises(ValueError, match="too small.*minimum"):
+        ssdann.build(str(path), tmp_path / "x", R=16, L=32, pq_bytes=16, memory_budget_gb=0.0001)
+    with pytest.raises(ValueError, match="file path"):
+        ssdann.build(small, tmp_path / "x", memory_budget_gb=1.0)
+    with pytest.raises(ValueError, match="memory_budget_gb"):
+        ssdann.build(str(path), tmp_path / "x", resume=True)
+    with pytest.raises(ValueError, match="memory_budget_gb = -1"):
+        ssdann.build(str(path), tmp_path / "x", memory_budget_gb=-1.0)
+
+
 def test_bad_queries_raise_value_error(index, data):
     _, _, q, _ = data
     with pytest.raises(ValueError, match="dimension"):

@@ -503,6 +503,7 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
         no_reorder: false,
         graph_precision: Default::default(),
         memory_budget: None,
+        passes: 2,
         resume: false,
     })?;
     let index = Index::open(&out, OpenOptions::default())?;

@@ -36,6 +36,7 @@ pub struct Shape {
 }
 
 impl Shape {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         n: usize,
         dim: usize,
@@ -77,7 +78,8 @@ impl Shape {
         } else {
             n * (self.graph_dim * self.graph_elem_bytes) as u64
         };
-        let graph = n * (self.vamana_bytes_per_point() - (self.graph_dim * self.graph_elem_bytes) as u64);
+        let graph =
+            n * (self.vamana_bytes_per_point() - (self.graph_dim * self.graph_elem_bytes) as u64);
         input + copy + graph + n * (2 * self.pq_m as u64 + 8) + FIXED_BYTES
     }
 

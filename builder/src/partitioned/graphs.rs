@@ -7,7 +7,9 @@
 //! time.
 
 use super::rows::{GraphElem, Rows};
-use super::workdir::{blob_writer, commit, graph_path, ids_path, read_ids, GRAPH_MAGIC, MERGED_FILE};
+use super::workdir::{
+    blob_writer, commit, graph_path, ids_path, read_ids, GRAPH_MAGIC, MERGED_FILE,
+};
 use crate::progress::{Phase, Progress};
 use crate::robust_prune::{robust_prune, PruneScratch, DEFAULT_MAX_CANDIDATES};
 use crate::vamana::{build_vamana, VamanaParams};
@@ -84,7 +86,12 @@ struct Stream {
 
 impl Stream {
     /// Reads the next record (its list) when its row is `< end`.
-    fn take_below(&mut self, end: usize, r: usize, path: &Path) -> Result<Option<(u32, Vec<u32>)>, BuildError> {
+    fn take_below(
+        &mut self,
+        end: usize,
+        r: usize,
+        path: &Path,
+    ) -> Result<Option<(u32, Vec<u32>)>, BuildError> {
         let Some(&id) = self.ids.get(self.next) else {
             return Ok(None);
         };
@@ -93,7 +100,14 @@ impl Stream {
         }
         self.next += 1;
         self.graph.read(&mut self.rec)?;
-        let word = |k: usize| u32::from_le_bytes([self.rec[4 * k], self.rec[4 * k + 1], self.rec[4 * k + 2], self.rec[4 * k + 3]]);
+        let word = |k: usize| {
+            u32::from_le_bytes([
+                self.rec[4 * k],
+                self.rec[4 * k + 1],
+                self.rec[4 * k + 2],
+                self.rec[4 * k + 3],
+            ])
+        };
         let degree = word(0) as usize;
         if degree > r {
             return Err(ssdann_layout::LayoutError::corrupt(
@@ -187,7 +201,14 @@ pub(crate) fn merge_graphs<V: GraphElem>(
             .par_iter_mut()
             .enumerate()
             .for_each_init(
-                || (PruneScratch::default(), vec![0f32; gd], Vec::<V>::new(), Vec::new()),
+                || {
+                    (
+                        PruneScratch::default(),
+                        vec![0f32; gd],
+                        Vec::<V>::new(),
+                        Vec::new(),
+                    )
+                },
                 |(prune, scratch, local, out), (k, list)| {
                     if list.len() <= r {
                         return;
@@ -292,7 +313,14 @@ impl MergedReader {
     pub(crate) fn next_lists(&mut self, lists: &mut [Vec<u32>]) -> Result<(), BuildError> {
         for list in lists {
             self.reader.read(&mut self.rec)?;
-            let word = |k: usize| u32::from_le_bytes([self.rec[4 * k], self.rec[4 * k + 1], self.rec[4 * k + 2], self.rec[4 * k + 3]]);
+            let word = |k: usize| {
+                u32::from_le_bytes([
+                    self.rec[4 * k],
+                    self.rec[4 * k + 1],
+                    self.rec[4 * k + 2],
+                    self.rec[4 * k + 3],
+                ])
+            };
             let degree = word(0) as usize;
             list.clear();
             list.extend((1..=degree.min(self.r)).map(word));
@@ -300,7 +328,10 @@ impl MergedReader {
                 return Err(ssdann_layout::LayoutError::corrupt(
                     MERGED_FILE,
                     "record",
-                    format!("degree {degree} (R = {}) or a neighbour ≥ n = {}", self.r, self.n),
+                    format!(
+                        "degree {degree} (R = {}) or a neighbour ≥ n = {}",
+                        self.r, self.n
+                    ),
                 )
                 .into());
             }

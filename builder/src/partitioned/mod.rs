@@ -95,7 +95,11 @@ pub fn build_partitioned(
         return Err(BuildError::param(
             "--metric",
             "cosine",
-            format!("cosine needs f32 data; {} holds {}", file.path().display(), elem),
+            format!(
+                "cosine needs f32 data; {} holds {}",
+                file.path().display(),
+                elem
+            ),
         ));
     }
     let shape = shape_of(file, params, rayon::current_num_threads());
@@ -126,7 +130,13 @@ pub fn build_partitioned(
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_nanos());
     let manifest = workdir::manifest_text(&[
-        ("data", std::fs::canonicalize(file.path()).unwrap_or(file.path().into()).display().to_string()),
+        (
+            "data",
+            std::fs::canonicalize(file.path())
+                .unwrap_or(file.path().into())
+                .display()
+                .to_string(),
+        ),
         ("data_bytes", meta.len().to_string()),
         ("data_mtime_ns", mtime.to_string()),
         ("n", n.to_string()),
@@ -136,6 +146,7 @@ pub fn build_partitioned(
         ("R", params.max_degree.to_string()),
         ("L", params.build_l.to_string()),
         ("alpha", params.alpha.to_string()),
+        ("passes", params.passes.to_string()),
         ("pq_m", m.to_string()),
         ("seed", params.seed.to_string()),
         ("graph_precision", format!("{:?}", params.graph_precision)),
@@ -165,6 +176,7 @@ pub fn build_partitioned(
         commit(&tmp, &dir.join(workdir::MANIFEST))?;
     }
     let mut phases: Vec<(Phase, Duration)> = Vec::new();
+    let mut peaks: Vec<(Phase, u64)> = Vec::new();
 
     // 1. PQ.
     let pivots = dir.join(PQ_PIVOTS_FILE);
@@ -181,6 +193,7 @@ pub fn build_partitioned(
         interrupt(params, "pq")?;
         commit(&dir.join("pq_codes.bin.tmp"), &codes)?;
         phases.push((Phase::PqEncoding, t.elapsed()));
+        note_rss(progress, &mut peaks, Phase::PqEncoding, budget);
     }
 
     // 2. Partitions.
@@ -206,6 +219,7 @@ pub fn build_partitioned(
             budget as f64 / (1u64 << 30) as f64
         ));
         phases.push((Phase::Partition, t.elapsed()));
+        note_rss(progress, &mut peaks, Phase::Partition, budget);
     }
     let parts = ssdann_layout::blob::read_blob_fields(&parts_path, &workdir::PARTITIONS_MAGIC, 1)?
         .1
@@ -219,6 +233,7 @@ pub fn build_partitioned(
         build_l: params.build_l,
         alpha: params.alpha,
         seed: params.seed,
+        passes: params.passes,
         ..Default::default()
     };
     let mut pass = [Duration::ZERO; 2];
@@ -226,12 +241,25 @@ pub fn build_partitioned(
         if graph_path(&dir, p).exists() {
             continue;
         }
-        progress.message(&format!("partition {}/{parts}", p + 1));
+        let size = ssdann_layout::blob::read_blob_fields(
+            &workdir::ids_path(&dir, p),
+            &workdir::IDS_MAGIC,
+            1,
+        )?
+        .1
+        .first()
+        .copied()
+        .unwrap_or(0);
+        progress.message(&format!("partition {}/{parts}: {size} points", p + 1));
         let point = format!("graph-{p}");
         let hook = || interrupt(params, &point);
         let times = match rows.graph_type {
-            GraphType::F16 => graphs::build_partition::<f16>(&rows, n, &dir, p, &vp, progress, &hook),
-            GraphType::F32 => graphs::build_partition::<f32>(&rows, n, &dir, p, &vp, progress, &hook),
+            GraphType::F16 => {
+                graphs::build_partition::<f16>(&rows, n, &dir, p, &vp, progress, &hook)
+            }
+            GraphType::F32 => {
+                graphs::build_partition::<f32>(&rows, n, &dir, p, &vp, progress, &hook)
+            }
             GraphType::U8 => graphs::build_partition::<u8>(&rows, n, &dir, p, &vp, progress, &hook),
             GraphType::I8 => graphs::build_partition::<i8>(&rows, n, &dir, p, &vp, progress, &hook),
         };
@@ -241,6 +269,7 @@ pub fn build_partitioned(
     }
     phases.push((Phase::VamanaPass1, pass[0]));
     phases.push((Phase::VamanaPass2, pass[1]));
+    note_rss(progress, &mut peaks, Phase::VamanaPass2, budget);
 
     // 4. Merge.
     let merged = dir.join(MERGED_FILE);
@@ -251,12 +280,21 @@ pub fn build_partitioned(
         let a = params.alpha;
         let hook = || interrupt(params, "merge");
         match rows.graph_type {
-            GraphType::F16 => graphs::merge_graphs::<f16>(&rows, n, &dir, parts, r, a, medoid, progress, &hook),
-            GraphType::F32 => graphs::merge_graphs::<f32>(&rows, n, &dir, parts, r, a, medoid, progress, &hook),
-            GraphType::U8 => graphs::merge_graphs::<u8>(&rows, n, &dir, parts, r, a, medoid, progress, &hook),
-            GraphType::I8 => graphs::merge_graphs::<i8>(&rows, n, &dir, parts, r, a, medoid, progress, &hook),
+            GraphType::F16 => {
+                graphs::merge_graphs::<f16>(&rows, n, &dir, parts, r, a, medoid, progress, &hook)
+            }
+            GraphType::F32 => {
+                graphs::merge_graphs::<f32>(&rows, n, &dir, parts, r, a, medoid, progress, &hook)
+            }
+            GraphType::U8 => {
+                graphs::merge_graphs::<u8>(&rows, n, &dir, parts, r, a, medoid, progress, &hook)
+            }
+            GraphType::I8 => {
+                graphs::merge_graphs::<i8>(&rows, n, &dir, parts, r, a, medoid, progress, &hook)
+            }
         }?;
         phases.push((Phase::GraphMerge, t.elapsed()));
+        note_rss(progress, &mut peaks, Phase::GraphMerge, budget);
     }
 
     // 5. Write the index.
@@ -284,18 +322,20 @@ pub fn build_partitioned(
     std::fs::create_dir_all(&tmp).map_err(|e| BuildError::io(&tmp, e))?;
     let mut edges = 0u64;
     let vb = layout.vector_bytes();
-    write_sector_file_from(&tmp.join(INDEX_FILE), &header, progress, &mut |first, vectors, lists| {
-        reader.next_lists(lists)?;
-        edges += lists.iter().map(|l| l.len() as u64).sum::<u64>();
-        vectors
-            .par_chunks_mut(vb)
-            .enumerate()
-            .for_each_init(
+    write_sector_file_from(
+        &tmp.join(INDEX_FILE),
+        &header,
+        progress,
+        &mut |first, vectors, lists| {
+            reader.next_lists(lists)?;
+            edges += lists.iter().map(|l| l.len() as u64).sum::<u64>();
+            vectors.par_chunks_mut(vb).enumerate().for_each_init(
                 || vec![0f32; dim],
                 |scratch, (k, out)| rows.stored_bytes(first + k, out, scratch),
             );
-        Ok(())
-    })?;
+            Ok(())
+        },
+    )?;
     reader.finish()?;
     file.release_pages();
     link_or_copy(&pivots, &tmp.join(PQ_PIVOTS_FILE))?;
@@ -309,6 +349,7 @@ pub fn build_partitioned(
     interrupt(params, "write")?;
     install_output(&tmp, out_dir, params.force)?;
     phases.push((Phase::Writing, t.elapsed()));
+    note_rss(progress, &mut peaks, Phase::Writing, budget);
     workdir::remove(&dir)?;
 
     let index_bytes = std::fs::read_dir(out_dir)
@@ -328,10 +369,38 @@ pub fn build_partitioned(
         index_bytes,
         engine_ram_bytes: (n * m) as u64 + pq_bytes,
         partitions: parts,
+        peak_rss_by_stage: peaks,
         memory_estimate_bytes: budget::FIXED_BYTES
             + (cap.min(n) as u64 * shape.vamana_bytes_per_point())
             + allowance,
     })
+}
+
+/// (current, peak) resident set size of this process in bytes (Linux `/proc/self/status`;
+/// `(0, 0)` elsewhere).
+pub fn rss_bytes() -> (u64, u64) {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        s.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Records and reports the peak RSS after a stage.
+fn note_rss(progress: &dyn Progress, peaks: &mut Vec<(Phase, u64)>, phase: Phase, budget: u64) {
+    let (now, peak) = rss_bytes();
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    progress.message(&format!(
+        "after {}: RSS {:.0} MiB, peak so far {:.0} MiB (budget {:.0} MiB)",
+        phase.name(),
+        mib(now),
+        mib(peak),
+        mib(budget)
+    ));
+    peaks.push((phase, peak));
 }
 
 fn link_or_copy(from: &Path, to: &Path) -> Result<(), BuildError> {
@@ -398,19 +467,17 @@ fn encode_streaming(
     for start in (0..n).step_by(CHUNK) {
         let end = (start + CHUNK).min(n);
         let out = &mut buf[..(end - start) * m];
-        out.par_chunks_mut(m)
-            .enumerate()
-            .try_for_each_init(
-                || (vec![0f32; d], Vec::new()),
-                |(x, scratch), (k, code)| {
-                    let i = start + k;
-                    rows.file.row_f32(i, x);
-                    rows.check_finite(i, x)?;
-                    rows.stored(i, x);
-                    pq.encode(x, code, scratch);
-                    Ok::<(), BuildError>(())
-                },
-            )?;
+        out.par_chunks_mut(m).enumerate().try_for_each_init(
+            || (vec![0f32; d], Vec::new()),
+            |(x, scratch), (k, code)| {
+                let i = start + k;
+                rows.file.row_f32(i, x);
+                rows.check_finite(i, x)?;
+                rows.stored(i, x);
+                pq.encode(x, code, scratch);
+                Ok::<(), BuildError>(())
+            },
+        )?;
         w.write(out)?;
         progress.advance((end - start) as u64);
     }
@@ -431,7 +498,9 @@ fn streaming_medoid(rows: &Rows<'_>, n: usize) -> u32 {
             || (vec![0f64; gd], vec![0f32; gd]),
             |(mut s, mut row), i| {
                 rows.graph_f32(i, &mut row);
-                s.iter_mut().zip(&row).for_each(|(a, &x)| *a += f64::from(x));
+                s.iter_mut()
+                    .zip(&row)
+                    .for_each(|(a, &x)| *a += f64::from(x));
                 (s, row)
             },
         )

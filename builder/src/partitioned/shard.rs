@@ -32,12 +32,7 @@ pub(crate) struct Centroids {
 /// Runs k-means on a sample for growing C until the largest partition estimated from the
 /// sample (each sample point in its [`OVERLAP`] nearest, scaled to n) is at most 90% of
 /// `cap`; gives up growing after 12 tries (the assignment's capacity rule then spills).
-pub(crate) fn choose_partitions(
-    rows: &Rows<'_>,
-    n: usize,
-    cap: usize,
-    seed: u64,
-) -> Centroids {
+pub(crate) fn choose_partitions(rows: &Rows<'_>, n: usize, cap: usize, seed: u64) -> Centroids {
     let gd = rows.graph_dim();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x5a5a_0f0f);
     let ns = n.min(PARTITION_SAMPLE);

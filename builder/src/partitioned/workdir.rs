@@ -140,7 +140,9 @@ pub fn read_ids(path: &Path, n: usize) -> Result<Vec<u32>, BuildError> {
         .chunks_exact(4)
         .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
-    if let Some(k) = (0..ids.len()).find(|&k| ids[k] as usize >= n || (k > 0 && ids[k] <= ids[k - 1])) {
+    if let Some(k) =
+        (0..ids.len()).find(|&k| ids[k] as usize >= n || (k > 0 && ids[k] <= ids[k - 1]))
+    {
         return Err(ssdann_layout::LayoutError::corrupt(
             path,
             "id",
@@ -211,7 +213,11 @@ pub fn inspect(dir: &Path, want: &str) -> Result<Existing, BuildError> {
             return Ok(Existing::Different(k.clone(), o, v.clone()));
         }
     }
-    Ok(Existing::Different("manifest".into(), "(other)".into(), "(this build)".into()))
+    Ok(Existing::Different(
+        "manifest".into(),
+        "(other)".into(),
+        "(this build)".into(),
+    ))
 }
 
 /// Removes our work directory: only the files a partitioned build makes, then the

@@ -26,13 +26,22 @@ def build(
     pq_bytes: Optional[int] = None,
     threads: Optional[int] = None,
     force: bool = False,
+    memory_budget_gb: Optional[float] = None,
+    resume: bool = False,
 ) -> Dict[str, float]:
     """Build an index directory from a vector file (.fbin/.u8bin/.i8bin/.fvecs/.bvecs/.npy)
     or a C-contiguous (n, d) array of float32, uint8 or int8 (float64 is refused: convert with
     ``data.astype(np.float32)``). Releases the GIL. Returns the build report (n, d, pq_bytes,
-    seconds per phase, index_bytes, engine_ram_bytes).
+    seconds per phase, index_bytes, engine_ram_bytes, partitions, memory_estimate_bytes).
 
-    Raises ValueError (bad data or parameter), FileExistsError (out_dir exists, force=False),
+    memory_budget_gb (file paths only): RAM the build may use, in GiB. When the one-shot
+    build would need more, the build is partitioned (DiskANN §4.3: k-means partitions sized
+    to the budget, each point in its 2 nearest, a Vamana graph per partition, merged and
+    pruned to R); the file is read row by row, never loaded whole. resume=True continues an
+    interrupted budgeted build from its last finished stage (same file and parameters).
+
+    Raises ValueError (bad data or parameter; a budget too small for one partition names the
+    minimum; resume with other parameters names the field), FileExistsError (out_dir exists, force=False),
     IndexLockedError (force=True, but a process has the index in out_dir open), OSError (I/O)."""
 
 class Index:

@@ -1,0 +1,334 @@
+//! The memory-budgeted, partitioned build (issue 12, part 1) on generated data: graph quality
+//! against the one-shot build, `--resume` after an interruption in every stage, and the
+//! errors a budget or a work directory can produce.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use ssdann_builder::greedy_search::{greedy_search, SearchScratch};
+use ssdann_builder::partitioned::budget::FIXED_BYTES;
+use ssdann_builder::synthetic::clustered;
+use ssdann_builder::{build_index, BuildError, BuildParams, NoProgress};
+use ssdann_layout::dataset::write_bin;
+use ssdann_layout::{IndexHeader, Metric, Vector, SECTOR_BYTES};
+use std::path::{Path, PathBuf};
+
+/// Reads index.ssd back: (header, vectors as stored bytes per slot, adjacency lists).
+fn load(dir: &Path) -> (IndexHeader, Vec<Vec<u8>>, Vec<Vec<u32>>) {
+    let path = dir.join("index.ssd");
+    let bytes = std::fs::read(&path).unwrap();
+    let (h, _) = IndexHeader::choose(&path, &bytes[..2 * SECTOR_BYTES]).unwrap();
+    let l = h.layout;
+    let (mut vecs, mut adj) = (Vec::new(), Vec::new());
+    for id in 0..h.n_slots {
+        let off = l.block_offset_bytes(l.block_of(id)) as usize;
+        let rec = l.record(&bytes[off..off + l.block_bytes()], l.offset_in_block(id));
+        vecs.push(rec.vector.to_vec());
+        adj.push(rec.neighbors().collect());
+    }
+    (h, vecs, adj)
+}
+
+/// In-memory recall@10 of GreedySearch (list size `l`) over the index's graph and exact
+/// vectors, from its entry point, for `queries`; ids translated through labels.bin.
+fn in_memory_recall<T: Vector>(
+    dir: &Path,
+    base: &[T],
+    queries: &[T],
+    d: usize,
+    metric: Metric,
+    l: usize,
+) -> f64 {
+    let (h, vecs, adj) = load(dir);
+    let labels = ssdann_layout::labels::read_labels(&dir.join("labels.bin")).unwrap();
+    let data: Vec<T> = vecs
+        .iter()
+        .flat_map(|v| bytemuck::cast_slice::<u8, T>(v).to_vec())
+        .collect();
+    let n = base.len() / d;
+    let mut s = SearchScratch::new(n);
+    let mut hits = 0usize;
+    let nq = queries.len() / d;
+    for q in queries.chunks_exact(d) {
+        let mut exact: Vec<(f32, usize)> = (0..n)
+            .map(|i| (T::distance(metric, q, &base[i * d..(i + 1) * d]), i))
+            .collect();
+        exact.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let truth: Vec<usize> = exact[..10].iter().map(|e| e.1).collect();
+        greedy_search(&data, d, metric, &adj, h.entry_point as u32, q, l, &mut s);
+        hits += s.queue.items()[..10]
+            .iter()
+            .filter(|c| truth.contains(&(labels[c.id as usize] as usize)))
+            .count();
+    }
+    hits as f64 / (10 * nq) as f64
+}
+
+fn params(r: usize, metric: Metric) -> BuildParams {
+    BuildParams {
+        metric,
+        max_degree: r,
+        build_l: 2 * r,
+        pq_bytes: Some(8),
+        reorder: false,
+        ..Default::default()
+    }
+}
+
+/// A budget whose partitions hold at most `cap` points of `per_point` bytes each.
+fn budget_for(cap: usize, per_point: u64) -> u64 {
+    FIXED_BYTES + (cap as u64 * per_point) * 10 / 7 + 1
+}
+
+fn write_f32(
+    dir: &Path,
+    name: &str,
+    n: usize,
+    d: usize,
+    seed: u64,
+) -> (PathBuf, Vec<f32>, Vec<f32>) {
+    let (base, q) = clustered(n, 100, d, 24, seed);
+    let path = dir.join(name);
+    write_bin(&path, n, d, &base).unwrap();
+    (path, base, q)
+}
+
+#[test]
+fn partitioned_graph_recall_is_within_002_of_the_one_shot_graph() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (n, d, r) = (5000usize, 32usize, 24usize);
+    let (path, base, q) = write_f32(tmp.path(), "base.fbin", n, d, 11);
+    for metric in [Metric::L2, Metric::InnerProduct] {
+        let one = tmp.path().join(format!("one-{metric:?}"));
+        let rep1 = build_index(&path, &one, &params(r, metric), &NoProgress).unwrap();
+        assert_eq!(rep1.partitions, 1);
+        let part = tmp.path().join(format!("part-{metric:?}"));
+        // Partitions of at most ~2,000 of the 2 × 5,000 assignments: ≥ 5 partitions.
+        let budget = budget_for(2000, 64 + 8 * r as u64 + 48 + 4 + 4 * 16);
+        let p = BuildParams {
+            memory_budget_bytes: Some(budget),
+            ..params(r, metric)
+        };
+        let rep2 = build_index(&path, &part, &p, &NoProgress).unwrap();
+        assert!(rep2.partitions >= 4, "{} partitions", rep2.partitions);
+        assert!(
+            rep2.mean_degree > r as f64 * 0.5,
+            "degree {}",
+            rep2.mean_degree
+        );
+        let work = tmp.path().join(format!(".part-{metric:?}.partitioned"));
+        assert!(!work.exists(), "work dir removed");
+        let (r1, r2) = (
+            in_memory_recall(&one, &base, &q, d, metric, 40),
+            in_memory_recall(&part, &base, &q, d, metric, 40),
+        );
+        assert!(r1 >= 0.9, "{metric:?}: one-shot recall {r1}");
+        assert!(
+            r2 >= r1 - 0.02,
+            "{metric:?}: partitioned {r2} vs one-shot {r1}"
+        );
+        // Labels are the identity and the vectors are the input rows.
+        let labels = ssdann_layout::labels::read_labels(&part.join("labels.bin")).unwrap();
+        assert!(labels.iter().enumerate().all(|(i, &l)| l == i as u64));
+        let (h, vecs, _) = load(&part);
+        assert_eq!((h.n_slots, h.layout.dim), (n as u64, d));
+        assert_eq!(
+            bytemuck::cast_slice::<u8, f32>(&vecs[1234]),
+            &base[1234 * d..1235 * d]
+        );
+    }
+}
+
+#[test]
+fn partitioned_u8_and_cosine_builds_search_well() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (n, d, r) = (3000usize, 24usize, 16usize);
+    let (fbase, q) = clustered(n, 50, d, 16, 5);
+    let to_u8 = |v: &[f32]| {
+        v.iter()
+            .map(|x| ((x + 1.0) * 127.0) as u8)
+            .collect::<Vec<u8>>()
+    };
+    let (ubase, uq) = (to_u8(&fbase), to_u8(&q));
+    let upath = tmp.path().join("b.u8bin");
+    write_bin(&upath, n, d, &ubase).unwrap();
+    let budget = budget_for(1200, 24 + 8 * r as u64 + 48 + 4 + 4 * 16);
+    let out = tmp.path().join("u8");
+    let p = BuildParams {
+        memory_budget_bytes: Some(budget),
+        ..params(r, Metric::L2)
+    };
+    let rep = build_index(&upath, &out, &p, &NoProgress).unwrap();
+    assert!(rep.partitions >= 4, "{} partitions", rep.partitions);
+    let rec = in_memory_recall(&out, &ubase, &uq, d, Metric::L2, 40);
+    assert!(rec >= 0.9, "u8 recall {rec}");
+    // Cosine: stored vectors are normalized, as in the one-shot build.
+    let scaled: Vec<f32> = fbase
+        .iter()
+        .enumerate()
+        .map(|(i, x)| x * (1.0 + (i / d % 7) as f32))
+        .collect();
+    let fpath = tmp.path().join("s.fbin");
+    write_bin(&fpath, n, d, &scaled).unwrap();
+    let out = tmp.path().join("cos");
+    let p = BuildParams {
+        memory_budget_bytes: Some(budget_for(1200, 48 + 8 * r as u64 + 48 + 4 + 4 * 16)),
+        ..params(r, Metric::Cosine)
+    };
+    let rep = build_index(&fpath, &out, &p, &NoProgress).unwrap();
+    assert!(rep.partitions >= 4);
+    let (_, vecs, _) = load(&out);
+    let v: &[f32] = bytemuck::cast_slice(&vecs[77]);
+    assert!((v.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-4);
+    assert!(in_memory_recall(&out, &fbase, &q, d, Metric::Cosine, 40) >= 0.9);
+}
+
+fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn resume_after_an_interruption_in_each_stage_gives_the_same_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (n, d, r) = (3000usize, 16usize, 16usize);
+    let (path, _, _) = write_f32(tmp.path(), "base.fbin", n, d, 3);
+    let base_params = BuildParams {
+        memory_budget_bytes: Some(budget_for(1000, 32 + 8 * r as u64 + 48 + 4 + 4)),
+        threads: Some(1), // deterministic
+        ..params(r, Metric::L2)
+    };
+    let reference = tmp.path().join("ref");
+    let rep = build_index(&path, &reference, &base_params, &NoProgress).unwrap();
+    assert!(rep.partitions >= 6, "{} partitions", rep.partitions);
+    let want = files(&reference);
+    let work = tmp.path().join(".out.partitioned");
+    for point in ["pq", "partition", "graph-0", "graph-3", "merge", "write"] {
+        let out = tmp.path().join("out");
+        let stop = BuildParams {
+            interrupt_at: Some(point.into()),
+            ..base_params.clone()
+        };
+        let e = build_index(&path, &out, &stop, &NoProgress).unwrap_err();
+        assert!(
+            matches!(&e, BuildError::Interrupted { stage } if stage == point),
+            "{e}"
+        );
+        assert!(!out.exists(), "{point}: no index before the build finishes");
+        assert!(
+            work.join("MANIFEST").exists(),
+            "{point}: work directory kept"
+        );
+        if point == "graph-3" {
+            // finished partitions are kept; the interrupted one left only a temporary file
+            assert!(work.join("part-0002.graph").exists());
+            assert!(!work.join("part-0003.graph").exists());
+            assert!(work.join("part-0003.graph.tmp").exists());
+        }
+        let resume = BuildParams {
+            resume: true,
+            ..base_params.clone()
+        };
+        build_index(&path, &out, &resume, &NoProgress).unwrap();
+        assert_eq!(files(&out), want, "{point}: resumed build differs");
+        assert!(!work.exists(), "{point}: work directory removed at the end");
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+}
+
+#[test]
+fn resume_refuses_other_parameters_and_damaged_stage_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (n, d, r) = (2000usize, 16usize, 16usize);
+    let (path, _, _) = write_f32(tmp.path(), "base.fbin", n, d, 4);
+    let p = BuildParams {
+        memory_budget_bytes: Some(budget_for(800, 32 + 8 * r as u64 + 48 + 4 + 4 * 16)),
+        ..params(r, Metric::L2)
+    };
+    let out = tmp.path().join("out");
+    let work = tmp.path().join(".out.partitioned");
+    let stop = BuildParams {
+        interrupt_at: Some("graph-2".into()),
+        ..p.clone()
+    };
+    build_index(&path, &out, &stop, &NoProgress).unwrap_err();
+    // Other R: refused, naming the field; nothing removed.
+    let other = BuildParams {
+        max_degree: 12,
+        build_l: 32,
+        resume: true,
+        ..p.clone()
+    };
+    let e = build_index(&path, &out, &other, &NoProgress).unwrap_err();
+    assert!(
+        matches!(&e, BuildError::ResumeMismatch { field, .. } if field == "R"),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("R = 16") && e.to_string().contains("R = 12"),
+        "{e}"
+    );
+    assert!(work.join("part-0001.graph").exists());
+    // A damaged finished stage: the resumed merge refuses, naming the file.
+    let g = work.join("part-0001.graph");
+    let mut bytes = std::fs::read(&g).unwrap();
+    let k = bytes.len() / 2;
+    bytes[k] ^= 0x10;
+    std::fs::write(&g, &bytes).unwrap();
+    let resume = BuildParams {
+        resume: true,
+        ..p.clone()
+    };
+    let e = build_index(&path, &out, &resume, &NoProgress).unwrap_err();
+    assert!(e.to_string().contains("part-0001.graph"), "{e}");
+    assert!(!out.exists());
+    // Without --resume the build starts over and succeeds.
+    build_index(&path, &out, &p, &NoProgress).unwrap();
+    assert!(!work.exists());
+}
+
+#[test]
+fn budget_errors_and_foreign_work_directories() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, _, _) = write_f32(tmp.path(), "base.fbin", 2000, 16, 9);
+    let out = tmp.path().join("out");
+    let p = BuildParams {
+        memory_budget_bytes: Some(FIXED_BYTES + 1000),
+        ..params(16, Metric::L2)
+    };
+    let e = build_index(&path, &out, &p, &NoProgress).unwrap_err();
+    match &e {
+        BuildError::BudgetTooSmall { minimum, .. } => {
+            assert!(*minimum > FIXED_BYTES + 1000);
+            // the minimum it names is enough
+            let ok = BuildParams {
+                memory_budget_bytes: Some(*minimum),
+                ..p.clone()
+            };
+            build_index(&path, &out, &ok, &NoProgress).unwrap();
+        }
+        e => panic!("expected BudgetTooSmall, got {e}"),
+    }
+    assert!(e.to_string().contains("the minimum is"), "{e}");
+    // A directory with the work directory's name that is not ours: refused, left alone.
+    let out2 = tmp.path().join("out2");
+    let foreign = tmp.path().join(".out2.partitioned");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join("notes.txt"), b"mine").unwrap();
+    let p2 = BuildParams {
+        memory_budget_bytes: Some(budget_for(800, 32 + 8 * 16 + 48 + 4 + 4 * 16)),
+        ..params(16, Metric::L2)
+    };
+    let e = build_index(&path, &out2, &p2, &NoProgress).unwrap_err();
+    assert!(matches!(e, BuildError::NotAnIndex { .. }), "{e}");
+    assert_eq!(std::fs::read(foreign.join("notes.txt")).unwrap(), b"mine");
+}
