@@ -194,12 +194,17 @@ fn limits_are_checked_before_anything_is_sized_and_the_reserved_label_is_refused
         })
     ));
     let idx = Index::open(&dir, OpenOptions::default()).unwrap();
-    // RAM by structure: n = 1,000 points, M = 8 PQ bytes; the label → slot map is built
-    // only when an update needs it
+    // RAM by structure: n = 1,000 points, M = 8 PQ bytes; the (reordered) labels are
+    // mapped, not held; the label → slot map is built only when an update needs it
     let m = idx.memory_report();
     assert_eq!(
-        (m.pq_codes_bytes, m.labels_bytes, m.label_map_bytes),
-        (8_000, 8_000, 0)
+        (
+            m.pq_codes_bytes,
+            m.labels_bytes,
+            m.labels_mapped_bytes,
+            m.label_map_bytes
+        ),
+        (8_000, 0, 8_000, 0)
     );
     assert_eq!(m.total_bytes(), idx.memory_bytes());
     idx.delete(999).unwrap();

@@ -75,12 +75,16 @@ pub struct Index {
 
 impl Index {
     /// Opens the index in `dir`: validates the header, the sector file's size and the PQ
-    /// files against each other, loads the PQ pivots and codes (n × M bytes) into RAM, and
-    /// loads the node cache.
+    /// files against each other, loads the PQ pivots and codes (n × M bytes) into RAM, checks
+    /// `labels.bin` in one streaming pass (CRC, one label per slot, free slots against the
+    /// header's live count) and keeps no copy of it — nothing when the labels are the
+    /// identity, else the file memory-mapped — and loads the node cache. RAM held: the PQ
+    /// codes plus a fixed amount ([`Index::memory_report`]).
     ///
     /// # Errors
-    /// - [`EngineError::Layout`]: a missing, truncated or corrupt file (names it and the field).
-    /// - [`EngineError::Inconsistent`]: the files disagree (n, d, M).
+    /// - [`EngineError::Layout`]: a missing, truncated or corrupt file (names it and the field;
+    ///   a label on two slots is corrupt `labels.bin`).
+    /// - [`EngineError::Inconsistent`]: the files disagree (n, d, M, free slots).
     /// - [`EngineError::Locked`]: another handle has the directory open for writing (or, for
     ///   a writer, open at all): one writer per index directory.
     /// - [`EngineError::NotAllowed`]: a read-only open of an index with an unfinished merge.
@@ -381,13 +385,15 @@ impl Index {
     /// The largest label in use (SSD or delta), for callers that number new points.
     pub fn max_label(&self) -> Option<u64> {
         let s = self.snapshot();
-        let ssd = s
-            .state
-            .labels
-            .iter()
-            .copied()
-            .filter(|&l| l != ssdann_layout::labels::FREE_LABEL)
-            .max();
+        let labels = &s.state.labels;
+        let ssd = if labels.is_identity() {
+            labels.len().checked_sub(1).map(|l| l as u64)
+        } else {
+            labels
+                .iter()
+                .filter(|&l| l != ssdann_layout::labels::FREE_LABEL)
+                .max()
+        };
         let delta = s
             .updates
             .read()

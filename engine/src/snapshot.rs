@@ -38,18 +38,26 @@ pub(crate) struct Snapshot {
 }
 
 /// RAM an open index holds, by structure (bytes). The per-point structures are the PQ
-/// codes (n × M), the label array (n × 8) and, once updates have used it, the label → slot
-/// map of the SSD points (a hash map: 16 bytes per entry over a ⅞-full power-of-two table,
-/// plus a control byte each; a handle that only searches never builds it).
+/// codes (n × M) and, once updates have used it on an index whose labels are not the
+/// identity, the label → slot map of the SSD points (a hash map: 16 bytes per entry over a
+/// ⅞-full power-of-two table, plus a control byte each; a handle that only searches never
+/// builds it). The slot → label map holds no RAM: nothing for identity labels, else
+/// `labels.bin` memory-mapped ([`MemoryReport::labels_mapped_bytes`], not in the total).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MemoryReport {
     /// PQ codes: n × M.
     pub pq_codes_bytes: usize,
     /// PQ pivots, centroid and subspace offsets.
     pub pq_pivots_bytes: usize,
-    /// The label of every slot: n × 8.
+    /// A slot → label array in RAM: 0 — the engine holds none (see `labels_mapped_bytes`).
     pub labels_bytes: usize,
-    /// Label → slot map of the SSD points (built at open).
+    /// The slot → label map memory-mapped from `labels.bin`: n × 8, or 0 when the labels are
+    /// the identity (label of slot s = s: nothing is kept). File-backed pages, read from the
+    /// page cache on demand and reclaimable by the kernel: not counted in
+    /// [`MemoryReport::total_bytes`].
+    pub labels_mapped_bytes: usize,
+    /// Label → slot map of the SSD points (built when an update first needs it, never for
+    /// identity labels).
     pub label_map_bytes: usize,
     /// Node cache (records and their index).
     pub node_cache_bytes: usize,
@@ -58,7 +66,7 @@ pub struct MemoryReport {
 }
 
 impl MemoryReport {
-    /// Sum of every structure.
+    /// Sum of every structure held in RAM (not [`MemoryReport::labels_mapped_bytes`]).
     pub fn total_bytes(&self) -> usize {
         self.pq_codes_bytes
             + self.pq_pivots_bytes
@@ -215,7 +223,8 @@ impl Snapshot {
         MemoryReport {
             pq_codes_bytes: st.codes.len(),
             pq_pivots_bytes: st.pq.memory_bytes(),
-            labels_bytes: st.labels.len() * 8,
+            labels_bytes: 0,
+            labels_mapped_bytes: st.labels.mapped_bytes(),
             label_map_bytes,
             node_cache_bytes: st.cache.records.len()
                 + hash_table_bytes(st.cache.slots.capacity(), 16),

@@ -1,9 +1,12 @@
 //! [`State`]: the immutable part of one generation of an open index — header, PQ pivots and
-//! codes, label array, the open sector file and the node cache (DiskANN, NeurIPS 2019, §3:
-//! PQ codes in RAM, full vectors and lists on the SSD).
+//! codes, the slot → label map, the open sector file and the node cache (DiskANN, NeurIPS
+//! 2019, §3: PQ codes in RAM, full vectors and lists on the SSD). The label map holds no
+//! array: nothing for the identity, else `labels.bin` memory-mapped ([`SlotLabels`]).
 //!
 //! Invariants this module owns (checked in [`State::open`], never changed afterwards):
 //! - `codes.len() == n × M` and `labels.len() == n`, where n = `header.n_slots`;
+//! - `labels` is one-to-one, and its free slots number `n − header.live_count` (so a search
+//!   on an index without free slots never reads the label map but for its results);
 //! - the PQ pivots have the header's d and M;
 //! - `index.ssd` is at least `header.file_bytes()` long;
 //! - every cached record passed its block's CRC and its record check when loaded.
@@ -16,6 +19,7 @@ use crate::io::{AlignedBuf, SectorFile};
 use crate::options::OpenOptions;
 use crate::Result;
 use ssdann_builder::build::INDEX_FILE;
+use ssdann_layout::labels::SlotLabels;
 use ssdann_layout::pq::{read_codes, PQ_CODES_FILE, PQ_PIVOTS_FILE};
 use ssdann_layout::sector::check_block;
 use ssdann_layout::{IndexHeader, PqCodebook, SECTOR_BYTES};
@@ -41,8 +45,8 @@ pub(crate) struct State {
     pub(crate) pq: PqCodebook,
     /// n × M PQ codes.
     pub(crate) codes: Vec<u8>,
-    /// n labels (`FREE_LABEL` for a free slot).
-    pub(crate) labels: Vec<u64>,
+    /// n labels (`FREE_LABEL` for a free slot), checked one-to-one at open.
+    pub(crate) labels: SlotLabels,
     pub(crate) file: Arc<SectorFile>,
     pub(crate) options: OpenOptions,
     pub(crate) cache: NodeCache,
@@ -118,7 +122,7 @@ impl State {
             });
         }
         let labels_path = dir.join(ssdann_layout::labels::LABELS_FILE);
-        let labels = ssdann_layout::labels::read_labels(&labels_path)?;
+        let labels = SlotLabels::open(&labels_path)?;
         if labels.len() as u64 != header.n_slots {
             return Err(EngineError::Inconsistent {
                 path: labels_path,
@@ -126,6 +130,18 @@ impl State {
                     "{} labels but index.ssd has n = {}",
                     labels.len(),
                     header.n_slots
+                ),
+            });
+        }
+        // header.live_count ≤ n_slots: IndexHeader::decode checks it
+        if labels.free_slots() as u64 != header.n_slots.saturating_sub(header.live_count) {
+            return Err(EngineError::Inconsistent {
+                path: labels_path,
+                detail: format!(
+                    "{} free slots (label 2^64 - 1) but index.ssd has n = {}, live_count = {}",
+                    labels.free_slots(),
+                    header.n_slots,
+                    header.live_count
                 ),
             });
         }

@@ -207,12 +207,21 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
         Err(e) => rep.problem(e.to_string()),
     }
     let labels_path = dir.join(ssdann_layout::labels::LABELS_FILE);
-    match ssdann_layout::labels::read_labels(&labels_path) {
+    // the checks of read_labels, without a copy of the map in RAM
+    match ssdann_layout::labels::SlotLabels::open(&labels_path) {
         Ok(l) if l.len() as u64 != n => rep.problem(format!(
             "{}: {} labels but index.ssd has n = {n}",
             labels_path.display(),
             l.len()
         )),
+        Ok(l) if l.free_slots() as u64 != n.saturating_sub(header.live_count) => {
+            rep.problem(format!(
+                "{}: {} free slots (label 2^64 - 1) but index.ssd has n = {n}, live_count = {}",
+                labels_path.display(),
+                l.free_slots(),
+                header.live_count
+            ))
+        }
         Ok(_) => {}
         Err(e) => rep.problem(e.to_string()),
     }

@@ -13,7 +13,6 @@ use crate::error::EngineError;
 use crate::Result;
 use rayon::prelude::*;
 use ssdann_builder::{Phase, Progress};
-use ssdann_layout::labels::FREE_LABEL;
 use ssdann_layout::sector::seal_block;
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
@@ -95,7 +94,7 @@ pub(super) fn delete_phase(
                             }
                             continue;
                         }
-                        if plan.st.labels[s as usize] == FREE_LABEL {
+                        if plan.st.labels.is_free(s as usize) {
                             continue; // free since an earlier merge: nobody links to it
                         }
                         let rec = plan.checked_record(blk, s)?;

@@ -38,11 +38,11 @@ impl Frozen {
             path: snap.state.dir.clone(),
             detail: "update lock poisoned".into(),
         })?;
-        let ssd = up.ssd_labels(&snap.state.labels);
+        let labels = &snap.state.labels;
         let mut deleted: Vec<u32> = up
             .tombstones
             .iter()
-            .filter_map(|l| ssd.get(l).copied())
+            .filter_map(|&l| up.ssd_slot(l, labels))
             .collect();
         deleted.sort_unstable();
         let news = up
@@ -107,7 +107,7 @@ impl<'a> Plan<'a> {
             .deleted
             .iter()
             .copied()
-            .chain((0..n as u32).filter(|&s| st.labels[s as usize] == FREE_LABEL))
+            .chain((0..n as u32).filter(|&s| st.labels.is_free(s as usize)))
             .collect();
         let grown = slots_after(n, frozen.news.len(), free.len()).ok_or_else(|| {
             EngineError::Inconsistent {
@@ -244,7 +244,7 @@ impl<'a> Plan<'a> {
         match self.new_set.get(&(s as u32)) {
             Some(&i) => self.frozen.news[i].0,
             None if s >= self.n as usize || self.del_set.contains(&(s as u32)) => FREE_LABEL,
-            None => self.st.labels[s],
+            None => self.st.labels.get(s),
         }
     }
 }

@@ -121,7 +121,7 @@ pub(crate) fn beam_search(
                 for id in first..(first + layout.nodes_per_block as u64).min(n) {
                     let id = id as u32;
                     // a free slot (deleted, not reused by a merge) is never a result
-                    if index.labels[id as usize] == ssdann_layout::labels::FREE_LABEL {
+                    if index.labels.is_free(id as usize) {
                         continue;
                     }
                     let rec = layout.record(block, layout.offset_in_block(u64::from(id)));
@@ -183,7 +183,7 @@ pub(crate) fn beam_search(
     results[..kk].sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     out.clear();
     out.extend(results[..kk].iter().map(|&(d, id)| Neighbor {
-        id: index.labels[id as usize],
+        id: index.labels.get(id as usize),
         distance: h.metric.reported(d),
     }));
     stats.total_us = t0.elapsed().as_secs_f64() * 1e6;

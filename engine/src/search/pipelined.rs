@@ -84,7 +84,7 @@ pub(super) fn pipelined(
             let first = b * layout.nodes_per_block as u64;
             for id in first..(first + layout.nodes_per_block as u64).min(n) {
                 let id = id as u32;
-                if index.labels[id as usize] == ssdann_layout::labels::FREE_LABEL {
+                if index.labels.is_free(id as usize) {
                     continue;
                 }
                 let rec = layout.record(ctx.reader.slot(s), layout.offset_in_block(u64::from(id)));

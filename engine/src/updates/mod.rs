@@ -14,6 +14,7 @@ use crate::error::EngineError;
 use crate::state::State;
 use crate::Result;
 use delta::{DeltaIndex, DeltaParams};
+use ssdann_layout::labels::{SlotLabels, FREE_LABEL};
 use ssdann_layout::ElementType;
 use std::collections::{HashMap, HashSet};
 use wal::{replay, Wal, WalOp, WAL_FILE};
@@ -24,8 +25,9 @@ pub(crate) struct Updates {
     pub(crate) delta: DeltaIndex,
     /// Labels of SSD points that are deleted or replaced.
     pub(crate) tombstones: HashSet<u64>,
-    /// Label → slot of the SSD points, built on first use ([`Updates::ssd_labels`]): a
-    /// handle that only searches never builds it (~28 bytes per point).
+    /// Label → slot of the SSD points, built on first use ([`Updates::ssd_slot`]) unless the
+    /// labels are the identity: a handle that only searches never builds it (~28 bytes per
+    /// point).
     ssd_labels: std::sync::OnceLock<HashMap<u64, u32>>,
     /// WAL records not merged yet.
     pub(crate) wal_ops: u64,
@@ -73,17 +75,28 @@ impl Updates {
         Ok((up, wal))
     }
 
-    /// The label → slot map of the SSD points (`labels` is the state's label array), built
-    /// at the first call.
-    pub(crate) fn ssd_labels(&self, labels: &[u64]) -> &HashMap<u64, u32> {
-        self.ssd_labels.get_or_init(|| {
-            labels
+    /// The slot of the SSD point labelled `label` (`labels` is the state's label map), if
+    /// any. For identity labels that is `label` itself when below n; otherwise the label →
+    /// slot map is built at the first call (`labels` was checked one-to-one at open).
+    pub(crate) fn ssd_slot(&self, label: u64, labels: &SlotLabels) -> Option<u32> {
+        if labels.is_identity() {
+            return (label < labels.len() as u64).then_some(label as u32);
+        }
+        let map = self.ssd_labels.get_or_init(|| {
+            let map: HashMap<u64, u32> = labels
                 .iter()
                 .enumerate()
-                .filter(|(_, &l)| l != ssdann_layout::labels::FREE_LABEL)
-                .map(|(slot, &l)| (l, slot as u32))
-                .collect()
-        })
+                .filter(|&(_, l)| l != FREE_LABEL)
+                .map(|(slot, l)| (l, slot as u32))
+                .collect();
+            debug_assert_eq!(
+                map.len(),
+                labels.iter().filter(|&l| l != FREE_LABEL).count(),
+                "labels.bin passed its one-to-one check at open"
+            );
+            map
+        });
+        map.get(&label).copied()
     }
 
     /// The label map if it was built (for memory accounting).
@@ -92,9 +105,9 @@ impl Updates {
     }
 
     /// Whether `label` is live (on the SSD and not tombstoned, or in the delta).
-    pub(crate) fn is_live(&self, label: u64, labels: &[u64]) -> bool {
+    pub(crate) fn is_live(&self, label: u64, labels: &SlotLabels) -> bool {
         self.delta.contains(label)
-            || (self.ssd_labels(labels).contains_key(&label) && !self.tombstones.contains(&label))
+            || (self.ssd_slot(label, labels).is_some() && !self.tombstones.contains(&label))
     }
 
     /// Applies a logged insert whose delta out-list was planned with shared access
@@ -104,9 +117,9 @@ impl Updates {
         label: u64,
         vector: &[f32],
         planned: &[u32],
-        labels: &[u64],
+        labels: &SlotLabels,
     ) {
-        if self.ssd_labels(labels).contains_key(&label) {
+        if self.ssd_slot(label, labels).is_some() {
             self.tombstones.insert(label);
         }
         self.delta.apply_insert(label, vector, planned);
@@ -114,17 +127,17 @@ impl Updates {
 
     /// Applies one logged operation to the in-memory state (no validation: it was validated
     /// before it was logged).
-    pub(crate) fn apply(&mut self, op: &WalOp, labels: &[u64]) {
+    pub(crate) fn apply(&mut self, op: &WalOp, labels: &SlotLabels) {
         match op {
             WalOp::Insert { label, vector } => {
-                if self.ssd_labels(labels).contains_key(label) {
+                if self.ssd_slot(*label, labels).is_some() {
                     self.tombstones.insert(*label);
                 }
                 self.delta.insert(*label, vector);
             }
             WalOp::Delete { label } => {
                 self.delta.delete(*label);
-                if self.ssd_labels(labels).contains_key(label) {
+                if self.ssd_slot(*label, labels).is_some() {
                     self.tombstones.insert(*label);
                 }
             }
