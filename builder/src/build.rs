@@ -228,6 +228,16 @@ pub fn build_index(
     progress: &dyn Progress,
 ) -> Result<BuildReport> {
     let file = VectorFile::open(data_path)?;
+    if file.len() >= u32::MAX as usize {
+        // Slots are u32 and u32::MAX is reserved (docs/FORMAT.md, "Limits").
+        return Err(ssdann_layout::LayoutError::field(
+            file.path(),
+            "n",
+            file.len(),
+            "at most 2^32 - 2 points per index",
+        )
+        .into());
+    }
     let pool = prepare(params, file.dim(), out_dir)?;
     if let Some(budget) = params.memory_budget_bytes {
         let shape = crate::partitioned::shape_of(&file, params, pool.current_num_threads());

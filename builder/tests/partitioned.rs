@@ -332,3 +332,28 @@ fn budget_errors_and_foreign_work_directories() {
     assert!(matches!(e, BuildError::NotAnIndex { .. }), "{e}");
     assert_eq!(std::fs::read(foreign.join("notes.txt")).unwrap(), b"mine");
 }
+
+#[test]
+fn more_than_2_pow_32_minus_2_points_is_refused_before_anything_is_read() {
+    // A sparse .u8bin of n = 2^32 - 1 one-byte rows: its header is valid and its size
+    // matches, but slots are u32 with u32::MAX reserved.
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("huge.u8bin");
+    let n = u32::MAX;
+    let mut head = n.to_le_bytes().to_vec();
+    head.extend_from_slice(&1u32.to_le_bytes());
+    std::fs::write(&path, &head).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(8 + u64::from(n)).unwrap();
+    let out = tmp.path().join("out");
+    for budget in [None, Some(1u64 << 30)] {
+        let p = BuildParams {
+            memory_budget_bytes: budget,
+            ..params(16, Metric::L2)
+        };
+        let e = build_index(&path, &out, &p, &NoProgress).unwrap_err();
+        assert!(e.to_string().contains("at most 2^32 - 2 points"), "{e}");
+        assert!(e.to_string().contains("huge.u8bin"), "{e}");
+    }
+    assert!(!out.exists());
+}

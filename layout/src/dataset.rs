@@ -420,6 +420,17 @@ impl VectorFile {
         self.map.as_deref().unwrap_or(&[])
     }
 
+    /// Byte offset of row `i`'s values in the file (for readers that `pread` rows instead of
+    /// touching the map: a mapped page fault can map a whole large folio, so random access
+    /// through the map grows the RSS by far more than the row).
+    ///
+    /// # Panics
+    /// If `i >= n`.
+    pub fn row_offset(&self, i: usize) -> u64 {
+        assert!(i < self.n, "row {i} out of range (n = {})", self.n);
+        self.data_offset as u64 + i as u64 * self.row_stride as u64
+    }
+
     /// Raw little-endian bytes of row `i` (`d × element size` bytes).
     ///
     /// # Panics

@@ -337,13 +337,20 @@ fn ram_at_open(dir: &std::path::Path, n: u64) {
             let m = idx.memory_report();
             let mib = |b: usize| b as f64 / (1 << 20) as f64;
             let per = |b: usize| b as f64 / n.max(1) as f64;
+            let labels = if m.labels_mapped_bytes == 0 {
+                "0 B (identity: slot = label)".to_string()
+            } else {
+                format!(
+                    "mapped from labels.bin ({:.1} MiB of file, {:.1} B/point, not held)",
+                    mib(m.labels_mapped_bytes),
+                    per(m.labels_mapped_bytes)
+                )
+            };
             println!(
-                "RAM at open      {:.1} MiB: PQ codes {:.1} MiB ({:.1} B/point), labels {:.1} MiB ({:.1} B/point), label map {:.1} MiB ({:.1} B/point), PQ pivots {:.2} MiB, pending updates {:.2} MiB",
+                "RAM at open      {:.1} MiB: PQ codes {:.1} MiB ({:.1} B/point), labels {labels}, label map {:.1} MiB ({:.1} B/point, built on the first update), PQ pivots {:.2} MiB, pending updates {:.2} MiB",
                 mib(m.total_bytes()),
                 mib(m.pq_codes_bytes),
                 per(m.pq_codes_bytes),
-                mib(m.labels_bytes),
-                per(m.labels_bytes),
                 mib(m.label_map_bytes),
                 per(m.label_map_bytes),
                 mib(m.pq_pivots_bytes),

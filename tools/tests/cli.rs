@@ -923,14 +923,17 @@ fn info_cross_checks_the_files_against_the_header() {
         "{}",
         text(&o)
     );
-    // the RAM an open index holds, by structure: labels are exactly 8 bytes per point
+    // the RAM an open index holds, by structure: a reordered build's labels are mapped from
+    // labels.bin (8 bytes per point of file, none held)
     let t = text(&o);
     let ram = t
         .lines()
         .find(|l| l.starts_with("RAM at open"))
         .unwrap_or("");
     assert!(
-        ram.contains("(8.0 B/point)") && ram.contains("label map"),
+        ram.contains("labels mapped from labels.bin")
+            && ram.contains("8.0 B/point, not held")
+            && ram.contains("label map"),
         "{t}"
     );
     // PQ codes and labels of a smaller index, and a truncated sector file

@@ -43,10 +43,10 @@ pub(crate) fn build_partition<V: GraphElem>(
     vectors
         .par_chunks_mut(gd)
         .zip(ids.par_iter())
-        .for_each_init(
+        .try_for_each_init(
             || vec![0f32; gd],
             |scratch, (out, &i)| rows.graph_row(i as usize, out, scratch),
-        );
+        )?;
     rows.file.release_pages();
     let graph = build_vamana(&vectors, gd, rows.graph_metric(), vp, progress);
     drop(vectors);
@@ -200,7 +200,7 @@ pub(crate) fn merge_graphs<V: GraphElem>(
         lists[..end - start]
             .par_iter_mut()
             .enumerate()
-            .for_each_init(
+            .try_for_each_init(
                 || {
                     (
                         PruneScratch::default(),
@@ -211,15 +211,15 @@ pub(crate) fn merge_graphs<V: GraphElem>(
                 },
                 |(prune, scratch, local, out), (k, list)| {
                     if list.len() <= r {
-                        return;
+                        return Ok::<(), BuildError>(());
                     }
                     // Local ids: 0..c the candidates, c the point itself.
                     let c = list.len();
                     local.resize((c + 1) * gd, V::default());
                     for (j, &v) in list.iter().enumerate() {
-                        rows.graph_row(v as usize, &mut local[j * gd..(j + 1) * gd], scratch);
+                        rows.graph_row(v as usize, &mut local[j * gd..(j + 1) * gd], scratch)?;
                     }
-                    rows.graph_row(start + k, &mut local[c * gd..], scratch);
+                    rows.graph_row(start + k, &mut local[c * gd..], scratch)?;
                     let me = &local[c * gd..];
                     prune.pool.clear();
                     for j in 0..c {
@@ -239,8 +239,9 @@ pub(crate) fn merge_graphs<V: GraphElem>(
                     );
                     let chosen: Vec<u32> = out.iter().map(|&j| list[j as usize]).collect();
                     *list = chosen;
+                    Ok(())
                 },
-            );
+            )?;
         rec.clear();
         for list in &lists[..end - start] {
             edges += list.len() as u64;

@@ -35,7 +35,7 @@ use budget::{min_partition, Shape};
 use half::f16;
 use rand::SeedableRng;
 use rayon::prelude::*;
-use rows::{GraphType, Rows};
+use rows::{Access, GraphType, Rows};
 use ssdann_layout::pq::{PQ_CODES_FILE, PQ_CODES_MAGIC, PQ_FILE_VERSION, PQ_PIVOTS_FILE};
 use ssdann_layout::{ElementType, IndexHeader, Metric, NodeLayout, PqCodebook, VectorFile};
 use std::path::Path;
@@ -206,7 +206,7 @@ pub fn build_partitioned(
                 transposed: vec![0.0; rows.graph_dim()],
             }
         } else {
-            shard::choose_partitions(&rows, n, cap, params.seed)
+            shard::choose_partitions(&rows, n, cap, params.seed)?
         };
         let sizes = shard::assign(&rows, n, &centroids, cap, &dir, progress)?;
         interrupt(params, "partition")?;
@@ -435,8 +435,10 @@ fn train_pq_sampled(
         .par_chunks_mut(d)
         .zip(ids.par_iter())
         .try_for_each(|(out, &i)| {
-            rows.stored(i, out);
-            rows.check_finite(i, out)
+            rows.raw(i, out, Access::Random)?;
+            rows.check_finite(i, out)?;
+            rows.normalize_if_cosine(out);
+            Ok::<(), BuildError>(())
         })?;
     rows.file.release_pages();
     Ok(pq_train::train_pq(&sample, d, shape.pq_m, seed, progress))
@@ -471,9 +473,9 @@ fn encode_streaming(
             || (vec![0f32; d], Vec::new()),
             |(x, scratch), (k, code)| {
                 let i = start + k;
-                rows.file.row_f32(i, x);
+                rows.raw(i, x, Access::Sequential)?;
                 rows.check_finite(i, x)?;
-                rows.stored(i, x);
+                rows.normalize_if_cosine(x);
                 pq.encode(x, code, scratch);
                 Ok::<(), BuildError>(())
             },
@@ -497,7 +499,7 @@ fn streaming_medoid(rows: &Rows<'_>, n: usize) -> u32 {
         .fold(
             || (vec![0f64; gd], vec![0f32; gd]),
             |(mut s, mut row), i| {
-                rows.graph_f32(i, &mut row);
+                rows.graph_f32_mapped(i, &mut row);
                 s.iter_mut()
                     .zip(&row)
                     .for_each(|(a, &x)| *a += f64::from(x));
@@ -519,7 +521,7 @@ fn streaming_medoid(rows: &Rows<'_>, n: usize) -> u32 {
         .map_init(
             || vec![0f32; gd],
             |row, i| {
-                rows.graph_f32(i, row);
+                rows.graph_f32_mapped(i, row);
                 (f32::l2_sq(row, &mean), i as u32)
             },
         )

@@ -1,12 +1,19 @@
-//! Row access for the partitioned build: the input file stays memory-mapped and is read row
-//! by row (never loaded whole); the pages a stage touches are dropped from the RSS whenever
-//! the bytes read since the last drop reach the stage's page allowance, so the mapped input
-//! never counts against the memory budget beyond that allowance.
+//! Row access for the partitioned build; the input is never loaded whole.
+//!
+//! - Sequential passes (PQ encoding, assignment, medoid, writing) read the memory map; the
+//!   pages they touch are dropped from the RSS whenever the bytes read since the last drop
+//!   reach the stage's page allowance, so the mapped input never counts against the budget
+//!   beyond that allowance.
+//! - Random access (samples, a partition's rows, the merge's candidates) reads rows with
+//!   `pread` into a buffer: a page fault in the map can map a whole large folio (measured on
+//!   this machine's 6.18 kernel: 536 KB of RSS per random 4-byte touch), so random access
+//!   through the map would grow the RSS far past the rows actually read.
 
 use crate::build::GraphPrecision;
 use crate::BuildError;
 use half::f16;
 use ssdann_layout::{ElementType, Metric, Vector, VectorFile};
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A vector type the graph of a partition can be built on.
@@ -68,11 +75,22 @@ pub(crate) fn graph_type(elem: ElementType, params: &crate::BuildParams) -> Grap
     }
 }
 
+/// How a pass reads rows: see the module docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Through the map, in row order.
+    Sequential,
+    /// By `pread`, in any order.
+    Random,
+}
+
 /// The input file seen as stored rows (normalized for cosine) and graph rows (stored rows,
 /// extended by one coordinate for inner product: the MIPS-to-L2 reduction of the one-shot
 /// build).
 pub(crate) struct Rows<'a> {
     pub(crate) file: &'a VectorFile,
+    /// The same file, for `pread` of random rows.
+    handle: std::fs::File,
     pub(crate) dim: usize,
     pub(crate) metric: Metric,
     /// Largest squared norm (inner product only; 0 otherwise).
@@ -105,8 +123,11 @@ impl<'a> Rows<'a> {
             (_, ElementType::U8) => GraphType::U8,
             (_, ElementType::I8) => GraphType::I8,
         };
+        let handle =
+            std::fs::File::open(file.path()).map_err(|e| BuildError::io(file.path(), e))?;
         let mut rows = Rows {
             file,
+            handle,
             dim: file.dim(),
             metric,
             max_norm_sq: 0.0,
@@ -123,7 +144,8 @@ impl<'a> Rows<'a> {
                 .map_init(
                     || vec![0f32; d],
                     |buf, i| {
-                        rows.stored(i, buf);
+                        rows.file.row_f32(i, buf);
+                        rows.touch((d * rows.file.element_type().size_bytes()) as u64);
                         buf.iter().map(|x| x * x).sum::<f32>()
                     },
                 )
@@ -158,40 +180,127 @@ impl<'a> Rows<'a> {
         }
     }
 
+    /// Row `i` as f32 into `out[..d]`, from the map (sequential passes) or by `pread`
+    /// (random access).
+    pub(crate) fn raw(&self, i: usize, out: &mut [f32], access: Access) -> Result<(), BuildError> {
+        let d = self.dim;
+        match access {
+            Access::Sequential => {
+                self.file.row_f32(i, &mut out[..d]);
+                self.touch((d * self.file.element_type().size_bytes()) as u64);
+            }
+            Access::Random => {
+                let eb = self.file.element_type().size_bytes();
+                let mut bytes = [0u8; 4096];
+                let mut heap;
+                let buf: &mut [u8] = if d * eb <= bytes.len() {
+                    &mut bytes[..d * eb]
+                } else {
+                    heap = vec![0u8; d * eb];
+                    &mut heap
+                };
+                self.handle
+                    .read_exact_at(buf, self.file.row_offset(i))
+                    .map_err(|e| BuildError::io(self.file.path(), e))?;
+                match self.file.element_type() {
+                    ElementType::F32 => out[..d]
+                        .iter_mut()
+                        .zip(buf.chunks_exact(4))
+                        .for_each(|(o, c)| *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                    ElementType::U8 => out[..d]
+                        .iter_mut()
+                        .zip(buf.iter())
+                        .for_each(|(o, &x)| *o = f32::from(x)),
+                    ElementType::I8 => out[..d]
+                        .iter_mut()
+                        .zip(buf.iter())
+                        .for_each(|(o, &x)| *o = f32::from(x as i8)),
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Row `i` as stored in the index, as f32 (normalized for cosine).
-    pub(crate) fn stored(&self, i: usize, out: &mut [f32]) {
+    ///
+    /// # Errors
+    /// [`BuildError::Io`] when a `pread` fails.
+    pub(crate) fn stored(
+        &self,
+        i: usize,
+        out: &mut [f32],
+        access: Access,
+    ) -> Result<(), BuildError> {
+        self.raw(i, out, access)?;
+        self.normalize_if_cosine(out);
+        Ok(())
+    }
+
+    /// Row `i` as stored in the index, as its little-endian bytes (`out`: d × element size),
+    /// from the map (the writer's sequential pass).
+    pub(crate) fn stored_bytes(&self, i: usize, out: &mut [u8], scratch: &mut [f32]) {
+        if self.metric == Metric::Cosine {
+            self.file.row_f32(i, &mut scratch[..self.dim]);
+            ssdann_layout::distance::normalize(&mut scratch[..self.dim]);
+            out.copy_from_slice(bytemuck::cast_slice(&scratch[..self.dim]));
+        } else {
+            out.copy_from_slice(self.file.row_bytes(i));
+        }
+        self.touch(out.len() as u64);
+    }
+
+    /// Row `i` in graph space as f32 (`out`: [`Rows::graph_dim`] values).
+    ///
+    /// # Errors
+    /// [`BuildError::Io`] when a `pread` fails.
+    pub(crate) fn graph_f32(
+        &self,
+        i: usize,
+        out: &mut [f32],
+        access: Access,
+    ) -> Result<(), BuildError> {
+        self.stored(i, out, access)?;
+        self.extend(out);
+        Ok(())
+    }
+
+    /// Row `i` in graph space as f32, from the map (sequential passes; cannot fail).
+    pub(crate) fn graph_f32_mapped(&self, i: usize, out: &mut [f32]) {
         self.file.row_f32(i, &mut out[..self.dim]);
-        self.touch((self.dim * self.file.element_type().size_bytes()) as u64 + 4096);
+        self.touch((self.dim * self.file.element_type().size_bytes()) as u64);
+        self.normalize_if_cosine(out);
+        self.extend(out);
+    }
+
+    /// Normalizes a raw row for cosine (the stored form); other metrics store rows as given.
+    pub(crate) fn normalize_if_cosine(&self, out: &mut [f32]) {
         if self.metric == Metric::Cosine {
             ssdann_layout::distance::normalize(&mut out[..self.dim]);
         }
     }
 
-    /// Row `i` as stored in the index, as its little-endian bytes (`out`: d × element size).
-    pub(crate) fn stored_bytes(&self, i: usize, out: &mut [u8], scratch: &mut [f32]) {
-        if self.metric == Metric::Cosine {
-            self.stored(i, scratch);
-            out.copy_from_slice(bytemuck::cast_slice(&scratch[..self.dim]));
-        } else {
-            out.copy_from_slice(self.file.row_bytes(i));
-            self.touch(out.len() as u64 + 4096);
-        }
-    }
-
-    /// Row `i` in graph space as f32 (`out`: [`Rows::graph_dim`] values).
-    pub(crate) fn graph_f32(&self, i: usize, out: &mut [f32]) {
-        self.stored(i, out);
+    /// The MIPS-to-L2 coordinate for inner product.
+    fn extend(&self, out: &mut [f32]) {
         if self.metric == Metric::InnerProduct {
             let norm: f32 = out[..self.dim].iter().map(|x| x * x).sum();
             out[self.dim] = (self.max_norm_sq - norm).max(0.0).sqrt();
         }
     }
 
-    /// Row `i` in graph space, converted to `V`.
-    pub(crate) fn graph_row<V: GraphElem>(&self, i: usize, out: &mut [V], scratch: &mut [f32]) {
+    /// Row `i` in graph space, converted to `V`, read by `pread`.
+    ///
+    /// # Errors
+    /// [`BuildError::Io`] when the `pread` fails.
+    pub(crate) fn graph_row<V: GraphElem>(
+        &self,
+        i: usize,
+        out: &mut [V],
+        scratch: &mut [f32],
+    ) -> Result<(), BuildError> {
         let gd = self.graph_dim();
-        self.graph_f32(i, &mut scratch[..gd]);
+        self.graph_f32(i, &mut scratch[..gd], Access::Random)?;
         V::convert(&scratch[..gd], &mut out[..gd]);
+        Ok(())
     }
 
     /// Checks row `i` for NaN/inf (f32 input).

@@ -4,7 +4,7 @@
 //! overlap that connects the partition graphs), in one streaming pass over the input, each
 //! partition's ids written in ascending order to its own file.
 
-use super::rows::Rows;
+use super::rows::{Access, Rows};
 use super::workdir::{ids_path, write_u32_blob, PARTITIONS_MAGIC};
 use crate::progress::{Phase, Progress};
 use crate::BuildError;
@@ -32,7 +32,12 @@ pub(crate) struct Centroids {
 /// Runs k-means on a sample for growing C until the largest partition estimated from the
 /// sample (each sample point in its [`OVERLAP`] nearest, scaled to n) is at most 90% of
 /// `cap`; gives up growing after 12 tries (the assignment's capacity rule then spills).
-pub(crate) fn choose_partitions(rows: &Rows<'_>, n: usize, cap: usize, seed: u64) -> Centroids {
+pub(crate) fn choose_partitions(
+    rows: &Rows<'_>,
+    n: usize,
+    cap: usize,
+    seed: u64,
+) -> Result<Centroids, BuildError> {
     let gd = rows.graph_dim();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x5a5a_0f0f);
     let ns = n.min(PARTITION_SAMPLE);
@@ -46,7 +51,7 @@ pub(crate) fn choose_partitions(rows: &Rows<'_>, n: usize, cap: usize, seed: u64
     sample
         .par_chunks_mut(gd)
         .zip(ids.par_iter())
-        .for_each(|(out, &i)| rows.graph_f32(i, out));
+        .try_for_each(|(out, &i)| rows.graph_f32(i, out, Access::Random))?;
     let mut c = (OVERLAP * n).div_ceil(cap).max(OVERLAP);
     let mut tries = 0;
     loop {
@@ -62,10 +67,10 @@ pub(crate) fn choose_partitions(rows: &Rows<'_>, n: usize, cap: usize, seed: u64
         let largest = counts.iter().copied().max().unwrap_or(0) as f64 * n as f64 / ns as f64;
         tries += 1;
         if largest <= 0.9 * cap as f64 || tries >= 12 {
-            return Centroids {
+            return Ok(Centroids {
                 count: c,
                 transposed: ct,
-            };
+            });
         }
         c = (c as f64 * 1.25).ceil() as usize + 1;
     }
@@ -115,7 +120,7 @@ pub(crate) fn assign(
             .map_init(
                 || (vec![0f32; gd], vec![0f32; c]),
                 |(row, d), i| {
-                    rows.graph_f32(i, row);
+                    rows.graph_f32_mapped(i, row);
                     l2_to_all(row, &centroids.transposed, d);
                     nearest(d, c)
                 },
