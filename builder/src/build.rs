@@ -54,7 +54,7 @@ pub struct BuildParams {
     /// limit, one-shot build. When the one-shot build's estimate
     /// ([`crate::partitioned::budget::Shape::one_shot_bytes`]) exceeds it, the partitioned
     /// build runs ([`crate::partitioned`]): k-means partitions sized from the budget, a
-    /// Vamana graph per partition, merged; ids stay in input order (no sector reordering).
+    /// Vamana graph per partition, merged; sector reordering when the merged graph fits.
     pub memory_budget_bytes: Option<u64>,
     /// Vamana passes (`--passes`, default 2): 2 = α = 1 then α (DiskANN Alg. 3); 1 = the α
     /// pass only (about half the graph time; slightly lower recall at equal L).

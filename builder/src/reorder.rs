@@ -21,7 +21,39 @@ pub fn block_order<T: Vector>(
     dim: usize,
     metric: Metric,
 ) -> Vec<u32> {
-    let n = adjacency.len();
+    let vec_of = |id: u32| &data[id as usize * dim..(id as usize + 1) * dim];
+    block_order_with(
+        adjacency.len(),
+        medoid,
+        nodes_per_block,
+        &|u| &adjacency[u as usize],
+        &|u, v, _| T::distance(metric, vec_of(u), vec_of(v)),
+    )
+}
+
+/// [`block_order`] without vectors: a node's out-neighbours are taken in list order, which
+/// RobustPrune leaves closest first (the partitioned build's merged graph, whose vectors are
+/// not in RAM). `neighbors(u)` is u's list.
+pub fn block_order_by_list<'a>(
+    n: usize,
+    medoid: u32,
+    nodes_per_block: usize,
+    neighbors: &dyn Fn(u32) -> &'a [u32],
+) -> Vec<u32> {
+    block_order_with(n, medoid, nodes_per_block, neighbors, &|_, _, pos| {
+        pos as f32
+    })
+}
+
+/// The greedy of [`block_order`]: `rank(u, v, position of v in u's list)` orders u's
+/// unplaced out-neighbours (smaller first).
+fn block_order_with<'a>(
+    n: usize,
+    medoid: u32,
+    nodes_per_block: usize,
+    neighbors: &dyn Fn(u32) -> &'a [u32],
+    rank: &dyn Fn(u32, u32, usize) -> f32,
+) -> Vec<u32> {
     if nodes_per_block <= 1 || n <= 1 {
         return (0..n as u32).collect();
     }
@@ -32,9 +64,9 @@ pub fn block_order<T: Vector>(
     bfs.push(medoid);
     let mut head = 0;
     while head < bfs.len() {
-        let u = bfs[head] as usize;
+        let u = bfs[head];
         head += 1;
-        for &v in &adjacency[u] {
+        for &v in neighbors(u) {
             if !seen[v as usize] {
                 seen[v as usize] = true;
                 bfs.push(v);
@@ -42,8 +74,8 @@ pub fn block_order<T: Vector>(
         }
     }
     bfs.extend((0..n as u32).filter(|&i| !seen[i as usize]));
+    drop(seen);
 
-    let vec_of = |id: u32| &data[id as usize * dim..(id as usize + 1) * dim];
     let mut placed = vec![false; n];
     let mut perm = Vec::with_capacity(n);
     let mut cursor = 0;
@@ -58,10 +90,11 @@ pub fn block_order<T: Vector>(
         let mut room = nodes_per_block - 1;
         cands.clear();
         cands.extend(
-            adjacency[u as usize]
+            neighbors(u)
                 .iter()
-                .filter(|&&v| !placed[v as usize])
-                .map(|&v| (T::distance(metric, vec_of(u), vec_of(v)), v)),
+                .enumerate()
+                .filter(|&(_, &v)| !placed[v as usize])
+                .map(|(pos, &v)| (rank(u, v, pos), v)),
         );
         cands.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         for &(_, v) in &cands {
@@ -130,5 +163,16 @@ mod tests {
             block_order(&adj, 4, 1, &data, 1, Metric::L2),
             (0..10).collect::<Vec<_>>()
         );
+        // by list order: lists closest first give the same blocks as exact distances
+        let sorted_adj: Vec<Vec<u32>> = adj.clone();
+        let by_list = block_order_by_list(10, 4, 2, &|u| &sorted_adj[u as usize]);
+        let mut s2 = by_list.clone();
+        s2.sort_unstable();
+        assert_eq!(s2, (0..10).collect::<Vec<_>>());
+        let paired = by_list
+            .chunks(2)
+            .filter(|b| (b[0] as i32 - b[1] as i32).abs() == 1)
+            .count();
+        assert_eq!(paired, 4, "{by_list:?}");
     }
 }

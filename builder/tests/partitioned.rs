@@ -357,3 +357,107 @@ fn more_than_2_pow_32_minus_2_points_is_refused_before_anything_is_read() {
     }
     assert!(!out.exists());
 }
+
+/// Fraction of out-edges that land in their node's own block.
+fn same_block_fraction(dir: &Path) -> f64 {
+    let (h, _, adj) = load(dir);
+    let npb = h.layout.nodes_per_block as u64;
+    let (mut same, mut all) = (0usize, 0usize);
+    for (u, list) in adj.iter().enumerate() {
+        all += list.len();
+        same += list
+            .iter()
+            .filter(|&&v| u64::from(v) / npb == u as u64 / npb)
+            .count();
+    }
+    same as f64 / all.max(1) as f64
+}
+
+#[test]
+fn partitioned_build_reorders_sectors_when_the_graph_fits_the_budget() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (n, d, r) = (5000usize, 32usize, 24usize);
+    let (path, base, q) = write_f32(tmp.path(), "base.fbin", n, d, 21);
+    let budget = budget_for(2000, 64 + 8 * r as u64 + 48 + 4 + 4 * 16);
+    let plain = tmp.path().join("plain");
+    let p = BuildParams {
+        memory_budget_bytes: Some(budget),
+        threads: Some(1),
+        ..params(r, Metric::L2)
+    };
+    build_index(&path, &plain, &p, &NoProgress).unwrap();
+    let ordered = tmp.path().join("ordered");
+    let po = BuildParams {
+        reorder: true,
+        ..p.clone()
+    };
+    let rep = build_index(&path, &ordered, &po, &NoProgress).unwrap();
+    assert!(rep.partitions >= 4);
+    // labels: a permutation of the rows, and each slot holds its row's vector
+    let labels = ssdann_layout::labels::read_labels(&ordered.join("labels.bin")).unwrap();
+    let mut sorted = labels.clone();
+    sorted.sort_unstable();
+    assert!(sorted.iter().enumerate().all(|(i, &l)| l == i as u64));
+    assert!(labels.iter().enumerate().any(|(i, &l)| l != i as u64));
+    let (h, vecs, _) = load(&ordered);
+    for s in [0usize, 17, 4999] {
+        let row = labels[s] as usize;
+        assert_eq!(
+            bytemuck::cast_slice::<u8, f32>(&vecs[s]),
+            &base[row * d..(row + 1) * d]
+        );
+    }
+    assert!(h.layout.nodes_per_block > 1);
+    // the same graph, relabelled: the same recall; more edges inside a block
+    let (r1, r2) = (
+        in_memory_recall(&plain, &base, &q, d, Metric::L2, 40),
+        in_memory_recall(&ordered, &base, &q, d, Metric::L2, 40),
+    );
+    assert!((r1 - r2).abs() <= 0.01, "plain {r1} ordered {r2}");
+    let (f1, f2) = (same_block_fraction(&plain), same_block_fraction(&ordered));
+    // the one-shot build's reordering (exact distances) on the same data, for reference
+    let one = tmp.path().join("one");
+    build_index(
+        &path,
+        &one,
+        &BuildParams {
+            reorder: true,
+            threads: Some(1),
+            ..params(r, Metric::L2)
+        },
+        &NoProgress,
+    )
+    .unwrap();
+    let f0 = same_block_fraction(&one);
+    eprintln!(
+        "same-block edges: partitioned plain {f1:.3}, ordered {f2:.3}; one-shot ordered {f0:.3}"
+    );
+    assert!(
+        f2 > 10.0 * f1 && f2 > 0.8 * f0,
+        "same-block edges: plain {f1:.3}, ordered {f2:.3}, one-shot {f0:.3}"
+    );
+    // PQ codes follow the slots: slot s has the code the plain index gives row labels[s]
+    let (_, m, c1) = ssdann_layout::pq::read_codes(&plain.join("pq_codes.bin")).unwrap();
+    let (_, _, c2) = ssdann_layout::pq::read_codes(&ordered.join("pq_codes.bin")).unwrap();
+    for s in [0usize, 1234, 4999] {
+        let row = labels[s] as usize;
+        assert_eq!(&c2[s * m..(s + 1) * m], &c1[row * m..(row + 1) * m]);
+    }
+    // A budget that holds partitions but not the flat graph (5,000 × 112 bytes): no
+    // reordering (identity labels), still a good graph.
+    let tight_dir = tmp.path().join("tight");
+    let tight = BuildParams {
+        memory_budget_bytes: Some(FIXED_BYTES + 300_000),
+        ..po.clone()
+    };
+    let rep = build_index(&path, &tight_dir, &tight, &NoProgress).unwrap();
+    assert!(rep.partitions >= 10, "{}", rep.partitions);
+    let labels = ssdann_layout::labels::read_labels(&tight_dir.join("labels.bin")).unwrap();
+    assert!(labels.iter().enumerate().all(|(i, &l)| l == i as u64));
+    let rt = in_memory_recall(&tight_dir, &base, &q, d, Metric::L2, 40);
+    eprintln!(
+        "{} partitions of ≤ ~550 points: recall {rt} (plain {r1})",
+        rep.partitions
+    );
+    assert!(rt >= 0.9, "{rt}");
+}

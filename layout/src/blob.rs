@@ -32,6 +32,11 @@ pub struct Blob {
     pub body: Vec<u8>,
 }
 
+/// Byte offset of the body in a blob with `n_fields` header fields (see the module docs).
+pub const fn body_offset(n_fields: usize) -> u64 {
+    28 + 8 * n_fields as u64
+}
+
 /// Writes a blob file and fsyncs it.
 ///
 /// # Errors
@@ -394,6 +399,11 @@ mod tests {
         }
         w.finish().unwrap();
         assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+        let off = body_offset(2) as usize;
+        assert_eq!(
+            &std::fs::read(&a).unwrap()[off..off + body.len()],
+            &body[..]
+        );
         let mut r = BlobReader::open(&a, b"TESTBLOB", 3).unwrap();
         assert_eq!(
             (r.fields.clone(), r.body_bytes),

@@ -12,15 +12,18 @@
 //!    only (`part-XXXX.graph`).
 //! 4. **Merge**: the union of each point's lists, RobustPruned to R, streamed in row order
 //!    (`merged.graph`), from the global medoid.
-//! 5. **Write**: the sector file streamed from `merged.graph` and the mapped input, in input
-//!    order (ids are rows; `labels.bin` is the identity), then the PQ files and the swap into
-//!    place exactly as the one-shot build does.
+//! 5. **Write** ([`order`]): when the merged graph fits in the budget, it is loaded and
+//!    block-ordered (sector reordering, list order standing for distance) and the index is
+//!    written in that order (`labels.bin` maps slots to rows); otherwise the sector file is
+//!    streamed from `merged.graph` in input order (`labels.bin` is the identity). Then the
+//!    PQ files and the swap into place exactly as the one-shot build does.
 //!
 //! RAM: one partition's graph at a time plus bounded buffers; the mapped input's pages are
 //! dropped whenever a stage has read [`budget::PAGE_ALLOWANCE_FRACTION`] of the budget.
 
 pub mod budget;
 pub(crate) mod graphs;
+pub(crate) mod order;
 pub(crate) mod rows;
 pub(crate) mod shard;
 pub mod workdir;
@@ -297,10 +300,35 @@ pub fn build_partitioned(
         note_rss(progress, &mut peaks, Phase::GraphMerge, budget);
     }
 
-    // 5. Write the index.
+    // 5. Write the index: in sector order when the merged graph fits in the budget.
     let t = Instant::now();
-    let (mut reader, medoid) = graphs::MergedReader::open(&dir, n, params.max_degree)?;
-    let layout = NodeLayout::new(dim, elem, params.max_degree)?;
+    let r = params.max_degree;
+    let layout = NodeLayout::new(dim, elem, r)?;
+    // Vectors and codes are fetched by pread in this stage: no mapped pages to allow for.
+    let need = budget::FIXED_BYTES + order::reorder_bytes(n, r);
+    let ordered = if params.reorder && layout.nodes_per_block > 1 && need <= budget {
+        progress.start(Phase::Reorder, 1);
+        let o = order::Ordered::load(&dir, n, r, layout.nodes_per_block)?;
+        progress.advance(1);
+        progress.finish();
+        phases.push((Phase::Reorder, t.elapsed()));
+        note_rss(progress, &mut peaks, Phase::Reorder, budget);
+        Some(o)
+    } else {
+        if params.reorder && layout.nodes_per_block > 1 {
+            progress.message(&format!(
+                "sector reordering skipped: it needs {} MiB, the budget is {} MiB",
+                need >> 20,
+                budget >> 20
+            ));
+        }
+        None
+    };
+    let t = Instant::now();
+    let medoid_row = graphs::MergedReader::open(&dir, n, r)?.1;
+    let entry = ordered
+        .as_ref()
+        .map_or(medoid_row, |(o, _)| o.inv[medoid_row as usize]);
     let header = IndexHeader {
         generation: 1,
         n_slots: n as u64,
@@ -308,9 +336,9 @@ pub fn build_partitioned(
         dim: dim as u32,
         element: elem,
         metric: params.metric,
-        max_degree: params.max_degree as u32,
+        max_degree: r as u32,
         layout,
-        entry_point: u64::from(medoid),
+        entry_point: u64::from(entry),
         pq_m: m as u32,
         build_l: params.build_l as u32,
         build_alpha: params.alpha,
@@ -322,29 +350,51 @@ pub fn build_partitioned(
     std::fs::create_dir_all(&tmp).map_err(|e| BuildError::io(&tmp, e))?;
     let mut edges = 0u64;
     let vb = layout.vector_bytes();
-    write_sector_file_from(
-        &tmp.join(INDEX_FILE),
-        &header,
-        progress,
-        &mut |first, vectors, lists| {
-            reader.next_lists(lists)?;
-            edges += lists.iter().map(|l| l.len() as u64).sum::<u64>();
-            vectors.par_chunks_mut(vb).enumerate().for_each_init(
-                || vec![0f32; dim],
-                |scratch, (k, out)| rows.stored_bytes(first + k, out, scratch),
-            );
-            Ok(())
-        },
-    )?;
-    reader.finish()?;
-    file.release_pages();
+    let labels_path = tmp.join(ssdann_layout::labels::LABELS_FILE);
+    if let Some((o, _)) = &ordered {
+        write_sector_file_from(
+            &tmp.join(INDEX_FILE),
+            &header,
+            progress,
+            &mut |first, vectors, lists| {
+                lists
+                    .iter_mut()
+                    .enumerate()
+                    .for_each(|(k, l)| o.list_of_slot(first + k, l));
+                edges += lists.iter().map(|l| l.len() as u64).sum::<u64>();
+                vectors.par_chunks_mut(vb).enumerate().try_for_each_init(
+                    || vec![0f32; dim],
+                    |scratch, (k, out)| {
+                        order::stored_bytes_read(&rows, o.perm[first + k] as usize, out, scratch)
+                    },
+                )
+            },
+        )?;
+        order::write_permuted_codes(&codes, &tmp.join(PQ_CODES_FILE), &o.perm, m)?;
+        ssdann_layout::labels::write_labels_with(&labels_path, n, |s| u64::from(o.perm[s]))?;
+    } else {
+        let (mut reader, _) = graphs::MergedReader::open(&dir, n, r)?;
+        write_sector_file_from(
+            &tmp.join(INDEX_FILE),
+            &header,
+            progress,
+            &mut |first, vectors, lists| {
+                reader.next_lists(lists)?;
+                edges += lists.iter().map(|l| l.len() as u64).sum::<u64>();
+                vectors.par_chunks_mut(vb).enumerate().for_each_init(
+                    || vec![0f32; dim],
+                    |scratch, (k, out)| rows.stored_bytes(first + k, out, scratch),
+                );
+                Ok(())
+            },
+        )?;
+        reader.finish()?;
+        file.release_pages();
+        link_or_copy(&codes, &tmp.join(PQ_CODES_FILE))?;
+        ssdann_layout::labels::write_labels_with(&labels_path, n, |s| s as u64)?;
+    }
+    drop(ordered);
     link_or_copy(&pivots, &tmp.join(PQ_PIVOTS_FILE))?;
-    link_or_copy(&codes, &tmp.join(PQ_CODES_FILE))?;
-    ssdann_layout::labels::write_labels_with(
-        &tmp.join(ssdann_layout::labels::LABELS_FILE),
-        n,
-        |s| s as u64,
-    )?;
     workdir::fsync_dir(&tmp)?;
     interrupt(params, "write")?;
     install_output(&tmp, out_dir, params.force)?;
@@ -363,7 +413,7 @@ pub fn build_partitioned(
         dim,
         element: elem,
         pq_m: m,
-        medoid,
+        medoid: medoid_row,
         mean_degree: edges as f64 / n.max(1) as f64,
         phases,
         index_bytes,

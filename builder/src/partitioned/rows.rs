@@ -221,6 +221,16 @@ impl<'a> Rows<'a> {
         Ok(())
     }
 
+    /// Row `i`'s input bytes by `pread` (`out`: d × element size).
+    ///
+    /// # Errors
+    /// [`BuildError::Io`].
+    pub(crate) fn read_bytes(&self, i: usize, out: &mut [u8]) -> Result<(), BuildError> {
+        self.handle
+            .read_exact_at(out, self.file.row_offset(i))
+            .map_err(|e| BuildError::io(self.file.path(), e))
+    }
+
     /// Row `i` as stored in the index, as f32 (normalized for cosine).
     ///
     /// # Errors
