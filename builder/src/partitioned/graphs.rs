@@ -48,7 +48,16 @@ pub(crate) fn build_partition<V: GraphElem>(
             |scratch, (out, &i)| rows.graph_row(i as usize, out, scratch),
         )?;
     rows.file.release_pages();
-    let graph = build_vamana(&vectors, gd, rows.graph_metric(), vp, progress);
+    // k-means can leave a partition that no point chose: an empty graph.
+    let graph = if ids.is_empty() {
+        crate::vamana::Graph {
+            adjacency: Vec::new(),
+            medoid: 0,
+            pass_times: [std::time::Duration::ZERO; 2],
+        }
+    } else {
+        build_vamana(&vectors, gd, rows.graph_metric(), vp, progress)
+    };
     drop(vectors);
     let r = vp.max_degree;
     let path = graph_path(dir, p);
