@@ -451,7 +451,12 @@ impl GraphSpace {
     }
 }
 
-pub(crate) fn temp_dir_for(out_dir: &Path) -> Result<PathBuf> {
+/// `.NAME.SUFFIX` beside `out_dir` (NAME its last component): where a build keeps what is
+/// not an index yet.
+///
+/// # Errors
+/// [`BuildError::InvalidParameter`] when `out_dir` names no directory.
+pub(crate) fn sibling_of(out_dir: &Path, suffix: &str) -> Result<PathBuf> {
     let name = out_dir
         .file_name()
         .ok_or_else(|| BuildError::param("--out", out_dir.display(), "must name a directory"))?
@@ -461,7 +466,36 @@ pub(crate) fn temp_dir_for(out_dir: &Path) -> Result<PathBuf> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    Ok(parent.join(format!(".{name}.building-{}", std::process::id())))
+    Ok(parent.join(format!(".{name}.{suffix}")))
+}
+
+pub(crate) fn temp_dir_for(out_dir: &Path) -> Result<PathBuf> {
+    sibling_of(out_dir, &format!("building-{}", std::process::id()))
+}
+
+/// The header of a new index of `n` slots built with `params` (generation 1, all live).
+pub(crate) fn new_header(
+    n: usize,
+    element: ElementType,
+    params: &BuildParams,
+    layout: NodeLayout,
+    entry_point: u32,
+    pq_m: usize,
+) -> IndexHeader {
+    IndexHeader {
+        generation: 1,
+        n_slots: n as u64,
+        live_count: n as u64,
+        dim: layout.dim as u32,
+        element,
+        metric: params.metric,
+        max_degree: params.max_degree as u32,
+        layout,
+        entry_point: u64::from(entry_point),
+        pq_m: pq_m as u32,
+        build_l: params.build_l as u32,
+        build_alpha: params.alpha,
+    }
 }
 
 /// Moves the finished, fsynced build directory `tmp` to `out_dir`: a rename when `out_dir`
@@ -662,20 +696,7 @@ fn build_typed<T: Element>(
     phases.push((Phase::Reorder, t.elapsed()));
 
     let t = Instant::now();
-    let header = IndexHeader {
-        generation: 1,
-        n_slots: n as u64,
-        live_count: n as u64,
-        dim: dim as u32,
-        element: T::TYPE,
-        metric: params.metric,
-        max_degree: params.max_degree as u32,
-        layout,
-        entry_point: u64::from(medoid_slot),
-        pq_m: m as u32,
-        build_l: params.build_l as u32,
-        build_alpha: params.alpha,
-    };
+    let header = new_header(n, T::TYPE, params, layout, medoid_slot, m);
     let tmp = temp_dir_for(out_dir)?;
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| BuildError::io(&tmp, e))?;

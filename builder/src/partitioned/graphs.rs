@@ -85,6 +85,14 @@ pub(crate) fn build_partition<V: GraphElem>(
     Ok(graph.pass_times)
 }
 
+/// Decodes one `(1 + R)`-word record: (degree as stored, its first min(degree, R) ids).
+fn decode_record(rec: &[u8], r: usize) -> (usize, Vec<u32>) {
+    let word =
+        |k: usize| u32::from_le_bytes([rec[4 * k], rec[4 * k + 1], rec[4 * k + 2], rec[4 * k + 3]]);
+    let degree = word(0) as usize;
+    (degree, (1..=degree.min(r)).map(word).collect())
+}
+
 /// One partition's graph file and id list, read in row order.
 struct Stream {
     ids: Vec<u32>,
@@ -109,15 +117,7 @@ impl Stream {
         }
         self.next += 1;
         self.graph.read(&mut self.rec)?;
-        let word = |k: usize| {
-            u32::from_le_bytes([
-                self.rec[4 * k],
-                self.rec[4 * k + 1],
-                self.rec[4 * k + 2],
-                self.rec[4 * k + 3],
-            ])
-        };
-        let degree = word(0) as usize;
+        let (degree, list) = decode_record(&self.rec, r);
         if degree > r {
             return Err(ssdann_layout::LayoutError::corrupt(
                 path,
@@ -126,7 +126,7 @@ impl Stream {
             )
             .into());
         }
-        Ok(Some((id, (1..=degree).map(word).collect())))
+        Ok(Some((id, list)))
     }
 }
 
@@ -323,17 +323,9 @@ impl MergedReader {
     pub(crate) fn next_lists(&mut self, lists: &mut [Vec<u32>]) -> Result<(), BuildError> {
         for list in lists {
             self.reader.read(&mut self.rec)?;
-            let word = |k: usize| {
-                u32::from_le_bytes([
-                    self.rec[4 * k],
-                    self.rec[4 * k + 1],
-                    self.rec[4 * k + 2],
-                    self.rec[4 * k + 3],
-                ])
-            };
-            let degree = word(0) as usize;
+            let (degree, got) = decode_record(&self.rec, self.r);
             list.clear();
-            list.extend((1..=degree.min(self.r)).map(word));
+            list.extend_from_slice(&got);
             if degree > self.r || list.iter().any(|&v| v as usize >= self.n) {
                 return Err(ssdann_layout::LayoutError::corrupt(
                     MERGED_FILE,

@@ -40,7 +40,7 @@ use rand::SeedableRng;
 use rayon::prelude::*;
 use rows::{Access, GraphType, Rows};
 use ssdann_layout::pq::{PQ_CODES_FILE, PQ_CODES_MAGIC, PQ_FILE_VERSION, PQ_PIVOTS_FILE};
-use ssdann_layout::{ElementType, IndexHeader, Metric, NodeLayout, PqCodebook, VectorFile};
+use ssdann_layout::{ElementType, Metric, NodeLayout, PqCodebook, VectorFile};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use workdir::{commit, graph_path, Existing, MERGED_FILE, PARTITIONS_FILE};
@@ -329,20 +329,7 @@ pub fn build_partitioned(
     let entry = ordered
         .as_ref()
         .map_or(medoid_row, |(o, _)| o.inv[medoid_row as usize]);
-    let header = IndexHeader {
-        generation: 1,
-        n_slots: n as u64,
-        live_count: n as u64,
-        dim: dim as u32,
-        element: elem,
-        metric: params.metric,
-        max_degree: r as u32,
-        layout,
-        entry_point: u64::from(entry),
-        pq_m: m as u32,
-        build_l: params.build_l as u32,
-        build_alpha: params.alpha,
-    };
+    let header = crate::build::new_header(n, elem, params, layout, entry, m);
     let tmp = temp_dir_for(out_dir)?;
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| BuildError::io(&tmp, e))?;

@@ -40,16 +40,7 @@ pub fn graph_path(dir: &Path, p: usize) -> PathBuf {
 /// # Errors
 /// [`BuildError::InvalidParameter`] when `out_dir` names no directory.
 pub fn work_dir_for(out_dir: &Path) -> Result<PathBuf, BuildError> {
-    let name = out_dir
-        .file_name()
-        .ok_or_else(|| BuildError::param("--out", out_dir.display(), "must name a directory"))?
-        .to_string_lossy()
-        .into_owned();
-    let parent = match out_dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    Ok(parent.join(format!(".{name}.partitioned")))
+    crate::build::sibling_of(out_dir, "partitioned")
 }
 
 /// fsyncs a directory.
