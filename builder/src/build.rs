@@ -150,6 +150,19 @@ pub struct BuildReport {
 }
 
 impl BuildParams {
+    /// The Vamana parameters of this build (R, L, α, seed, passes; DiskANN's slack and
+    /// candidate cap).
+    pub fn vamana(&self) -> VamanaParams {
+        VamanaParams {
+            max_degree: self.max_degree,
+            build_l: self.build_l,
+            alpha: self.alpha,
+            seed: self.seed,
+            passes: self.passes,
+            ..Default::default()
+        }
+    }
+
     /// Checks the parameters against the data shape.
     ///
     /// # Errors
@@ -603,14 +616,7 @@ fn build_typed<T: Element>(
     let codes = pq_train::encode_all(&pq, data, dim, progress);
     phases.push((Phase::PqEncoding, t.elapsed()));
 
-    let vp = VamanaParams {
-        max_degree: params.max_degree,
-        build_l: params.build_l,
-        alpha: params.alpha,
-        seed: params.seed,
-        passes: params.passes,
-        ..Default::default()
-    };
+    let vp = params.vamana();
     let graph_space = GraphSpace::new(data, dim, params, release_input);
     let graph = match &graph_space {
         GraphSpace::Input => build_vamana(data, dim, params.metric, &vp, progress),

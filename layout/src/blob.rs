@@ -37,6 +37,22 @@ pub const fn body_offset(n_fields: usize) -> u64 {
     28 + 8 * n_fields as u64
 }
 
+/// The header bytes of a blob (magic, version, fields, body length, header CRC): exactly the
+/// first [`body_offset`]`(fields.len())` bytes of the file.
+pub fn encode_header(magic: &[u8; 8], version: u32, fields: &[u64], body_bytes: u64) -> Vec<u8> {
+    let mut head = Vec::with_capacity(body_offset(fields.len()) as usize);
+    head.extend_from_slice(magic);
+    head.extend_from_slice(&version.to_le_bytes());
+    head.extend_from_slice(&(fields.len() as u32).to_le_bytes());
+    fields
+        .iter()
+        .for_each(|f| head.extend_from_slice(&f.to_le_bytes()));
+    head.extend_from_slice(&body_bytes.to_le_bytes());
+    let crc = crc32fast::hash(&head);
+    head.extend_from_slice(&crc.to_le_bytes());
+    head
+}
+
 /// Writes a blob file and fsyncs it.
 ///
 /// # Errors
@@ -83,16 +99,7 @@ impl BlobWriter {
                 reason: format!("at most {MAX_BLOB_FIELDS}"),
             });
         }
-        let mut head = Vec::with_capacity(28 + 8 * fields.len());
-        head.extend_from_slice(magic);
-        head.extend_from_slice(&version.to_le_bytes());
-        head.extend_from_slice(&(fields.len() as u32).to_le_bytes());
-        fields
-            .iter()
-            .for_each(|f| head.extend_from_slice(&f.to_le_bytes()));
-        head.extend_from_slice(&body_bytes.to_le_bytes());
-        let crc = crc32fast::hash(&head);
-        head.extend_from_slice(&crc.to_le_bytes());
+        let head = encode_header(magic, version, fields, body_bytes);
         let f = std::fs::File::create(path).map_err(|e| LayoutError::io(path, e))?;
         let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
         w.write_all(&head).map_err(|e| LayoutError::io(path, e))?;

@@ -153,7 +153,7 @@ impl SlotLabels {
         let io = |e| LayoutError::io(path, e);
         let file = std::fs::File::open(path).map_err(io)?;
         let (version, fields) = crate::blob::read_blob_fields(path, &LABELS_MAGIC, LABELS_VERSION)?;
-        let body_offset = 28 + 8 * fields.len();
+        let body_offset = crate::blob::body_offset(fields.len()) as usize;
         let file_bytes = file.metadata().map_err(io)?.len();
         let body_bytes = file_bytes.saturating_sub(body_offset as u64 + 4);
         // Sized from the file's real length, never from the header's n (checked below).
@@ -167,16 +167,7 @@ impl SlotLabels {
         })?;
         // Pair check: the header read through this handle is the one read_blob_fields
         // validated (the path could have been replaced between the two opens).
-        let mut head = Vec::with_capacity(body_offset);
-        head.extend_from_slice(&LABELS_MAGIC);
-        head.extend_from_slice(&version.to_le_bytes());
-        head.extend_from_slice(&(fields.len() as u32).to_le_bytes());
-        fields
-            .iter()
-            .for_each(|f| head.extend_from_slice(&f.to_le_bytes()));
-        head.extend_from_slice(&body_bytes.to_le_bytes());
-        let head_crc = crc32fast::hash(&head);
-        head.extend_from_slice(&head_crc.to_le_bytes());
+        let head = crate::blob::encode_header(&LABELS_MAGIC, version, &fields, body_bytes);
         let mut buf = vec![0u8; CHECK_CHUNK_BYTES.max(body_offset)];
         file.read_exact_at(&mut buf[..body_offset], 0).map_err(io)?;
         if buf[..body_offset] != head[..] {

@@ -31,7 +31,6 @@ pub mod workdir;
 use crate::build::{install_output, temp_dir_for, BuildParams, BuildReport, INDEX_FILE};
 use crate::pq_train::{self, MAX_TRAINING_SAMPLE};
 use crate::progress::{Phase, Progress};
-use crate::vamana::VamanaParams;
 use crate::writer::write_sector_file_from;
 use crate::BuildError;
 use budget::{min_partition, Shape};
@@ -231,14 +230,7 @@ pub fn build_partitioned(
         .unwrap_or(0) as usize;
 
     // 3. One graph per partition.
-    let vp = VamanaParams {
-        max_degree: params.max_degree,
-        build_l: params.build_l,
-        alpha: params.alpha,
-        seed: params.seed,
-        passes: params.passes,
-        ..Default::default()
-    };
+    let vp = params.vamana();
     let mut pass = [Duration::ZERO; 2];
     for p in 0..parts {
         if graph_path(&dir, p).exists() {
