@@ -44,6 +44,13 @@ pub enum BuildError {
         /// The output directory.
         path: PathBuf,
     },
+    /// Another budgeted build into the same output is running: it holds the lock on the
+    /// work directory `path`.
+    #[error("{}: another build into the same output is running (it holds this work directory's lock); wait for it or stop it", path.display())]
+    BuildInProgress {
+        /// The work directory.
+        path: PathBuf,
+    },
     /// `--memory-budget` cannot hold even one partition of the smallest useful size.
     #[error("--memory-budget {budget} bytes is too small for this data: {reason}; the minimum is {minimum} bytes ({:.2} GiB)", *minimum as f64 / (1u64 << 30) as f64)]
     BudgetTooSmall {

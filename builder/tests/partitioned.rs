@@ -461,3 +461,45 @@ fn partitioned_build_reorders_sectors_when_the_graph_fits_the_budget() {
     );
     assert!(rt >= 0.9, "{rt}");
 }
+
+#[test]
+fn a_second_build_into_the_same_output_is_refused_while_the_first_holds_the_work_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, _, _) = write_f32(tmp.path(), "base.fbin", 2000, 16, 5);
+    let out = tmp.path().join("out");
+    let work = tmp.path().join(".out.partitioned");
+    let p = BuildParams {
+        memory_budget_bytes: Some(budget_for(800, 32 + 8 * 16 + 48 + 4 + 4 * 16)),
+        ..params(16, Metric::L2)
+    };
+    let stop = BuildParams {
+        interrupt_at: Some("graph-1".into()),
+        ..p.clone()
+    };
+    build_index(&path, &out, &stop, &NoProgress).unwrap_err();
+    let before = files(&work);
+    // Another process's build holds the work directory (an flock on it, as a build does).
+    let held = std::fs::File::open(&work).unwrap();
+    held.lock().unwrap();
+    for resume in [true, false] {
+        let again = BuildParams {
+            resume,
+            ..p.clone()
+        };
+        let e = build_index(&path, &out, &again, &NoProgress).unwrap_err();
+        assert!(matches!(e, BuildError::BuildInProgress { .. }), "{e}");
+        assert!(e.to_string().contains(".out.partitioned"), "{e}");
+        assert_eq!(
+            files(&work),
+            before,
+            "resume = {resume}: the work directory was touched"
+        );
+    }
+    drop(held);
+    let resume = BuildParams {
+        resume: true,
+        ..p.clone()
+    };
+    build_index(&path, &out, &resume, &NoProgress).unwrap();
+    assert!(!work.exists());
+}

@@ -69,7 +69,9 @@ fn build_err(e: BuildError) -> PyErr {
     match &e {
         BuildError::Layout(l) => layout_err(l, false),
         BuildError::OutputExists { .. } => PyFileExistsError::new_err(e.to_string()),
-        BuildError::InUse { .. } => IndexLockedError::new_err(e.to_string()),
+        BuildError::InUse { .. } | BuildError::BuildInProgress { .. } => {
+            IndexLockedError::new_err(e.to_string())
+        }
         BuildError::Io { .. } => PyOSError::new_err(e.to_string()),
         _ => PyValueError::new_err(e.to_string()),
     }

@@ -154,6 +154,9 @@ pub fn build_partitioned(
         ("graph_precision", format!("{:?}", params.graph_precision)),
         ("partition_cap", cap.to_string()),
     ]);
+    // One build per work directory: an exclusive lock on it, held until the build ends,
+    // taken before anything in it is read or removed.
+    let mut lock = workdir::lock(&dir)?;
     match workdir::inspect(&dir, &manifest)? {
         Existing::Absent => {}
         Existing::Same if params.resume => {
@@ -171,6 +174,7 @@ pub fn build_partitioned(
     }
     if !dir.exists() {
         std::fs::create_dir_all(&dir).map_err(|e| BuildError::io(&dir, e))?;
+        lock = workdir::lock(&dir)?;
         let tmp = dir.join("MANIFEST.tmp");
         std::fs::write(&tmp, &manifest)
             .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
@@ -380,6 +384,7 @@ pub fn build_partitioned(
     phases.push((Phase::Writing, t.elapsed()));
     note_rss(progress, &mut peaks, Phase::Writing, budget);
     workdir::remove(&dir)?;
+    drop(lock);
 
     let index_bytes = std::fs::read_dir(out_dir)
         .map_err(|e| BuildError::io(out_dir, e))?

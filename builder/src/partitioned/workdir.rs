@@ -153,6 +153,29 @@ pub fn manifest_text(entries: &[(&str, String)]) -> String {
     s
 }
 
+/// Takes the exclusive lock on work directory `dir` (an advisory `flock` on the directory;
+/// `None` when it does not exist yet). Held for the whole build so that a second build into
+/// the same output — with or without `--resume` — cannot read, remove or overwrite its
+/// stages.
+///
+/// # Errors
+/// [`BuildError::BuildInProgress`] naming `dir` when another build holds it;
+/// [`BuildError::Io`].
+pub fn lock(dir: &Path) -> Result<Option<std::fs::File>, BuildError> {
+    let f = match std::fs::File::open(dir) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(BuildError::io(dir, e)),
+    };
+    match f.try_lock() {
+        Ok(()) => Ok(Some(f)),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(BuildError::BuildInProgress { path: dir.into() })
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(BuildError::io(dir, e)),
+    }
+}
+
 /// What a work directory holds when a build starts.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Existing {
