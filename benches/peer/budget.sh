@@ -7,6 +7,9 @@
 # -L with k=10, W=4, 1 thread, no cache, and budget_report.py writes the table.
 DIM=$(python3 -c "import struct,sys; print(struct.unpack('<II', open(sys.argv[1],'rb').read(8))[1])" "$DATA/base.fbin")
 builds=()
+# The tree the ssdann binary was just built from (HEAD may move while the builds run).
+commit=$(cd "$root" && git rev-parse --short HEAD)
+(cd "$root" && git diff --quiet HEAD -- . ':(exclude)benches') || commit="$commit+uncommitted"
 
 # timed NAME SYSTEM MODE BUDGET_GIB|null INDEX_DIR COMMAND...: runs COMMAND under /usr/bin/time,
 # its output in NAME_build.log; writes NAME_build.json (wall s, peak RSS bytes, index bytes).
@@ -48,8 +51,6 @@ for s in $SYSTEMS; do
   done
 done
 
-commit=$(cd "$root" && git rev-parse --short HEAD)
-(cd "$root" && git diff --quiet HEAD -- . ':(exclude)benches') || commit="$commit+uncommitted"
 cat > "$OUT/params.json" <<JSON
 {"data": "$DATA", "n": $N, "dim": $DIM, "R": 64, "build_l": 100, "alpha": 1.2, "pq_bytes": $PQ, "build_threads": 2,
  "k": 10, "W": 4, "nq": $NQ, "L": [$LS], "budget_gib": $BUDGET, "peer_budget_gib": $PEER_BUDGET,
