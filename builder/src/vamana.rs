@@ -14,11 +14,12 @@
 use crate::greedy_search::{greedy_search, GraphView, SearchScratch};
 use crate::progress::{Phase, Progress};
 use crate::robust_prune::{robust_prune, PruneScratch, DEFAULT_MAX_CANDIDATES};
+use parking_lot::Mutex;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rayon::prelude::*;
 use ssdann_layout::{Metric, Vector};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Parameters of a Vamana build.
 #[derive(Clone, Debug)]
@@ -73,104 +74,13 @@ impl Graph {
     }
 }
 
-/// The adjacency lists while the graph is built: one flat array, a fixed cell of
-/// `2 + cap` words per node — `[version, length, ids…]` — so an expansion reads one
-/// contiguous block instead of a lock word and a separate heap list (the u8 build spent 17%
-/// of its time copying lists out of `Mutex<Vec<u32>>` and 9% in the lock's atomics: see
-/// docs/PERFORMANCE.md, "Build speed on 128-d u8").
-///
-/// Concurrency is a sequence lock per node: a reader copies the list and retries if the
-/// version changed or was odd (a write in progress); a writer moves the version from the
-/// even value it read to odd, writes, and moves it to the next even value — so a write
-/// computed from a stale read fails and is recomputed instead of being lost, and no lock is
-/// held while RobustPrune runs.
-struct SeqGraph {
-    stride: usize,
-    cells: Vec<AtomicU32>,
-}
+struct LockedGraph(Vec<Mutex<Vec<u32>>>);
 
-impl SeqGraph {
-    fn new(n: usize, cap: usize) -> SeqGraph {
-        let stride = cap + 2;
-        SeqGraph {
-            stride,
-            cells: std::iter::repeat_with(|| AtomicU32::new(0))
-                .take(n * stride)
-                .collect(),
-        }
-    }
-
-    fn cell(&self, id: u32) -> &[AtomicU32] {
-        let b = id as usize * self.stride;
-        &self.cells[b..b + self.stride]
-    }
-
-    /// Copies `id`'s list into `out`; returns the (even) version it was read at.
-    fn read(&self, id: u32, out: &mut Vec<u32>) -> u32 {
-        let c = self.cell(id);
-        let mut spins = 0u32;
-        loop {
-            let v = c[0].load(AtomicOrdering::Acquire);
-            if v & 1 == 0 {
-                let len = (c[1].load(AtomicOrdering::Relaxed) as usize).min(self.stride - 2);
-                out.clear();
-                out.extend(
-                    c[2..2 + len]
-                        .iter()
-                        .map(|x| x.load(AtomicOrdering::Relaxed)),
-                );
-                std::sync::atomic::fence(AtomicOrdering::Acquire);
-                if c[0].load(AtomicOrdering::Relaxed) == v {
-                    return v;
-                }
-            }
-            spins += 1;
-            if spins > 64 {
-                std::thread::yield_now();
-            } else {
-                std::hint::spin_loop();
-            }
-        }
-    }
-
-    /// Replaces `id`'s list with `list` (≤ cap ids), or appends `extra` to it, if its version
-    /// is still `v`; false (nothing written) if another write came first.
-    fn try_write(&self, id: u32, v: u32, list: &[u32], extra: Option<u32>) -> bool {
-        let c = self.cell(id);
-        if c[0]
-            .compare_exchange(
-                v,
-                v.wrapping_add(1),
-                AtomicOrdering::Acquire,
-                AtomicOrdering::Relaxed,
-            )
-            .is_err()
-        {
-            return false;
-        }
-        std::sync::atomic::fence(AtomicOrdering::Release);
-        match extra {
-            Some(x) => {
-                let len = c[1].load(AtomicOrdering::Relaxed) as usize;
-                c[2 + len].store(x, AtomicOrdering::Relaxed);
-                c[1].store(len as u32 + 1, AtomicOrdering::Relaxed);
-            }
-            None => {
-                for (slot, &x) in c[2..].iter().zip(list) {
-                    slot.store(x, AtomicOrdering::Relaxed);
-                }
-                c[1].store(list.len() as u32, AtomicOrdering::Relaxed);
-            }
-        }
-        c[0].store(v.wrapping_add(2), AtomicOrdering::Release);
-        true
-    }
-}
-
-impl GraphView for SeqGraph {
+impl GraphView for LockedGraph {
     #[inline]
     fn neighbors_into(&self, id: u32, out: &mut Vec<u32>) {
-        self.read(id, out);
+        out.clear();
+        out.extend_from_slice(&self.0[id as usize].lock());
     }
 }
 
@@ -220,7 +130,6 @@ struct Worker {
     prune: PruneScratch,
     out: Vec<u32>,
     nbrs: Vec<u32>,
-    list: Vec<u32>,
 }
 
 /// Builds a Vamana graph over `data` (n × d row-major) in the current rayon pool.
@@ -243,7 +152,7 @@ pub fn build_vamana<T: Vector>(
     let medoid = medoid(data, dim, metric);
     let r = params.max_degree;
     let slack_r = ((r as f32 * params.slack).ceil() as usize).max(r);
-    let graph = SeqGraph::new(n, slack_r);
+    let graph = LockedGraph((0..n).map(|_| Mutex::new(Vec::new())).collect());
     let mut order: Vec<u32> = (0..n as u32).collect();
     let mut rng = rand::rngs::StdRng::seed_from_u64(params.seed);
     let vec_of = |id: u32| &data[id as usize * dim..(id as usize + 1) * dim];
@@ -272,7 +181,6 @@ pub fn build_vamana<T: Vector>(
                 prune: PruneScratch::default(),
                 out: Vec::new(),
                 nbrs: Vec::new(),
-                list: Vec::new(),
             },
             |w, &p| {
                 let xp = vec_of(p);
@@ -303,46 +211,39 @@ pub fn build_vamana<T: Vector>(
                     &mut w.prune,
                     &mut w.out,
                 );
-                loop {
-                    let v = graph.read(p, &mut w.nbrs);
-                    if graph.try_write(p, v, &w.out, None) {
-                        break;
-                    }
+                {
+                    let mut mine = graph.0[p as usize].lock();
+                    mine.clear();
+                    mine.extend_from_slice(&w.out);
                 }
                 for &j in &w.out {
-                    // Optimistic: read j's list, decide, write only if nobody wrote since.
-                    loop {
-                        let v = graph.read(j, &mut w.list);
-                        if w.list.contains(&p) {
-                            break;
-                        }
-                        if w.list.len() < slack_r {
-                            if graph.try_write(j, v, &[], Some(p)) {
-                                break;
-                            }
-                            continue;
-                        }
-                        let xj = vec_of(j);
-                        w.prune.pool.clear();
-                        w.prune.pool.push((T::distance(metric, xj, xp), p));
-                        for &nb in w.list.iter() {
-                            w.prune.pool.push((T::distance(metric, xj, vec_of(nb)), nb));
-                        }
-                        robust_prune(
-                            data,
-                            dim,
-                            metric,
-                            j,
-                            alpha,
-                            r,
-                            params.max_candidates,
-                            &mut w.prune,
-                            &mut w.nbrs,
-                        );
-                        if graph.try_write(j, v, &w.nbrs, None) {
-                            break;
-                        }
+                    let mut list = graph.0[j as usize].lock();
+                    if list.contains(&p) {
+                        continue;
                     }
+                    if list.len() < slack_r {
+                        list.push(p);
+                        continue;
+                    }
+                    let xj = vec_of(j);
+                    w.prune.pool.clear();
+                    w.prune.pool.push((T::distance(metric, xj, xp), p));
+                    for &nb in list.iter() {
+                        w.prune.pool.push((T::distance(metric, xj, vec_of(nb)), nb));
+                    }
+                    robust_prune(
+                        data,
+                        dim,
+                        metric,
+                        j,
+                        alpha,
+                        r,
+                        params.max_candidates,
+                        &mut w.prune,
+                        &mut w.nbrs,
+                    );
+                    list.clear();
+                    list.extend_from_slice(&w.nbrs);
                 }
                 let k = done.fetch_add(1, Ordering::Relaxed) + 1;
                 if k.is_multiple_of(1024) {
@@ -356,11 +257,12 @@ pub fn build_vamana<T: Vector>(
 
     // Final cleanup: lists that grew past R through back-edges are pruned to R.
     let alpha = params.alpha;
-    let adjacency: Vec<Vec<u32>> = (0..n)
+    let adjacency: Vec<Vec<u32>> = graph
+        .0
         .into_par_iter()
-        .map_init(PruneScratch::default, |prune, j| {
-            let mut list = Vec::new();
-            graph.read(j as u32, &mut list);
+        .enumerate()
+        .map_init(PruneScratch::default, |prune, (j, m)| {
+            let mut list = m.into_inner();
             if list.len() > r {
                 let xj = vec_of(j as u32);
                 prune.pool.clear();
@@ -386,7 +288,6 @@ pub fn build_vamana<T: Vector>(
             list
         })
         .collect();
-    drop(graph);
     pass_times[1] = t.elapsed();
     Graph {
         adjacency,

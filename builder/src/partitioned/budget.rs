@@ -60,17 +60,11 @@ impl Shape {
     }
 
     /// RAM per point of a Vamana build over `p` points, excluding fixed costs: the graph
-    /// rows, the build's flat adjacency cells (`2 + ⌈1.3 R⌉` words each), the final lists
-    /// made from them at the end (≈ 4 R + 40 bytes each, while the cells still exist), the
-    /// id map and one visited stamp per thread.
+    /// rows, the adjacency lists (a `Mutex<Vec<u32>>` each, grown up to 1.3 R and rounded
+    /// up by the allocator: ≈ 8 R + 48 bytes), the id map and one visited stamp per thread.
     pub fn vamana_bytes_per_point(&self) -> u64 {
-        let slack = (self.max_degree as f64 * 1.3).ceil() as usize;
-        (self.graph_dim * self.graph_elem_bytes
-            + 4 * (slack + 2)
-            + 4 * self.max_degree
-            + 40
-            + 4
-            + 4 * self.threads) as u64
+        (self.graph_dim * self.graph_elem_bytes + 8 * self.max_degree + 48 + 4 + 4 * self.threads)
+            as u64
     }
 
     /// Estimated peak RAM of the one-shot build: the input mapped in full (it is read
@@ -117,8 +111,8 @@ mod tests {
     #[test]
     fn partition_cap_fits_the_budget_and_one_shot_counts_every_structure() {
         let s = Shape::new(1_000_000, 128, 4, 128, GraphType::F16, 64, 32, 2);
-        // 128-d f16 graph rows + cells (2 + 84 words) + final lists + ids + stamps
-        assert_eq!(s.vamana_bytes_per_point(), 256 + 344 + 256 + 40 + 4 + 8);
+        // 128-d f16 graph rows + lists + ids + stamps
+        assert_eq!(s.vamana_bytes_per_point(), 256 + 512 + 48 + 4 + 8);
         let budget = 1u64 << 30;
         let cap = s.partition_cap(budget) as u64;
         assert!(cap * s.vamana_bytes_per_point() <= budget - FIXED_BYTES);
