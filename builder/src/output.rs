@@ -10,7 +10,7 @@ use ssdann_layout::journal::JOURNAL_FILE;
 use ssdann_layout::labels::LABELS_FILE;
 use ssdann_layout::pq::{PQ_CODES_FILE, PQ_PIVOTS_FILE};
 use ssdann_layout::wal::WAL_FILE;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Every file name an index directory may hold (docs/FORMAT.md): the build's four files, the
 /// WAL ([`WAL_FILE`]) and the temporary file of a WAL trim (the engine's
@@ -168,6 +168,82 @@ pub(crate) fn remove_index_dir(old: &Path) -> Result<()> {
         std::fs::remove_file(e.path()).map_err(|x| BuildError::io(e.path(), x))?;
     }
     std::fs::remove_dir(old).map_err(|e| BuildError::io(old, e))
+}
+
+/// `.NAME.SUFFIX` beside `out_dir` (NAME its last component): where a build keeps what is
+/// not an index yet.
+///
+/// # Errors
+/// [`BuildError::InvalidParameter`] when `out_dir` names no directory.
+pub(crate) fn sibling_of(out_dir: &Path, suffix: &str) -> Result<PathBuf> {
+    let name = out_dir
+        .file_name()
+        .ok_or_else(|| BuildError::param("--out", out_dir.display(), "must name a directory"))?
+        .to_string_lossy()
+        .into_owned();
+    let parent = match out_dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    Ok(parent.join(format!(".{name}.{suffix}")))
+}
+
+pub(crate) fn temp_dir_for(out_dir: &Path) -> Result<PathBuf> {
+    sibling_of(out_dir, &format!("building-{}", std::process::id()))
+}
+
+/// Moves the finished, fsynced build directory `tmp` to `out_dir`: a rename when `out_dir`
+/// is absent; with `force`, an index or empty directory there is moved aside, replaced and
+/// then deleted (never anything else, never an index a process has open); then the parent
+/// is fsynced.
+///
+/// # Errors
+/// [`BuildError::OutputExists`], [`BuildError::NotAnIndex`], [`BuildError::InUse`] (the
+/// temporary directory is removed first), [`BuildError::Io`].
+pub(crate) fn install_output(tmp: &Path, out_dir: &Path, force: bool) -> Result<()> {
+    let tmp = tmp.to_path_buf();
+    // Again: the output path may have changed while the build ran.
+    let existing = match check_output(out_dir, force) {
+        Ok(x) => x,
+        Err(e) => {
+            std::fs::remove_dir_all(&tmp).map_err(|x| BuildError::io(&tmp, x))?;
+            return Err(e);
+        }
+    };
+    if existing == ExistingOutput::Absent {
+        std::fs::rename(&tmp, out_dir).map_err(|e| BuildError::io(out_dir, e))?;
+    } else {
+        // --force on an index or an empty directory: move it aside first so a crash never
+        // leaves neither, then delete its index files by name.
+        // An open index holds an advisory lock on its directory (the engine's one-writer
+        // rule; readers share it): never replace an index that a process is using.
+        let lock = std::fs::File::open(out_dir).map_err(|e| BuildError::io(out_dir, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                std::fs::remove_dir_all(&tmp).map_err(|x| BuildError::io(&tmp, x))?;
+                return Err(BuildError::InUse {
+                    path: out_dir.into(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(BuildError::io(out_dir, e)),
+        }
+        let old = tmp.with_extension("old");
+        std::fs::rename(out_dir, &old).map_err(|e| BuildError::io(out_dir, e))?;
+        std::fs::rename(&tmp, out_dir).map_err(|e| BuildError::io(out_dir, e))?;
+        drop(lock);
+        remove_index_dir(&old)?;
+    }
+    if let Some(parent) = out_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fsync_dir(parent)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn fsync_dir(path: &Path) -> Result<()> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| BuildError::io(path, e))
 }
 
 #[cfg(test)]

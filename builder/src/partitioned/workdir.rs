@@ -48,9 +48,7 @@ pub fn work_dir_for(out_dir: &Path) -> Result<PathBuf, BuildError> {
 /// # Errors
 /// [`BuildError::Io`] naming it.
 pub fn fsync_dir(path: &Path) -> Result<(), BuildError> {
-    std::fs::File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| BuildError::io(path, e))
+    crate::output::fsync_dir(path)
 }
 
 fn tmp_of(path: &Path) -> PathBuf {
