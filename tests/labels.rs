@@ -177,35 +177,29 @@ fn a_label_on_two_slots_a_damaged_body_and_a_wrong_free_count_are_refused_at_ope
     let shown = path.display().to_string();
 
     // a label below n on two slots
+    // Open and verify both refuse `dup`, naming labels.bin and the duplicated label.
+    let refuses_duplicate = |dup: &[u64], label: u64| {
+        let (e, problems) = open_with(&dir, dup);
+        let msg = format!("label {label} is mapped to two slots");
+        assert!(
+            matches!(&e, EngineError::Layout(LayoutError::Corrupt { .. })),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string().contains(&shown) && e.to_string().contains(&msg),
+            "{e}"
+        );
+        assert!(problems.iter().any(|p| p.contains(&msg)), "{problems:?}");
+    };
     let mut dup = good.clone();
     dup[100] = dup[200];
-    let (e, problems) = open_with(&dir, &dup);
-    let msg = format!("label {} is mapped to two slots", good[200]);
-    assert!(
-        matches!(&e, EngineError::Layout(LayoutError::Corrupt { .. })),
-        "{e:?}"
-    );
-    assert!(
-        e.to_string().contains(&shown) && e.to_string().contains(&msg),
-        "{e}"
-    );
-    assert!(problems.iter().any(|p| p.contains(&msg)), "{problems:?}");
+    refuses_duplicate(&dup, good[200]);
 
     // a label past n on two slots
     let mut dup = good.clone();
     dup[3] = 1 << 40;
     dup[N - 1] = 1 << 40;
-    let (e, problems) = open_with(&dir, &dup);
-    let msg = format!("label {} is mapped to two slots", 1u64 << 40);
-    assert!(
-        matches!(&e, EngineError::Layout(LayoutError::Corrupt { .. })),
-        "{e:?}"
-    );
-    assert!(
-        e.to_string().contains(&shown) && e.to_string().contains(&msg),
-        "{e}"
-    );
-    assert!(problems.iter().any(|p| p.contains(&msg)), "{problems:?}");
+    refuses_duplicate(&dup, 1 << 40);
 
     // a free slot the header does not count (live_count = n)
     let mut freed = good.clone();
