@@ -5,7 +5,7 @@
 # /usr/bin/time: ours-oneshot, ours-budget (--memory-budget G), rust-oneshot
 # (build_memory_maximum 8 GiB), rust-budget (build_memory_maximum P). Then each is searched at
 # -L with k=10, W=4, 1 thread, no cache, and budget_report.py writes the table.
-DIM=$(python3 -c "import struct,sys; print(struct.unpack('<II', open(sys.argv[1],'rb').read(8))[1])" "$DATA/base.fbin")
+DIM=$(python3 -c "import struct,sys; print(struct.unpack('<II', open(sys.argv[1],'rb').read(8))[1])" "$BASE")
 builds=()
 # The tree the ssdann binary was just built from (HEAD may move while the builds run).
 commit=$(cd "$root" && git rev-parse --short HEAD)
@@ -33,7 +33,7 @@ for mode in oneshot budget; do
   rm -rf "$OUT/work/ours-$mode" "$OUT/work/.ours-$mode.partitioned"
   extra=() budget=null
   if [ "$mode" = budget ]; then extra=(--memory-budget "$BUDGET"); budget=$BUDGET; fi
-  timed "ours-$mode" ours "$mode" "$budget" "$OUT/work/ours-$mode" "$SSDANN" build --data "$DATA/base.fbin" \
+  timed "ours-$mode" ours "$mode" "$budget" "$OUT/work/ours-$mode" "$SSDANN" build --data "$BASE" \
     --out "$OUT/work/ours-$mode" -R 64 -L 100 --alpha 1.2 --pq-bytes "$PQ" --threads 2 -q "${extra[@]}"
   grep -E "partitions|RAM estimate|peak RSS|total" "$OUT/ours-${mode}_build.log" || true
 done
@@ -63,7 +63,7 @@ for name in "${builds[@]}"; do
   echo "== search: $name"
   case "$name" in
     ours-*)
-      "$SSDANN" eval --index "$OUT/work/$name" --queries "$DATA/query.fbin" --gt "$DATA/gt.ibin" -k 10 -W 4 -L "$LS" \
+      "$SSDANN" eval --index "$OUT/work/$name" --queries "$QUERY" --gt "$DATA/gt.ibin" -k 10 -W 4 -L "$LS" \
         --threads 1 --nq "$NQ" --cache-nodes 0 --json "$OUT/${name}_eval.json" ;;
     *)
       "$here/.venv-${name%%-*}/bin/python" "$here/peer.py" search --system "${name%%-*}" --index-name "$name" \

@@ -21,11 +21,23 @@ import time
 import numpy as np
 
 
-def read_fbin(path, limit=None):
+DTYPES = {"fbin": np.float32, "u8bin": np.uint8, "i8bin": np.int8}
+
+
+def data_files(data):
+    """(base path, query path, numpy dtype) of the first of base.fbin / .u8bin / .i8bin in `data`."""
+    for ext, dtype in DTYPES.items():
+        base = os.path.join(data, "base." + ext)
+        if os.path.exists(base):
+            return base, os.path.join(data, "query." + ext), dtype
+    raise SystemExit(f"{data}: no base.fbin, base.u8bin or base.i8bin")
+
+
+def read_bin(path, dtype, limit=None):
     with open(path, "rb") as f:
         n, d = struct.unpack("<II", f.read(8))
         n = n if limit is None else min(n, limit)
-        return np.fromfile(f, dtype=np.float32, count=n * d).reshape(n, d)
+        return np.fromfile(f, dtype=dtype, count=n * d).reshape(n, d)
 
 
 def read_ibin(path):
@@ -62,7 +74,7 @@ def build(args, diskannpy):
     idx = os.path.join(args.work, args.index_name or args.system)
     shutil.rmtree(idx, ignore_errors=True)
     os.makedirs(idx)
-    base = os.path.join(args.data, "base.fbin")
+    base, _, dtype = data_files(args.data)
     t = time.perf_counter()
     if args.system == "cpp":
         # 0.7.0 has no alpha argument (compiled default 1.2) and sizes PQ from a RAM budget:
@@ -71,12 +83,12 @@ def build(args, diskannpy):
         budget = (args.pq_bytes + 0.5) * n / 2**30
         diskannpy.build_disk_index(data=base, distance_metric="l2", index_directory=idx, complexity=args.build_l,
                                    graph_degree=args.R, search_memory_maximum=budget, build_memory_maximum=args.build_memory_gib,
-                                   num_threads=args.build_threads, pq_disk_bytes=0, vector_dtype=np.float32, index_prefix="ann")
+                                   num_threads=args.build_threads, pq_disk_bytes=0, vector_dtype=dtype, index_prefix="ann")
     else:
         diskannpy.build_disk_index(data=base, distance_metric="l2", index_directory=idx, complexity=args.build_l,
                                    graph_degree=args.R, build_memory_maximum=args.build_memory_gib, num_threads=args.build_threads,
                                    alpha=args.alpha, build_pq_bytes=0, num_of_pq_chunks=args.pq_bytes,
-                                   vector_dtype=np.float32, index_prefix="ann")
+                                   vector_dtype=dtype, index_prefix="ann")
     wall = time.perf_counter() - t
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {"build_wall_s": wall, "build_peak_rss_bytes": rss, "index_bytes": du(idx),
@@ -85,7 +97,8 @@ def build(args, diskannpy):
 
 def search(args, diskannpy):
     idx = os.path.join(args.work, args.index_name or args.system)
-    q = read_fbin(os.path.join(args.data, "query.fbin"), args.nq)
+    _, query, dtype = data_files(args.data)
+    q = read_bin(query, dtype, args.nq)
     gt = read_ibin(os.path.join(args.data, "gt.ibin"))[: q.shape[0]]
     rows = []
     for cache in args.cache:
@@ -93,12 +106,12 @@ def search(args, diskannpy):
             # diskannpy 0.7.0 hangs in StaticDiskIndex with num_threads=1: load with 2.
             if args.system == "cpp":
                 index = diskannpy.StaticDiskIndex(index_directory=idx, num_threads=max(2, threads), num_nodes_to_cache=cache,
-                                                  cache_mechanism=1, distance_metric="l2", vector_dtype=np.float32,
+                                                  cache_mechanism=1, distance_metric="l2", vector_dtype=dtype,
                                                   dimensions=q.shape[1], index_prefix="ann")
             else:
                 index = diskannpy.StaticDiskIndex(index_directory=idx, num_threads=threads, beam_width=args.W,
                                                   num_nodes_to_cache=cache, distance_metric="l2",
-                                                  vector_dtype=np.float32, dimensions=q.shape[1], index_prefix="ann")
+                                                  vector_dtype=dtype, dimensions=q.shape[1], index_prefix="ann")
             for L in args.L:
                 if L < args.k:
                     continue

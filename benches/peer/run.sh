@@ -4,7 +4,7 @@
 #
 #   benches/peer/run.sh --data ../shared/data/pypi-minilm-100k [--out DIR] [--nq 1000]
 #                       [-L 20,30,40,50,75,100] [--threads 1,2] [--systems "cpp rust"]
-#                       [--pq-bytes 48] [--ssdann BIN]
+#                       [--pq-bytes 48] [--ssdann BIN] [--build-only]
 #
 # Builds all three indexes (R=64, L=100, α=1.2, 48 PQ bytes, 2 threads), runs the same query
 # sweep (k=10, W=4, threads 1 and 2, node cache 0 and 1% of n), and writes the table, the
@@ -15,11 +15,13 @@
 # and with build_memory_maximum P (small enough that it shards; default G); all with the same
 # R/L/α/PQ bytes and 2 threads, each timed by /usr/bin/time (wall, peak RSS); each searched at
 # -L (default 50,100; k=10, W=4, 1 thread, no cache); writes budget_report.md and .json.
-# --ssdann BIN uses a built binary instead of running cargo.
+# --ssdann BIN uses a built binary instead of running cargo. --build-only stops after the builds
+# (wall time and peak RSS in OUT/*_build.json), for repeated build-time runs.
+# The data directory holds base.EXT, query.EXT (EXT = fbin, u8bin or i8bin) and gt.ibin.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-DATA="" OUT="$here/out" NQ=1000 LS="" THREADS=1,2 SYSTEMS="" PQ=48 SSDANN="" BUDGET="" PEER_BUDGET=""
+BUILD_ONLY="" DATA="" OUT="$here/out" NQ=1000 LS="" THREADS=1,2 SYSTEMS="" PQ=48 SSDANN="" BUDGET="" PEER_BUDGET=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --data) DATA=$(cd "$2" && pwd); shift 2 ;;
@@ -31,13 +33,18 @@ while [ $# -gt 0 ]; do
     --pq-bytes) PQ="$2"; shift 2 ;;
     --ssdann) SSDANN="$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"; shift 2 ;;
     --budget-gib) BUDGET="$2"; shift 2 ;;
+    --build-only) BUILD_ONLY=1; shift ;;
     --peer-budget-gib) PEER_BUDGET="$2"; shift 2 ;;
     -h|--help) sed -n 2,20p "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
-[ -n "$DATA" ] || { echo "--data DIR is required (base.fbin, query.fbin, gt.ibin)" >&2; exit 2; }
-for f in base.fbin query.fbin gt.ibin; do [ -f "$DATA/$f" ] || { echo "$DATA/$f missing" >&2; exit 2; }; done
+[ -n "$DATA" ] || { echo "--data DIR is required (base.EXT, query.EXT, gt.ibin; EXT = fbin, u8bin or i8bin)" >&2; exit 2; }
+EXT=""
+for e in fbin u8bin i8bin; do [ -f "$DATA/base.$e" ] && { EXT=$e; break; }; done
+[ -n "$EXT" ] || { echo "$DATA: no base.fbin, base.u8bin or base.i8bin" >&2; exit 2; }
+BASE="$DATA/base.$EXT" QUERY="$DATA/query.$EXT"
+for f in "$QUERY" "$DATA/gt.ibin"; do [ -f "$f" ] || { echo "$f missing" >&2; exit 2; }; done
 if [ -n "$BUDGET" ]; then
   LS=${LS:-50,100} SYSTEMS=${SYSTEMS:-rust} PEER_BUDGET=${PEER_BUDGET:-$BUDGET}
   for s in $SYSTEMS; do
@@ -73,7 +80,7 @@ if [ -z "$SSDANN" ]; then
   (cd "$root" && cargo build --release -q -p ssdann-tools)
   SSDANN="$root/target/release/ssdann"
 fi
-N=$(python3 -c "import struct,sys; print(struct.unpack('<I', open(sys.argv[1],'rb').read(4))[0])" "$DATA/base.fbin")
+N=$(python3 -c "import struct,sys; print(struct.unpack('<I', open(sys.argv[1],'rb').read(4))[0])" "$BASE")
 CACHE=$((N / 100))
 PARAMS=(--R 64 --build-l 100 --alpha 1.2 --pq-bytes "$PQ" --build-threads 2)
 
@@ -85,7 +92,7 @@ fi
 
 echo "== build: ssdann"
 rm -rf "$OUT/work/ours"
-/usr/bin/time -f "%e %M" -o "$OUT/ours_time.txt" "$SSDANN" build --data "$DATA/base.fbin" --out "$OUT/work/ours" \
+/usr/bin/time -f "%e %M" -o "$OUT/ours_time.txt" "$SSDANN" build --data "$BASE" --out "$OUT/work/ours" \
   -R 64 -L 100 --alpha 1.2 --pq-bytes "$PQ" --threads 2 -q | tee "$OUT/ours_build.txt"
 read -r wall rss_kib < "$OUT/ours_time.txt"
 bytes=$(du -sb "$OUT/work/ours" | cut -f1)
@@ -95,10 +102,11 @@ for s in $SYSTEMS; do
   "$here/.venv-$s/bin/python" "$here/peer.py" build --system "$s" --data "$DATA" --work "$OUT/work" --out "$OUT/${s}_build.json" "${PARAMS[@]}" > "$OUT/${s}_build.log" 2>&1
   cat "$OUT/${s}_build.json"; echo
 done
+[ -z "$BUILD_ONLY" ] || { echo "== builds only: wall s / peak RSS in $OUT/*_build.json"; exit 0; }
 
 echo "== search: ssdann"
 for c in 0 "$CACHE"; do
-  "$SSDANN" eval --index "$OUT/work/ours" --queries "$DATA/query.fbin" --gt "$DATA/gt.ibin" -k 10 -W 4 -L "$LS" \
+  "$SSDANN" eval --index "$OUT/work/ours" --queries "$QUERY" --gt "$DATA/gt.ibin" -k 10 -W 4 -L "$LS" \
     --threads "$THREADS" --nq "$NQ" --cache-nodes "$c" --json "$OUT/ours_eval_c$c.json"
 done
 for s in $SYSTEMS; do
