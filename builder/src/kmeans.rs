@@ -2,10 +2,13 @@
 //! then Lloyd iterations over all given points, with a fixed iteration cap.
 
 use rand::Rng;
-use ssdann_layout::pq::{argmin, l2_to_all};
+use ssdann_layout::nearest::{half_norms, nearest_centroids};
+use ssdann_layout::pq::l2_to_all;
 
 /// Points used for k-means++ seeding (the Lloyd iterations use every point).
 pub const SEEDING_SAMPLE: usize = 8192;
+/// Points assigned per call of the nearest-centroid kernel.
+const ASSIGN_BLOCK: usize = 256;
 
 /// Clusters `data` (`n × w` row-major f32) into `k` centroids; returns them transposed
 /// (`w × k`: `out[j*k + c]` is coordinate j of centroid c), the layout of
@@ -15,6 +18,8 @@ pub const SEEDING_SAMPLE: usize = 8192;
 ///
 /// # Allocates
 /// `n` assignments, `k × w` sums (f64).
+///
+/// The assignment step is [`nearest_centroids`] (½||c||² − x·c, ties to the lower index).
 pub fn kmeans_transposed<R: Rng>(
     data: &[f32],
     w: usize,
@@ -71,17 +76,24 @@ pub fn kmeans_transposed<R: Rng>(
     }
     let mut ct = transpose(&centers, k, w);
     let mut assign = vec![u32::MAX; n];
-    let mut dists = vec![0f32; k];
+    let mut nearest = vec![0u32; ASSIGN_BLOCK];
+    let mut hn = vec![0f32; k];
     let mut sums = vec![0f64; k * w];
     let mut counts = vec![0usize; k];
     for _ in 0..max_iters {
         let mut changed = 0usize;
-        for (i, a) in assign.iter_mut().enumerate() {
-            l2_to_all(row(i), &ct, &mut dists);
-            let c = argmin(&dists) as u32;
-            if *a != c {
-                changed += 1;
-                *a = c;
+        half_norms(&ct, w, &mut hn);
+        for (block, a) in data
+            .chunks(ASSIGN_BLOCK * w)
+            .zip(assign.chunks_mut(ASSIGN_BLOCK))
+        {
+            let out = &mut nearest[..a.len()];
+            nearest_centroids(block, w, &ct, &hn, out);
+            for (a, &c) in a.iter_mut().zip(out.iter()) {
+                if *a != c {
+                    changed += 1;
+                    *a = c;
+                }
             }
         }
         sums.fill(0.0);

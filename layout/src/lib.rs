@@ -9,7 +9,8 @@
 //!   TEXMEX `.fvecs/.bvecs/.ivecs`, `.npy`) in [`dataset`];
 //! - the distance kernels (squared L2 and inner product for f32, u8, i8; AVX2/FMA with runtime
 //!   detection and a scalar reference) in [`distance`];
-//! - the PQ codebook: encoding, ADC tables and PQ distance scans in [`pq`].
+//! - the PQ codebook: encoding, ADC tables and PQ distance scans in [`pq`], and the
+//!   nearest-centroid kernel of k-means and encoding in [`nearest`].
 //!
 //! It must not know about graphs, I/O scheduling or threads: `layout` does no I/O
 //! scheduling and builds nothing; the builder and the engine sit on top of it.
@@ -21,6 +22,7 @@ pub mod error;
 pub mod header;
 pub mod journal;
 pub mod labels;
+pub mod nearest;
 pub mod pq;
 pub mod sector;
 pub mod wal;
