@@ -16,6 +16,14 @@ const PREFETCH_LINES: usize = 32;
 pub trait GraphView: Sync {
     /// Appends the out-neighbours of `id` to `out` (after clearing it).
     fn neighbors_into(&self, id: u32, out: &mut Vec<u32>);
+    /// A hint that `id`'s list will be read soon: fetch what locates it (a cache prefetch);
+    /// no effect by default.
+    #[inline]
+    fn prefetch(&self, _id: u32) {}
+    /// The second step of the hint, some work after [`GraphView::prefetch`]: fetch the
+    /// list itself. No effect by default.
+    #[inline]
+    fn prefetch_list(&self, _id: u32) {}
 }
 
 impl GraphView for [Vec<u32>] {
@@ -31,41 +39,43 @@ impl GraphView for Vec<Vec<u32>> {
     }
 }
 
-/// A visited set over ids `0..n` with O(1) reset: a stamp per id, bumped per search.
-/// Memory: 4 bytes per id.
+/// A visited set over ids `0..n`: one bit per id (n/8 bytes, so it stays in cache where a
+/// 4-byte stamp per id would not: 25 KB instead of 800 KB at n = 200K), reset by clearing
+/// only the words of the ids marked since the last reset (O(visited), not O(n)).
 #[derive(Clone, Debug, Default)]
 pub struct VisitedSet {
-    stamps: Vec<u32>,
-    current: u32,
+    bits: Vec<u64>,
+    touched: Vec<u32>,
 }
 
 impl VisitedSet {
     /// A set for ids `0..n`.
     pub fn new(n: usize) -> Self {
         VisitedSet {
-            stamps: vec![0; n],
-            current: 1,
+            bits: vec![0; n.div_ceil(64)],
+            touched: Vec::new(),
         }
     }
-    /// Forgets every id (O(1) except once every 2³² resets); grows to `n` ids if needed.
+    /// Forgets every id; grows to `n` ids if needed.
     pub fn reset(&mut self, n: usize) {
-        if self.stamps.len() < n {
-            self.stamps.resize(n, 0);
+        for &id in &self.touched {
+            self.bits[id as usize >> 6] = 0;
         }
-        self.current = self.current.wrapping_add(1);
-        if self.current == 0 {
-            self.stamps.fill(0);
-            self.current = 1;
+        self.touched.clear();
+        if self.bits.len() < n.div_ceil(64) {
+            self.bits.resize(n.div_ceil(64), 0);
         }
     }
     /// Marks `id`; returns true if it was not marked before.
     #[inline]
     pub fn insert(&mut self, id: u32) -> bool {
-        let s = &mut self.stamps[id as usize];
-        if *s == self.current {
+        let word = &mut self.bits[id as usize >> 6];
+        let bit = 1u64 << (id & 63);
+        if *word & bit != 0 {
             false
         } else {
-            *s = self.current;
+            *word |= bit;
+            self.touched.push(id);
             true
         }
     }
@@ -124,6 +134,12 @@ pub fn greedy_search<T: Vector, G: GraphView + ?Sized>(
         .queue
         .insert(start, T::distance(metric, query, vec_of(start)));
     while let Some(c) = scratch.queue.pop_unexpanded() {
+        // The next expansion is most often the next unexpanded candidate: start fetching its
+        // list now, while this node's neighbours are scored.
+        let next = scratch.queue.peek_unexpanded();
+        if let Some(next) = next {
+            graph.prefetch(next);
+        }
         scratch.expanded.push((c.dist, c.id));
         graph.neighbors_into(c.id, &mut scratch.nbrs);
         scratch.fresh.clear();
@@ -137,7 +153,13 @@ pub fn greedy_search<T: Vector, G: GraphView + ?Sized>(
         for &nb in scratch.fresh.iter().take(PREFETCH_AHEAD) {
             ssdann_layout::distance::prefetch(vec_of(nb), PREFETCH_LINES);
         }
+        let half = scratch.fresh.len() / 2;
         for (k, &nb) in scratch.fresh.iter().enumerate() {
+            if k == half {
+                if let Some(next) = next {
+                    graph.prefetch_list(next);
+                }
+            }
             if let Some(&ahead) = scratch.fresh.get(k + PREFETCH_AHEAD) {
                 ssdann_layout::distance::prefetch(vec_of(ahead), PREFETCH_LINES);
             }
@@ -178,5 +200,14 @@ mod tests {
         assert!(v.insert(3) && !v.insert(3));
         v.reset(4);
         assert!(v.insert(3));
+        // ids in one word and across words, then growth: a reset forgets all of them
+        let mut v = VisitedSet::new(130);
+        for id in [0, 5, 63, 64, 129] {
+            assert!(v.insert(id) && !v.insert(id), "{id}");
+        }
+        v.reset(300);
+        for id in [0, 5, 63, 64, 129, 299] {
+            assert!(v.insert(id), "{id} after reset");
+        }
     }
 }

@@ -100,6 +100,12 @@ impl NeighborQueue {
         self.cursor < self.items.len()
     }
 
+    /// The id of the closest unexpanded candidate, without marking it (for prefetching).
+    #[inline]
+    pub fn peek_unexpanded(&self) -> Option<u32> {
+        self.items.get(self.cursor).map(|c| c.id)
+    }
+
     /// Marks the closest unexpanded candidate expanded and returns it.
     #[inline]
     pub fn pop_unexpanded(&mut self) -> Option<Candidate> {

@@ -19,7 +19,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rayon::prelude::*;
 use ssdann_layout::{Metric, Vector};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 /// Parameters of a Vamana build.
 #[derive(Clone, Debug)]
@@ -74,13 +74,56 @@ impl Graph {
     }
 }
 
-struct LockedGraph(Vec<Mutex<Vec<u32>>>);
+/// One node's adjacency during the build: its list under a lock, and the address of the
+/// list's heap block published beside it, so a search can prefetch the list of the node it
+/// will expand next without taking the lock (a stale address only wastes the prefetch). One
+/// cache line per node: the lock, the list header and the address arrive together.
+#[repr(align(64))]
+struct Node {
+    list: Mutex<Vec<u32>>,
+    head: AtomicPtr<u32>,
+}
+
+struct LockedGraph(Vec<Node>);
+
+impl LockedGraph {
+    fn new(n: usize) -> Self {
+        LockedGraph(
+            (0..n)
+                .map(|_| Node {
+                    list: Mutex::new(Vec::new()),
+                    head: AtomicPtr::new(std::ptr::null_mut()),
+                })
+                .collect(),
+        )
+    }
+    /// Locks node `id`'s list; [`Self::publish`] after changing it.
+    fn lock(&self, id: u32) -> parking_lot::MutexGuard<'_, Vec<u32>> {
+        self.0[id as usize].list.lock()
+    }
+    /// Records where node `id`'s list now lives (call with the lock held, after a write).
+    fn publish(&self, id: u32, list: &[u32]) {
+        self.0[id as usize]
+            .head
+            .store(list.as_ptr().cast_mut(), Ordering::Relaxed);
+    }
+}
 
 impl GraphView for LockedGraph {
     #[inline]
     fn neighbors_into(&self, id: u32, out: &mut Vec<u32>) {
         out.clear();
-        out.extend_from_slice(&self.0[id as usize].lock());
+        out.extend_from_slice(&self.lock(id));
+    }
+    #[inline]
+    fn prefetch(&self, id: u32) {
+        ssdann_layout::distance::prefetch(std::slice::from_ref(&self.0[id as usize]), 1);
+    }
+    #[inline]
+    fn prefetch_list(&self, id: u32) {
+        let head = self.0[id as usize].head.load(Ordering::Relaxed);
+        // A list of R = 64 ids spans four lines; the first two cover most lists' first use.
+        ssdann_layout::distance::prefetch_addr(head.cast_const().cast(), 2);
     }
 }
 
@@ -152,7 +195,7 @@ pub fn build_vamana<T: Vector>(
     let medoid = medoid(data, dim, metric);
     let r = params.max_degree;
     let slack_r = ((r as f32 * params.slack).ceil() as usize).max(r);
-    let graph = LockedGraph((0..n).map(|_| Mutex::new(Vec::new())).collect());
+    let graph = LockedGraph::new(n);
     let mut order: Vec<u32> = (0..n as u32).collect();
     let mut rng = rand::rngs::StdRng::seed_from_u64(params.seed);
     let vec_of = |id: u32| &data[id as usize * dim..(id as usize + 1) * dim];
@@ -212,17 +255,19 @@ pub fn build_vamana<T: Vector>(
                     &mut w.out,
                 );
                 {
-                    let mut mine = graph.0[p as usize].lock();
+                    let mut mine = graph.lock(p);
                     mine.clear();
                     mine.extend_from_slice(&w.out);
+                    graph.publish(p, &mine);
                 }
                 for &j in &w.out {
-                    let mut list = graph.0[j as usize].lock();
+                    let mut list = graph.lock(j);
                     if list.contains(&p) {
                         continue;
                     }
                     if list.len() < slack_r {
                         list.push(p);
+                        graph.publish(j, &list);
                         continue;
                     }
                     let xj = vec_of(j);
@@ -244,6 +289,7 @@ pub fn build_vamana<T: Vector>(
                     );
                     list.clear();
                     list.extend_from_slice(&w.nbrs);
+                    graph.publish(j, &list);
                 }
                 let k = done.fetch_add(1, Ordering::Relaxed) + 1;
                 if k.is_multiple_of(1024) {
@@ -261,8 +307,8 @@ pub fn build_vamana<T: Vector>(
         .0
         .into_par_iter()
         .enumerate()
-        .map_init(PruneScratch::default, |prune, (j, m)| {
-            let mut list = m.into_inner();
+        .map_init(PruneScratch::default, |prune, (j, node)| {
+            let mut list = node.list.into_inner();
             if list.len() > r {
                 let xj = vec_of(j as u32);
                 prune.pool.clear();

@@ -75,6 +75,13 @@ fn params(r: usize, metric: Metric) -> BuildParams {
 }
 
 /// A budget whose partitions hold at most `cap` points of `per_point` bytes each.
+/// The budget model's RAM per point of a partition's Vamana build (budget.rs): the graph row,
+/// ≈ 8 R of list, a 64-byte node + 16 of allocator header, the id map, and a visited bit for
+/// each of 16 threads.
+fn vamana_per_point(row_bytes: u64, r: usize) -> u64 {
+    row_bytes + 8 * r as u64 + 80 + 4 + 2
+}
+
 fn budget_for(cap: usize, per_point: u64) -> u64 {
     FIXED_BYTES + (cap as u64 * per_point) * 10 / 7 + 1
 }
@@ -103,7 +110,7 @@ fn partitioned_graph_recall_is_within_002_of_the_one_shot_graph() {
         assert_eq!(rep1.partitions, 1);
         let part = tmp.path().join(format!("part-{metric:?}"));
         // Partitions of at most ~2,000 of the 2 × 5,000 assignments: ≥ 5 partitions.
-        let budget = budget_for(2000, 64 + 8 * r as u64 + 48 + 4 + 4 * 16);
+        let budget = budget_for(2000, vamana_per_point(64, r));
         let p = BuildParams {
             memory_budget_bytes: Some(budget),
             ..params(r, metric)
@@ -151,7 +158,7 @@ fn partitioned_u8_and_cosine_builds_search_well() {
     let (ubase, uq) = (to_u8(&fbase), to_u8(&q));
     let upath = tmp.path().join("b.u8bin");
     write_bin(&upath, n, d, &ubase).unwrap();
-    let budget = budget_for(1200, 24 + 8 * r as u64 + 48 + 4 + 4 * 16);
+    let budget = budget_for(1200, vamana_per_point(24, r));
     let out = tmp.path().join("u8");
     let p = BuildParams {
         memory_budget_bytes: Some(budget),
@@ -171,7 +178,7 @@ fn partitioned_u8_and_cosine_builds_search_well() {
     write_bin(&fpath, n, d, &scaled).unwrap();
     let out = tmp.path().join("cos");
     let p = BuildParams {
-        memory_budget_bytes: Some(budget_for(1200, 48 + 8 * r as u64 + 48 + 4 + 4 * 16)),
+        memory_budget_bytes: Some(budget_for(1200, vamana_per_point(48, r))),
         ..params(r, Metric::Cosine)
     };
     let rep = build_index(&fpath, &out, &p, &NoProgress).unwrap();
@@ -203,7 +210,7 @@ fn resume_after_an_interruption_in_each_stage_gives_the_same_index() {
     let (n, d, r) = (3000usize, 16usize, 16usize);
     let (path, _, _) = write_f32(tmp.path(), "base.fbin", n, d, 3);
     let base_params = BuildParams {
-        memory_budget_bytes: Some(budget_for(1000, 32 + 8 * r as u64 + 48 + 4 + 4)),
+        memory_budget_bytes: Some(budget_for(1000, vamana_per_point(32, r))),
         threads: Some(1), // deterministic
         ..params(r, Metric::L2)
     };
@@ -251,7 +258,7 @@ fn resume_refuses_other_parameters_and_damaged_stage_files() {
     let (n, d, r) = (2000usize, 16usize, 16usize);
     let (path, _, _) = write_f32(tmp.path(), "base.fbin", n, d, 4);
     let p = BuildParams {
-        memory_budget_bytes: Some(budget_for(800, 32 + 8 * r as u64 + 48 + 4 + 4 * 16)),
+        memory_budget_bytes: Some(budget_for(800, vamana_per_point(32, r))),
         ..params(r, Metric::L2)
     };
     let out = tmp.path().join("out");
@@ -325,7 +332,7 @@ fn budget_errors_and_foreign_work_directories() {
     std::fs::create_dir(&foreign).unwrap();
     std::fs::write(foreign.join("notes.txt"), b"mine").unwrap();
     let p2 = BuildParams {
-        memory_budget_bytes: Some(budget_for(800, 32 + 8 * 16 + 48 + 4 + 4 * 16)),
+        memory_budget_bytes: Some(budget_for(800, vamana_per_point(32, 16))),
         ..params(16, Metric::L2)
     };
     let e = build_index(&path, &out2, &p2, &NoProgress).unwrap_err();
@@ -378,7 +385,7 @@ fn partitioned_build_reorders_sectors_when_the_graph_fits_the_budget() {
     let tmp = tempfile::tempdir().unwrap();
     let (n, d, r) = (5000usize, 32usize, 24usize);
     let (path, base, q) = write_f32(tmp.path(), "base.fbin", n, d, 21);
-    let budget = budget_for(2000, 64 + 8 * r as u64 + 48 + 4 + 4 * 16);
+    let budget = budget_for(2000, vamana_per_point(64, r));
     let plain = tmp.path().join("plain");
     let p = BuildParams {
         memory_budget_bytes: Some(budget),
@@ -444,10 +451,11 @@ fn partitioned_build_reorders_sectors_when_the_graph_fits_the_budget() {
         assert_eq!(&c2[s * m..(s + 1) * m], &c1[row * m..(row + 1) * m]);
     }
     // A budget that holds partitions but not the flat graph (5,000 × 112 bytes): no
-    // reordering (identity labels), still a good graph.
+    // reordering (identity labels), still a good graph. (334,100 bytes: partitions of
+    // ≤ ~1,200 points at the model's ~245 bytes per point.)
     let tight_dir = tmp.path().join("tight");
     let tight = BuildParams {
-        memory_budget_bytes: Some(FIXED_BYTES + 300_000),
+        memory_budget_bytes: Some(FIXED_BYTES + 334_100),
         ..po.clone()
     };
     let rep = build_index(&path, &tight_dir, &tight, &NoProgress).unwrap();
@@ -469,7 +477,7 @@ fn a_second_build_into_the_same_output_is_refused_while_the_first_holds_the_work
     let out = tmp.path().join("out");
     let work = tmp.path().join(".out.partitioned");
     let p = BuildParams {
-        memory_budget_bytes: Some(budget_for(800, 32 + 8 * 16 + 48 + 4 + 4 * 16)),
+        memory_budget_bytes: Some(budget_for(800, vamana_per_point(32, 16))),
         ..params(16, Metric::L2)
     };
     let stop = BuildParams {

@@ -410,6 +410,25 @@ pub fn prefetch<T>(v: &[T], max_lines: usize) {
     let _ = (v, max_lines);
 }
 
+/// Prefetches `lines` cache lines from `p` into L1: a hint that never faults, so `p` may be
+/// null, stale or freed (it is never dereferenced).
+#[inline]
+pub fn prefetch_addr(p: *const u8, lines: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for l in 0..lines {
+        // SAFETY: prefetch is only a hint, never faults and never dereferences; wrapping_add
+        // makes no claim that the address is in bounds of anything.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch(
+                p.wrapping_add(64 * l).cast(),
+                std::arch::x86_64::_MM_HINT_T0,
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (p, lines);
+}
+
 /// L2-normalizes `v` in place (for cosine). A zero vector is left as it is.
 pub fn normalize(v: &mut [f32]) {
     let norm = dot_f32(v, v).sqrt();

@@ -60,11 +60,15 @@ impl Shape {
     }
 
     /// RAM per point of a Vamana build over `p` points, excluding fixed costs: the graph
-    /// rows, the adjacency lists (a `Mutex<Vec<u32>>` each, grown up to 1.3 R and rounded
-    /// up by the allocator: ≈ 8 R + 48 bytes), the id map and one visited stamp per thread.
+    /// rows, the adjacency lists (one 64-byte node — lock, list header, published address —
+    /// plus a heap block grown up to 1.3 R and rounded up by the allocator: ≈ 8 R + 16
+    /// bytes), the id map and one visited bit per thread.
     pub fn vamana_bytes_per_point(&self) -> u64 {
-        (self.graph_dim * self.graph_elem_bytes + 8 * self.max_degree + 48 + 4 + 4 * self.threads)
-            as u64
+        (self.graph_dim * self.graph_elem_bytes
+            + 8 * self.max_degree
+            + 80
+            + 4
+            + self.threads.div_ceil(8)) as u64
     }
 
     /// Estimated peak RAM of the one-shot build: the input mapped in full (it is read
@@ -112,7 +116,7 @@ mod tests {
     fn partition_cap_fits_the_budget_and_one_shot_counts_every_structure() {
         let s = Shape::new(1_000_000, 128, 4, 128, GraphType::F16, 64, 32, 2);
         // 128-d f16 graph rows + lists + ids + stamps
-        assert_eq!(s.vamana_bytes_per_point(), 256 + 512 + 48 + 4 + 8);
+        assert_eq!(s.vamana_bytes_per_point(), 256 + 512 + 80 + 4 + 1);
         let budget = 1u64 << 30;
         let cap = s.partition_cap(budget) as u64;
         assert!(cap * s.vamana_bytes_per_point() <= budget - FIXED_BYTES);

@@ -108,12 +108,17 @@ pub fn build_partitioned(
     let cap = shape.partition_cap(budget);
     let min = min_partition(params.max_degree).min(n);
     if cap < min {
+        let mut minimum = budget::FIXED_BYTES
+            + ((min as u64 * shape.vamana_bytes_per_point()) as f64 / budget::PARTITION_FRACTION)
+                .ceil() as u64;
+        // The cap rounds (budget − fixed) × fraction down in f64: step past any rounding so
+        // that the minimum named is one that works.
+        while shape.partition_cap(minimum) < min {
+            minimum += 1;
+        }
         return Err(BuildError::BudgetTooSmall {
             budget,
-            minimum: budget::FIXED_BYTES
-                + ((min as u64 * shape.vamana_bytes_per_point()) as f64
-                    / budget::PARTITION_FRACTION)
-                    .ceil() as u64,
+            minimum,
             reason: format!(
                 "one partition of {min} points needs {} bytes per point",
                 shape.vamana_bytes_per_point()
