@@ -37,7 +37,8 @@ pub struct VamanaParams {
     /// Seed of the insertion order.
     pub seed: u64,
     /// Passes over the points: 2 (α = 1, then the build α; the paper's Alg. 3) or 1 (the
-    /// build α only, as DiskANN's later releases do: about half the build time).
+    /// build α only, as DiskANN's later releases do: 70–80% of the two-pass build's time,
+    /// measured in docs/PERFORMANCE.md).
     pub passes: usize,
 }
 

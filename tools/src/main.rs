@@ -113,7 +113,8 @@ pub(crate) struct BuildArgs {
     #[arg(long, value_name = "GiB")]
     pub(crate) memory_budget: Option<f64>,
     /// Vamana passes: 2 (α = 1, then --alpha; DiskANN's Algorithm 3) or 1 (the --alpha pass
-    /// only: about half the graph build time, slightly lower recall at equal L).
+    /// only, DiskANN's current schedule: 70–80% of the default build's time; recall at equal
+    /// L within ±0.01 of two passes on the measured sets — docs/PERFORMANCE.md).
     #[arg(long, default_value_t = 2)]
     pub(crate) passes: usize,
     /// Continue an interrupted --memory-budget build from its last finished stage (the
