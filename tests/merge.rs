@@ -630,3 +630,35 @@ fn searches_updates_and_merges_together_match_a_model_of_the_acknowledged_update
     check(&idx);
     assert!(verify(&s.dir).unwrap().ok());
 }
+
+#[test]
+fn a_navigation_graph_is_rebuilt_with_the_merged_state_and_never_seeds_a_freed_point() {
+    let s = setup();
+    let nav = OpenOptions {
+        navigation_nodes: 400,
+        ..Default::default()
+    };
+    let idx = Index::open(&s.dir, nav).unwrap();
+    // 400 of the 3,000 slots at a stride of 7: the deleted labels (every 10th) are among them.
+    assert_eq!(idx.navigation_nodes(), 400);
+    assert!(idx.memory_report().navigation_bytes > 400 * D * 4);
+    check_contents(&idx, &s);
+    idx.merge(&MergeOptions::default()).unwrap();
+    assert_eq!(idx.navigation_nodes(), 400, "rebuilt over the merged state");
+    check_contents(&idx, &s);
+    // A merge that only deletes leaves free slots: the navigation graph skips them.
+    idx.delete_batch(&(2..3000u64).step_by(10).collect::<Vec<_>>())
+        .unwrap();
+    idx.merge(&MergeOptions::default()).unwrap();
+    assert!(idx.header().live_count < idx.header().n_slots);
+    let gone: HashSet<u64> = (2..3000u64).step_by(10).collect();
+    for &l in gone.iter().take(100) {
+        let q = &s.all[l as usize * D..(l as usize + 1) * D];
+        let got = idx.search(q, 10, &SearchParams { l: 48, w: 4 }).unwrap();
+        assert!(
+            got.iter()
+                .all(|h| !gone.contains(&h.id) && h.id != u64::MAX),
+            "a deleted point or a free slot returned: {got:?}"
+        );
+    }
+}

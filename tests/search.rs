@@ -479,3 +479,37 @@ fn pipelined_searches_that_meet_corrupt_blocks_fail_cleanly_and_the_next_ones_ru
         assert!(ok > 0, "no search ran cleanly after the failures");
     }
 }
+
+#[test]
+fn a_navigation_graph_starts_searches_nearer_the_query_fewer_reads_same_recall() {
+    let (q, nq, gt) = queries_and_gt();
+    let d = q.len() / nq;
+    let p = SearchParams { l: 30, w: 4 };
+    let mut rows = Vec::new();
+    for nav in [0usize, 300] {
+        let idx = Index::open(
+            index_dir(),
+            OpenOptions {
+                read_only: true,
+                navigation_nodes: nav,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(idx.navigation_nodes(), nav);
+        assert_eq!(idx.memory_report().navigation_bytes > 0, nav > 0);
+        let (mut found, mut reads) = (Vec::new(), 0u64);
+        for qi in q.chunks_exact(d) {
+            let (res, st) = idx.search_with_stats(qi, 10, &p).unwrap();
+            found.push(res.iter().map(|h| h.id as u32).collect::<Vec<_>>());
+            reads += u64::from(st.sector_reads);
+        }
+        rows.push((recall_at_k(&found, &gt, 10), reads as f64 / nq as f64));
+    }
+    let ((r0, s0), (r1, s1)) = (rows[0], rows[1]);
+    eprintln!(
+        "L = 30: medoid start recall {r0:.4}, {s0:.1} reads; navigation {r1:.4}, {s1:.1} reads"
+    );
+    assert!(s1 < 0.95 * s0, "reads {s1} vs {s0}");
+    assert!(r1 >= r0 - 0.01, "recall {r1} vs {r0}");
+}

@@ -175,6 +175,14 @@ impl Index {
     pub fn cached_nodes(&self) -> usize {
         self.snapshot().state.cache.slots.len()
     }
+    /// Sample nodes in the in-memory navigation graph (0 without one).
+    pub fn navigation_nodes(&self) -> usize {
+        self.snapshot()
+            .state
+            .navigation
+            .as_ref()
+            .map_or(0, |n| n.len())
+    }
     /// Whether reads bypass the page cache (O_DIRECT).
     pub fn direct_io(&self) -> bool {
         self.snapshot().state.file.direct

@@ -33,6 +33,11 @@ pub struct OpenOptions {
     /// issue the next one as soon as any completes, instead of rounds of W reads that wait
     /// for the slowest.
     pub pipeline: bool,
+    /// Sample nodes of an in-memory navigation graph built at open (experimental, default 0
+    /// = none): searches start from its nodes nearest the query instead of the medoid.
+    /// RAM ≈ nodes × (4d + 130) bytes; open time grows with it (a Vamana build over the
+    /// sample's PQ reconstructions). Capped at the live node count.
+    pub navigation_nodes: usize,
     /// When inserts and deletes are fsynced to the WAL (see [`SyncMode`] for
     /// what each mode can lose in a crash). Default `Always`.
     pub sync: SyncMode,
@@ -56,6 +61,7 @@ impl Default for OpenOptions {
             sector_reuse: true,
             sync: SyncMode::Always,
             pipeline: false,
+            navigation_nodes: 0,
             read_only: false,
             storage: StorageRef::default(),
         }

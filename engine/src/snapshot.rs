@@ -63,6 +63,9 @@ pub struct MemoryReport {
     pub node_cache_bytes: usize,
     /// Pending updates: the delta index and the tombstones.
     pub pending_bytes: usize,
+    /// The in-memory navigation graph (`OpenOptions::navigation_nodes`): sample vectors,
+    /// lists and slots.
+    pub navigation_bytes: usize,
 }
 
 impl MemoryReport {
@@ -74,6 +77,7 @@ impl MemoryReport {
             + self.label_map_bytes
             + self.node_cache_bytes
             + self.pending_bytes
+            + self.navigation_bytes
     }
 }
 
@@ -229,6 +233,7 @@ impl Snapshot {
             node_cache_bytes: st.cache.records.len()
                 + hash_table_bytes(st.cache.slots.capacity(), 16),
             pending_bytes,
+            navigation_bytes: st.navigation.as_ref().map_or(0, |n| n.ram_bytes()),
         }
     }
 

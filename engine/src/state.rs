@@ -50,6 +50,8 @@ pub(crate) struct State {
     pub(crate) file: Arc<SectorFile>,
     pub(crate) options: OpenOptions,
     pub(crate) cache: NodeCache,
+    /// The in-memory navigation graph (`OpenOptions::navigation_nodes` > 0).
+    pub(crate) navigation: Option<crate::search::navigation::Navigation>,
     /// Set when a merge starts rewriting blocks under this state: its searches may then read
     /// post-merge blocks, whose lists can name slots past this state's n (skipped, not an
     /// error). See `merge` for why such mixed reads still give correct answers.
@@ -161,10 +163,17 @@ impl State {
             file,
             options,
             cache: NodeCache::default(),
+            navigation: None,
             superseded: AtomicBool::new(false),
         };
         if state.options.cache_nodes > 0 {
             state.cache = state.load_cache(state.options.cache_nodes)?;
+        }
+        if state.options.navigation_nodes > 0 {
+            state.navigation = crate::search::navigation::Navigation::build(
+                &state,
+                state.options.navigation_nodes,
+            );
         }
         Ok(state)
     }

@@ -96,6 +96,10 @@ pub struct SearchArgs {
     /// Nodes to keep in RAM (BFS from the entry point).
     #[arg(long, default_value_t = 0)]
     cache_nodes: usize,
+    /// Sample nodes of an in-memory navigation graph built at open (experimental; 0 = none):
+    /// searches start from its nodes nearest the query instead of the medoid.
+    #[arg(long, default_value_t = 0)]
+    nav_nodes: usize,
     /// I/O backend: io_uring or pread.
     #[arg(long, default_value = "io_uring")]
     io: IoBackend,
@@ -111,6 +115,7 @@ pub fn cmd_search(a: SearchArgs) -> Result<()> {
         &a.index,
         OpenOptions {
             cache_nodes: a.cache_nodes,
+            navigation_nodes: a.nav_nodes,
             io: a.io,
             verify_reads: a.verify_reads,
             max_beam_width: a.w.max(16),
@@ -231,6 +236,10 @@ pub struct EvalArgs {
     /// Nodes to keep in RAM (BFS from the entry point).
     #[arg(long, default_value_t = 0)]
     cache_nodes: usize,
+    /// Sample nodes of an in-memory navigation graph built at open (experimental; 0 = none):
+    /// searches start from its nodes nearest the query instead of the medoid.
+    #[arg(long, default_value_t = 0)]
+    nav_nodes: usize,
     /// Use only the first N queries (N ≥ 1).
     #[arg(long)]
     nq: Option<usize>,
@@ -402,6 +411,7 @@ pub fn cmd_eval(a: EvalArgs) -> Result<()> {
         &a.index,
         OpenOptions {
             cache_nodes: a.cache_nodes,
+            navigation_nodes: a.nav_nodes,
             io: a.io,
             verify_reads: false,
             max_beam_width: a.w.max(16),
@@ -433,7 +443,7 @@ pub fn cmd_eval(a: EvalArgs) -> Result<()> {
     );
     let rows = run_eval(&index, &q, nq, &gt, a.k, &ls, a.w, &threads, false)?;
     if let Some(j) = a.json {
-        let extra = serde_json::json!({"index": a.index, "queries": a.queries, "nq": nq, "k": a.k, "W": a.w, "cache_nodes": index.cached_nodes(), "sector_reuse": !a.no_sector_reuse, "pipeline": a.pipeline, "io": index.io_backend_name(), "o_direct": index.direct_io()});
+        let extra = serde_json::json!({"index": a.index, "queries": a.queries, "nq": nq, "k": a.k, "W": a.w, "cache_nodes": index.cached_nodes(), "nav_nodes": a.nav_nodes, "sector_reuse": !a.no_sector_reuse, "pipeline": a.pipeline, "io": index.io_backend_name(), "o_direct": index.direct_io()});
         std::fs::write(&j, serde_json::to_string_pretty(&rows_json(&rows, extra))?)
             .with_context(|| format!("{}: cannot write", j.display()))?;
     }

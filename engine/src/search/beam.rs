@@ -1,7 +1,8 @@
 //! DiskANN beam search (NeurIPS 2019, §3.3) over the sector file.
 //!
 //! 1. ADC table of the query (M × 256 f32).
-//! 2. Candidate list of size L (PQ distances), seeded with the entry point.
+//! 2. Candidate list of size L (PQ distances), seeded with the entry point — or, with an
+//!    in-memory navigation graph ([`super::navigation`]), with its nodes nearest the query.
 //! 3. Each round takes the W closest unexpanded candidates; cached ones are expanded from
 //!    RAM, the others' blocks are read in ONE batch (one io_uring submission). Each expanded
 //!    node's exact distance (from its full vector) goes into the result set; its unvisited
@@ -21,6 +22,9 @@ use ssdann_layout::distance::normalize;
 use ssdann_layout::pq::pq_distance;
 use ssdann_layout::Metric;
 use std::time::Instant;
+
+/// List size of the navigation graph's GreedySearch; all of its list become candidates.
+const NAV_SEARCH_L: usize = 32;
 
 pub(crate) fn beam_search(
     index: &State,
@@ -50,9 +54,29 @@ pub(crate) fn beam_search(
     let codes = &index.codes;
     let pq_of =
         |id: u32, table: &[f32]| pq_distance(table, &codes[id as usize * m..(id as usize + 1) * m]);
-    let entry = h.entry_point as u32;
-    ctx.visited.insert(entry);
-    ctx.queue.insert(entry, pq_of(entry, &ctx.table));
+    // Entry points: the navigation graph's nearest sample nodes when there is one (each
+    // with its PQ distance, like any candidate), else the medoid.
+    let mut seeded = false;
+    if let Some(nav) = &index.navigation {
+        ctx.seeds.clear();
+        nav.seeds(
+            &ctx.query,
+            NAV_SEARCH_L,
+            &mut ctx.nav_scratch,
+            &mut ctx.seeds,
+        );
+        for &s in &ctx.seeds {
+            if !index.labels.is_free(s as usize) && ctx.visited.insert(s) {
+                ctx.queue.insert(s, pq_of(s, &ctx.table));
+                seeded = true;
+            }
+        }
+    }
+    if !seeded {
+        let entry = h.entry_point as u32;
+        ctx.visited.insert(entry);
+        ctx.queue.insert(entry, pq_of(entry, &ctx.table));
+    }
 
     if index.options.pipeline {
         let mut in_flight = 0usize;

@@ -41,6 +41,9 @@ pub struct SearchContext {
     pub(super) done: Vec<usize>,
     pub(super) delta_query: Vec<f32>,
     pub(super) delta_scratch: ssdann_builder::greedy_search::SearchScratch,
+    /// The navigation graph's GreedySearch state and the seeds it found.
+    pub(super) nav_scratch: ssdann_builder::greedy_search::SearchScratch,
+    pub(super) seeds: Vec<u32>,
     pub(super) delta_found: Vec<(f32, u64)>,
     /// The process that created the context (and its reader: an io_uring ring is not
     /// usable across a fork).
@@ -113,6 +116,8 @@ impl SearchContext {
             done: Vec::with_capacity(64),
             delta_query: Vec::new(),
             delta_scratch: Default::default(),
+            nav_scratch: Default::default(),
+            seeds: Vec::new(),
             delta_found: Vec::new(),
             pid: std::process::id(),
         }

@@ -4,6 +4,7 @@
 
 mod beam;
 pub(crate) mod context;
+pub(crate) mod navigation;
 mod pipelined;
 pub mod visited;
 
