@@ -35,8 +35,8 @@ pub struct OpenOptions {
     pub pipeline: bool,
     /// Sample nodes of an in-memory navigation graph built at open (experimental, default 0
     /// = none): searches start from its nodes nearest the query instead of the medoid.
-    /// RAM ≈ nodes × (4d + 130) bytes; open time grows with it (a Vamana build over the
-    /// sample's PQ reconstructions). Capped at the live node count.
+    /// RAM ≈ nodes × (M + 160) bytes (PQ codes and lists); open time grows with nodes × d
+    /// (a Vamana build over the sample's PQ reconstructions). Capped at the live node count.
     pub navigation_nodes: usize,
     /// When inserts and deletes are fsynced to the WAL (see [`SyncMode`] for
     /// what each mode can lose in a crash). Default `Always`.

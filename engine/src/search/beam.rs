@@ -60,7 +60,7 @@ pub(crate) fn beam_search(
     if let Some(nav) = &index.navigation {
         ctx.seeds.clear();
         nav.seeds(
-            &ctx.query,
+            &ctx.table,
             NAV_SEARCH_L,
             &mut ctx.nav_scratch,
             &mut ctx.seeds,

@@ -5,14 +5,19 @@
 //! only walk towards the query's neighbourhood, and each costs W reads.
 //!
 //! Built at open when [`crate::OpenOptions::navigation_nodes`] > 0, from what is already in
-//! RAM: the sample's vectors are their PQ reconstructions (no read of the sector file, no
-//! extra file). RAM: `s × (4d + ~4·NAV_R)` bytes for s sample nodes. A sample node freed by a
-//! later merge is skipped as a seed; a reused slot is still a valid node, only a worse seed.
+//! RAM: the graph is built over the sample's PQ reconstructions (no read of the sector file,
+//! no extra file), then only the sample's PQ codes and lists are kept, and the search scores
+//! nodes by ADC from the query's table (which the beam search computes anyway) — equal to
+//! the distance to the reconstruction. RAM: `s × (M + ~4·NAV_R + 28)` bytes for s sample
+//! nodes. A sample node freed by a later merge is skipped as a seed (a state's labels never
+//! change, so this is a guard); a reused slot is still a valid node, only a worse seed.
 
 use crate::state::State;
-use ssdann_builder::greedy_search::{greedy_search, SearchScratch};
+use ssdann_builder::greedy_search::VisitedSet;
+use ssdann_builder::neighbor_queue::NeighborQueue;
 use ssdann_builder::progress::NoProgress;
 use ssdann_builder::vamana::{build_vamana, VamanaParams};
+use ssdann_layout::pq::{pq_distance, PQ_CENTROIDS};
 use ssdann_layout::Metric;
 
 /// Degree R of the navigation graph.
@@ -20,15 +25,21 @@ pub const NAV_R: usize = 32;
 /// Build list size L of the navigation graph.
 const NAV_BUILD_L: usize = 64;
 
-/// The navigation graph: sample slots, their PQ-reconstructed vectors (s × d) and a Vamana
-/// graph over them (ids 0..s index `slots`).
+/// The navigation graph: sample slots, their PQ codes (s × M) and a Vamana graph over them
+/// (ids 0..s index `slots`).
 pub(crate) struct Navigation {
     slots: Vec<u32>,
-    vectors: Vec<f32>,
-    dim: usize,
-    metric: Metric,
+    codes: Vec<u8>,
+    m: usize,
     adjacency: Vec<Vec<u32>>,
     medoid: u32,
+}
+
+/// A search thread's state for [`Navigation::seeds`].
+#[derive(Default)]
+pub(crate) struct NavScratch {
+    queue: NeighborQueue,
+    visited: VisitedSet,
 }
 
 impl Navigation {
@@ -55,9 +66,13 @@ impl Navigation {
                 s += 1;
             }
         }
+        let mut codes = Vec::with_capacity(slots.len() * m);
+        for &slot in &slots {
+            codes.extend_from_slice(&state.codes[slot as usize * m..(slot as usize + 1) * m]);
+        }
+        // The reconstructions, only while the graph is built.
         let mut vectors = vec![0f32; slots.len() * dim];
-        for (row, &slot) in vectors.chunks_exact_mut(dim).zip(&slots) {
-            let code = &state.codes[slot as usize * m..(slot as usize + 1) * m];
+        for (row, code) in vectors.chunks_exact_mut(dim).zip(codes.chunks_exact(m)) {
             state.pq.decode(code, row);
         }
         // Cosine indexes store unit vectors and search them in L2 (as the build does).
@@ -75,9 +90,8 @@ impl Navigation {
         let graph = build_vamana(&vectors, dim, metric, &params, &NoProgress);
         Some(Navigation {
             slots,
-            vectors,
-            dim,
-            metric,
+            codes,
+            m,
             adjacency: graph.adjacency,
             medoid: graph.medoid,
         })
@@ -88,9 +102,9 @@ impl Navigation {
         self.slots.len()
     }
 
-    /// RAM held, bytes (vectors, lists, slots).
+    /// RAM held, bytes (codes, lists, slots).
     pub(crate) fn ram_bytes(&self) -> usize {
-        self.vectors.len() * 4
+        self.codes.len()
             + self.slots.len() * 4
             + self
                 .adjacency
@@ -99,32 +113,35 @@ impl Navigation {
                 .sum::<usize>()
     }
 
-    /// GreedySearch of the navigation graph for `query` (normalized already for cosine)
-    /// with list size `l`; appends the slots of the list, closest first, to `out`.
+    /// GreedySearch of the navigation graph with list size `l`, nodes scored by ADC from
+    /// `table` (the query's M × 256 table, as the beam search uses); appends the slots of
+    /// the list, closest first, to `out`.
     pub(crate) fn seeds(
         &self,
-        query: &[f32],
+        table: &[f32],
         l: usize,
-        scratch: &mut SearchScratch,
+        scratch: &mut NavScratch,
         out: &mut Vec<u32>,
     ) {
-        debug_assert_eq!(query.len(), self.dim);
-        greedy_search(
-            &self.vectors,
-            self.dim,
-            self.metric,
-            self.adjacency.as_slice(),
-            self.medoid,
-            query,
-            l,
-            scratch,
+        let m = self.m;
+        assert_eq!(
+            table.len(),
+            m * PQ_CENTROIDS,
+            "navigation: not an M × 256 ADC table"
         );
-        out.extend(
-            scratch
-                .queue
-                .items()
-                .iter()
-                .map(|c| self.slots[c.id as usize]),
-        );
+        let adc = |i: u32| pq_distance(table, &self.codes[i as usize * m..(i as usize + 1) * m]);
+        let NavScratch { queue, visited } = scratch;
+        queue.reset(l.max(1));
+        visited.reset(self.slots.len());
+        visited.insert(self.medoid);
+        queue.insert(self.medoid, adc(self.medoid));
+        while let Some(c) = queue.pop_unexpanded() {
+            for &nb in &self.adjacency[c.id as usize] {
+                if visited.insert(nb) {
+                    queue.insert(nb, adc(nb));
+                }
+            }
+        }
+        out.extend(queue.items().iter().map(|c| self.slots[c.id as usize]));
     }
 }
