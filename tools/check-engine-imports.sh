@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 exec python3 - "$@" <<'PY'
 import os, re, sys
-ORDER = ["error", "io", "storage", "options", "state", "search", "updates", "snapshot", "merge", "index", "verify"]
+ORDER = ["error", "io", "storage", "options", "navigation", "state", "search", "updates", "snapshot", "merge", "index", "verify"]
 MAX_LINES = 600
 root = "engine/src"
 bad = []

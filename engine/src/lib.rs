@@ -11,11 +11,12 @@
 //!
 //! Imports inside the engine run one way, each module using only those before it:
 //!
-//! `error → io → storage → options → state → search → updates → snapshot → merge → index → verify`
+//! `error → io → storage → options → navigation → state → search → updates → snapshot → merge → index → verify`
 //!
 //! - [`io`]: aligned buffers, the sector file, the io_uring / pread readers;
 //! - [`storage`]: the durable-write side of file I/O behind a trait (crash and fault tests);
 //! - `options`: [`OpenOptions`] and [`SyncMode`];
+//! - `navigation`: the in-memory navigation graph of entry points (an open option);
 //! - `state`: the immutable part of one generation (header, PQ codes, labels, cache);
 //! - [`search`]: the query check, beam search, search contexts;
 //! - [`updates`]: the WAL ([`updates::wal`]), the delta index ([`updates::delta`]), tombstones;
@@ -29,6 +30,7 @@ pub mod error;
 mod index;
 pub mod io;
 pub mod merge;
+mod navigation;
 mod options;
 pub mod search;
 mod snapshot;

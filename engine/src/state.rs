@@ -16,6 +16,7 @@
 
 use crate::error::EngineError;
 use crate::io::{AlignedBuf, SectorFile};
+use crate::navigation::Navigation;
 use crate::options::OpenOptions;
 use crate::Result;
 use ssdann_builder::build::INDEX_FILE;
@@ -51,7 +52,7 @@ pub(crate) struct State {
     pub(crate) options: OpenOptions,
     pub(crate) cache: NodeCache,
     /// The in-memory navigation graph (`OpenOptions::navigation_nodes` > 0).
-    pub(crate) navigation: Option<crate::search::navigation::Navigation>,
+    pub(crate) navigation: Option<Navigation>,
     /// Set when a merge starts rewriting blocks under this state: its searches may then read
     /// post-merge blocks, whose lists can name slots past this state's n (skipped, not an
     /// error). See `merge` for why such mixed reads still give correct answers.
@@ -170,8 +171,11 @@ impl State {
             state.cache = state.load_cache(state.options.cache_nodes)?;
         }
         if state.options.navigation_nodes > 0 {
-            state.navigation = crate::search::navigation::Navigation::build(
-                &state,
+            state.navigation = Navigation::build(
+                &state.header,
+                &state.pq,
+                &state.codes,
+                &state.labels,
                 state.options.navigation_nodes,
             );
         }

@@ -2,7 +2,7 @@
 //!
 //! 1. ADC table of the query (M × 256 f32).
 //! 2. Candidate list of size L (PQ distances), seeded with the entry point — or, with an
-//!    in-memory navigation graph ([`super::navigation`]), with its nodes nearest the query.
+//!    in-memory navigation graph ([`crate::navigation`]), with its nodes nearest the query.
 //! 3. Each round takes the W closest unexpanded candidates; cached ones are expanded from
 //!    RAM, the others' blocks are read in ONE batch (one io_uring submission). Each expanded
 //!    node's exact distance (from its full vector) goes into the result set; its unvisited

@@ -42,7 +42,7 @@ pub struct SearchContext {
     pub(super) delta_query: Vec<f32>,
     pub(super) delta_scratch: ssdann_builder::greedy_search::SearchScratch,
     /// The navigation graph's GreedySearch state and the seeds it found.
-    pub(super) nav_scratch: super::navigation::NavScratch,
+    pub(super) nav_scratch: crate::navigation::NavScratch,
     pub(super) seeds: Vec<u32>,
     pub(super) delta_found: Vec<(f32, u64)>,
     /// The process that created the context (and its reader: an io_uring ring is not

@@ -4,7 +4,6 @@
 
 mod beam;
 pub(crate) mod context;
-pub(crate) mod navigation;
 mod pipelined;
 pub mod visited;
 

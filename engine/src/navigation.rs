@@ -12,13 +12,14 @@
 //! nodes. A sample node freed by a later merge is skipped as a seed (a state's labels never
 //! change, so this is a guard); a reused slot is still a valid node, only a worse seed.
 
-use crate::state::State;
 use ssdann_builder::greedy_search::VisitedSet;
 use ssdann_builder::neighbor_queue::NeighborQueue;
 use ssdann_builder::progress::NoProgress;
 use ssdann_builder::vamana::{build_vamana, VamanaParams};
+use ssdann_layout::labels::SlotLabels;
 use ssdann_layout::pq::{pq_distance, PQ_CENTROIDS};
 use ssdann_layout::Metric;
+use ssdann_layout::{IndexHeader, PqCodebook};
 
 /// Degree R of the navigation graph.
 pub const NAV_R: usize = 32;
@@ -43,23 +44,30 @@ pub(crate) struct NavScratch {
 }
 
 impl Navigation {
-    /// Samples up to `count` live slots of `state` at an even stride and builds the graph
-    /// (in the current rayon pool). `None` when the index has no live slot.
-    pub(crate) fn build(state: &State, count: usize) -> Option<Navigation> {
-        let n = state.header.n_slots as usize;
-        let live = state.header.live_count as usize;
+    /// Samples up to `count` live slots of an index state (its header, PQ codebook, n × M
+    /// codes and labels) at an even stride and builds the graph (in the current rayon
+    /// pool). `None` when the index has no live slot.
+    pub(crate) fn build(
+        header: &IndexHeader,
+        pq: &PqCodebook,
+        all_codes: &[u8],
+        labels: &SlotLabels,
+        count: usize,
+    ) -> Option<Navigation> {
+        let n = header.n_slots as usize;
+        let live = header.live_count as usize;
         let count = count.min(live);
         if count == 0 {
             return None;
         }
-        let dim = state.dim();
-        let m = state.pq.m();
+        let dim = header.dim as usize;
+        let m = pq.m();
         // An even stride over the slots, skipping free ones (at most n − live of them).
         let stride = (n / count).max(1);
         let mut slots = Vec::with_capacity(count);
         let mut s = 0;
         while slots.len() < count && s < n {
-            if !state.labels.is_free(s) {
+            if !labels.is_free(s) {
                 slots.push(s as u32);
                 s += stride;
             } else {
@@ -68,18 +76,18 @@ impl Navigation {
         }
         let mut codes = Vec::with_capacity(slots.len() * m);
         for &slot in &slots {
-            codes.extend_from_slice(&state.codes[slot as usize * m..(slot as usize + 1) * m]);
+            codes.extend_from_slice(&all_codes[slot as usize * m..(slot as usize + 1) * m]);
         }
         // The reconstructions, only while the graph is built.
         let mut vectors = vec![0f32; slots.len() * dim];
         for (row, code) in vectors.chunks_exact_mut(dim).zip(codes.chunks_exact(m)) {
-            state.pq.decode(code, row);
+            pq.decode(code, row);
         }
         // Cosine indexes store unit vectors and search them in L2 (as the build does).
-        let metric = if state.header.metric == Metric::Cosine {
+        let metric = if header.metric == Metric::Cosine {
             Metric::L2
         } else {
-            state.header.metric
+            header.metric
         };
         let params = VamanaParams {
             max_degree: NAV_R,
