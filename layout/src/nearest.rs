@@ -15,7 +15,7 @@
 //! k-means and PQ callers feed centred data (the PQ residual, a subspace of it), where this
 //! is far below the gaps between centroids.
 
-use std::sync::OnceLock;
+use crate::pq::has_avx2;
 
 /// `½·||c||²` of each of the k centroids stored transposed in `ct` (`w × k`,
 /// `ct[j·k + c]` = coordinate j of centroid c), into `out` (length k).
@@ -160,22 +160,6 @@ unsafe fn reduce_min_index(v: std::arch::x86_64::__m256, i: std::arch::x86_64::_
     j = _mm256_min_epu32(j, _mm256_shuffle_epi32(j, 0b01_00_11_10));
     j = _mm256_min_epu32(j, _mm256_shuffle_epi32(j, 0b10_11_00_01));
     _mm256_cvtsi256_si32(j) as u32
-}
-
-fn has_avx2() -> bool {
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            std::env::var_os("SSDANN_FORCE_SCALAR").is_none()
-                && is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("fma")
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            false
-        }
-    })
 }
 
 #[cfg(test)]

@@ -499,7 +499,8 @@ unsafe fn neg_dot_to_all_avx2(x: &[f32], ct: &[f32], out: &mut [f32]) {
     neg_dot_to_all_body(x, ct, out)
 }
 
-fn has_avx2() -> bool {
+/// AVX2 and FMA detected at run time (once), unless `SSDANN_FORCE_SCALAR` is set.
+pub(crate) fn has_avx2() -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
     *HAS.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
