@@ -37,7 +37,8 @@ pub fn half_norms(ct: &[f32], w: usize, out: &mut [f32]) {
 /// For each of the b points in `points` (`b × w` row-major f32), the index of its nearest
 /// centroid in squared L2 among the k centroids stored transposed in `ct` (`w × k`), written
 /// to `out` (length b). `hn` holds the centroids' [`half_norms`] (length k). Ties go to the
-/// lowest index. AVX2/FMA when present (k a multiple of 8), scalar otherwise.
+/// lowest index. AVX2/FMA when present (any k: a last block of fewer than eight centroids is
+/// loaded with a mask), scalar otherwise.
 ///
 /// # Panics
 /// If the shapes disagree (`points.len() != b × w`, `ct.len() != w × k`), k = 0 or k > 2³².
@@ -58,7 +59,7 @@ pub fn nearest_centroids(points: &[f32], w: usize, ct: &[f32], hn: &[f32], out: 
         "nearest_centroids: centroids are not w × k"
     );
     #[cfg(target_arch = "x86_64")]
-    if k.is_multiple_of(8) && has_avx2() {
+    if has_avx2() {
         let mut i = 0;
         while i + 4 <= b {
             // SAFETY: AVX2 and FMA were detected at run time; the kernel reads rows i..i+4
@@ -118,12 +119,28 @@ unsafe fn nearest4_avx2(points: &[f32], w: usize, ct: &[f32], hn: &[f32], out: &
     let mut best_idx = [_mm256_setzero_si256(); 4];
     let mut idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     let eight = _mm256_set1_epi32(8);
+    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     let mut c0 = 0;
     while c0 < k {
-        let hv = _mm256_loadu_ps(h.add(c0));
+        // A last block of fewer than eight centroids loads only its lanes (a masked load
+        // never touches the others) and gives the missing lanes a score of +∞.
+        let tail =
+            (k - c0 < 8).then(|| _mm256_cmpgt_epi32(_mm256_set1_epi32((k - c0) as i32), lanes));
+        let load = |p: *const f32| match tail {
+            Some(mask) => _mm256_maskload_ps(p, mask),
+            None => _mm256_loadu_ps(p),
+        };
+        let hv = match tail {
+            Some(mask) => _mm256_blendv_ps(
+                _mm256_set1_ps(f32::INFINITY),
+                load(h.add(c0)),
+                _mm256_castsi256_ps(mask),
+            ),
+            None => load(h.add(c0)),
+        };
         let mut acc = [hv; 4];
         for j in 0..w {
-            let cv = _mm256_loadu_ps(c.add(j * k + c0));
+            let cv = load(c.add(j * k + c0));
             for (p, a) in acc.iter_mut().enumerate() {
                 *a = _mm256_fnmadd_ps(_mm256_set1_ps(*x.add(p * w + j)), cv, *a);
             }
@@ -203,6 +220,9 @@ mod tests {
             (12, 256),
             (5, 24),
             (2, 7),
+            (16, 44),
+            (3, 13),
+            (1, 1),
         ] {
             for b in [1usize, 3, 4, 5, 11] {
                 let ct = values(w * k, (w * 31 + k) as u64);
