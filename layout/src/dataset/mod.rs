@@ -20,6 +20,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 mod ground_truth;
+mod npy;
 pub use ground_truth::GroundTruth;
 
 /// Element type of stored vectors.
@@ -153,7 +154,7 @@ impl VectorFile {
         let (elem, n, dim, data_offset, row_stride) = match ext.as_str() {
             "fbin" | "u8bin" | "i8bin" => Self::parse_bin(path, bytes, elem)?,
             "fvecs" | "bvecs" => Self::parse_vecs(path, bytes, elem)?,
-            _ => Self::parse_npy(path, bytes)?,
+            _ => npy::parse_npy(path, bytes)?,
         };
         // Pair assertion: the parsers checked this; check again before any row is sliced.
         assert!(
@@ -281,117 +282,6 @@ impl VectorFile {
             }
         }
         Ok((elem, n as usize, d as usize, 4, stride as usize))
-    }
-
-    fn parse_npy(path: &Path, bytes: &[u8]) -> Result<(ElementType, usize, usize, usize, usize)> {
-        let len = bytes.len() as u64;
-        if len < 10 || &bytes[..6] != b"\x93NUMPY" {
-            return Err(LayoutError::corrupt(
-                path,
-                "npy header",
-                "missing the \\x93NUMPY magic",
-            ));
-        }
-        let major = bytes[6];
-        let (hlen, hstart) = match major {
-            1 => (
-                usize::from(u16::from_le_bytes([bytes[8], bytes[9]])),
-                10usize,
-            ),
-            2 | 3 if len >= 12 => (read_u32_at(bytes, 8) as usize, 12usize),
-            _ => {
-                return Err(LayoutError::field(
-                    path,
-                    "npy version",
-                    major,
-                    "supported versions are 1, 2 and 3",
-                ))
-            }
-        };
-        let hend = hstart
-            .checked_add(hlen)
-            .filter(|&e| e as u64 <= len)
-            .ok_or_else(|| LayoutError::SizeMismatch {
-                path: path.into(),
-                expected_bytes: (hstart + hlen) as u64,
-                actual_bytes: len,
-                detail: "the npy header length".into(),
-            })?;
-        let header = std::str::from_utf8(&bytes[hstart..hend])
-            .map_err(|_| LayoutError::corrupt(path, "npy header", "not valid text"))?;
-        let field = |key: &str| -> Option<&str> {
-            let k = header.find(&format!("'{key}'"))?;
-            let rest = &header[k + key.len() + 2..];
-            let colon = rest.find(':')?;
-            Some(rest[colon + 1..].trim_start())
-        };
-        let descr = field("descr")
-            .and_then(|v| v.strip_prefix('\''))
-            .and_then(|v| v.split('\'').next())
-            .ok_or_else(|| LayoutError::corrupt(path, "npy header", "no 'descr'"))?;
-        let elem = match descr {
-            "<f4" | "f4" => ElementType::F32,
-            "|u1" | "u1" | "<u1" => ElementType::U8,
-            "|i1" | "i1" | "<i1" => ElementType::I8,
-            other => {
-                return Err(LayoutError::field(
-                    path,
-                    "descr",
-                    other,
-                    "supported dtypes are float32 (<f4), uint8 (|u1) and int8 (|i1)",
-                ))
-            }
-        };
-        let fortran = field("fortran_order")
-            .ok_or_else(|| LayoutError::corrupt(path, "npy header", "no 'fortran_order'"))?;
-        if fortran.starts_with("True") {
-            return Err(LayoutError::field(
-                path,
-                "fortran_order",
-                "True",
-                "only C-order arrays are supported (use np.ascontiguousarray)",
-            ));
-        }
-        let shape = field("shape")
-            .and_then(|v| v.strip_prefix('('))
-            .and_then(|v| v.split(')').next())
-            .ok_or_else(|| LayoutError::corrupt(path, "npy header", "no 'shape'"))?;
-        let dims: Vec<&str> = shape
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect();
-        if dims.len() != 2 {
-            return Err(LayoutError::field(
-                path,
-                "shape",
-                format!("({shape})"),
-                "expected a 2-D array (n, d)",
-            ));
-        }
-        let parse = |s: &str| {
-            s.parse::<u64>().map_err(|_| {
-                LayoutError::field(path, "shape", format!("({shape})"), "not integers")
-            })
-        };
-        let (n, d) = (parse(dims[0])?, parse(dims[1])?);
-        Self::check_counts(path, n, d)?;
-        let row = d * elem.size_bytes() as u64;
-        let expected = n
-            .checked_mul(row)
-            .and_then(|x| x.checked_add(hend as u64))
-            .ok_or_else(|| {
-                LayoutError::field(path, "shape", format!("({shape})"), "n × d overflows")
-            })?;
-        if expected != len {
-            return Err(LayoutError::SizeMismatch {
-                path: path.into(),
-                expected_bytes: expected,
-                actual_bytes: len,
-                detail: format!("npy shape ({n}, {d}) {descr}"),
-            });
-        }
-        Ok((elem, n as usize, d as usize, hend, row as usize))
     }
 
     /// The file's path.
@@ -640,73 +530,6 @@ mod tests {
             }) => assert!(reason.contains("row 1"), "{reason}"),
             other => panic!("unexpected {:?}", other.err()),
         }
-    }
-
-    fn npy(descr: &str, shape: &str, fortran: bool, body: &[u8]) -> Vec<u8> {
-        let mut h = format!(
-            "{{'descr': '{descr}', 'fortran_order': {}, 'shape': {shape}, }}",
-            if fortran { "True" } else { "False" }
-        );
-        while (10 + h.len() + 1) % 64 != 0 {
-            h.push(' ');
-        }
-        h.push('\n');
-        let mut b = b"\x93NUMPY\x01\x00".to_vec();
-        b.extend_from_slice(&(h.len() as u16).to_le_bytes());
-        b.extend_from_slice(h.as_bytes());
-        b.extend_from_slice(body);
-        b
-    }
-
-    #[test]
-    fn npy_f32_u8_i8() {
-        let body: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
-        let (_d, p) = tmp("a.npy", &npy("<f4", "(2, 3)", false, &body));
-        let f = VectorFile::open(&p).unwrap();
-        assert_eq!(
-            (f.len(), f.dim(), f.element_type()),
-            (2, 3, ElementType::F32)
-        );
-        assert_eq!(
-            &*f.contiguous::<f32>().unwrap(),
-            &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
-        );
-        let (_d, p) = tmp("b.npy", &npy("|u1", "(3, 1)", false, &[7, 8, 9]));
-        assert_eq!(
-            VectorFile::open(&p).unwrap().element_type(),
-            ElementType::U8
-        );
-        let (_d, p) = tmp("c.npy", &npy("|i1", "(1, 2)", false, &[255, 1]));
-        assert_eq!(
-            VectorFile::open(&p).unwrap().element_type(),
-            ElementType::I8
-        );
-        let (_d, p) = tmp("d.npy", &npy("<f8", "(1, 1)", false, &[0; 8]));
-        assert!(matches!(
-            VectorFile::open(&p),
-            Err(LayoutError::InvalidField { field: "descr", .. })
-        ));
-        let (_d, p) = tmp("e.npy", &npy("<f4", "(1, 1)", true, &[0; 4]));
-        assert!(matches!(
-            VectorFile::open(&p),
-            Err(LayoutError::InvalidField {
-                field: "fortran_order",
-                ..
-            })
-        ));
-        let (_d, p) = tmp("f.npy", &npy("<f4", "(6,)", false, &body));
-        assert!(matches!(
-            VectorFile::open(&p),
-            Err(LayoutError::InvalidField { field: "shape", .. })
-        ));
-        let (_d, p) = tmp("g.npy", &npy("<f4", "(2, 3)", false, &body[..20]));
-        assert!(matches!(
-            VectorFile::open(&p),
-            Err(LayoutError::SizeMismatch { .. })
-        ));
     }
 
     #[test]
