@@ -513,3 +513,41 @@ fn a_navigation_graph_starts_searches_nearer_the_query_fewer_reads_same_recall()
     assert!(s1 < 0.95 * s0, "reads {s1} vs {s0}");
     assert!(r1 >= r0 - 0.01, "recall {r1} vs {r0}");
 }
+
+#[test]
+fn a_dynamic_beam_reads_less_on_the_descent_at_about_the_same_recall() {
+    let (q, nq, gt) = queries_and_gt();
+    let d = q.len() / nq;
+    let p = SearchParams { l: 30, w: 4 };
+    let mut rows = Vec::new();
+    for dynamic_beam in [false, true] {
+        let idx = Index::open(
+            index_dir(),
+            OpenOptions {
+                read_only: true,
+                dynamic_beam,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let (mut found, mut reads, mut hops) = (Vec::new(), 0u64, 0u64);
+        for qi in q.chunks_exact(d) {
+            let (res, st) = idx.search_with_stats(qi, 10, &p).unwrap();
+            found.push(res.iter().map(|h| h.id as u32).collect::<Vec<_>>());
+            reads += u64::from(st.sector_reads);
+            hops += u64::from(st.hops);
+        }
+        let per = |x: u64| x as f64 / nq as f64;
+        rows.push((recall_at_k(&found, &gt, 10), per(reads), per(hops)));
+    }
+    let ((r0, s0, h0), (r1, s1, h1)) = (rows[0], rows[1]);
+    eprintln!(
+        "L = 30: W = 4 recall {r0:.4}, {s0:.1} reads, {h0:.1} rounds; dynamic {r1:.4}, {s1:.1} reads, {h1:.1} rounds"
+    );
+    assert!(s1 < 0.97 * s0, "reads {s1} vs {s0}");
+    assert!(
+        h1 > h0,
+        "the descent takes one read per round: rounds {h1} vs {h0}"
+    );
+    assert!(r1 >= r0 - 0.01, "recall {r1} vs {r0}");
+}

@@ -5,6 +5,7 @@
 #   benches/peer/run.sh --data ../shared/data/pypi-minilm-100k [--out DIR] [--nq 1000]
 #                       [-L 20,30,40,50,75,100] [--threads 1,2] [--systems "cpp rust"]
 #                       [--pq-bytes 48] [--ssdann BIN] [--build-only] [--nav-nodes N]
+#                       [--eval-flags "--dynamic-beam ..."]
 #
 # Builds all three indexes (R=64, L=100, α=1.2, 48 PQ bytes, 2 threads), runs the same query
 # sweep (k=10, W=4, threads 1 and 2, node cache 0 and 1% of n), and writes the table, the
@@ -18,11 +19,12 @@
 # --ssdann BIN uses a built binary instead of running cargo. --build-only stops after the builds
 # (wall time and peak RSS in OUT/*_build.json), for repeated build-time runs.
 # The data directory holds base.EXT, query.EXT (EXT = fbin, u8bin or i8bin) and gt.ibin.
-# --nav-nodes N searches ssdann with an in-memory navigation graph of N nodes (eval --nav-nodes).
+# --nav-nodes N searches ssdann with an in-memory navigation graph of N nodes (eval --nav-nodes);
+# --eval-flags passes more `ssdann eval` switches (e.g. "--dynamic-beam") for ablation runs.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-NAV=0 BUILD_ONLY="" DATA="" OUT="$here/out" NQ=1000 LS="" THREADS=1,2 SYSTEMS="" PQ=48 SSDANN="" BUDGET="" PEER_BUDGET=""
+EVAL_FLAGS="" NAV=0 BUILD_ONLY="" DATA="" OUT="$here/out" NQ=1000 LS="" THREADS=1,2 SYSTEMS="" PQ=48 SSDANN="" BUDGET="" PEER_BUDGET=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --data) DATA=$(cd "$2" && pwd); shift 2 ;;
@@ -36,8 +38,9 @@ while [ $# -gt 0 ]; do
     --budget-gib) BUDGET="$2"; shift 2 ;;
     --build-only) BUILD_ONLY=1; shift ;;
     --nav-nodes) NAV="$2"; shift 2 ;;
+    --eval-flags) EVAL_FLAGS="$2"; shift 2 ;;
     --peer-budget-gib) PEER_BUDGET="$2"; shift 2 ;;
-    -h|--help) sed -n 2,20p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,23p "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -109,7 +112,7 @@ done
 echo "== search: ssdann"
 for c in 0 "$CACHE"; do
   "$SSDANN" eval --index "$OUT/work/ours" --queries "$QUERY" --gt "$DATA/gt.ibin" -k 10 -W 4 -L "$LS" \
-    --threads "$THREADS" --nq "$NQ" --cache-nodes "$c" --nav-nodes "$NAV" --json "$OUT/ours_eval_c$c.json"
+    --threads "$THREADS" --nq "$NQ" --cache-nodes "$c" --nav-nodes "$NAV" $EVAL_FLAGS --json "$OUT/ours_eval_c$c.json"
 done
 for s in $SYSTEMS; do
   echo "== search: DiskANN $s"

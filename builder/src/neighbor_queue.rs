@@ -106,6 +106,14 @@ impl NeighborQueue {
         self.items.get(self.cursor).map(|c| c.id)
     }
 
+    /// The distance of the closest unexpanded candidate (+∞ when none).
+    #[inline]
+    pub fn best_unexpanded_dist(&self) -> f32 {
+        self.items
+            .get(self.cursor)
+            .map_or(f32::INFINITY, |c| c.dist)
+    }
+
     /// Marks the closest unexpanded candidate expanded and returns it.
     #[inline]
     pub fn pop_unexpanded(&mut self) -> Option<Candidate> {

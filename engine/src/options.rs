@@ -33,6 +33,11 @@ pub struct OpenOptions {
     /// issue the next one as soon as any completes, instead of rounds of W reads that wait
     /// for the slowest.
     pub pipeline: bool,
+    /// Dynamic beam width (experimental, default false): rounds expand one node while the
+    /// search is still descending (each round finds a candidate closer than the node it
+    /// expanded), then W once it has converged — fewer reads for the first hops' walk.
+    /// Applies to the round-based search (not to `pipeline`).
+    pub dynamic_beam: bool,
     /// Sample nodes of an in-memory navigation graph built at open (experimental, default 0
     /// = none): searches start from its nodes nearest the query instead of the medoid.
     /// RAM ≈ nodes × (M + 160) bytes (PQ codes and lists); open time grows with nodes × d
@@ -61,6 +66,7 @@ impl Default for OpenOptions {
             sector_reuse: true,
             sync: SyncMode::Always,
             pipeline: false,
+            dynamic_beam: false,
             navigation_nodes: 0,
             read_only: false,
             storage: StorageRef::default(),

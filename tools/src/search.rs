@@ -256,6 +256,10 @@ pub struct EvalArgs {
     /// one completes, instead of rounds that wait for the slowest of W.
     #[arg(long)]
     pipeline: bool,
+    /// Dynamic beam width (experimental): one read per round while the search descends
+    /// toward the query, W once it has converged
+    #[arg(long)]
+    dynamic_beam: bool,
 }
 
 /// One row of the eval table.
@@ -417,6 +421,7 @@ pub fn cmd_eval(a: EvalArgs) -> Result<()> {
             max_beam_width: a.w.max(16),
             sector_reuse: !a.no_sector_reuse,
             pipeline: a.pipeline,
+            dynamic_beam: a.dynamic_beam,
             read_only: true,
             ..Default::default()
         },
@@ -443,7 +448,7 @@ pub fn cmd_eval(a: EvalArgs) -> Result<()> {
     );
     let rows = run_eval(&index, &q, nq, &gt, a.k, &ls, a.w, &threads, false)?;
     if let Some(j) = a.json {
-        let extra = serde_json::json!({"index": a.index, "queries": a.queries, "nq": nq, "k": a.k, "W": a.w, "cache_nodes": index.cached_nodes(), "nav_nodes": a.nav_nodes, "sector_reuse": !a.no_sector_reuse, "pipeline": a.pipeline, "io": index.io_backend_name(), "o_direct": index.direct_io()});
+        let extra = serde_json::json!({"index": a.index, "queries": a.queries, "nq": nq, "k": a.k, "W": a.w, "cache_nodes": index.cached_nodes(), "nav_nodes": a.nav_nodes, "sector_reuse": !a.no_sector_reuse, "pipeline": a.pipeline, "dynamic_beam": a.dynamic_beam, "io": index.io_backend_name(), "o_direct": index.direct_io()});
         std::fs::write(&j, serde_json::to_string_pretty(&rows_json(&rows, extra))?)
             .with_context(|| format!("{}: cannot write", j.display()))?;
     }

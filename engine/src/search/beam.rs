@@ -10,6 +10,11 @@
 //!    also gets its exact distance for free (its vector is in the same sector; Starling,
 //!    SIGMOD 2024, uses the whole sector the same way).
 //! 4. Stops when all L candidates are expanded; returns the k best by exact distance.
+//!
+//! With `OpenOptions::dynamic_beam`, rounds take one node while the search is still
+//! descending toward the query (the round found a candidate closer than the node it
+//! expanded) and W from the first round that did not: the descent is a sequential walk,
+//! where W − 1 of every W reads are wasted on candidates the next hop supersedes.
 
 use super::context::SearchContext;
 use super::pipelined::pipelined;
@@ -86,9 +91,16 @@ pub(crate) fn beam_search(
         }
         r?;
     }
+    // Dynamic beam width: one node per round while descending, W once converged.
+    let mut w_round = if index.options.dynamic_beam {
+        1
+    } else {
+        params.w
+    };
     while !index.options.pipeline && ctx.queue.has_unexpanded() {
         ctx.beam.clear();
-        ctx.queue.pop_unexpanded_beam(params.w, &mut ctx.beam);
+        ctx.queue.pop_unexpanded_beam(w_round, &mut ctx.beam);
+        let popped_best = ctx.beam.first().map_or(f32::INFINITY, |c| c.dist);
         stats.hops += 1;
         // Plan the reads: one per distinct block among the uncached beam nodes.
         ctx.reqs.clear();
@@ -197,6 +209,10 @@ pub(crate) fn beam_search(
             }
             push_neighbors(index, ctx, id)?;
             i += 1;
+        }
+        // Converged: this round found nothing closer than the best node it expanded.
+        if w_round < params.w && ctx.queue.best_unexpanded_dist() >= popped_best {
+            w_round = params.w;
         }
     }
     let results = &mut ctx.scores.results;
