@@ -328,6 +328,22 @@ fn cosine_and_inner_product_indexes_rank_by_their_metric() {
         )
         .unwrap();
         assert_eq!(idx.metric(), metric);
+        // early termination compares squared-L2 distances: an ip index refuses it
+        let early = Index::open(
+            &dir,
+            OpenOptions {
+                read_only: true,
+                termination_ratio: Some(1.2),
+                ..Default::default()
+            },
+        );
+        match (metric, early) {
+            (ssdann::Metric::Cosine, Ok(_)) => {}
+            (ssdann::Metric::InnerProduct, Err(EngineError::InvalidQuery { field, .. })) => {
+                assert_eq!(field, "termination_ratio");
+            }
+            (m, r) => panic!("{m}: termination_ratio gave {:?}", r.map(|_| ())),
+        }
         let mut hits = 0;
         for q in queries.chunks_exact(d) {
             let got = idx.search(q, 10, &SearchParams { l: 64, w: 4 }).unwrap();
@@ -550,4 +566,49 @@ fn a_dynamic_beam_reads_less_on_the_descent_at_about_the_same_recall() {
         "the descent takes one read per round: rounds {h1} vs {h0}"
     );
     assert!(r1 >= r0 - 0.01, "recall {r1} vs {r0}");
+}
+
+#[test]
+fn early_termination_stops_short_of_l_at_about_the_same_recall_and_refuses_a_ratio_below_1() {
+    let (q, nq, gt) = queries_and_gt();
+    let d = q.len() / nq;
+    let p = SearchParams { l: 100, w: 4 };
+    let mut rows = Vec::new();
+    for termination_ratio in [None, Some(1.05f32)] {
+        let idx = Index::open(
+            index_dir(),
+            OpenOptions {
+                read_only: true,
+                termination_ratio,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let (mut found, mut reads) = (Vec::new(), 0u64);
+        for qi in q.chunks_exact(d) {
+            let (res, st) = idx.search_with_stats(qi, 10, &p).unwrap();
+            found.push(res.iter().map(|h| h.id as u32).collect::<Vec<_>>());
+            reads += u64::from(st.sector_reads);
+        }
+        rows.push((recall_at_k(&found, &gt, 10), reads as f64 / nq as f64));
+    }
+    let ((r0, s0), (r1, s1)) = (rows[0], rows[1]);
+    eprintln!(
+        "L = 100: all L expanded recall {r0:.4}, {s0:.1} reads; ratio 1.05 {r1:.4}, {s1:.1} reads"
+    );
+    assert!(s1 < 0.9 * s0, "reads {s1} vs {s0}");
+    assert!(r1 >= r0 - 0.01, "recall {r1} vs {r0}");
+    for bad in [0.5f32, f32::NAN] {
+        match Index::open(
+            index_dir(),
+            OpenOptions {
+                read_only: true,
+                termination_ratio: Some(bad),
+                ..Default::default()
+            },
+        ) {
+            Err(EngineError::InvalidQuery { field, .. }) => assert_eq!(field, "termination_ratio"),
+            r => panic!("ratio {bad}: {:?}", r.map(|_| ())),
+        }
+    }
 }

@@ -38,6 +38,12 @@ pub struct OpenOptions {
     /// expanded), then W once it has converged — fewer reads for the first hops' walk.
     /// Applies to the round-based search (not to `pipeline`).
     pub dynamic_beam: bool,
+    /// Early termination (experimental, default `None`): with `Some(r)`, a search stops
+    /// once its closest unexpanded candidate's PQ distance exceeds r × the k-th best exact
+    /// distance found so far, instead of expanding all L candidates. Squared-L2 distances
+    /// only (metric l2 or cosine; an ip index refuses it); r must be finite and ≥ 1.
+    /// Applies to the round-based search (not to `pipeline`).
+    pub termination_ratio: Option<f32>,
     /// Sample nodes of an in-memory navigation graph built at open (experimental, default 0
     /// = none): searches start from its nodes nearest the query instead of the medoid.
     /// RAM ≈ nodes × (M + 160) bytes (PQ codes and lists); open time grows with nodes × d
@@ -67,6 +73,7 @@ impl Default for OpenOptions {
             sync: SyncMode::Always,
             pipeline: false,
             dynamic_beam: false,
+            termination_ratio: None,
             navigation_nodes: 0,
             read_only: false,
             storage: StorageRef::default(),

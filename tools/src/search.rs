@@ -260,6 +260,11 @@ pub struct EvalArgs {
     /// toward the query, W once it has converged
     #[arg(long)]
     dynamic_beam: bool,
+    /// Early termination (experimental; l2/cosine indexes): stop once the closest
+    /// unexpanded candidate's PQ distance exceeds R × the k-th best exact distance (R ≥ 1,
+    /// e.g. 1.15), instead of expanding all L candidates
+    #[arg(long, value_name = "R")]
+    termination_ratio: Option<f32>,
 }
 
 /// One row of the eval table.
@@ -422,6 +427,7 @@ pub fn cmd_eval(a: EvalArgs) -> Result<()> {
             sector_reuse: !a.no_sector_reuse,
             pipeline: a.pipeline,
             dynamic_beam: a.dynamic_beam,
+            termination_ratio: a.termination_ratio,
             read_only: true,
             ..Default::default()
         },
@@ -448,7 +454,7 @@ pub fn cmd_eval(a: EvalArgs) -> Result<()> {
     );
     let rows = run_eval(&index, &q, nq, &gt, a.k, &ls, a.w, &threads, false)?;
     if let Some(j) = a.json {
-        let extra = serde_json::json!({"index": a.index, "queries": a.queries, "nq": nq, "k": a.k, "W": a.w, "cache_nodes": index.cached_nodes(), "nav_nodes": a.nav_nodes, "sector_reuse": !a.no_sector_reuse, "pipeline": a.pipeline, "dynamic_beam": a.dynamic_beam, "io": index.io_backend_name(), "o_direct": index.direct_io()});
+        let extra = serde_json::json!({"index": a.index, "queries": a.queries, "nq": nq, "k": a.k, "W": a.w, "cache_nodes": index.cached_nodes(), "nav_nodes": a.nav_nodes, "sector_reuse": !a.no_sector_reuse, "pipeline": a.pipeline, "dynamic_beam": a.dynamic_beam, "termination_ratio": a.termination_ratio, "io": index.io_backend_name(), "o_direct": index.direct_io()});
         std::fs::write(&j, serde_json::to_string_pretty(&rows_json(&rows, extra))?)
             .with_context(|| format!("{}: cannot write", j.display()))?;
     }

@@ -11,6 +11,9 @@
 //!    SIGMOD 2024, uses the whole sector the same way).
 //! 4. Stops when all L candidates are expanded; returns the k best by exact distance.
 //!
+//! With `OpenOptions::termination_ratio` = r, step 4 stops early too: as soon as the
+//! closest unexpanded candidate's PQ distance exceeds r × the k-th best exact distance.
+//!
 //! With `OpenOptions::dynamic_beam`, rounds take one node while the search is still
 //! descending toward the query (the round found a candidate closer than the node it
 //! expanded) and W from the first round that did not: the descent is a sequential walk,
@@ -55,7 +58,11 @@ pub(crate) fn beam_search(
         .adc_table(&ctx.query, h.metric, &mut ctx.table, &mut ctx.scratch);
     ctx.queue.reset(params.l);
     ctx.visited.reset();
-    ctx.scores.reset();
+    let termination = index
+        .options
+        .termination_ratio
+        .filter(|_| !index.options.pipeline);
+    ctx.scores.reset(if termination.is_some() { k } else { 0 });
     let codes = &index.codes;
     let pq_of =
         |id: u32, table: &[f32]| pq_distance(table, &codes[id as usize * m..(id as usize + 1) * m]);
@@ -98,6 +105,12 @@ pub(crate) fn beam_search(
         params.w
     };
     while !index.options.pipeline && ctx.queue.has_unexpanded() {
+        // Early termination: the closest candidate left is well beyond the k-th best found.
+        if let (Some(r), Some(kth)) = (termination, ctx.scores.kth_best()) {
+            if ctx.queue.best_unexpanded_dist() > r * kth {
+                break;
+            }
+        }
         ctx.beam.clear();
         ctx.queue.pop_unexpanded_beam(w_round, &mut ctx.beam);
         let popped_best = ctx.beam.first().map_or(f32::INFINITY, |c| c.dist);

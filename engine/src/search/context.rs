@@ -55,6 +55,9 @@ pub(crate) struct Scores {
     pub(super) scored: HashVisited,
     pub(super) results: Vec<(f32, u32)>,
     pub(super) tmp: Vec<f32>,
+    /// The `track_k` best distances so far, ascending (early termination; empty when 0).
+    k_best: Vec<f32>,
+    track_k: usize,
     /// When set (merge), the full vector of every node scored is kept: ids and n × d f32.
     pub(crate) keep_vectors: bool,
     pub(crate) kept_ids: Vec<u32>,
@@ -62,9 +65,12 @@ pub(crate) struct Scores {
 }
 
 impl Scores {
-    pub(super) fn reset(&mut self) {
+    /// Clears the scores; `track_k` > 0 keeps the `track_k` best distances (early termination).
+    pub(super) fn reset(&mut self, track_k: usize) {
         self.scored.reset();
         self.results.clear();
+        self.k_best.clear();
+        self.track_k = track_k;
         self.kept_ids.clear();
         self.kept_vectors.clear();
     }
@@ -82,10 +88,25 @@ impl Scores {
         if self.scored.insert(id) {
             let d = exact_distance(metric, elem, query, vector, &mut self.tmp);
             self.results.push((d, id));
+            if self.track_k > 0
+                && (self.k_best.len() < self.track_k || self.k_best.last().is_some_and(|&w| d < w))
+            {
+                let pos = self.k_best.partition_point(|&x| x <= d);
+                self.k_best.insert(pos, d);
+                self.k_best.truncate(self.track_k);
+            }
             if self.keep_vectors {
                 keep(elem, vector, id, &mut self.kept_ids, &mut self.kept_vectors);
             }
         }
+    }
+}
+
+impl Scores {
+    /// The `track_k`-th best exact distance so far, once `track_k` nodes are scored.
+    pub(super) fn kth_best(&self) -> Option<f32> {
+        (self.track_k > 0 && self.k_best.len() == self.track_k)
+            .then(|| self.k_best[self.track_k - 1])
     }
 }
 
@@ -105,6 +126,8 @@ impl SearchContext {
                 scored: HashVisited::with_capacity(VISITED_EXPECTED),
                 results: Vec::with_capacity(1024),
                 tmp: Vec::new(),
+                k_best: Vec::with_capacity(16),
+                track_k: 0,
                 keep_vectors: false,
                 kept_ids: Vec::new(),
                 kept_vectors: Vec::new(),
