@@ -15,6 +15,19 @@ use ssdann_layout::Metric;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_os_error_is_printed_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let text = io.to_string();
+        let e = anyhow::Error::new(io).context(format!("q.fbin: {text}"));
+        assert_eq!(super::error_chain(&e), format!("q.fbin: {text}"));
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(super::error_chain(&e), "outer: inner");
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "ssdann",
@@ -394,6 +407,24 @@ fn cmd_verify(dir: PathBuf) -> Result<bool> {
     }
 }
 
+/// The error and its causes joined by ": ", leaving out a cause whose text the message
+/// before it already contains (an OS error wrapped with its path would otherwise print
+/// "No such file or directory (os error 2)" twice).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
@@ -414,7 +445,7 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::from(2)
         }
     }

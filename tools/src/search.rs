@@ -3,6 +3,7 @@
 use crate::progress::bar;
 use anyhow::{bail, Context, Result};
 use ssdann_engine::{Index, IoBackend, Neighbor, OpenOptions, SearchParams, SearchStats};
+use ssdann_layout::dataset::npy_bytes;
 use ssdann_layout::labels::FREE_LABEL;
 use ssdann_layout::{GroundTruth, Metric, VectorFile};
 use std::io::Write;
@@ -85,9 +86,10 @@ pub struct SearchArgs {
     #[arg(short = 'W', default_value_t = 4)]
     w: usize,
     /// Output file, by extension: .ibin (big-ann-benchmarks: u32 nq, u32 k, nq × k u32
-    /// labels, nq × k f32 distances; refused if a label is ≥ 2^32 − 1) or .u64bin (the same
-    /// with u64 labels). A missing result is label 2^32 − 1 (.ibin) or 2^64 − 1 (.u64bin)
-    /// with distance +inf.
+    /// labels, nq × k f32 distances; refused if a label is ≥ 2^32 − 1), .u64bin (the same
+    /// with u64 labels), or .npy (an nq × k uint64 array of labels, with the nq × k float32
+    /// distances beside it in NAME.distances.npy). A missing result is label 2^32 − 1
+    /// (.ibin) or 2^64 − 1 (.u64bin, .npy) with distance +inf.
     #[arg(long)]
     out: PathBuf,
     /// Search threads (default: all cores).
@@ -151,7 +153,29 @@ fn write_results(path: &Path, k: usize, res: &[(Vec<Neighbor>, SearchStats)]) ->
     let distances: Vec<f32> = distances
         .map(|(q, j)| cell(q, j).map_or(f32::INFINITY, |h| h.distance))
         .collect();
-    if path.extension().is_some_and(|e| e == "u64bin") {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if !matches!(ext, "ibin" | "u64bin" | "npy") {
+        bail!(
+            "{}: unknown output extension {ext:?} (use .ibin for u32 labels, .u64bin or .npy for u64 labels)",
+            path.display()
+        );
+    }
+    if ext == "npy" {
+        let ids: Vec<u8> = (0..nq)
+            .flat_map(|q| (0..k).map(move |j| (q, j)))
+            .flat_map(|(q, j)| cell(q, j).map_or(FREE_LABEL, |h| h.id).to_le_bytes())
+            .collect();
+        let dist: Vec<u8> = distances.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let dpath = path.with_extension("distances.npy");
+        for (p, bytes) in [
+            (path.to_path_buf(), npy_bytes("<u8", nq, k, &ids)),
+            (dpath, npy_bytes("<f4", nq, k, &dist)),
+        ] {
+            std::fs::write(&p, bytes).with_context(|| format!("{}: cannot write", p.display()))?;
+        }
+        return Ok(());
+    }
+    if ext == "u64bin" {
         let mut b = Vec::with_capacity(8 + nq * k * 12);
         b.extend_from_slice(&u32::try_from(nq)?.to_le_bytes());
         b.extend_from_slice(&u32::try_from(k)?.to_le_bytes());
@@ -198,6 +222,18 @@ fn write_results(path: &Path, k: usize, res: &[(Vec<Neighbor>, SearchStats)]) ->
     }
     .write(path)?;
     Ok(())
+}
+
+/// recall@k's hit count as big-ann-benchmarks computes it (`compute_recall_with_distance_ties`):
+/// the true set is the first `k` ground-truth ids plus every later one whose distance is
+/// within 1e-6 of the k-th (real data has exact duplicates; a returned duplicate of a true
+/// neighbour is a correct answer). `truth` and `truth_dist` are one ground-truth row.
+fn hits_at_k_with_ties(found: &[Neighbor], truth: &[u32], truth_dist: &[f32], k: usize) -> usize {
+    let kth = truth_dist[k - 1];
+    let end = (k..truth.len())
+        .find(|&i| (truth_dist[i] - kth).abs() >= 1e-6)
+        .unwrap_or(truth.len());
+    hits_at_k(found, &truth[..end], k)
 }
 
 /// How many of the first `k` of `found` are in `truth`. Ground-truth ids are u32: a label
@@ -272,6 +308,8 @@ pub struct Row {
     pub threads: usize,
     pub l: usize,
     pub recall: f64,
+    /// recall@k with distance ties counted (big-ann-benchmarks).
+    pub recall_ties: f64,
     pub qps: f64,
     pub mean_us: f64,
     pub p50_us: f64,
@@ -317,16 +355,29 @@ pub fn run_eval(
     if nq == 0 {
         bail!("no queries to evaluate (--nq must be at least 1)");
     }
+    // Ids no point of the index carries: the ground truth of another base (recall would
+    // silently be near 0).
+    let max_label = index.max_label().unwrap_or(0);
+    for i in 0..nq {
+        if let Some(&id) = gt.row(i)[..k].iter().find(|&&id| u64::from(id) > max_label) {
+            bail!(
+                "ground truth row {i} lists id {id}, but the index's largest label is {max_label} \
+                 ({} points): is this the ground truth of the index's base file?",
+                index.len()
+            );
+        }
+    }
     check_k_w(k, w)?;
     if let Some(&l) = ls.iter().find(|&&l| l > MAX_L) {
         check_l(l, k)?;
     }
     let d = index.dim();
     println!(
-        "{:>3} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>7} {:>6} {:>8}",
+        "{:>3} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>7} {:>6} {:>8}",
         "thr",
         "L",
         "recall@k",
+        "+ties",
         "QPS",
         "mean_us",
         "p50_us",
@@ -353,9 +404,11 @@ pub fn run_eval(
             let t0 = Instant::now();
             let res = index.batch_search(&q[..nq * d], k, &params, Some(t))?;
             let secs = t0.elapsed().as_secs_f64();
-            let mut hits = 0usize;
+            let (mut hits, mut hits_ties) = (0usize, 0usize);
             for (i, (nb, _)) in res.iter().enumerate() {
                 hits += hits_at_k(nb, &gt.row(i)[..k], k);
+                let dist = &gt.distances[i * gt.k..(i + 1) * gt.k];
+                hits_ties += hits_at_k_with_ties(nb, gt.row(i), dist, k);
             }
             let mut lat: Vec<f64> = res.iter().map(|r| r.1.total_us).collect();
             lat.sort_by(|a, b| a.total_cmp(b));
@@ -366,6 +419,7 @@ pub fn run_eval(
                 threads: t,
                 l,
                 recall: hits as f64 / (nq * k) as f64,
+                recall_ties: hits_ties as f64 / (nq * k) as f64,
                 qps: nq as f64 / secs,
                 mean_us: lat.iter().sum::<f64>() / nq as f64,
                 p50_us: percentile(&lat, 50.0),
@@ -378,8 +432,8 @@ pub fn run_eval(
                 io_wait_us: mean(&|s| s.io_wait_us),
             };
             pb.suspend(|| println!(
-                "{:>3} {:>5} {:>9.4} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>8.1} {:>7.1} {:>6.1} {:>8.0}",
-                row.threads, row.l, row.recall, row.qps, row.mean_us, row.p50_us, row.p95_us, row.p99_us, row.p999_us, row.reads, row.cache_hits, row.hops, row.io_wait_us
+                "{:>3} {:>5} {:>9.4} {:>9.4} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>8.1} {:>7.1} {:>6.1} {:>8.0}",
+                row.threads, row.l, row.recall, row.recall_ties, row.qps, row.mean_us, row.p50_us, row.p95_us, row.p99_us, row.p999_us, row.reads, row.cache_hits, row.hops, row.io_wait_us
             ));
             rows.push(row);
             pb.inc(1);
@@ -394,7 +448,7 @@ fn rows_json(rows: &[Row], extra: serde_json::Value) -> serde_json::Value {
         .iter()
         .map(|r| {
             serde_json::json!({
-                "threads": r.threads, "L": r.l, "recall": r.recall, "qps": r.qps, "mean_us": r.mean_us,
+                "threads": r.threads, "L": r.l, "recall": r.recall, "recall_ties": r.recall_ties, "qps": r.qps, "mean_us": r.mean_us,
                 "p50_us": r.p50_us, "p95_us": r.p95_us, "p99_us": r.p99_us, "p999_us": r.p999_us,
                 "sector_reads": r.reads, "cache_hits": r.cache_hits, "hops": r.hops, "io_wait_us": r.io_wait_us,
             })
@@ -476,10 +530,46 @@ pub struct DemoArgs {
     /// Use only the first N queries.
     #[arg(long, default_value_t = 1000)]
     nq: usize,
+    /// Keep the index in DIR (which must not exist) and print how to query it; a generated
+    /// data set is kept beside it in DIR-data/. Without --out the index is built in a
+    /// temporary directory and removed.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
 }
 
 pub fn cmd_demo(a: DemoArgs) -> Result<()> {
+    if a.nq == 0 {
+        bail!("--nq 0: must be at least 1");
+    }
+    if let Some(o) = &a.out {
+        if o.exists() {
+            bail!(
+                "{}: already exists (demo --out makes a new index directory)",
+                o.display()
+            );
+        }
+    }
     let tmp = tempfile_dir()?;
+    // generated data: kept beside a kept index, else in the temporary directory
+    let data_dir = match &a.out {
+        Some(o) => {
+            let mut name = o.file_name().unwrap_or_default().to_os_string();
+            name.push("-data");
+            let d = o.with_file_name(name);
+            if a.data.is_none() {
+                if d.exists() {
+                    bail!(
+                        "{}: already exists (demo --out keeps its generated data there)",
+                        d.display()
+                    );
+                }
+                std::fs::create_dir_all(&d)
+                    .with_context(|| format!("{}: cannot create", d.display()))?;
+            }
+            d
+        }
+        None => tmp.clone(),
+    };
     let (base, queries, gt_path) = match &a.data {
         Some(dir) => (
             dir.join("base.fbin"),
@@ -492,11 +582,11 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
                 "generating a clustered data set: {n} × {d} f32 base, {nq} queries (deterministic)"
             );
             let (b, q) = ssdann_builder::synthetic::clustered(n, nq, d, 48, 20261123);
-            let base = tmp.join("base.fbin");
-            let queries = tmp.join("query.fbin");
+            let base = data_dir.join("base.fbin");
+            let queries = data_dir.join("query.fbin");
             ssdann_layout::dataset::write_bin(&base, n, d, &b)?;
             ssdann_layout::dataset::write_bin(&queries, nq, d, &q)?;
-            let gt = tmp.join("gt.ibin");
+            let gt = data_dir.join("gt.ibin");
             crate::gt::compute_gt(&base, &queries, 10, Metric::L2, 65536, &gt)?;
             (base, queries, gt)
         }
@@ -509,7 +599,7 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
             );
         }
     }
-    let out = tmp.join("index");
+    let out = a.out.clone().unwrap_or_else(|| tmp.join("index"));
     crate::cmd_build(crate::BuildArgs {
         data: base,
         out: out.clone(),
@@ -519,7 +609,7 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
         alpha: 1.2,
         pq_bytes: None,
         threads: None,
-        force: true,
+        force: a.out.is_none(),
         quiet: false,
         no_reorder: false,
         graph_precision: Default::default(),
@@ -554,6 +644,14 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
         false,
     )?;
     std::fs::remove_dir_all(&tmp).ok();
+    if a.out.is_some() {
+        println!(
+            "\nkept the index in {o}; query it with\n  ssdann search --index {o} --queries {q} --out results.npy\n  ssdann eval --index {o} --queries {q} --gt {g}",
+            o = out.display(),
+            q = queries.display(),
+            g = gt_path.display()
+        );
+    }
     Ok(())
 }
 
@@ -627,6 +725,57 @@ mod tests {
         assert_eq!(ids, [1, FREE_LABEL, 4, big]);
         let d: Vec<f32> = (0..4).map(|i| f32::from_bits(u32_at(40 + 4 * i))).collect();
         assert_eq!(d, [1.5, f32::INFINITY, 1.5, 1.5]);
+    }
+
+    #[test]
+    fn npy_output_is_a_u64_label_array_with_the_distances_beside_it_and_other_extensions_are_refused(
+    ) {
+        let tmp = tempfile::tempdir().unwrap();
+        let big = (1u64 << 40) + 1;
+        let res = vec![
+            (vec![nb(3), nb(big)], SearchStats::default()),
+            (vec![nb(9)], SearchStats::default()),
+        ];
+        let p = tmp.path().join("r.npy");
+        write_results(&p, 2, &res).unwrap();
+        let b = std::fs::read(&p).unwrap();
+        let header_len = u16::from_le_bytes([b[8], b[9]]) as usize;
+        let header = std::str::from_utf8(&b[10..10 + header_len]).unwrap();
+        assert!(
+            header.contains("'descr': '<u8'") && header.contains("(2, 2)"),
+            "{header}"
+        );
+        let ids: Vec<u64> = b[10 + header_len..]
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(ids, [3, big, 9, FREE_LABEL]);
+        let d = VectorFile::open(tmp.path().join("r.distances.npy")).unwrap();
+        assert_eq!(
+            &*d.contiguous::<f32>().unwrap(),
+            &[1.5, 1.5, 1.5, f32::INFINITY]
+        );
+        let txt = tmp.path().join("r.txt");
+        let err = format!("{:#}", write_results(&txt, 2, &res).unwrap_err());
+        assert!(err.contains("unknown output extension \"txt\""), "{err}");
+        assert!(!txt.exists());
+    }
+
+    #[test]
+    fn recall_with_ties_counts_a_returned_duplicate_of_the_kth_neighbour() {
+        // truth: 1, 2 (k = 2), then 7 ties 2's distance, 8 does not
+        let truth = [1u32, 2, 7, 8];
+        let dist = [0.5f32, 1.0, 1.0 + 5e-7, 1.5];
+        let found = [nb(1), nb(7)];
+        assert_eq!(
+            hits_at_k(&found, &truth[..2], 2),
+            1,
+            "strict: 7 is not in the top 2"
+        );
+        assert_eq!(hits_at_k_with_ties(&found, &truth, &dist, 2), 2);
+        assert_eq!(hits_at_k_with_ties(&[nb(1), nb(8)], &truth, &dist, 2), 1);
+        // a ground truth of exactly k columns: nothing beyond it to tie
+        assert_eq!(hits_at_k_with_ties(&found, &truth[..2], &dist[..2], 2), 1);
     }
 
     #[test]

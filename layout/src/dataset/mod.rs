@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 mod ground_truth;
 mod npy;
 pub use ground_truth::GroundTruth;
+pub use npy::npy_bytes;
 
 /// Element type of stored vectors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

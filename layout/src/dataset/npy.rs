@@ -1,10 +1,33 @@
 //! NumPy `.npy` headers (format 1.0, 2.0, 3.0): a 2-D C-order array of `<f4`, `|u1` or `|i1`;
-//! the header's shape is checked against the file's real length.
+//! the header's shape is checked against the file's real length. [`npy_bytes`] writes one
+//! (format 1.0).
 
 use super::{read_u32_at, ElementType, VectorFile};
 use crate::error::LayoutError;
 use crate::Result;
 use std::path::Path;
+
+/// A `.npy` file (format 1.0, C order) of a `rows × cols` array of dtype `descr` (e.g.
+/// `<u8` for u64, `<f4` for f32) holding the little-endian bytes `body`; the header is padded
+/// so the data starts at a multiple of 64 bytes, as NumPy writes it.
+///
+/// # Panics
+/// If `body.len()` is not `rows × cols` × the dtype's size (a broken caller invariant).
+pub fn npy_bytes(descr: &str, rows: usize, cols: usize, body: &[u8]) -> Vec<u8> {
+    let size: usize = descr[2..].parse().unwrap_or(0);
+    assert_eq!(body.len(), rows * cols * size, "npy body size");
+    let mut h =
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    while (10 + h.len() + 1) % 64 != 0 {
+        h.push(' ');
+    }
+    h.push('\n');
+    let mut b = b"\x93NUMPY\x01\x00".to_vec();
+    b.extend_from_slice(&(h.len() as u16).to_le_bytes());
+    b.extend_from_slice(h.as_bytes());
+    b.extend_from_slice(body);
+    b
+}
 
 /// Parses the header of the `.npy` file `path` (mapped as `bytes`): (element type, n, d,
 /// byte offset of the data, row stride in bytes).
@@ -147,6 +170,27 @@ mod tests {
         b.extend_from_slice(h.as_bytes());
         b.extend_from_slice(body);
         b
+    }
+
+    #[test]
+    fn npy_bytes_round_trips_through_the_reader() {
+        let body: Vec<u8> = [1.5f32, -2.0, 3.25, 4.0, 5.0, 6.5]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let b = super::npy_bytes("<f4", 3, 2, &body);
+        assert_eq!(
+            b.len() % 64,
+            body.len() % 64,
+            "data starts at a multiple of 64"
+        );
+        let (_d, p) = tmp("w.npy", &b);
+        let f = VectorFile::open(&p).unwrap();
+        assert_eq!((f.len(), f.dim()), (3, 2));
+        assert_eq!(
+            &*f.contiguous::<f32>().unwrap(),
+            &[1.5, -2.0, 3.25, 4.0, 5.0, 6.5]
+        );
     }
 
     #[test]

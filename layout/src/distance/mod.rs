@@ -78,13 +78,28 @@ impl Metric {
 impl std::str::FromStr for Metric {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "l2" | "euclidean" => Ok(Metric::L2),
-            "ip" | "mips" | "inner_product" | "dot" => Ok(Metric::InnerProduct),
-            "cosine" | "cos" => Ok(Metric::Cosine),
-            other => Err(format!(
-                "unknown metric {other:?} (expected l2, ip or cosine)"
-            )),
+        // Exactly the three names (issue 14: another library's spelling is refused with the
+        // name meant, never silently mapped).
+        match s {
+            "l2" => Ok(Metric::L2),
+            "ip" => Ok(Metric::InnerProduct),
+            "cosine" => Ok(Metric::Cosine),
+            other => {
+                let meant = match other.to_ascii_lowercase().as_str() {
+                    "l2" | "euclidean" | "sqeuclidean" => Some("l2"),
+                    "ip" | "mips" | "inner_product" | "dot" => Some("ip"),
+                    "cosine" | "cos" | "angular" => Some("cosine"),
+                    _ => None,
+                };
+                Err(match meant {
+                    Some(m) => format!(
+                        "unknown metric {other:?}: did you mean {m:?}? (the metrics are l2 = squared Euclidean, ip = inner product, larger is closer, cosine)"
+                    ),
+                    None => format!(
+                        "unknown metric {other:?} (expected l2 = squared Euclidean, ip = inner product, larger is closer, or cosine)"
+                    ),
+                })
+            }
         }
     }
 }
@@ -600,6 +615,15 @@ mod tests {
         }
         assert_eq!(Metric::from_code(9), None);
         assert!("hamming".parse::<Metric>().is_err());
+        // another library's spelling is refused, naming the metric meant
+        for (alias, meant) in [
+            ("mips", "\"ip\""),
+            ("L2", "\"l2\""),
+            ("angular", "\"cosine\""),
+        ] {
+            let e = alias.parse::<Metric>().unwrap_err();
+            assert!(e.contains(&format!("did you mean {meant}")), "{alias}: {e}");
+        }
     }
 
     #[test]
