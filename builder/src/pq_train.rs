@@ -15,10 +15,17 @@ pub const MAX_TRAINING_SAMPLE: usize = 256 * 1024;
 /// Lloyd iteration cap per subspace.
 pub const KMEANS_ITERS: usize = 12;
 
-/// Default M: codes of about 1/8 of the raw vector bytes (`d × element bytes / 8`), moved to
-/// a divisor of d when one lies within ±25% (so subspaces are equal), clamped to `1..=d`.
+/// Default M: codes of about 1/8 of the raw vector bytes (`d × element bytes / 8`) and at
+/// least one byte per 4 dimensions (`d / 4`) — so d/2 for f32 and d/4 for u8/i8 — moved to a
+/// divisor of d when one lies within ±25% (so subspaces are equal), clamped to `1..=d`.
+///
+/// From the M table in docs/PERFORMANCE.md (issue 14, part 1): build time does not depend on
+/// M (±10% from M = 24 to 192 on 384-d f32); recall at a given L rises steeply up to about
+/// these values and flattens after; u8 at d/8 = 16 bytes found 0.963 at L = 50 against
+/// 0.996 at d/4 = 32.
 pub fn default_pq_m(dim: usize, element_bytes: usize) -> usize {
     let target = ((dim * element_bytes) as f64 / 8.0).round().max(1.0) as usize;
+    let target = target.max(dim.div_ceil(4));
     let target = target.clamp(1, dim);
     let lo = (target as f64 * 0.75).floor() as usize;
     let hi = ((target as f64 * 1.25).ceil() as usize).min(dim);
@@ -121,9 +128,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_m_is_an_eighth_of_raw_bytes_near_a_divisor() {
+    fn default_m_is_an_eighth_of_raw_bytes_and_at_least_a_quarter_of_d_near_a_divisor() {
         assert_eq!(default_pq_m(384, 4), 192);
-        assert_eq!(default_pq_m(128, 1), 16);
+        assert_eq!(default_pq_m(128, 4), 64);
+        assert_eq!(default_pq_m(128, 1), 32);
+        assert_eq!(default_pq_m(96, 1), 24);
         assert_eq!(default_pq_m(100, 4), 50);
         assert_eq!(default_pq_m(4, 1), 1);
         assert_eq!(default_pq_m(97, 4), 49); // prime d: no divisor near, keep the target

@@ -98,7 +98,10 @@ pub(crate) struct BuildArgs {
     /// RobustPrune α of the second pass (≥ 1): larger keeps longer edges (fewer hops).
     #[arg(long, default_value_t = 1.2)]
     pub(crate) alpha: f32,
-    /// PQ bytes per vector (subspaces M, 1..=d). Default: about 1/8 of the raw vector bytes.
+    /// PQ bytes per vector (subspaces M, 1..=d): the RAM an open index holds per point, and
+    /// how well searches rank candidates before reading them (more bytes, fewer reads).
+    /// Default: 1/8 of the raw vector bytes and at least d/4 — d/2 for f32, d/4 for u8/i8
+    /// (e.g. 192 for 384-d f32, 32 for 128-d u8; docs/PERFORMANCE.md, "Default PQ bytes").
     #[arg(long)]
     pub(crate) pq_bytes: Option<usize>,
     /// Worker threads (default: all cores).
