@@ -13,7 +13,8 @@ use numpy::{
 };
 use pyo3::create_exception;
 use pyo3::exceptions::{
-    PyBlockingIOError, PyException, PyFileExistsError, PyOSError, PyPermissionError, PyValueError,
+    PyBlockingIOError, PyException, PyFileExistsError, PyFileNotFoundError, PyIsADirectoryError,
+    PyNotADirectoryError, PyOSError, PyPermissionError, PyValueError,
 };
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -25,24 +26,68 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 create_exception!(
-    _ssdann,
+    ssdann,
     CorruptIndexError,
     PyException,
-    "An index file failed a checksum or format check."
+    "An index file failed a checksum or format check; the message names the file and the \
+     field or offset. Nothing was changed on disk. Run `ssdann verify DIR` for every problem."
 );
 
 create_exception!(
-    _ssdann,
+    ssdann,
     IndexLockedError,
     PyBlockingIOError,
     "The index directory is open in another handle (this or another process): one writer \
      per directory, any number of read_only=True handles but never beside a writer."
 );
 
+/// The message with the CLI's and the Rust API's spellings replaced by this module's
+/// parameter names (`--force` → `force=True`, `-R` → `R`, ...).
+fn python_names(msg: String) -> String {
+    const NAMES: [(&str, &str); 12] = [
+        (
+            "pass --force to replace it; --force replaces",
+            "pass force=True to replace it; force=True replaces",
+        ),
+        (
+            "(run without --resume to start over)",
+            "(build with resume=False to start over)",
+        ),
+        ("--memory-budget ", "memory_budget_gb: "),
+        (
+            "(OpenOptions::max_beam_width)",
+            "(the largest W an Index allows)",
+        ),
+        ("(OpenOptions::read_only)", "(read_only=True)"),
+        ("parameter --pq-bytes", "parameter pq_bytes"),
+        ("parameter --alpha", "parameter alpha"),
+        ("parameter --passes", "parameter passes"),
+        ("parameter --threads", "parameter threads"),
+        ("parameter --metric", "parameter metric"),
+        ("parameter -R ", "parameter R "),
+        ("parameter -L ", "parameter L "),
+    ];
+    NAMES.iter().fold(msg, |m, (cli, py)| m.replace(cli, py))
+}
+
+/// An OS error as the Python exception of its kind (FileNotFoundError, NotADirectoryError,
+/// PermissionError, ...), else OSError.
+fn os_err(msg: String, source: &std::io::Error) -> PyErr {
+    use std::io::ErrorKind as K;
+    match source.kind() {
+        K::NotFound => PyFileNotFoundError::new_err(msg),
+        K::PermissionDenied => PyPermissionError::new_err(msg),
+        K::NotADirectory => PyNotADirectoryError::new_err(msg),
+        K::IsADirectory => PyIsADirectoryError::new_err(msg),
+        K::AlreadyExists => PyFileExistsError::new_err(msg),
+        _ => PyOSError::new_err(msg),
+    }
+}
+
 fn layout_err(e: &LayoutError, index_side: bool) -> PyErr {
-    let msg = e.to_string();
+    let msg = python_names(e.to_string());
     match e {
-        LayoutError::Io { .. } => PyOSError::new_err(msg),
+        LayoutError::Io { source, .. } => os_err(msg, source),
         LayoutError::ChecksumMismatch { .. } | LayoutError::Corrupt { .. } => {
             CorruptIndexError::new_err(msg)
         }
@@ -54,27 +99,54 @@ fn layout_err(e: &LayoutError, index_side: bool) -> PyErr {
 }
 
 fn engine_err(e: EngineError) -> PyErr {
+    let msg = python_names(e.to_string());
     match &e {
         EngineError::Layout(l) => layout_err(l, true),
-        EngineError::Io { .. } => PyOSError::new_err(e.to_string()),
-        EngineError::Inconsistent { .. } => CorruptIndexError::new_err(e.to_string()),
-        EngineError::InvalidQuery { .. } => PyValueError::new_err(e.to_string()),
-        EngineError::Locked { .. } => IndexLockedError::new_err(e.to_string()),
-        EngineError::NotAllowed { .. } => PyPermissionError::new_err(e.to_string()),
-        _ => PyException::new_err(e.to_string()),
+        EngineError::Io { source, .. } => os_err(msg, source),
+        EngineError::Inconsistent { .. } => CorruptIndexError::new_err(msg),
+        EngineError::InvalidQuery { .. } => PyValueError::new_err(msg),
+        EngineError::Locked { .. } => IndexLockedError::new_err(msg),
+        EngineError::NotAllowed { .. } => PyPermissionError::new_err(msg),
+        _ => PyException::new_err(msg),
     }
 }
 
 fn build_err(e: BuildError) -> PyErr {
+    let msg = python_names(e.to_string());
     match &e {
         BuildError::Layout(l) => layout_err(l, false),
-        BuildError::OutputExists { .. } => PyFileExistsError::new_err(e.to_string()),
+        BuildError::OutputExists { .. } => PyFileExistsError::new_err(msg),
         BuildError::InUse { .. } | BuildError::BuildInProgress { .. } => {
-            IndexLockedError::new_err(e.to_string())
+            IndexLockedError::new_err(msg)
         }
-        BuildError::Io { .. } => PyOSError::new_err(e.to_string()),
-        _ => PyValueError::new_err(e.to_string()),
+        BuildError::Io { source, .. } => os_err(msg, source),
+        _ => PyValueError::new_err(msg),
     }
+}
+
+/// Checks that `path` is an index directory before opening it, with the hint the CLI gives:
+/// FileNotFoundError (no such path, or a directory without index.ssd), NotADirectoryError.
+fn check_index_dir(path: &std::path::Path) -> PyResult<()> {
+    if !path.exists() {
+        return Err(PyFileNotFoundError::new_err(format!(
+            "{}: no such index directory",
+            path.display()
+        )));
+    }
+    if !path.is_dir() {
+        return Err(PyNotADirectoryError::new_err(format!(
+            "{}: not a directory (an index is a directory made by ssdann.build(data, out_dir))",
+            path.display()
+        )));
+    }
+    if !path.join("index.ssd").exists() {
+        return Err(PyFileNotFoundError::new_err(format!(
+            "{}: not an ssdann index directory (no index.ssd); make one with ssdann.build(data, \"{}\")",
+            path.display(),
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Refuses arrays of the wrong dtype with a message that says how to convert.
@@ -97,6 +169,19 @@ fn dtype_name(arr: &Bound<'_, PyUntypedArray>) -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
+/// A phase name as a plain snake_case key: "Vamana pass 1 (α=1)" → "vamana_pass_1_alpha_1".
+fn snake_key(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.replace('α', "alpha").chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.is_empty() && !out.ends_with('_') {
+            out.push('_');
+        }
+    }
+    out.trim_end_matches('_').to_string()
+}
+
 fn report_dict<'py>(py: Python<'py>, r: &ssdann::BuildReport) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new_bound(py);
     d.set_item("n", r.n)?;
@@ -109,22 +194,75 @@ fn report_dict<'py>(py: Python<'py>, r: &ssdann::BuildReport) -> PyResult<Bound<
     d.set_item("memory_estimate_bytes", r.memory_estimate_bytes)?;
     for (phase, t) in &r.phases {
         d.set_item(
-            format!(
-                "seconds_{}",
-                phase
-                    .name()
-                    .replace([' ', '(', ')', '=', '+'], "_")
-                    .trim_matches('_')
-            ),
+            format!("seconds_{}", snake_key(&phase.name())),
             t.as_secs_f64(),
         )?;
     }
     Ok(d)
 }
 
-/// build(data, out_dir, *, metric="l2", R=64, L=100, alpha=1.2, pq_bytes=None, threads=None, force=False, memory_budget_gb=None, resume=False)
+/// Build an index directory: PQ training, a Vamana graph, and the sector file.
+///
+/// Parameters
+/// ----------
+/// data : str, os.PathLike or numpy.ndarray
+///     A vector file (.fbin/.u8bin/.i8bin/.fvecs/.bvecs/.npy; n × d), or a C-contiguous
+///     (n, d) array of float32, uint8 or int8. float64 is refused (convert with
+///     ``data.astype(np.float32)``; ssdann never changes precision silently).
+/// out_dir : str or os.PathLike
+///     The index directory to create. It must not exist unless ``force=True``.
+/// metric : {"l2", "ip", "cosine"}, default "l2"
+///     l2 = squared Euclidean; ip = inner product (larger is closer); cosine (float32 only).
+/// R : int, default 64
+///     Maximum graph degree: more edges, better recall, bigger sector records.
+/// L : int, default 100
+///     Build search list size (≥ R): larger builds slower and gives a better graph.
+/// alpha : float, default 1.2
+///     RobustPrune α of the second pass (≥ 1): larger keeps longer edges, fewer hops.
+/// pq_bytes : int, optional
+///     PQ bytes per vector M (1..=d): the RAM an open index holds per point, and how well
+///     searches rank candidates before reading them (more bytes, fewer reads). Default:
+///     1/8 of the raw vector bytes and at least d/4: d/2 for float32, d/4 for uint8/int8.
+/// threads : int, optional
+///     Worker threads (default: all cores).
+/// force : bool, default False
+///     Replace ``out_dir`` if it is an ssdann index directory or empty; anything else is
+///     refused, never deleted.
+/// memory_budget_gb : float, optional
+///     RAM the build may use, in GiB (file paths only; the file is read row by row). When
+///     the one-shot build would need more, the build is partitioned (DiskANN §4.3).
+/// resume : bool, default False
+///     Continue an interrupted memory-budgeted build from its last finished stage.
+///
+/// Returns
+/// -------
+/// dict
+///     The build report: n, dim, pq_bytes, index_bytes, engine_ram_bytes, mean_degree,
+///     partitions, memory_estimate_bytes, and seconds_<phase> per phase (snake_case keys).
+///
+/// Raises
+/// ------
+/// ValueError
+///     Bad data (NaN, shape, dtype) or parameter (the message names it); a budget too
+///     small names the minimum.
+/// FileNotFoundError
+///     The data file does not exist.
+/// FileExistsError
+///     ``out_dir`` exists and ``force=False``.
+/// IndexLockedError
+///     ``force=True`` but a process has the index in ``out_dir`` open.
+/// OSError
+///     Any other I/O error (the message names the file).
+///
+/// Examples
+/// --------
+/// >>> import numpy as np, ssdann
+/// >>> x = np.random.default_rng(0).random((2000, 32), dtype=np.float32)
+/// >>> report = ssdann.build(x, "idx", R=32, L=64, pq_bytes=8)
+/// >>> report["n"], report["dim"]
+/// (2000, 32)
 #[pyfunction]
-#[pyo3(signature = (data, out_dir, *, metric = "l2", R = 64, L = 100, alpha = 1.2, pq_bytes = None, threads = None, force = false, memory_budget_gb = None, resume = false))]
+#[pyo3(signature = (data, out_dir, *, metric = "l2", R = 64, L = 100, alpha = 1.2, pq_bytes = None, threads = None, force = false, memory_budget_gb = None, resume = false), text_signature = "(data, out_dir, *, metric=\"l2\", R=64, L=100, alpha=1.2, pq_bytes=None, threads=None, force=False, memory_budget_gb=None, resume=False)")]
 #[allow(non_snake_case, clippy::too_many_arguments)]
 fn build<'py>(
     py: Python<'py>,
@@ -222,7 +360,51 @@ fn build<'py>(
     report_dict(py, &rep)
 }
 
-/// An open SSD index (see the .pyi stub for the documentation).
+/// An open SSD index: PQ codes in RAM, vectors and graph on the SSD.
+///
+/// Thread-safe; searches release the GIL. One writer per directory: a second read-write
+/// ``Index(path)`` (in this or another process) raises IndexLockedError; any number of
+/// ``read_only=True`` handles may be open together, but not beside a writer. An Index
+/// inherited by a forked child searches there with the parent's results; its updates
+/// raise PermissionError there.
+///
+/// Parameters
+/// ----------
+/// path : str or os.PathLike
+///     The index directory (made by ``ssdann.build``).
+/// cache_nodes : int, default 0
+///     Nodes kept in RAM (BFS from the entry point): each saves a read when a search
+///     expands it; costs about one sector record of RAM per node.
+/// io : {"io_uring", "pread"}, default "io_uring"
+///     Read backend; falls back to pread (with one warning) where the kernel refuses io_uring.
+/// verify_reads : bool, default False
+///     Check every sector's CRC32 on read (a mismatch raises CorruptIndexError).
+/// read_only : bool, default False
+///     Share the directory with other read-only handles; never write (updates raise
+///     PermissionError; an interrupted merge is an error until opened read-write once).
+///
+/// Raises
+/// ------
+/// FileNotFoundError
+///     ``path`` does not exist or holds no index.ssd.
+/// NotADirectoryError
+///     ``path`` is a file.
+/// IndexLockedError
+///     Another handle has the directory open (any handle, for a writer; a writer, for a
+///     reader).
+/// CorruptIndexError
+///     A file failed a checksum or format check (nothing is changed).
+/// PermissionError
+///     A read-only open of an index with an interrupted merge.
+/// ValueError
+///     An unknown ``io``.
+///
+/// Examples
+/// --------
+/// >>> index = ssdann.Index("idx")
+/// >>> ids, dists = index.batch_search(x[:5], 10, L=100)
+/// >>> ids.shape, ids.dtype
+/// ((5, 10), dtype('uint64'))
 #[pyclass(module = "ssdann")]
 struct Index {
     inner: Arc<EngineIndex>,
@@ -299,7 +481,7 @@ fn query_array<'py>(
 #[pymethods]
 impl Index {
     #[new]
-    #[pyo3(signature = (path, *, cache_nodes = 0, io = "io_uring", verify_reads = false, read_only = false))]
+    #[pyo3(signature = (path, *, cache_nodes = 0, io = "io_uring", verify_reads = false, read_only = false), text_signature = "(path, *, cache_nodes=0, io=\"io_uring\", verify_reads=False, read_only=False)")]
     fn new(
         py: Python<'_>,
         path: PathBuf,
@@ -309,6 +491,7 @@ impl Index {
         read_only: bool,
     ) -> PyResult<Self> {
         let io: IoBackend = io.parse().map_err(PyValueError::new_err)?;
+        check_index_dir(&path)?;
         let opts = OpenOptions {
             cache_nodes,
             io,
@@ -326,8 +509,38 @@ impl Index {
         })
     }
 
-    /// search(q, k, *, L=100, W=4) -> (ids (k,) uint64, distances (k,) float32)
-    #[pyo3(signature = (q, k, *, L = 100, W = 4))]
+    /// The k nearest neighbours of one query (DiskANN beam search).
+    ///
+    /// Parameters
+    /// ----------
+    /// q : numpy.ndarray
+    ///     One query, shape (d,), float32.
+    /// k : int
+    ///     Neighbours to return (1..=10000).
+    /// L : int, default 100
+    ///     Search list size (k..=100000): larger is more accurate and reads more sectors.
+    /// W : int, default 4
+    ///     Beam width: sectors read per round in one submission (1..=16).
+    ///
+    /// Returns
+    /// -------
+    /// ids : numpy.ndarray
+    ///     (k,) uint64 labels, closest first; 2**64 - 1 where fewer than k points exist.
+    /// distances : numpy.ndarray
+    ///     (k,) float32: squared L2 ("l2"), negated inner product ("ip") or 1 - cos
+    ///     ("cosine"); inf where the label is 2**64 - 1.
+    ///
+    /// Raises
+    /// ------
+    /// ValueError
+    ///     A wrong shape, dtype or dimension; NaN; k, L or W out of range.
+    ///
+    /// Examples
+    /// --------
+    /// >>> ids, dists = index.search(x[0], 10)
+    /// >>> int(ids[0])
+    /// 0
+    #[pyo3(signature = (q, k, *, L = 100, W = 4), text_signature = "($self, q, k, *, L=100, W=4)")]
     #[allow(non_snake_case)]
     fn search<'py>(
         &self,
@@ -359,8 +572,44 @@ impl Index {
         ))
     }
 
-    /// batch_search(Q, k, *, L=100, W=4, threads=None, return_stats=False)
-    #[pyo3(signature = (Q, k, *, L = 100, W = 4, threads = None, return_stats = false))]
+    /// The k nearest neighbours of every row of Q, on the engine's thread pool.
+    ///
+    /// Parameters
+    /// ----------
+    /// Q : numpy.ndarray
+    ///     Queries, shape (nq, d), float32 (no copy when C-contiguous).
+    /// k : int
+    ///     Neighbours per query (1..=10000).
+    /// L : int, default 100
+    ///     Search list size (k..=100000).
+    /// W : int, default 4
+    ///     Beam width (1..=16).
+    /// threads : int, optional
+    ///     Search threads (default: all cores).
+    /// return_stats : bool, default False
+    ///     Also return per-query statistics (kept in ``last_stats`` either way).
+    ///
+    /// Returns
+    /// -------
+    /// ids : numpy.ndarray
+    ///     (nq, k) uint64 labels, closest first (2**64 - 1 pads a row with fewer than k).
+    /// distances : numpy.ndarray
+    ///     (nq, k) float32, as in ``search``.
+    /// stats : dict, only with return_stats=True
+    ///     (nq,) arrays: sector_reads, hops, cache_hits, nodes_expanded, io_wait_us (µs),
+    ///     total_us (µs).
+    ///
+    /// Raises
+    /// ------
+    /// ValueError
+    ///     A wrong shape, dtype or dimension; NaN; k, L or W out of range.
+    ///
+    /// Examples
+    /// --------
+    /// >>> ids, dists = index.batch_search(x[:100], 10, L=50)
+    /// >>> ids.shape
+    /// (100, 10)
+    #[pyo3(signature = (Q, k, *, L = 100, W = 4, threads = None, return_stats = false), text_signature = "($self, Q, k, *, L=100, W=4, threads=None, return_stats=False)")]
     #[allow(non_snake_case, clippy::too_many_arguments)]
     fn batch_search<'py>(
         &mut self,
@@ -415,9 +664,31 @@ impl Index {
         }
     }
 
-    /// insert(labels, vectors): labels (n,) uint64-convertible, vectors (n, d) float32.
-    /// Logged to the WAL, then visible to searches. PermissionError on a read-only handle or
-    /// in a forked child.
+    /// Insert (or replace) points: logged to the WAL (durable before this returns), then
+    /// visible to every search; ``merge()`` later folds them into the SSD index.
+    ///
+    /// Parameters
+    /// ----------
+    /// labels : sequence of int
+    ///     (n,) labels (unsigned 64-bit); an existing label is replaced.
+    /// vectors : numpy.ndarray
+    ///     (n, d) float32.
+    ///
+    /// Raises
+    /// ------
+    /// ValueError
+    ///     Shape, dtype or dimension; NaN; labels and rows of different counts.
+    /// PermissionError
+    ///     A read-only handle, or an Index inherited by a forked child.
+    /// OSError
+    ///     The WAL could not be written (nothing was applied).
+    ///
+    /// Examples
+    /// --------
+    /// >>> index.insert([5000, 5001], x[:2] + 0.5)
+    /// >>> index.pending["delta"]
+    /// 2
+    #[pyo3(text_signature = "($self, labels, vectors)")]
     fn insert<'py>(
         &self,
         py: Python<'py>,
@@ -452,18 +723,55 @@ impl Index {
         .map_err(engine_err)
     }
 
-    /// delete(labels): tombstones the points with these labels (logged to the WAL first).
-    /// PermissionError on a read-only handle or in a forked child.
+    /// Delete points by label: logged to the WAL, then tombstoned (never returned again).
+    ///
+    /// Parameters
+    /// ----------
+    /// labels : sequence of int
+    ///     Labels of live points.
+    ///
+    /// Raises
+    /// ------
+    /// ValueError
+    ///     A label that is not live (nothing is deleted).
+    /// PermissionError
+    ///     A read-only handle, or an Index inherited by a forked child.
+    ///
+    /// Examples
+    /// --------
+    /// >>> index.delete([3, 4])
+    /// >>> index.pending["tombstones"]
+    /// 2
+    #[pyo3(text_signature = "($self, labels)")]
     fn delete(&self, py: Python<'_>, labels: Vec<u64>) -> PyResult<()> {
         let inner = self.inner.clone();
         py.allow_threads(|| inner.delete_batch(&labels))
             .map_err(engine_err)
     }
 
-    /// merge() -> dict: folds the pending inserts and deletes into the SSD index in place
-    /// (StreamingMerge); searches from other threads keep running meanwhile. Returns what it
-    /// did: deleted, inserted, repaired, blocks_written, n_slots, seconds. PermissionError on a
-    /// read-only handle or in a forked child.
+    /// Fold the pending inserts and deletes into the SSD index in place (FreshDiskANN
+    /// StreamingMerge, crash-safe through a journal). Searches from other threads keep
+    /// running; updates pause only while it writes in place.
+    ///
+    /// Returns
+    /// -------
+    /// dict
+    ///     deleted, inserted, repaired (nodes whose lists were patched), blocks_written,
+    ///     n_slots, seconds.
+    ///
+    /// Raises
+    /// ------
+    /// PermissionError
+    ///     A read-only handle, or an Index inherited by a forked child.
+    /// OSError
+    ///     An I/O error (the index stays at its last committed generation).
+    ///
+    /// Examples
+    /// --------
+    /// >>> report = index.merge()
+    /// >>> report["inserted"], index.pending["delta"]
+    /// (2, 0)
+    #[pyo3(text_signature = "($self)")]
     fn merge<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let inner = self.inner.clone();
         let r = py
@@ -479,10 +787,12 @@ impl Index {
         Ok(d)
     }
 
+    /// Per-query statistics of the last batch_search (dict of (nq,) arrays), or None.
     #[getter]
     fn last_stats(&self, py: Python<'_>) -> Option<Py<PyDict>> {
         self.last_stats.as_ref().map(|d| d.clone_ref(py))
     }
+    /// Vector dimension d.
     #[getter]
     fn dim(&self) -> usize {
         self.inner.dim()
@@ -519,14 +829,17 @@ impl Index {
         self.read_only
     }
 
+    /// Node slots n on the SSD (live points plus deleted slots not yet reused).
     #[getter]
     fn n(&self) -> usize {
         self.inner.len()
     }
+    /// The metric: "l2", "ip" or "cosine".
     #[getter]
     fn metric(&self) -> &'static str {
         self.inner.metric().name()
     }
+    /// The stored element type: "float32", "uint8" or "int8" (queries are float32).
     #[getter]
     fn dtype(&self) -> &'static str {
         match self.inner.header().element {
@@ -535,11 +848,13 @@ impl Index {
             ssdann::ElementType::I8 => "int8",
         }
     }
+    /// Maximum graph degree R.
     #[getter]
     #[allow(non_snake_case)]
     fn R(&self) -> u32 {
         self.inner.header().max_degree
     }
+    /// PQ bytes per point M held in RAM.
     #[getter]
     fn pq_bytes(&self) -> u32 {
         self.inner.header().pq_m
@@ -559,6 +874,7 @@ impl Index {
 
 #[pymodule]
 fn _ssdann(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(build, m)?)?;
     m.add_class::<Index>()?;
     m.add(

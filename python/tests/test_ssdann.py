@@ -107,9 +107,9 @@ def test_build_from_array_and_bad_inputs(tmp_path, data):
         ssdann.build(np.asfortranarray(small), tmp_path / "b")
     with pytest.raises(ValueError, match="2-D"):
         ssdann.build(small[0], tmp_path / "b")
-    with pytest.raises(ValueError, match="--pq-bytes"):
+    with pytest.raises(ValueError, match="parameter pq_bytes = 0"):
         ssdann.build(small, tmp_path / "b", pq_bytes=0)
-    with pytest.raises(ValueError, match="-L"):
+    with pytest.raises(ValueError, match="parameter L = 16"):
         ssdann.build(small, tmp_path / "b", R=32, L=16)
     with pytest.raises(FileExistsError):
         ssdann.build(small, tmp_path / "a")
@@ -119,7 +119,7 @@ def test_build_from_array_and_bad_inputs(tmp_path, data):
         ssdann.build(bad, tmp_path / "c")
     with pytest.raises(ValueError, match="unknown metric"):
         ssdann.build(small, tmp_path / "c", metric="hamming")
-    with pytest.raises(OSError):
+    with pytest.raises(FileNotFoundError, match="missing.fbin"):
         ssdann.build(str(tmp_path / "missing.fbin"), tmp_path / "c")
 
 
@@ -266,3 +266,84 @@ def test_searches_from_another_thread_run_while_a_merge_runs(tmp_path, data):
     assert idx.pending == {"delta": 0, "tombstones": 0, "wal_records": 0}
     ids, d = idx.search(new[10], 1, L=32)
     assert ids[0] == 50_010 and d[0] < 1e-6
+
+
+def test_messages_use_python_names_and_os_errors_their_kind(tmp_path, data):
+    _, base, _, _ = data
+    small = np.ascontiguousarray(base[:300])
+    for kwargs, name in [({"R": 0}, "R = 0"), ({"pq_bytes": 0}, "pq_bytes = 0"), ({"alpha": 0.5}, "alpha = 0.5")]:
+        with pytest.raises(ValueError) as e:
+            ssdann.build(small, tmp_path / "x", **kwargs)
+        assert name in str(e.value) and " -" not in str(e.value), str(e.value)
+    ssdann.build(small, tmp_path / "a", R=16, L=32, pq_bytes=8)
+    with pytest.raises(FileExistsError, match=r"force=True") as e:
+        ssdann.build(small, tmp_path / "a", R=16, L=32, pq_bytes=8)
+    assert "--force" not in str(e.value)
+    with pytest.raises(FileNotFoundError, match="no such index directory"):
+        ssdann.Index(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"not an ssdann index directory.*ssdann\.build"):
+        ssdann.Index(tmp_path / "empty")
+    with pytest.raises(NotADirectoryError):
+        ssdann.Index(tmp_path / "a" / "index.ssd")
+
+
+def test_exceptions_version_and_report_keys(tmp_path, data):
+    assert ssdann.CorruptIndexError.__module__ == "ssdann"
+    assert "ssdann.CorruptIndexError" in repr(ssdann.CorruptIndexError)
+    assert ssdann.IndexLockedError.__module__ == "ssdann"
+    assert issubclass(ssdann.IndexLockedError, BlockingIOError)
+    pyproject = (REPO / "python" / "pyproject.toml").read_text()
+    assert f'version = "{ssdann.__version__}"' in pyproject
+    _, base, _, _ = data
+    rep = ssdann.build(np.ascontiguousarray(base[:300]), tmp_path / "a", R=16, L=32, pq_bytes=8)
+    import re
+
+    bad = [key for key in rep if not re.fullmatch(r"[a-z0-9_]+", key)]
+    assert not bad, bad
+    assert any(key.startswith("seconds_vamana_pass_") for key in rep), sorted(rep)
+
+
+PUBLIC = ["build", "Index", "Index.search", "Index.batch_search", "Index.insert", "Index.delete", "Index.merge"]
+
+
+def _obj(name):
+    obj = ssdann
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def test_help_of_every_public_name_teaches():
+    import pydoc
+
+    for name in PUBLIC:
+        text = pydoc.render_doc(_obj(name), renderer=pydoc.plaintext)
+        for section in ("Raises", "Examples"):
+            assert section in text, f"help(ssdann.{name}) has no {section}"
+        if name != "Index.merge":
+            assert "Parameters" in text, f"help(ssdann.{name}) has no Parameters"
+    # shapes and dtypes where arrays go in or out
+    assert "(nq, d), float32" in ssdann.Index.batch_search.__doc__
+    assert "(nq, k) uint64" in ssdann.Index.batch_search.__doc__
+    assert "(n, d)" in ssdann.build.__doc__
+    for prop in ["dim", "n", "metric", "dtype", "R", "pq_bytes", "live_count", "pending", "io_backend", "read_only", "last_stats"]:
+        assert getattr(ssdann.Index, prop).__doc__, f"Index.{prop} has no docstring"
+    for exc in (ssdann.CorruptIndexError, ssdann.IndexLockedError):
+        assert exc.__doc__ and len(exc.__doc__) > 40
+
+
+def test_the_docstring_examples_run_as_written(tmp_path, monkeypatch):
+    import doctest
+
+    monkeypatch.chdir(tmp_path)
+    globs = {}
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    parser = doctest.DocTestParser()
+    for name in PUBLIC:
+        test = parser.get_doctest(_obj(name).__doc__, globs, name, None, 0)
+        assert test.examples, f"ssdann.{name} has no example"
+        runner.run(test, clear_globs=False)
+        globs.update(test.globs)  # a DocTest runs on a copy: carry its names to the next
+    result = runner.summarize(verbose=False)
+    assert result.failed == 0, f"{result.failed} docstring example(s) failed (output above)"

@@ -15,7 +15,10 @@ handles may be open together, but not beside a writer. An ``Index`` inherited by
 child (multiprocessing's "fork" start method, DataLoader workers, gunicorn --preload)
 searches there with the same results as in the parent; its inserts, deletes and merges
 raise ``PermissionError`` there (open the index in that process to write).
-"""
-from ._ssdann import CorruptIndexError, Index, IndexLockedError, build
 
-__all__ = ["build", "Index", "CorruptIndexError", "IndexLockedError"]
+``help(ssdann.build)``, ``help(ssdann.Index)`` and ``help(ssdann.Index.batch_search)`` give
+each parameter's shape, dtype, unit and default, the exceptions raised, and an example.
+"""
+from ._ssdann import CorruptIndexError, Index, IndexLockedError, __version__, build
+
+__all__ = ["build", "Index", "CorruptIndexError", "IndexLockedError", "__version__"]

@@ -5,6 +5,8 @@ from typing import Dict, Literal, Optional, Tuple, Union
 import numpy as np
 import numpy.typing as npt
 
+__version__: str
+
 VectorArray = Union[npt.NDArray[np.float32], npt.NDArray[np.uint8], npt.NDArray[np.int8]]
 
 class CorruptIndexError(Exception):
