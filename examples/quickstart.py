@@ -3,7 +3,6 @@
     pip install ./python && python examples/quickstart.py [DATA_DIR]
 """
 import pathlib
-import struct
 import sys
 import tempfile
 
@@ -13,15 +12,8 @@ import ssdann
 
 data = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else pathlib.Path(__file__).resolve().parents[1].parent / "shared/data/pypi-minilm-100k")
 
-
-def read(path, dtype):
-    with open(path, "rb") as f:
-        n, d = struct.unpack("<II", f.read(8))
-        return np.fromfile(f, dtype=dtype, count=n * d).reshape(n, d)
-
-
-queries = read(data / "query.fbin", np.float32)[:1000]
-gt = read(data / "gt10k.ibin", np.uint32)[:1000]
+queries = ssdann.read_vectors(data / "query.fbin")[:1000]
+gt, _ = ssdann.read_ground_truth(data / "gt10k.ibin")
 with tempfile.TemporaryDirectory() as tmp:
     report = ssdann.build(str(data / "base10k.fbin"), f"{tmp}/idx", R=64, L=100, pq_bytes=48)
     index = ssdann.Index(f"{tmp}/idx")

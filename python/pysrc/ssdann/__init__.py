@@ -7,7 +7,9 @@ beam search with batched io_uring reads (O_DIRECT).
     import numpy as np, ssdann
     ssdann.build("base.fbin", "idx", R=64, L=100, pq_bytes=48)
     index = ssdann.Index("idx")
+    queries = ssdann.read_vectors("query.fbin")          # (nq, d) float32, memory-mapped
     ids, dists = index.batch_search(queries, 10, L=100, W=4)
+    gt_ids, _ = ssdann.read_ground_truth("gt.ibin")
 
 One writer per index directory: a second ``Index(path)`` while one is open (in this or
 another process) raises ``IndexLockedError``; any number of ``Index(path, read_only=True)``
@@ -20,5 +22,15 @@ raise ``PermissionError`` there (open the index in that process to write).
 each parameter's shape, dtype, unit and default, the exceptions raised, and an example.
 """
 from ._ssdann import CorruptIndexError, Index, IndexLockedError, __version__, build
+from .io import read_ground_truth, read_vectors, write_vectors
 
-__all__ = ["build", "Index", "CorruptIndexError", "IndexLockedError", "__version__"]
+__all__ = [
+    "build",
+    "Index",
+    "CorruptIndexError",
+    "IndexLockedError",
+    "read_vectors",
+    "write_vectors",
+    "read_ground_truth",
+    "__version__",
+]

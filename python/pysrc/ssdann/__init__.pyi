@@ -133,3 +133,10 @@ class Index:
     def R(self) -> int: ...
     @property
     def pq_bytes(self) -> int: ...
+
+def read_vectors(path: Union[str, "os.PathLike[str]"], *, mmap: bool = True) -> np.ndarray:
+    """(n, d) array of a .fbin/.u8bin/.i8bin/.fvecs/.bvecs/.npy file (memory-mapped by default)."""
+def write_vectors(path: Union[str, "os.PathLike[str]"], vectors: np.ndarray) -> None:
+    """Write (n, d) vectors in the format of the extension (dtype must match it)."""
+def read_ground_truth(path: Union[str, "os.PathLike[str]"]) -> Tuple[np.ndarray, np.ndarray]:
+    """(ids (nq, k), distances (nq, k) float32) of a .ibin (uint32 ids) or .u64bin file."""
