@@ -205,10 +205,12 @@ fn report_dict<'py>(py: Python<'py>, r: &ssdann::BuildReport) -> PyResult<Bound<
 ///
 /// Parameters
 /// ----------
-/// data : str, os.PathLike or numpy.ndarray
-///     A vector file (.fbin/.u8bin/.i8bin/.fvecs/.bvecs/.npy; n × d), or a C-contiguous
-///     (n, d) array of float32, uint8 or int8. float64 is refused (convert with
-///     ``data.astype(np.float32)``; ssdann never changes precision silently).
+/// data : str, os.PathLike or array-like
+///     A vector file (.fbin/.u8bin/.i8bin/.fvecs/.bvecs/.npy; n × d), or an (n, d) array of
+///     float32, uint8 or int8 — any strides (copied to C order when needed) or anything
+///     ``numpy.asarray`` takes. Other dtypes are refused, never converted: float64 (what a
+///     list of Python floats becomes) names ``data.astype(np.float32)``. The same rule
+///     holds for queries and inserted vectors (float32).
 /// out_dir : str or os.PathLike
 ///     The index directory to create. It must not exist unless ``force=True``.
 /// metric : {"l2", "ip", "cosine"}, default "l2"
@@ -304,6 +306,17 @@ fn build<'py>(
         memory_budget_bytes,
         resume,
         ..Default::default()
+    };
+    // Not a path: any array-like, made C-contiguous (a copy only when it is not already).
+    let converted;
+    let data = if data.extract::<PathBuf>().is_err() {
+        let np = py.import_bound("numpy")?;
+        converted = np
+            .getattr("ascontiguousarray")?
+            .call1((as_array(data, "data")?,))?;
+        &converted
+    } else {
+        data
     };
     if let Ok(arr) = data.downcast::<PyUntypedArray>() {
         if memory_budget_bytes.is_some() {
@@ -456,14 +469,44 @@ fn fill_row(hits: &[Neighbor], k: usize, ids: &mut [u64], dists: &mut [f32]) {
     }
 }
 
+/// `obj` as a numpy array: an ndarray as it is (any strides), anything else (a list, a
+/// memoryview, ...) through `numpy.asarray`, which keeps its values exactly (a list of
+/// Python floats becomes float64, refused later with the conversion hint).
+fn as_array<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Bound<'py, PyUntypedArray>> {
+    if let Ok(a) = obj.downcast::<PyUntypedArray>() {
+        return Ok(a.clone());
+    }
+    let np = obj.py().import_bound("numpy")?;
+    let a = np.getattr("asarray")?.call1((obj,)).map_err(|e| {
+        PyValueError::new_err(format!("{what}: not convertible to a numpy array ({e})"))
+    })?;
+    a.downcast_into::<PyUntypedArray>()
+        .map_err(|_| PyValueError::new_err(format!("{what}: not convertible to a numpy array")))
+}
+
+/// The labels argument: one int or a sequence of ints in 0..2**64.
+fn labels_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
+    if let Ok(l) = obj.extract::<u64>() {
+        return Ok(vec![l]);
+    }
+    if let Ok(a) = obj.downcast::<PyUntypedArray>() {
+        if a.ndim() == 0 {
+            return Ok(vec![obj.call_method0("item")?.extract::<u64>()?]);
+        }
+    }
+    obj.extract::<Vec<u64>>().map_err(|_| {
+        PyValueError::new_err(
+            "labels: expected an int or a sequence of ints in 0..2**64 (a numpy array of unsigned or non-negative integers works)",
+        )
+    })
+}
+
 fn query_array<'py>(
     obj: &Bound<'py, PyAny>,
     ndim: usize,
     what: &str,
 ) -> PyResult<Bound<'py, PyUntypedArray>> {
-    let arr = obj
-        .downcast::<PyUntypedArray>()
-        .map_err(|_| PyValueError::new_err(format!("{what}: expected a numpy array of float32")))?;
+    let arr = &as_array(obj, what)?;
     if arr.ndim() != ndim {
         let shape = if ndim == 1 { "(d,)" } else { "(nq, d)" };
         return Err(PyValueError::new_err(format!(
@@ -631,9 +674,11 @@ impl Index {
         }
         let a = arr.downcast::<PyArray2<f32>>()?.readonly();
         let owned;
+        // as_slice() also succeeds on a Fortran-order array (its memory is contiguous, in
+        // column order): only a C-order array is used in place; any other is copied row by row.
         let slice = match a.as_slice() {
-            Ok(s) => s, // C-contiguous float32: no copy
-            Err(_) => {
+            Ok(s) if arr.is_c_contiguous() => s, // C-contiguous float32: no copy
+            _ => {
                 owned = a.as_array().iter().copied().collect::<Vec<f32>>();
                 &owned[..]
             }
@@ -669,10 +714,10 @@ impl Index {
     ///
     /// Parameters
     /// ----------
-    /// labels : sequence of int
-    ///     (n,) labels (unsigned 64-bit); an existing label is replaced.
-    /// vectors : numpy.ndarray
-    ///     (n, d) float32.
+    /// labels : int or sequence of int
+    ///     (n,) labels in 0..2**64 (one int for one point); an existing label is replaced.
+    /// vectors : array-like
+    ///     (n, d) float32, or (d,) for one point.
     ///
     /// Raises
     /// ------
@@ -692,10 +737,16 @@ impl Index {
     fn insert<'py>(
         &self,
         py: Python<'py>,
-        labels: Vec<u64>,
+        labels: &Bound<'py, PyAny>,
         vectors: &Bound<'py, PyAny>,
     ) -> PyResult<()> {
-        let arr = query_array(vectors, 2, "vectors")?;
+        let labels = labels_arg(labels)?;
+        // one point may come as a (d,) vector
+        let vectors = match as_array(vectors, "vectors")? {
+            a if a.ndim() == 1 => a.call_method1("reshape", ((1, -1),))?,
+            a => a.into_any(),
+        };
+        let arr = query_array(&vectors, 2, "vectors")?;
         let (n, d) = (arr.shape()[0], arr.shape()[1]);
         if n != labels.len() {
             return Err(PyValueError::new_err(format!(
@@ -727,7 +778,7 @@ impl Index {
     ///
     /// Parameters
     /// ----------
-    /// labels : sequence of int
+    /// labels : int or sequence of int
     ///     Labels of live points.
     ///
     /// Raises
@@ -743,7 +794,8 @@ impl Index {
     /// >>> index.pending["tombstones"]
     /// 2
     #[pyo3(text_signature = "($self, labels)")]
-    fn delete(&self, py: Python<'_>, labels: Vec<u64>) -> PyResult<()> {
+    fn delete(&self, py: Python<'_>, labels: &Bound<'_, PyAny>) -> PyResult<()> {
+        let labels = labels_arg(labels)?;
         let inner = self.inner.clone();
         py.allow_threads(|| inner.delete_batch(&labels))
             .map_err(engine_err)

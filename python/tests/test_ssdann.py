@@ -103,8 +103,6 @@ def test_build_from_array_and_bad_inputs(tmp_path, data):
     assert ids[0] == 3
     with pytest.raises(ValueError, match="float64.*astype"):
         ssdann.build(small.astype(np.float64), tmp_path / "b")
-    with pytest.raises(ValueError, match="C-contiguous"):
-        ssdann.build(np.asfortranarray(small), tmp_path / "b")
     with pytest.raises(ValueError, match="2-D"):
         ssdann.build(small[0], tmp_path / "b")
     with pytest.raises(ValueError, match="parameter pq_bytes = 0"):
@@ -405,3 +403,43 @@ def test_read_ground_truth_matches_the_real_file(tmp_path):
     (tmp_path / "cut.ibin").write_bytes(b[:-1])
     with pytest.raises(ValueError, match="cut.ibin: header nq"):
         ssdann.read_ground_truth(tmp_path / "cut.ibin")
+
+
+def test_array_likes_are_accepted_the_same_way_everywhere_and_k_beyond_n_is_padded(tmp_path, data):
+    _, base, _, _ = data
+    small = np.ascontiguousarray(base[:60])
+    # any strides: a Fortran-order copy and a strided view build the same index as C order
+    ssdann.build(np.asfortranarray(small), tmp_path / "f", R=16, L=32, pq_bytes=8)
+    strided = np.ascontiguousarray(base[:120])[::2]
+    ssdann.build(strided, tmp_path / "s", R=16, L=32, pq_bytes=8)
+    for name, rows in (("f", small), ("s", strided)):
+        idx = ssdann.Index(tmp_path / name, read_only=True)
+        ids, _ = idx.search(np.ascontiguousarray(rows[7]), 1, L=20)
+        assert ids[0] == 7, name
+    # a list of Python floats is float64: refused with the hint, as an array would be
+    with pytest.raises(ValueError, match="float64.*astype"):
+        ssdann.build(small.tolist(), tmp_path / "l")
+    idx = ssdann.Index(tmp_path / "f")
+    with pytest.raises(ValueError, match="float64.*astype"):
+        idx.search(small[0].tolist(), 5)
+    ids, _ = idx.search(np.asfortranarray(small[:4])[1], 1)  # a strided row
+    assert ids[0] == 1
+    ids, _ = idx.batch_search(np.asfortranarray(small[:4]), 1)
+    assert ids[:, 0].tolist() == [0, 1, 2, 3]
+    # one point: a scalar label and a (d,) vector; delete takes a scalar too
+    idx.insert(1000, small[5] + 0.25)
+    idx.insert(np.uint64(1001), small[6] + 0.25)
+    assert idx.pending["delta"] == 2
+    idx.delete(1000)
+    with pytest.raises(ValueError, match="labels: expected an int or a sequence"):
+        idx.delete("seven")
+    with pytest.raises(ValueError):
+        idx.delete(-1)
+    # k > n: rows padded with label 2**64 - 1 and distance inf (documented), like faiss's -1
+    ids, dists = idx.search(small[0], 80, L=100)
+    live = idx.live_count
+    assert live == 61
+    assert np.all(ids[:live] != np.iinfo(np.uint64).max)
+    assert np.all(ids[live:] == np.iinfo(np.uint64).max) and np.all(np.isinf(dists[live:]))
+    bids, bd = idx.batch_search(small[:2], 80, L=100)
+    assert np.all(bids[:, live:] == np.iinfo(np.uint64).max) and np.all(np.isinf(bd[:, live:]))
