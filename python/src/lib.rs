@@ -924,10 +924,20 @@ impl Index {
     }
 }
 
+/// Runs the ``ssdann`` command-line program (the same code as the ``ssdann`` binary) with
+/// ``argv`` (``argv[0]`` is the program name) and returns its exit status: 0 success, 1 a
+/// check failed, 2 an error. The GIL is released while it runs. Used by the ``ssdann``
+/// console script that ``pip install`` puts on PATH; ``python -m ssdann`` runs it too.
+#[pyfunction]
+fn _cli(py: Python<'_>, argv: Vec<String>) -> u8 {
+    py.allow_threads(|| ssdann_tools::run(argv))
+}
+
 #[pymodule]
 fn _ssdann(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(build, m)?)?;
+    m.add_function(wrap_pyfunction!(_cli, m)?)?;
     m.add_class::<Index>()?;
     m.add(
         "CorruptIndexError",

@@ -443,3 +443,27 @@ def test_array_likes_are_accepted_the_same_way_everywhere_and_k_beyond_n_is_padd
     assert np.all(ids[live:] == np.iinfo(np.uint64).max) and np.all(np.isinf(dists[live:]))
     bids, bd = idx.batch_search(small[:2], 80, L=100)
     assert np.all(bids[:, live:] == np.iinfo(np.uint64).max) and np.all(np.isinf(bd[:, live:]))
+
+
+def test_the_ssdann_command_is_installed_with_the_package(tmp_path, data):
+    import subprocess
+    import sys
+
+    _, base, _, _ = data
+    index = tmp_path / "i"
+    ssdann.build(np.ascontiguousarray(base[:300]), index, R=16, L=32, pq_bytes=8)
+
+    exe = pathlib.Path(sys.executable).parent / "ssdann"
+    assert exe.exists(), f"pip install did not put the ssdann command beside {sys.executable}"
+    out = subprocess.run([str(exe), "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == f"ssdann {ssdann.__version__}"
+    info = subprocess.run([str(exe), "info", str(index)], capture_output=True, text=True, check=True)
+    assert "300 slots" in info.stdout and "R = 16" in info.stdout, info.stdout
+    bad = subprocess.run([str(exe), "info", str(tmp_path / "nope")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "nope" in bad.stderr
+    # python -m ssdann is the same program
+    mod = subprocess.run([sys.executable, "-m", "ssdann", "--help"], capture_output=True, text=True, check=True)
+    assert "build" in mod.stdout and "eval" in mod.stdout
+    # piped into a reader that stops early: a quiet end, no panic
+    p = subprocess.run(f"'{exe}' --help | head -1", shell=True, capture_output=True, text=True)
+    assert "panicked" not in p.stderr

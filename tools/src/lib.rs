@@ -1,0 +1,473 @@
+//! `ssdann`: build, check and query SSD-resident ANN indexes from the command line.
+//!
+//! The command is this library's [`run`]: the `ssdann` binary (src/main.rs) calls it with the
+//! process's arguments, and the Python package's `ssdann` console script calls the same
+//! function compiled into its extension module, so `pip install ./python` installs the
+//! command too.
+
+mod churn;
+mod generate;
+mod gt;
+mod progress;
+mod search;
+mod update;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use ssdann_builder::build::{check_output, ExistingOutput};
+use ssdann_builder::{build_index, BuildParams};
+use ssdann_layout::Metric;
+use std::path::PathBuf;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_os_error_is_printed_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let text = io.to_string();
+        let e = anyhow::Error::new(io).context(format!("q.fbin: {text}"));
+        assert_eq!(super::error_chain(&e), format!("q.fbin: {text}"));
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(super::error_chain(&e), "outer: inner");
+    }
+}
+
+#[derive(Parser)]
+#[command(
+    name = "ssdann",
+    version,
+    about = "Disk-resident approximate nearest-neighbour index (DiskANN-style Vamana graph + PQ, 4 KB sectors)",
+    long_about = "ssdann builds a Vamana graph over your vectors, packs each node's full vector and neighbour list into \
+checksummed 4 KB sectors on the SSD, and keeps only PQ codes in RAM.\n\n\
+Typical use:\n  ssdann build --data base.fbin --out idx\n  ssdann info idx\n  ssdann verify idx"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build an index directory from a vector file (.fbin/.u8bin/.i8bin/.fvecs/.bvecs/.npy).
+    Build(BuildArgs),
+    /// Print an index's header (parameters, sizes, generation).
+    Info {
+        /// Index directory.
+        dir: PathBuf,
+    },
+    /// Check every checksum and graph invariant of an index; exits non-zero on any problem.
+    Verify {
+        /// Index directory.
+        dir: PathBuf,
+    },
+    /// Search an index for every query in a file; writes the ids and distances (.ibin).
+    Search(search::SearchArgs),
+    /// Measure recall@k, QPS, latency and I/O per query over a sweep of L and thread counts.
+    Eval(search::EvalArgs),
+    /// Exact ground truth by brute force (parallel, SIMD, streams the base in chunks).
+    Gt(gt::GtArgs),
+    /// Build, evaluate and print the recall/QPS table on a generated data set (or --data DIR).
+    Demo(search::DemoArgs),
+    /// Insert (or replace) points: WAL first, then the in-memory delta index.
+    Insert(update::InsertArgs),
+    /// Delete points by label: WAL first, then tombstones.
+    Delete(update::DeleteArgs),
+    /// Fold pending inserts and deletes into the sector file in place (StreamingMerge).
+    Merge(update::MergeArgs),
+    /// FreshDiskANN stability run: cycles of delete 5% / insert 5% / merge, recall per cycle
+    /// against exact ground truth and against a fresh build of the same live set.
+    Churn(churn::ChurnArgs),
+    /// Write a synthetic data set of a stated distribution (clustered f32 or u8) for scale
+    /// tests, streamed to disk; then `ssdann gt` for its ground truth.
+    Generate(generate::GenerateArgs),
+}
+
+#[derive(clap::Args)]
+pub(crate) struct BuildArgs {
+    /// Vector file to index (n × d; f32, u8 or i8).
+    #[arg(long)]
+    pub(crate) data: PathBuf,
+    /// Output index directory (must not exist unless --force).
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    /// Distance: l2 (squared Euclidean), ip (inner product), cosine (f32 only).
+    #[arg(long, default_value = "l2")]
+    pub(crate) metric: Metric,
+    /// Maximum graph degree R: more edges, better recall, bigger records.
+    #[arg(short = 'R', long = "max-degree", default_value_t = 64)]
+    pub(crate) r: usize,
+    /// Build search list size L (≥ R): larger is slower to build and gives a better graph.
+    #[arg(short = 'L', long = "build-l", default_value_t = 100)]
+    pub(crate) l: usize,
+    /// RobustPrune α of the second pass (≥ 1): larger keeps longer edges (fewer hops).
+    #[arg(long, default_value_t = 1.2)]
+    pub(crate) alpha: f32,
+    /// PQ bytes per vector (subspaces M, 1..=d): the RAM an open index holds per point, and
+    /// how well searches rank candidates before reading them (more bytes, fewer reads).
+    /// Default: 1/8 of the raw vector bytes and at least d/4 — d/2 for f32, d/4 for u8/i8
+    /// (e.g. 192 for 384-d f32, 32 for 128-d u8; docs/PERFORMANCE.md, "Default PQ bytes").
+    #[arg(long)]
+    pub(crate) pq_bytes: Option<usize>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub(crate) threads: Option<usize>,
+    /// Replace the output directory if it exists and is an ssdann index directory (an
+    /// index.ssd with the header magic and only index files) or an empty directory. Anything
+    /// else is refused, never deleted.
+    #[arg(long)]
+    pub(crate) force: bool,
+    /// Hide progress bars.
+    #[arg(long, short)]
+    pub(crate) quiet: bool,
+    /// Keep ids in input order instead of grouping graph neighbours into the same sector.
+    #[arg(long)]
+    pub(crate) no_reorder: bool,
+    /// Precision of the RAM copy the graph is built on, for f32 data: f16 (half the memory
+    /// traffic, default) or f32. The index always stores the exact input values.
+    #[arg(long, default_value = "f16")]
+    pub(crate) graph_precision: ssdann_builder::GraphPrecision,
+    /// RAM the build may use, in GiB (e.g. 0.5). When the one-shot build would need more,
+    /// the build is partitioned (DiskANN §4.3): k-means partitions sized to fit, each point
+    /// in its 2 nearest, one Vamana graph per partition, merged and pruned to R. Its stages
+    /// are kept in .OUT.partitioned/ beside the output until the index is complete.
+    #[arg(long, value_name = "GiB")]
+    pub(crate) memory_budget: Option<f64>,
+    /// Vamana passes: 2 (α = 1, then --alpha; DiskANN's Algorithm 3) or 1 (the --alpha pass
+    /// only, DiskANN's current schedule: 70–80% of the default build's time; recall at equal
+    /// L within ±0.01 of two passes on the measured sets — docs/PERFORMANCE.md).
+    #[arg(long, default_value_t = 2)]
+    pub(crate) passes: usize,
+    /// Continue an interrupted --memory-budget build from its last finished stage (the
+    /// input and every parameter must be the same; otherwise it says which differs).
+    #[arg(long, requires = "memory_budget")]
+    pub(crate) resume: bool,
+}
+
+pub(crate) fn peak_rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+pub(crate) fn mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
+}
+
+pub(crate) fn cmd_build(a: BuildArgs) -> Result<()> {
+    let params = BuildParams {
+        metric: a.metric,
+        max_degree: a.r,
+        build_l: a.l,
+        alpha: a.alpha,
+        pq_bytes: a.pq_bytes,
+        threads: a.threads,
+        force: a.force,
+        reorder: !a.no_reorder,
+        graph_precision: a.graph_precision,
+        memory_budget_bytes: a.memory_budget.map(budget_bytes).transpose()?,
+        resume: a.resume,
+        passes: a.passes,
+        ..Default::default()
+    };
+    // The builder checks again before it swaps; this check is for the message (and fails
+    // fast, before the data is read).
+    if check_output(&a.out, a.force)? == ExistingOutput::Index {
+        println!("replacing the existing index in {}", a.out.display());
+    }
+    let bars = progress::Bars::new(a.quiet);
+    let t = std::time::Instant::now();
+    let rep = build_index(&a.data, &a.out, &params, &bars)?;
+    let total = t.elapsed();
+    println!(
+        "built {} ({} × {} {}, metric {}, R = {}, L = {}, α = {}, PQ M = {})",
+        a.out.display(),
+        rep.n,
+        rep.dim,
+        rep.element,
+        a.metric,
+        a.r,
+        a.l,
+        a.alpha,
+        rep.pq_m
+    );
+    for (phase, d) in &rep.phases {
+        println!("  {:<22} {:>9.2} s", phase.name(), d.as_secs_f64());
+    }
+    println!("  {:<22} {:>9.2} s", "total", total.as_secs_f64());
+    println!("  mean degree            {:>9.1}", rep.mean_degree);
+    println!("  index on disk          {:>12}", mib(rep.index_bytes));
+    println!("  engine RAM (PQ)        {:>12}", mib(rep.engine_ram_bytes));
+    if rep.partitions > 1 || a.memory_budget.is_some() {
+        println!("  partitions             {:>9}", rep.partitions);
+    }
+    for (phase, peak) in &rep.peak_rss_by_stage {
+        println!("  peak RSS after {:<22} {:>12}", phase.name(), mib(*peak));
+    }
+    println!(
+        "  RAM estimate of build  {:>12}",
+        mib(rep.memory_estimate_bytes)
+    );
+    if let Some(rss) = peak_rss_bytes() {
+        println!("  peak RSS of build      {:>12}", mib(rss));
+    }
+    Ok(())
+}
+
+/// `--memory-budget` GiB → bytes.
+fn budget_bytes(gib: f64) -> Result<u64> {
+    if !(gib.is_finite() && gib > 0.0 && gib <= 1e6) {
+        anyhow::bail!("invalid --memory-budget {gib}: must be a number of GiB in (0, 1000000]");
+    }
+    Ok((gib * (1u64 << 30) as f64) as u64)
+}
+
+fn cmd_info(dir: PathBuf) -> Result<()> {
+    let path = dir.join(ssdann_builder::build::INDEX_FILE);
+    let mut f = std::fs::File::open(&path).with_context(|| {
+        format!(
+            "{}: cannot open (is {} an ssdann index?)",
+            path.display(),
+            dir.display()
+        )
+    })?;
+    let mut slots = vec![0u8; 2 * ssdann_layout::SECTOR_BYTES];
+    std::io::Read::read_exact(&mut f, &mut slots)
+        .with_context(|| format!("{}: shorter than the two header slots", path.display()))?;
+    let (h, slot) = ssdann_layout::IndexHeader::choose(&path, &slots)?;
+    let l = h.layout;
+    println!("index            {}", dir.display());
+    println!(
+        "format           v{}.{} (header slot {slot}, generation {})",
+        ssdann_layout::header::FORMAT_VERSION_MAJOR,
+        ssdann_layout::header::FORMAT_VERSION_MINOR,
+        h.generation
+    );
+    println!(
+        "points           {} slots, {} live",
+        h.n_slots, h.live_count
+    );
+    println!(
+        "vectors          d = {}, {}, metric {}",
+        h.dim, h.element, h.metric
+    );
+    println!(
+        "graph            R = {}, entry point {}, built with L = {}, α = {}",
+        h.max_degree, h.entry_point, h.build_l, h.build_alpha
+    );
+    println!(
+        "records          {} bytes, {} per block, {} sector(s) per block",
+        l.record_bytes, l.nodes_per_block, l.sectors_per_block
+    );
+    println!(
+        "sector file      {} bytes ({} blocks)",
+        h.file_bytes(),
+        l.blocks_for(h.n_slots)
+    );
+    println!("PQ               M = {} bytes per vector", h.pq_m);
+    // The cross-checks FORMAT.md promises, from the files' headers and real sizes only.
+    let mut problems = Vec::new();
+    let len = f.metadata()?.len();
+    if len < h.file_bytes() {
+        problems.push(format!(
+            "{}: file is {len} bytes, the header (n = {}) implies {}",
+            path.display(),
+            h.n_slots,
+            h.file_bytes()
+        ));
+    }
+    use ssdann_layout::blob::read_blob_fields;
+    use ssdann_layout::pq::{PQ_CODES_MAGIC, PQ_FILE_VERSION, PQ_PIVOTS_MAGIC};
+    let expect = |name: &str, magic: &[u8; 8], version: u32, want: &[(&str, u64)]| {
+        let p = dir.join(name);
+        match read_blob_fields(&p, magic, version) {
+            Ok((_, fields)) => want
+                .iter()
+                .enumerate()
+                .filter(|(i, (_, v))| fields.get(*i) != Some(v))
+                .map(|(i, (what, v))| {
+                    format!(
+                        "{}: {what} = {:?}, index.ssd has {v}",
+                        p.display(),
+                        fields.get(i)
+                    )
+                })
+                .collect::<Vec<_>>(),
+            Err(e) => vec![e.to_string()],
+        }
+    };
+    problems.extend(expect(
+        ssdann_layout::pq::PQ_PIVOTS_FILE,
+        &PQ_PIVOTS_MAGIC,
+        PQ_FILE_VERSION,
+        &[("d", u64::from(h.dim)), ("M", u64::from(h.pq_m))],
+    ));
+    problems.extend(expect(
+        ssdann_layout::pq::PQ_CODES_FILE,
+        &PQ_CODES_MAGIC,
+        PQ_FILE_VERSION,
+        &[("n", h.n_slots), ("M", u64::from(h.pq_m))],
+    ));
+    problems.extend(expect(
+        ssdann_layout::labels::LABELS_FILE,
+        &ssdann_layout::labels::LABELS_MAGIC,
+        ssdann_layout::labels::LABELS_VERSION,
+        &[("n", h.n_slots)],
+    ));
+    if problems.is_empty() {
+        println!("files            consistent (sector file length, PQ pivots, PQ codes, labels)");
+        ram_at_open(&dir, h.n_slots);
+    }
+    for p in &problems {
+        println!("PROBLEM          {p}");
+    }
+    let wal = dir.join(ssdann_engine::wal::WAL_FILE);
+    if wal.exists() {
+        match ssdann_engine::wal::check(&wal, h.dim as usize) {
+            Ok(r) => println!(
+                "updates          {} pending WAL records (inserts and deletes not merged yet)",
+                r.ops.len()
+            ),
+            Err(e) => println!("updates          WAL unreadable: {e}"),
+        }
+    } else {
+        println!("updates          none pending");
+    }
+    if dir.join(ssdann_engine::merge::JOURNAL_FILE).exists() {
+        println!("merge            an interrupted merge journal is present; the next open finishes or discards it");
+    }
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "{}: the index files disagree ({} problem(s) above)",
+            dir.display(),
+            problems.len()
+        );
+    }
+    Ok(())
+}
+
+/// Prints the RAM an open index holds, by structure (opens it read-only: the WAL is
+/// replayed, nothing is written).
+fn ram_at_open(dir: &std::path::Path, n: u64) {
+    let opts = ssdann_engine::OpenOptions {
+        read_only: true,
+        ..Default::default()
+    };
+    match ssdann_engine::Index::open(dir, opts) {
+        Ok(idx) => {
+            let m = idx.memory_report();
+            let mib = |b: usize| b as f64 / (1 << 20) as f64;
+            let per = |b: usize| b as f64 / n.max(1) as f64;
+            let labels = if m.labels_mapped_bytes == 0 {
+                "0 B (identity: slot = label)".to_string()
+            } else {
+                format!(
+                    "mapped from labels.bin ({:.1} MiB of file, {:.1} B/point, not held)",
+                    mib(m.labels_mapped_bytes),
+                    per(m.labels_mapped_bytes)
+                )
+            };
+            println!(
+                "RAM at open      {:.1} MiB: PQ codes {:.1} MiB ({:.1} B/point), labels {labels}, label map {:.1} MiB ({:.1} B/point, built on the first update), PQ pivots {:.2} MiB, pending updates {:.2} MiB",
+                mib(m.total_bytes()),
+                mib(m.pq_codes_bytes),
+                per(m.pq_codes_bytes),
+                mib(m.label_map_bytes),
+                per(m.label_map_bytes),
+                mib(m.pq_pivots_bytes),
+                mib(m.pending_bytes),
+            );
+        }
+        Err(e) => println!("RAM at open      not measured ({e})"),
+    }
+}
+
+fn cmd_verify(dir: PathBuf) -> Result<bool> {
+    let rep = ssdann_engine::verify(&dir)?;
+    for p in &rep.problems {
+        println!("PROBLEM: {p}");
+    }
+    if rep.problem_count as usize > rep.problems.len() {
+        println!(
+            "... and {} more problems",
+            rep.problem_count as usize - rep.problems.len()
+        );
+    }
+    for n in &rep.notes {
+        println!("note: {n}");
+    }
+    if let Some(why) = &rep.needs_recovery {
+        println!("NEEDS RECOVERY: {why}");
+        println!("(run any read-write command, e.g. `ssdann merge --index {}`, to finish it; then verify again)", dir.display());
+        return Ok(false);
+    }
+    if rep.ok() {
+        println!("OK: {} blocks, {} nodes, {} edges; header slot {}; PQ files match; {} pending WAL records", rep.blocks_checked, rep.nodes_checked, rep.edges, rep.slot, rep.wal_records);
+        Ok(true)
+    } else {
+        println!(
+            "FAILED: {} problem(s) in {}",
+            rep.problem_count,
+            dir.display()
+        );
+        Ok(false)
+    }
+}
+
+/// The error and its causes joined by ": ", leaving out a cause whose text the message
+/// before it already contains (an OS error wrapped with its path would otherwise print
+/// "No such file or directory (os error 2)" twice).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+/// Runs the `ssdann` command with `args` (the first is the program name, as in
+/// `std::env::args_os()`) and returns its exit status: 0 success, 1 a check failed
+/// (`verify` found problems), 2 an error (printed to stderr, as is a usage error; `--help`
+/// and `--version` print to stdout and return 0).
+pub fn run<I, T>(args: I) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    let res = match cli.cmd {
+        Cmd::Build(a) => cmd_build(a).map(|_| true),
+        Cmd::Info { dir } => cmd_info(dir).map(|_| true),
+        Cmd::Verify { dir } => cmd_verify(dir),
+        Cmd::Search(a) => search::cmd_search(a).map(|_| true),
+        Cmd::Eval(a) => search::cmd_eval(a).map(|_| true),
+        Cmd::Gt(a) => gt::cmd_gt(a).map(|_| true),
+        Cmd::Generate(a) => generate::cmd_generate(a).map(|_| true),
+        Cmd::Demo(a) => search::cmd_demo(a).map(|_| true),
+        Cmd::Insert(a) => update::cmd_insert(a).map(|_| true),
+        Cmd::Delete(a) => update::cmd_delete(a).map(|_| true),
+        Cmd::Merge(a) => update::cmd_merge(a).map(|_| true),
+        Cmd::Churn(a) => churn::cmd_churn(a).map(|_| true),
+    };
+    match res {
+        Ok(true) => 0,
+        Ok(false) => 1,
+        Err(e) => {
+            eprintln!("error: {}", error_chain(&e));
+            2
+        }
+    }
+}
