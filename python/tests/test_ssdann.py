@@ -313,6 +313,7 @@ PUBLIC = [
     "read_vectors",
     "write_vectors",
     "read_ground_truth",
+    "plot_eval",
 ]
 
 
@@ -467,3 +468,43 @@ def test_the_ssdann_command_is_installed_with_the_package(tmp_path, data):
     # piped into a reader that stops early: a quiet end, no panic
     p = subprocess.run(f"'{exe}' --help | head -1", shell=True, capture_output=True, text=True)
     assert "panicked" not in p.stderr
+
+
+def test_eval_plot_draws_the_curve_and_the_histogram(tmp_path, data):
+    import json
+    import subprocess
+    import sys
+
+    pytest.importorskip("matplotlib")
+    _, base, q, _ = data
+    small = np.ascontiguousarray(base[:2000])
+    ssdann.build(small, tmp_path / "i", R=16, L=32, pq_bytes=8)
+    ssdann.write_vectors(tmp_path / "q.fbin", np.ascontiguousarray(small[:50]))
+    ids = np.arange(50, dtype=np.uint32)[:, None].repeat(10, axis=1)
+    with open(tmp_path / "gt.ibin", "wb") as f:  # only column 0 is right; recall@1 uses it
+        np.array([50, 10], dtype="<u4").tofile(f)
+        ids.tofile(f)
+        np.zeros((50, 10), dtype="<f4").tofile(f)
+    exe = pathlib.Path(sys.executable).parent / "ssdann"
+    png = tmp_path / "eval.png"
+    j = tmp_path / "eval.json"
+    run = subprocess.run(
+        [str(exe), "eval", "--index", str(tmp_path / "i"), "--queries", str(tmp_path / "q.fbin"), "--gt", str(tmp_path / "gt.ibin"),
+         "-k", "1", "-L", "10,20,40", "--threads", "1,2", "--json", str(j), "--plot", str(png)],
+        capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr + run.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = json.loads(j.read_text())["rows"]
+    assert all(sum(r["latency_hist"]["counts"]) == 50 for r in rows)
+    fig = ssdann.plot_eval([j, j], L=20)
+    curve, hist = fig.axes
+    assert len(curve.get_lines()) == 4, "one line per file and thread count"
+    assert len(curve.get_legend().get_texts()) == 4
+    marks = [t.get_text() for t in hist.get_legend().get_texts()]
+    assert marks[0].startswith("p50 = ") and marks[1].startswith("p99 = ")
+    assert "L = 20" in hist.get_title()
+    with pytest.raises(ValueError, match="L = 7"):
+        ssdann.plot_eval(j, L=7)
+    # the plot subcommand, and the Rust binary's answer is a pointer to it
+    out = subprocess.run([str(exe), "plot", str(j), "--out", str(tmp_path / "p.png")], capture_output=True, text=True)
+    assert out.returncode == 0 and (tmp_path / "p.png").exists(), out.stdout + out.stderr

@@ -80,6 +80,19 @@ enum Cmd {
     /// Write a synthetic data set of a stated distribution (clustered f32 or u8) for scale
     /// tests, streamed to disk; then `ssdann gt` for its ground truth.
     Generate(generate::GenerateArgs),
+    /// Draw eval JSON files (eval --json) as a recall@k–QPS plot and a latency histogram
+    /// (PNG). Provided by the Python package's ssdann command (pip install './python[plot]').
+    Plot {
+        /// eval --json files (one line per file, thread count and cache size)
+        #[arg(required = true)]
+        json: Vec<PathBuf>,
+        /// Output PNG.
+        #[arg(long)]
+        out: PathBuf,
+        /// The L whose latency histogram is drawn (default: the largest at one thread).
+        #[arg(short = 'L')]
+        l: Option<usize>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -461,6 +474,10 @@ where
         Cmd::Delete(a) => update::cmd_delete(a).map(|_| true),
         Cmd::Merge(a) => update::cmd_merge(a).map(|_| true),
         Cmd::Churn(a) => churn::cmd_churn(a).map(|_| true),
+        Cmd::Plot { out, .. } => Err(anyhow::anyhow!(
+            "plot {}: plots are drawn by the Python package's ssdann command (matplotlib): pip install './python[plot]', then run the same command line",
+            out.display()
+        )),
     };
     match res {
         Ok(true) => 0,

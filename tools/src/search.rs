@@ -282,9 +282,14 @@ pub struct EvalArgs {
     /// I/O backend: io_uring or pread.
     #[arg(long, default_value = "io_uring")]
     io: IoBackend,
-    /// Write the table as JSON too.
+    /// Write the table as JSON too (with each row's latency histogram; `ssdann plot` draws it).
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Draw the recall@k–QPS curve and the latency histogram (p50 / p99 marked) into this
+    /// PNG. Drawn by the Python package's `ssdann` command (matplotlib): pip install
+    /// './python[plot]'; this binary writes --json and says so.
+    #[arg(long, value_name = "PNG")]
+    plot: Option<PathBuf>,
     /// Do not expand co-located nodes of fetched sectors (DiskANN's behaviour, for A/B runs).
     #[arg(long)]
     no_sector_reuse: bool,
@@ -320,6 +325,27 @@ pub struct Row {
     pub cache_hits: f64,
     pub hops: f64,
     pub io_wait_us: f64,
+    /// Latency histogram: 40 log-spaced bins from the fastest to the slowest query, as
+    /// (bin edges µs (41), counts (40)).
+    pub latency_hist: (Vec<f64>, Vec<u64>),
+}
+
+/// A histogram of the positive values `sorted` (ascending) in `bins` log-spaced bins from
+/// the smallest to the largest: (bins + 1 edges, bins counts). Empty input: no bins.
+fn log_histogram(sorted: &[f64], bins: usize) -> (Vec<f64>, Vec<u64>) {
+    let (Some(&lo), Some(&hi)) = (sorted.first(), sorted.last()) else {
+        return (Vec::new(), Vec::new());
+    };
+    let lo = lo.max(1e-3);
+    let hi = hi.max(lo * 1.000_001);
+    let step = (hi / lo).ln() / bins as f64;
+    let edges: Vec<f64> = (0..=bins).map(|i| lo * (step * i as f64).exp()).collect();
+    let mut counts = vec![0u64; bins];
+    for &v in sorted {
+        let b = (((v.max(lo) / lo).ln() / step) as usize).min(bins - 1);
+        counts[b] += 1;
+    }
+    (edges, counts)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -430,6 +456,7 @@ pub fn run_eval(
                 cache_hits: mean(&|s| f64::from(s.cache_hits)),
                 hops: mean(&|s| f64::from(s.hops)),
                 io_wait_us: mean(&|s| s.io_wait_us),
+                latency_hist: log_histogram(&lat, 40),
             };
             pb.suspend(|| println!(
                 "{:>3} {:>5} {:>9.4} {:>9.4} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>8.1} {:>7.1} {:>6.1} {:>8.0}",
@@ -451,6 +478,7 @@ fn rows_json(rows: &[Row], extra: serde_json::Value) -> serde_json::Value {
                 "threads": r.threads, "L": r.l, "recall": r.recall, "recall_ties": r.recall_ties, "qps": r.qps, "mean_us": r.mean_us,
                 "p50_us": r.p50_us, "p95_us": r.p95_us, "p99_us": r.p99_us, "p999_us": r.p999_us,
                 "sector_reads": r.reads, "cache_hits": r.cache_hits, "hops": r.hops, "io_wait_us": r.io_wait_us,
+                "latency_hist": {"edges_us": r.latency_hist.0, "counts": r.latency_hist.1},
             })
         })
         .collect();
@@ -469,6 +497,14 @@ pub fn cmd_eval(a: EvalArgs) -> Result<()> {
     }
     if a.nq == Some(0) {
         bail!("--nq 0: must be at least 1");
+    }
+    if let Some(p) = &a.plot {
+        bail!(
+            "--plot {}: plots are drawn by the Python package's ssdann command (pip install './python[plot]'); \
+             with this binary, run eval with --json FILE, then `ssdann plot FILE --out {}` from the Python install",
+            p.display(),
+            p.display()
+        );
     }
     let index = Index::open(
         &a.index,
@@ -776,6 +812,19 @@ mod tests {
         assert_eq!(hits_at_k_with_ties(&[nb(1), nb(8)], &truth, &dist, 2), 1);
         // a ground truth of exactly k columns: nothing beyond it to tie
         assert_eq!(hits_at_k_with_ties(&found, &truth[..2], &dist[..2], 2), 1);
+    }
+
+    #[test]
+    fn the_latency_histogram_counts_every_query_in_log_spaced_bins() {
+        let lat = [100.0, 110.0, 150.0, 1000.0, 9000.0, 10000.0];
+        let (edges, counts) = log_histogram(&lat, 4);
+        assert_eq!(edges.len(), 5);
+        assert!((edges[0] - 100.0).abs() < 1e-9 && (edges[4] - 10000.0).abs() < 1e-6);
+        assert!((edges[2] - 1000.0).abs() < 1e-6, "log-spaced: {edges:?}");
+        assert_eq!(counts, [3, 0, 1, 2]);
+        assert_eq!(log_histogram(&[], 4), (vec![], vec![]));
+        let (_, one) = log_histogram(&[5.0], 3);
+        assert_eq!(one.iter().sum::<u64>(), 1);
     }
 
     #[test]

@@ -23,6 +23,7 @@ each parameter's shape, dtype, unit and default, the exceptions raised, and an e
 """
 from ._ssdann import CorruptIndexError, Index, IndexLockedError, __version__, build
 from .io import read_ground_truth, read_vectors, write_vectors
+from .plot import plot_eval  # matplotlib is imported only when it is called
 
 __all__ = [
     "build",
@@ -32,5 +33,6 @@ __all__ = [
     "read_vectors",
     "write_vectors",
     "read_ground_truth",
+    "plot_eval",
     "__version__",
 ]

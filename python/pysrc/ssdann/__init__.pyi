@@ -140,3 +140,5 @@ def write_vectors(path: Union[str, "os.PathLike[str]"], vectors: np.ndarray) -> 
     """Write (n, d) vectors in the format of the extension (dtype must match it)."""
 def read_ground_truth(path: Union[str, "os.PathLike[str]"]) -> Tuple[np.ndarray, np.ndarray]:
     """(ids (nq, k), distances (nq, k) float32) of a .ibin (uint32 ids) or .u64bin file."""
+def plot_eval(evals, out=None, *, L: Optional[int] = None, title: Optional[str] = None):
+    """Draw `ssdann eval --json` files: recall@k–QPS curve and latency histogram (matplotlib)."""
