@@ -17,6 +17,12 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+/// The README's Rust snippets, compiled and run as doctests (`cargo test --workspace`), so
+/// that they work as written.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub use ssdann_builder as builder;
 pub use ssdann_engine as engine;
 pub use ssdann_layout as layout;

@@ -508,3 +508,16 @@ def test_eval_plot_draws_the_curve_and_the_histogram(tmp_path, data):
     # the plot subcommand, and the Rust binary's answer is a pointer to it
     out = subprocess.run([str(exe), "plot", str(j), "--out", str(tmp_path / "p.png")], capture_output=True, text=True)
     assert out.returncode == 0 and (tmp_path / "p.png").exists(), out.stdout + out.stderr
+
+
+def test_the_readme_python_snippet_runs_as_written(tmp_path, monkeypatch, capsys):
+    import re
+
+    text = (REPO / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert blocks, "README has no python block"
+    monkeypatch.chdir(tmp_path)
+    for code in blocks:
+        exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+    out = capsys.readouterr().out
+    assert "'inserted': 1" in out and "Parameters" in out, out[-2000:]
