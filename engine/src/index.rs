@@ -273,14 +273,14 @@ impl Index {
         }
         let mut pool = rayon::ThreadPoolBuilder::new();
         if let Some(t) = threads {
-            if t > MAX_THREADS {
+            if t == 0 || t > MAX_THREADS {
                 return Err(EngineError::InvalidQuery {
                     field: "threads",
                     value: t.to_string(),
-                    reason: format!("must be at most {MAX_THREADS}"),
+                    reason: format!("must be in 1..={MAX_THREADS} (None: all cores)"),
                 });
             }
-            pool = pool.num_threads(t.max(1));
+            pool = pool.num_threads(t);
         }
         let pool = pool.build().map_err(|e| EngineError::InvalidQuery {
             field: "threads",

@@ -226,7 +226,7 @@ fn report_dict<'py>(py: Python<'py>, r: &ssdann::BuildReport) -> PyResult<Bound<
 ///     searches rank candidates before reading them (more bytes, fewer reads). Default:
 ///     1/8 of the raw vector bytes and at least d/4: d/2 for float32, d/4 for uint8/int8.
 /// threads : int, optional
-///     Worker threads (default: all cores).
+///     Worker threads, ≥ 1 (None: all cores; 0 is refused).
 /// force : bool, default False
 ///     Replace ``out_dir`` if it is an ssdann index directory or empty; anything else is
 ///     refused, never deleted.
@@ -628,7 +628,7 @@ impl Index {
     /// W : int, default 4
     ///     Beam width (1..=16).
     /// threads : int, optional
-    ///     Search threads (default: all cores).
+    ///     Search threads, 1..=1024 (None: all cores; 0 is refused).
     /// return_stats : bool, default False
     ///     Also return per-query statistics (kept in ``last_stats`` either way).
     ///

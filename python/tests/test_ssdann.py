@@ -521,3 +521,16 @@ def test_the_readme_python_snippet_runs_as_written(tmp_path, monkeypatch, capsys
         exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
     out = capsys.readouterr().out
     assert "'inserted': 1" in out and "Parameters" in out, out[-2000:]
+
+
+def test_threads_zero_is_refused_not_silently_one(tmp_path, data):
+    _, base, _, _ = data
+    small = np.ascontiguousarray(base[:300])
+    with pytest.raises(ValueError, match="threads = 0"):
+        ssdann.build(small, tmp_path / "a", threads=0)
+    ssdann.build(small, tmp_path / "a", R=16, L=32, pq_bytes=8)
+    idx = ssdann.Index(tmp_path / "a")
+    with pytest.raises(ValueError, match="threads"):
+        idx.batch_search(small[:3], 5, threads=0)
+    ids, _ = idx.batch_search(small[:3], 5, threads=1)
+    assert ids[:, 0].tolist() == [0, 1, 2]

@@ -524,7 +524,17 @@ pub fn cmd_eval(a: EvalArgs) -> Result<()> {
     )?;
     let (nq_all, q) = load_queries(&a.queries, index.dim())?;
     let gt = GroundTruth::read(&a.gt)?;
-    let nq = a.nq.unwrap_or(nq_all).min(nq_all).min(gt.nq);
+    let nq = a.nq.unwrap_or(nq_all).min(nq_all);
+    if gt.nq < nq {
+        bail!(
+            "{}: ground truth has {} rows but {nq} queries would be evaluated (of {}); pass --nq {} to evaluate the first {}",
+            a.gt.display(),
+            gt.nq,
+            a.queries.display(),
+            gt.nq,
+            gt.nq
+        );
+    }
     println!(
         "index {} (n = {}, d = {}, {}), {} queries, k = {}, W = {}, cache {} nodes, I/O {} ({})",
         a.index.display(),
