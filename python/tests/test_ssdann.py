@@ -313,6 +313,7 @@ PUBLIC = [
     "read_vectors",
     "write_vectors",
     "read_ground_truth",
+    "recall_at_k",
     "plot_eval",
 ]
 
@@ -534,3 +535,17 @@ def test_threads_zero_is_refused_not_silently_one(tmp_path, data):
         idx.batch_search(small[:3], 5, threads=0)
     ids, _ = idx.batch_search(small[:3], 5, threads=1)
     assert ids[:, 0].tolist() == [0, 1, 2]
+
+
+def test_recall_at_k_counts_ties_like_big_ann_benchmarks(index, data):
+    _, _, q, gt = data
+    ids, _ = index.batch_search(q[:200], 10, L=100)
+    strict = ssdann.recall_at_k(ids, gt[:200], 10)
+    assert strict == pytest.approx(recall(ids, gt[:200])) and strict >= 0.95
+    # a duplicate of the 10th neighbour returned in its place counts only with ties
+    gt_ids = np.array([[1, 2, 3, 9]])
+    d = np.array([[0.1, 0.2, 0.3, 0.3 + 1e-7]], dtype=np.float32)
+    assert ssdann.recall_at_k(np.array([[1, 2, 9]]), gt_ids, 3) == pytest.approx(2 / 3)
+    assert ssdann.recall_at_k(np.array([[1, 2, 9]]), gt_ids, 3, d) == 1.0
+    with pytest.raises(ValueError, match="k = 5"):
+        ssdann.recall_at_k(np.array([[1, 2, 9]]), gt_ids, 5)

@@ -22,7 +22,7 @@ raise ``PermissionError`` there (open the index in that process to write).
 each parameter's shape, dtype, unit and default, the exceptions raised, and an example.
 """
 from ._ssdann import CorruptIndexError, Index, IndexLockedError, __version__, build
-from .io import read_ground_truth, read_vectors, write_vectors
+from .io import read_ground_truth, read_vectors, recall_at_k, write_vectors
 from .plot import plot_eval  # matplotlib is imported only when it is called
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "read_vectors",
     "write_vectors",
     "read_ground_truth",
+    "recall_at_k",
     "plot_eval",
     "__version__",
 ]

@@ -142,3 +142,5 @@ def read_ground_truth(path: Union[str, "os.PathLike[str]"]) -> Tuple[np.ndarray,
     """(ids (nq, k), distances (nq, k) float32) of a .ibin (uint32 ids) or .u64bin file."""
 def plot_eval(evals, out=None, *, L: Optional[int] = None, title: Optional[str] = None):
     """Draw `ssdann eval --json` files: recall@k–QPS curve and latency histogram (matplotlib)."""
+def recall_at_k(ids: np.ndarray, gt_ids: np.ndarray, k: int, gt_distances: Optional[np.ndarray] = None) -> float:
+    """recall@k (big-ann-benchmarks; distance ties counted when gt_distances is given)."""

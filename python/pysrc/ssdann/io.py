@@ -214,3 +214,59 @@ def read_ground_truth(path: PathLike) -> Tuple[np.ndarray, np.ndarray]:
         ids = np.fromfile(f, dtype=id_dt, count=nq * k).reshape(nq, k)
         dists = np.fromfile(f, dtype="<f4", count=nq * k).reshape(nq, k)
     return ids, dists
+
+
+def recall_at_k(ids: np.ndarray, gt_ids: np.ndarray, k: int, gt_distances: "np.ndarray | None" = None) -> float:
+    """recall@k of search results against ground truth, as big-ann-benchmarks computes it.
+
+    Parameters
+    ----------
+    ids : numpy.ndarray
+        (nq, ≥ k) labels returned by ``Index.batch_search``, nearest first.
+    gt_ids : numpy.ndarray
+        (nq, K ≥ k) true neighbour ids (``read_ground_truth``), nearest first.
+    k : int
+        The k of recall@k.
+    gt_distances : numpy.ndarray, optional
+        (nq, K) true distances. When given, ties count (``compute_recall_with_distance_ties``):
+        the true set of a query is its first k ids plus every later one whose distance is
+        within 1e-6 of the k-th — real data has exact duplicates, and a returned duplicate of
+        a true neighbour is a correct answer. Without it, strict id match.
+
+    Returns
+    -------
+    float
+        The mean over queries of |returned top k ∩ true set| / k.
+
+    Raises
+    ------
+    ValueError
+        Shapes that disagree (row counts, fewer than k columns).
+
+    Examples
+    --------
+    >>> ssdann.recall_at_k(np.array([[1, 7]]), np.array([[1, 2, 7]]), 2)
+    0.5
+    >>> ssdann.recall_at_k(np.array([[1, 7]]), np.array([[1, 2, 7]]), 2, np.array([[0.5, 1.0, 1.0]]))
+    1.0
+    """
+    ids = np.asarray(ids)
+    gt_ids = np.asarray(gt_ids)
+    if ids.ndim != 2 or gt_ids.ndim != 2 or ids.shape[0] != gt_ids.shape[0]:
+        raise ValueError(f"ids {ids.shape} and gt_ids {gt_ids.shape}: expected (nq, ·) arrays with the same nq")
+    if ids.shape[1] < k or gt_ids.shape[1] < k or k < 1:
+        raise ValueError(f"k = {k}: ids have {ids.shape[1]} columns and gt_ids {gt_ids.shape[1]}; both need ≥ k ≥ 1")
+    if gt_distances is not None:
+        gt_distances = np.asarray(gt_distances)
+        if gt_distances.shape != gt_ids.shape:
+            raise ValueError(f"gt_distances {gt_distances.shape} must have the shape of gt_ids {gt_ids.shape}")
+    hits = 0
+    for q in range(ids.shape[0]):
+        end = k
+        if gt_distances is not None:
+            kth = gt_distances[q, k - 1]
+            while end < gt_ids.shape[1] and abs(gt_distances[q, end] - kth) < 1e-6:
+                end += 1
+        truth = set(gt_ids[q, :end].tolist())
+        hits += sum(1 for x in ids[q, :k].tolist() if x in truth)
+    return hits / (ids.shape[0] * k)
