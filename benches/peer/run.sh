@@ -5,7 +5,7 @@
 #   benches/peer/run.sh --data ../shared/data/pypi-minilm-100k [--out DIR] [--nq 1000]
 #                       [-L 20,30,40,50,75,100] [--threads 1,2] [--systems "cpp rust"]
 #                       [--pq-bytes 48] [--ssdann BIN] [--build-only] [--nav-nodes N]
-#                       [--eval-flags "--dynamic-beam ..."]
+#                       [--eval-flags "--dynamic-beam ..."] [--repeats 3]
 #
 # Builds all three indexes (R=64, L=100, α=1.2, 48 PQ bytes, 2 threads), runs the same query
 # sweep (k=10, W=4, threads 1 and 2, node cache 0 and 1% of n), and writes the table, the
@@ -21,10 +21,12 @@
 # The data directory holds base.EXT, query.EXT (EXT = fbin, u8bin or i8bin) and gt.ibin.
 # --nav-nodes N searches ssdann with an in-memory navigation graph of N nodes (eval --nav-nodes);
 # --eval-flags passes more `ssdann eval` switches (e.g. "--dynamic-beam") for ablation runs.
+# --repeats N runs every search sweep N times, interleaved; the report gives median ratios
+# with their spread. Every system's p99 is one call per query per thread (peer.py).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-EVAL_FLAGS="" NAV=0 BUILD_ONLY="" DATA="" OUT="$here/out" NQ=1000 LS="" THREADS=1,2 SYSTEMS="" PQ=48 SSDANN="" BUDGET="" PEER_BUDGET=""
+REPEATS=1 EVAL_FLAGS="" NAV=0 BUILD_ONLY="" DATA="" OUT="$here/out" NQ=1000 LS="" THREADS=1,2 SYSTEMS="" PQ=48 SSDANN="" BUDGET="" PEER_BUDGET=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --data) DATA=$(cd "$2" && pwd); shift 2 ;;
@@ -39,8 +41,9 @@ while [ $# -gt 0 ]; do
     --build-only) BUILD_ONLY=1; shift ;;
     --nav-nodes) NAV="$2"; shift 2 ;;
     --eval-flags) EVAL_FLAGS="$2"; shift 2 ;;
+    --repeats) REPEATS="$2"; shift 2 ;;
     --peer-budget-gib) PEER_BUDGET="$2"; shift 2 ;;
-    -h|--help) sed -n 2,23p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,26p "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -109,15 +112,21 @@ for s in $SYSTEMS; do
 done
 [ -z "$BUILD_ONLY" ] || { echo "== builds only: wall s / peak RSS in $OUT/*_build.json"; exit 0; }
 
-echo "== search: ssdann"
-for c in 0 "$CACHE"; do
-  "$SSDANN" eval --index "$OUT/work/ours" --queries "$QUERY" --gt "$DATA/gt.ibin" -k 10 -W 4 -L "$LS" \
-    --threads "$THREADS" --nq "$NQ" --cache-nodes "$c" --nav-nodes "$NAV" $EVAL_FLAGS --json "$OUT/ours_eval_c$c.json"
-done
-for s in $SYSTEMS; do
-  echo "== search: DiskANN $s"
-  "$here/.venv-$s/bin/python" "$here/peer.py" search --system "$s" --data "$DATA" --work "$OUT/work" --out "$OUT/${s}_search.json" \
-    --L "$LS" --threads "$THREADS" --cache "0,$CACHE" --W 4 -k 10 --nq "$NQ" 2>&1 | grep -v '^\s*$' || true
+# --repeats N: every system's whole search sweep N times, interleaved (ours, peers, ours, ...),
+# into *_r1.json ... *_rN.json; the report takes medians and shows the spread.
+rm -f "$OUT"/ours_eval_c*.json "$OUT"/*_search*.json
+for rep in $(seq 1 "$REPEATS"); do
+  sfx=""; [ "$REPEATS" -gt 1 ] && sfx="_r$rep"
+  echo "== search: ssdann (repeat $rep/$REPEATS)"
+  for c in 0 "$CACHE"; do
+    "$SSDANN" eval --index "$OUT/work/ours" --queries "$QUERY" --gt "$DATA/gt.ibin" -k 10 -W 4 -L "$LS" \
+      --threads "$THREADS" --nq "$NQ" --cache-nodes "$c" --nav-nodes "$NAV" $EVAL_FLAGS --json "$OUT/ours_eval_c$c$sfx.json"
+  done
+  for s in $SYSTEMS; do
+    echo "== search: DiskANN $s (repeat $rep/$REPEATS)"
+    "$here/.venv-$s/bin/python" "$here/peer.py" search --system "$s" --data "$DATA" --work "$OUT/work" --out "$OUT/${s}_search$sfx.json" \
+      --L "$LS" --threads "$THREADS" --cache "0,$CACHE" --W 4 -k 10 --nq "$NQ" 2>&1 | grep -v '^\s*$' || true
+  done
 done
 
 "$here/.venv-report/bin/python" "$here/report.py" "$OUT" | tee "$OUT/report.txt"

@@ -40,6 +40,30 @@ class ReportTest(unittest.TestCase):
             self.assertAlmostEqual(rat["cpp"]["0.90"]["qps"]["peer"], 850.0)
             self.assertIsNone(report.ratios(res, 2, 0)["cpp"]["0.95"]["qps"]["ratio"])
 
+    def test_repeats_give_the_median_ratio_and_its_spread(self):
+        with tempfile.TemporaryDirectory() as d:
+            build = {"build_wall_s": 50.0, "build_peak_rss_bytes": 100, "index_bytes": 10}
+            json.dump(build, open(os.path.join(d, "ours_build.json"), "w"))
+            json.dump(build, open(os.path.join(d, "rust_build.json"), "w"))
+            for rep, (oq, pq) in enumerate(((1000.0, 500.0), (1200.0, 400.0), (900.0, 600.0)), start=1):
+                ours = {"params": {"cache_nodes": 0}, "rows": [
+                    {"threads": 2, "L": l, "recall": r, "qps": oq * f, "mean_us": 100.0, "p99_us": 300.0, "sector_reads": 40.0}
+                    for l, r, f in ((20, 0.90, 1.0), (50, 0.99, 0.5))]}
+                json.dump(ours, open(os.path.join(d, f"ours_eval_c0_r{rep}.json"), "w"))
+                peer = {"rows": [{"threads": 2, "L": l, "cache_nodes": 0, "recall": r, "qps": pq * f, "mean_us": 200.0,
+                                  "p99_us": 1000.0, "sector_reads": 60.0} for l, r, f in ((20, 0.90, 1.0), (50, 0.99, 0.5))]}
+                json.dump(peer, open(os.path.join(d, f"rust_search_r{rep}.json"), "w"))
+            res = report.load(d)
+            e = report.ratios(res, 2, 0)["rust"]["0.90"]
+            # per-repeat QPS ratios 2.0, 3.0, 1.5: median 2.0, spread 1.5–3.0
+            self.assertAlmostEqual(e["qps"]["ratio"], 2.0)
+            self.assertAlmostEqual(e["qps"]["ratio_min"], 1.5)
+            self.assertAlmostEqual(e["qps"]["ratio_max"], 3.0)
+            self.assertEqual(e["qps"]["repeats"], 3)
+            self.assertAlmostEqual(e["qps"]["ours"], 1000.0)
+            self.assertAlmostEqual(e["p99_us"]["ratio"], 0.3)
+            self.assertAlmostEqual(e["sector_reads"]["ratio"], 40.0 / 60.0)
+
 
 if __name__ == "__main__":
     unittest.main()
