@@ -532,31 +532,13 @@ fn a_navigation_graph_starts_searches_nearer_the_query_fewer_reads_same_recall()
 
 #[test]
 fn a_dynamic_beam_reads_less_on_the_descent_at_about_the_same_recall() {
-    let (q, nq, gt) = queries_and_gt();
-    let d = q.len() / nq;
     let p = SearchParams { l: 30, w: 4 };
-    let mut rows = Vec::new();
-    for dynamic_beam in [false, true] {
-        let idx = Index::open(
-            index_dir(),
-            OpenOptions {
-                read_only: true,
-                dynamic_beam,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let (mut found, mut reads, mut hops) = (Vec::new(), 0u64, 0u64);
-        for qi in q.chunks_exact(d) {
-            let (res, st) = idx.search_with_stats(qi, 10, &p).unwrap();
-            found.push(res.iter().map(|h| h.id as u32).collect::<Vec<_>>());
-            reads += u64::from(st.sector_reads);
-            hops += u64::from(st.hops);
-        }
-        let per = |x: u64| x as f64 / nq as f64;
-        rows.push((recall_at_k(&found, &gt, 10), per(reads), per(hops)));
-    }
-    let ((r0, s0, h0), (r1, s1, h1)) = (rows[0], rows[1]);
+    let (r0, s0, h0) = recall_reads_rounds(OpenOptions::default(), &p);
+    let dynamic = OpenOptions {
+        dynamic_beam: true,
+        ..Default::default()
+    };
+    let (r1, s1, h1) = recall_reads_rounds(dynamic, &p);
     eprintln!(
         "L = 30: W = 4 recall {r0:.4}, {s0:.1} reads, {h0:.1} rounds; dynamic {r1:.4}, {s1:.1} reads, {h1:.1} rounds"
     );
@@ -570,29 +552,13 @@ fn a_dynamic_beam_reads_less_on_the_descent_at_about_the_same_recall() {
 
 #[test]
 fn early_termination_stops_short_of_l_at_about_the_same_recall_and_refuses_a_ratio_below_1() {
-    let (q, nq, gt) = queries_and_gt();
-    let d = q.len() / nq;
     let p = SearchParams { l: 100, w: 4 };
-    let mut rows = Vec::new();
-    for termination_ratio in [None, Some(1.05f32)] {
-        let idx = Index::open(
-            index_dir(),
-            OpenOptions {
-                read_only: true,
-                termination_ratio,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let (mut found, mut reads) = (Vec::new(), 0u64);
-        for qi in q.chunks_exact(d) {
-            let (res, st) = idx.search_with_stats(qi, 10, &p).unwrap();
-            found.push(res.iter().map(|h| h.id as u32).collect::<Vec<_>>());
-            reads += u64::from(st.sector_reads);
-        }
-        rows.push((recall_at_k(&found, &gt, 10), reads as f64 / nq as f64));
-    }
-    let ((r0, s0), (r1, s1)) = (rows[0], rows[1]);
+    let (r0, s0, _) = recall_reads_rounds(OpenOptions::default(), &p);
+    let early = OpenOptions {
+        termination_ratio: Some(1.05),
+        ..Default::default()
+    };
+    let (r1, s1, _) = recall_reads_rounds(early, &p);
     eprintln!(
         "L = 100: all L expanded recall {r0:.4}, {s0:.1} reads; ratio 1.05 {r1:.4}, {s1:.1} reads"
     );
@@ -611,4 +577,28 @@ fn early_termination_stops_short_of_l_at_about_the_same_recall_and_refuses_a_rat
             r => panic!("ratio {bad}: {:?}", r.map(|_| ())),
         }
     }
+}
+
+/// recall@10, mean reads and mean rounds of the shared 10K index's queries opened with
+/// `options` (read-only) at `p`.
+fn recall_reads_rounds(options: OpenOptions, p: &SearchParams) -> (f64, f64, f64) {
+    let (q, nq, gt) = queries_and_gt();
+    let d = q.len() / nq;
+    let idx = Index::open(
+        index_dir(),
+        OpenOptions {
+            read_only: true,
+            ..options
+        },
+    )
+    .unwrap();
+    let (mut found, mut reads, mut hops) = (Vec::new(), 0u64, 0u64);
+    for qi in q.chunks_exact(d) {
+        let (res, st) = idx.search_with_stats(qi, 10, p).unwrap();
+        found.push(res.iter().map(|h| h.id as u32).collect::<Vec<_>>());
+        reads += u64::from(st.sector_reads);
+        hops += u64::from(st.hops);
+    }
+    let per = |x: u64| x as f64 / nq as f64;
+    (recall_at_k(&found, &gt, 10), per(reads), per(hops))
 }

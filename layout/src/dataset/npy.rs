@@ -16,8 +16,15 @@ use std::path::Path;
 pub fn npy_bytes(descr: &str, rows: usize, cols: usize, body: &[u8]) -> Vec<u8> {
     let size: usize = descr[2..].parse().unwrap_or(0);
     assert_eq!(body.len(), rows * cols * size, "npy body size");
-    let mut h =
-        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    npy_file(
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({rows}, {cols}), }}"),
+        body,
+    )
+}
+
+/// Magic, version 1.0, the header dict `h` padded so the data starts at a multiple of 64
+/// bytes, then `body`.
+fn npy_file(mut h: String, body: &[u8]) -> Vec<u8> {
     while (10 + h.len() + 1) % 64 != 0 {
         h.push(' ');
     }
@@ -157,19 +164,13 @@ mod tests {
     use crate::error::LayoutError;
 
     fn npy(descr: &str, shape: &str, fortran: bool, body: &[u8]) -> Vec<u8> {
-        let mut h = format!(
-            "{{'descr': '{descr}', 'fortran_order': {}, 'shape': {shape}, }}",
-            if fortran { "True" } else { "False" }
-        );
-        while (10 + h.len() + 1) % 64 != 0 {
-            h.push(' ');
-        }
-        h.push('\n');
-        let mut b = b"\x93NUMPY\x01\x00".to_vec();
-        b.extend_from_slice(&(h.len() as u16).to_le_bytes());
-        b.extend_from_slice(h.as_bytes());
-        b.extend_from_slice(body);
-        b
+        super::npy_file(
+            format!(
+                "{{'descr': '{descr}', 'fortran_order': {}, 'shape': {shape}, }}",
+                if fortran { "True" } else { "False" }
+            ),
+            body,
+        )
     }
 
     #[test]
