@@ -25,7 +25,7 @@ pub fn npy_bytes(descr: &str, rows: usize, cols: usize, body: &[u8]) -> Vec<u8> 
 /// Magic, version 1.0, the header dict `h` padded so the data starts at a multiple of 64
 /// bytes, then `body`.
 fn npy_file(mut h: String, body: &[u8]) -> Vec<u8> {
-    while (10 + h.len() + 1) % 64 != 0 {
+    while !(10 + h.len() + 1).is_multiple_of(64) {
         h.push(' ');
     }
     h.push('\n');
