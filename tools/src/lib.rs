@@ -6,6 +6,7 @@
 //! command too.
 
 mod churn;
+mod eval;
 mod generate;
 mod gt;
 mod progress;
@@ -63,7 +64,7 @@ enum Cmd {
     /// Search an index for every query in a file; writes the ids and distances (.ibin).
     Search(search::SearchArgs),
     /// Measure recall@k, QPS, latency and I/O per query over a sweep of L and thread counts.
-    Eval(search::EvalArgs),
+    Eval(eval::EvalArgs),
     /// Exact ground truth by brute force (parallel, SIMD, streams the base in chunks).
     Gt(gt::GtArgs),
     /// Build, evaluate and print the recall/QPS table on a generated data set (or --data DIR).
@@ -466,7 +467,7 @@ where
         Cmd::Info { dir } => cmd_info(dir).map(|_| true),
         Cmd::Verify { dir } => cmd_verify(dir),
         Cmd::Search(a) => search::cmd_search(a).map(|_| true),
-        Cmd::Eval(a) => search::cmd_eval(a).map(|_| true),
+        Cmd::Eval(a) => eval::cmd_eval(a).map(|_| true),
         Cmd::Gt(a) => gt::cmd_gt(a).map(|_| true),
         Cmd::Generate(a) => generate::cmd_generate(a).map(|_| true),
         Cmd::Demo(a) => search::cmd_demo(a).map(|_| true),
