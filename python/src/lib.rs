@@ -8,166 +8,22 @@
 //! → `IndexLockedError` (a `BlockingIOError`, so an `OSError`);
 //! an update refused on a read-only handle or in a forked child → `PermissionError`.
 
-use numpy::{
-    PyArray1, PyArray2, PyArrayDescrMethods, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods,
-};
-use pyo3::create_exception;
-use pyo3::exceptions::{
-    PyBlockingIOError, PyException, PyFileExistsError, PyFileNotFoundError, PyIsADirectoryError,
-    PyNotADirectoryError, PyOSError, PyPermissionError, PyValueError,
-};
+use numpy::{PyArray1, PyArray2, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use ssdann::engine::{
-    Index as EngineIndex, IoBackend, Neighbor, OpenOptions, SearchParams, SearchStats,
-};
-use ssdann::{BuildError, BuildParams, EngineError, LayoutError, Metric, NoProgress};
+use ssdann::engine::{Index as EngineIndex, IoBackend, OpenOptions, SearchParams, SearchStats};
+use ssdann::{BuildParams, Metric, NoProgress};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-create_exception!(
-    ssdann,
-    CorruptIndexError,
-    PyException,
-    "An index file failed a checksum or format check; the message names the file and the \
-     field or offset. Nothing was changed on disk. Run `ssdann verify DIR` for every problem."
-);
-
-create_exception!(
-    ssdann,
+mod convert;
+mod errors;
+use convert::{as_array, fill_row, labels_arg, query_array, stats_dict};
+use errors::{
+    build_err, check_index_dir, dtype_error, dtype_name, engine_err, CorruptIndexError,
     IndexLockedError,
-    PyBlockingIOError,
-    "The index directory is open in another handle (this or another process): one writer \
-     per directory, any number of read_only=True handles but never beside a writer."
-);
-
-/// The message with the CLI's and the Rust API's spellings replaced by this module's
-/// parameter names (`--force` → `force=True`, `-R` → `R`, ...).
-fn python_names(msg: String) -> String {
-    const NAMES: [(&str, &str); 12] = [
-        (
-            "pass --force to replace it; --force replaces",
-            "pass force=True to replace it; force=True replaces",
-        ),
-        (
-            "(run without --resume to start over)",
-            "(build with resume=False to start over)",
-        ),
-        ("--memory-budget ", "memory_budget_gb: "),
-        (
-            "(OpenOptions::max_beam_width)",
-            "(the largest W an Index allows)",
-        ),
-        ("(OpenOptions::read_only)", "(read_only=True)"),
-        ("parameter --pq-bytes", "parameter pq_bytes"),
-        ("parameter --alpha", "parameter alpha"),
-        ("parameter --passes", "parameter passes"),
-        ("parameter --threads", "parameter threads"),
-        ("parameter --metric", "parameter metric"),
-        ("parameter -R ", "parameter R "),
-        ("parameter -L ", "parameter L "),
-    ];
-    NAMES.iter().fold(msg, |m, (cli, py)| m.replace(cli, py))
-}
-
-/// An OS error as the Python exception of its kind (FileNotFoundError, NotADirectoryError,
-/// PermissionError, ...), else OSError.
-fn os_err(msg: String, source: &std::io::Error) -> PyErr {
-    use std::io::ErrorKind as K;
-    match source.kind() {
-        K::NotFound => PyFileNotFoundError::new_err(msg),
-        K::PermissionDenied => PyPermissionError::new_err(msg),
-        K::NotADirectory => PyNotADirectoryError::new_err(msg),
-        K::IsADirectory => PyIsADirectoryError::new_err(msg),
-        K::AlreadyExists => PyFileExistsError::new_err(msg),
-        _ => PyOSError::new_err(msg),
-    }
-}
-
-fn layout_err(e: &LayoutError, index_side: bool) -> PyErr {
-    let msg = python_names(e.to_string());
-    match e {
-        LayoutError::Io { source, .. } => os_err(msg, source),
-        LayoutError::ChecksumMismatch { .. } | LayoutError::Corrupt { .. } => {
-            CorruptIndexError::new_err(msg)
-        }
-        LayoutError::SizeMismatch { .. } | LayoutError::InvalidField { .. } if index_side => {
-            CorruptIndexError::new_err(msg)
-        }
-        _ => PyValueError::new_err(msg),
-    }
-}
-
-fn engine_err(e: EngineError) -> PyErr {
-    let msg = python_names(e.to_string());
-    match &e {
-        EngineError::Layout(l) => layout_err(l, true),
-        EngineError::Io { source, .. } => os_err(msg, source),
-        EngineError::Inconsistent { .. } => CorruptIndexError::new_err(msg),
-        EngineError::InvalidQuery { .. } => PyValueError::new_err(msg),
-        EngineError::Locked { .. } => IndexLockedError::new_err(msg),
-        EngineError::NotAllowed { .. } => PyPermissionError::new_err(msg),
-        _ => PyException::new_err(msg),
-    }
-}
-
-fn build_err(e: BuildError) -> PyErr {
-    let msg = python_names(e.to_string());
-    match &e {
-        BuildError::Layout(l) => layout_err(l, false),
-        BuildError::OutputExists { .. } => PyFileExistsError::new_err(msg),
-        BuildError::InUse { .. } | BuildError::BuildInProgress { .. } => {
-            IndexLockedError::new_err(msg)
-        }
-        BuildError::Io { source, .. } => os_err(msg, source),
-        _ => PyValueError::new_err(msg),
-    }
-}
-
-/// Checks that `path` is an index directory before opening it, with the hint the CLI gives:
-/// FileNotFoundError (no such path, or a directory without index.ssd), NotADirectoryError.
-fn check_index_dir(path: &std::path::Path) -> PyResult<()> {
-    if !path.exists() {
-        return Err(PyFileNotFoundError::new_err(format!(
-            "{}: no such index directory",
-            path.display()
-        )));
-    }
-    if !path.is_dir() {
-        return Err(PyNotADirectoryError::new_err(format!(
-            "{}: not a directory (an index is a directory made by ssdann.build(data, out_dir))",
-            path.display()
-        )));
-    }
-    if !path.join("index.ssd").exists() {
-        return Err(PyFileNotFoundError::new_err(format!(
-            "{}: not an ssdann index directory (no index.ssd); make one with ssdann.build(data, \"{}\")",
-            path.display(),
-            path.display()
-        )));
-    }
-    Ok(())
-}
-
-/// Refuses arrays of the wrong dtype with a message that says how to convert.
-fn dtype_error(what: &str, found: &str, allowed: &str) -> PyErr {
-    let hint = if found == "float64" {
-        " (convert with .astype(np.float32); ssdann never changes precision silently)"
-    } else {
-        ""
-    };
-    PyValueError::new_err(format!(
-        "{what}: dtype {found} is not supported; expected {allowed}{hint}"
-    ))
-}
-
-/// numpy's name of the array's dtype ("float32", "uint8", "float64", ...).
-fn dtype_name(arr: &Bound<'_, PyUntypedArray>) -> String {
-    arr.dtype()
-        .str()
-        .map(|s| s.to_string())
-        .unwrap_or_else(|_| "?".into())
-}
+};
 
 /// A phase name as a plain snake_case key: "Vamana pass 1 (α=1)" → "vamana_pass_1_alpha_1".
 fn snake_key(name: &str) -> String {
@@ -423,102 +279,6 @@ struct Index {
     inner: Arc<EngineIndex>,
     last_stats: Option<Py<PyDict>>,
     read_only: bool,
-}
-
-fn stats_dict<'py>(py: Python<'py>, stats: &[SearchStats]) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new_bound(py);
-    d.set_item(
-        "sector_reads",
-        PyArray1::from_iter_bound(py, stats.iter().map(|s| s.sector_reads)),
-    )?;
-    d.set_item(
-        "hops",
-        PyArray1::from_iter_bound(py, stats.iter().map(|s| s.hops)),
-    )?;
-    d.set_item(
-        "cache_hits",
-        PyArray1::from_iter_bound(py, stats.iter().map(|s| s.cache_hits)),
-    )?;
-    d.set_item(
-        "nodes_expanded",
-        PyArray1::from_iter_bound(py, stats.iter().map(|s| s.nodes_expanded)),
-    )?;
-    d.set_item(
-        "io_wait_us",
-        PyArray1::from_iter_bound(py, stats.iter().map(|s| s.io_wait_us)),
-    )?;
-    d.set_item(
-        "total_us",
-        PyArray1::from_iter_bound(py, stats.iter().map(|s| s.total_us)),
-    )?;
-    Ok(d)
-}
-
-fn fill_row(hits: &[Neighbor], k: usize, ids: &mut [u64], dists: &mut [f32]) {
-    for j in 0..k {
-        match hits.get(j) {
-            Some(h) => {
-                ids[j] = h.id;
-                dists[j] = h.distance;
-            }
-            None => {
-                ids[j] = u64::MAX;
-                dists[j] = f32::INFINITY;
-            }
-        }
-    }
-}
-
-/// `obj` as a numpy array: an ndarray as it is (any strides), anything else (a list, a
-/// memoryview, ...) through `numpy.asarray`, which keeps its values exactly (a list of
-/// Python floats becomes float64, refused later with the conversion hint).
-fn as_array<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Bound<'py, PyUntypedArray>> {
-    if let Ok(a) = obj.downcast::<PyUntypedArray>() {
-        return Ok(a.clone());
-    }
-    let np = obj.py().import_bound("numpy")?;
-    let a = np.getattr("asarray")?.call1((obj,)).map_err(|e| {
-        PyValueError::new_err(format!("{what}: not convertible to a numpy array ({e})"))
-    })?;
-    a.downcast_into::<PyUntypedArray>()
-        .map_err(|_| PyValueError::new_err(format!("{what}: not convertible to a numpy array")))
-}
-
-/// The labels argument: one int or a sequence of ints in 0..2**64.
-fn labels_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
-    if let Ok(l) = obj.extract::<u64>() {
-        return Ok(vec![l]);
-    }
-    if let Ok(a) = obj.downcast::<PyUntypedArray>() {
-        if a.ndim() == 0 {
-            return Ok(vec![obj.call_method0("item")?.extract::<u64>()?]);
-        }
-    }
-    obj.extract::<Vec<u64>>().map_err(|_| {
-        PyValueError::new_err(
-            "labels: expected an int or a sequence of ints in 0..2**64 (a numpy array of unsigned or non-negative integers works)",
-        )
-    })
-}
-
-fn query_array<'py>(
-    obj: &Bound<'py, PyAny>,
-    ndim: usize,
-    what: &str,
-) -> PyResult<Bound<'py, PyUntypedArray>> {
-    let arr = &as_array(obj, what)?;
-    if arr.ndim() != ndim {
-        let shape = if ndim == 1 { "(d,)" } else { "(nq, d)" };
-        return Err(PyValueError::new_err(format!(
-            "{what}: expected shape {shape}, got {:?}",
-            arr.shape()
-        )));
-    }
-    let dt = dtype_name(arr);
-    if dt != "float32" {
-        return Err(dtype_error(what, &dt, "float32"));
-    }
-    Ok(arr.clone())
 }
 
 #[pymethods]
