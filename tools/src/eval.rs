@@ -351,10 +351,7 @@ pub fn cmd_eval(a: EvalArgs) -> Result<()> {
 mod tests {
     #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
     use super::*;
-
-    fn nb(id: u64) -> Neighbor {
-        Neighbor { id, distance: 1.5 }
-    }
+    use crate::search::tests::nb;
 
     /// Before, `n.id as u32` made label 2^32 + 5 match truth id 5.
     #[test]

@@ -374,11 +374,12 @@ fn tempfile_dir() -> Result<PathBuf> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
     use super::*;
 
-    fn nb(id: u64) -> Neighbor {
+    /// A result with label `id` (distance 1.5), for the tests of this module and eval's.
+    pub(crate) fn nb(id: u64) -> Neighbor {
         Neighbor { id, distance: 1.5 }
     }
 

@@ -1,0 +1,214 @@
+//! `ssdann.build`: a vector file or any array-like to an index directory, and its report.
+
+use crate::convert::as_array;
+use crate::errors::{build_err, dtype_error, dtype_name};
+use numpy::{PyArray2, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use ssdann::{BuildParams, Metric, NoProgress};
+use std::path::PathBuf;
+
+/// A phase name as a plain snake_case key: "Vamana pass 1 (α=1)" → "vamana_pass_1_alpha_1".
+fn snake_key(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.replace('α', "alpha").chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.is_empty() && !out.ends_with('_') {
+            out.push('_');
+        }
+    }
+    out.trim_end_matches('_').to_string()
+}
+
+fn report_dict<'py>(py: Python<'py>, r: &ssdann::BuildReport) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new_bound(py);
+    d.set_item("n", r.n)?;
+    d.set_item("dim", r.dim)?;
+    d.set_item("pq_bytes", r.pq_m)?;
+    d.set_item("index_bytes", r.index_bytes)?;
+    d.set_item("engine_ram_bytes", r.engine_ram_bytes)?;
+    d.set_item("mean_degree", r.mean_degree)?;
+    d.set_item("partitions", r.partitions)?;
+    d.set_item("memory_estimate_bytes", r.memory_estimate_bytes)?;
+    for (phase, t) in &r.phases {
+        d.set_item(
+            format!("seconds_{}", snake_key(&phase.name())),
+            t.as_secs_f64(),
+        )?;
+    }
+    Ok(d)
+}
+
+/// Build an index directory: PQ training, a Vamana graph, and the sector file.
+///
+/// Parameters
+/// ----------
+/// data : str, os.PathLike or array-like
+///     A vector file (.fbin/.u8bin/.i8bin/.fvecs/.bvecs/.npy; n × d), or an (n, d) array of
+///     float32, uint8 or int8 — any strides (copied to C order when needed) or anything
+///     ``numpy.asarray`` takes. Other dtypes are refused, never converted: float64 (what a
+///     list of Python floats becomes) names ``data.astype(np.float32)``. The same rule
+///     holds for queries and inserted vectors (float32).
+/// out_dir : str or os.PathLike
+///     The index directory to create. It must not exist unless ``force=True``.
+/// metric : {"l2", "ip", "cosine"}, default "l2"
+///     l2 = squared Euclidean; ip = inner product (larger is closer); cosine (float32 only).
+/// R : int, default 64
+///     Maximum graph degree: more edges, better recall, bigger sector records.
+/// L : int, default 100
+///     Build search list size (≥ R): larger builds slower and gives a better graph.
+/// alpha : float, default 1.2
+///     RobustPrune α of the second pass (≥ 1): larger keeps longer edges, fewer hops.
+/// pq_bytes : int, optional
+///     PQ bytes per vector M (1..=d): the RAM an open index holds per point, and how well
+///     searches rank candidates before reading them (more bytes, fewer reads). Default:
+///     1/8 of the raw vector bytes and at least d/4: d/2 for float32, d/4 for uint8/int8.
+/// threads : int, optional
+///     Worker threads, ≥ 1 (None: all cores; 0 is refused).
+/// force : bool, default False
+///     Replace ``out_dir`` if it is an ssdann index directory or empty; anything else is
+///     refused, never deleted.
+/// memory_budget_gb : float, optional
+///     RAM the build may use, in GiB (file paths only; the file is read row by row). When
+///     the one-shot build would need more, the build is partitioned (DiskANN §4.3).
+/// resume : bool, default False
+///     Continue an interrupted memory-budgeted build from its last finished stage.
+///
+/// Returns
+/// -------
+/// dict
+///     The build report: n, dim, pq_bytes, index_bytes, engine_ram_bytes, mean_degree,
+///     partitions, memory_estimate_bytes, and seconds_<phase> per phase (snake_case keys).
+///
+/// Raises
+/// ------
+/// ValueError
+///     Bad data (NaN, shape, dtype) or parameter (the message names it); a budget too
+///     small names the minimum.
+/// FileNotFoundError
+///     The data file does not exist.
+/// FileExistsError
+///     ``out_dir`` exists and ``force=False``.
+/// IndexLockedError
+///     ``force=True`` but a process has the index in ``out_dir`` open.
+/// OSError
+///     Any other I/O error (the message names the file).
+///
+/// Examples
+/// --------
+/// >>> import numpy as np, ssdann
+/// >>> x = np.random.default_rng(0).random((2000, 32), dtype=np.float32)
+/// >>> report = ssdann.build(x, "idx", R=32, L=64, pq_bytes=8)
+/// >>> report["n"], report["dim"]
+/// (2000, 32)
+#[pyfunction]
+#[pyo3(signature = (data, out_dir, *, metric = "l2", R = 64, L = 100, alpha = 1.2, pq_bytes = None, threads = None, force = false, memory_budget_gb = None, resume = false), text_signature = "(data, out_dir, *, metric=\"l2\", R=64, L=100, alpha=1.2, pq_bytes=None, threads=None, force=False, memory_budget_gb=None, resume=False)")]
+#[allow(non_snake_case, clippy::too_many_arguments)]
+pub(crate) fn build<'py>(
+    py: Python<'py>,
+    data: &Bound<'py, PyAny>,
+    out_dir: PathBuf,
+    metric: &str,
+    R: usize,
+    L: usize,
+    alpha: f32,
+    pq_bytes: Option<usize>,
+    threads: Option<usize>,
+    force: bool,
+    memory_budget_gb: Option<f64>,
+    resume: bool,
+) -> PyResult<Bound<'py, PyDict>> {
+    let metric: Metric = metric.parse().map_err(PyValueError::new_err)?;
+    let memory_budget_bytes = match memory_budget_gb {
+        None => None,
+        Some(g) if g.is_finite() && g > 0.0 && g <= 1e6 => Some((g * (1u64 << 30) as f64) as u64),
+        Some(g) => {
+            return Err(PyValueError::new_err(format!(
+                "memory_budget_gb = {g}: must be a number of GiB in (0, 1000000]"
+            )))
+        }
+    };
+    if resume && memory_budget_bytes.is_none() {
+        return Err(PyValueError::new_err(
+            "resume=True continues a memory-budgeted build: pass memory_budget_gb too",
+        ));
+    }
+    let params = BuildParams {
+        metric,
+        max_degree: R,
+        build_l: L,
+        alpha,
+        pq_bytes,
+        threads,
+        force,
+        memory_budget_bytes,
+        resume,
+        ..Default::default()
+    };
+    // Not a path: any array-like, made C-contiguous (a copy only when it is not already).
+    let converted;
+    let data = if data.extract::<PathBuf>().is_err() {
+        let np = py.import_bound("numpy")?;
+        converted = np
+            .getattr("ascontiguousarray")?
+            .call1((as_array(data, "data")?,))?;
+        &converted
+    } else {
+        data
+    };
+    if let Ok(arr) = data.downcast::<PyUntypedArray>() {
+        if memory_budget_bytes.is_some() {
+            return Err(PyValueError::new_err(
+                "memory_budget_gb applies to a build from a file path (the file is read row by row); an in-memory array is already in RAM",
+            ));
+        }
+        if arr.ndim() != 2 {
+            return Err(PyValueError::new_err(format!(
+                "data: expected a 2-D (n, d) array, got {} dimension(s)",
+                arr.ndim()
+            )));
+        }
+        if !arr.is_c_contiguous() {
+            return Err(PyValueError::new_err(
+                "data: the array must be C-contiguous (use np.ascontiguousarray(data))",
+            ));
+        }
+        let d = arr.shape()[1];
+        macro_rules! go {
+            ($t:ty) => {{
+                let a = arr.downcast::<PyArray2<$t>>()?.readonly();
+                let slice = a
+                    .as_slice()
+                    .map_err(|e| PyValueError::new_err(format!("data: {e}")))?;
+                let rep = py
+                    .allow_threads(|| {
+                        ssdann::builder::build_from_vectors::<$t>(
+                            slice,
+                            d,
+                            &out_dir,
+                            &params,
+                            &NoProgress,
+                        )
+                    })
+                    .map_err(build_err)?;
+                return report_dict(py, &rep);
+            }};
+        }
+        let dt = dtype_name(arr);
+        match dt.as_str() {
+            "float32" => go!(f32),
+            "uint8" => go!(u8),
+            "int8" => go!(i8),
+            _ => return Err(dtype_error("data", &dt, "float32, uint8 or int8")),
+        }
+    }
+    let path: PathBuf = data.extract().map_err(|_| {
+        PyValueError::new_err("data: expected a path (str or os.PathLike) or a 2-D numpy array")
+    })?;
+    let rep = py
+        .allow_threads(|| ssdann::build_index(&path, &out_dir, &params, &NoProgress))
+        .map_err(build_err)?;
+    report_dict(py, &rep)
+}
