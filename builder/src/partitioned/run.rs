@@ -1,0 +1,618 @@
+//! One partitioned build's state and its five stages ([`Run`]), each a method that does its
+//! work only when its output file is missing from the work directory. The whole build
+//! ([`super::build_partitioned`]) runs them in order under one lock.
+
+use super::budget::{self, min_partition, Shape};
+use super::rows::{Access, GraphType, Rows};
+use super::workdir::{self, commit, graph_path, Existing, MERGED_FILE, PARTITIONS_FILE};
+use super::{graphs, interrupt, note_rss, order, shard};
+use crate::build::{install_output, temp_dir_for, BuildParams, BuildReport, INDEX_FILE};
+use crate::pq_train::{self, MAX_TRAINING_SAMPLE};
+use crate::progress::{Phase, Progress};
+use crate::writer::write_sector_file_from;
+use crate::BuildError;
+use half::f16;
+use rand::SeedableRng;
+use rayon::prelude::*;
+use ssdann_layout::pq::{PQ_CODES_FILE, PQ_CODES_MAGIC, PQ_FILE_VERSION, PQ_PIVOTS_FILE};
+use ssdann_layout::{ElementType, Metric, NodeLayout, PqCodebook, Vector as _, VectorFile};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A partitioned build of one input under one set of parameters: what every stage needs.
+pub(crate) struct Run<'a> {
+    pub(crate) file: &'a VectorFile,
+    pub(crate) rows: Rows<'a>,
+    pub(crate) params: &'a BuildParams,
+    pub(crate) budget: u64,
+    pub(crate) shape: Shape,
+    /// Most points per partition.
+    pub(crate) cap: usize,
+    /// The work directory.
+    pub(crate) dir: PathBuf,
+    /// The manifest text this build's work directory must hold.
+    pub(crate) manifest: String,
+    pub(crate) progress: &'a dyn Progress,
+    /// Wall time of each stage run by this process.
+    pub(crate) phases: Vec<(Phase, Duration)>,
+    /// Peak RSS after each stage run by this process.
+    pub(crate) peaks: Vec<(Phase, u64)>,
+    /// Build time of the partition graphs run by this process (pass 1, pass 2).
+    pub(crate) pass: [Duration; 2],
+}
+
+impl<'a> Run<'a> {
+    /// Checks the inputs and sizes the partitions (the caller's rayon pool counts the
+    /// threads).
+    ///
+    /// # Errors
+    /// [`BuildError::InvalidParameter`] for cosine on non-f32 data;
+    /// [`BuildError::BudgetTooSmall`] when one partition of the smallest useful size does
+    /// not fit; [`BuildError::Io`] reading the input's metadata.
+    pub(crate) fn new(
+        file: &'a VectorFile,
+        out_dir: &Path,
+        params: &'a BuildParams,
+        budget: u64,
+        progress: &'a dyn Progress,
+    ) -> Result<Self, BuildError> {
+        let n = file.len();
+        let elem = file.element_type();
+        if params.metric == Metric::Cosine && elem != ElementType::F32 {
+            return Err(BuildError::param(
+                "--metric",
+                "cosine",
+                format!(
+                    "cosine needs f32 data; {} holds {}",
+                    file.path().display(),
+                    elem
+                ),
+            ));
+        }
+        let shape = super::shape_of(file, params, rayon::current_num_threads());
+        let cap = shape.partition_cap(budget);
+        let min = min_partition(params.max_degree).min(n);
+        if cap < min {
+            let mut minimum = budget::FIXED_BYTES
+                + ((min as u64 * shape.vamana_bytes_per_point()) as f64
+                    / budget::PARTITION_FRACTION)
+                    .ceil() as u64;
+            // The cap rounds (budget − fixed) × fraction down in f64: step past any rounding
+            // so that the minimum named is one that works.
+            while shape.partition_cap(minimum) < min {
+                minimum += 1;
+            }
+            return Err(BuildError::BudgetTooSmall {
+                budget,
+                minimum,
+                reason: format!(
+                    "one partition of {min} points needs {} bytes per point",
+                    shape.vamana_bytes_per_point()
+                ),
+            });
+        }
+        let allowance = (budget as f64 * budget::PAGE_ALLOWANCE_FRACTION) as u64;
+        let rows = Rows::new(file, params.metric, params.graph_precision, allowance)?;
+        let dir = workdir::work_dir_for(out_dir)?;
+        let mut run = Run {
+            file,
+            rows,
+            params,
+            budget,
+            shape,
+            cap,
+            dir,
+            manifest: String::new(),
+            progress,
+            phases: Vec::new(),
+            peaks: Vec::new(),
+            pass: [Duration::ZERO; 2],
+        };
+        run.manifest = run.manifest_text()?;
+        Ok(run)
+    }
+
+    /// The manifest: the input and every parameter that shapes the result.
+    fn manifest_text(&self) -> Result<String, BuildError> {
+        let file = self.file;
+        let params = self.params;
+        let meta = std::fs::metadata(file.path()).map_err(|e| BuildError::io(file.path(), e))?;
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        Ok(workdir::manifest_text(&[
+            (
+                "data",
+                std::fs::canonicalize(file.path())
+                    .unwrap_or(file.path().into())
+                    .display()
+                    .to_string(),
+            ),
+            ("data_bytes", meta.len().to_string()),
+            ("data_mtime_ns", mtime.to_string()),
+            ("n", file.len().to_string()),
+            ("d", file.dim().to_string()),
+            ("element", file.element_type().to_string()),
+            ("metric", format!("{:?}", params.metric)),
+            ("R", params.max_degree.to_string()),
+            ("L", params.build_l.to_string()),
+            ("alpha", params.alpha.to_string()),
+            ("passes", params.passes.to_string()),
+            ("pq_m", self.shape.pq_m.to_string()),
+            ("seed", params.seed.to_string()),
+            ("graph_precision", format!("{:?}", params.graph_precision)),
+            ("partition_cap", self.cap.to_string()),
+        ]))
+    }
+
+    /// Takes the exclusive lock on the work directory and makes it ready: a work directory
+    /// with the same manifest is kept when `resume`, any other of ours removed, a new one
+    /// made with the manifest. The lock is held as long as the returned file is.
+    ///
+    /// # Errors
+    /// [`BuildError::BuildInProgress`], [`BuildError::ResumeMismatch`],
+    /// [`BuildError::NotAnIndex`] (a directory that is not ours), [`BuildError::Io`].
+    pub(crate) fn open_work_dir(&self, resume: bool) -> Result<Option<File>, BuildError> {
+        let dir = &self.dir;
+        // One build per work directory: an exclusive lock on it, held until the build ends,
+        // taken before anything in it is read or removed.
+        let mut lock = workdir::lock(dir)?;
+        match workdir::inspect(dir, &self.manifest)? {
+            Existing::Absent => {}
+            Existing::Same if resume => self
+                .progress
+                .message(&format!("resuming the build in {}", dir.display())),
+            Existing::Different(field, old, new) if resume => {
+                return Err(BuildError::ResumeMismatch {
+                    path: dir.clone(),
+                    field,
+                    old,
+                    new,
+                })
+            }
+            _ => workdir::remove(dir)?,
+        }
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(|e| BuildError::io(dir, e))?;
+            lock = workdir::lock(dir)?;
+            let tmp = dir.join("MANIFEST.tmp");
+            std::fs::write(&tmp, &self.manifest)
+                .and_then(|()| File::open(&tmp)?.sync_all())
+                .map_err(|e| BuildError::io(&tmp, e))?;
+            commit(&tmp, &dir.join(workdir::MANIFEST))?;
+        }
+        Ok(lock)
+    }
+
+    fn note(&mut self, phase: Phase) {
+        note_rss(self.progress, &mut self.peaks, phase, self.budget);
+    }
+
+    /// Stage 1: PQ trained on a budget-sized sample, every point encoded streaming.
+    ///
+    /// # Errors
+    /// As the one-shot build's PQ stage, and [`BuildError::Io`] writing its files.
+    pub(crate) fn pq(&mut self) -> Result<(), BuildError> {
+        let pivots = self.dir.join(PQ_PIVOTS_FILE);
+        let codes = self.dir.join(PQ_CODES_FILE);
+        if pivots.exists() && codes.exists() {
+            return Ok(());
+        }
+        let t = Instant::now();
+        let pq = train_pq_sampled(
+            &self.rows,
+            &self.shape,
+            self.budget,
+            self.params.seed,
+            self.progress,
+        )?;
+        let tmp = self.dir.join("pq_pivots.bin.tmp");
+        pq.write(&tmp)?;
+        commit(&tmp, &pivots)?;
+        self.phases.push((Phase::PqTraining, t.elapsed()));
+        let t = Instant::now();
+        encode_streaming(&self.rows, &pq, &codes, self.progress)?;
+        interrupt(self.params, "pq")?;
+        commit(&self.dir.join("pq_codes.bin.tmp"), &codes)?;
+        self.phases.push((Phase::PqEncoding, t.elapsed()));
+        self.note(Phase::PqEncoding);
+        Ok(())
+    }
+
+    /// Stage 2: k-means partitions, each point assigned to its 2 nearest. Returns the
+    /// number of partitions.
+    ///
+    /// # Errors
+    /// [`BuildError::Layout`] / [`BuildError::Io`] naming the file.
+    pub(crate) fn partitions(&mut self) -> Result<usize, BuildError> {
+        let t = Instant::now();
+        let parts_path = self.dir.join(PARTITIONS_FILE);
+        let (n, cap) = (self.file.len(), self.cap);
+        if !parts_path.exists() {
+            let centroids = if cap >= n {
+                shard::Centroids {
+                    count: 1,
+                    transposed: vec![0.0; self.rows.graph_dim()],
+                }
+            } else {
+                shard::choose_partitions(&self.rows, n, cap, self.params.seed)?
+            };
+            let sizes = shard::assign(&self.rows, n, &centroids, cap, &self.dir, self.progress)?;
+            interrupt(self.params, "partition")?;
+            commit(
+                &self.dir.join(format!("{PARTITIONS_FILE}.tmp")),
+                &parts_path,
+            )?;
+            self.progress.message(&format!(
+                "{} partitions of {}..{} points (cap {cap}, budget {:.2} GiB)",
+                sizes.len(),
+                sizes.iter().min().unwrap_or(&0),
+                sizes.iter().max().unwrap_or(&0),
+                self.budget as f64 / (1u64 << 30) as f64
+            ));
+            self.phases.push((Phase::Partition, t.elapsed()));
+            self.note(Phase::Partition);
+        }
+        self.partition_count()
+    }
+
+    /// The number of partitions `partitions.bin` holds.
+    ///
+    /// # Errors
+    /// [`BuildError::Layout`] naming the file.
+    pub(crate) fn partition_count(&self) -> Result<usize, BuildError> {
+        let path = self.dir.join(PARTITIONS_FILE);
+        Ok(
+            ssdann_layout::blob::read_blob_fields(&path, &workdir::PARTITIONS_MAGIC, 1)?
+                .1
+                .first()
+                .copied()
+                .unwrap_or(0) as usize,
+        )
+    }
+
+    /// Stage 3 for partition `p` of `parts`: its Vamana graph. Returns false when its graph
+    /// file was already there (nothing done).
+    ///
+    /// # Errors
+    /// [`BuildError::Layout`] / [`BuildError::Io`] naming the file.
+    pub(crate) fn graph(&mut self, p: usize, parts: usize) -> Result<bool, BuildError> {
+        let dir = &self.dir;
+        if graph_path(dir, p).exists() {
+            return Ok(false);
+        }
+        let size = ssdann_layout::blob::read_blob_fields(
+            &workdir::ids_path(dir, p),
+            &workdir::IDS_MAGIC,
+            1,
+        )?
+        .1
+        .first()
+        .copied()
+        .unwrap_or(0);
+        self.progress
+            .message(&format!("partition {}/{parts}: {size} points", p + 1));
+        let (rows, n, vp) = (&self.rows, self.file.len(), self.params.vamana());
+        let point = format!("graph-{p}");
+        let hook = || interrupt(self.params, &point);
+        let pr = self.progress;
+        let times = match rows.graph_type {
+            GraphType::F16 => graphs::build_partition::<f16>(rows, n, dir, p, &vp, pr, &hook),
+            GraphType::F32 => graphs::build_partition::<f32>(rows, n, dir, p, &vp, pr, &hook),
+            GraphType::U8 => graphs::build_partition::<u8>(rows, n, dir, p, &vp, pr, &hook),
+            GraphType::I8 => graphs::build_partition::<i8>(rows, n, dir, p, &vp, pr, &hook),
+        }?;
+        self.pass[0] += times[0];
+        self.pass[1] += times[1];
+        Ok(true)
+    }
+
+    /// Records the partition graphs' pass times as two phases.
+    pub(crate) fn graphs_done(&mut self) {
+        self.phases.push((Phase::VamanaPass1, self.pass[0]));
+        self.phases.push((Phase::VamanaPass2, self.pass[1]));
+        self.note(Phase::VamanaPass2);
+    }
+
+    /// Stage 4: the partition graphs merged into `merged.graph` from the global medoid.
+    ///
+    /// # Errors
+    /// [`BuildError::Layout`] naming a damaged partition file; [`BuildError::Io`].
+    pub(crate) fn merge(&mut self, parts: usize) -> Result<(), BuildError> {
+        let merged = self.dir.join(MERGED_FILE);
+        if merged.exists() {
+            return Ok(());
+        }
+        let t = Instant::now();
+        let rows = &self.rows;
+        let n = self.file.len();
+        let medoid = streaming_medoid(rows, n);
+        let (r, a, dir, pr) = (
+            self.params.max_degree,
+            self.params.alpha,
+            &self.dir,
+            self.progress,
+        );
+        let hook = || interrupt(self.params, "merge");
+        match rows.graph_type {
+            GraphType::F16 => {
+                graphs::merge_graphs::<f16>(rows, n, dir, parts, r, a, medoid, pr, &hook)
+            }
+            GraphType::F32 => {
+                graphs::merge_graphs::<f32>(rows, n, dir, parts, r, a, medoid, pr, &hook)
+            }
+            GraphType::U8 => {
+                graphs::merge_graphs::<u8>(rows, n, dir, parts, r, a, medoid, pr, &hook)
+            }
+            GraphType::I8 => {
+                graphs::merge_graphs::<i8>(rows, n, dir, parts, r, a, medoid, pr, &hook)
+            }
+        }?;
+        self.phases.push((Phase::GraphMerge, t.elapsed()));
+        self.note(Phase::GraphMerge);
+        Ok(())
+    }
+
+    /// Stage 5: the sector file written (in sector order when the merged graph fits in the
+    /// budget), the PQ files beside it, swapped into `out_dir`; then the work directory is
+    /// removed.
+    ///
+    /// # Errors
+    /// [`BuildError::Layout`] / [`BuildError::Io`] naming the file; every error of the
+    /// one-shot build's swap ([`install_output`]).
+    pub(crate) fn write(
+        &mut self,
+        out_dir: &Path,
+        parts: usize,
+    ) -> Result<BuildReport, BuildError> {
+        let (file, rows, params, dir) = (self.file, &self.rows, self.params, &self.dir);
+        let (n, dim, elem, m) = (file.len(), file.dim(), file.element_type(), self.shape.pq_m);
+        let (budget, progress) = (self.budget, self.progress);
+        let codes = dir.join(PQ_CODES_FILE);
+        let pivots = dir.join(PQ_PIVOTS_FILE);
+        let t = Instant::now();
+        let r = params.max_degree;
+        let layout = NodeLayout::new(dim, elem, r)?;
+        // Vectors and codes are fetched by pread in this stage: no mapped pages to allow for.
+        let need = budget::FIXED_BYTES + order::reorder_bytes(n, r);
+        let ordered = if params.reorder && layout.nodes_per_block > 1 && need <= budget {
+            progress.start(Phase::Reorder, 1);
+            let o = order::Ordered::load(dir, n, r, layout.nodes_per_block)?;
+            progress.advance(1);
+            progress.finish();
+            self.phases.push((Phase::Reorder, t.elapsed()));
+            note_rss(progress, &mut self.peaks, Phase::Reorder, budget);
+            Some(o)
+        } else {
+            if params.reorder && layout.nodes_per_block > 1 {
+                progress.message(&format!(
+                    "sector reordering skipped: it needs {} MiB, the budget is {} MiB",
+                    need >> 20,
+                    budget >> 20
+                ));
+            }
+            None
+        };
+        let t = Instant::now();
+        let medoid_row = graphs::MergedReader::open(dir, n, r)?.1;
+        let entry = ordered
+            .as_ref()
+            .map_or(medoid_row, |(o, _)| o.inv[medoid_row as usize]);
+        let header = crate::build::new_header(n, elem, params, layout, entry, m);
+        let tmp = temp_dir_for(out_dir)?;
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| BuildError::io(&tmp, e))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(|e| BuildError::io(&tmp, e))?;
+        let mut edges = 0u64;
+        let vb = layout.vector_bytes();
+        let labels_path = tmp.join(ssdann_layout::labels::LABELS_FILE);
+        if let Some((o, _)) = &ordered {
+            write_sector_file_from(
+                &tmp.join(INDEX_FILE),
+                &header,
+                progress,
+                &mut |first, vectors, lists| {
+                    lists
+                        .iter_mut()
+                        .enumerate()
+                        .for_each(|(k, l)| o.list_of_slot(first + k, l));
+                    edges += lists.iter().map(|l| l.len() as u64).sum::<u64>();
+                    vectors.par_chunks_mut(vb).enumerate().try_for_each_init(
+                        || vec![0f32; dim],
+                        |scratch, (k, out)| {
+                            order::stored_bytes_read(rows, o.perm[first + k] as usize, out, scratch)
+                        },
+                    )
+                },
+            )?;
+            order::write_permuted_codes(&codes, &tmp.join(PQ_CODES_FILE), &o.perm, m)?;
+            ssdann_layout::labels::write_labels_with(&labels_path, n, |s| u64::from(o.perm[s]))?;
+        } else {
+            let (mut reader, _) = graphs::MergedReader::open(dir, n, r)?;
+            write_sector_file_from(
+                &tmp.join(INDEX_FILE),
+                &header,
+                progress,
+                &mut |first, vectors, lists| {
+                    reader.next_lists(lists)?;
+                    edges += lists.iter().map(|l| l.len() as u64).sum::<u64>();
+                    vectors.par_chunks_mut(vb).enumerate().for_each_init(
+                        || vec![0f32; dim],
+                        |scratch, (k, out)| rows.stored_bytes(first + k, out, scratch),
+                    );
+                    Ok(())
+                },
+            )?;
+            reader.finish()?;
+            file.release_pages();
+            link_or_copy(&codes, &tmp.join(PQ_CODES_FILE))?;
+            ssdann_layout::labels::write_labels_with(&labels_path, n, |s| s as u64)?;
+        }
+        drop(ordered);
+        link_or_copy(&pivots, &tmp.join(PQ_PIVOTS_FILE))?;
+        workdir::fsync_dir(&tmp)?;
+        interrupt(params, "write")?;
+        install_output(&tmp, out_dir, params.force)?;
+        self.phases.push((Phase::Writing, t.elapsed()));
+        note_rss(progress, &mut self.peaks, Phase::Writing, budget);
+        workdir::remove(dir)?;
+
+        let index_bytes = std::fs::read_dir(out_dir)
+            .map_err(|e| BuildError::io(out_dir, e))?
+            .filter_map(|e| e.ok()?.metadata().ok())
+            .map(|m| m.len())
+            .sum();
+        let pq_bytes = PqCodebook::read(&out_dir.join(PQ_PIVOTS_FILE))?.memory_bytes() as u64;
+        let allowance = (budget as f64 * budget::PAGE_ALLOWANCE_FRACTION) as u64;
+        Ok(BuildReport {
+            n,
+            dim,
+            element: elem,
+            pq_m: m,
+            medoid: medoid_row,
+            mean_degree: edges as f64 / n.max(1) as f64,
+            phases: std::mem::take(&mut self.phases),
+            index_bytes,
+            engine_ram_bytes: (n * m) as u64 + pq_bytes,
+            partitions: parts,
+            peak_rss_by_stage: std::mem::take(&mut self.peaks),
+            memory_estimate_bytes: budget::FIXED_BYTES
+                + (self.cap.min(n) as u64 * self.shape.vamana_bytes_per_point())
+                + allowance,
+        })
+    }
+}
+
+fn link_or_copy(from: &Path, to: &Path) -> Result<(), BuildError> {
+    if std::fs::hard_link(from, to).is_ok() {
+        return Ok(());
+    }
+    std::fs::copy(from, to)
+        .and_then(|_| File::open(to)?.sync_all())
+        .map_err(|e| BuildError::io(to, e))
+}
+
+/// Trains PQ on a sample gathered from the mapped input: the rows the one-shot build would
+/// train on (the same seeded choice), as many as the budget allows.
+fn train_pq_sampled(
+    rows: &Rows<'_>,
+    shape: &Shape,
+    budget: u64,
+    seed: u64,
+    progress: &dyn Progress,
+) -> Result<PqCodebook, BuildError> {
+    let n = shape.n;
+    let d = shape.dim;
+    let ns = shape.pq_sample(budget, MAX_TRAINING_SAMPLE).max(1);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let ids: Vec<usize> = if n <= ns {
+        (0..n).collect()
+    } else {
+        rand::seq::index::sample(&mut rng, n, ns).into_vec()
+    };
+    let mut sample = vec![0f32; ids.len() * d];
+    sample
+        .par_chunks_mut(d)
+        .zip(ids.par_iter())
+        .try_for_each(|(out, &i)| {
+            rows.raw(i, out, Access::Random)?;
+            rows.check_finite(i, out)?;
+            rows.normalize_if_cosine(out);
+            Ok::<(), BuildError>(())
+        })?;
+    rows.file.release_pages();
+    Ok(pq_train::train_pq(&sample, d, shape.pq_m, seed, progress))
+}
+
+/// Encodes every row into `pq_codes.bin.tmp` (input order = slot order), checking each row
+/// for NaN/inf, in parallel chunks.
+fn encode_streaming(
+    rows: &Rows<'_>,
+    pq: &PqCodebook,
+    codes: &Path,
+    progress: &dyn Progress,
+) -> Result<(), BuildError> {
+    let n = rows.file.len();
+    let d = rows.dim;
+    let m = pq.m();
+    let tmp = codes.with_extension("bin.tmp");
+    let mut w = ssdann_layout::blob::BlobWriter::create(
+        &tmp,
+        &PQ_CODES_MAGIC,
+        PQ_FILE_VERSION,
+        &[n as u64, m as u64],
+        (n * m) as u64,
+    )?;
+    const CHUNK: usize = 1 << 16;
+    let mut buf = vec![0u8; CHUNK * m];
+    progress.start(Phase::PqEncoding, n as u64);
+    for start in (0..n).step_by(CHUNK) {
+        let end = (start + CHUNK).min(n);
+        let out = &mut buf[..(end - start) * m];
+        out.par_chunks_mut(m).enumerate().try_for_each_init(
+            || (vec![0f32; d], Vec::new()),
+            |(x, scratch), (k, code)| {
+                let i = start + k;
+                rows.raw(i, x, Access::Sequential)?;
+                rows.check_finite(i, x)?;
+                rows.normalize_if_cosine(x);
+                pq.encode(x, code, scratch);
+                Ok::<(), BuildError>(())
+            },
+        )?;
+        w.write(out)?;
+        progress.advance((end - start) as u64);
+    }
+    w.finish()?;
+    progress.finish();
+    rows.file.release_pages();
+    Ok(())
+}
+
+/// The point nearest (L2, graph rows) to the mean of the graph rows: the one-shot build's
+/// medoid, computed in two streaming passes.
+fn streaming_medoid(rows: &Rows<'_>, n: usize) -> u32 {
+    let gd = rows.graph_dim();
+    let sum = (0..n)
+        .into_par_iter()
+        .with_min_len(4096)
+        .fold(
+            || (vec![0f64; gd], vec![0f32; gd]),
+            |(mut s, mut row), i| {
+                rows.graph_f32_mapped(i, &mut row);
+                s.iter_mut()
+                    .zip(&row)
+                    .for_each(|(a, &x)| *a += f64::from(x));
+                (s, row)
+            },
+        )
+        .map(|(s, _)| s)
+        .reduce(
+            || vec![0f64; gd],
+            |mut a, b| {
+                a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                a
+            },
+        );
+    let mean: Vec<f32> = sum.iter().map(|&s| (s / n as f64) as f32).collect();
+    let (_, best) = (0..n)
+        .into_par_iter()
+        .with_min_len(4096)
+        .map_init(
+            || vec![0f32; gd],
+            |row, i| {
+                rows.graph_f32_mapped(i, row);
+                (f32::l2_sq(row, &mean), i as u32)
+            },
+        )
+        .reduce(
+            || (f32::INFINITY, 0),
+            |a, b| if (b.0, b.1) < (a.0, a.1) { b } else { a },
+        );
+    rows.file.release_pages();
+    best
+}
