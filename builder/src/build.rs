@@ -240,17 +240,7 @@ pub fn build_index(
     params: &BuildParams,
     progress: &dyn Progress,
 ) -> Result<BuildReport> {
-    let file = VectorFile::open(data_path)?;
-    if file.len() >= u32::MAX as usize {
-        // Slots are u32 and u32::MAX is reserved (docs/FORMAT.md, "Limits").
-        return Err(ssdann_layout::LayoutError::field(
-            file.path(),
-            "n",
-            file.len(),
-            "at most 2^32 - 2 points per index",
-        )
-        .into());
-    }
+    let file = open_input(data_path)?;
     let pool = prepare(params, file.dim(), out_dir)?;
     if let Some(budget) = params.memory_budget_bytes {
         let shape = crate::partitioned::shape_of(&file, params, pool.current_num_threads());
@@ -293,17 +283,42 @@ pub fn build_index(
     })
 }
 
+/// Opens a build's input, refusing more points than an index holds.
+pub(crate) fn open_input(data_path: &Path) -> Result<VectorFile> {
+    let file = VectorFile::open(data_path)?;
+    if file.len() >= u32::MAX as usize {
+        // Slots are u32 and u32::MAX is reserved (docs/FORMAT.md, "Limits").
+        return Err(ssdann_layout::LayoutError::field(
+            file.path(),
+            "n",
+            file.len(),
+            "at most 2^32 - 2 points per index",
+        )
+        .into());
+    }
+    Ok(file)
+}
+
 /// Validates the parameters against d, refuses an `out_dir` that [`check_output`] refuses,
 /// and makes the build's thread pool.
-fn prepare(params: &BuildParams, dim: usize, out_dir: &Path) -> Result<rayon::ThreadPool> {
+pub(crate) fn prepare(
+    params: &BuildParams,
+    dim: usize,
+    out_dir: &Path,
+) -> Result<rayon::ThreadPool> {
     params.validate(dim)?;
     check_output(out_dir, params.force)?;
+    thread_pool(params.threads)
+}
+
+/// A rayon pool of `threads` threads (`None`: all cores).
+pub(crate) fn thread_pool(threads: Option<usize>) -> Result<rayon::ThreadPool> {
     let mut pool = rayon::ThreadPoolBuilder::new();
-    if let Some(t) = params.threads {
+    if let Some(t) = threads {
         pool = pool.num_threads(t);
     }
     pool.build()
-        .map_err(|e| BuildError::param("--threads", params.threads.unwrap_or(0), e.to_string()))
+        .map_err(|e| BuildError::param("--threads", threads.unwrap_or(0), e.to_string()))
 }
 
 /// Builds an index from vectors already in memory: `data` is n × d row-major (`dim` = d).

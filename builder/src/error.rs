@@ -73,6 +73,37 @@ pub enum BuildError {
         /// Its value in this build.
         new: String,
     },
+    /// A stage run on its own ([`crate::partitioned::stages`]) found an earlier stage's
+    /// output missing.
+    #[error("{}: {missing} not done yet; run {next} first", path.display())]
+    StageMissing {
+        /// The work directory.
+        path: PathBuf,
+        /// What is missing (the plan, partition graphs by number, the merge).
+        missing: String,
+        /// The command that makes it.
+        next: String,
+    },
+    /// A stage run on its own found the input changed since the plan was made.
+    #[error("{}: the plan was made with {field} = {old}, the input now has {field} = {new}; plan again (`ssdann build plan`)", path.display())]
+    PlanMismatch {
+        /// The work directory.
+        path: PathBuf,
+        /// The first field that differs.
+        field: String,
+        /// Its value in the plan.
+        old: String,
+        /// Its value now.
+        new: String,
+    },
+    /// Another process is building the same partition (it holds the lock on its id file).
+    #[error("{}: partition {part} is being built by another process (it holds this file's lock)", path.display())]
+    PartitionInProgress {
+        /// The partition's `part-XXXX.ids`.
+        path: PathBuf,
+        /// The partition.
+        part: usize,
+    },
     /// The build stopped at a test hook (`BuildParams::interrupt_at`), as a kill would.
     #[error("build interrupted at {stage} (test hook)")]
     Interrupted {

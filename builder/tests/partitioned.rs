@@ -10,7 +10,10 @@ use ssdann_builder::synthetic::clustered;
 use ssdann_builder::{build_index, BuildError, BuildParams, NoProgress};
 use ssdann_layout::dataset::write_bin;
 use ssdann_layout::{IndexHeader, Metric, Vector, SECTOR_BYTES};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+mod common;
+use common::{budget_for, files, params, vamana_per_point, write_f32};
 
 /// Reads index.ssd back: (header, vectors as stored bytes per slot, adjacency lists).
 fn load(dir: &Path) -> (IndexHeader, Vec<Vec<u8>>, Vec<Vec<u32>>) {
@@ -61,42 +64,6 @@ fn in_memory_recall<T: Vector>(
             .count();
     }
     hits as f64 / (10 * nq) as f64
-}
-
-fn params(r: usize, metric: Metric) -> BuildParams {
-    BuildParams {
-        metric,
-        max_degree: r,
-        build_l: 2 * r,
-        pq_bytes: Some(8),
-        reorder: false,
-        ..Default::default()
-    }
-}
-
-/// A budget whose partitions hold at most `cap` points of `per_point` bytes each.
-/// The budget model's RAM per point of a partition's Vamana build (budget.rs): the graph row,
-/// ≈ 8 R of list, a 64-byte node + 16 of allocator header, the id map, and a visited bit for
-/// each of 16 threads.
-fn vamana_per_point(row_bytes: u64, r: usize) -> u64 {
-    row_bytes + 8 * r as u64 + 80 + 4 + 2
-}
-
-fn budget_for(cap: usize, per_point: u64) -> u64 {
-    FIXED_BYTES + (cap as u64 * per_point) * 10 / 7 + 1
-}
-
-fn write_f32(
-    dir: &Path,
-    name: &str,
-    n: usize,
-    d: usize,
-    seed: u64,
-) -> (PathBuf, Vec<f32>, Vec<f32>) {
-    let (base, q) = clustered(n, 100, d, 24, seed);
-    let path = dir.join(name);
-    write_bin(&path, n, d, &base).unwrap();
-    (path, base, q)
 }
 
 #[test]
@@ -187,21 +154,6 @@ fn partitioned_u8_and_cosine_builds_search_well() {
     let v: &[f32] = bytemuck::cast_slice(&vecs[77]);
     assert!((v.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-4);
     assert!(in_memory_recall(&out, &fbase, &q, d, Metric::Cosine, 40) >= 0.9);
-}
-
-fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
 }
 
 #[test]

@@ -27,6 +27,7 @@ pub(crate) mod order;
 pub(crate) mod rows;
 mod run;
 pub(crate) mod shard;
+pub mod stages;
 pub mod workdir;
 
 use crate::build::{BuildParams, BuildReport};
@@ -37,6 +38,8 @@ use budget::Shape;
 use run::Run;
 use ssdann_layout::{Metric, VectorFile};
 use std::path::Path;
+
+pub use stages::{plan_partitioned, read_plan, run_stage, Plan, Stage, StageReport};
 
 /// Test hook: makes the build stop with [`BuildError::Interrupted`] at the named point
 /// (`pq`, `partition`, `graph-N`, `merge`, `write`: each after the stage's output is written
@@ -84,7 +87,7 @@ pub fn build_partitioned(
     budget: u64,
     progress: &dyn Progress,
 ) -> Result<BuildReport, BuildError> {
-    let mut run = Run::new(file, out_dir, params, budget, progress)?;
+    let mut run = Run::new(file, out_dir, params, budget, None, progress)?;
     let lock = run.open_work_dir(params.resume)?;
     run.pq()?;
     let parts = run.partitions()?;

@@ -44,7 +44,7 @@ pub(crate) struct Run<'a> {
 
 impl<'a> Run<'a> {
     /// Checks the inputs and sizes the partitions (the caller's rayon pool counts the
-    /// threads).
+    /// threads), or takes `cap` points per partition when given (a plan's).
     ///
     /// # Errors
     /// [`BuildError::InvalidParameter`] for cosine on non-f32 data;
@@ -55,6 +55,7 @@ impl<'a> Run<'a> {
         out_dir: &Path,
         params: &'a BuildParams,
         budget: u64,
+        cap: Option<usize>,
         progress: &'a dyn Progress,
     ) -> Result<Self, BuildError> {
         let n = file.len();
@@ -71,7 +72,8 @@ impl<'a> Run<'a> {
             ));
         }
         let shape = super::shape_of(file, params, rayon::current_num_threads());
-        let cap = shape.partition_cap(budget);
+        // A stage run by a later process keeps the plan's cap (its thread count may differ).
+        let cap = cap.unwrap_or_else(|| shape.partition_cap(budget));
         let min = min_partition(params.max_degree).min(n);
         if cap < min {
             let mut minimum = budget::FIXED_BYTES
@@ -145,6 +147,8 @@ impl<'a> Run<'a> {
             ("seed", params.seed.to_string()),
             ("graph_precision", format!("{:?}", params.graph_precision)),
             ("partition_cap", self.cap.to_string()),
+            ("memory_budget", self.budget.to_string()),
+            ("reorder", params.reorder.to_string()),
         ]))
     }
 

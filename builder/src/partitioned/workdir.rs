@@ -174,6 +174,33 @@ pub fn lock(dir: &Path) -> Result<Option<std::fs::File>, BuildError> {
     }
 }
 
+/// Takes a shared lock on work directory `dir`: held by each partition job of a build run
+/// stage by stage ([`super::stages`]), so that partition jobs run together while a whole
+/// build, a plan, a merge or a write (which take [`lock`]) cannot run beside them.
+///
+/// # Errors
+/// [`BuildError::BuildInProgress`] naming `dir` when a process holds the exclusive lock;
+/// [`BuildError::Io`] (also when `dir` does not exist).
+pub fn lock_shared(dir: &Path) -> Result<Option<std::fs::File>, BuildError> {
+    let f = std::fs::File::open(dir).map_err(|e| BuildError::io(dir, e))?;
+    match f.try_lock_shared() {
+        Ok(()) => Ok(Some(f)),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(BuildError::BuildInProgress { path: dir.into() })
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(BuildError::io(dir, e)),
+    }
+}
+
+/// The number of ids `part-XXXX.ids` holds (its header's count, checked against its size).
+///
+/// # Errors
+/// [`BuildError::Layout`] naming the file.
+pub fn read_ids_count(path: &Path) -> Result<u64, BuildError> {
+    let (_, fields) = ssdann_layout::blob::read_blob_fields(path, &IDS_MAGIC, 1)?;
+    Ok(fields.first().copied().unwrap_or(0))
+}
+
 /// What a work directory holds when a build starts.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Existing {
