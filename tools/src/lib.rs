@@ -11,6 +11,7 @@ mod generate;
 mod gt;
 mod progress;
 mod search;
+mod stages;
 mod update;
 
 use anyhow::{Context, Result};
@@ -49,8 +50,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Build an index directory from a vector file (.fbin/.u8bin/.i8bin/.fvecs/.bvecs/.npy).
-    Build(BuildArgs),
+    /// Build an index directory from a vector file (.fbin/.u8bin/.i8bin/.fvecs/.bvecs/.npy);
+    /// or, with a subcommand, one stage of a memory-budgeted build (plan, partition, merge,
+    /// write, status) for running its partitions on many machines.
+    Build(BuildCmd),
     /// Print an index's header (parameters, sizes, generation).
     Info {
         /// Index directory.
@@ -94,6 +97,24 @@ enum Cmd {
         #[arg(short = 'L')]
         l: Option<usize>,
     },
+}
+
+/// `ssdann build`: the whole build, or one stage of a memory-budgeted one.
+#[derive(clap::Args)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    after_help = "Stage by stage (the partitions on many machines; README, \"Scale out\"):\n  \
+ssdann build plan --data base.fbin --out idx --memory-budget 8\n  \
+ssdann build partition --out idx --part I      # for I in 0..N, anywhere\n  \
+ssdann build merge --out idx\n  \
+ssdann build write --out idx"
+)]
+pub(crate) struct BuildCmd {
+    #[command(subcommand)]
+    stage: Option<stages::BuildStage>,
+    #[command(flatten)]
+    args: Option<BuildArgs>,
 }
 
 #[derive(clap::Args)]
@@ -168,8 +189,17 @@ pub(crate) fn mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
 }
 
-pub(crate) fn cmd_build(a: BuildArgs) -> Result<()> {
-    let params = BuildParams {
+pub(crate) fn cmd_build(c: BuildCmd) -> Result<()> {
+    match (c.stage, c.args) {
+        (Some(stage), _) => stages::cmd_stage(stage),
+        (None, Some(a)) => cmd_build_all(a),
+        (None, None) => anyhow::bail!("build needs --data and --out (see ssdann build --help)"),
+    }
+}
+
+/// The build parameters `a` gives.
+pub(crate) fn build_params(a: &BuildArgs) -> Result<BuildParams> {
+    Ok(BuildParams {
         metric: a.metric,
         max_degree: a.r,
         build_l: a.l,
@@ -183,7 +213,11 @@ pub(crate) fn cmd_build(a: BuildArgs) -> Result<()> {
         resume: a.resume,
         passes: a.passes,
         ..Default::default()
-    };
+    })
+}
+
+pub(crate) fn cmd_build_all(a: BuildArgs) -> Result<()> {
+    let params = build_params(&a)?;
     // The builder checks again before it swaps; this check is for the message (and fails
     // fast, before the data is read).
     if check_output(&a.out, a.force)? == ExistingOutput::Index {

@@ -308,7 +308,7 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
         }
     }
     let out = a.out.clone().unwrap_or_else(|| tmp.join("index"));
-    crate::cmd_build(crate::BuildArgs {
+    crate::cmd_build_all(crate::BuildArgs {
         data: base,
         out: out.clone(),
         metric: Metric::L2,

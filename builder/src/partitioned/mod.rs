@@ -39,7 +39,9 @@ use run::Run;
 use ssdann_layout::{Metric, VectorFile};
 use std::path::Path;
 
-pub use stages::{plan_partitioned, read_plan, run_stage, Plan, Stage, StageReport};
+pub use stages::{
+    plan_partitioned, plan_status, read_plan, run_stage, Plan, PlanStatus, Stage, StageReport,
+};
 
 /// Test hook: makes the build stop with [`BuildError::Interrupted`] at the named point
 /// (`pq`, `partition`, `graph-N`, `merge`, `write`: each after the stage's output is written

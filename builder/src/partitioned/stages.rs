@@ -167,6 +167,48 @@ pub fn read_plan(out_dir: &Path) -> Result<Plan, BuildError> {
     })
 }
 
+/// How far a build planned into `out_dir` has come (read without locking: a snapshot).
+#[derive(Clone, Debug)]
+pub struct PlanStatus {
+    /// The plan.
+    pub plan: Plan,
+    /// Partitions in the plan (0 while the plan is not finished).
+    pub partitions: usize,
+    /// The partitions whose graph is built.
+    pub graphs_done: Vec<usize>,
+    /// Whether the merged graph is written.
+    pub merged: bool,
+}
+
+/// The status of the build planned into `out_dir` (`ssdann build status`).
+///
+/// # Errors
+/// As [`read_plan`]; [`BuildError::Layout`] naming a damaged `partitions.bin`.
+pub fn plan_status(out_dir: &Path) -> Result<PlanStatus, BuildError> {
+    let plan = read_plan(out_dir)?;
+    let dir = &plan.work_dir;
+    let parts_path = dir.join(PARTITIONS_FILE);
+    let partitions = if parts_path.exists() {
+        ssdann_layout::blob::read_blob_fields(&parts_path, &workdir::PARTITIONS_MAGIC, 1)?
+            .1
+            .first()
+            .copied()
+            .unwrap_or(0) as usize
+    } else {
+        0
+    };
+    let graphs_done = (0..partitions)
+        .filter(|&p| graph_path(dir, p).exists())
+        .collect();
+    let merged = dir.join(MERGED_FILE).exists();
+    Ok(PlanStatus {
+        plan,
+        partitions,
+        graphs_done,
+        merged,
+    })
+}
+
 /// `ssdann build plan`: runs the partitioned build's first two stages — PQ, then the
 /// k-means partitions — into the work directory beside `out_dir`, and records the input and
 /// `params` there for the later stages. `params.memory_budget_bytes` sizes the partitions
