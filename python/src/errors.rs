@@ -5,7 +5,7 @@ use numpy::{PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::create_exception;
 use pyo3::exceptions::{
     PyBlockingIOError, PyException, PyFileExistsError, PyFileNotFoundError, PyIsADirectoryError,
-    PyNotADirectoryError, PyOSError, PyPermissionError, PyValueError,
+    PyNotADirectoryError, PyOSError, PyPermissionError, PyRuntimeError, PyValueError,
 };
 use pyo3::prelude::*;
 use ssdann::{BuildError, EngineError, LayoutError};
@@ -101,9 +101,10 @@ pub(crate) fn build_err(e: BuildError) -> PyErr {
     match &e {
         BuildError::Layout(l) => layout_err(l, false),
         BuildError::OutputExists { .. } => PyFileExistsError::new_err(msg),
-        BuildError::InUse { .. } | BuildError::BuildInProgress { .. } => {
-            IndexLockedError::new_err(msg)
-        }
+        BuildError::InUse { .. }
+        | BuildError::BuildInProgress { .. }
+        | BuildError::PartitionInProgress { .. } => IndexLockedError::new_err(msg),
+        BuildError::StageMissing { .. } => PyRuntimeError::new_err(msg),
         BuildError::Io { source, .. } => os_err(msg, source),
         _ => PyValueError::new_err(msg),
     }

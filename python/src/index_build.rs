@@ -22,7 +22,7 @@ fn snake_key(name: &str) -> String {
     out.trim_end_matches('_').to_string()
 }
 
-fn report_dict<'py>(py: Python<'py>, r: &ssdann::BuildReport) -> PyResult<Bound<'py, PyDict>> {
+pub(crate) fn report_dict<'py>(py: Python<'py>, r: &ssdann::BuildReport) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new_bound(py);
     d.set_item("n", r.n)?;
     d.set_item("dim", r.dim)?;
@@ -39,6 +39,17 @@ fn report_dict<'py>(py: Python<'py>, r: &ssdann::BuildReport) -> PyResult<Bound<
         )?;
     }
     Ok(d)
+}
+
+/// `memory_budget_gb` in bytes; ValueError outside (0, 1e6] GiB.
+pub(crate) fn budget_bytes(g: f64) -> PyResult<u64> {
+    if g.is_finite() && g > 0.0 && g <= 1e6 {
+        Ok((g * (1u64 << 30) as f64) as u64)
+    } else {
+        Err(PyValueError::new_err(format!(
+            "memory_budget_gb = {g}: must be a number of GiB in (0, 1000000]"
+        )))
+    }
 }
 
 /// Build an index directory: PQ training, a Vamana graph, and the sector file.
@@ -121,15 +132,7 @@ pub(crate) fn build<'py>(
     resume: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let metric: Metric = metric.parse().map_err(PyValueError::new_err)?;
-    let memory_budget_bytes = match memory_budget_gb {
-        None => None,
-        Some(g) if g.is_finite() && g > 0.0 && g <= 1e6 => Some((g * (1u64 << 30) as f64) as u64),
-        Some(g) => {
-            return Err(PyValueError::new_err(format!(
-                "memory_budget_gb = {g}: must be a number of GiB in (0, 1000000]"
-            )))
-        }
-    };
+    let memory_budget_bytes = memory_budget_gb.map(budget_bytes).transpose()?;
     if resume && memory_budget_bytes.is_none() {
         return Err(PyValueError::new_err(
             "resume=True continues a memory-budgeted build: pass memory_budget_gb too",

@@ -22,6 +22,7 @@ use std::sync::Arc;
 mod convert;
 mod errors;
 mod index_build;
+mod stages;
 use convert::{as_array, fill_row, labels_arg, query_array, stats_dict};
 use errors::{check_index_dir, engine_err, CorruptIndexError, IndexLockedError};
 
@@ -467,6 +468,22 @@ impl Index {
     fn pq_bytes(&self) -> u32 {
         self.inner.header().pq_m
     }
+    /// centroid: the mean of the points PQ was trained on, as a (d,) float32 array (the
+    /// vector PQ subtracts before encoding; normalized rows for cosine). The index's data
+    /// centroid: ``ssdann.distributed.evaluate`` routes queries to the nearest parts of an
+    /// index split by partition with it.
+    ///
+    /// Raises
+    /// ------
+    /// CorruptIndexError
+    ///     pq_pivots.bin is damaged (named).
+    #[getter]
+    fn centroid<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray1<f32>>> {
+        let path = self.inner.dir().join(ssdann::layout::pq::PQ_PIVOTS_FILE);
+        let pq = ssdann::layout::PqCodebook::read(&path)
+            .map_err(|e| errors::layout_err(&e, true))?;
+        Ok(PyArray1::from_slice_bound(py, pq.centroid()))
+    }
     fn __repr__(&self) -> String {
         format!(
             "ssdann.Index(n={}, dim={}, metric={}, dtype={}, R={}, pq_bytes={})",
@@ -493,6 +510,11 @@ fn _cli(py: Python<'_>, argv: Vec<String>) -> u8 {
 fn _ssdann(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(index_build::build, m)?)?;
+    m.add_function(wrap_pyfunction!(stages::build_plan, m)?)?;
+    m.add_function(wrap_pyfunction!(stages::build_partition, m)?)?;
+    m.add_function(wrap_pyfunction!(stages::build_merge, m)?)?;
+    m.add_function(wrap_pyfunction!(stages::build_write, m)?)?;
+    m.add_function(wrap_pyfunction!(stages::build_status, m)?)?;
     m.add_function(wrap_pyfunction!(_cli, m)?)?;
     m.add_class::<Index>()?;
     m.add(

@@ -304,6 +304,14 @@ def test_exceptions_version_and_report_keys(tmp_path, data):
 
 PUBLIC = [
     "build",
+    "build_plan",
+    "build_status",
+    "build_partition",
+    "build_merge",
+    "build_write",
+    "distributed.build",
+    "distributed.evaluate",
+    "distributed.check_shared_filesystem",
     "Index",
     "Index.search",
     "Index.batch_search",
@@ -338,7 +346,7 @@ def test_help_of_every_public_name_teaches():
     assert "(nq, d), float32" in ssdann.Index.batch_search.__doc__
     assert "(nq, k) uint64" in ssdann.Index.batch_search.__doc__
     assert "(n, d)" in ssdann.build.__doc__
-    for prop in ["dim", "n", "metric", "dtype", "R", "pq_bytes", "live_count", "pending", "io_backend", "read_only", "last_stats"]:
+    for prop in ["dim", "n", "metric", "dtype", "R", "pq_bytes", "live_count", "pending", "io_backend", "read_only", "last_stats", "centroid"]:
         assert getattr(ssdann.Index, prop).__doc__, f"Index.{prop} has no docstring"
     for exc in (ssdann.CorruptIndexError, ssdann.IndexLockedError):
         assert exc.__doc__ and len(exc.__doc__) > 40

@@ -18,15 +18,38 @@ child (multiprocessing's "fork" start method, DataLoader workers, gunicorn --pre
 searches there with the same results as in the parent; its inserts, deletes and merges
 raise ``PermissionError`` there (open the index in that process to write).
 
+A build larger than one machine's patience runs its partitions on a Ray cluster
+(``ssdann.distributed.build``; ``pip install 'ssdann[ray]'``), or stage by stage from any
+scheduler (``ssdann.build_plan`` / ``build_partition`` / ``build_merge`` / ``build_write``);
+``ssdann.distributed.evaluate`` spreads a batch evaluation over Ray actors.
+
 ``help(ssdann.build)``, ``help(ssdann.Index)`` and ``help(ssdann.Index.batch_search)`` give
 each parameter's shape, dtype, unit and default, the exceptions raised, and an example.
 """
-from ._ssdann import CorruptIndexError, Index, IndexLockedError, __version__, build
+from ._ssdann import (
+    CorruptIndexError,
+    Index,
+    IndexLockedError,
+    __version__,
+    build,
+    build_merge,
+    build_partition,
+    build_plan,
+    build_status,
+    build_write,
+)
+from . import distributed  # Ray is imported only when one of its functions is called
 from .io import read_ground_truth, read_vectors, recall_at_k, write_vectors
 from .plot import plot_eval  # matplotlib is imported only when it is called
 
 __all__ = [
     "build",
+    "build_plan",
+    "build_partition",
+    "build_merge",
+    "build_write",
+    "build_status",
+    "distributed",
     "Index",
     "CorruptIndexError",
     "IndexLockedError",

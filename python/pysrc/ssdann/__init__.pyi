@@ -1,6 +1,8 @@
 """Type stubs of ssdann. Shapes: n = points, d = dimension, nq = queries, k = neighbours."""
 import os
-from typing import Dict, Literal, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Literal, Optional, Tuple, Union
+
+from . import distributed as distributed
 
 import numpy as np
 import numpy.typing as npt
@@ -45,6 +47,42 @@ def build(
     Raises ValueError (bad data or parameter; a budget too small for one partition names the
     minimum; resume with other parameters names the field), FileExistsError (out_dir exists, force=False),
     IndexLockedError (force=True, but a process has the index in out_dir open), OSError (I/O)."""
+
+PathLike = Union[str, "os.PathLike[str]"]
+Progress = Optional[Callable[[str], Any]]
+
+def build_plan(
+    data: PathLike,
+    out_dir: PathLike,
+    *,
+    memory_budget_gb: float,
+    metric: Literal["l2", "ip", "cosine"] = "l2",
+    R: int = 64,
+    L: int = 100,
+    alpha: float = 1.2,
+    pq_bytes: Optional[int] = None,
+    threads: Optional[int] = None,
+    force: bool = False,
+    resume: bool = False,
+    progress: Progress = None,
+) -> Dict[str, Any]:
+    """Stage 1 of a budgeted build run stage by stage: PQ and the k-means partitions, recorded
+    in the work directory beside out_dir. Returns stage, work_dir, partitions (N), seconds,
+    peak_rss_bytes. Then build_partition(out_dir, I) for I in 0..N, build_merge, build_write."""
+
+def build_partition(out_dir: PathLike, part: int, *, threads: Optional[int] = None, progress: Progress = None) -> Dict[str, Any]:
+    """Stage 2: partition ``part``'s Vamana graph (any order, any machine that sees the work
+    directory; a built one returns ran=False). RuntimeError before a plan; IndexLockedError
+    while another process builds it."""
+
+def build_merge(out_dir: PathLike, *, threads: Optional[int] = None, progress: Progress = None) -> Dict[str, Any]:
+    """Stage 3: the partition graphs merged (RuntimeError names partitions not built yet)."""
+
+def build_write(out_dir: PathLike, *, threads: Optional[int] = None, force: bool = False, progress: Progress = None) -> Dict[str, Any]:
+    """Stage 4: the index written into out_dir; ``build`` holds the report of ssdann.build."""
+
+def build_status(out_dir: PathLike) -> Dict[str, Any]:
+    """A plan's progress: partitions, graphs_done, merged, and the planned parameters."""
 
 class Index:
     """An open SSD index. Thread-safe; searches release the GIL.
@@ -133,6 +171,9 @@ class Index:
     def R(self) -> int: ...
     @property
     def pq_bytes(self) -> int: ...
+    @property
+    def centroid(self) -> npt.NDArray[np.float32]:
+        """(d,) mean of the points PQ was trained on: routes queries among index parts."""
 
 def read_vectors(path: Union[str, "os.PathLike[str]"], *, mmap: bool = True) -> np.ndarray:
     """(n, d) array of a .fbin/.u8bin/.i8bin/.fvecs/.bvecs/.npy file (memory-mapped by default)."""
