@@ -40,6 +40,9 @@ fn stages_run_one_by_one_give_the_one_process_builds_index() {
     assert_eq!(plan.stage, Stage::Plan);
     assert_eq!(plan.partitions, rep.partitions);
     assert_eq!(plan.work_dir, tmp.path().join(".out.partitioned"));
+    let status = ssdann_builder::partitioned::plan_status(&out).unwrap();
+    assert_eq!(status.sizes.iter().sum::<u64>(), 2 * 3000);
+    assert!(status.graphs_done.is_empty() && !status.merged);
     let recorded = read_plan(&out).unwrap();
     assert_eq!(recorded.params.max_degree, 16);
     assert_eq!(recorded.params.pq_bytes, Some(8));

@@ -344,8 +344,8 @@ pub(crate) fn build_write(
 /// Returns
 /// -------
 /// dict
-///     work_dir, data (the input's path), partitions, graphs_done (list of built
-///     partitions), merged (bool), memory_budget_bytes, R, L, alpha, pq_bytes, metric.
+///     work_dir, data (the input's path), partitions, sizes (points per partition),
+///     graphs_done (list of built partitions), merged (bool), memory_budget_bytes, R, L, alpha, pq_bytes, metric.
 ///
 /// Raises
 /// ------
@@ -365,6 +365,7 @@ pub(crate) fn build_status(py: Python<'_>, out_dir: PathBuf) -> PyResult<Bound<'
     d.set_item("work_dir", s.plan.work_dir.display().to_string())?;
     d.set_item("data", s.plan.data.display().to_string())?;
     d.set_item("partitions", s.partitions)?;
+    d.set_item("sizes", s.sizes.clone())?;
     d.set_item("graphs_done", s.graphs_done.clone())?;
     d.set_item("merged", s.merged)?;
     d.set_item("memory_budget_bytes", s.plan.budget)?;

@@ -60,6 +60,9 @@ def test_distributed_build_matches_the_one_process_build_of_the_same_plan(cluste
     parts = rep["build"]["partitions"]
     assert parts == one["partitions"] and parts >= 4
     assert [r["part"] for r in rep["partitions"]] == list(range(parts))
+    # Submitted largest first.
+    sizes = [r["points"] for r in rep["partitions"]]
+    assert rep["order"] == sorted(range(parts), key=lambda p: -sizes[p])
     assert all(r["ran"] for r in rep["partitions"])
     assert rep["nodes"] == 3
     # The tasks ran on the worker nodes (the head has no CPU to offer), and their

@@ -54,6 +54,9 @@ pub(crate) enum BuildStage {
         /// The output index directory given to `build plan`.
         #[arg(long)]
         out: PathBuf,
+        /// Print only the number of partitions N (for scripts: `--array=0-$((N-1))`).
+        #[arg(long)]
+        count: bool,
     },
 }
 
@@ -71,7 +74,7 @@ pub(crate) struct StageRun {
 pub(crate) fn cmd_stage(stage: BuildStage) -> Result<()> {
     let (out, stage, run, force) = match stage {
         BuildStage::Plan(a) => return cmd_plan(a),
-        BuildStage::Status { out } => return cmd_status(out),
+        BuildStage::Status { out, count } => return cmd_status(out, count),
         BuildStage::Partition { out, part, run } => (out, Stage::Partition(part), run, false),
         BuildStage::Merge { out, run } => (out, Stage::Merge, run, false),
         BuildStage::Write { out, force, run } => (out, Stage::Write, run, force),
@@ -134,8 +137,12 @@ fn cmd_plan(a: BuildArgs) -> Result<()> {
     Ok(())
 }
 
-fn cmd_status(out: PathBuf) -> Result<()> {
+fn cmd_status(out: PathBuf, count: bool) -> Result<()> {
     let s = plan_status(&out)?;
+    if count {
+        println!("{}", s.partitions);
+        return Ok(());
+    }
     let p = &s.plan.params;
     println!("plan in {}", s.plan.work_dir.display());
     println!("  data        {}", s.plan.data.display());
@@ -163,6 +170,9 @@ fn cmd_status(out: PathBuf) -> Result<()> {
             format!("; to build: {}", todo.join(" "))
         }
     );
+    if let (Some(lo), Some(hi)) = (s.sizes.iter().min(), s.sizes.iter().max()) {
+        println!("  sizes       {lo}..{hi} points per partition");
+    }
     println!(
         "  merge       {}",
         if s.merged { "done" } else { "not done" }

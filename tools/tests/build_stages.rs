@@ -116,9 +116,14 @@ fn stage_commands_give_the_index_of_one_budgeted_build() {
     );
     assert!(run(part(1)).contains(&format!("partition 1 of {parts}")));
     assert!(run(part(1)).contains("already done"));
+    assert_eq!(
+        ok(&["build", "status", "--out", o, "--count"]),
+        format!("{parts}\n")
+    );
     let status = ok(&["build", "status", "--out", o]);
     assert!(status.contains(&format!("1 built of {parts}")), "{status}");
     assert!(status.contains("to build: 0 2"), "{status}");
+    assert!(status.contains("points per partition"), "{status}");
     fails(
         &["build", "merge", "--out", o],
         &["partition graphs 0, 2", "ssdann build partition"],

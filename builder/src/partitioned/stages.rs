@@ -174,6 +174,8 @@ pub struct PlanStatus {
     pub plan: Plan,
     /// Partitions in the plan (0 while the plan is not finished).
     pub partitions: usize,
+    /// Points in each partition (its `part-XXXX.ids` count).
+    pub sizes: Vec<u64>,
     /// The partitions whose graph is built.
     pub graphs_done: Vec<usize>,
     /// Whether the merged graph is written.
@@ -197,6 +199,9 @@ pub fn plan_status(out_dir: &Path) -> Result<PlanStatus, BuildError> {
     } else {
         0
     };
+    let sizes = (0..partitions)
+        .map(|p| workdir::read_ids_count(&workdir::ids_path(dir, p)))
+        .collect::<Result<Vec<u64>, BuildError>>()?;
     let graphs_done = (0..partitions)
         .filter(|&p| graph_path(dir, p).exists())
         .collect();
@@ -204,6 +209,7 @@ pub fn plan_status(out_dir: &Path) -> Result<PlanStatus, BuildError> {
     Ok(PlanStatus {
         plan,
         partitions,
+        sizes,
         graphs_done,
         merged,
     })
