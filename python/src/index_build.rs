@@ -41,6 +41,29 @@ pub(crate) fn report_dict<'py>(py: Python<'py>, r: &ssdann::BuildReport) -> PyRe
     Ok(d)
 }
 
+/// The build parameters every build function takes alike (the rest at their defaults).
+#[allow(non_snake_case)]
+pub(crate) fn graph_params(
+    R: usize,
+    L: usize,
+    alpha: f32,
+    pq_bytes: Option<usize>,
+    threads: Option<usize>,
+    force: bool,
+    resume: bool,
+) -> BuildParams {
+    BuildParams {
+        max_degree: R,
+        build_l: L,
+        alpha,
+        pq_bytes,
+        threads,
+        force,
+        resume,
+        ..Default::default()
+    }
+}
+
 /// `memory_budget_gb` in bytes; ValueError outside (0, 1e6] GiB.
 pub(crate) fn budget_bytes(g: f64) -> PyResult<u64> {
     if g.is_finite() && g > 0.0 && g <= 1e6 {
@@ -140,15 +163,8 @@ pub(crate) fn build<'py>(
     }
     let params = BuildParams {
         metric,
-        max_degree: R,
-        build_l: L,
-        alpha,
-        pq_bytes,
-        threads,
-        force,
         memory_budget_bytes,
-        resume,
-        ..Default::default()
+        ..graph_params(R, L, alpha, pq_bytes, threads, force, resume)
     };
     // Not a path: any array-like, made C-contiguous (a copy only when it is not already).
     let converted;

@@ -3,7 +3,7 @@
 //! tasks), with an optional progress callback.
 
 use crate::errors::build_err;
-use crate::index_build::{budget_bytes, report_dict};
+use crate::index_build::{budget_bytes, graph_params, report_dict};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -165,15 +165,8 @@ pub(crate) fn build_plan<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let params = BuildParams {
         metric: metric.parse::<Metric>().map_err(PyValueError::new_err)?,
-        max_degree: R,
-        build_l: L,
-        alpha,
-        pq_bytes,
-        threads,
-        force,
         memory_budget_bytes: Some(budget_bytes(memory_budget_gb)?),
-        resume,
-        ..Default::default()
+        ..graph_params(R, L, alpha, pq_bytes, threads, force, resume)
     };
     let pr = LineProgress::new(progress);
     let rep = py

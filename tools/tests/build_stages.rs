@@ -5,22 +5,13 @@
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn ssdann(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ssdann"))
-        .args(args)
-        .output()
-        .expect("run ssdann")
-}
+mod common;
+use common::{ssdann, text};
 
 fn ok(args: &[&str]) -> String {
     let o = ssdann(args);
-    let t = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let t = text(&o);
     assert!(o.status.success(), "{args:?} failed: {t}");
     t
 }

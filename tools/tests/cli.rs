@@ -6,20 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn ssdann(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ssdann"))
-        .args(args)
-        .output()
-        .expect("run ssdann")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+mod common;
+use common::{ssdann, text};
 
 fn fbin(path: &Path, n: u32, d: u32, vals: &[f32]) {
     let mut b = n.to_le_bytes().to_vec();
