@@ -109,8 +109,8 @@ def fmt(x, spec):
     return "—" if x is None else format(x, spec)
 
 
-def print_report(res, rat):
-    print("\n== build (R=64, L=100, α=1.2, 48 PQ bytes, 2 threads)")
+def print_report(res, rat, pq_bytes=48):
+    print(f"\n== build (R=64, L=100, α=1.2, {pq_bytes} PQ bytes, 2 threads)")
     print(f"{'system':<22} {'wall s':>8} {'peak RSS MiB':>13} {'index MiB':>10}")
     for s in res:
         b = res[s]["build"]
@@ -159,11 +159,11 @@ def plot(res, path):
     fig.savefig(path, dpi=120)
 
 
-def main(out_dir):
+def main(out_dir, pq_bytes=48):
     res = load(out_dir)
     caches = sorted({r["cache_nodes"] for r in res["ours"]["rows"]})
     rat = {(t, c): ratios(res, t, c) for t in (1, 2) for c in caches}
-    print_report(res, rat)
+    print_report(res, rat, pq_bytes)
     with open(os.path.join(out_dir, "peer_report.json"), "w") as f:
         json.dump({"results": res, "ratios": {f"threads{t}_cache{c}": v for (t, c), v in rat.items()}}, f, indent=1)
     try:
@@ -174,4 +174,5 @@ def main(out_dir):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "out"))
+    main(sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "out"),
+         int(sys.argv[2]) if len(sys.argv) > 2 else 48)

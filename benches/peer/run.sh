@@ -129,4 +129,4 @@ for rep in $(seq 1 "$REPEATS"); do
   done
 done
 
-"$here/.venv-report/bin/python" "$here/report.py" "$OUT" | tee "$OUT/report.txt"
+"$here/.venv-report/bin/python" "$here/report.py" "$OUT" "$PQ" | tee "$OUT/report.txt"
