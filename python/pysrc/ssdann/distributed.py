@@ -547,6 +547,20 @@ def evaluate(
     actor_cls = ray.remote(num_cpus=threads_per_worker)(_Searcher)
     n_actors = len(dirs) if parts_mode else workers
     actors = [actor_cls.remote(dirs[i] if parts_mode else dirs[0]) for i in range(n_actors)]
+    try:
+        return _evaluate_on(ray, actors, dirs, parts_mode, queries, gt_ids, gt_dist, total, k, ls, W,
+                            threads_per_worker, probe, id_maps, nodes, json_path, verbose)
+    finally:
+        for a in actors:
+            ray.kill(a)
+
+
+def _evaluate_on(ray, actors, dirs, parts_mode, queries, gt_ids, gt_dist, total, k, ls, W,
+                 threads_per_worker, probe, id_maps, nodes, json_path, verbose):
+    """The body of :func:`evaluate` once its actors exist (they are killed by the caller)."""
+    import ssdann
+
+    n_actors = len(actors)
     infos = ray.get([a.info.remote() for a in actors])
     if len({(i["dim"], i["metric"]) for i in infos}) != 1:
         raise ValueError("index parts of different dimension or metric: " + ", ".join(f"{d} (d = {i['dim']}, {i['metric']})" for d, i in zip(dirs, infos)))
@@ -615,8 +629,6 @@ def evaluate(
                   f"{row['sector_reads']:>8.1f} {row['cache_hits']:>7.1f} {row['hops']:>6.1f} {row['io_wait_us']:>8.0f}")
         out_rows.append(row)
         out_ids[l], out_dists[l] = ids, dists
-    for a in actors:
-        ray.kill(a)
     result = {"params": params, "rows": out_rows}
     if json_path is not None:
         with open(json_path, "w", encoding="utf-8") as f:
