@@ -602,3 +602,53 @@ fn recall_reads_rounds(options: OpenOptions, p: &SearchParams) -> (f64, f64, f64
     let per = |x: u64| x as f64 / nq as f64;
     (recall_at_k(&found, &gt, 10), per(reads), per(hops))
 }
+
+#[test]
+fn a_cache_chosen_by_sample_searches_reads_less_than_bfs_with_the_same_results() {
+    use ssdann::engine::CachePolicy;
+    let p = SearchParams { l: 50, w: 4 };
+    let record = {
+        let idx = Index::open(
+            index_dir(),
+            OpenOptions {
+                read_only: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        idx.header().layout.record_bytes as u64
+    };
+    // 300 nodes paid for in bytes (16 bytes of index per entry), chosen both ways.
+    let bytes = 300 * (record + 16);
+    let bfs = OpenOptions {
+        cache_bytes: bytes,
+        ..Default::default()
+    };
+    let sampled = OpenOptions {
+        cache_bytes: bytes,
+        cache_policy: CachePolicy::SampleVisits { samples: 1000 },
+        ..Default::default()
+    };
+    for o in [&bfs, &sampled] {
+        let idx = Index::open(
+            index_dir(),
+            OpenOptions {
+                read_only: true,
+                ..o.clone()
+            },
+        )
+        .unwrap();
+        assert_eq!(idx.cached_nodes(), 300);
+    }
+    let (r_none, reads_none, _) = recall_reads_rounds(OpenOptions::default(), &p);
+    let (r_bfs, reads_bfs, _) = recall_reads_rounds(bfs, &p);
+    let (r_hot, reads_hot, _) = recall_reads_rounds(sampled, &p);
+    eprintln!("recall {r_none:.4} / {r_bfs:.4} / {r_hot:.4}, reads {reads_none:.1} / {reads_bfs:.1} / {reads_hot:.1} (none / BFS / sampled)");
+    // A cache changes which reads happen, not what is found.
+    assert!((r_hot - r_none).abs() <= 0.002 && (r_bfs - r_none).abs() <= 0.002);
+    assert!(reads_bfs < reads_none);
+    assert!(
+        reads_hot < reads_bfs,
+        "sampled cache {reads_hot:.2} reads vs BFS {reads_bfs:.2}"
+    );
+}

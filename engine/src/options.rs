@@ -13,12 +13,38 @@ pub const MAX_L: usize = 100_000;
 /// holds that many blocks of buffers).
 pub const MAX_W: usize = 1024;
 
+/// How the node cache chooses its nodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CachePolicy {
+    /// The nodes nearest the entry point by BFS hops (DiskANN's `cache_bfs_levels`).
+    #[default]
+    Bfs,
+    /// The nodes that `samples` searches expand most often (DiskANN's cache from sample
+    /// queries, `generate_cache_list_from_sample_queries`), topped up in BFS order when
+    /// fewer nodes were expanded than the cache holds. The sample queries are the PQ
+    /// reconstructions of evenly spaced live points (no file to supply), searched at open
+    /// (and when a merge reopens the index) with L = 100, W = 4: about `samples` × 50
+    /// reads added to each (2,000 samples: ~5 s on pypi-minilm-100k here). On that set, at
+    /// 1,000 / 5,000 cached nodes, 0.98× / 0.95× the reads of the BFS choice
+    /// (docs/PERFORMANCE.md, "Node cache by bytes").
+    SampleVisits {
+        /// Sample searches (e.g. 2,000).
+        samples: usize,
+    },
+}
+
 /// How to open an index.
 #[derive(Clone, Debug)]
 pub struct OpenOptions {
-    /// Nodes held in RAM: the `cache_nodes` nodes nearest the entry point by BFS hops.
+    /// Nodes held in RAM (their whole sector records), chosen by [`Self::cache_policy`].
     /// Expanding one counts as a cache hit, not a read. Default 0.
     pub cache_nodes: usize,
+    /// RAM for the node cache, in bytes (default 0): when it holds more records than
+    /// `cache_nodes`, the cache takes `cache_bytes / (record bytes + 16)` nodes instead
+    /// (16 bytes of index per entry).
+    pub cache_bytes: u64,
+    /// How the cached nodes are chosen. Default [`CachePolicy::Bfs`].
+    pub cache_policy: CachePolicy,
     /// I/O backend. Default io_uring.
     pub io: IoBackend,
     /// Check each block's CRC32 on every read (off by default); a mismatch is an error.
@@ -66,6 +92,8 @@ impl Default for OpenOptions {
     fn default() -> Self {
         OpenOptions {
             cache_nodes: 0,
+            cache_bytes: 0,
+            cache_policy: CachePolicy::Bfs,
             io: IoBackend::IoUring,
             verify_reads: false,
             max_beam_width: 16,
@@ -106,5 +134,15 @@ impl std::str::FromStr for SyncMode {
                 .map(SyncMode::Interval)
                 .ok_or_else(|| format!("unknown sync mode {s:?} (expected always, interval=MS with MS > 0, or never)")),
         }
+    }
+}
+
+impl OpenOptions {
+    /// Nodes the cache holds for sector records of `record_bytes` each: the larger of
+    /// `cache_nodes` and what `cache_bytes` pays for.
+    pub fn cache_count(&self, record_bytes: usize) -> usize {
+        let by_bytes = self.cache_bytes / (record_bytes as u64 + 16);
+        self.cache_nodes
+            .max(usize::try_from(by_bytes).unwrap_or(usize::MAX))
     }
 }

@@ -10,7 +10,7 @@
 //! hold exclusively only to link a point they have already logged and planned.
 
 use crate::error::EngineError;
-use crate::options::OpenOptions;
+use crate::options::{CachePolicy, OpenOptions};
 use crate::search::{
     beam_search, check_query, ContextPool, Neighbor, SearchContext, SearchParams, SearchStats,
 };
@@ -90,6 +90,51 @@ fn hash_table_bytes(capacity: usize, entry: usize) -> usize {
     buckets * (entry + 1) + 16
 }
 
+/// The `count` nodes that `samples` searches expand most often (ties by slot), then BFS
+/// order from the entry point for the rest: DiskANN's cache from sample queries. The sample
+/// queries are the PQ reconstructions of `samples` evenly spaced live slots, searched on
+/// the SSD alone (no delta, no tombstones) at L = 100, W = 4.
+///
+/// # Errors
+/// A read or a damaged block, as any search's.
+fn hot_nodes(state: &State, count: usize, samples: usize) -> Result<Vec<u32>> {
+    let n = state.header.n_slots as usize;
+    let m = state.pq.m();
+    let live: Vec<u32> = (0..n)
+        .filter(|&i| !state.labels.is_free(i))
+        .map(|i| i as u32)
+        .collect();
+    let mut visits = vec![0u32; n];
+    if samples > 0 && !live.is_empty() {
+        let pool = ContextPool::default();
+        let mut ctx = pool.take(state);
+        ctx.expanded_log = Some(Vec::new());
+        let mut q = vec![0f32; state.dim()];
+        let mut out = Vec::new();
+        let params = SearchParams { l: 100, w: 4 };
+        let step = (live.len() / samples).max(1);
+        for &s in live.iter().step_by(step).take(samples) {
+            let s = s as usize;
+            state.pq.decode(&state.codes[s * m..(s + 1) * m], &mut q);
+            let k = 10.min(live.len());
+            beam_search(state, &mut ctx, &q, k, &params, &mut out)?;
+            for id in ctx.expanded_log.iter_mut().flat_map(|log| log.drain(..)) {
+                if let Some(v) = visits.get_mut(id as usize) {
+                    *v += 1;
+                }
+            }
+        }
+    }
+    let mut hot: Vec<u32> = (0..n as u32).filter(|&i| visits[i as usize] > 0).collect();
+    hot.sort_by_key(|&i| (std::cmp::Reverse(visits[i as usize]), i));
+    hot.truncate(count);
+    if hot.len() < count {
+        let rest = state.bfs_order(count - hot.len(), &hot)?;
+        hot.extend(rest);
+    }
+    Ok(hot)
+}
+
 /// Searches retried when a delete that raced with them left fewer than k SSD results.
 const RACE_RETRIES: usize = 3;
 
@@ -100,7 +145,17 @@ impl Snapshot {
     /// # Errors
     /// As [`State::open`], and the WAL's errors (a corrupt record, I/O).
     pub(crate) fn open(dir: &Path, options: OpenOptions) -> Result<Snapshot> {
-        let state = State::open(dir, options)?;
+        let mut state = State::open(dir, options)?;
+        if let CachePolicy::SampleVisits { samples } = state.options.cache_policy {
+            let count = state
+                .options
+                .cache_count(state.header.layout.record_bytes)
+                .min(state.header.n_slots as usize);
+            if count > 0 {
+                let ids = hot_nodes(&state, count, samples)?;
+                state.cache = state.load_cache(&ids)?;
+            }
+        }
         let (updates, wal) = Updates::open(&state)?;
         Ok(Snapshot {
             state,

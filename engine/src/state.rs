@@ -179,8 +179,14 @@ impl State {
             navigation: None,
             superseded: AtomicBool::new(false),
         };
-        if state.options.cache_nodes > 0 {
-            state.cache = state.load_cache(state.options.cache_nodes)?;
+        let count = state
+            .options
+            .cache_count(state.header.layout.record_bytes)
+            .min(state.header.n_slots as usize);
+        // Sample visits need searches: the snapshot, which owns them, fills that cache.
+        if count > 0 && state.options.cache_policy == crate::options::CachePolicy::Bfs {
+            let ids = state.bfs_order(count, &[])?;
+            state.cache = state.load_cache(&ids)?;
         }
         if state.options.navigation_nodes > 0 {
             state.navigation = Navigation::build(
@@ -227,14 +233,15 @@ impl State {
         self.check_block(&buf.as_slice()[..l.block_bytes()], b)
     }
 
-    /// BFS from the entry point, caching the first `count` nodes' records.
-    fn load_cache(&self, count: usize) -> Result<NodeCache> {
+    /// The first `count` slots in BFS order from the entry point, skipping `exclude`
+    /// (reads each visited node's block with pread, checking it).
+    ///
+    /// # Errors
+    /// [`EngineError::Layout`] / [`EngineError::Inconsistent`] for a damaged block or record.
+    pub(crate) fn bfs_order(&self, count: usize, exclude: &[u32]) -> Result<Vec<u32>> {
         let l = self.header.layout;
-        let count = count.min(self.header.n_slots as usize);
-        let mut cache = NodeCache {
-            slots: HashMap::with_capacity(count),
-            records: Vec::with_capacity(count * l.record_bytes),
-        };
+        let skip: std::collections::HashSet<u32> = exclude.iter().copied().collect();
+        let mut out = Vec::with_capacity(count);
         let mut buf = AlignedBuf::new(l.block_bytes());
         let mut frontier = std::collections::VecDeque::new();
         let entry = self.header.entry_point as u32;
@@ -242,13 +249,30 @@ impl State {
         let mut seen = std::collections::HashSet::new();
         seen.insert(entry);
         while let Some(id) = frontier.pop_front() {
-            if cache.slots.len() >= count {
+            if out.len() >= count {
                 break;
             }
-            self.read_block_for(id, &mut buf)?;
-            let off = l.offset_in_block(u64::from(id));
-            let rec = l.record(buf.as_slice(), off);
-            rec.check(
+            let rec = self.checked_record(id, &mut buf)?;
+            if !skip.contains(&id) {
+                out.push(id);
+            }
+            for nb in l.record(buf.as_slice(), rec).neighbors() {
+                if seen.insert(nb) {
+                    frontier.push_back(nb);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads node `id`'s block into `buf` and checks its record; returns the record's
+    /// offset in the block.
+    fn checked_record(&self, id: u32, buf: &mut AlignedBuf) -> Result<usize> {
+        let l = self.header.layout;
+        self.read_block_for(id, buf)?;
+        let off = l.offset_in_block(u64::from(id));
+        l.record(buf.as_slice(), off)
+            .check(
                 u64::from(id),
                 self.header.n_slots,
                 self.header.max_degree as usize,
@@ -257,15 +281,26 @@ impl State {
                 path: self.file.path.clone(),
                 detail,
             })?;
+        Ok(off)
+    }
+
+    /// A node cache of the records of `ids`.
+    ///
+    /// # Errors
+    /// As [`Self::bfs_order`].
+    pub(crate) fn load_cache(&self, ids: &[u32]) -> Result<NodeCache> {
+        let l = self.header.layout;
+        let mut cache = NodeCache {
+            slots: HashMap::with_capacity(ids.len()),
+            records: Vec::with_capacity(ids.len() * l.record_bytes),
+        };
+        let mut buf = AlignedBuf::new(l.block_bytes());
+        for &id in ids {
+            let off = self.checked_record(id, &mut buf)?;
             cache.slots.insert(id, cache.records.len());
             cache
                 .records
                 .extend_from_slice(&buf.as_slice()[off..off + l.record_bytes]);
-            for nb in rec.neighbors() {
-                if seen.insert(nb) {
-                    frontier.push_back(nb);
-                }
-            }
         }
         Ok(cache)
     }

@@ -5,7 +5,7 @@ use crate::progress::bar;
 use crate::search::MAX_L;
 use crate::search::{check_k_w, check_l, load_queries, parse_list};
 use anyhow::{bail, Context, Result};
-use ssdann_engine::{Index, IoBackend, Neighbor, OpenOptions, SearchParams};
+use ssdann_engine::{CachePolicy, Index, IoBackend, Neighbor, OpenOptions, SearchParams};
 use ssdann_layout::GroundTruth;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -55,9 +55,18 @@ pub struct EvalArgs {
     /// Thread counts to sweep (comma-separated).
     #[arg(long, default_value = "1,2")]
     threads: String,
-    /// Nodes to keep in RAM (BFS from the entry point).
+    /// Nodes to keep in RAM (BFS from the entry point, or see --cache-samples).
     #[arg(long, default_value_t = 0)]
     cache_nodes: usize,
+    /// RAM for the node cache in bytes (e.g. 2000000): as many whole sector records as it
+    /// pays for, when more than --cache-nodes.
+    #[arg(long, default_value_t = 0)]
+    cache_bytes: u64,
+    /// Choose the cached nodes by how often N sample searches at open expand them
+    /// (DiskANN's cache from sample queries; samples = PQ reconstructions of evenly spaced
+    /// points) instead of BFS from the entry point; 0 = BFS.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    cache_samples: usize,
     /// Sample nodes of an in-memory navigation graph built at open (experimental; 0 = none):
     /// searches start from its nodes nearest the query instead of the medoid.
     #[arg(long, default_value_t = 0)]
@@ -296,6 +305,14 @@ pub fn cmd_eval(a: EvalArgs) -> Result<()> {
         &a.index,
         OpenOptions {
             cache_nodes: a.cache_nodes,
+            cache_bytes: a.cache_bytes,
+            cache_policy: if a.cache_samples > 0 {
+                CachePolicy::SampleVisits {
+                    samples: a.cache_samples,
+                }
+            } else {
+                CachePolicy::Bfs
+            },
             navigation_nodes: a.nav_nodes,
             io: a.io,
             verify_reads: false,
@@ -340,7 +357,7 @@ pub fn cmd_eval(a: EvalArgs) -> Result<()> {
     );
     let rows = run_eval(&index, &q, nq, &gt, a.k, &ls, a.w, &threads, false)?;
     if let Some(j) = a.json {
-        let extra = serde_json::json!({"index": a.index, "queries": a.queries, "nq": nq, "k": a.k, "W": a.w, "cache_nodes": index.cached_nodes(), "nav_nodes": a.nav_nodes, "sector_reuse": !a.no_sector_reuse, "pipeline": a.pipeline, "dynamic_beam": a.dynamic_beam, "termination_ratio": a.termination_ratio, "io": index.io_backend_name(), "o_direct": index.direct_io()});
+        let extra = serde_json::json!({"index": a.index, "queries": a.queries, "nq": nq, "k": a.k, "W": a.w, "cache_nodes": index.cached_nodes(), "cache_samples": a.cache_samples, "nav_nodes": a.nav_nodes, "sector_reuse": !a.no_sector_reuse, "pipeline": a.pipeline, "dynamic_beam": a.dynamic_beam, "termination_ratio": a.termination_ratio, "io": index.io_backend_name(), "o_direct": index.direct_io()});
         std::fs::write(&j, serde_json::to_string_pretty(&rows_json(&rows, extra))?)
             .with_context(|| format!("{}: cannot write", j.display()))?;
     }

@@ -246,6 +246,9 @@ pub(crate) fn beam_search(
 /// Adds the neighbours of node `id` (listed in `ctx.nbrs`) to the candidate list with their
 /// PQ distances.
 pub(super) fn push_neighbors(index: &State, ctx: &mut SearchContext, id: u32) -> Result<()> {
+    if let Some(log) = ctx.expanded_log.as_mut() {
+        log.push(id);
+    }
     let n = index.header.n_slots;
     let m = index.pq.m();
     for j in 0..ctx.nbrs.len() {

@@ -45,6 +45,9 @@ pub struct SearchContext {
     pub(super) nav_scratch: crate::navigation::NavScratch,
     pub(super) seeds: Vec<u32>,
     pub(super) delta_found: Vec<(f32, u64)>,
+    /// When set, every node the SSD search expands is appended (the cache's sample
+    /// searches count visits with it).
+    pub(crate) expanded_log: Option<Vec<u32>>,
     /// The process that created the context (and its reader: an io_uring ring is not
     /// usable across a fork).
     pid: u32,
@@ -142,6 +145,7 @@ impl SearchContext {
             nav_scratch: Default::default(),
             seeds: Vec::new(),
             delta_found: Vec::new(),
+            expanded_log: None,
             pid: std::process::id(),
         }
     }
