@@ -39,8 +39,16 @@ use errors::{check_index_dir, engine_err, CorruptIndexError, IndexLockedError};
 /// path : str or os.PathLike
 ///     The index directory (made by ``ssdann.build``).
 /// cache_nodes : int, default 0
-///     Nodes kept in RAM (BFS from the entry point): each saves a read when a search
-///     expands it; costs about one sector record of RAM per node.
+///     Nodes kept in RAM (BFS from the entry point, or see ``cache_samples``): each saves
+///     a read when a search expands it; costs about one sector record of RAM per node.
+/// cache_bytes : int, default 0
+///     RAM for the node cache in bytes: as many whole records as it pays for (16 bytes of
+///     index each), when that is more than ``cache_nodes``.
+/// cache_samples : int, default 0
+///     Choose the cached nodes by how often this many sample searches at open expand them
+///     (DiskANN's cache from sample queries; the samples are reconstructions of evenly
+///     spaced points) instead of BFS: ~2–5% fewer reads than BFS on minilm-100k, ~5 s more
+///     open time for 2,000 samples. 0: BFS.
 /// io : {"io_uring", "pread"}, default "io_uring"
 ///     Read backend; falls back to pread (with one warning) where the kernel refuses io_uring.
 /// verify_reads : bool, default False
@@ -81,7 +89,8 @@ struct Index {
 #[pymethods]
 impl Index {
     #[new]
-    #[pyo3(signature = (path, *, cache_nodes = 0, io = "io_uring", verify_reads = false, read_only = false), text_signature = "(path, *, cache_nodes=0, io=\"io_uring\", verify_reads=False, read_only=False)")]
+    #[pyo3(signature = (path, *, cache_nodes = 0, io = "io_uring", verify_reads = false, read_only = false, cache_bytes = 0, cache_samples = 0), text_signature = "(path, *, cache_nodes=0, io=\"io_uring\", verify_reads=False, read_only=False, cache_bytes=0, cache_samples=0)")]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         path: PathBuf,
@@ -89,11 +98,21 @@ impl Index {
         io: &str,
         verify_reads: bool,
         read_only: bool,
+        cache_bytes: u64,
+        cache_samples: usize,
     ) -> PyResult<Self> {
         let io: IoBackend = io.parse().map_err(PyValueError::new_err)?;
         check_index_dir(&path)?;
         let opts = OpenOptions {
             cache_nodes,
+            cache_bytes,
+            cache_policy: if cache_samples > 0 {
+                ssdann::engine::CachePolicy::SampleVisits {
+                    samples: cache_samples,
+                }
+            } else {
+                ssdann::engine::CachePolicy::Bfs
+            },
             io,
             verify_reads,
             read_only,

@@ -557,3 +557,16 @@ def test_recall_at_k_counts_ties_like_big_ann_benchmarks(index, data):
     assert ssdann.recall_at_k(np.array([[1, 2, 9]]), gt_ids, 3, d) == 1.0
     with pytest.raises(ValueError, match="k = 5"):
         ssdann.recall_at_k(np.array([[1, 2, 9]]), gt_ids, 5)
+
+
+def test_a_cache_sized_in_bytes_and_chosen_by_samples_keeps_the_results(tmp_path, data):
+    _, base, _, _ = data
+    x = np.ascontiguousarray(base[:2000])
+    ssdann.build(x, tmp_path / "idx", R=32, L=64, pq_bytes=16, threads=1)
+    q = x[:50] + 0.01
+    plain = ssdann.Index(tmp_path / "idx", read_only=True)
+    ids, _ = plain.batch_search(q, 10, L=50, threads=1)
+    cached = ssdann.Index(tmp_path / "idx", read_only=True, cache_bytes=2_000_000, cache_samples=300)
+    got, _, stats = cached.batch_search(q, 10, L=50, threads=1, return_stats=True)
+    assert (got[:, 0] == ids[:, 0]).all()
+    assert stats["cache_hits"].sum() > 0

@@ -101,6 +101,8 @@ class Index:
         io: Literal["io_uring", "pread"] = "io_uring",
         verify_reads: bool = False,
         read_only: bool = False,
+        cache_bytes: int = 0,
+        cache_samples: int = 0,
     ) -> None:
         """Open the index in ``path``. By default the handle may write (insert, delete,
         merge; it also finishes an interrupted merge) and holds the directory's lock
