@@ -251,6 +251,13 @@ pub(super) fn push_neighbors(index: &State, ctx: &mut SearchContext, id: u32) ->
     }
     let n = index.header.n_slots;
     let m = index.pq.m();
+    // The code rows are scattered over n × M bytes: ask for all of them before the first
+    // is needed, so that their misses overlap instead of queueing one by one.
+    for &nb in &ctx.nbrs {
+        if let Some(row) = index.codes.get(nb as usize * m..(nb as usize + 1) * m) {
+            ssdann_layout::distance::prefetch(row, 2);
+        }
+    }
     for j in 0..ctx.nbrs.len() {
         let nb = ctx.nbrs[j];
         if u64::from(nb) >= n {
