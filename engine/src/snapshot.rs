@@ -113,10 +113,10 @@ fn hot_nodes(state: &State, count: usize, samples: usize) -> Result<Vec<u32>> {
         let mut out = Vec::new();
         let params = SearchParams { l: 100, w: 4 };
         let step = (live.len() / samples).max(1);
+        let k = 10.min(live.len());
         for &s in live.iter().step_by(step).take(samples) {
             let s = s as usize;
             state.pq.decode(&state.codes[s * m..(s + 1) * m], &mut q);
-            let k = 10.min(live.len());
             beam_search(state, &mut ctx, &q, k, &params, &mut out)?;
             for id in ctx.expanded_log.iter_mut().flat_map(|log| log.drain(..)) {
                 if let Some(v) = visits.get_mut(id as usize) {

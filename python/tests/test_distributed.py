@@ -133,7 +133,6 @@ def test_losing_a_worker_node_in_the_middle_of_the_build_still_finishes(cluster,
     assert rep["build"]["n"] == 36000 and rep["build"]["partitions"] >= 3
     # The partition that was running on the lost node ran again elsewhere (Ray's retry).
     assert any(len(nodes) > 1 for nodes in started.values()), started
-    print("partition seconds", [(r["points"], round(r["seconds"], 2)) for r in rep["partitions"]])
     truth = exact_top(base, queries, 10)
     one = ssdann.build(tmp_path / "base.fbin", tmp_path / "one", memory_budget_gb=budget, threads=1, **params)
     assert one["partitions"] == rep["build"]["partitions"]

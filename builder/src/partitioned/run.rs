@@ -268,14 +268,7 @@ impl<'a> Run<'a> {
     /// # Errors
     /// [`BuildError::Layout`] naming the file.
     pub(crate) fn partition_count(&self) -> Result<usize, BuildError> {
-        let path = self.dir.join(PARTITIONS_FILE);
-        Ok(
-            ssdann_layout::blob::read_blob_fields(&path, &workdir::PARTITIONS_MAGIC, 1)?
-                .1
-                .first()
-                .copied()
-                .unwrap_or(0) as usize,
-        )
+        workdir::read_partition_count(&self.dir)
     }
 
     /// Stage 3 for partition `p` of `parts`: its Vamana graph. Returns false when its graph
@@ -288,15 +281,7 @@ impl<'a> Run<'a> {
         if graph_path(dir, p).exists() {
             return Ok(false);
         }
-        let size = ssdann_layout::blob::read_blob_fields(
-            &workdir::ids_path(dir, p),
-            &workdir::IDS_MAGIC,
-            1,
-        )?
-        .1
-        .first()
-        .copied()
-        .unwrap_or(0);
+        let size = workdir::read_ids_count(&workdir::ids_path(dir, p))?;
         self.progress
             .message(&format!("partition {}/{parts}: {size} points", p + 1));
         let (rows, n, vp) = (&self.rows, self.file.len(), self.params.vamana());

@@ -189,13 +189,8 @@ pub struct PlanStatus {
 pub fn plan_status(out_dir: &Path) -> Result<PlanStatus, BuildError> {
     let plan = read_plan(out_dir)?;
     let dir = &plan.work_dir;
-    let parts_path = dir.join(PARTITIONS_FILE);
-    let partitions = if parts_path.exists() {
-        ssdann_layout::blob::read_blob_fields(&parts_path, &workdir::PARTITIONS_MAGIC, 1)?
-            .1
-            .first()
-            .copied()
-            .unwrap_or(0) as usize
+    let partitions = if dir.join(PARTITIONS_FILE).exists() {
+        workdir::read_partition_count(dir)?
     } else {
         0
     };

@@ -192,6 +192,17 @@ pub fn lock_shared(dir: &Path) -> Result<Option<std::fs::File>, BuildError> {
     }
 }
 
+/// The number of partitions `partitions.bin` in work directory `dir` holds (its header's
+/// count).
+///
+/// # Errors
+/// [`BuildError::Layout`] naming the file.
+pub fn read_partition_count(dir: &Path) -> Result<usize, BuildError> {
+    let path = dir.join(PARTITIONS_FILE);
+    let (_, fields) = ssdann_layout::blob::read_blob_fields(&path, &PARTITIONS_MAGIC, 1)?;
+    Ok(fields.first().copied().unwrap_or(0) as usize)
+}
+
 /// The number of ids `part-XXXX.ids` holds (its header's count, checked against its size).
 ///
 /// # Errors

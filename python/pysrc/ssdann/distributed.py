@@ -55,7 +55,7 @@ def _ray(address: Optional[str]):
 
 def _emitter(progress: Union[bool, Callable[[str], Any]]) -> Callable[[str], None]:
     if callable(progress):
-        return lambda line: progress(line)
+        return progress
     if progress:
         return lambda line: print(line, file=sys.stderr, flush=True)
     return lambda line: None
