@@ -5,7 +5,8 @@
 #   benches/peer/run.sh --data ../shared/data/pypi-minilm-100k [--out DIR] [--nq 1000]
 #                       [-L 20,30,40,50,75,100] [--threads 1,2] [--systems "cpp rust"]
 #                       [--pq-bytes 48] [--ssdann BIN] [--build-only] [--nav-nodes N]
-#                       [--eval-flags "--dynamic-beam ..."] [--repeats 3]
+#                       [--eval-flags "--dynamic-beam ..."] [--build-flags "--neighbor-codes"]
+#                       [--repeats 3]
 #
 # Builds all three indexes (R=64, L=100, α=1.2, 48 PQ bytes, 2 threads), runs the same query
 # sweep (k=10, W=4, threads 1 and 2, node cache 0 and 1% of n), and writes the table, the
@@ -20,13 +21,14 @@
 # (wall time and peak RSS in OUT/*_build.json), for repeated build-time runs.
 # The data directory holds base.EXT, query.EXT (EXT = fbin, u8bin or i8bin) and gt.ibin.
 # --nav-nodes N searches ssdann with an in-memory navigation graph of N nodes (eval --nav-nodes);
-# --eval-flags passes more `ssdann eval` switches (e.g. "--dynamic-beam") for ablation runs.
+# --eval-flags passes more `ssdann eval` switches (e.g. "--dynamic-beam") for ablation runs;
+# --build-flags more `ssdann build` switches (e.g. "--neighbor-codes"), ssdann only.
 # --repeats N runs every search sweep N times, interleaved; the report gives median ratios
 # with their spread. Every system's p99 is one call per query per thread (peer.py).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-REPEATS=1 EVAL_FLAGS="" NAV=0 BUILD_ONLY="" DATA="" OUT="$here/out" NQ=1000 LS="" THREADS=1,2 SYSTEMS="" PQ=48 SSDANN="" BUDGET="" PEER_BUDGET=""
+REPEATS=1 EVAL_FLAGS="" BUILD_FLAGS="" NAV=0 BUILD_ONLY="" DATA="" OUT="$here/out" NQ=1000 LS="" THREADS=1,2 SYSTEMS="" PQ=48 SSDANN="" BUDGET="" PEER_BUDGET=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --data) DATA=$(cd "$2" && pwd); shift 2 ;;
@@ -41,9 +43,10 @@ while [ $# -gt 0 ]; do
     --build-only) BUILD_ONLY=1; shift ;;
     --nav-nodes) NAV="$2"; shift 2 ;;
     --eval-flags) EVAL_FLAGS="$2"; shift 2 ;;
+    --build-flags) BUILD_FLAGS="$2"; shift 2 ;;
     --repeats) REPEATS="$2"; shift 2 ;;
     --peer-budget-gib) PEER_BUDGET="$2"; shift 2 ;;
-    -h|--help) sed -n 2,26p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,27p "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -101,7 +104,7 @@ fi
 echo "== build: ssdann"
 rm -rf "$OUT/work/ours"
 /usr/bin/time -f "%e %M" -o "$OUT/ours_time.txt" "$SSDANN" build --data "$BASE" --out "$OUT/work/ours" \
-  -R 64 -L 100 --alpha 1.2 --pq-bytes "$PQ" --threads 2 -q | tee "$OUT/ours_build.txt"
+  -R 64 -L 100 --alpha 1.2 --pq-bytes "$PQ" --threads 2 -q $BUILD_FLAGS | tee "$OUT/ours_build.txt"
 read -r wall rss_kib < "$OUT/ours_time.txt"
 bytes=$(du -sb "$OUT/work/ours" | cut -f1)
 echo "{\"build_wall_s\": $wall, \"build_peak_rss_bytes\": $((rss_kib * 1024)), \"index_bytes\": $bytes, \"commit\": \"$(cd "$root" && git rev-parse --short HEAD)\"}" > "$OUT/ours_build.json"

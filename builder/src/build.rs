@@ -67,6 +67,12 @@ pub struct BuildParams {
     /// `partitioned::interrupt`).
     #[doc(hidden)]
     pub interrupt_at: Option<String>,
+    /// Store each neighbour's residual PQ code in the node records (`--neighbor-codes`,
+    /// format 2; default false): records grow to one per 4 KB sector and a search ranks the
+    /// neighbours of every node it reads by PQ + this refinement, at no extra RAM
+    /// ([`ssdann_layout::sector::NodeLayout::with_neighbor_codes`]). M₂ is the largest that
+    /// fits the sector, at most M. One-shot builds only; an index built so refuses updates.
+    pub neighbor_codes: bool,
 }
 
 /// Precision of the vectors the Vamana graph is built on (f32 input only).
@@ -114,6 +120,7 @@ impl Default for BuildParams {
             passes: 2,
             resume: false,
             interrupt_at: None,
+            neighbor_codes: false,
         }
     }
 }
@@ -129,6 +136,8 @@ pub struct BuildReport {
     pub element: ElementType,
     /// PQ subspaces M.
     pub pq_m: usize,
+    /// Residual PQ subspaces M₂ of the neighbour codes in the records (0: none).
+    pub nbr_code_m: usize,
     /// Entry point (medoid), as a row number of the input.
     pub medoid: u32,
     /// Mean out-degree of the graph.
@@ -207,6 +216,13 @@ impl BuildParams {
         }
         if self.threads == Some(0) {
             return Err(BuildError::param("--threads", 0, "must be at least 1"));
+        }
+        if self.neighbor_codes && self.memory_budget_bytes.is_some() {
+            return Err(BuildError::param(
+                "--neighbor-codes",
+                true,
+                "not supported with --memory-budget yet (one-shot builds only)",
+            ));
         }
         Ok(())
     }
@@ -573,7 +589,21 @@ fn build_typed<T: Element>(
     phases.push((Phase::VamanaPass1, graph.pass_times[0]));
     phases.push((Phase::VamanaPass2, graph.pass_times[1]));
 
-    let layout = NodeLayout::new(dim, T::TYPE, params.max_degree)?;
+    let nbr_code_m = if params.neighbor_codes {
+        NodeLayout::fit_neighbor_code_m(dim, T::TYPE, params.max_degree, m).ok_or_else(|| {
+            BuildError::param(
+                "--neighbor-codes",
+                true,
+                format!(
+                    "a record of {dim} × {} + 4 + 4R (R = {}) bytes leaves no room for 12-byte neighbour codes in a 4 KB sector",
+                    T::TYPE, params.max_degree
+                ),
+            )
+        })?
+    } else {
+        0
+    };
+    let layout = NodeLayout::with_neighbor_codes(dim, T::TYPE, params.max_degree, nbr_code_m)?;
     let t = Instant::now();
     let perm: Vec<u32> = if params.reorder {
         progress.start(Phase::Reorder, 1);
@@ -637,6 +667,18 @@ fn build_typed<T: Element>(
             .copy_from_slice(&codes[old as usize * m..(old as usize + 1) * m]);
     }
     drop(codes);
+    let refine = (nbr_code_m > 0).then(|| {
+        crate::refine::train_and_encode(
+            &pq,
+            data,
+            dim,
+            &perm,
+            &slot_codes,
+            nbr_code_m,
+            params,
+            progress,
+        )
+    });
     let labels: Vec<u64> = perm.iter().map(|&old| u64::from(old)).collect();
     phases.push((Phase::Reorder, t.elapsed()));
 
@@ -653,9 +695,14 @@ fn build_typed<T: Element>(
         data,
         &adjacency,
         &perm,
+        refine.as_ref().map(|r| r.entries.as_slice()),
         progress,
     )?;
     pq.write(&tmp.join(PQ_PIVOTS_FILE))?;
+    if let Some(r) = &refine {
+        r.codebook
+            .write(&tmp.join(ssdann_layout::pq::PQ_REFINE_FILE))?;
+    }
     write_codes(&tmp.join(PQ_CODES_FILE), n, m, &slot_codes)?;
     ssdann_layout::labels::write_labels(&tmp.join(ssdann_layout::labels::LABELS_FILE), &labels)?;
     fsync_dir(&tmp)?;
@@ -672,11 +719,16 @@ fn build_typed<T: Element>(
         dim,
         element: T::TYPE,
         pq_m: m,
+        nbr_code_m,
         medoid: graph.medoid,
         mean_degree: adjacency.iter().map(Vec::len).sum::<usize>() as f64 / n.max(1) as f64,
         phases,
         index_bytes,
-        engine_ram_bytes: (slot_codes.len() + labels.len() * 8 + pq.memory_bytes()) as u64,
+        engine_ram_bytes: (slot_codes.len()
+            + labels.len() * 8
+            + pq.memory_bytes()
+            + refine.as_ref().map_or(0, |r| r.codebook.memory_bytes()))
+            as u64,
         partitions: 1,
         peak_rss_by_stage: Vec::new(),
         memory_estimate_bytes: crate::partitioned::budget::Shape::new(

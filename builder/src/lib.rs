@@ -19,6 +19,7 @@ pub mod output;
 pub mod partitioned;
 pub mod pq_train;
 pub mod progress;
+pub mod refine;
 pub mod reorder;
 pub mod robust_prune;
 pub mod synthetic;

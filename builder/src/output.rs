@@ -8,18 +8,20 @@ use crate::Result;
 use ssdann_layout::header::{HEADER_MAGIC, HEADER_SLOT_BYTES};
 use ssdann_layout::journal::JOURNAL_FILE;
 use ssdann_layout::labels::LABELS_FILE;
-use ssdann_layout::pq::{PQ_CODES_FILE, PQ_PIVOTS_FILE};
+use ssdann_layout::pq::{PQ_CODES_FILE, PQ_PIVOTS_FILE, PQ_REFINE_FILE};
 use ssdann_layout::wal::WAL_FILE;
 use std::path::{Path, PathBuf};
 
-/// Every file name an index directory may hold (docs/FORMAT.md): the build's four files, the
+/// Every file name an index directory may hold (docs/FORMAT.md): the build's four files (five
+/// with neighbour codes: `pq_refine.bin`), the
 /// WAL ([`WAL_FILE`]) and the temporary file of a WAL trim (the engine's
 /// `path.with_extension("log.trim")`), and a merge's journal ([`JOURNAL_FILE`]). A merge also
 /// stages `NAME.merge` beside `NAME` (see [`is_index_file_name`]). The CLI's tests check
 /// these against the engine's names.
-pub const INDEX_DIR_FILES: [&str; 7] = [
+pub const INDEX_DIR_FILES: [&str; 8] = [
     INDEX_FILE,
     PQ_PIVOTS_FILE,
+    PQ_REFINE_FILE,
     PQ_CODES_FILE,
     LABELS_FILE,
     WAL_FILE,

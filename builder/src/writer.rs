@@ -15,6 +15,8 @@ pub const WRITE_BATCH_BYTES: usize = 8 << 20;
 /// Writes the sector file for `data` (n × d row-major, indexed by original id) and
 /// `adjacency` (n lists by slot, each ≤ R, already in slot ids), where slot `s` holds the
 /// vector of original id `perm[s]`, under `header` (whose slot 0 is written; slot 1 is left zero = never written), then fsyncs.
+/// `nbr_codes`: with neighbour codes in the layout, every slot's code (n × `nbr_code_bytes`,
+/// by slot), copied into the records that list it.
 ///
 /// # Errors
 /// [`BuildError::Io`] naming `path`.
@@ -27,6 +29,7 @@ pub fn write_sector_file<T: Element>(
     data: &[T],
     adjacency: &[Vec<u32>],
     perm: &[u32],
+    nbr_codes: Option<&[u8]>,
     progress: &dyn Progress,
 ) -> Result<(), BuildError> {
     let n = header.n_slots as usize;
@@ -34,20 +37,26 @@ pub fn write_sector_file<T: Element>(
     assert_eq!(adjacency.len(), n, "one adjacency list per node");
     assert_eq!(perm.len(), n, "one original id per slot");
     assert_eq!(data.len(), n * dim, "data is n × d");
-    write_sector_file_from(path, header, progress, &mut |first, vectors, lists| {
-        let vb = vectors.len() / lists.len().max(1);
-        vectors
-            .par_chunks_mut(vb)
-            .zip(lists.par_iter_mut())
-            .enumerate()
-            .for_each(|(k, (v, l))| {
-                let src = perm[first + k] as usize;
-                v.copy_from_slice(bytemuck::cast_slice(&data[src * dim..(src + 1) * dim]));
-                l.clear();
-                l.extend_from_slice(&adjacency[first + k]);
-            });
-        Ok(())
-    })
+    write_sector_file_from(
+        path,
+        header,
+        nbr_codes,
+        progress,
+        &mut |first, vectors, lists| {
+            let vb = vectors.len() / lists.len().max(1);
+            vectors
+                .par_chunks_mut(vb)
+                .zip(lists.par_iter_mut())
+                .enumerate()
+                .for_each(|(k, (v, l))| {
+                    let src = perm[first + k] as usize;
+                    v.copy_from_slice(bytemuck::cast_slice(&data[src * dim..(src + 1) * dim]));
+                    l.clear();
+                    l.extend_from_slice(&adjacency[first + k]);
+                });
+            Ok(())
+        },
+    )
 }
 
 /// Fills one write batch: `(first slot, vectors, lists)`, see [`write_sector_file_from`].
@@ -59,18 +68,26 @@ pub type LoadBatch<'a> =
 /// `first..first + lists.len()`: `vectors` holds `lists.len()` stored vectors of
 /// `layout.vector_bytes()` bytes each (little-endian), `lists[k]` the out-neighbours (slot ids,
 /// ≤ R) of slot `first + k`. Memory: one batch of [`WRITE_BATCH_BYTES`] plus its lists, so a
-/// caller can stream the graph from files (the partitioned build does).
+/// caller can stream the graph from files (the partitioned build does). `nbr_codes`: see
+/// [`write_sector_file`] (required exactly when the layout has neighbour codes).
 ///
 /// # Errors
 /// [`BuildError::Io`] naming `path`, or any error `load` returns.
 pub fn write_sector_file_from(
     path: &Path,
     header: &IndexHeader,
+    nbr_codes: Option<&[u8]>,
     progress: &dyn Progress,
     load: &mut LoadBatch<'_>,
 ) -> Result<(), BuildError> {
     let layout = header.layout;
     let n = header.n_slots as usize;
+    let cb = layout.nbr_code_bytes();
+    assert_eq!(
+        nbr_codes.map_or(0, <[u8]>::len),
+        n * cb,
+        "one neighbour code per slot exactly when the layout has them"
+    );
     let io = |e| BuildError::io(path, e);
     let file = std::fs::File::create(path).map_err(io)?;
     file.set_len(header.file_bytes()).map_err(io)?;
@@ -103,12 +120,15 @@ pub fn write_sector_file_from(
                 let lo = b * npb as u64;
                 for id in lo..(lo + npb as u64).min(n as u64) {
                     let i = id as usize - first;
-                    layout.write_record(
-                        block,
-                        layout.offset_in_block(id),
-                        &vectors[i * vb..(i + 1) * vb],
-                        &lists[i],
-                    );
+                    let off = layout.offset_in_block(id);
+                    layout.write_record(block, off, &vectors[i * vb..(i + 1) * vb], &lists[i]);
+                    if let Some(codes) = nbr_codes {
+                        let slots = layout.neighbor_codes_mut(block, off);
+                        for (slot, &nb) in slots.chunks_exact_mut(cb).zip(&lists[i]) {
+                            let nb = nb as usize;
+                            slot.copy_from_slice(&codes[nb * cb..(nb + 1) * cb]);
+                        }
+                    }
                 }
                 seal_block(block);
             });

@@ -316,6 +316,12 @@ impl Index {
                 ),
             });
         }
+        if self.snapshot().state.header.layout.nbr_code_m > 0 {
+            return Err(EngineError::NotAllowed {
+                path: self.dir.clone(),
+                detail: "the index was built with --neighbor-codes (format 2): its records hold each neighbour's code, which inserts, deletes and merges do not maintain yet; inserts, deletes and merges are refused (rebuild it to change it)".into(),
+            });
+        }
         let g = self.update_gate.lock();
         if let Some(why) = self.broken.lock().as_ref() {
             return Err(EngineError::Inconsistent {

@@ -21,7 +21,7 @@ use crate::options::OpenOptions;
 use crate::Result;
 use ssdann_builder::build::INDEX_FILE;
 use ssdann_layout::labels::SlotLabels;
-use ssdann_layout::pq::{read_codes, PQ_CODES_FILE, PQ_PIVOTS_FILE};
+use ssdann_layout::pq::{read_codes, PQ_CODES_FILE, PQ_PIVOTS_FILE, PQ_REFINE_FILE};
 use ssdann_layout::sector::check_block;
 use ssdann_layout::{IndexHeader, PqCodebook, SECTOR_BYTES};
 use std::collections::HashMap;
@@ -44,6 +44,9 @@ pub(crate) struct State {
     pub(crate) dir: PathBuf,
     pub(crate) header: IndexHeader,
     pub(crate) pq: PqCodebook,
+    /// The residual codebook of the neighbour codes in the records (format 2,
+    /// `pq_refine.bin`); `None` for an index without them.
+    pub(crate) refine: Option<PqCodebook>,
     /// n × M PQ codes.
     pub(crate) codes: Vec<u8>,
     /// n labels (`FREE_LABEL` for a free slot), checked one-to-one at open.
@@ -57,6 +60,33 @@ pub(crate) struct State {
     /// post-merge blocks, whose lists can name slots past this state's n (skipped, not an
     /// error). See `merge` for why such mixed reads still give correct answers.
     pub(crate) superseded: AtomicBool,
+}
+
+/// Reads `pq_refine.bin` when the header's records hold neighbour codes, checking its d and
+/// M₂ against the header.
+///
+/// # Errors
+/// [`EngineError::Layout`] for a missing or corrupt file, [`EngineError::Inconsistent`] when
+/// its shape disagrees with `index.ssd`.
+pub(crate) fn read_refine(dir: &Path, header: &IndexHeader) -> Result<Option<PqCodebook>> {
+    let m2 = header.layout.nbr_code_m;
+    if m2 == 0 {
+        return Ok(None);
+    }
+    let path = dir.join(PQ_REFINE_FILE);
+    let book = PqCodebook::read(&path)?;
+    if book.dim() != header.dim as usize || book.m() != m2 {
+        return Err(EngineError::Inconsistent {
+            path,
+            detail: format!(
+                "the residual codebook has d = {}, M₂ = {} but index.ssd has d = {}, nbr_code_m = {m2}",
+                book.dim(),
+                book.m(),
+                header.dim
+            ),
+        });
+    }
+    Ok(Some(book))
 }
 
 impl State {
@@ -114,6 +144,7 @@ impl State {
                 ),
             });
         }
+        let refine = read_refine(dir, &header)?;
         let (cn, cm, codes) = read_codes(&dir.join(PQ_CODES_FILE))?;
         if cn as u64 != header.n_slots || cm != header.pq_m as usize {
             return Err(EngineError::Inconsistent {
@@ -171,6 +202,7 @@ impl State {
             dir: dir.into(),
             header,
             pq,
+            refine,
             codes,
             labels,
             file,

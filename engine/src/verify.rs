@@ -194,6 +194,9 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
         }
         Err(e) => rep.problem(e.to_string()),
     }
+    if let Err(e) = crate::state::read_refine(dir, &header) {
+        rep.problem(e.to_string());
+    }
     match read_codes(&dir.join(PQ_CODES_FILE)) {
         Ok((cn, cm, _)) => {
             if cn as u64 != n || cm != header.pq_m as usize {

@@ -15,10 +15,14 @@ use std::path::Path;
 
 /// Magic at byte 0 of each header slot.
 pub const HEADER_MAGIC: [u8; 8] = *b"SSDANNIX";
-/// Major format version: a reader refuses other majors (incompatible layout).
-pub const FORMAT_VERSION_MAJOR: u16 = 1;
-/// Minor format version: additions a v1 reader may ignore.
-pub const FORMAT_VERSION_MINOR: u16 = 0;
+/// Newest major format version: a reader refuses majors outside
+/// `FORMAT_OLDEST_SUPPORTED_MAJOR..=FORMAT_VERSION_MAJOR` (incompatible layout). A build
+/// writes major 2 only for an index whose records hold neighbour codes (`nbr_code_m` > 0),
+/// which a v1 reader cannot parse; every other index stays major 1, readable by v1.0.
+pub const FORMAT_VERSION_MAJOR: u16 = 2;
+/// Minor format version: additions an older reader of the same major may ignore (1: the
+/// `nbr_code_m` field, zero in a major-1 index).
+pub const FORMAT_VERSION_MINOR: u16 = 1;
 /// Oldest major version this build reads.
 pub const FORMAT_OLDEST_SUPPORTED_MAJOR: u16 = 1;
 /// Bytes per header slot (one sector).
@@ -50,8 +54,9 @@ const OFF_BUILD_L: usize = OFF_PQ_M + 4;
 const OFF_BUILD_ALPHA: usize = OFF_BUILD_L + 4;
 const OFF_RESERVED1: usize = OFF_BUILD_ALPHA + 4;
 const OFF_FILE_BYTES: usize = OFF_RESERVED1 + 4;
-/// End of the defined fields; bytes from here to the CRC are zero in v1.0.
-pub const HEADER_FIELDS_END: usize = OFF_FILE_BYTES + 8;
+const OFF_NBR_CODE_M: usize = OFF_FILE_BYTES + 8;
+/// End of the defined fields; bytes from here to the CRC are zero.
+pub const HEADER_FIELDS_END: usize = OFF_NBR_CODE_M + 4;
 const _: () = assert!(HEADER_FIELDS_END <= HEADER_CRC_OFFSET);
 const _: () = assert!(
     HEADER_SLOT_BYTES.is_multiple_of(SECTOR_BYTES),
@@ -118,7 +123,11 @@ impl IndexHeader {
     pub fn encode(&self) -> [u8; HEADER_SLOT_BYTES] {
         let mut b = [0u8; HEADER_SLOT_BYTES];
         b[OFF_MAGIC..OFF_MAGIC + 8].copy_from_slice(&HEADER_MAGIC);
-        put_u16(&mut b, OFF_MAJOR, FORMAT_VERSION_MAJOR);
+        put_u16(
+            &mut b,
+            OFF_MAJOR,
+            if self.layout.nbr_code_m > 0 { 2 } else { 1 },
+        );
         put_u16(&mut b, OFF_MINOR, FORMAT_VERSION_MINOR);
         put_u32(&mut b, OFF_SLOT_BYTES, HEADER_SLOT_BYTES as u32);
         put_u64(&mut b, OFF_GENERATION, self.generation);
@@ -146,6 +155,7 @@ impl IndexHeader {
         put_u32(&mut b, OFF_BUILD_L, self.build_l);
         put_u32(&mut b, OFF_BUILD_ALPHA, self.build_alpha.to_bits());
         put_u64(&mut b, OFF_FILE_BYTES, self.file_bytes());
+        put_u32(&mut b, OFF_NBR_CODE_M, self.layout.nbr_code_m as u32);
         let crc = crc32fast::hash(&b[..HEADER_CRC_OFFSET]);
         put_u32(&mut b, HEADER_CRC_OFFSET, crc);
         b
@@ -231,10 +241,24 @@ impl IndexHeader {
                 &format!("exceeds n_slots = {n_slots}"),
             ));
         }
-        let layout = NodeLayout::new(dim as usize, element, max_degree as usize).map_err(|e| {
+        let nbr_code_m = get_u32(b, OFF_NBR_CODE_M);
+        if major == 1 && nbr_code_m != 0 {
+            return Err(field(
+                "nbr_code_m",
+                &nbr_code_m,
+                "a format-1 index has no neighbour codes (must be 0)",
+            ));
+        }
+        let layout = NodeLayout::with_neighbor_codes(
+            dim as usize,
+            element,
+            max_degree as usize,
+            nbr_code_m as usize,
+        )
+        .map_err(|e| {
             field(
-                "dim/max_degree",
-                &format!("{dim}/{max_degree}"),
+                "dim/max_degree/nbr_code_m",
+                &format!("{dim}/{max_degree}/{nbr_code_m}"),
                 &e.to_string(),
             )
         })?;
@@ -440,13 +464,35 @@ mod tests {
             Err(LayoutError::Corrupt { .. })
         ));
         let mut enc = sample().encode();
-        put_u16(&mut enc, OFF_MAJOR, 2);
+        put_u16(&mut enc, OFF_MAJOR, 3);
         let crc = crc32fast::hash(&enc[..HEADER_CRC_OFFSET]);
         put_u32(&mut enc, HEADER_CRC_OFFSET, crc);
         assert!(matches!(
             IndexHeader::decode(p, 0, &enc),
             Err(LayoutError::InvalidField {
                 field: "version_major",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn neighbor_codes_make_a_major_2_header_and_a_major_1_header_cannot_claim_them() {
+        let p = Path::new("index.ssd");
+        let mut h = sample();
+        h.layout = NodeLayout::with_neighbor_codes(384, ElementType::F32, 64, 31).unwrap();
+        let enc = h.encode();
+        assert_eq!(get_u16(&enc, OFF_MAJOR), 2);
+        assert_eq!(IndexHeader::decode(p, 0, &enc).unwrap(), h);
+        assert_eq!(get_u16(&sample().encode(), OFF_MAJOR), 1);
+        let mut enc = h.encode();
+        put_u16(&mut enc, OFF_MAJOR, 1);
+        let crc = crc32fast::hash(&enc[..HEADER_CRC_OFFSET]);
+        put_u32(&mut enc, HEADER_CRC_OFFSET, crc);
+        assert!(matches!(
+            IndexHeader::decode(p, 0, &enc),
+            Err(LayoutError::InvalidField {
+                field: "nbr_code_m",
                 ..
             })
         ));

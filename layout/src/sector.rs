@@ -1,7 +1,9 @@
 //! Node records packed into checksummed 4 KB sectors (docs/FORMAT.md, "Node blocks").
 //!
 //! A node record is `[vector: d × element bytes][degree: u32][R × u32 neighbour ids]`, fixed
-//! size. Records are grouped into *blocks*: when a record fits, a block is one 4096-byte
+//! size; an index built with neighbour codes (format 2) appends `[R × neighbour code]`, the code
+//! of list entry k at slot k: `M₂` bytes of the neighbour's residual PQ code and an f32 term
+//! (see [`NodeLayout::with_neighbor_codes`]). Records are grouped into *blocks*: when a record fits, a block is one 4096-byte
 //! sector holding `nodes_per_block = ⌊4092 / record⌋` records; otherwise a block is
 //! `sectors_per_block = ⌈(record + 4) / 4096⌉` sectors holding one record. The last 4 bytes of
 //! every block are the CRC32 (IEEE) of the block's other bytes, so a record never straddles a
@@ -40,8 +42,10 @@ pub struct NodeLayout {
     pub element: ElementType,
     /// Maximum degree R (neighbour slots per record).
     pub max_degree: usize,
-    /// Bytes per node record: `d × elem + 4 + 4R`.
+    /// Bytes per node record: `d × elem + 4 + R × (4 + code bytes)`.
     pub record_bytes: usize,
+    /// Residual PQ subspaces M₂ of each neighbour code stored in the record (0: none).
+    pub nbr_code_m: usize,
     /// Records per block (≥ 1).
     pub nodes_per_block: usize,
     /// Sectors per block (≥ 1; > 1 only when `nodes_per_block == 1`).
@@ -55,6 +59,32 @@ impl NodeLayout {
     /// [`LayoutError::InvalidArgument`] for `dim` 0 or above 65,536, or `max_degree` 0 or
     /// above [`MAX_DEGREE`].
     pub fn new(dim: usize, element: ElementType, max_degree: usize) -> Result<NodeLayout> {
+        Self::with_neighbor_codes(dim, element, max_degree, 0)
+    }
+
+    /// The layout of records that also hold, for each neighbour slot, that neighbour's code:
+    /// `nbr_code_m` bytes of its residual PQ code (the quantization of `x − PQ(x)`, see
+    /// `pq_refine.bin` in docs/FORMAT.md) and an f32 term, so that a search scores the
+    /// neighbours of a node it read with the RAM-resident PQ code *plus* this refinement
+    /// (LM-DiskANN and AiSAQ keep neighbour codes in the record the same way, to save RAM; we
+    /// keep them to rank better at the same RAM). `nbr_code_m` = 0 is [`NodeLayout::new`].
+    ///
+    /// # Errors
+    /// As [`NodeLayout::new`], and [`LayoutError::InvalidArgument`] for `nbr_code_m` above
+    /// `dim` or 256.
+    pub fn with_neighbor_codes(
+        dim: usize,
+        element: ElementType,
+        max_degree: usize,
+        nbr_code_m: usize,
+    ) -> Result<NodeLayout> {
+        if nbr_code_m > dim.min(256) {
+            return Err(LayoutError::InvalidArgument {
+                field: "nbr_code_m",
+                value: nbr_code_m.to_string(),
+                reason: format!("must be in 0..={}", dim.min(256)),
+            });
+        }
         if dim == 0 || dim > crate::dataset::MAX_DIM {
             return Err(LayoutError::InvalidArgument {
                 field: "dim",
@@ -69,7 +99,8 @@ impl NodeLayout {
                 reason: format!("must be in 1..={MAX_DEGREE}"),
             });
         }
-        let record_bytes = dim * element.size_bytes() + 4 + 4 * max_degree;
+        let code_bytes = if nbr_code_m > 0 { nbr_code_m + 4 } else { 0 };
+        let record_bytes = dim * element.size_bytes() + 4 + (4 + code_bytes) * max_degree;
         let payload = SECTOR_BYTES - BLOCK_CRC_BYTES;
         let (nodes_per_block, sectors_per_block) = if record_bytes <= payload {
             (payload / record_bytes, 1)
@@ -81,9 +112,34 @@ impl NodeLayout {
             element,
             max_degree,
             record_bytes,
+            nbr_code_m,
             nodes_per_block,
             sectors_per_block,
         })
+    }
+
+    /// The largest neighbour-code size M₂ (≤ `max_m`) with which one record of `dim`-d
+    /// `element` vectors and degree `max_degree` still fits one 4 KB sector; `None` when even
+    /// M₂ = 8 does not.
+    pub fn fit_neighbor_code_m(
+        dim: usize,
+        element: ElementType,
+        max_degree: usize,
+        max_m: usize,
+    ) -> Option<usize> {
+        let base = dim * element.size_bytes() + 4 + 4 * max_degree;
+        let room = (SECTOR_BYTES - BLOCK_CRC_BYTES).checked_sub(base)? / max_degree.max(1);
+        let m = room.checked_sub(4)?.min(max_m).min(dim).min(256);
+        (m >= 8).then_some(m)
+    }
+
+    /// Bytes of one neighbour code in a record (`M₂ + 4`, or 0 without neighbour codes).
+    pub fn nbr_code_bytes(&self) -> usize {
+        if self.nbr_code_m > 0 {
+            self.nbr_code_m + 4
+        } else {
+            0
+        }
     }
 
     /// Bytes per block (`sectors_per_block × 4096`).
@@ -144,6 +200,13 @@ impl NodeLayout {
         nbrs[4 * neighbors.len()..].fill(0);
     }
 
+    /// The neighbour-code slots of the record at `offset` of `block` (R × `nbr_code_bytes()`
+    /// bytes; empty without neighbour codes): slot k is the code of list entry k.
+    pub fn neighbor_codes_mut<'a>(&self, block: &'a mut [u8], offset: usize) -> &'a mut [u8] {
+        let start = offset + self.vector_bytes() + 4 + 4 * self.max_degree;
+        &mut block[start..offset + self.record_bytes]
+    }
+
     /// Reads the record at `offset` of `block`: (vector bytes, degree as stored, neighbour
     /// bytes of `min(degree, R)` ids). The caller checks `degree <= R` (see [`NodeRecord::check`]).
     pub fn record<'a>(&self, block: &'a [u8], offset: usize) -> NodeRecord<'a> {
@@ -151,10 +214,12 @@ impl NodeLayout {
         let vb = self.vector_bytes();
         let degree = u32::from_le_bytes([rec[vb], rec[vb + 1], rec[vb + 2], rec[vb + 3]]);
         let shown = (degree as usize).min(self.max_degree);
+        let codes = vb + 4 + 4 * self.max_degree;
         NodeRecord {
             vector: &rec[..vb],
             degree,
             neighbor_bytes: &rec[vb + 4..vb + 4 + 4 * shown],
+            neighbor_codes: &rec[codes..codes + self.nbr_code_bytes() * shown],
         }
     }
 }
@@ -168,6 +233,9 @@ pub struct NodeRecord<'a> {
     pub degree: u32,
     /// Bytes of the first `min(degree, R)` neighbour ids.
     pub neighbor_bytes: &'a [u8],
+    /// The codes of those neighbours (`min(degree, R) × nbr_code_bytes()`; empty without
+    /// neighbour codes).
+    pub neighbor_codes: &'a [u8],
 }
 
 impl<'a> NodeRecord<'a> {
@@ -268,5 +336,38 @@ mod tests {
         assert!(r.check(7, 10, 3).unwrap_err().contains("lists itself"));
         block[off] ^= 1;
         assert!(check_block(&block).is_err());
+    }
+
+    #[test]
+    fn neighbor_codes_fill_one_sector_and_round_trip() {
+        // 384-d f32, R = 64: 1,796 bytes of vector and list leave room for 31-byte codes + f32.
+        let m2 = NodeLayout::fit_neighbor_code_m(384, ElementType::F32, 64, 48).unwrap();
+        assert_eq!(m2, 31);
+        let l = NodeLayout::with_neighbor_codes(384, ElementType::F32, 64, m2).unwrap();
+        assert_eq!(l.record_bytes, 1796 + 64 * 35);
+        assert_eq!((l.nodes_per_block, l.sectors_per_block), (1, 1));
+        assert_eq!(
+            NodeLayout::fit_neighbor_code_m(1024, ElementType::F32, 64, 48),
+            None
+        );
+        assert!(NodeLayout::with_neighbor_codes(8, ElementType::U8, 4, 9).is_err());
+        let l = NodeLayout::with_neighbor_codes(4, ElementType::F32, 3, 2).unwrap();
+        assert_eq!(l.nbr_code_bytes(), 6);
+        let mut block = vec![0u8; l.block_bytes()];
+        let off = l.offset_in_block(1);
+        l.write_record(&mut block, off, &[0u8; 16], &[7, 9]);
+        l.neighbor_codes_mut(&mut block, off)[..12]
+            .copy_from_slice(&[1, 2, 0, 0, 0, 0, 3, 4, 0, 0, 0, 0]);
+        let r = l.record(&block, off);
+        assert_eq!(r.neighbors().collect::<Vec<_>>(), vec![7, 9]);
+        assert_eq!(r.neighbor_codes, &[1, 2, 0, 0, 0, 0, 3, 4, 0, 0, 0, 0]);
+        assert_eq!(
+            NodeLayout::new(4, ElementType::F32, 3)
+                .unwrap()
+                .record(&block, 0)
+                .neighbor_codes
+                .len(),
+            0
+        );
     }
 }

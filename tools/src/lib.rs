@@ -176,6 +176,13 @@ pub(crate) struct BuildArgs {
     /// input and every parameter must be the same; otherwise it says which differs).
     #[arg(long, requires = "memory_budget")]
     pub(crate) resume: bool,
+    /// Store each neighbour's residual PQ code in the node records (format 2): searches rank
+    /// candidates about as well as with PQ codes of M + M₂ bytes while RAM still holds M
+    /// bytes per point, so they read fewer sectors; records grow to one per 4 KB sector
+    /// (M₂ = the most that fits, at most M). One-shot builds only; the index refuses
+    /// inserts, deletes and merges (not maintained yet).
+    #[arg(long, conflicts_with = "memory_budget")]
+    pub(crate) neighbor_codes: bool,
 }
 
 pub(crate) fn peak_rss_bytes() -> Option<u64> {
@@ -212,6 +219,7 @@ pub(crate) fn build_params(a: &BuildArgs) -> Result<BuildParams> {
         memory_budget_bytes: a.memory_budget.map(budget_bytes).transpose()?,
         resume: a.resume,
         passes: a.passes,
+        neighbor_codes: a.neighbor_codes,
         ..Default::default()
     })
 }
@@ -239,6 +247,12 @@ pub(crate) fn cmd_build_all(a: BuildArgs) -> Result<()> {
         a.alpha,
         rep.pq_m
     );
+    if rep.nbr_code_m > 0 {
+        println!(
+            "  neighbour codes: M₂ = {} bytes + an f32 term per list entry in each record (format 2); the index refuses updates",
+            rep.nbr_code_m
+        );
+    }
     for (phase, d) in &rep.phases {
         println!("  {:<22} {:>9.2} s", phase.name(), d.as_secs_f64());
     }
@@ -313,6 +327,12 @@ fn cmd_info(dir: PathBuf) -> Result<()> {
         l.blocks_for(h.n_slots)
     );
     println!("PQ               M = {} bytes per vector", h.pq_m);
+    if l.nbr_code_m > 0 {
+        println!(
+            "neighbour codes  M₂ = {} bytes + f32 per list entry (format {}.x, pq_refine.bin)",
+            l.nbr_code_m, 2
+        );
+    }
     // The cross-checks FORMAT.md promises, from the files' headers and real sizes only.
     let mut problems = Vec::new();
     let len = f.metadata()?.len();
@@ -350,6 +370,14 @@ fn cmd_info(dir: PathBuf) -> Result<()> {
         PQ_FILE_VERSION,
         &[("d", u64::from(h.dim)), ("M", u64::from(h.pq_m))],
     ));
+    if l.nbr_code_m > 0 {
+        problems.extend(expect(
+            ssdann_layout::pq::PQ_REFINE_FILE,
+            &PQ_PIVOTS_MAGIC,
+            PQ_FILE_VERSION,
+            &[("d", u64::from(h.dim)), ("M₂", l.nbr_code_m as u64)],
+        ));
+    }
     problems.extend(expect(
         ssdann_layout::pq::PQ_CODES_FILE,
         &PQ_CODES_MAGIC,
@@ -363,7 +391,14 @@ fn cmd_info(dir: PathBuf) -> Result<()> {
         &[("n", h.n_slots)],
     ));
     if problems.is_empty() {
-        println!("files            consistent (sector file length, PQ pivots, PQ codes, labels)");
+        println!(
+            "files            consistent (sector file length, PQ pivots, PQ codes, labels{})",
+            if l.nbr_code_m > 0 {
+                ", residual codebook"
+            } else {
+                ""
+            }
+        );
         ram_at_open(&dir, h.n_slots);
     }
     for p in &problems {

@@ -324,6 +324,7 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
         memory_budget: None,
         passes: 2,
         resume: false,
+        neighbor_codes: false,
     })?;
     let index = Index::open(&out, OpenOptions::default())?;
     let (nq_all, q) = load_queries(&queries, index.dim())?;

@@ -403,6 +403,7 @@ impl<'a> Run<'a> {
             write_sector_file_from(
                 &tmp.join(INDEX_FILE),
                 &header,
+                None,
                 progress,
                 &mut |first, vectors, lists| {
                     lists
@@ -425,6 +426,7 @@ impl<'a> Run<'a> {
             write_sector_file_from(
                 &tmp.join(INDEX_FILE),
                 &header,
+                None,
                 progress,
                 &mut |first, vectors, lists| {
                     reader.next_lists(lists)?;
@@ -462,6 +464,7 @@ impl<'a> Run<'a> {
             dim,
             element: elem,
             pq_m: m,
+            nbr_code_m: 0,
             medoid: medoid_row,
             mean_degree: edges as f64 / n.max(1) as f64,
             phases: std::mem::take(&mut self.phases),

@@ -27,7 +27,8 @@ use crate::io::ReadReq;
 use crate::state::State;
 use crate::Result;
 use ssdann_layout::distance::normalize;
-use ssdann_layout::pq::pq_distance;
+use ssdann_layout::pq::{pq_distance, PQ_CENTROIDS};
+use ssdann_layout::sector::NodeRecord;
 use ssdann_layout::Metric;
 use std::time::Instant;
 
@@ -56,6 +57,16 @@ pub(crate) fn beam_search(
     index
         .pq
         .adc_table(&ctx.query, h.metric, &mut ctx.table, &mut ctx.scratch);
+    if let Some(refine) = &index.refine {
+        ctx.table2.resize(refine.m() * PQ_CENTROIDS, 0.0);
+        refine.refine_table(
+            &index.pq,
+            &ctx.query,
+            h.metric,
+            &mut ctx.table2,
+            &mut ctx.scratch,
+        );
+    }
     ctx.queue.reset(params.l);
     ctx.visited.reset();
     let termination = index
@@ -216,7 +227,7 @@ pub(crate) fn beam_search(
                 let rec = layout.record(&index.cache.records, off);
                 ctx.scores
                     .score(h.metric, h.element, &ctx.query, id, rec.vector);
-                ctx.nbrs.extend(rec.neighbors());
+                take_list(&mut ctx.nbrs, &mut ctx.nbr_codes, &rec);
             } else {
                 list_from_slot(index, ctx, id, slot)?;
             }
@@ -244,15 +255,18 @@ pub(crate) fn beam_search(
 }
 
 /// Adds the neighbours of node `id` (listed in `ctx.nbrs`) to the candidate list with their
-/// PQ distances.
+/// PQ distances — refined by their codes in `id`'s record (`ctx.nbr_codes`) when the index
+/// has neighbour codes: PQ + residual ADC + the stored term (see
+/// `PqCodebook::refine_table`).
 pub(super) fn push_neighbors(index: &State, ctx: &mut SearchContext, id: u32) -> Result<()> {
     if let Some(log) = ctx.expanded_log.as_mut() {
         log.push(id);
     }
     let n = index.header.n_slots;
     let m = index.pq.m();
-    // The code rows are scattered over n × M bytes: ask for all of them before the first
-    // is needed, so that their misses overlap instead of queueing one by one.
+    let cb = index.header.layout.nbr_code_bytes().max(5); // empty nbr_codes without them
+                                                          // The code rows are scattered over n × M bytes: ask for all of them before the first
+                                                          // is needed, so that their misses overlap instead of queueing one by one.
     for &nb in &ctx.nbrs {
         if let Some(row) = index.codes.get(nb as usize * m..(nb as usize + 1) * m) {
             ssdann_layout::distance::prefetch(row, 2);
@@ -270,10 +284,14 @@ pub(super) fn push_neighbors(index: &State, ctx: &mut SearchContext, id: u32) ->
             });
         }
         if ctx.visited.insert(nb) {
-            let d = pq_distance(
+            let mut d = pq_distance(
                 &ctx.table,
                 &index.codes[nb as usize * m..(nb as usize + 1) * m],
             );
+            if let Some(code) = ctx.nbr_codes.get(j * cb..(j + 1) * cb) {
+                let (c2, t) = code.split_at(cb - 4);
+                d += pq_distance(&ctx.table2, c2) + f32::from_le_bytes([t[0], t[1], t[2], t[3]]);
+            }
             ctx.queue.insert(nb, d);
         }
     }
@@ -298,9 +316,17 @@ fn list_from_slot(index: &State, ctx: &mut SearchContext, id: u32, slot: usize) 
             ),
         });
     }
-    ctx.nbrs.clear();
-    ctx.nbrs.extend(rec.neighbors());
+    take_list(&mut ctx.nbrs, &mut ctx.nbr_codes, &rec);
     Ok(())
+}
+
+/// Copies a record's neighbour list (and, with neighbour codes, their codes) into the
+/// context's buffers.
+pub(super) fn take_list(nbrs: &mut Vec<u32>, codes: &mut Vec<u8>, rec: &NodeRecord<'_>) {
+    nbrs.clear();
+    nbrs.extend(rec.neighbors());
+    codes.clear();
+    codes.extend_from_slice(rec.neighbor_codes);
 }
 
 /// Expands node `id` from the block in buffer slot `slot`: its list joins the candidates.

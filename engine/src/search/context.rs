@@ -23,6 +23,8 @@ pub struct SearchContext {
     pub(super) queue: NeighborQueue,
     pub(super) visited: HashVisited,
     pub(super) table: Vec<f32>,
+    /// The residual ADC table (M₂ × 256) of an index with neighbour codes; empty otherwise.
+    pub(super) table2: Vec<f32>,
     pub(super) query: Vec<f32>,
     pub(super) scratch: Vec<f32>,
     pub(super) beam: Vec<Candidate>,
@@ -32,6 +34,9 @@ pub struct SearchContext {
     /// Exact distances of the nodes scored so far (and, for a merge, their vectors).
     pub(crate) scores: Scores,
     pub(super) nbrs: Vec<u32>,
+    /// The neighbour codes of `nbrs` from the same record (`nbr_code_bytes` each; empty
+    /// without neighbour codes).
+    pub(super) nbr_codes: Vec<u8>,
     /// Nodes to expand this round: (id, buffer slot or usize::MAX for the node cache).
     pub(super) expand: Vec<(u32, usize)>,
     /// Pipelined search: the block read into each buffer slot (u64::MAX: free), the
@@ -120,6 +125,7 @@ impl SearchContext {
             queue: NeighborQueue::new(256),
             visited: HashVisited::with_capacity(VISITED_EXPECTED),
             table: vec![0.0; m * PQ_CENTROIDS],
+            table2: Vec::new(),
             query: Vec::new(),
             scratch: Vec::new(),
             beam: Vec::with_capacity(64),
@@ -136,6 +142,7 @@ impl SearchContext {
                 kept_vectors: Vec::new(),
             },
             nbrs: Vec::with_capacity(256),
+            nbr_codes: Vec::new(),
             expand: Vec::with_capacity(64),
             slot_block: Vec::with_capacity(64),
             waiting: Vec::with_capacity(64),

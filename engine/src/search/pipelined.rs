@@ -39,8 +39,7 @@ pub(super) fn pipelined(
                 let rec = layout.record(&index.cache.records, off);
                 ctx.scores
                     .score(h.metric, h.element, &ctx.query, c.id, rec.vector);
-                ctx.nbrs.clear();
-                ctx.nbrs.extend(rec.neighbors());
+                super::beam::take_list(&mut ctx.nbrs, &mut ctx.nbr_codes, &rec);
                 stats.cache_hits += 1;
                 stats.nodes_expanded += 1;
                 push_neighbors(index, ctx, c.id)?;

@@ -1,0 +1,87 @@
+//! Neighbour codes (format 2): the residual codebook trained after PQ, and every slot's
+//! neighbour code, which the writer copies into each record that lists the slot
+//! ([`ssdann_layout::sector::NodeLayout::with_neighbor_codes`]).
+//!
+//! A search expands a node from its record and scores the node's neighbours by their PQ code
+//! (in RAM) plus the refinement stored beside their ids, so candidates are ranked with about
+//! the accuracy of a PQ code of M + M₂ bytes while RAM holds M bytes per point. The two
+//! levels are residual quantization (Juang & Gray 1982; the refinement is a PQ of
+//! `x − PQ(x)`), with the cross term folded into one f32 per point so that the second
+//! level is one more ADC lookup per subspace.
+
+use crate::build::BuildParams;
+use crate::pq_train::train_pq;
+use crate::progress::Progress;
+use rand::SeedableRng;
+use rayon::prelude::*;
+use ssdann_layout::pq::PqCodebook;
+use ssdann_layout::Element;
+
+/// Points the residual codebook is trained on, at most (sampled at random).
+pub const REFINE_TRAINING_SAMPLE: usize = 64 * 1024;
+
+/// The residual codebook and every slot's neighbour code.
+pub struct Refinement {
+    /// The M₂-subspace codebook of the residuals (`pq_refine.bin`).
+    pub codebook: PqCodebook,
+    /// n × (M₂ + 4) bytes by slot: residual code, then the f32 term (LE).
+    pub entries: Vec<u8>,
+}
+
+/// Trains the M₂ = `m2`-subspace residual codebook on up to [`REFINE_TRAINING_SAMPLE`] points
+/// of `data` (n × d by original id) and encodes every slot: slot `s` holds original id
+/// `perm[s]`, whose first-level code is `slot_codes[s]` (n × M by slot, under `pq`).
+/// Memory: the training sample's residuals (≤ 64 Ki × d f32) and n × (M₂ + 4) bytes.
+#[allow(clippy::too_many_arguments)]
+pub fn train_and_encode<T: Element>(
+    pq: &PqCodebook,
+    data: &[T],
+    dim: usize,
+    perm: &[u32],
+    slot_codes: &[u8],
+    m2: usize,
+    params: &BuildParams,
+    progress: &dyn Progress,
+) -> Refinement {
+    let n = perm.len();
+    let m = pq.m();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(params.seed ^ 0x7265_6669_6e65);
+    let rows: Vec<usize> = if n <= REFINE_TRAINING_SAMPLE {
+        (0..n).collect()
+    } else {
+        rand::seq::index::sample(&mut rng, n, REFINE_TRAINING_SAMPLE).into_vec()
+    };
+    let mut resid = vec![0f32; rows.len() * dim];
+    resid.par_chunks_mut(dim).zip(&rows).for_each_init(
+        || vec![0f32; dim],
+        |rec, (out, &s)| {
+            pq.decode(&slot_codes[s * m..(s + 1) * m], rec);
+            let x = &data[perm[s] as usize * dim..(perm[s] as usize + 1) * dim];
+            for ((o, &v), &r) in out.iter_mut().zip(x).zip(rec.iter()) {
+                *o = v.to_f32() - r;
+            }
+        },
+    );
+    let codebook = train_pq(&resid, dim, m2, params.seed ^ 0x5151, progress);
+    drop(resid);
+    let cb = m2 + 4;
+    let mut entries = vec![0u8; n * cb];
+    entries.par_chunks_mut(cb).enumerate().for_each_init(
+        || (vec![0f32; dim], Vec::new()),
+        |(x, scratch), (s, out)| {
+            let src = &data[perm[s] as usize * dim..(perm[s] as usize + 1) * dim];
+            for (o, &v) in x.iter_mut().zip(src) {
+                *o = v.to_f32();
+            }
+            codebook.encode_refinement(
+                pq,
+                x,
+                &slot_codes[s * m..(s + 1) * m],
+                params.metric,
+                out,
+                scratch,
+            );
+        },
+    );
+    Refinement { codebook, entries }
+}
