@@ -12,6 +12,23 @@ use ssdann::{build_index, BuildError, EngineError, GroundTruth, NoProgress, Vect
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+/// The 10K set built with the standard parameters and f16 vectors + neighbour codes.
+fn f16_index() -> &'static Path {
+    static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &DIR.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("f16");
+        let params = ssdann::BuildParams {
+            neighbor_codes: true,
+            f16_vectors: true,
+            ..standard_params()
+        };
+        build_index(&set_10k().base, &dir, &params, &NoProgress).unwrap();
+        (tmp, dir)
+    })
+    .1
+}
+
 /// The 10K set built twice with the standard parameters: (plain, with neighbour codes).
 fn indexes() -> &'static (PathBuf, PathBuf) {
     static DIRS: OnceLock<(tempfile::TempDir, (PathBuf, PathBuf))> = OnceLock::new();
@@ -110,6 +127,10 @@ fn an_index_with_neighbor_codes_refuses_updates_and_leaves_its_files_as_they_wer
     refused(idx.delete(3).unwrap_err());
     refused(idx.merge(&Default::default()).unwrap_err());
     drop(idx);
+    let f16_dir = tmp.path().join("f16");
+    common::copy_dir(f16_index(), &f16_dir);
+    let f16 = Index::open(&f16_dir, OpenOptions::default()).unwrap();
+    refused(f16.insert(1 << 40, &vec![0.5f32; d]).unwrap_err());
     for (f, b) in ["index.ssd", "pq_refine.bin", "pq_codes.bin"]
         .iter()
         .zip(&before)
@@ -183,4 +204,78 @@ fn neighbor_codes_are_refused_where_they_do_not_fit_or_with_a_memory_budget() {
         other => panic!("{other:?}"),
     }
     assert!(!tmp.path().join("x").exists());
+}
+
+#[test]
+fn f16_vectors_make_room_for_longer_codes_and_keep_distances_within_f16_error() {
+    let (_, coded) = indexes();
+    let dir = f16_index();
+    let idx = Index::open(
+        dir,
+        OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let h = idx.header();
+    // 768 + 4 + 256 bytes leave 47 per neighbour: M₂ = 43 (31 with f32 vectors).
+    assert_eq!(
+        (
+            h.layout.nbr_code_m,
+            h.layout.f16_vectors,
+            h.layout.vector_bytes()
+        ),
+        (43, true, 768)
+    );
+    let (r16, reads16) = measure(dir, 30);
+    let (r32, reads32) = measure(coded, 30);
+    eprintln!("L=30: f16 + M₂ 43: {r16:.4}, {reads16:.1} reads; f32 + M₂ 31: {r32:.4}, {reads32:.1} reads");
+    assert!(
+        r16 >= r32 - 0.003,
+        "f16 vectors + M₂ 43: {r16:.4} < f32 + M₂ 31: {r32:.4}"
+    );
+    // reported distances: squared L2 to the f16 vector, within f16 rounding of the exact one
+    let set = set_10k();
+    let base = VectorFile::open(&set.base).unwrap();
+    let bv = base.contiguous::<f32>().unwrap();
+    let q = VectorFile::open(&set.queries).unwrap();
+    let qv = q.contiguous::<f32>().unwrap();
+    let d = base.dim();
+    for qi in 0..20 {
+        let hits = idx
+            .search(&qv[qi * d..(qi + 1) * d], 10, &SearchParams { l: 50, w: 4 })
+            .unwrap();
+        for hit in hits {
+            let row = hit.id as usize;
+            let exact = ssdann::layout::distance::scalar::l2_sq_f32(
+                &qv[qi * d..(qi + 1) * d],
+                &bv[row * d..(row + 1) * d],
+            );
+            assert!(
+                (exact - hit.distance).abs() <= 2e-3 * exact.max(1e-3),
+                "{} vs exact {exact}",
+                hit.distance
+            );
+        }
+    }
+    // only f32 data can be stored as f16
+    let tmp = tempfile::tempdir().unwrap();
+    let u8_path = tmp.path().join("b.u8bin");
+    let data: Vec<u8> = (0..200 * 8).map(|i| (i * 37 % 251) as u8).collect();
+    ssdann::layout::dataset::write_bin(&u8_path, 200, 8, &data).unwrap();
+    let params = ssdann::BuildParams {
+        f16_vectors: true,
+        max_degree: 8,
+        build_l: 16,
+        pq_bytes: Some(4),
+        ..Default::default()
+    };
+    match build_index(&u8_path, &tmp.path().join("x"), &params, &NoProgress).unwrap_err() {
+        BuildError::InvalidParameter { field, reason, .. } => {
+            assert_eq!(field, "--vector-encoding");
+            assert!(reason.contains("u8"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
 }

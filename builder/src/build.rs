@@ -73,6 +73,12 @@ pub struct BuildParams {
     /// ([`ssdann_layout::sector::NodeLayout::with_neighbor_codes`]). M₂ is the largest that
     /// fits the sector, at most M. One-shot builds only; an index built so refuses updates.
     pub neighbor_codes: bool,
+    /// Store the vectors of f32 data as IEEE half floats (`--vector-encoding f16`, format 2;
+    /// default false): d × 2 bytes per record instead of d × 4, so more records share a
+    /// sector or, with `neighbor_codes`, longer neighbour codes fit. Searches then rank by
+    /// the distance to the f16 vector. f32 input and one-shot builds only; the index refuses
+    /// updates.
+    pub f16_vectors: bool,
 }
 
 /// Precision of the vectors the Vamana graph is built on (f32 input only).
@@ -121,6 +127,7 @@ impl Default for BuildParams {
             resume: false,
             interrupt_at: None,
             neighbor_codes: false,
+            f16_vectors: false,
         }
     }
 }
@@ -221,6 +228,13 @@ impl BuildParams {
             return Err(BuildError::param(
                 "--neighbor-codes",
                 true,
+                "not supported with --memory-budget yet (one-shot builds only)",
+            ));
+        }
+        if self.f16_vectors && self.memory_budget_bytes.is_some() {
+            return Err(BuildError::param(
+                "--vector-encoding",
+                "f16",
                 "not supported with --memory-budget yet (one-shot builds only)",
             ));
         }
@@ -589,21 +603,43 @@ fn build_typed<T: Element>(
     phases.push((Phase::VamanaPass1, graph.pass_times[0]));
     phases.push((Phase::VamanaPass2, graph.pass_times[1]));
 
+    if params.f16_vectors && T::TYPE != ElementType::F32 {
+        return Err(BuildError::param(
+            "--vector-encoding",
+            "f16",
+            format!(
+                "only f32 data can be stored as f16 (this file is {})",
+                T::TYPE
+            ),
+        ));
+    }
+    let vector_bytes = dim
+        * if params.f16_vectors {
+            2
+        } else {
+            T::TYPE.size_bytes()
+        };
     let nbr_code_m = if params.neighbor_codes {
-        NodeLayout::fit_neighbor_code_m(dim, T::TYPE, params.max_degree, m).ok_or_else(|| {
+        NodeLayout::fit_neighbor_code_m(dim, vector_bytes, params.max_degree, m).ok_or_else(|| {
             BuildError::param(
                 "--neighbor-codes",
                 true,
                 format!(
-                    "a record of {dim} × {} + 4 + 4R (R = {}) bytes leaves no room for 12-byte neighbour codes in a 4 KB sector",
-                    T::TYPE, params.max_degree
+                    "a record of {vector_bytes} + 4 + 4R (R = {}) bytes leaves no room for 12-byte neighbour codes in a 4 KB sector",
+                    params.max_degree
                 ),
             )
         })?
     } else {
         0
     };
-    let layout = NodeLayout::with_neighbor_codes(dim, T::TYPE, params.max_degree, nbr_code_m)?;
+    let layout = NodeLayout::with_encoding(
+        dim,
+        T::TYPE,
+        params.max_degree,
+        nbr_code_m,
+        params.f16_vectors,
+    )?;
     let t = Instant::now();
     let perm: Vec<u32> = if params.reorder {
         progress.start(Phase::Reorder, 1);

@@ -37,6 +37,7 @@ pub fn write_sector_file<T: Element>(
     assert_eq!(adjacency.len(), n, "one adjacency list per node");
     assert_eq!(perm.len(), n, "one original id per slot");
     assert_eq!(data.len(), n * dim, "data is n × d");
+    let f16 = header.layout.f16_vectors;
     write_sector_file_from(
         path,
         header,
@@ -50,7 +51,14 @@ pub fn write_sector_file<T: Element>(
                 .enumerate()
                 .for_each(|(k, (v, l))| {
                     let src = perm[first + k] as usize;
-                    v.copy_from_slice(bytemuck::cast_slice(&data[src * dim..(src + 1) * dim]));
+                    let x = &data[src * dim..(src + 1) * dim];
+                    if f16 {
+                        for (b, &e) in v.chunks_exact_mut(2).zip(x) {
+                            b.copy_from_slice(&half::f16::from_f32(e.to_f32()).to_le_bytes());
+                        }
+                    } else {
+                        v.copy_from_slice(bytemuck::cast_slice(x));
+                    }
                     l.clear();
                     l.extend_from_slice(&adjacency[first + k]);
                 });

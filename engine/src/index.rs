@@ -316,10 +316,11 @@ impl Index {
                 ),
             });
         }
-        if self.snapshot().state.header.layout.nbr_code_m > 0 {
+        let layout = self.snapshot().state.header.layout;
+        if layout.nbr_code_m > 0 || layout.f16_vectors {
             return Err(EngineError::NotAllowed {
                 path: self.dir.clone(),
-                detail: "the index was built with --neighbor-codes (format 2): its records hold each neighbour's code, which inserts, deletes and merges do not maintain yet; inserts, deletes and merges are refused (rebuild it to change it)".into(),
+                detail: "the index was built with --neighbor-codes or --vector-encoding f16 (format 2), which inserts, deletes and merges do not maintain yet: they are refused (rebuild the index to change it)".into(),
             });
         }
         let g = self.update_gate.lock();

@@ -55,8 +55,9 @@ const OFF_BUILD_ALPHA: usize = OFF_BUILD_L + 4;
 const OFF_RESERVED1: usize = OFF_BUILD_ALPHA + 4;
 const OFF_FILE_BYTES: usize = OFF_RESERVED1 + 4;
 const OFF_NBR_CODE_M: usize = OFF_FILE_BYTES + 8;
+const OFF_VECTOR_ENCODING: usize = OFF_NBR_CODE_M + 4;
 /// End of the defined fields; bytes from here to the CRC are zero.
-pub const HEADER_FIELDS_END: usize = OFF_NBR_CODE_M + 4;
+pub const HEADER_FIELDS_END: usize = OFF_VECTOR_ENCODING + 4;
 const _: () = assert!(HEADER_FIELDS_END <= HEADER_CRC_OFFSET);
 const _: () = assert!(
     HEADER_SLOT_BYTES.is_multiple_of(SECTOR_BYTES),
@@ -119,15 +120,21 @@ impl IndexHeader {
         self.layout.file_bytes(self.n_slots)
     }
 
+    /// The major format version this header is written as: 2 when its records hold
+    /// neighbour codes or f16 vectors (a v1 reader cannot parse them), else 1.
+    pub fn major(&self) -> u16 {
+        if self.layout.nbr_code_m > 0 || self.layout.f16_vectors {
+            2
+        } else {
+            1
+        }
+    }
+
     /// Encodes the header into one 4096-byte slot with its CRC32.
     pub fn encode(&self) -> [u8; HEADER_SLOT_BYTES] {
         let mut b = [0u8; HEADER_SLOT_BYTES];
         b[OFF_MAGIC..OFF_MAGIC + 8].copy_from_slice(&HEADER_MAGIC);
-        put_u16(
-            &mut b,
-            OFF_MAJOR,
-            if self.layout.nbr_code_m > 0 { 2 } else { 1 },
-        );
+        put_u16(&mut b, OFF_MAJOR, self.major());
         put_u16(&mut b, OFF_MINOR, FORMAT_VERSION_MINOR);
         put_u32(&mut b, OFF_SLOT_BYTES, HEADER_SLOT_BYTES as u32);
         put_u64(&mut b, OFF_GENERATION, self.generation);
@@ -156,6 +163,11 @@ impl IndexHeader {
         put_u32(&mut b, OFF_BUILD_ALPHA, self.build_alpha.to_bits());
         put_u64(&mut b, OFF_FILE_BYTES, self.file_bytes());
         put_u32(&mut b, OFF_NBR_CODE_M, self.layout.nbr_code_m as u32);
+        put_u32(
+            &mut b,
+            OFF_VECTOR_ENCODING,
+            u32::from(self.layout.f16_vectors),
+        );
         let crc = crc32fast::hash(&b[..HEADER_CRC_OFFSET]);
         put_u32(&mut b, HEADER_CRC_OFFSET, crc);
         b
@@ -249,16 +261,25 @@ impl IndexHeader {
                 "a format-1 index has no neighbour codes (must be 0)",
             ));
         }
-        let layout = NodeLayout::with_neighbor_codes(
+        let encoding = get_u32(b, OFF_VECTOR_ENCODING);
+        if encoding > 1 || (major == 1 && encoding != 0) {
+            return Err(field(
+                "vector_encoding",
+                &encoding,
+                "expected 0 (as the element type) or, in a format-2 index, 1 (f16)",
+            ));
+        }
+        let layout = NodeLayout::with_encoding(
             dim as usize,
             element,
             max_degree as usize,
             nbr_code_m as usize,
+            encoding == 1,
         )
         .map_err(|e| {
             field(
-                "dim/max_degree/nbr_code_m",
-                &format!("{dim}/{max_degree}/{nbr_code_m}"),
+                "dim/max_degree/nbr_code_m/vector_encoding",
+                &format!("{dim}/{max_degree}/{nbr_code_m}/{encoding}"),
                 &e.to_string(),
             )
         })?;
@@ -485,6 +506,21 @@ mod tests {
         assert_eq!(get_u16(&enc, OFF_MAJOR), 2);
         assert_eq!(IndexHeader::decode(p, 0, &enc).unwrap(), h);
         assert_eq!(get_u16(&sample().encode(), OFF_MAJOR), 1);
+        let mut f = sample();
+        f.layout = NodeLayout::with_encoding(384, ElementType::F32, 64, 43, true).unwrap();
+        assert_eq!(get_u16(&f.encode(), OFF_MAJOR), 2);
+        assert_eq!(IndexHeader::decode(p, 0, &f.encode()).unwrap(), f);
+        let mut enc = f.encode();
+        put_u32(&mut enc, OFF_VECTOR_ENCODING, 7);
+        let crc = crc32fast::hash(&enc[..HEADER_CRC_OFFSET]);
+        put_u32(&mut enc, HEADER_CRC_OFFSET, crc);
+        assert!(matches!(
+            IndexHeader::decode(p, 0, &enc),
+            Err(LayoutError::InvalidField {
+                field: "vector_encoding",
+                ..
+            })
+        ));
         let mut enc = h.encode();
         put_u16(&mut enc, OFF_MAJOR, 1);
         let crc = crc32fast::hash(&enc[..HEADER_CRC_OFFSET]);

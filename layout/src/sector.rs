@@ -46,6 +46,8 @@ pub struct NodeLayout {
     pub record_bytes: usize,
     /// Residual PQ subspaces M₂ of each neighbour code stored in the record (0: none).
     pub nbr_code_m: usize,
+    /// The vectors of an f32 index are stored as IEEE half floats (`d × 2` bytes; format 2).
+    pub f16_vectors: bool,
     /// Records per block (≥ 1).
     pub nodes_per_block: usize,
     /// Sectors per block (≥ 1; > 1 only when `nodes_per_block == 1`).
@@ -78,6 +80,30 @@ impl NodeLayout {
         max_degree: usize,
         nbr_code_m: usize,
     ) -> Result<NodeLayout> {
+        Self::with_encoding(dim, element, max_degree, nbr_code_m, false)
+    }
+
+    /// As [`NodeLayout::with_neighbor_codes`], with the vectors of an f32 index stored as
+    /// IEEE half floats when `f16_vectors` (d × 2 bytes: more room per record; searches then
+    /// rank by the distance to the f16 vector, whose relative error is ≤ 2⁻¹¹ per coordinate).
+    ///
+    /// # Errors
+    /// As [`NodeLayout::with_neighbor_codes`], and [`LayoutError::InvalidArgument`] for
+    /// `f16_vectors` with an element type other than f32.
+    pub fn with_encoding(
+        dim: usize,
+        element: ElementType,
+        max_degree: usize,
+        nbr_code_m: usize,
+        f16_vectors: bool,
+    ) -> Result<NodeLayout> {
+        if f16_vectors && element != ElementType::F32 {
+            return Err(LayoutError::InvalidArgument {
+                field: "vector_encoding",
+                value: "f16".into(),
+                reason: format!("only f32 vectors can be stored as f16 (these are {element})"),
+            });
+        }
         if nbr_code_m > dim.min(256) {
             return Err(LayoutError::InvalidArgument {
                 field: "nbr_code_m",
@@ -100,7 +126,8 @@ impl NodeLayout {
             });
         }
         let code_bytes = if nbr_code_m > 0 { nbr_code_m + 4 } else { 0 };
-        let record_bytes = dim * element.size_bytes() + 4 + (4 + code_bytes) * max_degree;
+        let vector_bytes = dim * if f16_vectors { 2 } else { element.size_bytes() };
+        let record_bytes = vector_bytes + 4 + (4 + code_bytes) * max_degree;
         let payload = SECTOR_BYTES - BLOCK_CRC_BYTES;
         let (nodes_per_block, sectors_per_block) = if record_bytes <= payload {
             (payload / record_bytes, 1)
@@ -113,21 +140,22 @@ impl NodeLayout {
             max_degree,
             record_bytes,
             nbr_code_m,
+            f16_vectors,
             nodes_per_block,
             sectors_per_block,
         })
     }
 
     /// The largest neighbour-code size M₂ (≤ `max_m`) with which one record of `dim`-d
-    /// `element` vectors and degree `max_degree` still fits one 4 KB sector; `None` when even
-    /// M₂ = 8 does not.
+    /// vectors of `vector_bytes` bytes and degree `max_degree` still fits one 4 KB sector;
+    /// `None` when even M₂ = 8 does not.
     pub fn fit_neighbor_code_m(
         dim: usize,
-        element: ElementType,
+        vector_bytes: usize,
         max_degree: usize,
         max_m: usize,
     ) -> Option<usize> {
-        let base = dim * element.size_bytes() + 4 + 4 * max_degree;
+        let base = vector_bytes + 4 + 4 * max_degree;
         let room = (SECTOR_BYTES - BLOCK_CRC_BYTES).checked_sub(base)? / max_degree.max(1);
         let m = room.checked_sub(4)?.min(max_m).min(dim).min(256);
         (m >= 8).then_some(m)
@@ -146,9 +174,14 @@ impl NodeLayout {
     pub fn block_bytes(&self) -> usize {
         self.sectors_per_block * SECTOR_BYTES
     }
-    /// Bytes of the vector part of a record (`d × element size`).
+    /// Bytes of the vector part of a record (`d × element size`, or `d × 2` with f16 vectors).
     pub fn vector_bytes(&self) -> usize {
-        self.dim * self.element.size_bytes()
+        self.dim
+            * if self.f16_vectors {
+                2
+            } else {
+                self.element.size_bytes()
+            }
     }
     /// Number of blocks needed for `n` nodes.
     pub fn blocks_for(&self, n: u64) -> u64 {
@@ -341,15 +374,26 @@ mod tests {
     #[test]
     fn neighbor_codes_fill_one_sector_and_round_trip() {
         // 384-d f32, R = 64: 1,796 bytes of vector and list leave room for 31-byte codes + f32.
-        let m2 = NodeLayout::fit_neighbor_code_m(384, ElementType::F32, 64, 48).unwrap();
+        let m2 = NodeLayout::fit_neighbor_code_m(384, 384 * 4, 64, 48).unwrap();
         assert_eq!(m2, 31);
         let l = NodeLayout::with_neighbor_codes(384, ElementType::F32, 64, m2).unwrap();
         assert_eq!(l.record_bytes, 1796 + 64 * 35);
         assert_eq!((l.nodes_per_block, l.sectors_per_block), (1, 1));
         assert_eq!(
-            NodeLayout::fit_neighbor_code_m(1024, ElementType::F32, 64, 48),
+            NodeLayout::fit_neighbor_code_m(1024, 1024 * 4, 64, 48),
             None
         );
+        // f16 vectors: 768 + 4 + 256 bytes leave 47 per neighbour, M₂ = 43
+        assert_eq!(
+            NodeLayout::fit_neighbor_code_m(384, 384 * 2, 64, 48),
+            Some(43)
+        );
+        let h = NodeLayout::with_encoding(384, ElementType::F32, 64, 43, true).unwrap();
+        assert_eq!(
+            (h.vector_bytes(), h.record_bytes, h.nodes_per_block),
+            (768, 768 + 4 + 64 * 51, 1)
+        );
+        assert!(NodeLayout::with_encoding(8, ElementType::U8, 4, 0, true).is_err());
         assert!(NodeLayout::with_neighbor_codes(8, ElementType::U8, 4, 9).is_err());
         let l = NodeLayout::with_neighbor_codes(4, ElementType::F32, 3, 2).unwrap();
         assert_eq!(l.nbr_code_bytes(), 6);

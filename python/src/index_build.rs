@@ -27,6 +27,7 @@ pub(crate) fn report_dict<'py>(py: Python<'py>, r: &ssdann::BuildReport) -> PyRe
     d.set_item("n", r.n)?;
     d.set_item("dim", r.dim)?;
     d.set_item("pq_bytes", r.pq_m)?;
+    d.set_item("neighbor_code_bytes", r.nbr_code_m)?;
     d.set_item("index_bytes", r.index_bytes)?;
     d.set_item("engine_ram_bytes", r.engine_ram_bytes)?;
     d.set_item("mean_degree", r.mean_degree)?;
@@ -109,6 +110,12 @@ pub(crate) fn budget_bytes(g: f64) -> PyResult<u64> {
 ///     the one-shot build would need more, the build is partitioned (DiskANN §4.3).
 /// resume : bool, default False
 ///     Continue an interrupted memory-budgeted build from its last finished stage.
+/// neighbor_codes : bool, default False
+///     Store each neighbour's residual PQ code in the node records (format 2): searches
+///     rank candidates about as well as with M + M₂ PQ bytes while RAM still holds M per
+///     point, so they read fewer sectors at equal recall (0.75× on the 10K test set). Records
+///     grow to one per 4 KB sector (about 2× the disk). One-shot builds only (not with
+///     ``memory_budget_gb``); the index refuses inserts, deletes and merges.
 ///
 /// Returns
 /// -------
@@ -138,7 +145,7 @@ pub(crate) fn budget_bytes(g: f64) -> PyResult<u64> {
 /// >>> report["n"], report["dim"]
 /// (2000, 32)
 #[pyfunction]
-#[pyo3(signature = (data, out_dir, *, metric = "l2", R = 64, L = 100, alpha = 1.2, pq_bytes = None, threads = None, force = false, memory_budget_gb = None, resume = false), text_signature = "(data, out_dir, *, metric=\"l2\", R=64, L=100, alpha=1.2, pq_bytes=None, threads=None, force=False, memory_budget_gb=None, resume=False)")]
+#[pyo3(signature = (data, out_dir, *, metric = "l2", R = 64, L = 100, alpha = 1.2, pq_bytes = None, threads = None, force = false, memory_budget_gb = None, resume = false, neighbor_codes = false), text_signature = "(data, out_dir, *, metric=\"l2\", R=64, L=100, alpha=1.2, pq_bytes=None, threads=None, force=False, memory_budget_gb=None, resume=False, neighbor_codes=False)")]
 #[allow(non_snake_case, clippy::too_many_arguments)]
 pub(crate) fn build<'py>(
     py: Python<'py>,
@@ -153,6 +160,7 @@ pub(crate) fn build<'py>(
     force: bool,
     memory_budget_gb: Option<f64>,
     resume: bool,
+    neighbor_codes: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let metric: Metric = metric.parse().map_err(PyValueError::new_err)?;
     let memory_budget_bytes = memory_budget_gb.map(budget_bytes).transpose()?;
@@ -164,6 +172,7 @@ pub(crate) fn build<'py>(
     let params = BuildParams {
         metric,
         memory_budget_bytes,
+        neighbor_codes,
         ..graph_params(R, L, alpha, pq_bytes, threads, force, resume)
     };
     // Not a path: any array-like, made C-contiguous (a copy only when it is not already).

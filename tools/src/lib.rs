@@ -183,6 +183,12 @@ pub(crate) struct BuildArgs {
     /// inserts, deletes and merges (not maintained yet).
     #[arg(long, conflicts_with = "memory_budget")]
     pub(crate) neighbor_codes: bool,
+    /// How records store f32 vectors: f32 (exact, default) or f16 (half the bytes: more
+    /// records per sector, or longer --neighbor-codes; searches rank by the f16 vector's
+    /// distance, ≤ 2⁻¹¹ relative error per coordinate). Format 2; one-shot builds only; the
+    /// index refuses updates.
+    #[arg(long, default_value = "f32", value_parser = ["f32", "f16"], conflicts_with = "memory_budget")]
+    pub(crate) vector_encoding: String,
 }
 
 pub(crate) fn peak_rss_bytes() -> Option<u64> {
@@ -220,6 +226,7 @@ pub(crate) fn build_params(a: &BuildArgs) -> Result<BuildParams> {
         resume: a.resume,
         passes: a.passes,
         neighbor_codes: a.neighbor_codes,
+        f16_vectors: a.vector_encoding == "f16",
         ..Default::default()
     })
 }
@@ -329,9 +336,12 @@ fn cmd_info(dir: PathBuf) -> Result<()> {
     println!("PQ               M = {} bytes per vector", h.pq_m);
     if l.nbr_code_m > 0 {
         println!(
-            "neighbour codes  M₂ = {} bytes + f32 per list entry (format {}.x, pq_refine.bin)",
-            l.nbr_code_m, 2
+            "neighbour codes  M₂ = {} bytes + f32 per list entry (format 2.x, pq_refine.bin)",
+            l.nbr_code_m
         );
+    }
+    if l.f16_vectors {
+        println!("vectors stored   as f16 (d × 2 bytes per record; format 2.x)");
     }
     // The cross-checks FORMAT.md promises, from the files' headers and real sizes only.
     let mut problems = Vec::new();

@@ -325,6 +325,7 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
         passes: 2,
         resume: false,
         neighbor_codes: false,
+        vector_encoding: "f32".into(),
     })?;
     let index = Index::open(&out, OpenOptions::default())?;
     let (nq_all, q) = load_queries(&queries, index.dim())?;

@@ -19,7 +19,7 @@
 //! expanded) and W from the first round that did not: the descent is a sequential walk,
 //! where W − 1 of every W reads are wasted on candidates the next hop supersedes.
 
-use super::context::SearchContext;
+use super::context::{SearchContext, Stored};
 use super::pipelined::pipelined;
 use super::{Neighbor, SearchParams, SearchStats};
 use crate::error::EngineError;
@@ -186,7 +186,7 @@ pub(crate) fn beam_search(
                     }
                     let rec = layout.record(block, layout.offset_in_block(u64::from(id)));
                     ctx.scores
-                        .score(h.metric, h.element, &ctx.query, id, rec.vector);
+                        .score(h.metric, Stored::of(&h.layout), &ctx.query, id, rec.vector);
                 }
             }
         }
@@ -226,7 +226,7 @@ pub(crate) fn beam_search(
                 stats.cache_hits += 1;
                 let rec = layout.record(&index.cache.records, off);
                 ctx.scores
-                    .score(h.metric, h.element, &ctx.query, id, rec.vector);
+                    .score(h.metric, Stored::of(&h.layout), &ctx.query, id, rec.vector);
                 take_list(&mut ctx.nbrs, &mut ctx.nbr_codes, &rec);
             } else {
                 list_from_slot(index, ctx, id, slot)?;

@@ -8,6 +8,7 @@ use crate::state::State;
 use ssdann_builder::neighbor_queue::{Candidate, NeighborQueue};
 use ssdann_layout::distance::{dot_f32, l2_sq_f32};
 use ssdann_layout::pq::PQ_CENTROIDS;
+use ssdann_layout::sector::NodeLayout;
 use ssdann_layout::{ElementType, Metric};
 use std::sync::Mutex;
 
@@ -88,7 +89,7 @@ impl Scores {
     pub(super) fn score(
         &mut self,
         metric: Metric,
-        elem: ElementType,
+        elem: Stored,
         query: &[f32],
         id: u32,
         vector: &[u8],
@@ -180,17 +181,49 @@ impl SearchContext {
     }
 }
 
+/// How a record stores its vector: as the index's element type, or (format 2) as f16.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stored {
+    /// `d × element size` bytes of the element type.
+    As(ElementType),
+    /// `d × 2` bytes of IEEE half floats (an f32 index built with `--vector-encoding f16`).
+    F16,
+}
+
+impl Stored {
+    /// The encoding of `layout`'s records.
+    pub(crate) fn of(layout: &NodeLayout) -> Stored {
+        if layout.f16_vectors {
+            Stored::F16
+        } else {
+            Stored::As(layout.element)
+        }
+    }
+}
+
+/// The f32 values of little-endian f16 bytes.
+fn f16_values(vector: &[u8]) -> impl Iterator<Item = f32> + '_ {
+    vector
+        .chunks_exact(2)
+        .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+}
+
 /// Exact ranking distance between the f32 query and a stored vector (raw LE bytes).
 #[inline]
 fn exact_distance(
     metric: Metric,
-    elem: ElementType,
+    elem: Stored,
     query: &[f32],
     vector: &[u8],
     tmp: &mut Vec<f32>,
 ) -> f32 {
     let v: &[f32] = match elem {
-        ElementType::F32 => match bytemuck::try_cast_slice::<u8, f32>(vector) {
+        Stored::F16 => {
+            tmp.clear();
+            tmp.extend(f16_values(vector));
+            tmp
+        }
+        Stored::As(ElementType::F32) => match bytemuck::try_cast_slice::<u8, f32>(vector) {
             Ok(s) => s,
             Err(_) => {
                 tmp.clear();
@@ -202,12 +235,12 @@ fn exact_distance(
                 tmp
             }
         },
-        ElementType::U8 => {
+        Stored::As(ElementType::U8) => {
             tmp.clear();
             tmp.extend(vector.iter().map(|&x| f32::from(x)));
             tmp
         }
-        ElementType::I8 => {
+        Stored::As(ElementType::I8) => {
             tmp.clear();
             tmp.extend(vector.iter().map(|&x| f32::from(x as i8)));
             tmp
@@ -221,16 +254,17 @@ fn exact_distance(
 }
 
 /// Appends a stored vector (raw LE bytes) as f32 to the kept set.
-fn keep(elem: ElementType, vector: &[u8], id: u32, ids: &mut Vec<u32>, out: &mut Vec<f32>) {
+fn keep(elem: Stored, vector: &[u8], id: u32, ids: &mut Vec<u32>, out: &mut Vec<f32>) {
     ids.push(id);
     match elem {
-        ElementType::F32 => out.extend(
+        Stored::F16 => out.extend(f16_values(vector)),
+        Stored::As(ElementType::F32) => out.extend(
             vector
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
         ),
-        ElementType::U8 => out.extend(vector.iter().map(|&x| f32::from(x))),
-        ElementType::I8 => out.extend(vector.iter().map(|&x| f32::from(x as i8))),
+        Stored::As(ElementType::U8) => out.extend(vector.iter().map(|&x| f32::from(x))),
+        Stored::As(ElementType::I8) => out.extend(vector.iter().map(|&x| f32::from(x as i8))),
     }
 }
 

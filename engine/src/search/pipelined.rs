@@ -2,7 +2,7 @@
 //! one issued as soon as any completes (experimental; `OpenOptions::pipeline`).
 
 use super::beam::{expand_from_slot, push_neighbors};
-use super::context::SearchContext;
+use super::context::{SearchContext, Stored};
 use super::{SearchParams, SearchStats};
 use crate::io::ReadReq;
 use crate::state::State;
@@ -37,8 +37,13 @@ pub(super) fn pipelined(
             };
             if let Some(&off) = index.cache.slots.get(&c.id) {
                 let rec = layout.record(&index.cache.records, off);
-                ctx.scores
-                    .score(h.metric, h.element, &ctx.query, c.id, rec.vector);
+                ctx.scores.score(
+                    h.metric,
+                    Stored::of(&h.layout),
+                    &ctx.query,
+                    c.id,
+                    rec.vector,
+                );
                 super::beam::take_list(&mut ctx.nbrs, &mut ctx.nbr_codes, &rec);
                 stats.cache_hits += 1;
                 stats.nodes_expanded += 1;
@@ -88,7 +93,7 @@ pub(super) fn pipelined(
                 }
                 let rec = layout.record(ctx.reader.slot(s), layout.offset_in_block(u64::from(id)));
                 ctx.scores
-                    .score(h.metric, h.element, &ctx.query, id, rec.vector);
+                    .score(h.metric, Stored::of(&h.layout), &ctx.query, id, rec.vector);
             }
             let mut k = 0;
             while k < ctx.waiting.len() {

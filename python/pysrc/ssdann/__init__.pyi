@@ -32,6 +32,7 @@ def build(
     force: bool = False,
     memory_budget_gb: Optional[float] = None,
     resume: bool = False,
+    neighbor_codes: bool = False,
 ) -> Dict[str, float]:
     """Build an index directory from a vector file (.fbin/.u8bin/.i8bin/.fvecs/.bvecs/.npy)
     or a C-contiguous (n, d) array of float32, uint8 or int8 (float64 is refused: convert with
@@ -43,6 +44,10 @@ def build(
     to the budget, each point in its 2 nearest, a Vamana graph per partition, merged and
     pruned to R); the file is read row by row, never loaded whole. resume=True continues an
     interrupted budgeted build from its last finished stage (same file and parameters).
+
+    neighbor_codes=True stores each neighbour's residual PQ code in the node records (format
+    2): fewer reads at equal recall and the same RAM, about 2x the disk, one-shot builds
+    only; the index then refuses inserts, deletes and merges.
 
     Raises ValueError (bad data or parameter; a budget too small for one partition names the
     minimum; resume with other parameters names the field), FileExistsError (out_dir exists, force=False),
