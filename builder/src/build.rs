@@ -228,14 +228,14 @@ impl BuildParams {
             return Err(BuildError::param(
                 "--neighbor-codes",
                 true,
-                "not supported with --memory-budget yet (one-shot builds only)",
+                "not supported with a memory budget yet (--memory-budget; one-shot builds only)",
             ));
         }
         if self.f16_vectors && self.memory_budget_bytes.is_some() {
             return Err(BuildError::param(
                 "--vector-encoding",
                 "f16",
-                "not supported with --memory-budget yet (one-shot builds only)",
+                "not supported with a memory budget yet (--memory-budget; one-shot builds only)",
             ));
         }
         Ok(())

@@ -29,7 +29,17 @@ create_exception!(
 /// The message with the CLI's and the Rust API's spellings replaced by this module's
 /// parameter names (`--force` → `force=True`, `-R` → `R`, ...).
 pub(crate) fn python_names(msg: String) -> String {
-    const NAMES: [(&str, &str); 12] = [
+    const NAMES: [(&str, &str); 16] = [
+        (
+            "(--memory-budget; one-shot builds only)",
+            "(memory_budget_gb; one-shot builds only)",
+        ),
+        (
+            "built with --neighbor-codes or --vector-encoding f16",
+            "built with neighbor_codes=True or vector_encoding=\"f16\"",
+        ),
+        ("parameter --neighbor-codes", "parameter neighbor_codes"),
+        ("parameter --vector-encoding", "parameter vector_encoding"),
         (
             "pass --force to replace it; --force replaces",
             "pass force=True to replace it; force=True replaces",

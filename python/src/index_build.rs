@@ -116,6 +116,11 @@ pub(crate) fn budget_bytes(g: f64) -> PyResult<u64> {
 ///     point, so they read fewer sectors at equal recall (0.75× on the 10K test set). Records
 ///     grow to one per 4 KB sector (about 2× the disk). One-shot builds only (not with
 ///     ``memory_budget_gb``); the index refuses inserts, deletes and merges.
+/// vector_encoding : {"f32", "f16"}, default "f32"
+///     How records store float32 vectors: exactly, or as IEEE half floats (half the bytes:
+///     with ``neighbor_codes`` the codes grow from 31 to 43 bytes on 384-d, R = 64). Searches
+///     then rank by the f16 vector's distance. float32 data and one-shot builds only; the
+///     index refuses updates.
 ///
 /// Returns
 /// -------
@@ -145,7 +150,7 @@ pub(crate) fn budget_bytes(g: f64) -> PyResult<u64> {
 /// >>> report["n"], report["dim"]
 /// (2000, 32)
 #[pyfunction]
-#[pyo3(signature = (data, out_dir, *, metric = "l2", R = 64, L = 100, alpha = 1.2, pq_bytes = None, threads = None, force = false, memory_budget_gb = None, resume = false, neighbor_codes = false), text_signature = "(data, out_dir, *, metric=\"l2\", R=64, L=100, alpha=1.2, pq_bytes=None, threads=None, force=False, memory_budget_gb=None, resume=False, neighbor_codes=False)")]
+#[pyo3(signature = (data, out_dir, *, metric = "l2", R = 64, L = 100, alpha = 1.2, pq_bytes = None, threads = None, force = false, memory_budget_gb = None, resume = false, neighbor_codes = false, vector_encoding = "f32"), text_signature = "(data, out_dir, *, metric=\"l2\", R=64, L=100, alpha=1.2, pq_bytes=None, threads=None, force=False, memory_budget_gb=None, resume=False, neighbor_codes=False, vector_encoding=\"f32\")")]
 #[allow(non_snake_case, clippy::too_many_arguments)]
 pub(crate) fn build<'py>(
     py: Python<'py>,
@@ -161,8 +166,18 @@ pub(crate) fn build<'py>(
     memory_budget_gb: Option<f64>,
     resume: bool,
     neighbor_codes: bool,
+    vector_encoding: &str,
 ) -> PyResult<Bound<'py, PyDict>> {
     let metric: Metric = metric.parse().map_err(PyValueError::new_err)?;
+    let f16_vectors = match vector_encoding {
+        "f32" => false,
+        "f16" => true,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "vector_encoding = {other:?}: expected \"f32\" or \"f16\""
+            )))
+        }
+    };
     let memory_budget_bytes = memory_budget_gb.map(budget_bytes).transpose()?;
     if resume && memory_budget_bytes.is_none() {
         return Err(PyValueError::new_err(
@@ -173,6 +188,7 @@ pub(crate) fn build<'py>(
         metric,
         memory_budget_bytes,
         neighbor_codes,
+        f16_vectors,
         ..graph_params(R, L, alpha, pq_bytes, threads, force, resume)
     };
     // Not a path: any array-like, made C-contiguous (a copy only when it is not already).

@@ -131,10 +131,12 @@ def test_neighbor_codes_read_less_for_the_same_recall_and_refuse_updates(tmp_pat
     # the 10K test set: ~0.986 for both, ~37 vs ~49 reads per query
     assert recall(ids_c, gt) >= recall(ids_p, gt) - 0.003
     assert st_c["sector_reads"].mean() < 0.85 * st_p["sector_reads"].mean()
-    with pytest.raises(PermissionError, match="--neighbor-codes"):
+    with pytest.raises(PermissionError, match="neighbor_codes=True"):
         coded.insert(10**9, q[0])
-    with pytest.raises(ValueError, match="neighbor-codes.*memory-budget"):
+    with pytest.raises(ValueError, match="parameter neighbor_codes.*memory budget.*memory_budget_gb"):
         ssdann.build(src, tmp_path / "nc2", neighbor_codes=True, memory_budget_gb=1.0)
+    with pytest.raises(ValueError, match="vector_encoding"):
+        ssdann.build(src, tmp_path / "nc3", vector_encoding="bf16")
 
 
 def test_memory_budgeted_build_is_partitioned_and_searches_well(tmp_path, data):

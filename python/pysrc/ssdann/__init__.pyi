@@ -33,6 +33,7 @@ def build(
     memory_budget_gb: Optional[float] = None,
     resume: bool = False,
     neighbor_codes: bool = False,
+    vector_encoding: Literal["f32", "f16"] = "f32",
 ) -> Dict[str, float]:
     """Build an index directory from a vector file (.fbin/.u8bin/.i8bin/.fvecs/.bvecs/.npy)
     or a C-contiguous (n, d) array of float32, uint8 or int8 (float64 is refused: convert with
@@ -47,7 +48,8 @@ def build(
 
     neighbor_codes=True stores each neighbour's residual PQ code in the node records (format
     2): fewer reads at equal recall and the same RAM, about 2x the disk, one-shot builds
-    only; the index then refuses inserts, deletes and merges.
+    only; the index then refuses inserts, deletes and merges. vector_encoding="f16" stores
+    float32 vectors as half floats (room for longer neighbour codes; same restrictions).
 
     Raises ValueError (bad data or parameter; a budget too small for one partition names the
     minimum; resume with other parameters names the field), FileExistsError (out_dir exists, force=False),
