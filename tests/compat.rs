@@ -6,6 +6,9 @@
 //! - `wal2-journal3/unfinished-merge`: an index whose merge was committed to a format-3
 //!   journal and stopped half way through its in-place writes.
 //!
+//! - `format2-codes`: a format-2.1 index built with neighbour codes and f16 vectors
+//!   (`tests/compat/format2-codes`, written by `write_format2_fixture`).
+//!
 //! Each fixture holds `expect.txt`: lines `query_row label label …` (the top-5 labels of
 //! base row `query_row`'s vector, after recovery) and `live N`.
 //! Regenerate (only when a new format version is added, into a new directory):
@@ -119,4 +122,51 @@ fn an_unfinished_format_3_merge_is_reported_then_finished_as_written() {
     let idx = Index::open(&dir, OpenOptions::default()).unwrap();
     assert_eq!(idx.pending(), (0, 0, 0));
     assert!(!dir.join("merge.journal").exists());
+}
+
+fn format2_fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/compat/format2-codes")
+}
+
+#[test]
+#[ignore = "writes the fixture; run with SSDANN_WRITE_COMPAT=1"]
+fn write_format2_fixture() {
+    if std::env::var_os("SSDANN_WRITE_COMPAT").is_none() {
+        return;
+    }
+    let all = data();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("b.fbin");
+    ssdann::layout::dataset::write_bin(&path, 300, D, &all[..300 * D]).unwrap();
+    let params = ssdann::BuildParams {
+        max_degree: 24,
+        build_l: 48,
+        pq_bytes: Some(8),
+        threads: Some(1),
+        neighbor_codes: true,
+        f16_vectors: true,
+        ..Default::default()
+    };
+    let out = format2_fixture();
+    let _ = std::fs::remove_dir_all(&out);
+    ssdann::build_index(&path, &out, &params, &ssdann::NoProgress).unwrap();
+    let idx = Index::open(&out, OpenOptions::default()).unwrap();
+    let expect = expectations(&idx, &all);
+    drop(idx);
+    std::fs::write(out.join("expect.txt"), expect).unwrap();
+}
+
+#[test]
+fn a_format_2_index_with_neighbor_codes_and_f16_vectors_opens_and_answers_as_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("f2");
+    common::copy_dir(&format2_fixture(), &dir);
+    let expect = std::fs::read_to_string(dir.join("expect.txt")).unwrap();
+    std::fs::remove_file(dir.join("expect.txt")).unwrap();
+    let idx = Index::open(&dir, OpenOptions::default()).unwrap();
+    let h = idx.header();
+    assert!(h.layout.nbr_code_m > 0 && h.layout.f16_vectors);
+    assert_eq!(expectations(&idx, &data()), expect);
+    drop(idx);
+    assert!(ssdann::verify(&dir).unwrap().ok());
 }
