@@ -269,6 +269,13 @@ impl IndexHeader {
                 "expected 0 (as the element type) or, in a format-2 index, 1 (f16)",
             ));
         }
+        if major == 2 && nbr_code_m == 0 && encoding == 0 {
+            return Err(field(
+                "version_major",
+                &major,
+                "a format-2 header must have neighbour codes or f16 vectors (an index without either is written as format 1)",
+            ));
+        }
         let layout = NodeLayout::with_encoding(
             dim as usize,
             element,
@@ -510,6 +517,17 @@ mod tests {
         f.layout = NodeLayout::with_encoding(384, ElementType::F32, 64, 43, true).unwrap();
         assert_eq!(get_u16(&f.encode(), OFF_MAJOR), 2);
         assert_eq!(IndexHeader::decode(p, 0, &f.encode()).unwrap(), f);
+        let mut enc = sample().encode();
+        put_u16(&mut enc, OFF_MAJOR, 2);
+        let crc = crc32fast::hash(&enc[..HEADER_CRC_OFFSET]);
+        put_u32(&mut enc, HEADER_CRC_OFFSET, crc);
+        assert!(matches!(
+            IndexHeader::decode(p, 0, &enc),
+            Err(LayoutError::InvalidField {
+                field: "version_major",
+                ..
+            })
+        ));
         let mut enc = f.encode();
         put_u32(&mut enc, OFF_VECTOR_ENCODING, 7);
         let crc = crc32fast::hash(&enc[..HEADER_CRC_OFFSET]);
