@@ -259,8 +259,27 @@ fn f16_vectors_make_room_for_longer_codes_and_keep_distances_within_f16_error() 
             );
         }
     }
-    // only f32 data can be stored as f16
+    // f32 data beyond f16's range is refused, naming the row and coordinate
     let tmp = tempfile::tempdir().unwrap();
+    let big_path = tmp.path().join("big.fbin");
+    let mut big: Vec<f32> = (0..200 * 8).map(|i| (i % 13) as f32).collect();
+    big[57 * 8 + 3] = 70_000.0;
+    ssdann::layout::dataset::write_bin(&big_path, 200, 8, &big).unwrap();
+    let params = ssdann::BuildParams {
+        f16_vectors: true,
+        max_degree: 8,
+        build_l: 16,
+        pq_bytes: Some(4),
+        ..Default::default()
+    };
+    match build_index(&big_path, &tmp.path().join("y"), &params, &NoProgress).unwrap_err() {
+        BuildError::InvalidParameter { field, reason, .. } => {
+            assert_eq!(field, "--vector-encoding");
+            assert!(reason.contains("row 57 coordinate 3 = 70000"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // only f32 data can be stored as f16
     let u8_path = tmp.path().join("b.u8bin");
     let data: Vec<u8> = (0..200 * 8).map(|i| (i * 37 % 251) as u8).collect();
     ssdann::layout::dataset::write_bin(&u8_path, 200, 8, &data).unwrap();

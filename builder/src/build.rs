@@ -20,6 +20,9 @@ use std::borrow::Cow;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// The largest finite IEEE half float: `--vector-encoding f16` refuses data beyond it.
+const F16_MAX: f32 = 65504.0;
+
 /// File name of the sector file inside an index directory.
 pub const INDEX_FILE: &str = "index.ssd";
 
@@ -612,6 +615,24 @@ fn build_typed<T: Element>(
                 T::TYPE
             ),
         ));
+    }
+    if params.f16_vectors {
+        // f16's largest finite value is 65504: a larger coordinate would be stored as inf.
+        if let Some(i) = data
+            .par_iter()
+            .position_first(|x| x.to_f32().abs() > F16_MAX)
+        {
+            return Err(BuildError::param(
+                "--vector-encoding",
+                "f16",
+                format!(
+                    "row {} coordinate {} = {} is beyond f16's range (±{F16_MAX}); store it as f32",
+                    i / dim,
+                    i % dim,
+                    data[i].to_f32()
+                ),
+            ));
+        }
     }
     let vector_bytes = dim
         * if params.f16_vectors {
