@@ -20,9 +20,6 @@ use std::borrow::Cow;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// The largest finite IEEE half float: `--vector-encoding f16` refuses data beyond it.
-const F16_MAX: f32 = 65504.0;
-
 /// File name of the sector file inside an index directory.
 pub const INDEX_FILE: &str = "index.ssd";
 
@@ -581,6 +578,9 @@ fn build_typed<T: Element>(
     let m = params
         .pq_bytes
         .unwrap_or_else(|| pq_train::default_pq_m(dim, T::TYPE.size_bytes()));
+    // The record layout first: a refused encoding fails before any training.
+    let layout = crate::refine::record_layout(params, data, dim, m)?;
+    let nbr_code_m = layout.nbr_code_m;
     let t = Instant::now();
     let pq = pq_train::train_pq(data, dim, m, params.seed, progress);
     phases.push((Phase::PqTraining, t.elapsed()));
@@ -606,61 +606,6 @@ fn build_typed<T: Element>(
     phases.push((Phase::VamanaPass1, graph.pass_times[0]));
     phases.push((Phase::VamanaPass2, graph.pass_times[1]));
 
-    if params.f16_vectors && T::TYPE != ElementType::F32 {
-        return Err(BuildError::param(
-            "--vector-encoding",
-            "f16",
-            format!(
-                "only f32 data can be stored as f16 (this file is {})",
-                T::TYPE
-            ),
-        ));
-    }
-    if params.f16_vectors {
-        // f16's largest finite value is 65504: a larger coordinate would be stored as inf.
-        if let Some(i) = data
-            .par_iter()
-            .position_first(|x| x.to_f32().abs() > F16_MAX)
-        {
-            return Err(BuildError::param(
-                "--vector-encoding",
-                "f16",
-                format!(
-                    "row {} coordinate {} = {} is beyond f16's range (±{F16_MAX}); store it as f32",
-                    i / dim,
-                    i % dim,
-                    data[i].to_f32()
-                ),
-            ));
-        }
-    }
-    let vector_bytes = dim
-        * if params.f16_vectors {
-            2
-        } else {
-            T::TYPE.size_bytes()
-        };
-    let nbr_code_m = if params.neighbor_codes {
-        NodeLayout::fit_neighbor_code_m(dim, vector_bytes, params.max_degree, m).ok_or_else(|| {
-            BuildError::param(
-                "--neighbor-codes",
-                true,
-                format!(
-                    "a record of {vector_bytes} + 4 + 4R (R = {}) bytes leaves no room for 12-byte neighbour codes in a 4 KB sector",
-                    params.max_degree
-                ),
-            )
-        })?
-    } else {
-        0
-    };
-    let layout = NodeLayout::with_encoding(
-        dim,
-        T::TYPE,
-        params.max_degree,
-        nbr_code_m,
-        params.f16_vectors,
-    )?;
     let t = Instant::now();
     let perm: Vec<u32> = if params.reorder {
         progress.start(Phase::Reorder, 1);

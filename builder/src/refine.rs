@@ -10,12 +10,16 @@
 //! level is one more ADC lookup per subspace.
 
 use crate::build::BuildParams;
+use crate::error::BuildError;
 use crate::pq_train::train_pq;
 use crate::progress::Progress;
 use rand::SeedableRng;
 use rayon::prelude::*;
 use ssdann_layout::pq::PqCodebook;
-use ssdann_layout::Element;
+use ssdann_layout::{Element, ElementType, NodeLayout};
+
+/// The largest finite IEEE half float: `--vector-encoding f16` refuses data beyond it.
+const F16_MAX: f32 = 65504.0;
 
 /// Points the residual codebook is trained on, at most (sampled at random).
 pub const REFINE_TRAINING_SAMPLE: usize = 64 * 1024;
@@ -84,4 +88,76 @@ pub fn train_and_encode<T: Element>(
         },
     );
     Refinement { codebook, entries }
+}
+
+/// The record layout of a one-shot build: R neighbour slots, vectors as the element type or
+/// (`params.f16_vectors`) as f16, and with `params.neighbor_codes` the largest M₂ ≤ `m` that
+/// fits one 4 KB sector ([`NodeLayout::fit_neighbor_code_m`]).
+///
+/// # Errors
+/// [`BuildError::InvalidParameter`] naming `--vector-encoding` (f16 for u8/i8 data, or a
+/// coordinate beyond ±65504, named by row and coordinate) or `--neighbor-codes` (no room for
+/// a 12-byte code); [`BuildError::Layout`] for an impossible geometry.
+pub(crate) fn record_layout<T: Element>(
+    params: &BuildParams,
+    data: &[T],
+    dim: usize,
+    m: usize,
+) -> Result<NodeLayout, BuildError> {
+    if params.f16_vectors && T::TYPE != ElementType::F32 {
+        return Err(BuildError::param(
+            "--vector-encoding",
+            "f16",
+            format!(
+                "only f32 data can be stored as f16 (this file is {})",
+                T::TYPE
+            ),
+        ));
+    }
+    if params.f16_vectors {
+        // f16's largest finite value is 65504: a larger coordinate would be stored as inf.
+        if let Some(i) = data
+            .par_iter()
+            .position_first(|x| x.to_f32().abs() > F16_MAX)
+        {
+            return Err(BuildError::param(
+                "--vector-encoding",
+                "f16",
+                format!(
+                    "row {} coordinate {} = {} is beyond f16's range (±{F16_MAX}); store it as f32",
+                    i / dim,
+                    i % dim,
+                    data[i].to_f32()
+                ),
+            ));
+        }
+    }
+    let vector_bytes = dim
+        * if params.f16_vectors {
+            2
+        } else {
+            T::TYPE.size_bytes()
+        };
+    let nbr_code_m = if params.neighbor_codes {
+        NodeLayout::fit_neighbor_code_m(dim, vector_bytes, params.max_degree, m).ok_or_else(|| {
+            BuildError::param(
+                "--neighbor-codes",
+                true,
+                format!(
+                    "a record of {vector_bytes} + 4 + 4R (R = {}) bytes leaves no room for 12-byte neighbour codes in a 4 KB sector",
+                    params.max_degree
+                ),
+            )
+        })?
+    } else {
+        0
+    };
+    let layout = NodeLayout::with_encoding(
+        dim,
+        T::TYPE,
+        params.max_degree,
+        nbr_code_m,
+        params.f16_vectors,
+    )?;
+    Ok(layout)
 }
