@@ -259,42 +259,29 @@ fn f16_vectors_make_room_for_longer_codes_and_keep_distances_within_f16_error() 
             );
         }
     }
-    // f32 data beyond f16's range is refused, naming the row and coordinate
+    // f32 data beyond f16's range is refused, naming the row and coordinate; u8 data too
     let tmp = tempfile::tempdir().unwrap();
     let big_path = tmp.path().join("big.fbin");
     let mut big: Vec<f32> = (0..200 * 8).map(|i| (i % 13) as f32).collect();
     big[57 * 8 + 3] = 70_000.0;
     ssdann::layout::dataset::write_bin(&big_path, 200, 8, &big).unwrap();
-    let params = ssdann::BuildParams {
-        f16_vectors: true,
-        max_degree: 8,
-        build_l: 16,
-        pq_bytes: Some(4),
-        ..Default::default()
-    };
-    match build_index(&big_path, &tmp.path().join("y"), &params, &NoProgress).unwrap_err() {
-        BuildError::InvalidParameter { field, reason, .. } => {
-            assert_eq!(field, "--vector-encoding");
-            assert!(reason.contains("row 57 coordinate 3 = 70000"), "{reason}");
-        }
-        other => panic!("{other:?}"),
-    }
-    // only f32 data can be stored as f16
     let u8_path = tmp.path().join("b.u8bin");
     let data: Vec<u8> = (0..200 * 8).map(|i| (i * 37 % 251) as u8).collect();
     ssdann::layout::dataset::write_bin(&u8_path, 200, 8, &data).unwrap();
-    let params = ssdann::BuildParams {
-        f16_vectors: true,
-        max_degree: 8,
-        build_l: 16,
-        pq_bytes: Some(4),
-        ..Default::default()
-    };
-    match build_index(&u8_path, &tmp.path().join("x"), &params, &NoProgress).unwrap_err() {
-        BuildError::InvalidParameter { field, reason, .. } => {
-            assert_eq!(field, "--vector-encoding");
-            assert!(reason.contains("u8"), "{reason}");
+    for (path, why) in [(&big_path, "row 57 coordinate 3 = 70000"), (&u8_path, "u8")] {
+        let params = ssdann::BuildParams {
+            f16_vectors: true,
+            max_degree: 8,
+            build_l: 16,
+            pq_bytes: Some(4),
+            ..Default::default()
+        };
+        match build_index(path, &tmp.path().join("x"), &params, &NoProgress).unwrap_err() {
+            BuildError::InvalidParameter { field, reason, .. } => {
+                assert_eq!(field, "--vector-encoding");
+                assert!(reason.contains(why), "{reason}");
+            }
+            other => panic!("{other:?}"),
         }
-        other => panic!("{other:?}"),
     }
 }

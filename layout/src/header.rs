@@ -517,38 +517,25 @@ mod tests {
         f.layout = NodeLayout::with_encoding(384, ElementType::F32, 64, 43, true).unwrap();
         assert_eq!(get_u16(&f.encode(), OFF_MAJOR), 2);
         assert_eq!(IndexHeader::decode(p, 0, &f.encode()).unwrap(), f);
-        let mut enc = sample().encode();
-        put_u16(&mut enc, OFF_MAJOR, 2);
-        let crc = crc32fast::hash(&enc[..HEADER_CRC_OFFSET]);
-        put_u32(&mut enc, HEADER_CRC_OFFSET, crc);
-        assert!(matches!(
-            IndexHeader::decode(p, 0, &enc),
-            Err(LayoutError::InvalidField {
-                field: "version_major",
-                ..
-            })
-        ));
-        let mut enc = f.encode();
-        put_u32(&mut enc, OFF_VECTOR_ENCODING, 7);
-        let crc = crc32fast::hash(&enc[..HEADER_CRC_OFFSET]);
-        put_u32(&mut enc, HEADER_CRC_OFFSET, crc);
-        assert!(matches!(
-            IndexHeader::decode(p, 0, &enc),
-            Err(LayoutError::InvalidField {
-                field: "vector_encoding",
-                ..
-            })
-        ));
-        let mut enc = h.encode();
-        put_u16(&mut enc, OFF_MAJOR, 1);
-        let crc = crc32fast::hash(&enc[..HEADER_CRC_OFFSET]);
-        put_u32(&mut enc, HEADER_CRC_OFFSET, crc);
-        assert!(matches!(
-            IndexHeader::decode(p, 0, &enc),
-            Err(LayoutError::InvalidField {
-                field: "nbr_code_m",
-                ..
-            })
-        ));
+        // (header, field offset, value written, 2- or 4-byte field, the field refused)
+        let cases = [
+            (sample(), OFF_MAJOR, 2, 2, "version_major"), // format 2 without either feature
+            (f.clone(), OFF_VECTOR_ENCODING, 7, 4, "vector_encoding"),
+            (h.clone(), OFF_MAJOR, 1, 2, "nbr_code_m"), // format 1 claiming codes
+        ];
+        for (hdr, off, v, width, want) in cases {
+            let mut enc = hdr.encode();
+            if width == 2 {
+                put_u16(&mut enc, off, v as u16);
+            } else {
+                put_u32(&mut enc, off, v);
+            }
+            let crc = crc32fast::hash(&enc[..HEADER_CRC_OFFSET]);
+            put_u32(&mut enc, HEADER_CRC_OFFSET, crc);
+            match IndexHeader::decode(p, 0, &enc) {
+                Err(LayoutError::InvalidField { field, .. }) => assert_eq!(field, want),
+                other => panic!("{want}: {other:?}"),
+            }
+        }
     }
 }
