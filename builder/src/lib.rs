@@ -16,6 +16,7 @@ pub mod ground_truth;
 pub mod kmeans;
 pub mod neighbor_queue;
 pub mod output;
+pub mod params;
 pub mod partitioned;
 pub mod pq_train;
 pub mod progress;

@@ -1,0 +1,192 @@
+//! Build parameters (the CLI's flags) and their validation against the data shape.
+
+use crate::error::BuildError;
+use crate::vamana::VamanaParams;
+use crate::Result;
+use ssdann_layout::Metric;
+
+/// Build parameters (the CLI's flags).
+#[derive(Clone, Debug)]
+pub struct BuildParams {
+    /// Distance metric.
+    pub metric: Metric,
+    /// Maximum degree R (`-R`, default 64).
+    pub max_degree: usize,
+    /// Build list size L (`-L`, default 100; must be ≥ R).
+    pub build_l: usize,
+    /// α of the second Vamana pass (`--alpha`, default 1.2; ≥ 1).
+    pub alpha: f32,
+    /// PQ subspaces M (`--pq-bytes`); `None` = [`crate::pq_train::default_pq_m`].
+    pub pq_bytes: Option<usize>,
+    /// Worker threads; `None` = all cores.
+    pub threads: Option<usize>,
+    /// Replace an existing output directory, if it is an ssdann index directory or empty
+    /// (never anything else: see [`crate::output::check_output`]).
+    pub force: bool,
+    /// Seed for sampling and insertion order (builds are deterministic for one thread).
+    pub seed: u64,
+    /// Permute node ids so that graph neighbours share a sector ([`crate::reorder`]).
+    /// Default true; results are translated back to row numbers through `labels.bin`.
+    pub reorder: bool,
+    /// Precision of the in-RAM vectors the graph is built on, for f32 data (u8/i8 data is
+    /// always used as is). Default [`GraphPrecision::F16`]. The sector file and the PQ codes
+    /// always hold the input's exact values.
+    pub graph_precision: GraphPrecision,
+    /// RAM the build may use, in bytes (`--memory-budget`, in GiB on the CLI). `None`: no
+    /// limit, one-shot build. When the one-shot build's estimate
+    /// ([`crate::partitioned::budget::Shape::one_shot_bytes`]) exceeds it, the partitioned
+    /// build runs ([`crate::partitioned`]): k-means partitions sized from the budget, a
+    /// Vamana graph per partition, merged; sector reordering when the merged graph fits.
+    pub memory_budget_bytes: Option<u64>,
+    /// Vamana passes (`--passes`, default 2): 2 = α = 1 then α (DiskANN Alg. 3); 1 = the α
+    /// pass only (about half the graph time; slightly lower recall at equal L).
+    pub passes: usize,
+    /// Partitioned build only: continue an interrupted build from its last finished stage
+    /// (`--resume`). Without it, an earlier build's work directory is removed and the build
+    /// starts over.
+    pub resume: bool,
+    /// Test hook: stop at this point of the partitioned build as a kill would (see
+    /// `partitioned::interrupt`).
+    #[doc(hidden)]
+    pub interrupt_at: Option<String>,
+    /// Store each neighbour's residual PQ code in the node records (`--neighbor-codes`,
+    /// format 2; default false): records grow to one per 4 KB sector and a search ranks the
+    /// neighbours of every node it reads by PQ + this refinement, at no extra RAM
+    /// ([`ssdann_layout::sector::NodeLayout::with_neighbor_codes`]). M₂ is the largest that
+    /// fits the sector, at most M. One-shot builds only; an index built so refuses updates.
+    pub neighbor_codes: bool,
+    /// Store the vectors of f32 data as IEEE half floats (`--vector-encoding f16`, format 2;
+    /// default false): d × 2 bytes per record instead of d × 4, so more records share a
+    /// sector or, with `neighbor_codes`, longer neighbour codes fit. Searches then rank by
+    /// the distance to the f16 vector. f32 input and one-shot builds only; the index refuses
+    /// updates.
+    pub f16_vectors: bool,
+}
+
+/// Precision of the vectors the Vamana graph is built on (f32 input only).
+///
+/// The build is bound by memory traffic: each insertion's GreedySearch reads ~2,000–2,800
+/// random vectors (measured on pypi-minilm-100k, R = 64, L = 100). An f16 copy halves those
+/// bytes; distances then carry ~1e-3 relative error, far below the gaps RobustPrune and
+/// GreedySearch decide on. Costs n × d × 2 bytes of RAM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum GraphPrecision {
+    /// Build on a half-precision copy (F16C conversion in the distance kernel).
+    #[default]
+    F16,
+    /// Build on the f32 values themselves (no copy).
+    F32,
+}
+
+impl std::str::FromStr for GraphPrecision {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "f16" => Ok(GraphPrecision::F16),
+            "f32" => Ok(GraphPrecision::F32),
+            o => Err(format!(
+                "unknown graph precision {o:?} (expected f16 or f32)"
+            )),
+        }
+    }
+}
+
+impl Default for BuildParams {
+    fn default() -> Self {
+        BuildParams {
+            metric: Metric::L2,
+            max_degree: 64,
+            build_l: 100,
+            alpha: 1.2,
+            pq_bytes: None,
+            threads: None,
+            force: false,
+            seed: 0x0055_da22,
+            reorder: true,
+            graph_precision: GraphPrecision::F16,
+            memory_budget_bytes: None,
+            passes: 2,
+            resume: false,
+            interrupt_at: None,
+            neighbor_codes: false,
+            f16_vectors: false,
+        }
+    }
+}
+
+impl BuildParams {
+    /// The Vamana parameters of this build (R, L, α, seed, passes; DiskANN's slack and
+    /// candidate cap).
+    pub fn vamana(&self) -> VamanaParams {
+        VamanaParams {
+            max_degree: self.max_degree,
+            build_l: self.build_l,
+            alpha: self.alpha,
+            seed: self.seed,
+            passes: self.passes,
+            ..Default::default()
+        }
+    }
+
+    /// Checks the parameters against the data shape.
+    ///
+    /// # Errors
+    /// [`BuildError::InvalidParameter`] naming the flag: R or L zero, L < R, α < 1 or not
+    /// finite, `--pq-bytes` zero or > d, zero threads.
+    pub fn validate(&self, dim: usize) -> Result<()> {
+        if self.max_degree == 0 || self.max_degree > ssdann_layout::sector::MAX_DEGREE {
+            return Err(BuildError::param(
+                "-R",
+                self.max_degree,
+                format!("must be in 1..={}", ssdann_layout::sector::MAX_DEGREE),
+            ));
+        }
+        if self.build_l == 0 {
+            return Err(BuildError::param("-L", self.build_l, "must be at least 1"));
+        }
+        if self.build_l < self.max_degree {
+            return Err(BuildError::param(
+                "-L",
+                self.build_l,
+                format!("must be ≥ R ({})", self.max_degree),
+            ));
+        }
+        if !(self.alpha.is_finite() && self.alpha >= 1.0) {
+            return Err(BuildError::param(
+                "--alpha",
+                self.alpha,
+                "must be a finite number ≥ 1",
+            ));
+        }
+        if let Some(m) = self.pq_bytes {
+            if m == 0 || m > dim {
+                return Err(BuildError::param(
+                    "--pq-bytes",
+                    m,
+                    format!("must be in 1..=d ({dim})"),
+                ));
+            }
+        }
+        if !(1..=2).contains(&self.passes) {
+            return Err(BuildError::param("--passes", self.passes, "must be 1 or 2"));
+        }
+        if self.threads == Some(0) {
+            return Err(BuildError::param("--threads", 0, "must be at least 1"));
+        }
+        if self.neighbor_codes && self.memory_budget_bytes.is_some() {
+            return Err(BuildError::param(
+                "--neighbor-codes",
+                true,
+                "not supported with a memory budget yet (--memory-budget; one-shot builds only)",
+            ));
+        }
+        if self.f16_vectors && self.memory_budget_bytes.is_some() {
+            return Err(BuildError::param(
+                "--vector-encoding",
+                "f16",
+                "not supported with a memory budget yet (--memory-budget; one-shot builds only)",
+            ));
+        }
+        Ok(())
+    }
+}
