@@ -150,6 +150,43 @@ macro_rules! f16_kernel {
         }
     };
 }
+/// f32 query × stored f16 vector (little-endian bytes, 2 per coordinate, any alignment):
+/// 8 halves → 8 floats with F16C straight from the record, no decoded copy.
+macro_rules! f32_f16_kernel {
+    ($name:ident, $diff:expr, $scalar:path) => {
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $name(q: &[f32], v: &[u8]) -> f32 {
+            let n = q.len();
+            let (pq, pv) = (q.as_ptr(), v.as_ptr());
+            let term = |a: __m256, b: __m256, acc: __m256| {
+                if $diff {
+                    let d = _mm256_sub_ps(a, b);
+                    _mm256_fmadd_ps(d, d, acc)
+                } else {
+                    _mm256_fmadd_ps(a, b, acc)
+                }
+            };
+            let half8 =
+                |i: usize| _mm256_cvtph_ps(_mm_loadu_si128(pv.add(2 * i) as *const __m128i));
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut i = 0;
+            while i + 32 <= n {
+                for (k, acc_k) in acc.iter_mut().enumerate() {
+                    *acc_k = term(_mm256_loadu_ps(pq.add(i + 8 * k)), half8(i + 8 * k), *acc_k);
+                }
+                i += 32;
+            }
+            while i + 8 <= n {
+                acc[0] = term(_mm256_loadu_ps(pq.add(i)), half8(i), acc[0]);
+                i += 8;
+            }
+            let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+            hsum256_ps(s) + $scalar(&q[i..], &v[2 * i..])
+        }
+    };
+}
+f32_f16_kernel!(l2_sq_f32_f16_impl, true, super::scalar::l2_sq_f32_f16);
+f32_f16_kernel!(dot_f32_f16_impl, false, super::scalar::dot_f32_f16);
 f16_kernel!(l2_sq_f16_impl, true, super::scalar::l2_sq_f16);
 f16_kernel!(dot_f16_impl, false, super::scalar::dot_f16);
 
@@ -242,6 +279,20 @@ pub(super) fn dot_f16(a: &[half::f16], b: &[half::f16]) -> f32 {
     debug_assert!(features() && is_x86_feature_detected!("f16c"));
     // SAFETY: as for l2_sq_f16.
     unsafe { dot_f16_impl(a, b) }
+}
+pub(super) fn l2_sq_f32_f16(q: &[f32], v: &[u8]) -> f32 {
+    assert_eq!(2 * q.len(), v.len(), "l2_sq_f32_f16: length mismatch");
+    debug_assert!(features() && is_x86_feature_detected!("f16c"));
+    // SAFETY: v holds 2 bytes per coordinate of q (checked above); the 16-byte loads read
+    // halves i..i + 8 only while i + 8 <= q.len(); installed only after AVX2, FMA and F16C
+    // detection.
+    unsafe { l2_sq_f32_f16_impl(q, v) }
+}
+pub(super) fn dot_f32_f16(q: &[f32], v: &[u8]) -> f32 {
+    assert_eq!(2 * q.len(), v.len(), "dot_f32_f16: length mismatch");
+    debug_assert!(features() && is_x86_feature_detected!("f16c"));
+    // SAFETY: as for l2_sq_f32_f16.
+    unsafe { dot_f32_f16_impl(q, v) }
 }
 safe_wrapper!(l2_sq_f32, l2_sq_f32_impl, f32);
 safe_wrapper!(dot_f32, dot_f32_impl, f32);

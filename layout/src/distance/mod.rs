@@ -230,6 +230,8 @@ struct Kernels {
     name: &'static str,
     l2_f16: fn(&[half::f16], &[half::f16]) -> f32,
     dot_f16: fn(&[half::f16], &[half::f16]) -> f32,
+    l2_f32_f16: fn(&[f32], &[u8]) -> f32,
+    dot_f32_f16: fn(&[f32], &[u8]) -> f32,
     l2_f32: KernelF32,
     l2_f32_bounded: fn(&[f32], &[f32], f32) -> f32,
     dot_f32: KernelF32,
@@ -261,6 +263,16 @@ fn detect() -> Kernels {
                     scalar::l2_sq_f16
                 },
                 dot_f16: if f16c { avx2::dot_f16 } else { scalar::dot_f16 },
+                l2_f32_f16: if f16c {
+                    avx2::l2_sq_f32_f16
+                } else {
+                    scalar::l2_sq_f32_f16
+                },
+                dot_f32_f16: if f16c {
+                    avx2::dot_f32_f16
+                } else {
+                    scalar::dot_f32_f16
+                },
                 l2_f32: avx2::l2_sq_f32,
                 l2_f32_bounded: avx2::l2_sq_f32_bounded,
                 dot_f32: avx2::dot_f32,
@@ -275,6 +287,8 @@ fn detect() -> Kernels {
         name: "scalar",
         l2_f16: scalar::l2_sq_f16,
         dot_f16: scalar::dot_f16,
+        l2_f32_f16: scalar::l2_sq_f32_f16,
+        dot_f32_f16: scalar::dot_f32_f16,
         l2_f32: scalar::l2_sq_f32,
         l2_f32_bounded: |a, b, _| scalar::l2_sq_f32(a, b),
         dot_f32: scalar::dot_f32,
@@ -331,6 +345,37 @@ pub fn l2_sq_f16(a: &[half::f16], b: &[half::f16]) -> f32 {
 pub fn dot_f16(a: &[half::f16], b: &[half::f16]) -> f32 {
     assert_eq!(a.len(), b.len(), "dot_f16: length mismatch");
     (kernels().dot_f16)(a, b)
+}
+
+/// Squared L2 distance between an f32 vector (d values) and an f16 vector given as its
+/// little-endian bytes (2 × d, any alignment — e.g. a format-2 record's vector), accumulated
+/// in f32; AVX2 + F16C when present.
+///
+/// # Panics
+/// If `half_le.len() != 2 × query.len()`.
+#[inline]
+pub fn l2_sq_f32_f16(query: &[f32], half_le: &[u8]) -> f32 {
+    assert_eq!(
+        2 * query.len(),
+        half_le.len(),
+        "l2_sq_f32_f16: length mismatch"
+    );
+    (kernels().l2_f32_f16)(query, half_le)
+}
+
+/// Inner product of an f32 vector and an f16 vector given as its little-endian bytes (as
+/// [`l2_sq_f32_f16`]).
+///
+/// # Panics
+/// If `half_le.len() != 2 × query.len()`.
+#[inline]
+pub fn dot_f32_f16(query: &[f32], half_le: &[u8]) -> f32 {
+    assert_eq!(
+        2 * query.len(),
+        half_le.len(),
+        "dot_f32_f16: length mismatch"
+    );
+    (kernels().dot_f32_f16)(query, half_le)
 }
 
 /// Converts f32 values to f16 (round to nearest even), vectorized where the CPU can.
@@ -474,6 +519,22 @@ pub mod scalar {
     pub fn dot_f16(a: &[half::f16], b: &[half::f16]) -> f32 {
         a.iter().zip(b).map(|(x, y)| x.to_f32() * y.to_f32()).sum()
     }
+    /// The f32 values of little-endian f16 bytes.
+    fn halves(v: &[u8]) -> impl Iterator<Item = f32> + '_ {
+        v.chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+    }
+    /// Reference squared L2 of an f32 vector and little-endian f16 bytes (in f32).
+    pub fn l2_sq_f32_f16(q: &[f32], v: &[u8]) -> f32 {
+        q.iter()
+            .zip(halves(v))
+            .map(|(x, y)| (x - y) * (x - y))
+            .sum()
+    }
+    /// Reference inner product of an f32 vector and little-endian f16 bytes (in f32).
+    pub fn dot_f32_f16(q: &[f32], v: &[u8]) -> f32 {
+        q.iter().zip(halves(v)).map(|(x, y)| x * y).sum()
+    }
     /// Exact integer squared L2 of two u8 or i8 slices.
     pub(crate) fn l2_int<T: Copy + Into<i64>>(a: &[T], b: &[T]) -> i64 {
         a.iter()
@@ -581,6 +642,23 @@ mod tests {
             // f16 distances track f32 ones to ~1e-3 relative
             let exact = f64_l2(&a, &b) as f32;
             prop_assert!((l2_sq_f16(&ha, &hb) - exact).abs() <= 2e-3 * (1.0 + exact));
+        }
+
+        #[test]
+        fn f32_by_f16_kernels_match_the_reference_at_any_alignment((a, b) in pair(-4.0f32..4.0), shift in 0usize..2) {
+            let mut hb = vec![half::f16::ZERO; b.len()];
+            f32_to_f16(&b, &mut hb);
+            // the record's bytes, starting at an odd address when shift = 1
+            let mut raw = vec![0u8; shift];
+            raw.extend(hb.iter().flat_map(|h| h.to_le_bytes()));
+            let v = &raw[shift..];
+            let r = scalar::l2_sq_f32_f16(&a, v);
+            prop_assert!((l2_sq_f32_f16(&a, v) - r).abs() <= 1e-3 * (1.0 + r.abs()));
+            let hf: Vec<f32> = hb.iter().map(|h| h.to_f32()).collect();
+            prop_assert!((r - scalar::l2_sq_f32(&a, &hf)).abs() <= 1e-4 * (1.0 + r.abs()));
+            let r = scalar::dot_f32_f16(&a, v);
+            prop_assert!((dot_f32_f16(&a, v) - r).abs() <= 1e-3 * (1.0 + r.abs()));
+            prop_assert!((r - scalar::dot_f32(&a, &hf)).abs() <= 1e-4 * (1.0 + r.abs()));
         }
 
         #[test]
