@@ -64,6 +64,12 @@ pub struct OpenOptions {
     /// expanded), then W once it has converged — fewer reads for the first hops' walk.
     /// Applies to the round-based search (not to `pipeline`).
     pub dynamic_beam: bool,
+    /// Look-ahead rounds (experimental, default false): once a search has converged, the
+    /// next round's reads go out as soon as this round's land, before this round's nodes
+    /// are expanded, so that the expansion's CPU runs under the reads; the next round is
+    /// then chosen without the candidates this round finds. Each search thread holds 2 × W
+    /// read buffers instead of W. Applies to the round-based search (not to `pipeline`).
+    pub look_ahead: bool,
     /// Early termination (experimental, default `None`): with `Some(r)`, a search stops
     /// once its closest unexpanded candidate's PQ distance exceeds r × the k-th best exact
     /// distance found so far, instead of expanding all L candidates. Squared-L2 distances
@@ -101,6 +107,7 @@ impl Default for OpenOptions {
             sync: SyncMode::Always,
             pipeline: false,
             dynamic_beam: false,
+            look_ahead: false,
             termination_ratio: None,
             navigation_nodes: 0,
             read_only: false,

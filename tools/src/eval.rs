@@ -96,6 +96,10 @@ pub struct EvalArgs {
     /// toward the query, W once it has converged
     #[arg(long)]
     dynamic_beam: bool,
+    /// Look-ahead rounds (experimental): once converged, the next round's reads go out
+    /// before this round's nodes are expanded, so the expansion's CPU runs under them
+    #[arg(long)]
+    look_ahead: bool,
     /// Early termination (experimental; l2/cosine indexes): stop once the closest
     /// unexpanded candidate's PQ distance exceeds R × the k-th best exact distance (R ≥ 1,
     /// e.g. 1.15), instead of expanding all L candidates
@@ -320,6 +324,7 @@ pub fn cmd_eval(a: EvalArgs) -> Result<()> {
             sector_reuse: !a.no_sector_reuse,
             pipeline: a.pipeline,
             dynamic_beam: a.dynamic_beam,
+            look_ahead: a.look_ahead,
             termination_ratio: a.termination_ratio,
             read_only: true,
             ..Default::default()
@@ -357,7 +362,7 @@ pub fn cmd_eval(a: EvalArgs) -> Result<()> {
     );
     let rows = run_eval(&index, &q, nq, &gt, a.k, &ls, a.w, &threads, false)?;
     if let Some(j) = a.json {
-        let extra = serde_json::json!({"index": a.index, "queries": a.queries, "nq": nq, "k": a.k, "W": a.w, "cache_nodes": index.cached_nodes(), "cache_samples": a.cache_samples, "nav_nodes": a.nav_nodes, "sector_reuse": !a.no_sector_reuse, "pipeline": a.pipeline, "dynamic_beam": a.dynamic_beam, "termination_ratio": a.termination_ratio, "io": index.io_backend_name(), "o_direct": index.direct_io()});
+        let extra = serde_json::json!({"index": a.index, "queries": a.queries, "nq": nq, "k": a.k, "W": a.w, "cache_nodes": index.cached_nodes(), "cache_samples": a.cache_samples, "nav_nodes": a.nav_nodes, "sector_reuse": !a.no_sector_reuse, "pipeline": a.pipeline, "dynamic_beam": a.dynamic_beam, "look_ahead": a.look_ahead, "termination_ratio": a.termination_ratio, "io": index.io_backend_name(), "o_direct": index.direct_io()});
         std::fs::write(&j, serde_json::to_string_pretty(&rows_json(&rows, extra))?)
             .with_context(|| format!("{}: cannot write", j.display()))?;
     }

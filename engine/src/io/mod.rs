@@ -192,6 +192,14 @@ pub trait SectorReader: Send {
     /// - [`EngineError::Io`] when the ring fails (every read in flight is waited for first,
     ///   or the reader stops being [`Self::reusable`]), or use after fork.
     fn wait_any(&mut self, done: &mut Vec<usize>) -> Result<()>;
+    /// Sends every read queued by [`Self::submit`] to the device now, without waiting
+    /// (io_uring: one `io_uring_enter`; pread: nothing, its reads are done in `submit`), so
+    /// that they are in flight while the caller computes.
+    ///
+    /// # Errors
+    /// [`EngineError::Io`] when the ring refuses the submission (the reads stay queued; the
+    /// next [`Self::wait_any`] or [`Self::drain`] submits them), or use after fork.
+    fn flush(&mut self) -> Result<()>;
     /// Waits for every read still in flight and forgets them (after a search stopped early
     /// on an error, so that the next one finds every slot free).
     fn drain(&mut self);

@@ -56,6 +56,9 @@ impl SectorReader for PreadReader {
         done.append(&mut self.ready);
         Ok(())
     }
+    fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
     fn drain(&mut self) {
         self.ready.clear();
     }

@@ -266,6 +266,17 @@ impl SectorReader for UringReader {
         first_err.map_or(Ok(()), Err)
     }
 
+    fn flush(&mut self) -> Result<()> {
+        self.check_process()?;
+        loop {
+            match self.ring.submit() {
+                Ok(_) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) => return Err(EngineError::io(&self.file.path, e)),
+            }
+        }
+    }
+
     fn drain(&mut self) {
         if self.check_process().is_ok() {
             self.wait_all();

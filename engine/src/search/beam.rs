@@ -45,9 +45,7 @@ pub(crate) fn beam_search(
 ) -> Result<SearchStats> {
     let t0 = Instant::now();
     let h = &index.header;
-    let layout = h.layout;
     let m = index.pq.m();
-    let n = h.n_slots;
     let mut stats = SearchStats::default();
     ctx.query.clear();
     ctx.query.extend_from_slice(query);
@@ -109,135 +107,12 @@ pub(crate) fn beam_search(
         }
         r?;
     }
-    // Dynamic beam width: one node per round while descending, W once converged.
-    let mut w_round = if index.options.dynamic_beam {
-        1
-    } else {
-        params.w
-    };
-    while !index.options.pipeline && ctx.queue.has_unexpanded() {
-        // Early termination: the closest candidate left is well beyond the k-th best found.
-        if let (Some(r), Some(kth)) = (termination, ctx.scores.kth_best()) {
-            if ctx.queue.best_unexpanded_dist() > r * kth {
-                break;
-            }
+    if !index.options.pipeline {
+        let r = rounds(index, ctx, params, termination, &mut stats);
+        if r.is_err() {
+            ctx.reader.drain(); // a look-ahead read may be in flight: the next search needs the slot
         }
-        ctx.beam.clear();
-        ctx.queue.pop_unexpanded_beam(w_round, &mut ctx.beam);
-        let popped_best = ctx.beam.first().map_or(f32::INFINITY, |c| c.dist);
-        stats.hops += 1;
-        // Plan the reads: one per distinct block among the uncached beam nodes.
-        ctx.reqs.clear();
-        ctx.blocks.clear();
-        for c in &ctx.beam {
-            if index.cache.slots.contains_key(&c.id) {
-                continue;
-            }
-            let b = layout.block_of(u64::from(c.id));
-            if !ctx.blocks.iter().any(|&(bb, _)| bb == b) {
-                let slot = ctx.blocks.len();
-                ctx.blocks.push((b, slot));
-                ctx.reqs.push(ReadReq {
-                    offset: layout.block_offset_bytes(b),
-                    slot,
-                });
-            }
-        }
-        ctx.expand.clear();
-        for c in &ctx.beam {
-            if index.cache.slots.contains_key(&c.id) {
-                ctx.expand.push((c.id, usize::MAX));
-            } else {
-                let b = layout.block_of(u64::from(c.id));
-                let slot = ctx
-                    .blocks
-                    .iter()
-                    .find(|&&(bb, _)| bb == b)
-                    .map_or(usize::MAX, |&(_, s)| s);
-                ctx.expand.push((c.id, slot));
-            }
-        }
-        if !ctx.reqs.is_empty() {
-            let t = Instant::now();
-            {
-                // Shared with other searches; a merge's in-place writes take it exclusively.
-                // `read` (not `read_recursive`) queues behind a waiting writer, so a stream of
-                // overlapping searches cannot starve the merge; it is never held twice here.
-                let _gate = index.file.gate.read();
-                ctx.reader.read_batch(&ctx.reqs)?;
-            }
-            stats.io_wait_us += t.elapsed().as_secs_f64() * 1e6;
-            stats.sector_reads += (ctx.reqs.len() * layout.sectors_per_block) as u32;
-            if index.options.verify_reads {
-                for &(b, slot) in &ctx.blocks {
-                    index.check_block(ctx.reader.slot(slot), b)?;
-                }
-            }
-            // Every node of every fetched block: exact distance for free; with sector reuse,
-            // co-located nodes that are still unexpanded candidates are expanded now too.
-            for &(b, slot) in &ctx.blocks {
-                let block = ctx.reader.slot(slot);
-                let first = b * layout.nodes_per_block as u64;
-                for id in first..(first + layout.nodes_per_block as u64).min(n) {
-                    let id = id as u32;
-                    // a free slot (deleted, not reused by a merge) is never a result
-                    if index.labels.is_free(id as usize) {
-                        continue;
-                    }
-                    let rec = layout.record(block, layout.offset_in_block(u64::from(id)));
-                    ctx.scores
-                        .score(h.metric, Stored::of(&h.layout), &ctx.query, id, rec.vector);
-                }
-            }
-        }
-        // Expand the beam, then (sector reuse) every co-located node of a fetched block that
-        // the beam's expansions made a candidate: its record is already in RAM.
-        let beam_len = ctx.expand.len();
-        let mut i = 0;
-        loop {
-            if i == ctx.expand.len() {
-                if i == beam_len && index.options.sector_reuse {
-                    for bi in 0..ctx.blocks.len() {
-                        let (b, slot) = ctx.blocks[bi];
-                        let first = b * layout.nodes_per_block as u64;
-                        for id in first..(first + layout.nodes_per_block as u64).min(n) {
-                            if ctx.queue.mark_expanded(id as u32) {
-                                ctx.expand.push((id as u32, slot));
-                            }
-                        }
-                    }
-                }
-                if i == ctx.expand.len() {
-                    break;
-                }
-            }
-            let (id, slot) = ctx.expand[i];
-            stats.nodes_expanded += 1;
-            ctx.nbrs.clear();
-            if slot == usize::MAX {
-                let off = *index
-                    .cache
-                    .slots
-                    .get(&id)
-                    .ok_or_else(|| EngineError::Inconsistent {
-                        path: index.file.path.clone(),
-                        detail: format!("node {id} is neither cached nor read"),
-                    })?;
-                stats.cache_hits += 1;
-                let rec = layout.record(&index.cache.records, off);
-                ctx.scores
-                    .score(h.metric, Stored::of(&h.layout), &ctx.query, id, rec.vector);
-                take_list(&mut ctx.nbrs, &mut ctx.nbr_codes, &rec);
-            } else {
-                list_from_slot(index, ctx, id, slot)?;
-            }
-            push_neighbors(index, ctx, id)?;
-            i += 1;
-        }
-        // Converged: this round found nothing closer than the best node it expanded.
-        if w_round < params.w && ctx.queue.best_unexpanded_dist() >= popped_best {
-            w_round = params.w;
-        }
+        r?;
     }
     let results = &mut ctx.scores.results;
     let kk = k.min(results.len());
@@ -252,6 +127,240 @@ pub(crate) fn beam_search(
     }));
     stats.total_us = t0.elapsed().as_secs_f64() * 1e6;
     Ok(stats)
+}
+
+/// The round-based search loop (step 3 of the module docs) from the seeded candidate list.
+///
+/// With `OpenOptions::look_ahead`, once the search has converged (the dynamic beam's W
+/// rounds, or every round without it) the next round's reads go out as soon as this
+/// round's land — chosen from the list before this round's nodes are expanded — so that
+/// the expansion (the neighbours' ADC, most of a round's CPU) runs while they are in flight
+/// (PipeANN, OSDI 2025, issues reads the same way; here the round structure stays, so it
+/// also pays on a disk whose completions arrive together). The price: a look-ahead round
+/// cannot include the candidates the current round is about to find.
+fn rounds(
+    index: &State,
+    ctx: &mut SearchContext,
+    params: &SearchParams,
+    termination: Option<f32>,
+    stats: &mut SearchStats,
+) -> Result<()> {
+    let look_ahead = index.options.look_ahead;
+    // Dynamic beam width: one node per round while descending, W once converged.
+    let mut w_round = if index.options.dynamic_beam {
+        1
+    } else {
+        params.w
+    };
+    // With look-ahead, reads stay in flight across expansions: the merge gate (see below) is
+    // held for the whole search instead of per round, as in the pipelined loop.
+    let held = look_ahead.then(|| index.file.gate.read());
+    // Whether ctx.beam / reqs / blocks / expand describe a round already submitted, and the
+    // first buffer slot of the current round: look-ahead rounds alternate between slots
+    // 0..W and W..2W, so that a round's reads never land in the buffers being expanded.
+    let mut in_flight = false;
+    let mut base = 0;
+    loop {
+        if !in_flight {
+            if !ctx.queue.has_unexpanded() || should_stop(ctx, termination) {
+                break;
+            }
+            ctx.beam.clear();
+            ctx.queue.pop_unexpanded_beam(w_round, &mut ctx.beam);
+            base = 0;
+            plan_round(index, ctx, base);
+            stats.hops += 1;
+            if look_ahead {
+                submit_round(ctx)?;
+            }
+        }
+        let popped_best = ctx.beam.first().map_or(f32::INFINITY, |c| c.dist);
+        if !ctx.reqs.is_empty() {
+            let t = Instant::now();
+            if look_ahead {
+                wait_round(ctx)?;
+            } else {
+                // Shared with other searches; a merge's in-place writes take it exclusively.
+                // `read` (not `read_recursive`) queues behind a waiting writer, so a stream of
+                // overlapping searches cannot starve the merge; it is never held twice here.
+                let _gate = index.file.gate.read();
+                ctx.reader.read_batch(&ctx.reqs)?;
+            }
+            stats.io_wait_us += t.elapsed().as_secs_f64() * 1e6;
+            stats.sector_reads += (ctx.reqs.len() * index.header.layout.sectors_per_block) as u32;
+            score_blocks(index, ctx)?;
+        }
+        // Look-ahead: the next round's reads go out before this round's expansion.
+        in_flight = false;
+        if look_ahead
+            && w_round == params.w
+            && ctx.queue.has_unexpanded()
+            && !should_stop(ctx, termination)
+        {
+            ctx.beam_next.clear();
+            ctx.queue.pop_unexpanded_beam(w_round, &mut ctx.beam_next);
+            swap_rounds(ctx);
+            plan_round(index, ctx, params.w - base);
+            submit_round(ctx)?;
+            swap_rounds(ctx);
+            stats.hops += 1;
+            in_flight = true;
+        }
+        expand_round(index, ctx, stats)?;
+        // Converged: this round found nothing closer than the best node it expanded.
+        if w_round < params.w && ctx.queue.best_unexpanded_dist() >= popped_best {
+            w_round = params.w;
+        }
+        if in_flight {
+            swap_rounds(ctx);
+            base = params.w - base;
+        }
+    }
+    drop(held);
+    Ok(())
+}
+
+/// Early termination: the closest candidate left is well beyond the k-th best found.
+fn should_stop(ctx: &SearchContext, termination: Option<f32>) -> bool {
+    matches!((termination, ctx.scores.kth_best()),
+        (Some(r), Some(kth)) if ctx.queue.best_unexpanded_dist() > r * kth)
+}
+
+/// Exchanges the current round's beam, requests, blocks and expansion list with the
+/// look-ahead round's.
+fn swap_rounds(ctx: &mut SearchContext) {
+    std::mem::swap(&mut ctx.beam, &mut ctx.beam_next);
+    std::mem::swap(&mut ctx.reqs, &mut ctx.reqs_next);
+    std::mem::swap(&mut ctx.blocks, &mut ctx.blocks_next);
+    std::mem::swap(&mut ctx.expand, &mut ctx.expand_next);
+}
+
+/// Plans the reads of `ctx.beam`: one per distinct block among its uncached nodes, into
+/// buffer slots `first_slot..`; `ctx.expand` gets each node's slot (usize::MAX: cached).
+fn plan_round(index: &State, ctx: &mut SearchContext, first_slot: usize) {
+    let layout = index.header.layout;
+    ctx.reqs.clear();
+    ctx.blocks.clear();
+    ctx.expand.clear();
+    for c in &ctx.beam {
+        if index.cache.slots.contains_key(&c.id) {
+            ctx.expand.push((c.id, usize::MAX));
+            continue;
+        }
+        let b = layout.block_of(u64::from(c.id));
+        let slot = match ctx.blocks.iter().find(|&&(bb, _)| bb == b) {
+            Some(&(_, s)) => s,
+            None => {
+                let s = first_slot + ctx.blocks.len();
+                if ctx.slot_block.len() <= s {
+                    ctx.slot_block.resize(s + 1, u64::MAX);
+                }
+                ctx.slot_block[s] = b;
+                ctx.blocks.push((b, s));
+                ctx.reqs.push(ReadReq {
+                    offset: layout.block_offset_bytes(b),
+                    slot: s,
+                });
+                s
+            }
+        };
+        ctx.expand.push((c.id, slot));
+    }
+}
+
+/// Queues the current round's reads and sends them to the device now.
+fn submit_round(ctx: &mut SearchContext) -> Result<()> {
+    for &r in &ctx.reqs {
+        ctx.reader.submit(r)?;
+    }
+    ctx.reader.flush()
+}
+
+/// Waits until every read of the current round has landed (the only ones in flight).
+fn wait_round(ctx: &mut SearchContext) -> Result<()> {
+    let mut left = ctx.reqs.len();
+    while left > 0 {
+        ctx.done.clear();
+        ctx.reader.wait_any(&mut ctx.done)?;
+        left = left.saturating_sub(ctx.done.len());
+    }
+    Ok(())
+}
+
+/// Every node of every fetched block of the round gets its exact distance (for free: its
+/// vector is in the sector); checks each block's CRC first with `verify_reads`.
+fn score_blocks(index: &State, ctx: &mut SearchContext) -> Result<()> {
+    let h = &index.header;
+    let layout = h.layout;
+    if index.options.verify_reads {
+        for &(b, slot) in &ctx.blocks {
+            index.check_block(ctx.reader.slot(slot), b)?;
+        }
+    }
+    for &(b, slot) in &ctx.blocks {
+        let block = ctx.reader.slot(slot);
+        let first = b * layout.nodes_per_block as u64;
+        for id in first..(first + layout.nodes_per_block as u64).min(h.n_slots) {
+            let id = id as u32;
+            // a free slot (deleted, not reused by a merge) is never a result
+            if index.labels.is_free(id as usize) {
+                continue;
+            }
+            let rec = layout.record(block, layout.offset_in_block(u64::from(id)));
+            ctx.scores
+                .score(h.metric, Stored::of(&h.layout), &ctx.query, id, rec.vector);
+        }
+    }
+    Ok(())
+}
+
+/// Expands the round's beam, then (sector reuse) every co-located node of a fetched block
+/// that the beam's expansions made a candidate: its record is already in RAM.
+fn expand_round(index: &State, ctx: &mut SearchContext, stats: &mut SearchStats) -> Result<()> {
+    let h = &index.header;
+    let layout = h.layout;
+    let beam_len = ctx.expand.len();
+    let mut i = 0;
+    loop {
+        if i == ctx.expand.len() {
+            if i == beam_len && index.options.sector_reuse {
+                for bi in 0..ctx.blocks.len() {
+                    let (b, slot) = ctx.blocks[bi];
+                    let first = b * layout.nodes_per_block as u64;
+                    for id in first..(first + layout.nodes_per_block as u64).min(h.n_slots) {
+                        if ctx.queue.mark_expanded(id as u32) {
+                            ctx.expand.push((id as u32, slot));
+                        }
+                    }
+                }
+            }
+            if i == ctx.expand.len() {
+                return Ok(());
+            }
+        }
+        let (id, slot) = ctx.expand[i];
+        stats.nodes_expanded += 1;
+        ctx.nbrs.clear();
+        if slot == usize::MAX {
+            let off = *index
+                .cache
+                .slots
+                .get(&id)
+                .ok_or_else(|| EngineError::Inconsistent {
+                    path: index.file.path.clone(),
+                    detail: format!("node {id} is neither cached nor read"),
+                })?;
+            stats.cache_hits += 1;
+            let rec = layout.record(&index.cache.records, off);
+            ctx.scores
+                .score(h.metric, Stored::of(&h.layout), &ctx.query, id, rec.vector);
+            take_list(&mut ctx.nbrs, &mut ctx.nbr_codes, &rec);
+        } else {
+            list_from_slot(index, ctx, id, slot)?;
+        }
+        push_neighbors(index, ctx, id)?;
+        i += 1;
+    }
 }
 
 /// Adds the neighbours of node `id` (listed in `ctx.nbrs`) to the candidate list with their
@@ -303,9 +412,21 @@ pub(super) fn push_neighbors(index: &State, ctx: &mut SearchContext, id: u32) ->
 fn list_from_slot(index: &State, ctx: &mut SearchContext, id: u32, slot: usize) -> Result<()> {
     let h = &index.header;
     let layout = h.layout;
+    // The slot must still hold the block its read was planned for: a later read planned
+    // into a slot that is being expanded (look-ahead, pipelining) would hand over another
+    // node's list.
+    let b = layout.block_of(u64::from(id));
+    if ctx.slot_block.get(slot) != Some(&b) {
+        return Err(EngineError::Inconsistent {
+            path: index.file.path.clone(),
+            detail: format!(
+                "buffer slot {slot} holds block {:?}, not node {id}'s block {b}",
+                ctx.slot_block.get(slot)
+            ),
+        });
+    }
     let rec = layout.record(ctx.reader.slot(slot), layout.offset_in_block(u64::from(id)));
     if rec.degree > h.max_degree {
-        let b = layout.block_of(u64::from(id));
         return Err(EngineError::Inconsistent {
             path: index.file.path.clone(),
             detail: format!(

@@ -6,7 +6,7 @@ use super::visited::HashVisited;
 use crate::io::{make_reader, ReadReq, SectorReader};
 use crate::state::State;
 use ssdann_builder::neighbor_queue::{Candidate, NeighborQueue};
-use ssdann_layout::distance::{dot_f32, l2_sq_f32};
+use ssdann_layout::distance::{dot_f32, dot_f32_f16, l2_sq_f32, l2_sq_f32_f16};
 use ssdann_layout::pq::PQ_CENTROIDS;
 use ssdann_layout::sector::NodeLayout;
 use ssdann_layout::{ElementType, Metric};
@@ -40,8 +40,15 @@ pub struct SearchContext {
     pub(super) nbr_codes: Vec<u8>,
     /// Nodes to expand this round: (id, buffer slot or usize::MAX for the node cache).
     pub(super) expand: Vec<(u32, usize)>,
-    /// Pipelined search: the block read into each buffer slot (u64::MAX: free), the
-    /// candidates waiting for a slot's read, and the slots a wait reported.
+    /// The same four for the look-ahead round whose reads are in flight
+    /// (`OpenOptions::look_ahead`).
+    pub(super) beam_next: Vec<Candidate>,
+    pub(super) reqs_next: Vec<ReadReq>,
+    pub(super) blocks_next: Vec<(u64, usize)>,
+    pub(super) expand_next: Vec<(u32, usize)>,
+    /// The block read into each buffer slot (u64::MAX: free; a node is expanded from a slot
+    /// only while it holds the node's block); pipelined search: the candidates waiting
+    /// for a slot's read, and the slots a wait reported.
     pub(super) slot_block: Vec<u64>,
     pub(super) waiting: Vec<(u32, usize)>,
     pub(super) done: Vec<usize>,
@@ -145,6 +152,10 @@ impl SearchContext {
             nbrs: Vec::with_capacity(256),
             nbr_codes: Vec::new(),
             expand: Vec::with_capacity(64),
+            beam_next: Vec::with_capacity(64),
+            reqs_next: Vec::with_capacity(64),
+            blocks_next: Vec::with_capacity(64),
+            expand_next: Vec::with_capacity(64),
             slot_block: Vec::with_capacity(64),
             waiting: Vec::with_capacity(64),
             done: Vec::with_capacity(64),
@@ -218,11 +229,9 @@ fn exact_distance(
     tmp: &mut Vec<f32>,
 ) -> f32 {
     let v: &[f32] = match elem {
-        Stored::F16 => {
-            tmp.clear();
-            tmp.extend(f16_values(vector));
-            tmp
-        }
+        // straight from the record's bytes (F16C), no decoded copy
+        Stored::F16 if metric.uses_l2() => return l2_sq_f32_f16(query, vector),
+        Stored::F16 => return -dot_f32_f16(query, vector),
         Stored::As(ElementType::F32) => match bytemuck::try_cast_slice::<u8, f32>(vector) {
             Ok(s) => s,
             Err(_) => {
@@ -284,14 +293,16 @@ pub(crate) struct ContextPool {
 
 impl ContextPool {
     /// A context for a search on `state`: a pooled one created in this process, or a new
-    /// one (its reader per `state.options.io`, W = `max_beam_width` buffer slots).
+    /// one (its reader per `state.options.io`, W = `max_beam_width` buffer slots; twice
+    /// that with `look_ahead`, whose next round reads while this one is expanded).
     pub(crate) fn take(&self, state: &State) -> SearchContext {
         self.pop_own(std::process::id()).unwrap_or_else(|| {
+            let slots = state.options.max_beam_width * if state.options.look_ahead { 2 } else { 1 };
             let reader = make_reader(
                 state.options.io,
                 state.file.clone(),
                 state.header.layout.block_bytes(),
-                state.options.max_beam_width,
+                slots,
             );
             SearchContext::new(reader, state.pq.m())
         })
