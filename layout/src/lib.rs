@@ -24,6 +24,7 @@ pub mod journal;
 pub mod labels;
 pub mod nearest;
 pub mod pq;
+pub mod pq_adc;
 pub mod pq_refine;
 pub mod sector;
 pub mod wal;
