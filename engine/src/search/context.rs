@@ -6,6 +6,7 @@ use super::visited::HashVisited;
 use crate::io::{make_reader, ReadReq, SectorReader};
 use crate::state::State;
 use ssdann_builder::neighbor_queue::{Candidate, NeighborQueue};
+use ssdann_layout::distance::scalar::f16_le_values;
 use ssdann_layout::distance::{dot_f32, dot_f32_f16, l2_sq_f32, l2_sq_f32_f16};
 use ssdann_layout::pq::PQ_CENTROIDS;
 use ssdann_layout::sector::NodeLayout;
@@ -212,13 +213,6 @@ impl Stored {
     }
 }
 
-/// The f32 values of little-endian f16 bytes.
-fn f16_values(vector: &[u8]) -> impl Iterator<Item = f32> + '_ {
-    vector
-        .chunks_exact(2)
-        .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-}
-
 /// Exact ranking distance between the f32 query and a stored vector (raw LE bytes).
 #[inline]
 fn exact_distance(
@@ -266,7 +260,7 @@ fn exact_distance(
 fn keep(elem: Stored, vector: &[u8], id: u32, ids: &mut Vec<u32>, out: &mut Vec<f32>) {
     ids.push(id);
     match elem {
-        Stored::F16 => out.extend(f16_values(vector)),
+        Stored::F16 => out.extend(f16_le_values(vector)),
         Stored::As(ElementType::F32) => out.extend(
             vector
                 .chunks_exact(4)
