@@ -192,6 +192,11 @@ fn rounds(
         }
         // Look-ahead: the next round's reads go out before this round's expansion.
         in_flight = false;
+        if look_ahead && w_round == params.w {
+            // Candidates already in this round's blocks are expanded from RAM now, before the
+            // look-ahead round is chosen: it must not read their blocks a second time.
+            claim_resident(index, ctx);
+        }
         if look_ahead
             && w_round == params.w
             && ctx.queue.has_unexpanded()
@@ -323,16 +328,8 @@ fn expand_round(index: &State, ctx: &mut SearchContext, stats: &mut SearchStats)
     let mut i = 0;
     loop {
         if i == ctx.expand.len() {
-            if i == beam_len && index.options.sector_reuse {
-                for bi in 0..ctx.blocks.len() {
-                    let (b, slot) = ctx.blocks[bi];
-                    let first = b * layout.nodes_per_block as u64;
-                    for id in first..(first + layout.nodes_per_block as u64).min(h.n_slots) {
-                        if ctx.queue.mark_expanded(id as u32) {
-                            ctx.expand.push((id as u32, slot));
-                        }
-                    }
-                }
+            if i == beam_len {
+                claim_resident(index, ctx);
             }
             if i == ctx.expand.len() {
                 return Ok(());
@@ -360,6 +357,25 @@ fn expand_round(index: &State, ctx: &mut SearchContext, stats: &mut SearchStats)
         }
         push_neighbors(index, ctx, id)?;
         i += 1;
+    }
+}
+
+/// Sector reuse (`OpenOptions::sector_reuse`): every node of this round's fetched blocks
+/// that is an unexpanded candidate joins this round's expansion list, `ctx.expand` (its
+/// record is already in RAM).
+fn claim_resident(index: &State, ctx: &mut SearchContext) {
+    let layout = index.header.layout;
+    if !index.options.sector_reuse || layout.nodes_per_block < 2 {
+        return; // one node a block: it is the beam node itself, expanded already
+    }
+    for bi in 0..ctx.blocks.len() {
+        let (b, slot) = ctx.blocks[bi];
+        let first = b * layout.nodes_per_block as u64;
+        for id in first..(first + layout.nodes_per_block as u64).min(index.header.n_slots) {
+            if ctx.queue.mark_expanded(id as u32) {
+                ctx.expand.push((id as u32, slot));
+            }
+        }
     }
 }
 
