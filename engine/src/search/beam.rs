@@ -131,13 +131,15 @@ pub(crate) fn beam_search(
 
 /// The round-based search loop (step 3 of the module docs) from the seeded candidate list.
 ///
-/// With `OpenOptions::look_ahead`, once the search has converged (the dynamic beam's W
-/// rounds, or every round without it) the next round's reads go out as soon as this
-/// round's land — chosen from the list before this round's nodes are expanded — so that
-/// the expansion (the neighbours' ADC, most of a round's CPU) runs while they are in flight
-/// (PipeANN, OSDI 2025, issues reads the same way; here the round structure stays, so it
-/// also pays on a disk whose completions arrive together). The price: a look-ahead round
-/// cannot include the candidates the current round is about to find.
+/// With `OpenOptions::look_ahead`, once the search has converged (the first round that
+/// finds nothing closer than the best node it expanded; the dynamic beam widens to W at
+/// the same point) the next round's reads go out as soon as this round's land — chosen
+/// from the list before this round's nodes are expanded — so that the expansion (the
+/// neighbours' ADC, most of a round's CPU) runs while they are in flight (PipeANN, OSDI
+/// 2025, issues reads the same way; here the round structure stays, so it also pays on a
+/// disk whose completions arrive together). The price: a look-ahead round cannot include
+/// the candidates the current round is about to find; before convergence, when each round
+/// finds closer ones, that would cost reads (1.4× on 128-d u8), so it waits for it.
 fn rounds(
     index: &State,
     ctx: &mut SearchContext,
@@ -152,6 +154,9 @@ fn rounds(
     } else {
         params.w
     };
+    // Look-ahead rounds start once the search has converged: before, a round chosen ahead
+    // of the expansion would miss the closer candidates that the descent finds each round.
+    let mut converged = false;
     // With look-ahead, reads stay in flight across expansions: the merge gate (see below) is
     // held for the whole search instead of per round, as in the pipelined loop.
     let held = look_ahead.then(|| index.file.gate.read());
@@ -192,16 +197,12 @@ fn rounds(
         }
         // Look-ahead: the next round's reads go out before this round's expansion.
         in_flight = false;
-        if look_ahead && w_round == params.w {
+        if look_ahead && converged {
             // Candidates already in this round's blocks are expanded from RAM now, before the
             // look-ahead round is chosen: it must not read their blocks a second time.
             claim_resident(index, ctx);
         }
-        if look_ahead
-            && w_round == params.w
-            && ctx.queue.has_unexpanded()
-            && !should_stop(ctx, termination)
-        {
+        if look_ahead && converged && ctx.queue.has_unexpanded() && !should_stop(ctx, termination) {
             ctx.beam_next.clear();
             ctx.queue.pop_unexpanded_beam(w_round, &mut ctx.beam_next);
             swap_rounds(ctx);
@@ -213,7 +214,8 @@ fn rounds(
         }
         expand_round(index, ctx, stats)?;
         // Converged: this round found nothing closer than the best node it expanded.
-        if w_round < params.w && ctx.queue.best_unexpanded_dist() >= popped_best {
+        if !converged && ctx.queue.best_unexpanded_dist() >= popped_best {
+            converged = true;
             w_round = params.w;
         }
         if in_flight {
