@@ -32,6 +32,21 @@ mod tests {
         let e = anyhow::anyhow!("inner").context("outer");
         assert_eq!(super::error_chain(&e), "outer: inner");
     }
+
+    #[test]
+    fn neighbor_codes_that_cost_most_of_a_sector_get_a_note() {
+        use ssdann_layout::ElementType::{F32, U8};
+        // 128-d u8, R 64: 10 records a sector without codes, 1 with M₂ = 48
+        let note = super::neighbor_code_note(128, U8, 64, 48, false).unwrap();
+        assert!(note.contains("hold 10 records, with them 1"), "{note}");
+        assert!(note.contains("10.0× larger"), "{note}");
+        // 384-d f32 and f16 (2 and 3 records a sector without codes): no note
+        assert_eq!(super::neighbor_code_note(384, F32, 64, 48, false), None);
+        assert_eq!(super::neighbor_code_note(384, F32, 64, 43, true), None);
+        // 96-d f32 at R 32: 7 a sector without codes, 1 with M₂ = 48
+        let f32_96 = super::neighbor_code_note(96, F32, 32, 48, false).unwrap();
+        assert!(f32_96.contains("hold 7 records, with them 1"), "{f32_96}");
+    }
 }
 
 #[derive(Parser)]
@@ -179,7 +194,9 @@ pub(crate) struct BuildArgs {
     /// Store each neighbour's residual PQ code in the node records (format 2): searches rank
     /// candidates about as well as with PQ codes of M + M₂ bytes while RAM still holds M
     /// bytes per point, so they read fewer sectors; records grow to one per 4 KB sector
-    /// (M₂ = the most that fits, at most M). One-shot builds only; the index refuses
+    /// (M₂ = the most that fits, at most M). They pay where a record already fills most of a
+    /// sector (384-d f32: 0.49× DiskANN's reads); where several records share one (128-d u8:
+    /// ten) they only make the index larger. One-shot builds only; the index refuses
     /// inserts, deletes and merges (not maintained yet).
     #[arg(long, conflicts_with = "memory_budget")]
     pub(crate) neighbor_codes: bool,
@@ -259,6 +276,10 @@ pub(crate) fn cmd_build_all(a: BuildArgs) -> Result<()> {
             "  neighbour codes: M₂ = {} bytes + an f32 term per list entry in each record (format 2); the index refuses updates",
             rep.nbr_code_m
         );
+        let f16 = params.f16_vectors;
+        if let Some(note) = neighbor_code_note(rep.dim, rep.element, a.r, rep.nbr_code_m, f16) {
+            println!("  note: {note}");
+        }
     }
     for (phase, d) in &rep.phases {
         println!("  {:<22} {:>9.2} s", phase.name(), d.as_secs_f64());
@@ -281,6 +302,36 @@ pub(crate) fn cmd_build_all(a: BuildArgs) -> Result<()> {
         println!("  peak RSS of build      {:>12}", mib(rss));
     }
     Ok(())
+}
+
+/// What `--neighbor-codes` costs in records per 4 KB sector, when it costs much: `Some` when
+/// the records without codes would share a sector four or more to one (measured on 128-d
+/// u8, ten to one: the codes made the index 9× larger and read no fewer sectors at equal
+/// recall; docs/PERFORMANCE.md, "Another dtype and shape").
+fn neighbor_code_note(
+    dim: usize,
+    element: ssdann_layout::ElementType,
+    r: usize,
+    nbr_code_m: usize,
+    f16: bool,
+) -> Option<String> {
+    use ssdann_layout::sector::NodeLayout;
+    let per_block = |m| {
+        NodeLayout::with_encoding(dim, element, r, m, f16)
+            .ok()
+            .map(|l| (l.nodes_per_block, l.sectors_per_block))
+    };
+    let (plain, _) = per_block(0)?;
+    let (coded, coded_sectors) = per_block(nbr_code_m)?;
+    (plain >= 4 && coded * 4 <= plain).then(|| {
+        format!(
+            "without neighbour codes a 4 KB sector would hold {plain} records, with them {coded} \
+             (the index {:.1}× larger); they pay where records already fill most of a sector \
+             (384-d f32), and read no fewer sectors at equal recall on 128-d u8 \
+             (docs/PERFORMANCE.md)",
+            (plain * coded_sectors) as f64 / coded as f64
+        )
+    })
 }
 
 /// `--memory-budget` GiB → bytes.
