@@ -114,8 +114,10 @@ pub(crate) fn budget_bytes(g: f64) -> PyResult<u64> {
 ///     Store each neighbour's residual PQ code in the node records (format 2): searches
 ///     rank candidates about as well as with M + M₂ PQ bytes while RAM still holds M per
 ///     point, so they read fewer sectors at equal recall (0.75× on the 10K test set). Records
-///     grow to one per 4 KB sector (about 2× the disk). One-shot builds only (not with
-///     ``memory_budget_gb``); the index refuses inserts, deletes and merges.
+///     grow to one per 4 KB sector (about 2× the disk on 384-d float32). They pay only
+///     where a record already fills most of a sector: on 128-d uint8 (ten records a sector
+///     without them) the index grows ~9× and reads no fewer sectors. One-shot builds only
+///     (not with ``memory_budget_gb``); the index refuses inserts, deletes and merges.
 /// vector_encoding : {"f32", "f16"}, default "f32"
 ///     How records store float32 vectors: exactly, or as IEEE half floats (half the bytes:
 ///     with ``neighbor_codes`` the codes grow from 31 to 43 bytes on 384-d, R = 64). Searches
