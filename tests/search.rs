@@ -688,13 +688,7 @@ fn a_cache_chosen_by_sample_searches_reads_less_than_bfs_with_the_same_results()
 fn look_ahead_rounds_do_not_reread_the_blocks_just_fetched() {
     let (n, nq, d) = (20_000, 300, 32);
     let (base, q) = ssdann::builder::synthetic::clustered(n, nq, d, 64, 7);
-    let knn = ssdann::builder::ground_truth::exact_knn(&q, &base, d, ssdann::Metric::L2, 10);
-    let gt = GroundTruth {
-        nq,
-        k: 10,
-        ids: knn.iter().flat_map(|r| r.iter().map(|e| e.1)).collect(),
-        distances: knn.iter().flat_map(|r| r.iter().map(|e| e.0)).collect(),
-    };
+    let gt = common::exact_ground_truth(&q, &base, d, 10);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("idx");
     common::build_small(&base, n, d, tmp.path(), &dir);

@@ -47,18 +47,12 @@ pub fn set_10k() -> TestSet {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (n, nq, d) = (10_000, 1_000, 384);
     let (b, q) = ssdann::builder::synthetic::clustered(n, nq, d, 64, 20261123);
-    let knn = ssdann::builder::ground_truth::exact_knn(&q, &b, d, Metric::L2, 100);
+    let g = exact_ground_truth(&q, &b, d, 100);
     let base = tmp.path().join("base10k.fbin");
     let queries = tmp.path().join("query.fbin");
     let gtp = tmp.path().join("gt10k.ibin");
     write_bin(&base, n, d, &b).expect("write base");
     write_bin(&queries, nq, d, &q).expect("write queries");
-    let g = GroundTruth {
-        nq,
-        k: 100,
-        ids: knn.iter().flat_map(|r| r.iter().map(|e| e.1)).collect(),
-        distances: knn.iter().flat_map(|r| r.iter().map(|e| e.0)).collect(),
-    };
     g.write(&gtp).expect("write gt");
     TestSet {
         base,
@@ -66,6 +60,17 @@ pub fn set_10k() -> TestSet {
         gt: gtp,
         real: false,
         _tmp: Some(tmp),
+    }
+}
+
+/// The exact squared-L2 top-`k` of each query (`queries`: nq × d, `base`: n × d, row-major).
+pub fn exact_ground_truth(queries: &[f32], base: &[f32], d: usize, k: usize) -> GroundTruth {
+    let knn = ssdann::builder::ground_truth::exact_knn(queries, base, d, Metric::L2, k);
+    GroundTruth {
+        nq: queries.len() / d,
+        k,
+        ids: knn.iter().flat_map(|r| r.iter().map(|e| e.1)).collect(),
+        distances: knn.iter().flat_map(|r| r.iter().map(|e| e.0)).collect(),
     }
 }
 
