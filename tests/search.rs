@@ -604,6 +604,56 @@ fn early_termination_stops_short_of_l_at_about_the_same_recall_and_refuses_a_rat
     }
 }
 
+#[test]
+fn busy_polling_returns_the_same_neighbours_from_the_same_reads_and_refuses_a_budget_past_its_limit(
+) {
+    let (q, nq, _) = queries_and_gt();
+    let d = q.len() / nq;
+    let p = SearchParams { l: 40, w: 4 };
+    // Round-based searches only: a round waits for all of its reads, so the order in which
+    // they land changes nothing (the pipelined search expands in landing order).
+    let open = |busy_poll_us: u32, look_ahead: bool| {
+        Index::open(
+            index_dir(),
+            OpenOptions {
+                read_only: true,
+                busy_poll_us,
+                look_ahead,
+                dynamic_beam: look_ahead,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    for look_ahead in [false, true] {
+        let (plain, polled) = (open(0, look_ahead), open(1000, look_ahead));
+        for qi in q.chunks_exact(d).take(100) {
+            let (a, sa) = plain.search_with_stats(qi, 10, &p).unwrap();
+            let (b, sb) = polled.search_with_stats(qi, 10, &p).unwrap();
+            assert_eq!(a, b, "look-ahead {look_ahead}");
+            assert_eq!(
+                (sa.sector_reads, sa.hops),
+                (sb.sector_reads, sb.hops),
+                "look-ahead {look_ahead}"
+            );
+        }
+    }
+    let too_long = ssdann::engine::MAX_BUSY_POLL_US + 1;
+    match Index::open(
+        index_dir(),
+        OpenOptions {
+            read_only: true,
+            busy_poll_us: too_long,
+            ..Default::default()
+        },
+    ) {
+        Err(EngineError::InvalidQuery { field, value, .. }) => {
+            assert_eq!((field, value), ("busy_poll_us", too_long.to_string()));
+        }
+        r => panic!("{:?}", r.map(|_| ())),
+    }
+}
+
 /// recall@10, mean reads and mean rounds of the shared 10K index's queries opened with
 /// `options` (read-only) at `p`.
 fn recall_reads_rounds(options: OpenOptions, p: &SearchParams) -> (f64, f64, f64) {

@@ -12,6 +12,8 @@ pub const MAX_L: usize = 100_000;
 /// Largest beam width W, and largest [`OpenOptions::max_beam_width`] (each search thread
 /// holds that many blocks of buffers).
 pub const MAX_W: usize = 1024;
+/// Largest [`OpenOptions::busy_poll_us`]: 10 ms, far beyond any read of a working disk.
+pub const MAX_BUSY_POLL_US: u32 = 10_000;
 
 /// How the node cache chooses its nodes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -76,6 +78,13 @@ pub struct OpenOptions {
     /// only (metric l2 or cosine; an ip index refuses it); r must be finite and ≥ 1.
     /// Applies to the round-based search (not to `pipeline`).
     pub termination_ratio: Option<f32>,
+    /// Busy polling of read completions (experimental, default 0 = off): each wait for a
+    /// read spins on the io_uring completion queue for up to this many µs before it sleeps
+    /// in the kernel, so that a completion does not have to wake the thread (an interrupt
+    /// to an idle core and a context switch, most costly on a VM). The core stays busy
+    /// while it waits: use it with no more search threads than cores. At most
+    /// [`MAX_BUSY_POLL_US`]; the pread backend ignores it (its reads block).
+    pub busy_poll_us: u32,
     /// Sample nodes of an in-memory navigation graph built at open (experimental, default 0
     /// = none): searches start from its nodes nearest the query instead of the medoid.
     /// RAM ≈ nodes × (M + 160) bytes (PQ codes and lists); open time grows with nodes × d
@@ -109,6 +118,7 @@ impl Default for OpenOptions {
             dynamic_beam: false,
             look_ahead: false,
             termination_ratio: None,
+            busy_poll_us: 0,
             navigation_nodes: 0,
             read_only: false,
             storage: StorageRef::default(),

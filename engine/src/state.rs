@@ -186,6 +186,13 @@ impl State {
                 reason: format!("must be in 1..={}", crate::options::MAX_W),
             });
         }
+        if options.busy_poll_us > crate::options::MAX_BUSY_POLL_US {
+            return Err(EngineError::InvalidQuery {
+                field: "busy_poll_us",
+                value: options.busy_poll_us.to_string(),
+                reason: format!("must be in 0..={} µs", crate::options::MAX_BUSY_POLL_US),
+            });
+        }
         if let Some(r) = options.termination_ratio {
             if !(r.is_finite() && r >= 1.0 && header.metric.uses_l2()) {
                 return Err(EngineError::InvalidQuery {

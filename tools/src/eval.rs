@@ -105,6 +105,11 @@ pub struct EvalArgs {
     /// e.g. 1.15), instead of expanding all L candidates
     #[arg(long, value_name = "R")]
     termination_ratio: Option<f32>,
+    /// Busy-poll read completions for up to US µs per wait before sleeping (experimental;
+    /// io_uring only; 0 = off, at most 10000): saves waking the thread after each read
+    /// (costly on a VM), but the core spins while it waits; use no more --threads than cores
+    #[arg(long, value_name = "US", default_value_t = 0)]
+    busy_poll_us: u32,
 }
 
 /// One row of the eval table.
@@ -326,6 +331,7 @@ pub fn cmd_eval(a: EvalArgs) -> Result<()> {
             dynamic_beam: a.dynamic_beam,
             look_ahead: a.look_ahead,
             termination_ratio: a.termination_ratio,
+            busy_poll_us: a.busy_poll_us,
             read_only: true,
             ..Default::default()
         },
@@ -362,7 +368,7 @@ pub fn cmd_eval(a: EvalArgs) -> Result<()> {
     );
     let rows = run_eval(&index, &q, nq, &gt, a.k, &ls, a.w, &threads, false)?;
     if let Some(j) = a.json {
-        let extra = serde_json::json!({"index": a.index, "queries": a.queries, "nq": nq, "k": a.k, "W": a.w, "cache_nodes": index.cached_nodes(), "cache_samples": a.cache_samples, "nav_nodes": a.nav_nodes, "sector_reuse": !a.no_sector_reuse, "pipeline": a.pipeline, "dynamic_beam": a.dynamic_beam, "look_ahead": a.look_ahead, "termination_ratio": a.termination_ratio, "io": index.io_backend_name(), "o_direct": index.direct_io()});
+        let extra = serde_json::json!({"index": a.index, "queries": a.queries, "nq": nq, "k": a.k, "W": a.w, "cache_nodes": index.cached_nodes(), "cache_samples": a.cache_samples, "nav_nodes": a.nav_nodes, "sector_reuse": !a.no_sector_reuse, "pipeline": a.pipeline, "dynamic_beam": a.dynamic_beam, "look_ahead": a.look_ahead, "termination_ratio": a.termination_ratio, "busy_poll_us": a.busy_poll_us, "io": index.io_backend_name(), "o_direct": index.direct_io()});
         std::fs::write(&j, serde_json::to_string_pretty(&rows_json(&rows, extra))?)
             .with_context(|| format!("{}: cannot write", j.display()))?;
     }

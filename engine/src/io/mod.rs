@@ -313,17 +313,19 @@ pub(crate) fn completion_error(
 }
 
 /// Creates a reader of the requested kind; io_uring falls back to pread, printing one
-/// warning line per process, when the ring cannot be set up.
+/// warning line per process, when the ring cannot be set up. `busy_poll_us`: see
+/// [`UringReader::with_busy_poll`] (pread ignores it).
 pub fn make_reader(
     kind: IoBackend,
     file: Arc<SectorFile>,
     slot_bytes: usize,
     max_batch: usize,
+    busy_poll_us: u32,
 ) -> Box<dyn SectorReader> {
     static WARNED: std::sync::Once = std::sync::Once::new();
     if kind == IoBackend::IoUring {
         match UringReader::new(file.clone(), slot_bytes, max_batch) {
-            Ok(r) => return Box::new(r),
+            Ok(r) => return Box::new(r.with_busy_poll(busy_poll_us)),
             Err(e) => WARNED.call_once(|| {
                 eprintln!("warning: io_uring unavailable ({e}); falling back to pread")
             }),
@@ -347,8 +349,9 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let file = SectorFile::open(&path).unwrap();
         for mut r in [
-            make_reader(IoBackend::IoUring, file.clone(), IO_ALIGN, 4),
-            make_reader(IoBackend::Pread, file.clone(), IO_ALIGN, 4),
+            make_reader(IoBackend::IoUring, file.clone(), IO_ALIGN, 4, 0),
+            make_reader(IoBackend::IoUring, file.clone(), IO_ALIGN, 4, 1000),
+            make_reader(IoBackend::Pread, file.clone(), IO_ALIGN, 4, 0),
         ] {
             for (slot, block) in [(0usize, 5u64), (2, 1), (3, 7)] {
                 r.submit(ReadReq {

@@ -297,6 +297,7 @@ impl ContextPool {
                 state.file.clone(),
                 state.header.layout.block_bytes(),
                 slots,
+                state.options.busy_poll_us,
             );
             SearchContext::new(reader, state.pq.m())
         })
@@ -344,7 +345,7 @@ mod tests {
         let path = dir.path().join("f");
         std::fs::write(&path, vec![0u8; IO_ALIGN]).unwrap();
         let file = SectorFile::open(&path).unwrap();
-        let mut c = SearchContext::new(make_reader(IoBackend::Pread, file, IO_ALIGN, 2), 1);
+        let mut c = SearchContext::new(make_reader(IoBackend::Pread, file, IO_ALIGN, 2, 0), 1);
         c.pid = pid;
         c
     }
