@@ -61,6 +61,11 @@ pub struct BuildParams {
     /// the distance to the f16 vector. f32 input and one-shot builds only; the index refuses
     /// updates.
     pub f16_vectors: bool,
+    /// Graph saturation (`--saturate-graph`, DiskANN's `saturate_graph`; default false):
+    /// each node's list is filled up to R with the candidates RobustPrune's α rule covered.
+    /// A record has room for R neighbours whatever its degree, so the index does not grow
+    /// and each read yields more candidates; expansions cost more ADC.
+    pub saturate_graph: bool,
 }
 
 /// Precision of the vectors the Vamana graph is built on (f32 input only).
@@ -110,6 +115,7 @@ impl Default for BuildParams {
             interrupt_at: None,
             neighbor_codes: false,
             f16_vectors: false,
+            saturate_graph: false,
         }
     }
 }
@@ -124,6 +130,7 @@ impl BuildParams {
             alpha: self.alpha,
             seed: self.seed,
             passes: self.passes,
+            saturate: self.saturate_graph,
             ..Default::default()
         }
     }

@@ -66,6 +66,27 @@ pub fn robust_prune<T: Vector>(
     }
 }
 
+/// Graph saturation (DiskANN's `saturate_graph`): after [`robust_prune`] over `scratch`
+/// wrote `out`, fills `out` up to `r` with the pool candidates that the α rule covered,
+/// closest first. On disk a record has room for R neighbours whatever its degree, so the
+/// extra edges cost no reads, only their ADC when the node is expanded; they give each read
+/// more candidates (measured in docs/PERFORMANCE.md). Leaves a full `out` as it is.
+pub fn saturate(scratch: &PruneScratch, r: usize, out: &mut Vec<u32>) {
+    if out.len() >= r {
+        return;
+    }
+    for (i, &(_, id)) in scratch.pool.iter().enumerate() {
+        if out.len() >= r {
+            break;
+        }
+        // the covered ones; every uncovered candidate is in `out` already (the prune loop
+        // ran to the end, or `out` would be full)
+        if scratch.occluded.get(i) == Some(&true) {
+            out.push(id);
+        }
+    }
+}
+
 /// Reusable buffers for [`robust_prune_repair`].
 #[derive(Clone, Debug, Default)]
 pub struct RepairScratch {
@@ -171,6 +192,35 @@ mod tests {
         fill(&mut s);
         robust_prune(&data, 1, Metric::L2, 0, 100.0, 3, 750, &mut s, &mut out);
         assert_eq!(out, vec![1, 4, 2]);
+    }
+
+    #[test]
+    fn saturation_adds_the_covered_candidates_closest_first_up_to_r() {
+        let data = [0.0f32, 1.0, 2.0, 3.0, -1.0, -3.0];
+        let mut s = PruneScratch::default();
+        let mut out = Vec::new();
+        let fill = |s: &mut PruneScratch| {
+            s.pool.clear();
+            for id in [3u32, 1, 2, 4, 5] {
+                s.pool.push(((data[id as usize] - 0.0f32).powi(2), id));
+            }
+        };
+        // α = 1 keeps 1 and 4 (each covers the points beyond it on its side); saturation
+        // adds the covered ones by distance: 2 (4), 3 and 5 (both 9, by id) up to R
+        fill(&mut s);
+        robust_prune(&data, 1, Metric::L2, 0, 1.0, 8, 750, &mut s, &mut out);
+        assert_eq!(out, vec![1, 4]);
+        saturate(&s, 4, &mut out);
+        assert_eq!(out, vec![1, 4, 2, 3]);
+        fill(&mut s);
+        robust_prune(&data, 1, Metric::L2, 0, 1.0, 8, 750, &mut s, &mut out);
+        saturate(&s, 8, &mut out);
+        assert_eq!(out, vec![1, 4, 2, 3, 5], "every candidate once, none twice");
+        // a list already at R is left as it is
+        fill(&mut s);
+        robust_prune(&data, 1, Metric::L2, 0, 1.0, 2, 750, &mut s, &mut out);
+        saturate(&s, 2, &mut out);
+        assert_eq!(out, vec![1, 4]);
     }
 
     #[test]

@@ -13,7 +13,7 @@
 
 use crate::greedy_search::{greedy_search, GraphView, SearchScratch};
 use crate::progress::{Phase, Progress};
-use crate::robust_prune::{robust_prune, PruneScratch, DEFAULT_MAX_CANDIDATES};
+use crate::robust_prune::{robust_prune, saturate, PruneScratch, DEFAULT_MAX_CANDIDATES};
 use parking_lot::Mutex;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -40,6 +40,9 @@ pub struct VamanaParams {
     /// build α only, as DiskANN's later releases do: 70–80% of the two-pass build's time,
     /// measured in docs/PERFORMANCE.md).
     pub passes: usize,
+    /// Graph saturation ([`crate::robust_prune::saturate`]): every RobustPrune of a pass
+    /// with α > 1 fills the list up to R with the candidates α covered. Default false.
+    pub saturate: bool,
 }
 
 impl Default for VamanaParams {
@@ -52,6 +55,7 @@ impl Default for VamanaParams {
             max_candidates: DEFAULT_MAX_CANDIDATES,
             seed: 0x5eed,
             passes: 2,
+            saturate: false,
         }
     }
 }
@@ -217,6 +221,7 @@ pub fn build_vamana<T: Vector>(
             t = std::time::Instant::now();
         }
         order.shuffle(&mut rng);
+        let saturating = params.saturate && alpha > 1.0;
         progress.start(pass, n as u64);
         let done = AtomicU64::new(0);
         order.par_iter().with_min_len(64).for_each_init(
@@ -255,6 +260,9 @@ pub fn build_vamana<T: Vector>(
                     &mut w.prune,
                     &mut w.out,
                 );
+                if saturating {
+                    saturate(&w.prune, r, &mut w.out);
+                }
                 {
                     let mut mine = graph.lock(p);
                     mine.clear();
@@ -288,6 +296,9 @@ pub fn build_vamana<T: Vector>(
                         &mut w.prune,
                         &mut w.nbrs,
                     );
+                    if saturating {
+                        saturate(&w.prune, r, &mut w.nbrs);
+                    }
                     list.clear();
                     list.extend_from_slice(&w.nbrs);
                     graph.publish(j, &list);
@@ -329,6 +340,9 @@ pub fn build_vamana<T: Vector>(
                     prune,
                     &mut out,
                 );
+                if params.saturate && alpha > 1.0 {
+                    saturate(prune, r, &mut out);
+                }
                 list = out;
             }
             list.shrink_to_fit();
@@ -383,5 +397,42 @@ mod tests {
             hits += usize::from(s.queue.items()[0].id == p as u32);
         }
         assert!(hits >= 98, "self-recall {hits}/100");
+    }
+
+    #[test]
+    fn a_saturated_graph_fills_every_list_to_r_with_no_duplicate_or_self_edge() {
+        // low-dimensional data: the α rule prunes lists well below R
+        let (n, d, r) = (3000usize, 4usize, 24usize);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let data: Vec<f32> = (0..n * d).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let params = VamanaParams {
+            max_degree: r,
+            build_l: 48,
+            ..Default::default()
+        };
+        let plain = build_vamana(&data, d, Metric::L2, &params, &NoProgress);
+        let saturated = build_vamana(
+            &data,
+            d,
+            Metric::L2,
+            &VamanaParams {
+                saturate: true,
+                ..params
+            },
+            &NoProgress,
+        );
+        assert!(
+            plain.mean_degree() < 0.8 * r as f64,
+            "pruned lists: mean degree {}",
+            plain.mean_degree()
+        );
+        for (i, l) in saturated.adjacency.iter().enumerate() {
+            assert_eq!(l.len(), r, "node {i}");
+            assert!(!l.contains(&(i as u32)), "self loop at {i}");
+            let mut u = l.clone();
+            u.sort_unstable();
+            u.dedup();
+            assert_eq!(u.len(), r, "duplicate edge at {i}");
+        }
     }
 }

@@ -123,6 +123,11 @@ pub(crate) fn budget_bytes(g: f64) -> PyResult<u64> {
 ///     with ``neighbor_codes`` the codes grow from 31 to 43 bytes on 384-d, R = 64). Searches
 ///     then rank by the f16 vector's distance. float32 data and one-shot builds only; the
 ///     index refuses updates.
+/// saturate_graph : bool, default False
+///     Fill every node's list up to R with the candidates RobustPrune's α rule dropped,
+///     closest first (DiskANN's saturate_graph). A record holds R neighbours whatever its
+///     degree, so the index does not grow; each read yields more candidates, so searches
+///     read fewer sectors at equal recall, and each expansion costs more ADC.
 ///
 /// Returns
 /// -------
@@ -152,7 +157,7 @@ pub(crate) fn budget_bytes(g: f64) -> PyResult<u64> {
 /// >>> report["n"], report["dim"]
 /// (2000, 32)
 #[pyfunction]
-#[pyo3(signature = (data, out_dir, *, metric = "l2", R = 64, L = 100, alpha = 1.2, pq_bytes = None, threads = None, force = false, memory_budget_gb = None, resume = false, neighbor_codes = false, vector_encoding = "f32"), text_signature = "(data, out_dir, *, metric=\"l2\", R=64, L=100, alpha=1.2, pq_bytes=None, threads=None, force=False, memory_budget_gb=None, resume=False, neighbor_codes=False, vector_encoding=\"f32\")")]
+#[pyo3(signature = (data, out_dir, *, metric = "l2", R = 64, L = 100, alpha = 1.2, pq_bytes = None, threads = None, force = false, memory_budget_gb = None, resume = false, neighbor_codes = false, vector_encoding = "f32", saturate_graph = false), text_signature = "(data, out_dir, *, metric=\"l2\", R=64, L=100, alpha=1.2, pq_bytes=None, threads=None, force=False, memory_budget_gb=None, resume=False, neighbor_codes=False, vector_encoding=\"f32\", saturate_graph=False)")]
 #[allow(non_snake_case, clippy::too_many_arguments)]
 pub(crate) fn build<'py>(
     py: Python<'py>,
@@ -169,6 +174,7 @@ pub(crate) fn build<'py>(
     resume: bool,
     neighbor_codes: bool,
     vector_encoding: &str,
+    saturate_graph: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let metric: Metric = metric.parse().map_err(PyValueError::new_err)?;
     let f16_vectors = match vector_encoding {
@@ -191,6 +197,7 @@ pub(crate) fn build<'py>(
         memory_budget_bytes,
         neighbor_codes,
         f16_vectors,
+        saturate_graph,
         ..graph_params(R, L, alpha, pq_bytes, threads, force, resume)
     };
     // Not a path: any array-like, made C-contiguous (a copy only when it is not already).

@@ -206,6 +206,13 @@ pub(crate) struct BuildArgs {
     /// index refuses updates.
     #[arg(long, default_value = "f32", value_parser = ["f32", "f16"], conflicts_with = "memory_budget")]
     pub(crate) vector_encoding: String,
+    /// Fill every node's list up to R with the candidates RobustPrune's α rule dropped,
+    /// closest first (DiskANN's saturate_graph). A record holds R neighbours whatever its
+    /// degree, so the index does not grow; each read yields more candidates (fewer reads at
+    /// equal recall: 0.80× at 0.95 on a 128-d u8 set whose mean degree was 28), each
+    /// expansion costs more ADC. Build time +0–15%
+    #[arg(long)]
+    pub(crate) saturate_graph: bool,
 }
 
 pub(crate) fn peak_rss_bytes() -> Option<u64> {
@@ -244,6 +251,7 @@ pub(crate) fn build_params(a: &BuildArgs) -> Result<BuildParams> {
         passes: a.passes,
         neighbor_codes: a.neighbor_codes,
         f16_vectors: a.vector_encoding == "f16",
+        saturate_graph: a.saturate_graph,
         ..Default::default()
     })
 }

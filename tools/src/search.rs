@@ -326,6 +326,7 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
         resume: false,
         neighbor_codes: false,
         vector_encoding: "f32".into(),
+        saturate_graph: false,
     })?;
     let index = Index::open(&out, OpenOptions::default())?;
     let (nq_all, q) = load_queries(&queries, index.dim())?;

@@ -34,6 +34,7 @@ def build(
     resume: bool = False,
     neighbor_codes: bool = False,
     vector_encoding: Literal["f32", "f16"] = "f32",
+    saturate_graph: bool = False,
 ) -> Dict[str, float]:
     """Build an index directory from a vector file (.fbin/.u8bin/.i8bin/.fvecs/.bvecs/.npy)
     or a C-contiguous (n, d) array of float32, uint8 or int8 (float64 is refused: convert with
@@ -50,6 +51,11 @@ def build(
     2): fewer reads at equal recall and the same RAM, about 2x the disk, one-shot builds
     only; the index then refuses inserts, deletes and merges. vector_encoding="f16" stores
     float32 vectors as half floats (room for longer neighbour codes; same restrictions).
+
+    saturate_graph=True fills every node's list up to R with the candidates RobustPrune's α
+    rule dropped (DiskANN's saturate_graph): a record holds R neighbours whatever its degree,
+    so the index does not grow, and each read yields more candidates (fewer reads at equal
+    recall); each expansion costs more ADC.
 
     Raises ValueError (bad data or parameter; a budget too small for one partition names the
     minimum; resume with other parameters names the field), FileExistsError (out_dir exists, force=False),
