@@ -62,9 +62,11 @@ pub struct BuildParams {
     /// updates.
     pub f16_vectors: bool,
     /// Graph saturation (`--saturate-graph`, DiskANN's `saturate_graph`; default false):
-    /// each node's list is filled up to R with the candidates RobustPrune's α rule covered.
-    /// A record has room for R neighbours whatever its degree, so the index does not grow
-    /// and each read yields more candidates; expansions cost more ADC.
+    /// each node's list is filled up to R with the candidates RobustPrune's α rule covered
+    /// (in the α > 1 pass: with α = 1 it does nothing). A record has room for R neighbours
+    /// whatever its degree, so the index does not grow and each read yields more
+    /// candidates; expansions cost more ADC. One-shot builds only (not with a memory
+    /// budget).
     pub saturate_graph: bool,
 }
 
@@ -183,6 +185,15 @@ impl BuildParams {
         if self.neighbor_codes && self.memory_budget_bytes.is_some() {
             return Err(BuildError::param(
                 "--neighbor-codes",
+                true,
+                "not supported with a memory budget yet (--memory-budget; one-shot builds only)",
+            ));
+        }
+        // A partitioned build merges two lists per point and prunes them to R again, which
+        // would undo the saturation; the staged build's manifest does not carry it either.
+        if self.saturate_graph && self.memory_budget_bytes.is_some() {
+            return Err(BuildError::param(
+                "--saturate-graph",
                 true,
                 "not supported with a memory budget yet (--memory-budget; one-shot builds only)",
             ));

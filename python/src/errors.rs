@@ -29,7 +29,7 @@ create_exception!(
 /// The message with the CLI's and the Rust API's spellings replaced by this module's
 /// parameter names (`--force` → `force=True`, `-R` → `R`, ...).
 pub(crate) fn python_names(msg: String) -> String {
-    const NAMES: [(&str, &str); 16] = [
+    const NAMES: [(&str, &str); 17] = [
         (
             "(--memory-budget; one-shot builds only)",
             "(memory_budget_gb; one-shot builds only)",
@@ -39,6 +39,7 @@ pub(crate) fn python_names(msg: String) -> String {
             "built with neighbor_codes=True or vector_encoding=\"f16\"",
         ),
         ("parameter --neighbor-codes", "parameter neighbor_codes"),
+        ("parameter --saturate-graph", "parameter saturate_graph"),
         ("parameter --vector-encoding", "parameter vector_encoding"),
         (
             "pass --force to replace it; --force replaces",

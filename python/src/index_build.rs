@@ -127,7 +127,8 @@ pub(crate) fn budget_bytes(g: f64) -> PyResult<u64> {
 ///     Fill every node's list up to R with the candidates RobustPrune's α rule dropped,
 ///     closest first (DiskANN's saturate_graph). A record holds R neighbours whatever its
 ///     degree, so the index does not grow; each read yields more candidates, so searches
-///     read fewer sectors at equal recall, and each expansion costs more ADC.
+///     read fewer sectors at equal recall, and each expansion costs more ADC. Needs
+///     alpha > 1; one-shot builds only (not with ``memory_budget_gb``).
 ///
 /// Returns
 /// -------

@@ -210,8 +210,9 @@ pub(crate) struct BuildArgs {
     /// closest first (DiskANN's saturate_graph). A record holds R neighbours whatever its
     /// degree, so the index does not grow; each read yields more candidates (fewer reads at
     /// equal recall: 0.80× at 0.95 on a 128-d u8 set whose mean degree was 28), each
-    /// expansion costs more ADC. Build time +0–15%
-    #[arg(long)]
+    /// expansion costs more ADC. Build time +0–10%. Needs α > 1 (the lists α = 1 leaves are
+    /// not filled); one-shot builds only
+    #[arg(long, conflicts_with = "memory_budget")]
     pub(crate) saturate_graph: bool,
 }
 

@@ -22,8 +22,9 @@
 //! With a busy-poll budget ([`UringReader::with_busy_poll`]), a wait first submits what is
 //! queued and then spins on the completion queue in user space, for at most the budget,
 //! before it sleeps in `io_uring_enter`. A sleeping thread is woken by the completion: on a
-//! VM that costs an interrupt to a halted vCPU and a context switch per wait, which a
-//! spinning thread does not pay. The price is the core, busy while it waits; when the
+//! VM that costs waking a halted vCPU and a context switch per wait. A spinning thread is
+//! still interrupted to post the completion (task work), but its core never halts and it
+//! never switches out. The price is the core, busy while it waits; when the
 //! budget runs out the wait sleeps as without it. Reaping is the same either way.
 
 use super::{

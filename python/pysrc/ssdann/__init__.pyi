@@ -55,7 +55,7 @@ def build(
     saturate_graph=True fills every node's list up to R with the candidates RobustPrune's α
     rule dropped (DiskANN's saturate_graph): a record holds R neighbours whatever its degree,
     so the index does not grow, and each read yields more candidates (fewer reads at equal
-    recall); each expansion costs more ADC.
+    recall); each expansion costs more ADC. Needs alpha > 1; not with memory_budget_gb.
 
     Raises ValueError (bad data or parameter; a budget too small for one partition names the
     minimum; resume with other parameters names the field), FileExistsError (out_dir exists, force=False),
