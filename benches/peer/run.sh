@@ -101,6 +101,10 @@ if [ -n "$BUDGET" ]; then
   exit 0
 fi
 
+# DiskANN-Rust logs two INFO lines per search call (tracing, to stderr), ~10^5 a run, inside
+# the per-query latency loop: warnings only, so that its latencies time the search alone.
+export RUST_LOG="${RUST_LOG:-warn}"
+
 echo "== build: ssdann"
 rm -rf "$OUT/work/ours"
 /usr/bin/time -f "%e %M" -o "$OUT/ours_time.txt" "$SSDANN" build --data "$BASE" --out "$OUT/work/ours" \
