@@ -187,19 +187,24 @@ impl UringReader {
             return Ok(());
         };
         if !self.ring.submission().is_empty() {
-            loop {
-                match self.ring.submit() {
-                    Ok(_) => break,
-                    Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-                    Err(e) => return Err(e),
-                }
-            }
+            self.submit_queued_now()?;
         }
         let t = Instant::now();
         while self.ring.completion().len() < want && t.elapsed() < budget {
             std::hint::spin_loop();
         }
         Ok(())
+    }
+
+    /// Submits every queued read without waiting, retrying on EINTR.
+    fn submit_queued_now(&mut self) -> std::io::Result<()> {
+        loop {
+            match self.ring.submit() {
+                Ok(_) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Reaps every posted completion: frees its slot, keeps the first failed or short
@@ -328,13 +333,8 @@ impl SectorReader for UringReader {
 
     fn flush(&mut self) -> Result<()> {
         self.check_process()?;
-        loop {
-            match self.ring.submit() {
-                Ok(_) => return Ok(()),
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-                Err(e) => return Err(EngineError::io(&self.file.path, e)),
-            }
-        }
+        self.submit_queued_now()
+            .map_err(|e| EngineError::io(&self.file.path, e))
     }
 
     fn drain(&mut self) {
