@@ -65,8 +65,9 @@ pub struct BuildParams {
     /// each node's list is filled up to R with the candidates RobustPrune's α rule covered
     /// (in the α > 1 pass: with α = 1 it does nothing). A record has room for R neighbours
     /// whatever its degree, so the index does not grow and each read yields more
-    /// candidates; expansions cost more ADC. One-shot builds only (not with a memory
-    /// budget).
+    /// candidates; expansions cost more ADC. One-shot builds only: with a memory budget,
+    /// [`BuildParams::validate`] returns `BuildError::InvalidParameter` naming
+    /// `--saturate-graph`.
     pub saturate_graph: bool,
 }
 

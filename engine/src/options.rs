@@ -83,7 +83,8 @@ pub struct OpenOptions {
     /// in the kernel, so that a completion does not have to wake the thread (an interrupt
     /// to an idle core and a context switch, most costly on a VM). The core stays busy
     /// while it waits: use it with no more search threads than cores. At most
-    /// [`MAX_BUSY_POLL_US`]; the pread backend ignores it (its reads block).
+    /// [`MAX_BUSY_POLL_US`] (more: `Index::open` returns `EngineError::InvalidQuery` naming
+    /// `busy_poll_us`); the pread backend ignores it (its reads block).
     pub busy_poll_us: u32,
     /// Sample nodes of an in-memory navigation graph built at open (experimental, default 0
     /// = none): searches start from its nodes nearest the query instead of the medoid.
