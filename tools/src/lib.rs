@@ -209,9 +209,10 @@ pub(crate) struct BuildArgs {
     /// Fill every node's list up to R with the candidates RobustPrune's α rule dropped,
     /// closest first (DiskANN's saturate_graph). A record holds R neighbours whatever its
     /// degree, so the index does not grow; each read yields more candidates (fewer reads at
-    /// equal recall: 0.80× at 0.95 on a 128-d u8 set whose mean degree was 28), each
-    /// expansion costs more ADC. Build time +0–10%. Needs α > 1 (the lists α = 1 leaves are
-    /// not filled); one-shot builds only
+    /// equal recall: 0.78× at 0.95 on a 128-d u8 set whose mean degree was 28), each
+    /// expansion costs more ADC. Build time: unchanged on 384-d minilm, +10–30% on that u8
+    /// set (full lists are re-pruned by back-edges more often). Needs α > 1 (the lists
+    /// α = 1 leaves are not filled); one-shot builds only
     #[arg(long, conflicts_with = "memory_budget")]
     pub(crate) saturate_graph: bool,
 }
