@@ -34,8 +34,10 @@
 //! - a damaged record followed by a valid record of a later group (or of no group it could
 //!   belong to): acknowledged data is damaged — an error naming the damaged record's offset.
 //!
-//! Version 1 logs keep their rules: a damaged last record is a torn tail, anything else an
-//! error; the engine rewrites a version-1 log as version 2 before appending to it.
+//! Version 1 logs (no groups: a record is an append) get the same checks: each record's
+//! length against the only legal sizes before its CRC, and a damaged record is a torn tail
+//! only when it is the last — no valid record follows it at any offset; anything else is
+//! an error. The engine rewrites a version-1 log as version 2 before appending to it.
 
 use crate::error::LayoutError;
 use crate::Result;
@@ -258,8 +260,9 @@ fn record_err(path: &Path, offset: usize, detail: String) -> LayoutError {
 ///
 /// # Errors
 /// [`LayoutError`] for a bad header (see [`decode_header`]) and, naming the record's byte
-/// offset, a CRC failure or sequence gap with more bytes after it, or an unknown kind or
-/// payload size.
+/// offset: a damaged record (illegal length or kind, CRC failure, cut short) that a valid
+/// record follows (of a later group, in version 2); in version 1, also a CRC-valid record
+/// with a sequence gap, a sequence number ≥ [`MAX_SEQ`] or the reserved label.
 pub fn scan(path: &Path, bytes: &[u8], dim: usize) -> Result<WalScan> {
     let h = match decode_header(path, bytes, dim) {
         Ok(h) => h,
@@ -288,78 +291,132 @@ pub fn scan(path: &Path, bytes: &[u8], dim: usize) -> Result<WalScan> {
     }
 }
 
+/// One decoded version-1 record whose length is legal and whose CRC matches.
+struct RecordV1 {
+    seq: u64,
+    kind: u8,
+    label: u64,
+    end: usize,
+}
+
+/// Decodes the version-1 record at `off`, checking its length (which lies outside its CRC)
+/// against the only legal sizes for its kind before the CRC — the rule of version 2, so a
+/// damaged length is a damaged record, never a file that seems to end early.
+fn decode_v1(bytes: &[u8], off: usize, dim: usize) -> std::result::Result<RecordV1, Bad> {
+    let len = bytes.len();
+    if len - off < RECORD_HEAD_BYTES_V1 {
+        return Err(Bad::Short);
+    }
+    let payload = u32_at(bytes, off) as usize;
+    let kind = bytes[off + 16];
+    let legal = match kind {
+        1 => 4 * dim,
+        2 => 0,
+        k => return Err(Bad::Invalid(format!("unknown kind {k}"))),
+    };
+    if payload != legal {
+        return Err(Bad::Invalid(format!(
+            "payload of {payload} bytes for kind {kind} (legal: {legal})"
+        )));
+    }
+    let end = off + RECORD_HEAD_BYTES_V1 + payload;
+    if end > len {
+        return Err(Bad::Short);
+    }
+    let stored = u32_at(bytes, off + 4);
+    let got = crc32fast::hash(&bytes[off + 8..end]);
+    if stored != got {
+        return Err(Bad::Invalid(format!(
+            "checksum mismatch (stored {stored:#010x}, computed {got:#010x})"
+        )));
+    }
+    Ok(RecordV1 {
+        seq: u64_at(bytes, off + 8),
+        kind,
+        label: u64_at(bytes, off + 17),
+        end,
+    })
+}
+
+/// Version 1 has no groups: every record is its own append. A damaged record (illegal
+/// length, bad CRC, cut short) is a torn tail only when no valid record follows it at any
+/// byte offset — it was the last record; otherwise it is an error naming its offset. A
+/// record whose CRC matches but whose sequence number, sequence range or label is wrong is
+/// an error wherever it is.
 fn scan_v1(path: &Path, bytes: &[u8], dim: usize, first_seq: u64) -> Result<WalScan> {
     let mut rep = WalScan {
         last_seq: first_seq - 1,
         version: 1,
         ..Default::default()
     };
-    let mut off = WAL_HEADER_BYTES;
     let len = bytes.len();
-    let mut torn_at: Option<usize> = None;
-    while off < len {
-        if len - off < RECORD_HEAD_BYTES_V1 {
-            torn_at = Some(off);
-            break;
+    let mut off = WAL_HEADER_BYTES;
+    let damaged: Option<(usize, String)> = loop {
+        if off == len {
+            break None;
         }
-        let payload = u32_at(bytes, off) as usize;
-        let end = off
-            .checked_add(RECORD_HEAD_BYTES_V1)
-            .and_then(|x| x.checked_add(payload));
-        let end = match end {
-            Some(e) if e <= len => e,
-            _ => {
-                // Cut short by the end of the file: a torn append, never acknowledged.
-                torn_at = Some(off);
-                break;
-            }
+        let rec = match decode_v1(bytes, off, dim) {
+            Ok(r) => r,
+            Err(Bad::Short) => break Some((off, "cut short by the end of the file".into())),
+            Err(Bad::Invalid(why)) => break Some((off, why)),
         };
-        let stored = u32_at(bytes, off + 4);
-        let got = crc32fast::hash(&bytes[off + 8..end]);
-        if stored != got {
-            if end == len {
-                torn_at = Some(off);
-                break;
-            }
-            return Err(record_err(path, off, format!("checksum mismatch (stored {stored:#010x}, computed {got:#010x}) with {} more bytes after it: acknowledged updates may be lost; refusing to skip it", len - end)));
-        }
-        let seq = u64_at(bytes, off + 8);
-        if seq != rep.last_seq + 1 {
+        let expected = rep.last_seq + 1;
+        if rec.seq != expected {
             return Err(record_err(
                 path,
                 off,
-                format!("sequence number {seq}, expected {}", rep.last_seq + 1),
+                format!("sequence number {}, expected {expected}", rec.seq),
             ));
         }
-        let kind = bytes[off + 16];
-        let label = u64_at(bytes, off + 17);
-        let op = match (kind, payload) {
-            (1, p) if p == 4 * dim => WalOp::Insert {
-                label,
-                vector: bytes[off + 25..end]
+        if rec.seq >= MAX_SEQ {
+            return Err(record_err(
+                path,
+                off,
+                format!(
+                    "sequence number {}: sequence numbers stay below {MAX_SEQ}",
+                    rec.seq
+                ),
+            ));
+        }
+        if rec.label == RESERVED_LABEL {
+            return Err(record_err(path, off, "the reserved label 2^64 - 1".into()));
+        }
+        rep.ops.push(if rec.kind == 1 {
+            WalOp::Insert {
+                label: rec.label,
+                vector: bytes[off + RECORD_HEAD_BYTES_V1..rec.end]
                     .chunks_exact(4)
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                     .collect(),
-            },
-            (2, 0) => WalOp::Delete { label },
-            (k, p) => {
-                return Err(record_err(
-                    path,
-                    off,
-                    format!(
-                        "kind {k} with a {p}-byte payload (insert needs {} bytes, delete 0)",
-                        4 * dim
-                    ),
-                ))
             }
-        };
-        rep.ops.push(op);
-        rep.last_seq = seq;
-        off = end;
+        } else {
+            WalOp::Delete { label: rec.label }
+        });
+        rep.last_seq = rec.seq;
+        off = rec.end;
+    };
+    let Some((d_off, why)) = damaged else {
+        rep.valid_bytes = len as u64;
+        return Ok(rep);
+    };
+    // Any valid record after the damaged one proves it was not the last: acknowledged data.
+    let mut p = d_off + 1;
+    while p + RECORD_HEAD_BYTES_V1 <= len {
+        if let Ok(r) = decode_v1(bytes, p, dim) {
+            return Err(record_err(
+                path,
+                d_off,
+                format!(
+                    "{why}; a valid record follows at byte offset {p} (sequence number {}): \
+                     acknowledged updates are damaged; refusing to skip them",
+                    r.seq
+                ),
+            ));
+        }
+        p += 1;
     }
-    let valid = torn_at.unwrap_or(len);
-    rep.valid_bytes = valid as u64;
-    rep.torn_bytes = (len - valid) as u64;
+    rep.valid_bytes = d_off as u64;
+    rep.torn_bytes = (len - d_off) as u64;
     Ok(rep)
 }
 

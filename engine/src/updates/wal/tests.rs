@@ -203,11 +203,7 @@ fn header_fields_are_checked_and_a_version_1_log_is_read_then_upgraded() {
         .to_string()
         .contains("`dim` = 3"));
     // version 1: read as before, rewritten as version 2 before the next append
-    let mut v1 = encode_header_v1(3, 0).to_vec();
-    for (i, op) in ops().iter().enumerate() {
-        encode_record_v1(1 + i as u64, op, &mut v1);
-    }
-    std::fs::write(&p, &v1).unwrap();
+    std::fs::write(&p, v1_log()).unwrap();
     let r = replay(&p, 3, &OsStorage).unwrap();
     assert_eq!((r.ops.clone(), r.version), (ops(), 1));
     let mut w = open(&p, r.last_seq, SyncMode::Always);
@@ -296,4 +292,65 @@ fn a_failed_background_fsync_is_not_dropped() {
     std::thread::sleep(Duration::from_millis(50));
     let e = w.append(&ops()[1..2]).unwrap_err().to_string();
     assert!(e.contains("background fsync failed"), "{e}");
+}
+
+/// A version-1 log of ops() (records 1, 2, 3; 25 + P bytes each).
+fn v1_log() -> Vec<u8> {
+    let mut v1 = encode_header_v1(3, 0).to_vec();
+    for (i, op) in ops().iter().enumerate() {
+        encode_record_v1(1 + i as u64, op, &mut v1);
+    }
+    v1
+}
+
+#[test]
+fn a_version_1_log_gets_the_legal_length_and_last_record_rules() {
+    use ssdann_layout::wal::RECORD_HEAD_BYTES_V1;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join(WAL_FILE);
+    let good = v1_log();
+    let rec2 = WAL_HEADER_BYTES + RECORD_HEAD_BYTES_V1 + 12;
+    let rec3 = rec2 + RECORD_HEAD_BYTES_V1;
+    assert_eq!(good.len(), rec3 + RECORD_HEAD_BYTES_V1 + 12);
+    // a damaged length field (outside the v1 CRC) of a record that others follow: once a
+    // "torn tail" that dropped every acknowledged record after it, now an error naming it
+    let huge = 1_000_000u32.to_le_bytes();
+    let to_eof = ((good.len() - WAL_HEADER_BYTES - RECORD_HEAD_BYTES_V1) as u32).to_le_bytes();
+    let cases: [(usize, [u8; 4], &str); 3] = [
+        (WAL_HEADER_BYTES, huge, "payload of 1000000 bytes for kind 1 (legal: 12)"),
+        (WAL_HEADER_BYTES, to_eof, "payload of 74 bytes for kind 1 (legal: 12)"),
+        (rec2, 12u32.to_le_bytes(), "payload of 12 bytes for kind 2 (legal: 0)"),
+    ];
+    for (at, len_field, why) in cases {
+        let mut bad = good.clone();
+        bad[at..at + 4].copy_from_slice(&len_field);
+        std::fs::write(&p, &bad).unwrap();
+        for e in [
+            check(&p, 3).unwrap_err().to_string(),
+            replay(&p, 3, &OsStorage).unwrap_err().to_string(),
+        ] {
+            assert_eq!(
+                e,
+                format!(
+                    "{}: corrupt WAL record at byte offset {at}: {why}; a valid record follows \
+                     at byte offset {} (sequence number {}): acknowledged updates are damaged; \
+                     refusing to skip them",
+                    p.display(),
+                    if at == rec2 { rec3 } else { rec2 },
+                    if at == rec2 { 3 } else { 2 },
+                )
+            );
+        }
+        assert_eq!(std::fs::read(&p).unwrap(), bad, "the log must not change");
+    }
+    // the same damage in the last record: a torn tail, truncated; the others replayed
+    let mut bad = good.clone();
+    bad[rec3..rec3 + 4].copy_from_slice(&huge);
+    std::fs::write(&p, &bad).unwrap();
+    let r = replay(&p, 3, &OsStorage).unwrap();
+    assert_eq!(
+        (r.ops, r.last_seq, r.truncated_bytes, r.version),
+        (ops()[..2].to_vec(), 2, (good.len() - rec3) as u64, 1)
+    );
+    assert_eq!(std::fs::read(&p).unwrap(), good[..rec3]);
 }
