@@ -342,11 +342,25 @@ fn build_force_refuses_to_replace_an_index_that_is_open() {
 fn a_header_generation_at_its_limit_refuses_the_merge_instead_of_wrapping() {
     let tmp = tempfile::tempdir().unwrap();
     let (dir, all) = build(tmp.path());
-    // rewrite the header in force with generation 2^64 - 1 (a valid slot: encode seals it)
+    // rewrite the header in force with a CRC-valid generation of 2^64 - 1 (encode seals
+    // it): refused where the slot is decoded, naming the file, the field and the value
     let path = dir.join("index.ssd");
     let mut bytes = std::fs::read(&path).unwrap();
     let (mut h, slot) = ssdann::layout::IndexHeader::choose(&path, &bytes[..8192]).unwrap();
     h.generation = u64::MAX;
+    bytes[slot * 4096..(slot + 1) * 4096].copy_from_slice(&h.encode());
+    std::fs::write(&path, &bytes).unwrap();
+    let e = Index::open(&dir, OpenOptions::default()).err().unwrap().to_string();
+    assert_eq!(
+        e,
+        format!(
+            "{}: field `generation` = 18446744073709551615: header slot {slot}: generations \
+             stay below 2^62 = 4611686018427387904",
+            path.display()
+        )
+    );
+    // the highest legal generation, 2^62 - 1: opens, but a merge cannot advance it
+    h.generation = ssdann::layout::header::MAX_GENERATION - 1;
     bytes[slot * 4096..(slot + 1) * 4096].copy_from_slice(&h.encode());
     std::fs::write(&path, &bytes).unwrap();
     let idx = Index::open(&dir, OpenOptions::default()).unwrap();

@@ -25,6 +25,12 @@ pub const FORMAT_VERSION_MAJOR: u16 = 2;
 pub const FORMAT_VERSION_MINOR: u16 = 1;
 /// Oldest major version this build reads.
 pub const FORMAT_OLDEST_SUPPORTED_MAJOR: u16 = 1;
+/// Generations stay below this (2^62): a header holding a larger one is refused where its
+/// slot is decoded, and a merge refuses to advance past it, so the counter never wraps.
+pub const MAX_GENERATION: u64 = 1 << 62;
+/// Largest list size L a build or a search accepts, and a header's `build_l` may hold (an
+/// update's insertion search is sized by it): checked before anything is allocated by it.
+pub const MAX_LIST_SIZE: usize = 100_000;
 /// Bytes per header slot (one sector).
 pub const HEADER_SLOT_BYTES: usize = SECTOR_BYTES;
 /// Offset of the slot's CRC32 (the last 4 bytes; covers bytes `0..HEADER_CRC_OFFSET`).
@@ -179,8 +185,10 @@ impl IndexHeader {
     /// - [`LayoutError::Corrupt`]: bad magic, an all-zero (never written) slot, or fields that
     ///   disagree with each other (record size, blocks, entry point, file size).
     /// - [`LayoutError::ChecksumMismatch`]: the slot's CRC32 is wrong.
-    /// - [`LayoutError::InvalidField`]: an unsupported version, element type or metric, or a
-    ///   zero / out-of-range count.
+    /// - [`LayoutError::InvalidField`]: an unsupported version, element type or metric, a
+    ///   zero / out-of-range count, a generation ≥ [`MAX_GENERATION`], a `build_l` outside
+    ///   1..=[`MAX_LIST_SIZE`], a `build_alpha` not finite or < 1, or (in a format minor
+    ///   this build knows) a reserved field or padding byte ≠ 0.
     pub fn decode(path: &Path, slot: usize, b: &[u8]) -> Result<IndexHeader> {
         let what = format!("header slot {slot}");
         if b.len() < HEADER_SLOT_BYTES {
@@ -224,6 +232,34 @@ impl IndexHeader {
         let slot_bytes = get_u32(b, OFF_SLOT_BYTES);
         if slot_bytes as usize != HEADER_SLOT_BYTES {
             return Err(field("header_bytes", &slot_bytes, "must be 4096"));
+        }
+        let generation = get_u64(b, OFF_GENERATION);
+        if generation >= MAX_GENERATION {
+            return Err(field(
+                "generation",
+                &generation,
+                &format!("generations stay below 2^62 = {MAX_GENERATION}"),
+            ));
+        }
+        // Reserved bytes are zero in every minor version this build knows; a newer minor of
+        // the same major may use them (its additions are ignorable), so only those are checked.
+        let minor = get_u16(b, OFF_MINOR);
+        if minor <= FORMAT_VERSION_MINOR {
+            let reserved0 = get_u16(b, OFF_RESERVED0);
+            if reserved0 != 0 {
+                return Err(field("reserved (offset 46)", &reserved0, "must be 0"));
+            }
+            let reserved1 = get_u32(b, OFF_RESERVED1);
+            if reserved1 != 0 {
+                return Err(field("reserved (offset 100)", &reserved1, "must be 0"));
+            }
+            if let Some(at) = (HEADER_FIELDS_END..HEADER_CRC_OFFSET).find(|&i| b[i] != 0) {
+                return Err(field(
+                    "zero padding (offsets 120..4092)",
+                    &b[at],
+                    &format!("byte at offset {at} must be 0 in format minor {minor}"),
+                ));
+            }
         }
         let n_slots = get_u64(b, OFF_N_SLOTS);
         let live_count = get_u64(b, OFF_LIVE);
@@ -330,8 +366,24 @@ impl IndexHeader {
         if pq_m == 0 || pq_m > dim {
             return Err(field("pq_m", &pq_m, &format!("must be in 1..=d ({dim})")));
         }
+        let build_l = get_u32(b, OFF_BUILD_L);
+        if build_l == 0 || build_l as usize > MAX_LIST_SIZE {
+            return Err(field(
+                "build_l",
+                &build_l,
+                &format!("must be in 1..={MAX_LIST_SIZE}"),
+            ));
+        }
+        let build_alpha = f32::from_bits(get_u32(b, OFF_BUILD_ALPHA));
+        if !(build_alpha.is_finite() && build_alpha >= 1.0) {
+            return Err(field(
+                "build_alpha",
+                &build_alpha,
+                "must be a finite number ≥ 1",
+            ));
+        }
         let h = IndexHeader {
-            generation: get_u64(b, OFF_GENERATION),
+            generation,
             n_slots,
             live_count,
             dim,
@@ -341,8 +393,8 @@ impl IndexHeader {
             layout,
             entry_point,
             pq_m,
-            build_l: get_u32(b, OFF_BUILD_L),
-            build_alpha: f32::from_bits(get_u32(b, OFF_BUILD_ALPHA)),
+            build_l,
+            build_alpha,
         };
         let file_bytes = get_u64(b, OFF_FILE_BYTES);
         if file_bytes != h.file_bytes() {
@@ -502,6 +554,80 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// `sample()` encoded with `patch` applied and the CRC recomputed.
+    fn crafted(patch: impl Fn(&mut [u8; HEADER_SLOT_BYTES])) -> [u8; HEADER_SLOT_BYTES] {
+        let mut enc = sample().encode();
+        patch(&mut enc);
+        let crc = crc32fast::hash(&enc[..HEADER_CRC_OFFSET]);
+        put_u32(&mut enc, HEADER_CRC_OFFSET, crc);
+        enc
+    }
+
+    #[test]
+    fn crc_valid_fields_out_of_range_are_refused_naming_field_and_value() {
+        let p = Path::new("/x/index.ssd");
+        let err = |enc: &[u8]| IndexHeader::decode(p, 1, enc).unwrap_err().to_string();
+        let gen_max = crafted(|b| put_u64(b, OFF_GENERATION, u64::MAX));
+        assert_eq!(
+            err(&gen_max),
+            "/x/index.ssd: field `generation` = 18446744073709551615: header slot 1: \
+             generations stay below 2^62 = 4611686018427387904"
+        );
+        assert_eq!(
+            err(&crafted(|b| put_u64(b, OFF_GENERATION, MAX_GENERATION))),
+            "/x/index.ssd: field `generation` = 4611686018427387904: header slot 1: \
+             generations stay below 2^62 = 4611686018427387904"
+        );
+        let last = crafted(|b| put_u64(b, OFF_GENERATION, MAX_GENERATION - 1));
+        assert_eq!(
+            IndexHeader::decode(p, 1, &last).unwrap().generation,
+            MAX_GENERATION - 1
+        );
+        // a crafted slot never wins the choice: slot 0 (generation 1) stays in force
+        let mut two = vec![0u8; 2 * HEADER_SLOT_BYTES];
+        two[..HEADER_SLOT_BYTES].copy_from_slice(&sample().encode());
+        two[HEADER_SLOT_BYTES..].copy_from_slice(&gen_max);
+        let (h, slot) = IndexHeader::choose(p, &two).unwrap();
+        assert_eq!((h.generation, slot), (1, 0));
+        let cases: [(_, &str); 6] = [
+            (
+                crafted(|b| put_u32(b, OFF_BUILD_L, MAX_LIST_SIZE as u32 + 1)),
+                "field `build_l` = 100001: header slot 1: must be in 1..=100000",
+            ),
+            (
+                crafted(|b| put_u32(b, OFF_BUILD_L, 0)),
+                "field `build_l` = 0: header slot 1: must be in 1..=100000",
+            ),
+            (
+                crafted(|b| put_u32(b, OFF_BUILD_ALPHA, f32::INFINITY.to_bits())),
+                "field `build_alpha` = inf: header slot 1: must be a finite number ≥ 1",
+            ),
+            (
+                crafted(|b| put_u16(b, OFF_RESERVED0, 7)),
+                "field `reserved (offset 46)` = 7: header slot 1: must be 0",
+            ),
+            (
+                crafted(|b| put_u32(b, OFF_RESERVED1, 1)),
+                "field `reserved (offset 100)` = 1: header slot 1: must be 0",
+            ),
+            (
+                crafted(|b| b[4000] = 9),
+                "field `zero padding (offsets 120..4092)` = 9: header slot 1: byte at offset \
+                 4000 must be 0 in format minor 1",
+            ),
+        ];
+        for (enc, want) in cases {
+            assert_eq!(err(&enc), format!("/x/index.ssd: {want}"));
+        }
+        // a newer minor of the same major may use the reserved bytes: ignored, not refused
+        let newer = crafted(|b| {
+            put_u16(b, OFF_MINOR, FORMAT_VERSION_MINOR + 1);
+            put_u32(b, OFF_RESERVED1, 1);
+            b[4000] = 9;
+        });
+        assert_eq!(IndexHeader::decode(p, 1, &newer).unwrap(), sample());
     }
 
     #[test]
