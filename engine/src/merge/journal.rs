@@ -10,9 +10,11 @@
 use crate::error::EngineError;
 use crate::storage::StorageRef;
 use crate::Result;
+pub(crate) use ssdann_layout::journal::CommitEntry;
 pub use ssdann_layout::journal::JOURNAL_FILE;
 use ssdann_layout::journal::{
-    encode_entry, encode_header, COMMIT, ENTRY_HEAD_BYTES, JOURNAL_HEADER_BYTES,
+    encode_commit_region, encode_entry, encode_header, COMMIT, ENTRY_HEAD_BYTES,
+    JOURNAL_HEADER_BYTES,
 };
 use ssdann_layout::IndexHeader;
 use std::collections::HashMap;
@@ -98,11 +100,16 @@ impl Journal {
         }
     }
 
-    /// Appends the entry for `block` (or the commit entry, `block` = [`COMMIT`]).
+    /// Appends the entry for `block` (a block image; the commit goes through
+    /// [`Journal::commit`]).
     ///
     /// # Errors
     /// [`EngineError::Io`] (or an injected fault).
     pub(super) fn append(&mut self, block: u64, image: &[u8]) -> Result<()> {
+        debug_assert_ne!(
+            block, COMMIT,
+            "the commit entry is written by Journal::commit"
+        );
         self.tick()?;
         let mut e = Vec::with_capacity(ENTRY_HEAD_BYTES + image.len());
         encode_entry(block, image, &mut e);
@@ -132,6 +139,23 @@ impl Journal {
         self.storage
             .sync_dir(dir, "journal.dir")
             .map_err(|e| EngineError::io(dir, e))
+    }
+
+    /// Appends the commit region (format 4, [`encode_commit_region`]): the commit entry `c`
+    /// (header slot, WAL sequence number S, the staged files' body CRCs, the new header slot
+    /// image), twice, each copy in two sectors of its own, recording where the block entries
+    /// end. Call after [`Journal::sync_entries`]; [`Journal::sync_commit`] then commits.
+    ///
+    /// # Errors
+    /// [`EngineError::Io`] (or an injected fault).
+    pub(crate) fn commit(&mut self, c: &CommitEntry) -> Result<()> {
+        self.tick()?;
+        let region = encode_commit_region(self.len, c);
+        self.storage
+            .write_at(&self.file, &self.path, &region, self.len)
+            .map_err(|err| EngineError::io(&self.path, err))?;
+        self.len += region.len() as u64;
+        Ok(())
     }
 
     /// fsyncs the commit entry: from here on the merge is committed.

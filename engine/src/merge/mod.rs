@@ -40,7 +40,6 @@ use crate::Result;
 use journal::{parse, Committed, Journal, Parsed};
 use plan::{Frozen, Plan};
 use ssdann_builder::Progress;
-use ssdann_layout::journal::{encode_commit, COMMIT};
 use ssdann_layout::labels::{write_labels_with, FREE_LABEL, LABELS_FILE};
 use ssdann_layout::pq::{write_codes_with, PQ_CODES_FILE};
 use ssdann_layout::sector::SECTOR_BYTES;
@@ -110,6 +109,8 @@ pub(crate) fn prepare(
 ) -> Result<Prepared> {
     let t0 = Instant::now();
     let plan = Plan::new(snap, frozen)?;
+    // Limits before the first file is written: a refused merge leaves nothing behind.
+    let generation = next_generation(&plan)?;
     let mut report = MergeReport {
         deleted: frozen.deleted.len(),
         inserted: frozen.news.len(),
@@ -134,7 +135,7 @@ pub(crate) fn prepare(
     drop(lists);
     report.phase_seconds[2] = tp.elapsed().as_secs_f64();
     tp = Instant::now();
-    stage_and_commit(&plan, &mut journal, entry, &mut report)?;
+    stage_and_commit(&plan, &mut journal, entry, generation, &mut report)?;
     report.phase_seconds[3] = tp.elapsed().as_secs_f64();
     let Parsed::Committed(committed) = parse(&journal.path, &plan.h)? else {
         return Err(EngineError::Inconsistent {
@@ -152,6 +153,40 @@ pub(crate) fn prepare(
     })
 }
 
+/// The merged index's header generation, checked with the other limits a merge is bound by
+/// before it writes anything: generations stay below 2^62 (they never wrap), and the WAL
+/// trimmed through the last sequence number S the merge folds in starts at S + 1, which must
+/// be a sequence number (< 2^62) too (docs/FORMAT.md, "Reserved values and limits").
+///
+/// # Errors
+/// [`EngineError::Inconsistent`] naming index.ssd (generation) or wal.log (S).
+fn next_generation(plan: &Plan) -> Result<u64> {
+    let h = &plan.h;
+    let generation = h
+        .generation
+        .checked_add(1)
+        .filter(|&g| g < 1 << 62)
+        .ok_or_else(|| EngineError::Inconsistent {
+            path: plan.path.clone(),
+            detail: format!(
+                "header generation {} cannot advance: generations stay below 2^62; nothing was written",
+                h.generation
+            ),
+        })?;
+    let s = plan.frozen.wal_seq;
+    if s.checked_add(1)
+        .is_none_or(|next| next >= ssdann_layout::wal::MAX_SEQ)
+    {
+        return Err(EngineError::Inconsistent {
+            path: plan.st.dir.join(crate::updates::wal::WAL_FILE),
+            detail: format!(
+                "WAL sequence number {s}: the log trimmed by this merge would start at {s} + 1, past the limit 2^62; nothing was written"
+            ),
+        });
+    }
+    Ok(generation)
+}
+
 /// Phase 5: the staged label map and PQ codes (`*.merge`, streamed from the pre-merge
 /// arrays plus the change set: no copy of either, each fsynced), the journal's entries
 /// fsynced, the directory fsynced (the journal's and the staged files' entries), then the
@@ -161,6 +196,7 @@ fn stage_and_commit(
     plan: &Plan,
     journal: &mut Journal,
     entry: u32,
+    generation: u64,
     report: &mut MergeReport,
 ) -> Result<()> {
     let st = plan.st;
@@ -197,15 +233,6 @@ fn stage_and_commit(
     let live = (0..n_new as usize)
         .filter(|&s| label_of(s) != FREE_LABEL)
         .count() as u64;
-    // generations stay below 2^62: they never wrap
-    let generation = h
-        .generation
-        .checked_add(1)
-        .filter(|&g| g < 1 << 62)
-        .ok_or_else(|| EngineError::Inconsistent {
-            path: path.clone(),
-            detail: format!("header generation {} cannot advance", h.generation),
-        })?;
     let new_header = IndexHeader {
         generation,
         n_slots: n_new,
@@ -222,10 +249,17 @@ fn stage_and_commit(
         IndexHeader::choose(path, two.as_slice())?
     };
     let other = 1 - cur_slot as u64;
-    let commit = encode_commit(other, plan.frozen.wal_seq, &new_header.encode());
+    // The commit binds the staged files by their body CRCs: recovery puts only these in place.
+    let crc = |p: &PathBuf| ssdann_layout::journal::stored_body_crc(p).map_err(EngineError::from);
+    let commit = journal::CommitEntry {
+        slot: other,
+        wal_seq: plan.frozen.wal_seq,
+        entries_end: None,
+        staged_crcs: Some([crc(&staged_labels)?, crc(&staged_codes)?]),
+        header: new_header.encode().to_vec(),
+    };
     journal.sync_entries(dir)?;
-    journal.append(COMMIT, &commit)?;
-    journal.append(COMMIT, &commit)?;
+    journal.commit(&commit)?;
     journal.sync_commit()?;
     report.blocks_written = journal.map.len();
     report.n_slots = n_new;

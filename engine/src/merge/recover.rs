@@ -146,12 +146,18 @@ pub(crate) fn current_header(dir: &Path) -> Result<IndexHeader> {
 
 /// Called by `Index::open` (read-write) before anything else: finishes a committed merge,
 /// or discards an uncommitted one and its staged files (the index and the WAL are then
-/// untouched). Returns whether a journal was found.
+/// untouched). Returns whether a journal was found. A committed merge is finished only after
+/// every input it acts on checks out — the journal, the label map and PQ codes it renames
+/// into place (`*.merge`, or the final names once renamed: checksums, n, M, and from journal
+/// format 4 the body CRCs its commit recorded), and the WAL it trims (every record before
+/// the last valid) — so a refusal changes no file.
 ///
 /// # Errors
-/// [`EngineError::Layout`] naming the journal and the entry when it is committed but
-/// damaged, or belongs to another index — every file is then left exactly as it was;
-/// [`EngineError::Io`].
+/// [`EngineError::Layout`] naming the file (and the entry or offset) when the journal is
+/// committed but damaged, belongs to another index, or has no valid commit while index.ssd's
+/// header already carries its generation; when a staged or renamed file is damaged or not
+/// the merge's; when the WAL is damaged before its last record — every file is then left
+/// exactly as it was; [`EngineError::Io`].
 pub fn recover(dir: &Path, storage: &dyn Storage) -> Result<bool> {
     let jp = dir.join(JOURNAL_FILE);
     if !jp.exists() {
@@ -160,6 +166,14 @@ pub fn recover(dir: &Path, storage: &dyn Storage) -> Result<bool> {
     let cur = current_header(dir)?;
     match parse(&jp, &cur)? {
         Parsed::Committed(c) => {
+            // Every input recovery acts on is checked before its first write, rename or
+            // removal: the journal (parsed above), the files it renames into place, and the
+            // WAL it trims. On any failure nothing has changed.
+            ssdann_layout::journal::check_staged(dir, &c)?;
+            let wal = dir.join(crate::updates::wal::WAL_FILE);
+            if wal.exists() {
+                crate::updates::wal::check(&wal, c.new_header.dim as usize)?;
+            }
             eprintln!(
                 "note: {}: finishing an interrupted merge ({} blocks)",
                 dir.display(),

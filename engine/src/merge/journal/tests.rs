@@ -2,7 +2,8 @@
 
 use super::*;
 use ssdann_layout::journal::{
-    encode_commit, encode_entry, encode_header_v2, JOURNAL_HEADER_BYTES, JOURNAL_MAGIC_V1,
+    encode_commit, encode_entry, encode_header_v2, COMMIT_COPY_BYTES, JOURNAL_HEADER_BYTES,
+    JOURNAL_MAGIC_V1,
 };
 use ssdann_layout::sector::SECTOR_BYTES;
 use ssdann_layout::{ElementType, Metric, NodeLayout};
@@ -37,7 +38,16 @@ fn next() -> IndexHeader {
 
 const BB: usize = 4096;
 const ENTRY: u64 = (ENTRY_HEAD_BYTES + BB) as u64;
-const COMMIT_ENTRY: u64 = (ENTRY_HEAD_BYTES + 16 + SECTOR_BYTES) as u64;
+
+fn commit_of(slot: u64, wal_seq: u64, new: &IndexHeader) -> CommitEntry {
+    CommitEntry {
+        slot,
+        wal_seq,
+        entries_end: None,
+        staged_crcs: Some([1, 2]),
+        header: new.encode().to_vec(),
+    }
+}
 
 /// Blocks 7, 3, 7 again (the second image supersedes the first), 51, then the commit twice.
 fn journal(dir: &Path, new: &IndexHeader) -> PathBuf {
@@ -47,9 +57,7 @@ fn journal(dir: &Path, new: &IndexHeader) -> PathBuf {
     j.append(3, &[3u8; BB]).unwrap();
     j.append(7, &[9u8; BB]).unwrap();
     j.append(51, &[1u8; BB]).unwrap();
-    let commit = encode_commit(1, 42, &new.encode());
-    j.append(COMMIT, &commit).unwrap();
-    j.append(COMMIT, &commit).unwrap();
+    j.commit(&commit_of(1, 42, new)).unwrap();
     j.path
 }
 
@@ -94,7 +102,7 @@ fn a_journal_that_stopped_before_its_commit_fsync_is_uncommitted() {
     let tmp = tempfile::tempdir().unwrap();
     let path = journal(tmp.path(), &next());
     let bytes = std::fs::read(&path).unwrap();
-    let commits = (bytes.len() as u64 - 2 * COMMIT_ENTRY) as usize;
+    let commits = (bytes.len() as u64 - 2 * COMMIT_COPY_BYTES) as usize;
     // torn anywhere up to and inside the first commit copy, or both copies zeroed
     for cut in [
         0,
@@ -124,14 +132,20 @@ fn one_damaged_commit_copy_is_survivable() {
     let path = journal(tmp.path(), &next());
     let bytes = std::fs::read(&path).unwrap();
     let n = bytes.len();
-    for at in [n - 50, n - COMMIT_ENTRY as usize - 50] {
+    let copy = COMMIT_COPY_BYTES as usize;
+    for at in [
+        n - copy + 100,
+        n - 2 * copy + 100,
+        n - copy,
+        n - 2 * copy + 4000,
+    ] {
         let mut b = bytes.clone();
         b[at] ^= 1;
         std::fs::write(&path, &b).unwrap();
         assert_eq!(committed(&path, &cur()).new_header, next(), "flip at {at}");
     }
     // the second copy cut short (a torn write of the commit): the first one commits
-    std::fs::write(&path, &bytes[..n - 100]).unwrap();
+    std::fs::write(&path, &bytes[..n - copy + 100]).unwrap();
     assert_eq!(committed(&path, &cur()).blocks.len(), 3);
 }
 
@@ -214,18 +228,14 @@ fn a_journal_that_does_not_fit_this_index_is_refused() {
     ] {
         let mut j = Journal::create(tmp.path(), BB, 5, 52, None, StorageRef::default()).unwrap();
         j.append(7, &[7u8; BB]).unwrap();
-        let commit = encode_commit(0, 1, &new.encode());
-        j.append(COMMIT, &commit).unwrap();
-        j.append(COMMIT, &commit).unwrap();
+        j.commit(&commit_of(0, 1, &new)).unwrap();
         let e = err(&j.path, &cur());
         assert!(e.contains("the commit entry at byte offset"), "{what}: {e}");
     }
     // a block number past the journal header's bound
     let mut j = Journal::create(tmp.path(), BB, 5, 52, None, StorageRef::default()).unwrap();
     j.append(52, &[7u8; BB]).unwrap();
-    let commit = encode_commit(1, 1, &next().encode());
-    j.append(COMMIT, &commit).unwrap();
-    j.append(COMMIT, &commit).unwrap();
+    j.commit(&commit_of(1, 1, &next())).unwrap();
     let e = err(&j.path, &cur());
     assert!(e.contains("block 52 ≥ the 52 blocks"), "{e}");
 }
