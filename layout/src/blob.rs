@@ -182,7 +182,8 @@ impl BlobReader {
         let (version, fields, body_bytes) = read_header(&mut f, path, magic, max_version)?;
         Ok(BlobReader {
             path: path.into(),
-            r: std::io::BufReader::with_capacity(1 << 20, f),
+            // never more buffer than the file has bytes left (fuzzing's allocation rule)
+            r: std::io::BufReader::with_capacity((body_bytes + 4).min(1 << 20) as usize, f),
             crc: crc32fast::Hasher::new(),
             remaining: body_bytes,
             version,

@@ -168,7 +168,9 @@ impl SlotLabels {
         // Pair check: the header read through this handle is the one read_blob_fields
         // validated (the path could have been replaced between the two opens).
         let head = crate::blob::encode_header(&LABELS_MAGIC, version, &fields, body_bytes);
-        let mut buf = vec![0u8; CHECK_CHUNK_BYTES.max(body_offset)];
+        // never more buffer than the file has bytes (fuzzing's allocation rule)
+        let chunk = (body_bytes as usize).min(CHECK_CHUNK_BYTES);
+        let mut buf = vec![0u8; chunk.max(body_offset)];
         file.read_exact_at(&mut buf[..body_offset], 0).map_err(io)?;
         if buf[..body_offset] != head[..] {
             return Err(LayoutError::corrupt(

@@ -337,9 +337,11 @@ fn wal(o: &Out) {
 
 fn journal(o: &Out) {
     use ssdann_layout::journal::{
-        encode_commit, encode_entry, encode_header, encode_header_v2, COMMIT, JOURNAL_MAGIC_V2,
+        encode_commit, encode_commit_region, encode_entry, encode_header, encode_header_v2,
+        encode_header_v34, CommitEntry, COMMIT, JOURNAL_MAGIC_V2, JOURNAL_MAGIC_V3,
     };
-    // The index of the `journal` target: 384-d f32, R = 64, 100 nodes (50 blocks), gen 5.
+    // The index of the `journal` and `recovery` targets: 384-d f32, R = 64, 100 nodes
+    // (50 blocks), M = 8, gen 5.
     let cur = header(100, 384, ElementType::F32, Metric::L2, 64, 5);
     let next = IndexHeader {
         generation: 6,
@@ -348,14 +350,45 @@ fn journal(o: &Out) {
         entry_point: 3,
         ..cur.clone()
     };
-    let next = IndexHeader {
-        pq_m: cur.pq_m,
-        ..next
-    };
-    let commit = encode_commit(1, 42, &next.encode());
-    // Format 3: blocks 7, 3, 7 again, 51 (a new block), the commit twice.
+    // The staged files of that merge: 104 labels (slots 100.. new), 104 × 8 codes.
+    let labels: Vec<u64> = (0..104u64).map(|s| if s == 7 { FREE_LABEL } else { s + 1000 }).collect();
+    let codes: Vec<u8> = (0..104 * 8).map(|i| (i * 7 % 256) as u8).collect();
+    let lb = o.written(|p| write_labels(p, &labels).expect("labels"));
+    let cb = o.written(|p| write_codes(p, 104, 8, &codes).expect("codes"));
+    let crc = |b: &[u8]| u32::from_le_bytes(b[b.len() - 4..].try_into().expect("4 bytes"));
+    let blocks = [(7u64, 7u8), (3, 3), (7, 9), (51, 1)];
+    // Format 4: blocks 7, 3, 7 again, 51 (a new block), the commit region.
     let mut b = encode_header(4096, 5, 52).to_vec();
-    for (block, fill) in [(7u64, 7u8), (3, 3), (7, 9), (51, 1)] {
+    for (block, fill) in blocks {
+        encode_entry(block, &[fill; 4096], &mut b);
+    }
+    let uncommitted = b.clone();
+    let end = b.len() as u64;
+    let entry = CommitEntry {
+        slot: 1,
+        wal_seq: 42,
+        entries_end: None,
+        staged_crcs: Some([crc(&lb), crc(&cb)]),
+        header: next.encode().to_vec(),
+    };
+    b.extend_from_slice(&encode_commit_region(end, &entry));
+    o.seed("journal", "v4-committed", FIX, &b);
+    o.seed("journal", "v4-uncommitted", FIX, &uncommitted);
+    // recovery: u32 journal length, u32 labels length, journal, labels, codes
+    let bundle = |j: &[u8]| {
+        let mut v = (j.len() as u32).to_le_bytes().to_vec();
+        v.extend_from_slice(&(lb.len() as u32).to_le_bytes());
+        v.extend_from_slice(j);
+        v.extend_from_slice(&lb);
+        v.extend_from_slice(&cb);
+        v
+    };
+    o.seed("recovery", "v4-staged", FIX, &bundle(&b));
+    o.seed("recovery", "v4-renamed-flipped", FIX | 2 | 4, &bundle(&b));
+    // Format 3 (still finished): the same blocks, the commit twice back to back.
+    let commit = encode_commit(1, 42, &next.encode());
+    let mut b = encode_header_v34(&JOURNAL_MAGIC_V3, 4096, 5, 52).to_vec();
+    for (block, fill) in blocks {
         encode_entry(block, &[fill; 4096], &mut b);
     }
     let uncommitted = b.clone();
@@ -363,6 +396,7 @@ fn journal(o: &Out) {
     encode_entry(COMMIT, &commit, &mut b);
     o.seed("journal", "v3-committed", FIX, &b);
     o.seed("journal", "v3-uncommitted", FIX, &uncommitted);
+    o.seed("recovery", "v3-staged", FIX, &bundle(&b));
     // Format 2 (still finished): one block, one commit copy.
     let mut b = encode_header_v2(&JOURNAL_MAGIC_V2, 4096).to_vec();
     encode_entry(3, &[3u8; 4096], &mut b);

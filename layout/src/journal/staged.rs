@@ -119,7 +119,8 @@ fn check_codes(path: &Path, new: &IndexHeader) -> std::result::Result<(), String
             r.body_bytes
         ));
     }
-    let mut buf = vec![0u8; CHECK_CHUNK_BYTES];
+    // sized by the body the file really has (BlobReader::open checked it against the file)
+    let mut buf = vec![0u8; r.remaining().min(CHECK_CHUNK_BYTES as u64) as usize];
     while r.remaining() > 0 {
         let len = r.remaining().min(CHECK_CHUNK_BYTES as u64) as usize;
         r.read(&mut buf[..len]).map_err(|e| e.to_string())?;
