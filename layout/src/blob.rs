@@ -14,8 +14,9 @@
 //! ```
 
 use crate::error::LayoutError;
+use crate::storage::StorageRef;
 use crate::Result;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 
 /// Most u64 fields a blob header may carry.
@@ -53,7 +54,7 @@ pub fn encode_header(magic: &[u8; 8], version: u32, fields: &[u64], body_bytes: 
     head
 }
 
-/// Writes a blob file and fsyncs it.
+/// Writes a blob file and fsyncs it (with the OS's file I/O).
 ///
 /// # Errors
 /// [`LayoutError::Io`]; [`LayoutError::InvalidArgument`] for more than [`MAX_BLOB_FIELDS`] fields.
@@ -64,28 +65,96 @@ pub fn write_blob(
     fields: &[u64],
     body: &[u8],
 ) -> Result<()> {
-    let mut w = BlobWriter::create(path, magic, version, fields, body.len() as u64)?;
+    write_blob_via(
+        &StorageRef::default(),
+        "blob",
+        path,
+        magic,
+        version,
+        fields,
+        body,
+    )
+}
+
+/// [`write_blob`] through `storage`, its fsync named `site`.
+///
+/// # Errors
+/// As [`write_blob`].
+pub fn write_blob_via(
+    storage: &StorageRef,
+    site: &'static str,
+    path: &Path,
+    magic: &[u8; 8],
+    version: u32,
+    fields: &[u64],
+    body: &[u8],
+) -> Result<()> {
+    let mut w = BlobWriter::create_via(
+        storage,
+        site,
+        path,
+        magic,
+        version,
+        fields,
+        body.len() as u64,
+    )?;
     w.write(body)?;
     w.finish()
 }
 
+/// Bytes a [`BlobWriter`] gathers before each write.
+const WRITE_CHUNK_BYTES: usize = 1 << 20;
+
 /// Writes a blob file whose body arrives in pieces (so that no copy of the whole body need
 /// exist in RAM): the body length is fixed up front, the body CRC accumulates as it is
-/// written, [`BlobWriter::finish`] appends it and fsyncs.
+/// written, [`BlobWriter::finish`] appends it and fsyncs. Every write and the fsync go
+/// through a [`Storage`] backend.
 pub struct BlobWriter {
     path: std::path::PathBuf,
-    w: std::io::BufWriter<std::fs::File>,
+    storage: StorageRef,
+    site: &'static str,
+    file: std::fs::File,
+    /// Bytes not written yet (at most [`WRITE_CHUNK_BYTES`] before a write).
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`.
+    offset: u64,
     crc: crc32fast::Hasher,
     remaining: u64,
 }
 
 impl BlobWriter {
-    /// Creates `path` and writes the header for a body of `body_bytes` bytes.
+    /// Creates `path` and writes the header for a body of `body_bytes` bytes (with the OS's
+    /// file I/O).
     ///
     /// # Errors
     /// [`LayoutError::Io`]; [`LayoutError::InvalidArgument`] for more than
     /// [`MAX_BLOB_FIELDS`] fields.
     pub fn create(
+        path: &Path,
+        magic: &[u8; 8],
+        version: u32,
+        fields: &[u64],
+        body_bytes: u64,
+    ) -> Result<BlobWriter> {
+        Self::create_via(
+            &StorageRef::default(),
+            "blob",
+            path,
+            magic,
+            version,
+            fields,
+            body_bytes,
+        )
+    }
+
+    /// [`BlobWriter::create`] through `storage`; [`BlobWriter::finish`]'s fsync is named
+    /// `site`.
+    ///
+    /// # Errors
+    /// As [`BlobWriter::create`].
+    pub fn create_via(
+        storage: &StorageRef,
+        site: &'static str,
         path: &Path,
         magic: &[u8; 8],
         version: u32,
@@ -100,15 +169,32 @@ impl BlobWriter {
             });
         }
         let head = encode_header(magic, version, fields, body_bytes);
-        let f = std::fs::File::create(path).map_err(|e| LayoutError::io(path, e))?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-        w.write_all(&head).map_err(|e| LayoutError::io(path, e))?;
+        let file = storage
+            .open_rw(path, true, true)
+            .map_err(|e| LayoutError::io(path, e))?;
+        let whole = body_bytes.saturating_add(head.len() as u64 + 4);
+        let mut buf = Vec::with_capacity(whole.min(WRITE_CHUNK_BYTES as u64) as usize);
+        buf.extend_from_slice(&head);
         Ok(BlobWriter {
             path: path.into(),
-            w,
+            storage: storage.clone(),
+            site,
+            file,
+            buf,
+            offset: 0,
             crc: crc32fast::Hasher::new(),
             remaining: body_bytes,
         })
+    }
+
+    /// Writes the gathered bytes at their offset.
+    fn flush(&mut self) -> Result<()> {
+        self.storage
+            .write_at(&self.file, &self.path, &self.buf, self.offset)
+            .map_err(|e| LayoutError::io(&self.path, e))?;
+        self.offset += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
     }
 
     /// Appends body bytes.
@@ -125,9 +211,18 @@ impl BlobWriter {
         }
         self.remaining -= bytes.len() as u64;
         self.crc.update(bytes);
-        self.w
-            .write_all(bytes)
-            .map_err(|e| LayoutError::io(&self.path, e))
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let k = rest
+                .len()
+                .min(WRITE_CHUNK_BYTES.saturating_sub(self.buf.len()).max(1));
+            self.buf.extend_from_slice(&rest[..k]);
+            rest = &rest[k..];
+            if self.buf.len() >= WRITE_CHUNK_BYTES {
+                self.flush()?;
+            }
+        }
+        Ok(())
     }
 
     /// Appends the body CRC and fsyncs.
@@ -142,16 +237,12 @@ impl BlobWriter {
                 reason: "bytes of the declared body were never written".into(),
             });
         }
-        let path = self.path.clone();
-        let io = |e| LayoutError::io(&path, e);
-        self.w
-            .write_all(&self.crc.clone().finalize().to_le_bytes())
-            .map_err(io)?;
-        let f = self
-            .w
-            .into_inner()
-            .map_err(|e| LayoutError::io(&path, e.into_error()))?;
-        f.sync_all().map_err(io)
+        let crc = self.crc.clone().finalize();
+        self.buf.extend_from_slice(&crc.to_le_bytes());
+        self.flush()?;
+        self.storage
+            .sync(&self.file, &self.path, self.site)
+            .map_err(|e| LayoutError::io(&self.path, e))
     }
 }
 

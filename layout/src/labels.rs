@@ -8,6 +8,7 @@
 //! same checks (an open index's RAM is then its PQ codes; issue 12).
 
 use crate::error::LayoutError;
+use crate::storage::StorageRef;
 use crate::Result;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -27,11 +28,26 @@ pub const FREE_LABEL: u64 = u64::MAX;
 /// # Errors
 /// [`LayoutError::Io`].
 pub fn write_labels(path: &Path, labels: &[u64]) -> Result<()> {
+    write_labels_via(&StorageRef::default(), "blob", path, labels)
+}
+
+/// [`write_labels`] through `storage`, its fsync named `site`.
+///
+/// # Errors
+/// [`LayoutError::Io`].
+pub fn write_labels_via(
+    storage: &StorageRef,
+    site: &'static str,
+    path: &Path,
+    labels: &[u64],
+) -> Result<()> {
     let mut body = Vec::with_capacity(labels.len() * 8);
     labels
         .iter()
         .for_each(|l| body.extend_from_slice(&l.to_le_bytes()));
-    crate::blob::write_blob(
+    crate::blob::write_blob_via(
+        storage,
+        site,
         path,
         &LABELS_MAGIC,
         LABELS_VERSION,
@@ -45,7 +61,23 @@ pub fn write_labels(path: &Path, labels: &[u64]) -> Result<()> {
 /// # Errors
 /// [`LayoutError::Io`].
 pub fn write_labels_with(path: &Path, n: usize, label_of: impl Fn(usize) -> u64) -> Result<()> {
-    let mut w = crate::blob::BlobWriter::create(
+    write_labels_with_via(&StorageRef::default(), "blob", path, n, label_of)
+}
+
+/// [`write_labels_with`] through `storage`, its fsync named `site`.
+///
+/// # Errors
+/// [`LayoutError::Io`].
+pub fn write_labels_with_via(
+    storage: &StorageRef,
+    site: &'static str,
+    path: &Path,
+    n: usize,
+    label_of: impl Fn(usize) -> u64,
+) -> Result<()> {
+    let mut w = crate::blob::BlobWriter::create_via(
+        storage,
+        site,
         path,
         &LABELS_MAGIC,
         LABELS_VERSION,

@@ -5,6 +5,8 @@
 //!   header slots ([`header`]), the fixed-slot node records packed into checksummed 4 KB
 //!   sectors ([`sector`]), and the checksummed auxiliary files such as the PQ pivots and
 //!   codes ([`blob`], [`pq`]);
+//! - the durable-write trait every writer of those files goes through ([`storage`]: the
+//!   crash simulator's and the fault tests' hook);
 //! - the dataset readers and writers (big-ann-benchmarks `.fbin/.u8bin/.i8bin/.ibin`,
 //!   TEXMEX `.fvecs/.bvecs/.ivecs`, `.npy`) in [`dataset`];
 //! - the distance kernels (squared L2 and inner product for f32, u8, i8; AVX2/FMA with runtime
@@ -27,6 +29,7 @@ pub mod pq;
 pub mod pq_adc;
 pub mod pq_refine;
 pub mod sector;
+pub mod storage;
 pub mod wal;
 
 pub use dataset::{ElementType, GroundTruth, VectorFile};

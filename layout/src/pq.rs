@@ -12,6 +12,7 @@
 
 use crate::distance::Metric;
 use crate::error::LayoutError;
+use crate::storage::StorageRef;
 use crate::Result;
 use std::path::Path;
 use std::sync::OnceLock;
@@ -211,6 +212,14 @@ impl PqCodebook {
     /// # Errors
     /// [`LayoutError::Io`].
     pub fn write(&self, path: &Path) -> Result<()> {
+        self.write_via(&StorageRef::default(), "blob", path)
+    }
+
+    /// [`PqCodebook::write`] through `storage`, its fsync named `site`.
+    ///
+    /// # Errors
+    /// [`LayoutError::Io`].
+    pub fn write_via(&self, storage: &StorageRef, site: &'static str, path: &Path) -> Result<()> {
         let mut body =
             Vec::with_capacity(4 * (self.offsets.len() + self.dim + self.pivots_t.len()));
         self.offsets
@@ -221,7 +230,15 @@ impl PqCodebook {
             .chain(&self.pivots_t)
             .for_each(|x| body.extend_from_slice(&x.to_le_bytes()));
         let fields = [self.dim as u64, self.m() as u64, PQ_CENTROIDS as u64];
-        crate::blob::write_blob(path, &PQ_PIVOTS_MAGIC, PQ_FILE_VERSION, &fields, &body)
+        crate::blob::write_blob_via(
+            storage,
+            site,
+            path,
+            &PQ_PIVOTS_MAGIC,
+            PQ_FILE_VERSION,
+            &fields,
+            &body,
+        )
     }
 
     /// Reads and validates `pq_pivots.bin`.
@@ -286,6 +303,21 @@ pub use crate::pq_adc::{pq_distance, pq_distances};
 /// # Errors
 /// [`LayoutError::Io`]; [`LayoutError::InvalidArgument`] if `codes.len() != n × m`.
 pub fn write_codes(path: &Path, n: usize, m: usize, codes: &[u8]) -> Result<()> {
+    write_codes_via(&StorageRef::default(), "blob", path, n, m, codes)
+}
+
+/// [`write_codes`] through `storage`, its fsync named `site`.
+///
+/// # Errors
+/// As [`write_codes`].
+pub fn write_codes_via(
+    storage: &StorageRef,
+    site: &'static str,
+    path: &Path,
+    n: usize,
+    m: usize,
+    codes: &[u8],
+) -> Result<()> {
     if codes.len() != n * m {
         return Err(LayoutError::InvalidArgument {
             field: "codes",
@@ -293,7 +325,9 @@ pub fn write_codes(path: &Path, n: usize, m: usize, codes: &[u8]) -> Result<()> 
             reason: format!("expected n × M = {n} × {m}"),
         });
     }
-    crate::blob::write_blob(
+    crate::blob::write_blob_via(
+        storage,
+        site,
         path,
         &PQ_CODES_MAGIC,
         PQ_FILE_VERSION,
