@@ -1,21 +1,23 @@
 //! The whole offline build: data file → index directory (DiskANN, NeurIPS 2019, §3).
 //!
 //! Stages: load + validate (NaN/inf, cosine normalization) → PQ training → PQ encoding →
-//! Vamana pass 1 and 2 → write `index.ssd`, `pq_pivots.bin`, `pq_codes.bin` into a temporary
-//! sibling directory → fsync → rename into place (→ fsync the parent). An interrupted build
-//! leaves only the temporary `.NAME.building-PID` directory, which no reader takes for an
-//! index.
+//! Vamana pass 1 and 2 → write `index.ssd`, `pq_pivots.bin`, `pq_codes.bin`, `labels.bin`
+//! into a temporary sibling directory → fsync each file and the directory → rename into
+//! place, or with `force` exchange with the old output atomically (→ fsync the parent). Every
+//! write goes through `BuildParams::storage`. An interrupted build leaves only the temporary
+//! `.NAME.building-PID` directory, which no reader takes for an index and a later build into
+//! the same output removes once that process is gone ([`crate::output::reap_stale_temp_dirs`]).
 
 use crate::error::BuildError;
 pub use crate::output::{check_output, is_index_file_name, ExistingOutput, INDEX_DIR_FILES};
-pub(crate) use crate::output::{fsync_dir, install_output, sibling_of, temp_dir_for};
+pub(crate) use crate::output::{install_output, make_temp_dir, sibling_of};
 pub use crate::params::{BuildParams, GraphPrecision};
 use crate::progress::{Phase, Progress};
 use crate::vamana::build_vamana;
 use crate::writer::write_sector_file;
 use crate::{pq_train, Result};
 use rayon::prelude::*;
-use ssdann_layout::pq::{write_codes, PQ_CODES_FILE, PQ_PIVOTS_FILE};
+use ssdann_layout::pq::{write_codes_via, PQ_CODES_FILE, PQ_PIVOTS_FILE};
 use ssdann_layout::{Element, ElementType, IndexHeader, Metric, NodeLayout, VectorFile};
 use std::borrow::Cow;
 use std::path::Path;
@@ -501,13 +503,12 @@ fn build_typed<T: Element>(
 
     let t = Instant::now();
     let header = new_header(n, T::TYPE, params, layout, medoid_slot, m);
-    let tmp = temp_dir_for(out_dir)?;
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| BuildError::io(&tmp, e))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(|e| BuildError::io(&tmp, e))?;
+    let storage = &params.storage;
+    let tmp = make_temp_dir(storage, out_dir)?;
+    let dir = &tmp.path;
     write_sector_file(
-        &tmp.join(INDEX_FILE),
+        storage,
+        &dir.join(INDEX_FILE),
         &header,
         data,
         &adjacency,
@@ -515,15 +516,23 @@ fn build_typed<T: Element>(
         refine.as_ref().map(|r| r.entries.as_slice()),
         progress,
     )?;
-    pq.write(&tmp.join(PQ_PIVOTS_FILE))?;
+    pq.write_via(storage, "build.pq_pivots", &dir.join(PQ_PIVOTS_FILE))?;
     if let Some(r) = &refine {
-        r.codebook
-            .write(&tmp.join(ssdann_layout::pq::PQ_REFINE_FILE))?;
+        let path = dir.join(ssdann_layout::pq::PQ_REFINE_FILE);
+        r.codebook.write_via(storage, "build.pq_refine", &path)?;
     }
-    write_codes(&tmp.join(PQ_CODES_FILE), n, m, &slot_codes)?;
-    ssdann_layout::labels::write_labels(&tmp.join(ssdann_layout::labels::LABELS_FILE), &labels)?;
-    fsync_dir(&tmp)?;
-    install_output(&tmp, out_dir, params.force)?;
+    write_codes_via(
+        storage,
+        "build.pq_codes",
+        &dir.join(PQ_CODES_FILE),
+        n,
+        m,
+        &slot_codes,
+    )?;
+    let labels_path = dir.join(ssdann_layout::labels::LABELS_FILE);
+    ssdann_layout::labels::write_labels_via(storage, "build.labels", &labels_path, &labels)?;
+    crate::durable::fsync_dir(storage, dir, "build.temp_dir")?;
+    install_output(storage, tmp, out_dir, params.force)?;
     phases.push((Phase::Writing, t.elapsed()));
 
     let index_bytes = std::fs::read_dir(out_dir)

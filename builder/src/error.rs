@@ -44,6 +44,18 @@ pub enum BuildError {
         /// The output directory.
         path: PathBuf,
     },
+    /// `force` needs an atomic exchange of the old output and the new index
+    /// (`renameat2(RENAME_EXCHANGE)`), which this file system or kernel refuses (e.g. NFS;
+    /// Linux before 3.15; any other OS). Nothing was replaced: the old index is as it was
+    /// and the new one was discarded.
+    #[error("{}: cannot replace it atomically: the file system refused to exchange two directories ({source}); the old index is kept — remove it yourself and build again without --force", path.display())]
+    SwapUnsupported {
+        /// The output directory.
+        path: PathBuf,
+        /// The error of `renameat2`.
+        #[source]
+        source: std::io::Error,
+    },
     /// Another budgeted build into the same output is running: it holds the lock on the
     /// work directory `path`.
     #[error("{}: another build into the same output is running (it holds this work directory's lock); wait for it or stop it", path.display())]

@@ -10,6 +10,7 @@
 //! a partitioned (larger-than-RAM) build can reuse them.
 
 pub mod build;
+mod durable;
 pub mod error;
 pub mod greedy_search;
 pub mod ground_truth;

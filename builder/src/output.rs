@@ -1,14 +1,17 @@
 //! Where a build writes: the rule for replacing an existing output (`force`) — only what an
-//! earlier build or the engine made, never the user's own files — and the removal of a
-//! replaced index directory, file by file.
+//! earlier build or the engine made, never the user's own files —, the temporary directory
+//! `.NAME.building-PID` and the reaping of stale ones, the atomic install (a rename, or with
+//! `force` an exchange), and the removal of a replaced index directory, file by file.
 
 use crate::build::INDEX_FILE;
+use crate::durable::{fsync_dir, parent_of};
 use crate::error::BuildError;
 use crate::Result;
 use ssdann_layout::header::{HEADER_MAGIC, HEADER_SLOT_BYTES};
 use ssdann_layout::journal::JOURNAL_FILE;
 use ssdann_layout::labels::LABELS_FILE;
 use ssdann_layout::pq::{PQ_CODES_FILE, PQ_PIVOTS_FILE, PQ_REFINE_FILE};
+use ssdann_layout::storage::StorageRef;
 use ssdann_layout::wal::WAL_FILE;
 use std::path::{Path, PathBuf};
 
@@ -138,38 +141,44 @@ fn has_header_magic(path: &Path) -> Result<bool> {
     Ok(false)
 }
 
-/// Deletes the old output directory `old` that [`check_output`] accepted and the build moved
-/// aside: each index file by name, then the directory itself, which fails if anything else
-/// appeared in it meanwhile (then it is kept).
+/// Deletes the index directory `old` (an old output the build swapped out, or a stale
+/// temporary directory) through `storage`: each index file by name, then the directory
+/// itself, which fails if anything else appeared in it meanwhile (then it is kept).
 ///
 /// # Errors
-/// [`BuildError::NotAnIndex`] naming an entry that is not an index file (nothing of it is
-/// deleted); [`BuildError::Io`].
-pub(crate) fn remove_index_dir(old: &Path) -> Result<()> {
-    let entries: Vec<_> = std::fs::read_dir(old)
-        .map_err(|e| BuildError::io(old, e))?
-        .collect::<std::io::Result<_>>()
-        .map_err(|e| BuildError::io(old, e))?;
-    for e in &entries {
+/// [`BuildError::NotAnIndex`] naming an entry that is not a regular index file (nothing of
+/// it is deleted); [`BuildError::Io`].
+pub(crate) fn remove_index_dir(storage: &StorageRef, old: &Path) -> Result<()> {
+    let files = index_files_of(old)?.map_err(|name| BuildError::NotAnIndex {
+        path: old.into(),
+        reason: format!(
+            "`{name}` is in it, and only an index's own files are ever deleted; the directory \
+             is kept here"
+        ),
+    })?;
+    for f in &files {
+        storage.remove(f).map_err(|x| BuildError::io(f, x))?;
+    }
+    storage.remove_dir(old).map_err(|e| BuildError::io(old, e))
+}
+
+/// The paths of the entries of `dir` when every one is a regular file with an index file
+/// name ([`is_index_file_name`]); otherwise `Err(name)` of the first other one.
+fn index_files_of(dir: &Path) -> Result<std::result::Result<Vec<PathBuf>, String>> {
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(|e| BuildError::io(dir, e))? {
+        let e = e.map_err(|x| BuildError::io(dir, x))?;
         let name = e.file_name().to_string_lossy().into_owned();
         let is_file = e
             .file_type()
             .map_err(|x| BuildError::io(e.path(), x))?
             .is_file();
         if !(is_file && is_index_file_name(&name)) {
-            return Err(BuildError::NotAnIndex {
-                path: old.into(),
-                reason: format!(
-                    "`{name}` appeared in it during the build; the new index is in place and \
-                     the old directory is kept here"
-                ),
-            });
+            return Ok(Err(name));
         }
+        files.push(e.path());
     }
-    for e in &entries {
-        std::fs::remove_file(e.path()).map_err(|x| BuildError::io(e.path(), x))?;
-    }
-    std::fs::remove_dir(old).map_err(|e| BuildError::io(old, e))
+    Ok(Ok(files))
 }
 
 /// `.NAME.SUFFIX` beside `out_dir` (NAME its last component): where a build keeps what is
@@ -183,69 +192,200 @@ pub(crate) fn sibling_of(out_dir: &Path, suffix: &str) -> Result<PathBuf> {
         .ok_or_else(|| BuildError::param("--out", out_dir.display(), "must name a directory"))?
         .to_string_lossy()
         .into_owned();
-    let parent = match out_dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    Ok(parent.join(format!(".{name}.{suffix}")))
+    Ok(parent_of(out_dir).join(format!(".{name}.{suffix}")))
 }
 
+/// The prefix of the temporary directories of builds into `out_dir`: `.NAME.building-`,
+/// followed by the building process's id.
+const BUILDING: &str = "building-";
+
 pub(crate) fn temp_dir_for(out_dir: &Path) -> Result<PathBuf> {
-    sibling_of(out_dir, &format!("building-{}", std::process::id()))
+    sibling_of(out_dir, &format!("{BUILDING}{}", std::process::id()))
+}
+
+/// A build's temporary directory, locked (an advisory `flock` on it) for as long as this
+/// value lives, so that no other build reaps it.
+#[derive(Debug)]
+pub(crate) struct TempDir {
+    /// `.NAME.building-PID` beside the output.
+    pub(crate) path: PathBuf,
+    _lock: std::fs::File,
+}
+
+/// Makes the temporary directory of a build into `out_dir` (`.NAME.building-PID`, see
+/// [`temp_dir_for`]) through `storage`, after creating the output's missing parent
+/// directories and reaping stale temporary directories of earlier builds into `out_dir`
+/// ([`reap_stale_temp_dirs`]). A directory already at this process's name (an earlier build
+/// of this process that failed) is removed first, if it holds nothing but index files and no
+/// build of this process is using it.
+///
+/// # Errors
+/// [`BuildError::BuildInProgress`] when a build in this process holds the directory;
+/// [`BuildError::NotAnIndex`] when it holds anything but index files;
+/// [`BuildError::Io`].
+pub(crate) fn make_temp_dir(storage: &StorageRef, out_dir: &Path) -> Result<TempDir> {
+    crate::durable::create_parents(storage, out_dir)?;
+    reap_stale_temp_dirs(storage, out_dir)?;
+    let path = temp_dir_for(out_dir)?;
+    if std::fs::symlink_metadata(&path).is_ok() {
+        let _held =
+            lock_dir(&path)?.ok_or_else(|| BuildError::BuildInProgress { path: path.clone() })?;
+        remove_index_dir(storage, &path)?;
+    }
+    storage
+        .create_dir(&path)
+        .map_err(|e| BuildError::io(&path, e))?;
+    let lock =
+        lock_dir(&path)?.ok_or_else(|| BuildError::BuildInProgress { path: path.clone() })?;
+    Ok(TempDir { path, _lock: lock })
+}
+
+/// An exclusive advisory lock on directory `dir`: `None` when another open file holds one.
+fn lock_dir(dir: &Path) -> Result<Option<std::fs::File>> {
+    let f = std::fs::File::open(dir).map_err(|e| BuildError::io(dir, e))?;
+    match f.try_lock() {
+        Ok(()) => Ok(Some(f)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(BuildError::io(dir, e)),
+    }
+}
+
+/// Whether process `pid` exists (`kill(pid, 0)`: 0, or EPERM for another user's process).
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return true; // not a pid this system hands out: never treat it as dead
+    };
+    if pid <= 0 {
+        return true; // 0 and negatives name process groups, not a process
+    }
+    // SAFETY: signal 0 only checks that the process exists and may be signalled; nothing is
+    // sent and no memory is touched.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+/// Removes the temporary directories `.NAME.building-PID` that builds into `out_dir` left
+/// behind when they were killed (or a crash cut them short, or the old index a `--force`
+/// build swapped out was not deleted yet): only those whose process `PID` no longer exists,
+/// that no process holds locked, and that hold nothing but regular files with index file
+/// names. Anything else — another process's build, a directory with a file of the user's
+/// in it, a symbolic link, another output's directories — is left as it is, silently.
+/// Returns the directories removed.
+///
+/// # Errors
+/// [`BuildError::Io`] when the parent directory cannot be read or a removal fails.
+pub fn reap_stale_temp_dirs(storage: &StorageRef, out_dir: &Path) -> Result<Vec<PathBuf>> {
+    let Some(name) = out_dir.file_name() else {
+        return Ok(Vec::new());
+    };
+    let prefix = format!(".{}.{BUILDING}", name.to_string_lossy());
+    let parent = parent_of(out_dir);
+    let entries = match std::fs::read_dir(&parent) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(BuildError::io(&parent, e)),
+    };
+    let mut reaped = Vec::new();
+    for e in entries {
+        let e = e.map_err(|x| BuildError::io(&parent, x))?;
+        let entry = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = entry.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        if pid.to_string() != entry[prefix.len()..] || process_alive(pid) {
+            continue;
+        }
+        let path = e.path();
+        let is_dir = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
+        if !is_dir {
+            continue;
+        }
+        let Some(_lock) = lock_dir(&path)? else {
+            continue;
+        };
+        if index_files_of(&path)?.is_err() {
+            continue;
+        }
+        remove_index_dir(storage, &path)?;
+        reaped.push(path);
+    }
+    Ok(reaped)
 }
 
 /// Moves the finished, fsynced build directory `tmp` to `out_dir`: a rename when `out_dir`
-/// is absent; with `force`, an index or empty directory there is moved aside, replaced and
-/// then deleted (never anything else, never an index a process has open); then the parent
-/// is fsynced.
+/// is absent; with `force`, an index or empty directory there is swapped with `tmp` in one
+/// atomic step (`renameat2(RENAME_EXCHANGE)`; never anything else, never an index a process
+/// has open). Then the parent is fsynced (site `build.install`) and, after a swap, the old
+/// directory (now at `tmp`'s name) is deleted file by file. A crash at any point leaves
+/// `out_dir` holding the old index (or nothing, when there was none) or the new one, whole;
+/// an old index not deleted yet stays at `tmp`'s name, which a later build reaps
+/// ([`reap_stale_temp_dirs`]).
 ///
 /// # Errors
 /// [`BuildError::OutputExists`], [`BuildError::NotAnIndex`], [`BuildError::InUse`] (the
-/// temporary directory is removed first), [`BuildError::Io`].
-pub(crate) fn install_output(tmp: &Path, out_dir: &Path, force: bool) -> Result<()> {
-    let tmp = tmp.to_path_buf();
+/// temporary directory is removed first), [`BuildError::SwapUnsupported`] (the file system
+/// cannot exchange two directories; the temporary directory is removed and the old index
+/// kept), [`BuildError::Io`].
+pub(crate) fn install_output(
+    storage: &StorageRef,
+    tmp: TempDir,
+    out_dir: &Path,
+    force: bool,
+) -> Result<()> {
+    let discard = |tmp: TempDir| remove_index_dir(storage, &tmp.path);
     // Again: the output path may have changed while the build ran.
     let existing = match check_output(out_dir, force) {
         Ok(x) => x,
         Err(e) => {
-            std::fs::remove_dir_all(&tmp).map_err(|x| BuildError::io(&tmp, x))?;
+            discard(tmp)?;
             return Err(e);
         }
     };
+    let parent = parent_of(out_dir);
     if existing == ExistingOutput::Absent {
-        std::fs::rename(&tmp, out_dir).map_err(|e| BuildError::io(out_dir, e))?;
-    } else {
-        // --force on an index or an empty directory: move it aside first so a crash never
-        // leaves neither, then delete its index files by name.
-        // An open index holds an advisory lock on its directory (the engine's one-writer
-        // rule; readers share it): never replace an index that a process is using.
-        let lock = std::fs::File::open(out_dir).map_err(|e| BuildError::io(out_dir, e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                std::fs::remove_dir_all(&tmp).map_err(|x| BuildError::io(&tmp, x))?;
-                return Err(BuildError::InUse {
-                    path: out_dir.into(),
-                });
+        storage
+            .rename(&tmp.path, out_dir)
+            .map_err(|e| BuildError::io(out_dir, e))?;
+        return fsync_dir(storage, &parent, "build.install");
+    }
+    // --force on an index or an empty directory. An open index holds an advisory lock on its
+    // directory (the engine's one-writer rule; readers share it): never replace an index
+    // that a process is using.
+    let Some(lock) = lock_dir(out_dir)? else {
+        discard(tmp)?;
+        return Err(BuildError::InUse {
+            path: out_dir.into(),
+        });
+    };
+    if let Err(e) = storage.exchange(&tmp.path, out_dir) {
+        let unsupported = e.kind() == std::io::ErrorKind::Unsupported
+            || matches!(
+                e.raw_os_error(),
+                Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+            );
+        discard(tmp)?;
+        return Err(if unsupported {
+            BuildError::SwapUnsupported {
+                path: out_dir.into(),
+                source: e,
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(BuildError::io(out_dir, e)),
-        }
-        let old = tmp.with_extension("old");
-        std::fs::rename(out_dir, &old).map_err(|e| BuildError::io(out_dir, e))?;
-        std::fs::rename(&tmp, out_dir).map_err(|e| BuildError::io(out_dir, e))?;
-        drop(lock);
-        remove_index_dir(&old)?;
+        } else {
+            BuildError::io(out_dir, e)
+        });
     }
-    if let Some(parent) = out_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fsync_dir(parent)?;
-    }
-    Ok(())
-}
-
-pub(crate) fn fsync_dir(path: &Path) -> Result<()> {
-    std::fs::File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| BuildError::io(path, e))
+    fsync_dir(storage, &parent, "build.install")?;
+    drop(lock);
+    // The old directory is at the temporary name now.
+    remove_index_dir(storage, &tmp.path).map_err(|e| match e {
+        BuildError::NotAnIndex { path, reason } => BuildError::NotAnIndex {
+            path,
+            reason: format!("{reason}; the new index is in place"),
+        },
+        e => e,
+    })
 }
 
 #[cfg(test)]
@@ -451,5 +591,126 @@ mod tests {
         assert!(err.contains("`notes.txt`"), "{err}");
         assert_eq!(std::fs::read(out.join("notes.txt")).unwrap(), b"mine");
         assert_eq!(leftovers(tmp.path(), &["out"]), Vec::<String>::new());
+    }
+
+    fn dead_pid() -> u32 {
+        let mut c = std::process::Command::new("true").spawn().unwrap();
+        let pid = c.id();
+        c.wait().unwrap();
+        pid
+    }
+
+    /// Before the reaper, every killed build left its `.NAME.building-PID` for good.
+    #[test]
+    fn stale_temp_dirs_are_reaped_only_when_dead_unlocked_and_ours() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let out = root.join("idx");
+        let dir = |name: &str, files: &[&str]| {
+            let d = root.join(name);
+            std::fs::create_dir(&d).unwrap();
+            for f in files {
+                std::fs::write(d.join(f), b"x").unwrap();
+            }
+            d
+        };
+        let dead = [dead_pid(), dead_pid(), dead_pid(), dead_pid()];
+        let stale = dir(
+            &format!(".idx.building-{}", dead[0]),
+            &["index.ssd", "labels.bin"],
+        );
+        let empty = dir(&format!(".idx.building-{}", dead[1]), &[]);
+        let users = dir(
+            &format!(".idx.building-{}", dead[2]),
+            &["index.ssd", "notes.txt"],
+        );
+        let alive = dir(".idx.building-1", &["index.ssd"]); // init never dies
+        let locked = dir(&format!(".idx.building-{}", dead[3]), &["index.ssd"]);
+        let held = std::fs::File::open(&locked).unwrap();
+        held.try_lock().unwrap();
+        let other = dir(&format!(".other.building-{}", dead[0]), &["index.ssd"]);
+        let zero = dir(&format!(".idx.building-0{}", dead[0]), &["index.ssd"]);
+        let suffix = dir(&format!(".idx.building-{}.old", dead[0]), &["index.ssd"]);
+        let sub = dir(&format!(".idx.building-{}", dead[1] + 1_000_000_000), &[]);
+        std::fs::create_dir(sub.join("nested")).unwrap();
+        let file = root.join(format!(".idx.building-{}", u32::MAX));
+        std::fs::write(&file, b"x").unwrap();
+
+        let mut reaped = reap_stale_temp_dirs(&StorageRef::default(), &out).unwrap();
+        reaped.sort();
+        let mut want = vec![stale.clone(), empty.clone()];
+        want.sort();
+        assert_eq!(reaped, want);
+        assert!(!stale.exists() && !empty.exists());
+        for kept in [&users, &alive, &locked, &other, &zero, &suffix, &sub, &file] {
+            assert!(kept.exists(), "{kept:?} was removed");
+        }
+        assert_eq!(std::fs::read(users.join("notes.txt")).unwrap(), b"x");
+        drop(held);
+
+        // a build into the output reaps the one it may now (unlocked), and leaves the rest
+        let locked_files = std::fs::read_dir(&locked).unwrap().count();
+        assert_eq!(locked_files, 1);
+        build(&out, false, 8).unwrap();
+        assert!(!locked.exists());
+        assert_eq!(leftovers(root, &["idx"]), {
+            let mut v: Vec<String> = [&users, &alive, &other, &zero, &suffix, &sub, &file]
+                .iter()
+                .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        });
+    }
+
+    /// A directory at this process's own temporary name is removed only when it holds
+    /// nothing but index files (before, `remove_dir_all` deleted whatever was there).
+    #[test]
+    fn a_temp_dir_with_a_foreign_file_at_our_name_is_refused_and_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("idx");
+        let ours = temp_dir_for(&out).unwrap();
+        std::fs::create_dir(&ours).unwrap();
+        std::fs::write(ours.join("index.ssd"), b"x").unwrap();
+        build(&out, false, 8).unwrap();
+        assert!(
+            !ours.exists(),
+            "an index-only leftover at our name is replaced"
+        );
+
+        let out2 = tmp.path().join("idx2");
+        let ours = temp_dir_for(&out2).unwrap();
+        std::fs::create_dir(&ours).unwrap();
+        std::fs::write(ours.join("notes.txt"), b"mine").unwrap();
+        let err = build(&out2, false, 8).unwrap_err();
+        assert!(
+            matches!(&err, BuildError::NotAnIndex { reason, .. } if reason.contains("`notes.txt`")),
+            "{err:?}"
+        );
+        assert_eq!(std::fs::read(ours.join("notes.txt")).unwrap(), b"mine");
+        assert!(!out2.exists());
+    }
+
+    /// `--force` swaps the old index and the new one in one exchange: the old directory's
+    /// inode ends up at the temporary name and is deleted there, the new one at the output.
+    #[test]
+    fn force_exchanges_the_directories_and_removes_the_old_one() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let idx = tmp.path().join("idx");
+        build(&idx, false, 8).unwrap();
+        let old_ino = std::fs::metadata(&idx).unwrap().ino();
+        build(&idx, true, 12).unwrap();
+        assert_ne!(std::fs::metadata(&idx).unwrap().ino(), old_ino);
+        assert_eq!(max_degree_of(&idx), 12);
+        assert_eq!(leftovers(tmp.path(), &["idx"]), Vec::<String>::new());
+    }
+
+    #[test]
+    fn missing_parent_directories_are_created() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("a/b/idx");
+        build(&out, false, 8).unwrap();
+        assert_eq!(max_degree_of(&out), 8);
     }
 }

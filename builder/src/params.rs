@@ -3,6 +3,7 @@
 use crate::error::BuildError;
 use crate::vamana::VamanaParams;
 use crate::Result;
+use ssdann_layout::storage::StorageRef;
 use ssdann_layout::Metric;
 
 /// Build parameters (the CLI's flags).
@@ -69,6 +70,9 @@ pub struct BuildParams {
     /// [`BuildParams::validate`] returns `BuildError::InvalidParameter` naming
     /// `--saturate-graph`.
     pub saturate_graph: bool,
+    /// Where the build's writes, fsyncs, renames and removals go (default: the OS). Tests
+    /// pass a recording backend to replay a crash at every sync point (`tests/crash_build`).
+    pub storage: StorageRef,
 }
 
 /// Precision of the vectors the Vamana graph is built on (f32 input only).
@@ -119,6 +123,7 @@ impl Default for BuildParams {
             neighbor_codes: false,
             f16_vectors: false,
             saturate_graph: false,
+            storage: StorageRef::default(),
         }
     }
 }

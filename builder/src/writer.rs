@@ -1,29 +1,36 @@
 //! Writes `index.ssd` (docs/FORMAT.md): header slot 0, an empty slot 1, then every node
-//! block in id order, with large sequential writes of whole sectors at aligned offsets.
+//! block in id order, with large sequential writes of whole sectors at aligned offsets, all
+//! through a [`Storage`] backend (its fsync is the site `"build.index_ssd"`).
 
 use crate::error::BuildError;
 use crate::progress::{Phase, Progress};
 use rayon::prelude::*;
 use ssdann_layout::sector::seal_block;
+use ssdann_layout::storage::StorageRef;
 use ssdann_layout::{Element, IndexHeader, SECTOR_BYTES};
-use std::io::Write;
 use std::path::Path;
 
 /// Bytes written per `write` call (a multiple of every block size).
 pub const WRITE_BATCH_BYTES: usize = 8 << 20;
 
+/// The fsync site of the sector file (see [`ssdann_layout::storage`]).
+pub const SYNC_SITE: &str = "build.index_ssd";
+
 /// Writes the sector file for `data` (n × d row-major, indexed by original id) and
 /// `adjacency` (n lists by slot, each ≤ R, already in slot ids), where slot `s` holds the
 /// vector of original id `perm[s]`, under `header` (whose slot 0 is written; slot 1 is left zero = never written), then fsyncs.
 /// `nbr_codes`: with neighbour codes in the layout, every slot's code (n × `nbr_code_bytes`,
-/// by slot), copied into the records that list it.
+/// by slot), copied into the records that list it. Every write and the fsync go through
+/// `storage`.
 ///
 /// # Errors
 /// [`BuildError::Io`] naming `path`.
 ///
 /// # Panics
 /// If `adjacency.len()` or the data size disagree with the header (caller invariant).
+#[allow(clippy::too_many_arguments)]
 pub fn write_sector_file<T: Element>(
+    storage: &StorageRef,
     path: &Path,
     header: &IndexHeader,
     data: &[T],
@@ -39,6 +46,7 @@ pub fn write_sector_file<T: Element>(
     assert_eq!(data.len(), n * dim, "data is n × d");
     let f16 = header.layout.f16_vectors;
     write_sector_file_from(
+        storage,
         path,
         header,
         nbr_codes,
@@ -77,11 +85,13 @@ pub type LoadBatch<'a> =
 /// `layout.vector_bytes()` bytes each (little-endian), `lists[k]` the out-neighbours (slot ids,
 /// ≤ R) of slot `first + k`. Memory: one batch of [`WRITE_BATCH_BYTES`] plus its lists, so a
 /// caller can stream the graph from files (the partitioned build does). `nbr_codes`: see
-/// [`write_sector_file`] (required exactly when the layout has neighbour codes).
+/// [`write_sector_file`] (required exactly when the layout has neighbour codes). Every write
+/// and the fsync go through `storage`.
 ///
 /// # Errors
 /// [`BuildError::Io`] naming `path`, or any error `load` returns.
 pub fn write_sector_file_from(
+    storage: &StorageRef,
     path: &Path,
     header: &IndexHeader,
     nbr_codes: Option<&[u8]>,
@@ -97,12 +107,14 @@ pub fn write_sector_file_from(
         "one neighbour code per slot exactly when the layout has them"
     );
     let io = |e| BuildError::io(path, e);
-    let file = std::fs::File::create(path).map_err(io)?;
-    file.set_len(header.file_bytes()).map_err(io)?;
-    let mut w = std::io::BufWriter::with_capacity(WRITE_BATCH_BYTES, file);
+    let file = storage.open_rw(path, true, true).map_err(io)?;
+    storage
+        .set_len(&file, path, header.file_bytes())
+        .map_err(io)?;
     let mut slots = vec![0u8; 2 * SECTOR_BYTES];
     slots[..SECTOR_BYTES].copy_from_slice(&header.encode());
-    w.write_all(&slots).map_err(io)?;
+    storage.write_at(&file, path, &slots, 0).map_err(io)?;
+    let mut offset = slots.len() as u64;
     let blocks = layout.blocks_for(n as u64) as usize;
     let block_bytes = layout.block_bytes();
     let npb = layout.nodes_per_block;
@@ -140,14 +152,13 @@ pub fn write_sector_file_from(
                 }
                 seal_block(block);
             });
-        w.write_all(buf).map_err(io)?;
+        storage.write_at(&file, path, buf, offset).map_err(io)?;
+        offset += buf.len() as u64;
         progress.advance(nb as u64);
         b0 += nb;
     }
-    let file = w
-        .into_inner()
-        .map_err(|e| BuildError::io(path, e.into_error()))?;
-    file.sync_all().map_err(io)?;
+    debug_assert_eq!(offset, header.file_bytes(), "every block written");
+    storage.sync(&file, path, SYNC_SITE).map_err(io)?;
     progress.finish();
     Ok(())
 }

@@ -16,6 +16,7 @@ use crate::vamana::{build_vamana, VamanaParams};
 use crate::BuildError;
 use rayon::prelude::*;
 use ssdann_layout::blob::BlobReader;
+use ssdann_layout::storage::StorageRef;
 use std::path::Path;
 
 /// Rows merged per chunk.
@@ -28,7 +29,9 @@ const NONE: u32 = u32::MAX;
 ///
 /// # Errors
 /// [`BuildError::Layout`] / [`BuildError::Io`] naming the file.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn build_partition<V: GraphElem>(
+    storage: &StorageRef,
     rows: &Rows<'_>,
     n: usize,
     dir: &Path,
@@ -62,6 +65,8 @@ pub(crate) fn build_partition<V: GraphElem>(
     let r = vp.max_degree;
     let path = graph_path(dir, p);
     let (mut w, tmp) = blob_writer(
+        storage,
+        "partitioned.graph",
         &path,
         &GRAPH_MAGIC,
         &[ids.len() as u64, r as u64],
@@ -81,7 +86,7 @@ pub(crate) fn build_partition<V: GraphElem>(
     }
     w.finish()?;
     before_commit()?;
-    commit(&tmp, &path)?;
+    commit(storage, &tmp, &path)?;
     Ok(graph.pass_times)
 }
 
@@ -139,6 +144,7 @@ impl Stream {
 /// neighbour ≥ n) and [`BuildError::Io`].
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn merge_graphs<V: GraphElem>(
+    storage: &StorageRef,
     rows: &Rows<'_>,
     n: usize,
     dir: &Path,
@@ -173,6 +179,8 @@ pub(crate) fn merge_graphs<V: GraphElem>(
     }
     let out = dir.join(MERGED_FILE);
     let (mut w, tmp) = blob_writer(
+        storage,
+        "partitioned.merged",
         &out,
         &GRAPH_MAGIC,
         &[n as u64, r as u64, u64::from(medoid)],
@@ -276,7 +284,7 @@ pub(crate) fn merge_graphs<V: GraphElem>(
     }
     w.finish()?;
     before_commit()?;
-    commit(&tmp, &out)?;
+    commit(storage, &tmp, &out)?;
     Ok(edges as f64 / n.max(1) as f64)
 }
 

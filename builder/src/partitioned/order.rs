@@ -106,11 +106,12 @@ pub(crate) fn stored_bytes_read(
 }
 
 /// Writes `pq_codes.bin` in slot order from the input-order codes file `src` (codes fetched
-/// by `pread`), fsynced.
+/// by `pread`), fsynced (site `build.pq_codes`).
 ///
 /// # Errors
 /// [`BuildError::Io`] / [`BuildError::Layout`] naming the file.
 pub(crate) fn write_permuted_codes(
+    storage: &ssdann_layout::storage::StorageRef,
     src: &Path,
     dst: &Path,
     perm: &[u32],
@@ -140,7 +141,9 @@ pub(crate) fn write_permuted_codes(
     }
     r.finish()?;
     let f = std::fs::File::open(src).map_err(|e| BuildError::io(src, e))?;
-    let mut w = ssdann_layout::blob::BlobWriter::create(
+    let mut w = ssdann_layout::blob::BlobWriter::create_via(
+        storage,
+        "build.pq_codes",
         dst,
         &PQ_CODES_MAGIC,
         PQ_FILE_VERSION,

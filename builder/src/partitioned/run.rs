@@ -6,7 +6,8 @@ use super::budget::{self, min_partition, Shape};
 use super::rows::{Access, GraphType, Rows};
 use super::workdir::{self, commit, graph_path, Existing, MERGED_FILE, PARTITIONS_FILE};
 use super::{graphs, interrupt, note_rss, order, shard};
-use crate::build::{install_output, temp_dir_for, BuildParams, BuildReport, INDEX_FILE};
+use crate::build::{install_output, make_temp_dir, BuildParams, BuildReport, INDEX_FILE};
+use crate::durable::{fsync_dir, FileWriter};
 use crate::pq_train::{self, MAX_TRAINING_SAMPLE};
 use crate::progress::{Phase, Progress};
 use crate::writer::write_sector_file_from;
@@ -15,6 +16,7 @@ use half::f16;
 use rand::SeedableRng;
 use rayon::prelude::*;
 use ssdann_layout::pq::{PQ_CODES_FILE, PQ_CODES_MAGIC, PQ_FILE_VERSION, PQ_PIVOTS_FILE};
+use ssdann_layout::storage::StorageRef;
 use ssdann_layout::{ElementType, Metric, NodeLayout, PqCodebook, Vector as _, VectorFile};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -161,6 +163,7 @@ impl<'a> Run<'a> {
     /// [`BuildError::NotAnIndex`] (a directory that is not ours), [`BuildError::Io`].
     pub(crate) fn open_work_dir(&self, resume: bool) -> Result<Option<File>, BuildError> {
         let dir = &self.dir;
+        let storage = &self.params.storage;
         // One build per work directory: an exclusive lock on it, held until the build ends,
         // taken before anything in it is read or removed.
         let mut lock = workdir::lock(dir)?;
@@ -177,16 +180,19 @@ impl<'a> Run<'a> {
                     new,
                 })
             }
-            _ => workdir::remove(dir)?,
+            _ => workdir::remove(storage, dir)?,
         }
         if !dir.exists() {
-            std::fs::create_dir_all(dir).map_err(|e| BuildError::io(dir, e))?;
+            crate::durable::create_parents(storage, dir)?;
+            storage
+                .create_dir(dir)
+                .map_err(|e| BuildError::io(dir, e))?;
             lock = workdir::lock(dir)?;
             let tmp = dir.join("MANIFEST.tmp");
-            std::fs::write(&tmp, &self.manifest)
-                .and_then(|()| File::open(&tmp)?.sync_all())
-                .map_err(|e| BuildError::io(&tmp, e))?;
-            commit(&tmp, &dir.join(workdir::MANIFEST))?;
+            let mut w = FileWriter::create(storage, &tmp)?;
+            w.write(self.manifest.as_bytes())?;
+            w.finish("partitioned.manifest")?;
+            commit(storage, &tmp, &dir.join(workdir::MANIFEST))?;
         }
         Ok(lock)
     }
@@ -213,14 +219,15 @@ impl<'a> Run<'a> {
             self.params.seed,
             self.progress,
         )?;
+        let storage = &self.params.storage;
         let tmp = self.dir.join("pq_pivots.bin.tmp");
-        pq.write(&tmp)?;
-        commit(&tmp, &pivots)?;
+        pq.write_via(storage, "partitioned.pq_pivots", &tmp)?;
+        commit(storage, &tmp, &pivots)?;
         self.phases.push((Phase::PqTraining, t.elapsed()));
         let t = Instant::now();
-        encode_streaming(&self.rows, &pq, &codes, self.progress)?;
+        encode_streaming(storage, &self.rows, &pq, &codes, self.progress)?;
         interrupt(self.params, "pq")?;
-        commit(&self.dir.join("pq_codes.bin.tmp"), &codes)?;
+        commit(storage, &self.dir.join("pq_codes.bin.tmp"), &codes)?;
         self.phases.push((Phase::PqEncoding, t.elapsed()));
         self.note(Phase::PqEncoding);
         Ok(())
@@ -244,9 +251,19 @@ impl<'a> Run<'a> {
             } else {
                 shard::choose_partitions(&self.rows, n, cap, self.params.seed)?
             };
-            let sizes = shard::assign(&self.rows, n, &centroids, cap, &self.dir, self.progress)?;
+            let storage = &self.params.storage;
+            let sizes = shard::assign(
+                storage,
+                &self.rows,
+                n,
+                &centroids,
+                cap,
+                &self.dir,
+                self.progress,
+            )?;
             interrupt(self.params, "partition")?;
             commit(
+                storage,
                 &self.dir.join(format!("{PARTITIONS_FILE}.tmp")),
                 &parts_path,
             )?;
@@ -285,14 +302,15 @@ impl<'a> Run<'a> {
         self.progress
             .message(&format!("partition {}/{parts}: {size} points", p + 1));
         let (rows, n, vp) = (&self.rows, self.file.len(), self.params.vamana());
+        let st = &self.params.storage;
         let point = format!("graph-{p}");
         let hook = || interrupt(self.params, &point);
         let pr = self.progress;
         let times = match rows.graph_type {
-            GraphType::F16 => graphs::build_partition::<f16>(rows, n, dir, p, &vp, pr, &hook),
-            GraphType::F32 => graphs::build_partition::<f32>(rows, n, dir, p, &vp, pr, &hook),
-            GraphType::U8 => graphs::build_partition::<u8>(rows, n, dir, p, &vp, pr, &hook),
-            GraphType::I8 => graphs::build_partition::<i8>(rows, n, dir, p, &vp, pr, &hook),
+            GraphType::F16 => graphs::build_partition::<f16>(st, rows, n, dir, p, &vp, pr, &hook),
+            GraphType::F32 => graphs::build_partition::<f32>(st, rows, n, dir, p, &vp, pr, &hook),
+            GraphType::U8 => graphs::build_partition::<u8>(st, rows, n, dir, p, &vp, pr, &hook),
+            GraphType::I8 => graphs::build_partition::<i8>(st, rows, n, dir, p, &vp, pr, &hook),
         }?;
         self.pass[0] += times[0];
         self.pass[1] += times[1];
@@ -326,18 +344,19 @@ impl<'a> Run<'a> {
             self.progress,
         );
         let hook = || interrupt(self.params, "merge");
+        let st = &self.params.storage;
         match rows.graph_type {
             GraphType::F16 => {
-                graphs::merge_graphs::<f16>(rows, n, dir, parts, r, a, medoid, pr, &hook)
+                graphs::merge_graphs::<f16>(st, rows, n, dir, parts, r, a, medoid, pr, &hook)
             }
             GraphType::F32 => {
-                graphs::merge_graphs::<f32>(rows, n, dir, parts, r, a, medoid, pr, &hook)
+                graphs::merge_graphs::<f32>(st, rows, n, dir, parts, r, a, medoid, pr, &hook)
             }
             GraphType::U8 => {
-                graphs::merge_graphs::<u8>(rows, n, dir, parts, r, a, medoid, pr, &hook)
+                graphs::merge_graphs::<u8>(st, rows, n, dir, parts, r, a, medoid, pr, &hook)
             }
             GraphType::I8 => {
-                graphs::merge_graphs::<i8>(rows, n, dir, parts, r, a, medoid, pr, &hook)
+                graphs::merge_graphs::<i8>(st, rows, n, dir, parts, r, a, medoid, pr, &hook)
             }
         }?;
         self.phases.push((Phase::GraphMerge, t.elapsed()));
@@ -391,16 +410,15 @@ impl<'a> Run<'a> {
             .as_ref()
             .map_or(medoid_row, |(o, _)| o.inv[medoid_row as usize]);
         let header = crate::build::new_header(n, elem, params, layout, entry, m);
-        let tmp = temp_dir_for(out_dir)?;
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(|e| BuildError::io(&tmp, e))?;
-        }
-        std::fs::create_dir_all(&tmp).map_err(|e| BuildError::io(&tmp, e))?;
+        let storage = &params.storage;
+        let temp = make_temp_dir(storage, out_dir)?;
+        let tmp = temp.path.clone();
         let mut edges = 0u64;
         let vb = layout.vector_bytes();
         let labels_path = tmp.join(ssdann_layout::labels::LABELS_FILE);
         if let Some((o, _)) = &ordered {
             write_sector_file_from(
+                storage,
                 &tmp.join(INDEX_FILE),
                 &header,
                 None,
@@ -419,11 +437,18 @@ impl<'a> Run<'a> {
                     )
                 },
             )?;
-            order::write_permuted_codes(&codes, &tmp.join(PQ_CODES_FILE), &o.perm, m)?;
-            ssdann_layout::labels::write_labels_with(&labels_path, n, |s| u64::from(o.perm[s]))?;
+            order::write_permuted_codes(storage, &codes, &tmp.join(PQ_CODES_FILE), &o.perm, m)?;
+            ssdann_layout::labels::write_labels_with_via(
+                storage,
+                "build.labels",
+                &labels_path,
+                n,
+                |s| u64::from(o.perm[s]),
+            )?;
         } else {
             let (mut reader, _) = graphs::MergedReader::open(dir, n, r)?;
             write_sector_file_from(
+                storage,
                 &tmp.join(INDEX_FILE),
                 &header,
                 None,
@@ -440,17 +465,23 @@ impl<'a> Run<'a> {
             )?;
             reader.finish()?;
             file.release_pages();
-            link_or_copy(&codes, &tmp.join(PQ_CODES_FILE))?;
-            ssdann_layout::labels::write_labels_with(&labels_path, n, |s| s as u64)?;
+            link_or_copy(storage, &codes, &tmp.join(PQ_CODES_FILE))?;
+            ssdann_layout::labels::write_labels_with_via(
+                storage,
+                "build.labels",
+                &labels_path,
+                n,
+                |s| s as u64,
+            )?;
         }
         drop(ordered);
-        link_or_copy(&pivots, &tmp.join(PQ_PIVOTS_FILE))?;
-        workdir::fsync_dir(&tmp)?;
+        link_or_copy(storage, &pivots, &tmp.join(PQ_PIVOTS_FILE))?;
+        fsync_dir(storage, &tmp, "build.temp_dir")?;
         interrupt(params, "write")?;
-        install_output(&tmp, out_dir, params.force)?;
+        install_output(storage, temp, out_dir, params.force)?;
         self.phases.push((Phase::Writing, t.elapsed()));
         note_rss(progress, &mut self.peaks, Phase::Writing, budget);
-        workdir::remove(dir)?;
+        workdir::remove(storage, dir)?;
 
         let index_bytes = std::fs::read_dir(out_dir)
             .map_err(|e| BuildError::io(out_dir, e))?
@@ -479,13 +510,24 @@ impl<'a> Run<'a> {
     }
 }
 
-fn link_or_copy(from: &Path, to: &Path) -> Result<(), BuildError> {
-    if std::fs::hard_link(from, to).is_ok() {
+/// Gives the finished (fsynced) stage file `from` a second name `to` in the temporary
+/// directory, or where the file system refuses hard links, copies it and fsyncs the copy
+/// (site `build.copy`).
+fn link_or_copy(storage: &StorageRef, from: &Path, to: &Path) -> Result<(), BuildError> {
+    if storage.hard_link(from, to).is_ok() {
         return Ok(());
     }
-    std::fs::copy(from, to)
-        .and_then(|_| File::open(to)?.sync_all())
-        .map_err(|e| BuildError::io(to, e))
+    let mut src = File::open(from).map_err(|e| BuildError::io(from, e))?;
+    let mut w = FileWriter::create(storage, to)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let k = std::io::Read::read(&mut src, &mut buf).map_err(|e| BuildError::io(from, e))?;
+        if k == 0 {
+            break;
+        }
+        w.write(&buf[..k])?;
+    }
+    w.finish("build.copy")
 }
 
 /// Trains PQ on a sample gathered from the mapped input: the rows the one-shot build would
@@ -523,6 +565,7 @@ fn train_pq_sampled(
 /// Encodes every row into `pq_codes.bin.tmp` (input order = slot order), checking each row
 /// for NaN/inf, in parallel chunks.
 fn encode_streaming(
+    storage: &StorageRef,
     rows: &Rows<'_>,
     pq: &PqCodebook,
     codes: &Path,
@@ -532,7 +575,9 @@ fn encode_streaming(
     let d = rows.dim;
     let m = pq.m();
     let tmp = codes.with_extension("bin.tmp");
-    let mut w = ssdann_layout::blob::BlobWriter::create(
+    let mut w = ssdann_layout::blob::BlobWriter::create_via(
+        storage,
+        "partitioned.pq_codes",
         &tmp,
         &PQ_CODES_MAGIC,
         PQ_FILE_VERSION,

@@ -6,12 +6,13 @@
 
 use super::rows::{Access, Rows};
 use super::workdir::{ids_path, write_u32_blob, PARTITIONS_MAGIC};
+use crate::durable::FileWriter;
 use crate::progress::{Phase, Progress};
 use crate::BuildError;
 use rand::SeedableRng;
 use rayon::prelude::*;
 use ssdann_layout::pq::l2_to_all;
-use std::io::Write;
+use ssdann_layout::storage::StorageRef;
 use std::path::Path;
 
 /// Each point joins this many partitions (DiskANN's overlap factor).
@@ -91,6 +92,7 @@ fn nearest(d: &[f32], k: usize) -> Vec<usize> {
 /// # Errors
 /// [`BuildError::Io`] naming the file.
 pub(crate) fn assign(
+    storage: &StorageRef,
     rows: &Rows<'_>,
     n: usize,
     centroids: &Centroids,
@@ -104,12 +106,7 @@ pub(crate) fn assign(
     // blob and the raw file removed.
     let raw = |p: usize| dir.join(format!("part-{p:04}.ids.raw"));
     let mut writers = (0..c)
-        .map(|p| {
-            let path = raw(p);
-            std::fs::File::create(&path)
-                .map(|f| std::io::BufWriter::with_capacity(64 << 10, f))
-                .map_err(|e| BuildError::io(&path, e))
-        })
+        .map(|p| FileWriter::create(storage, &raw(p)))
         .collect::<Result<Vec<_>, _>>()?;
     let mut sizes = vec![0usize; c];
     progress.start(Phase::Partition, n as u64);
@@ -136,9 +133,7 @@ pub(crate) fn assign(
                 if sizes[p] < cap {
                     sizes[p] += 1;
                     joined += 1;
-                    writers[p]
-                        .write_all(&id.to_le_bytes())
-                        .map_err(|e| BuildError::io(raw(p), e))?;
+                    writers[p].write(&id.to_le_bytes())?;
                 }
             }
         }
@@ -146,11 +141,13 @@ pub(crate) fn assign(
     }
     progress.finish();
     for (p, w) in writers.into_iter().enumerate() {
-        w.into_inner()
-            .map_err(|e| BuildError::io(raw(p), e.into_error()))?;
+        // A scratch file read back at once: no fsync (a crash restarts the stage).
+        w.finish_unsynced()?;
         let bytes = std::fs::read(raw(p)).map_err(|e| BuildError::io(raw(p), e))?;
-        write_u32_blob(&ids_path(dir, p), &[sizes[p] as u64], &bytes)?;
-        std::fs::remove_file(raw(p)).map_err(|e| BuildError::io(raw(p), e))?;
+        write_u32_blob(storage, &ids_path(dir, p), &[sizes[p] as u64], &bytes)?;
+        storage
+            .remove(&raw(p))
+            .map_err(|e| BuildError::io(raw(p), e))?;
     }
     let mut body = Vec::with_capacity(centroids.transposed.len() * 4);
     centroids
@@ -159,6 +156,8 @@ pub(crate) fn assign(
         .for_each(|x| body.extend_from_slice(&x.to_le_bytes()));
     // Written under its temporary name: the caller renames it into place (the stage's mark).
     let tmp = dir.join(format!("{}.tmp", super::workdir::PARTITIONS_FILE));
-    ssdann_layout::blob::write_blob(&tmp, &PARTITIONS_MAGIC, 1, &[c as u64, gd as u64], &body)?;
+    let fields = [c as u64, gd as u64];
+    let site = "partitioned.partitions";
+    ssdann_layout::blob::write_blob_via(storage, site, &tmp, &PARTITIONS_MAGIC, 1, &fields, &body)?;
     Ok(sizes)
 }

@@ -3,10 +3,12 @@
 //! place, so a file under its final name is a finished stage (or a finished partition), and
 //! `--resume` continues from the first stage whose file is missing. A `MANIFEST` records the
 //! input and every parameter that shapes the result; resuming with any of them changed is
-//! refused, naming the field.
+//! refused, naming the field. Every write, fsync, rename and removal goes through
+//! `BuildParams::storage` (the fsync sites are listed in `crate::durable`).
 
 use crate::BuildError;
-use ssdann_layout::blob::{write_blob, BlobReader};
+use ssdann_layout::blob::{write_blob_via, BlobReader};
+use ssdann_layout::storage::StorageRef;
 use std::path::{Path, PathBuf};
 
 /// The manifest's file name (also what marks a directory as a partitioned build's own).
@@ -43,67 +45,74 @@ pub fn work_dir_for(out_dir: &Path) -> Result<PathBuf, BuildError> {
     crate::build::sibling_of(out_dir, "partitioned")
 }
 
-/// fsyncs a directory.
-///
-/// # Errors
-/// [`BuildError::Io`] naming it.
-pub fn fsync_dir(path: &Path) -> Result<(), BuildError> {
-    crate::output::fsync_dir(path)
-}
-
 fn tmp_of(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(".tmp");
     PathBuf::from(s)
 }
 
-/// Writes a blob under a temporary name, fsyncs it, renames it to `path` and fsyncs the
-/// directory: `path` exists only complete.
+/// Writes a blob under a temporary name, fsyncs it (site `site`), renames it to `path` and
+/// fsyncs the directory: `path` exists only complete.
 ///
 /// # Errors
 /// [`BuildError::Io`] / [`BuildError::Layout`] naming the file.
 pub fn write_blob_atomic(
+    storage: &StorageRef,
+    site: &'static str,
     path: &Path,
     magic: &[u8; 8],
     fields: &[u64],
     body: &[u8],
 ) -> Result<(), BuildError> {
     let tmp = tmp_of(path);
-    write_blob(&tmp, magic, 1, fields, body)?;
-    commit(&tmp, path)
+    write_blob_via(storage, site, &tmp, magic, 1, fields, body)?;
+    commit(storage, &tmp, path)
 }
 
-/// Renames a finished, fsynced temporary file into place and fsyncs its directory.
+/// Renames a finished, fsynced temporary file into place and fsyncs its directory (site
+/// `partitioned.commit`): the stage (or partition) is done.
 ///
 /// # Errors
 /// [`BuildError::Io`].
-pub fn commit(tmp: &Path, path: &Path) -> Result<(), BuildError> {
-    std::fs::rename(tmp, path).map_err(|e| BuildError::io(path, e))?;
-    fsync_dir(path.parent().unwrap_or(Path::new(".")))
+pub fn commit(storage: &StorageRef, tmp: &Path, path: &Path) -> Result<(), BuildError> {
+    storage
+        .rename(tmp, path)
+        .map_err(|e| BuildError::io(path, e))?;
+    let dir = crate::durable::parent_of(path);
+    crate::durable::fsync_dir(storage, &dir, "partitioned.commit")
 }
 
-/// A [`ssdann_layout::blob::BlobWriter`] to `path`'s temporary name; [`commit`] it after
-/// `finish`.
+/// A [`ssdann_layout::blob::BlobWriter`] to `path`'s temporary name, its fsync named
+/// `site`; [`commit`] it after `finish`.
 ///
 /// # Errors
 /// [`BuildError::Layout`].
 pub fn blob_writer(
+    storage: &StorageRef,
+    site: &'static str,
     path: &Path,
     magic: &[u8; 8],
     fields: &[u64],
     body_bytes: u64,
 ) -> Result<(ssdann_layout::blob::BlobWriter, PathBuf), BuildError> {
     let tmp = tmp_of(path);
-    let w = ssdann_layout::blob::BlobWriter::create(&tmp, magic, 1, fields, body_bytes)?;
+    let w = ssdann_layout::blob::BlobWriter::create_via(
+        storage, site, &tmp, magic, 1, fields, body_bytes,
+    )?;
     Ok((w, tmp))
 }
 
-/// Writes `part-XXXX.ids` (u32 little-endian body) atomically.
+/// Writes `part-XXXX.ids` (u32 little-endian body) atomically (site `partitioned.ids`).
 ///
 /// # Errors
 /// As [`write_blob_atomic`].
-pub fn write_u32_blob(path: &Path, fields: &[u64], body: &[u8]) -> Result<(), BuildError> {
-    write_blob_atomic(path, &IDS_MAGIC, fields, body)
+pub fn write_u32_blob(
+    storage: &StorageRef,
+    path: &Path,
+    fields: &[u64],
+    body: &[u8],
+) -> Result<(), BuildError> {
+    write_blob_atomic(storage, "partitioned.ids", path, &IDS_MAGIC, fields, body)
 }
 
 /// Reads a partition's ids, checking the count against the body and that every id is < n
@@ -217,17 +226,32 @@ pub fn read_ids_count(path: &Path) -> Result<u64, BuildError> {
 pub enum Existing {
     /// No work directory.
     Absent,
+    /// A work directory whose manifest was never committed (a build cut short as it began):
+    /// empty, or holding only `MANIFEST.tmp`.
+    Unstarted,
     /// Our work directory, made by a build with the same manifest.
     Same,
     /// Our work directory, made by a build with a different manifest: (field, old, new).
     Different(String, String, String),
 }
 
+/// Whether `dir` is empty or holds only `MANIFEST.tmp` (a regular file).
+fn unstarted(dir: &Path) -> Result<bool, BuildError> {
+    for e in std::fs::read_dir(dir).map_err(|e| BuildError::io(dir, e))? {
+        let e = e.map_err(|e| BuildError::io(dir, e))?;
+        let is_file = e.file_type().is_ok_and(|t| t.is_file());
+        if !(is_file && e.file_name() == "MANIFEST.tmp") {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// Classifies `dir` against the manifest `want`.
 ///
 /// # Errors
-/// [`BuildError::NotAnIndex`] when `dir` exists but holds no manifest of ours (never
-/// deleted or reused); [`BuildError::Io`].
+/// [`BuildError::NotAnIndex`] when `dir` exists but holds no manifest of ours and is not
+/// [`Existing::Unstarted`] (never deleted or reused); [`BuildError::Io`].
 pub fn inspect(dir: &Path, want: &str) -> Result<Existing, BuildError> {
     if !dir.exists() {
         return Ok(Existing::Absent);
@@ -235,6 +259,9 @@ pub fn inspect(dir: &Path, want: &str) -> Result<Existing, BuildError> {
     let path = dir.join(MANIFEST);
     let have = match std::fs::read_to_string(&path) {
         Ok(s) if s.starts_with(MANIFEST_HEADER) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && unstarted(dir)? => {
+            return Ok(Existing::Unstarted)
+        }
         _ => {
             return Err(BuildError::NotAnIndex {
                 path: dir.into(),
@@ -270,12 +297,12 @@ pub fn inspect(dir: &Path, want: &str) -> Result<Existing, BuildError> {
     ))
 }
 
-/// Removes our work directory: only the files a partitioned build makes, then the
-/// directory (an unknown file makes it refuse, leaving the directory).
+/// Removes our work directory through `storage`: only the files a partitioned build makes,
+/// then the directory (an unknown file makes it refuse, leaving the directory).
 ///
 /// # Errors
 /// [`BuildError::NotAnIndex`] naming a foreign entry; [`BuildError::Io`].
-pub fn remove(dir: &Path) -> Result<(), BuildError> {
+pub fn remove(storage: &StorageRef, dir: &Path) -> Result<(), BuildError> {
     let ours = |name: &str| {
         name == MANIFEST
             || name == PARTITIONS_FILE
@@ -299,7 +326,7 @@ pub fn remove(dir: &Path) -> Result<(), BuildError> {
         files.push(e.path());
     }
     for f in files {
-        std::fs::remove_file(&f).map_err(|e| BuildError::io(&f, e))?;
+        storage.remove(&f).map_err(|e| BuildError::io(&f, e))?;
     }
-    std::fs::remove_dir(dir).map_err(|e| BuildError::io(dir, e))
+    storage.remove_dir(dir).map_err(|e| BuildError::io(dir, e))
 }
