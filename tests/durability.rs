@@ -350,7 +350,10 @@ fn a_header_generation_at_its_limit_refuses_the_merge_instead_of_wrapping() {
     h.generation = u64::MAX;
     bytes[slot * 4096..(slot + 1) * 4096].copy_from_slice(&h.encode());
     std::fs::write(&path, &bytes).unwrap();
-    let e = Index::open(&dir, OpenOptions::default()).err().unwrap().to_string();
+    let e = Index::open(&dir, OpenOptions::default())
+        .err()
+        .unwrap()
+        .to_string();
     assert_eq!(
         e,
         format!(

@@ -8,7 +8,7 @@
 //! - `labels` is one-to-one, and its free slots number `n − header.live_count` (so a search
 //!   on an index without free slots never reads the label map but for its results);
 //! - the PQ pivots have the header's d and M;
-//! - `index.ssd` is at least `header.file_bytes()` long;
+//! - `index.ssd` is exactly `header.file_bytes()` long ([`IndexHeader::check_file_len`]);
 //! - every cached record passed its block's CRC and its record check when loaded.
 //!
 //! The one mutable bit is [`State::superseded`], set once (false → true) by a merge that
@@ -118,19 +118,7 @@ impl State {
             .read_exact_at(slots.as_mut_slice(), 0)
             .map_err(|e| EngineError::io(&path, e))?;
         let (header, _) = IndexHeader::choose(&path, slots.as_slice())?;
-        if len < header.file_bytes() {
-            return Err(ssdann_layout::LayoutError::SizeMismatch {
-                path,
-                expected_bytes: header.file_bytes(),
-                actual_bytes: len,
-                detail: format!(
-                    "header n = {}, {} blocks",
-                    header.n_slots,
-                    header.layout.blocks_for(header.n_slots)
-                ),
-            }
-            .into());
-        }
+        header.check_file_len(&path, len)?;
         let pq = PqCodebook::read(&dir.join(PQ_PIVOTS_FILE))?;
         if pq.dim() != header.dim as usize || pq.m() != header.pq_m as usize {
             return Err(EngineError::Inconsistent {

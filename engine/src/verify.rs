@@ -118,13 +118,8 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
         }
     }
     let layout = header.layout;
-    if len != header.file_bytes() {
-        rep.problem(format!(
-            "{}: file is {len} bytes but the header (n = {}) implies {}",
-            path.display(),
-            header.n_slots,
-            header.file_bytes()
-        ));
+    if let Err(e) = header.check_file_len(&path, len) {
+        rep.problem(e.to_string());
     }
     let n = header.n_slots;
     let blocks = layout.blocks_for(n);

@@ -36,7 +36,7 @@ pub enum LayoutError {
         reason: String,
     },
     /// The file's length disagrees with the counts in its header.
-    #[error("{}: file is {actual_bytes} bytes but {detail} implies {expected_bytes} bytes (truncated or wrong header?)", path.display())]
+    #[error("{}: file is {actual_bytes} bytes but {detail} implies {expected_bytes} bytes (truncated, extended or wrong header?)", path.display())]
     SizeMismatch {
         /// The file.
         path: PathBuf,

@@ -126,6 +126,34 @@ impl IndexHeader {
         self.layout.file_bytes(self.n_slots)
     }
 
+    /// The one rule for the length of `index.ssd` under this header (docs/FORMAT.md,
+    /// "index.ssd"): exactly [`IndexHeader::file_bytes`] — the two header slots and every
+    /// node block, nothing more. Open, `verify` and `info` all apply it. A merge only grows
+    /// n, and the file grows with it only after its journal is committed; a committed journal
+    /// is finished by recovery (and refused by read-only opens) before this is checked, so a
+    /// file of another length is damage, not a state a crash leaves.
+    ///
+    /// # Errors
+    /// [`LayoutError::SizeMismatch`] naming `path`, its length `len_bytes`, the length the
+    /// header implies and the header's generation, n and block count.
+    pub fn check_file_len(&self, path: &Path, len_bytes: u64) -> Result<()> {
+        let want = self.file_bytes();
+        if len_bytes != want {
+            return Err(LayoutError::SizeMismatch {
+                path: path.into(),
+                expected_bytes: want,
+                actual_bytes: len_bytes,
+                detail: format!(
+                    "the header in force (generation {}, n = {}, {} blocks)",
+                    self.generation,
+                    self.n_slots,
+                    self.layout.blocks_for(self.n_slots)
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// The major format version this header is written as: 2 when its records hold
     /// neighbour codes or f16 vectors (a v1 reader cannot parse them), else 1.
     pub fn major(&self) -> u16 {

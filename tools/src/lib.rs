@@ -407,13 +407,8 @@ fn cmd_info(dir: PathBuf) -> Result<()> {
     // The cross-checks FORMAT.md promises, from the files' headers and real sizes only.
     let mut problems = Vec::new();
     let len = f.metadata()?.len();
-    if len < h.file_bytes() {
-        problems.push(format!(
-            "{}: file is {len} bytes, the header (n = {}) implies {}",
-            path.display(),
-            h.n_slots,
-            h.file_bytes()
-        ));
+    if let Err(e) = h.check_file_len(&path, len) {
+        problems.push(e.to_string());
     }
     use ssdann_layout::blob::read_blob_fields;
     use ssdann_layout::pq::{PQ_CODES_MAGIC, PQ_FILE_VERSION, PQ_PIVOTS_MAGIC};

@@ -952,3 +952,60 @@ fn info_cross_checks_the_files_against_the_header() {
         "{t}"
     );
 }
+
+/// One rule for index.ssd's length (issue 27): a file one sector longer than its header
+/// implies is refused by `info`, `verify`, a read-only open (`search`) and a read-write open
+/// (`merge`), all with the same error naming the file and both lengths (once `info` said
+/// "files consistent" and search and merge went on).
+#[test]
+fn a_sector_file_longer_than_its_header_is_refused_by_info_verify_and_every_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = small_data(tmp.path());
+    let a = tmp.path().join("a");
+    assert!(build_small(&data, &a).status.success());
+    let ssd = a.join("index.ssd");
+    let len = std::fs::metadata(&ssd).unwrap().len();
+    let slots = std::fs::read(&ssd).unwrap();
+    let (h, _) = ssdann::layout::IndexHeader::choose(&ssd, &slots[..8192]).unwrap();
+    assert_eq!(h.file_bytes(), len);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&ssd)
+        .unwrap()
+        .set_len(len + 4096)
+        .unwrap();
+    let want = format!(
+        "{}: file is {} bytes but the header in force (generation 1, n = 600, {} blocks) \
+         implies {len} bytes (truncated, extended or wrong header?)",
+        ssd.display(),
+        len + 4096,
+        h.layout.blocks_for(600)
+    );
+    let (ad, dp) = (a.to_str().unwrap(), data.to_str().unwrap());
+    let r = tmp.path().join("r.ibin");
+    let runs = [
+        ("info", ssdann(&["info", ad])),
+        ("verify", ssdann(&["verify", ad])),
+        (
+            "search",
+            ssdann(&[
+                "search",
+                "--index",
+                ad,
+                "--queries",
+                dp,
+                "--out",
+                r.to_str().unwrap(),
+            ]),
+        ),
+        ("merge", ssdann(&["merge", "--index", ad, "-q"])),
+    ];
+    for (cmd, o) in runs {
+        let t = text(&o);
+        assert!(!o.status.success(), "{cmd}: {t}");
+        assert!(t.contains(&want), "{cmd}: {t}");
+        assert!(!t.contains("files            consistent"), "{cmd}: {t}");
+    }
+    // nothing was changed by any of them
+    assert_eq!(std::fs::metadata(&ssd).unwrap().len(), len + 4096);
+}

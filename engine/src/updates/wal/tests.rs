@@ -317,9 +317,21 @@ fn a_version_1_log_gets_the_legal_length_and_last_record_rules() {
     let huge = 1_000_000u32.to_le_bytes();
     let to_eof = ((good.len() - WAL_HEADER_BYTES - RECORD_HEAD_BYTES_V1) as u32).to_le_bytes();
     let cases: [(usize, [u8; 4], &str); 3] = [
-        (WAL_HEADER_BYTES, huge, "payload of 1000000 bytes for kind 1 (legal: 12)"),
-        (WAL_HEADER_BYTES, to_eof, "payload of 74 bytes for kind 1 (legal: 12)"),
-        (rec2, 12u32.to_le_bytes(), "payload of 12 bytes for kind 2 (legal: 0)"),
+        (
+            WAL_HEADER_BYTES,
+            huge,
+            "payload of 1000000 bytes for kind 1 (legal: 12)",
+        ),
+        (
+            WAL_HEADER_BYTES,
+            to_eof,
+            "payload of 74 bytes for kind 1 (legal: 12)",
+        ),
+        (
+            rec2,
+            12u32.to_le_bytes(),
+            "payload of 12 bytes for kind 2 (legal: 0)",
+        ),
     ];
     for (at, len_field, why) in cases {
         let mut bad = good.clone();
