@@ -117,8 +117,9 @@ pub struct Row {
     pub threads: usize,
     pub l: usize,
     pub recall: f64,
-    /// recall@k with distance ties counted (big-ann-benchmarks).
-    pub recall_ties: f64,
+    /// recall@k with distance ties counted (big-ann-benchmarks); `None` when the ground
+    /// truth has no distances (`.ivecs`, an ids-only `.ibin`): ties cannot be told.
+    pub recall_ties: Option<f64>,
     pub qps: f64,
     pub mean_us: f64,
     pub p50_us: f64,
@@ -202,6 +203,14 @@ pub fn run_eval(
         check_l(l, k)?;
     }
     let d = index.dim();
+    // Ties are told by distance: a ground truth without distances gives strict recall only.
+    let with_distances = !gt.distances.is_empty();
+    if !with_distances {
+        println!(
+            "note: the ground truth has no distances (.ivecs or an ids-only .ibin): +ties \
+             (recall with distance ties counted) is n/a; recall@k is the strict id match"
+        );
+    }
     println!(
         "{:>3} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>7} {:>6} {:>8}",
         "thr",
@@ -237,8 +246,10 @@ pub fn run_eval(
             let (mut hits, mut hits_ties) = (0usize, 0usize);
             for (i, (nb, _)) in res.iter().enumerate() {
                 hits += hits_at_k(nb, &gt.row(i)[..k], k);
-                let dist = &gt.distances[i * gt.k..(i + 1) * gt.k];
-                hits_ties += hits_at_k_with_ties(nb, gt.row(i), dist, k);
+                if with_distances {
+                    let dist = &gt.distances[i * gt.k..(i + 1) * gt.k];
+                    hits_ties += hits_at_k_with_ties(nb, gt.row(i), dist, k);
+                }
             }
             let mut lat: Vec<f64> = res.iter().map(|r| r.1.total_us).collect();
             lat.sort_by(|a, b| a.total_cmp(b));
@@ -249,7 +260,7 @@ pub fn run_eval(
                 threads: t,
                 l,
                 recall: hits as f64 / (nq * k) as f64,
-                recall_ties: hits_ties as f64 / (nq * k) as f64,
+                recall_ties: with_distances.then(|| hits_ties as f64 / (nq * k) as f64),
                 qps: nq as f64 / secs,
                 mean_us: lat.iter().sum::<f64>() / nq as f64,
                 p50_us: percentile(&lat, 50.0),
@@ -262,9 +273,12 @@ pub fn run_eval(
                 io_wait_us: mean(&|s| s.io_wait_us),
                 latency_hist: log_histogram(&lat, 40),
             };
+            let ties = row
+                .recall_ties
+                .map_or_else(|| "n/a".to_string(), |r| format!("{r:.4}"));
             pb.suspend(|| println!(
-                "{:>3} {:>5} {:>9.4} {:>9.4} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>8.1} {:>7.1} {:>6.1} {:>8.0}",
-                row.threads, row.l, row.recall, row.recall_ties, row.qps, row.mean_us, row.p50_us, row.p95_us, row.p99_us, row.p999_us, row.reads, row.cache_hits, row.hops, row.io_wait_us
+                "{:>3} {:>5} {:>9.4} {:>9} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>8.1} {:>7.1} {:>6.1} {:>8.0}",
+                row.threads, row.l, row.recall, ties, row.qps, row.mean_us, row.p50_us, row.p95_us, row.p99_us, row.p999_us, row.reads, row.cache_hits, row.hops, row.io_wait_us
             ));
             rows.push(row);
             pb.inc(1);

@@ -788,6 +788,95 @@ fn search_limits_are_checked_before_anything_is_allocated() {
     );
 }
 
+/// `eval` with a ground truth without distances (every TEXMEX `.ivecs`): strict recall is
+/// printed, the tie-aware column says n/a, and the JSON holds null for it. (Before, eval
+/// panicked slicing the empty distance array.)
+#[test]
+fn eval_with_an_ivecs_ground_truth_prints_strict_recall_and_no_ties() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = small_data(tmp.path());
+    let dp = data.to_str().unwrap();
+    let idx = tmp.path().join("idx");
+    let o = idx.to_str().unwrap();
+    assert!(build_small(&data, &idx).status.success());
+    let ibin = tmp.path().join("gt.ibin");
+    let g = ssdann(&[
+        "gt",
+        "--base",
+        dp,
+        "--queries",
+        dp,
+        "-k",
+        "10",
+        "--out",
+        ibin.to_str().unwrap(),
+    ]);
+    assert!(g.status.success(), "{}", text(&g));
+    // the same ids as .ivecs: per row, i32 k then k i32 ids
+    let gt = ssdann::layout::GroundTruth::read(&ibin).unwrap();
+    assert_eq!((gt.nq, gt.k, gt.distances.len()), (600, 10, 6000));
+    let mut iv = Vec::new();
+    for q in 0..gt.nq {
+        iv.extend_from_slice(&10i32.to_le_bytes());
+        gt.row(q)
+            .iter()
+            .for_each(|&id| iv.extend_from_slice(&id.to_le_bytes()));
+    }
+    let ivecs = tmp.path().join("gt.ivecs");
+    std::fs::write(&ivecs, &iv).unwrap();
+    let run = |g: &Path, json: &Path| {
+        let e = ssdann(&[
+            "eval",
+            "--index",
+            o,
+            "--queries",
+            dp,
+            "--gt",
+            g.to_str().unwrap(),
+            "--threads",
+            "1",
+            "-L",
+            "40",
+            "--nq",
+            "100",
+            "--json",
+            json.to_str().unwrap(),
+        ]);
+        let t = text(&e);
+        assert!(e.status.success(), "{t}");
+        let row: Vec<String> = t
+            .lines()
+            .map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>())
+            .find(|w| w.len() == 14 && w[0] == "1" && w[1] == "40")
+            .unwrap_or_else(|| panic!("no row for 1 thread, L = 40: {t}"));
+        let j: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+        (
+            t,
+            row,
+            j["rows"][0]["recall"].clone(),
+            j["rows"][0]["recall_ties"].clone(),
+        )
+    };
+    let (t_iv, row_iv, rec_iv, ties_iv) = run(&ivecs, &tmp.path().join("iv.json"));
+    let (t_ib, row_ib, rec_ib, ties_ib) = run(&ibin, &tmp.path().join("ib.json"));
+    assert!(
+        t_iv.contains(
+            "note: the ground truth has no distances (.ivecs or an ids-only .ibin): \
+                       +ties (recall with distance ties counted) is n/a"
+        ),
+        "{t_iv}"
+    );
+    assert!(!t_ib.contains("no distances"), "{t_ib}");
+    assert_eq!(row_iv[3], "n/a");
+    assert_eq!(ties_iv, serde_json::Value::Null);
+    // the same search, the same ids: the same strict recall either way, and a real one
+    assert_eq!((&row_iv[2], &rec_iv), (&row_ib[2], &rec_ib));
+    let recall: f64 = row_iv[2].parse().unwrap();
+    assert!(recall >= 0.9, "recall@10 at L = 40 on 600 points: {recall}");
+    assert!(ties_ib.as_f64().unwrap() >= recall, "{ties_ib}");
+}
+
 /// Labels above u32: `search --out X.ibin` refuses them (naming the label and the query)
 /// and `--out X.u64bin` keeps them whole. (Before, the .ibin held the label cut to 32 bits:
 /// 2^32 + 5 was written as 5.)
