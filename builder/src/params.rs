@@ -3,8 +3,13 @@
 use crate::error::BuildError;
 use crate::vamana::VamanaParams;
 use crate::Result;
+use ssdann_layout::header::MAX_LIST_SIZE;
 use ssdann_layout::storage::StorageRef;
 use ssdann_layout::Metric;
+
+/// Largest worker thread count a build (and a batch search: the engine's
+/// `index::MAX_THREADS` is this constant) accepts; checked before a pool is made.
+pub const MAX_THREADS: usize = 1024;
 
 /// Build parameters (the CLI's flags).
 #[derive(Clone, Debug)]
@@ -13,13 +18,13 @@ pub struct BuildParams {
     pub metric: Metric,
     /// Maximum degree R (`-R`, default 64).
     pub max_degree: usize,
-    /// Build list size L (`-L`, default 100; must be ≥ R).
+    /// Build list size L (`-L`, default 100; R ..= [`MAX_LIST_SIZE`], the search limit).
     pub build_l: usize,
     /// α of the second Vamana pass (`--alpha`, default 1.2; ≥ 1).
     pub alpha: f32,
     /// PQ subspaces M (`--pq-bytes`); `None` = [`crate::pq_train::default_pq_m`].
     pub pq_bytes: Option<usize>,
-    /// Worker threads; `None` = all cores.
+    /// Worker threads (1 ..= [`MAX_THREADS`]); `None` = all cores.
     pub threads: Option<usize>,
     /// Replace an existing output directory, if it is an ssdann index directory or empty
     /// (never anything else: see [`crate::output::check_output`]).
@@ -143,11 +148,14 @@ impl BuildParams {
         }
     }
 
-    /// Checks the parameters against the data shape.
+    /// Checks the parameters against the data shape, before anything is sized by them.
     ///
     /// # Errors
-    /// [`BuildError::InvalidParameter`] naming the flag: R or L zero, L < R, α < 1 or not
-    /// finite, `--pq-bytes` zero or > d, zero threads.
+    /// [`BuildError::InvalidParameter`] naming the flag and the value: R outside
+    /// 1..=[`ssdann_layout::sector::MAX_DEGREE`], L zero, < R or > [`MAX_LIST_SIZE`] (the
+    /// largest L a search accepts), α < 1 or not finite, `--pq-bytes` zero or > d, passes
+    /// not 1 or 2, threads outside 1..=[`MAX_THREADS`], and the one-shot-only options with
+    /// a memory budget.
     pub fn validate(&self, dim: usize) -> Result<()> {
         if self.max_degree == 0 || self.max_degree > ssdann_layout::sector::MAX_DEGREE {
             return Err(BuildError::param(
@@ -158,6 +166,14 @@ impl BuildParams {
         }
         if self.build_l == 0 {
             return Err(BuildError::param("-L", self.build_l, "must be at least 1"));
+        }
+        // Each build thread sizes a candidate list by L: the search limit bounds it.
+        if self.build_l > MAX_LIST_SIZE {
+            return Err(BuildError::param(
+                "-L",
+                self.build_l,
+                format!("must be at most {MAX_LIST_SIZE} (the largest L a search accepts)"),
+            ));
         }
         if self.build_l < self.max_degree {
             return Err(BuildError::param(
@@ -185,8 +201,14 @@ impl BuildParams {
         if !(1..=2).contains(&self.passes) {
             return Err(BuildError::param("--passes", self.passes, "must be 1 or 2"));
         }
-        if self.threads == Some(0) {
-            return Err(BuildError::param("--threads", 0, "must be at least 1"));
+        if let Some(t) = self.threads {
+            if t == 0 || t > MAX_THREADS {
+                return Err(BuildError::param(
+                    "--threads",
+                    t,
+                    format!("must be in 1..={MAX_THREADS}"),
+                ));
+            }
         }
         if self.neighbor_codes && self.memory_budget_bytes.is_some() {
             return Err(BuildError::param(
@@ -212,5 +234,60 @@ impl BuildParams {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+    use super::*;
+
+    fn err(p: BuildParams) -> String {
+        p.validate(16).unwrap_err().to_string()
+    }
+
+    /// Before, L had no upper bound: `-L 1000000000` aborted allocating 12 GB per thread.
+    #[test]
+    fn every_size_is_checked_against_the_search_limits_before_anything_is_allocated() {
+        let p = |f: &dyn Fn(&mut BuildParams)| {
+            let mut p = BuildParams::default();
+            f(&mut p);
+            p
+        };
+        let cases: [(BuildParams, &str); 5] = [
+            (
+                p(&|p| p.build_l = 1_000_000_000),
+                "invalid build parameter -L = 1000000000: must be at most 100000 (the \
+                 largest L a search accepts)",
+            ),
+            (
+                p(&|p| p.build_l = MAX_LIST_SIZE + 1),
+                "invalid build parameter -L = 100001: must be at most 100000 (the largest L a \
+                 search accepts)",
+            ),
+            (
+                p(&|p| p.threads = Some(1_000_000)),
+                "invalid build parameter --threads = 1000000: must be in 1..=1024",
+            ),
+            (
+                p(&|p| p.threads = Some(0)),
+                "invalid build parameter --threads = 0: must be in 1..=1024",
+            ),
+            (
+                p(&|p| p.max_degree = 4097),
+                "invalid build parameter -R = 4097: must be in 1..=4096",
+            ),
+        ];
+        for (params, want) in cases {
+            assert_eq!(err(params), want);
+        }
+        // the limits themselves are accepted
+        p(&|p| {
+            p.build_l = MAX_LIST_SIZE;
+            p.max_degree = ssdann_layout::sector::MAX_DEGREE;
+            p.threads = Some(MAX_THREADS);
+        })
+        .validate(16)
+        .unwrap();
     }
 }

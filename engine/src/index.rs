@@ -43,8 +43,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Largest thread count [`Index::batch_search`] accepts.
-pub const MAX_THREADS: usize = 1024;
+/// Largest thread count [`Index::batch_search`] accepts (the build's limit too:
+/// [`ssdann_builder::params::MAX_THREADS`]).
+pub const MAX_THREADS: usize = ssdann_builder::params::MAX_THREADS;
 
 /// An open index. `Index: Send + Sync`: searches, inserts, deletes and merges may all be
 /// called from many threads at once.

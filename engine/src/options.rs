@@ -7,8 +7,9 @@ use crate::storage::StorageRef;
 
 /// Largest k a search accepts (checked before anything is sized by it).
 pub const MAX_K: usize = 10_000;
-/// Largest search list size L.
-pub const MAX_L: usize = 100_000;
+/// Largest search list size L (the one limit builds, searches and the header's `build_l`
+/// share: [`ssdann_layout::header::MAX_LIST_SIZE`]).
+pub const MAX_L: usize = ssdann_layout::header::MAX_LIST_SIZE;
 /// Largest beam width W, and largest [`OpenOptions::max_beam_width`] (each search thread
 /// holds that many blocks of buffers).
 pub const MAX_W: usize = 1024;

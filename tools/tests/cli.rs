@@ -130,6 +130,15 @@ fn bad_parameters_are_named() {
     );
     build_fails(&["--data", dp, "--out", o, "-R", "0"], &["-R = 0"]);
     build_fails(&["--data", dp, "--out", o, "-L", "0"], &["-L = 0"]);
+    // (once: no upper bound, and an abort allocating 12 GB)
+    build_fails(
+        &["--data", dp, "--out", o, "-L", "1000000000"],
+        &["invalid build parameter -L = 1000000000: must be at most 100000 (the largest L a search accepts)"],
+    );
+    build_fails(
+        &["--data", dp, "--out", o, "--threads", "1000000"],
+        &["invalid build parameter --threads = 1000000: must be in 1..=1024"],
+    );
     build_fails(
         &["--data", dp, "--out", o, "-R", "32", "-L", "16"],
         &["-L = 16", "≥ R (32)"],
