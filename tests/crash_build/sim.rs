@@ -9,7 +9,7 @@
 //! of that directory, in order. At a crash, the unsynced writes of each file are kept,
 //! dropped, torn at a 512-byte or 4 KB boundary, zero-filled, or reordered (the oldest lost),
 //! and the unsynced entry operations of each directory are all kept, all lost, only the
-//! newest kept, or only the oldest kept.
+//! newest kept, or kept up to any point in order (a crash between two of them).
 
 use ssdann::engine::Storage;
 use ssdann::layout::storage::OsStorage;
@@ -382,18 +382,35 @@ pub const FATES: [Fate; 6] = [
 pub enum DirFate {
     Kept,
     Lost,
-    /// Only the newest one reached the disk.
+    /// Only the newest one reached the disk (reordered).
     NewestOnly,
-    /// Only the oldest one reached the disk (a crash right after it).
-    OldestOnly,
+    /// The first k reached the disk, in order: a crash between two of them (a journaled file
+    /// system commits them in order).
+    Prefix(usize),
 }
 
-pub const DIR_FATES: [DirFate; 4] = [
-    DirFate::Kept,
-    DirFate::Lost,
-    DirFate::NewestOnly,
-    DirFate::OldestOnly,
-];
+/// The directory fates of a crash just before event `at`: kept, lost, newest only, and every
+/// proper prefix of the longest list of unsynced entry operations of one directory.
+pub fn dir_fates(events: &[Ev], at: usize) -> Vec<DirFate> {
+    let mut pending: HashMap<Ino, usize> = HashMap::new();
+    for e in &events[..at] {
+        match e {
+            Ev::Link { dir, .. }
+            | Ev::Unlink { dir, .. }
+            | Ev::Rename { dir, .. }
+            | Ev::Exchange { dir, .. } => *pending.entry(*dir).or_default() += 1,
+            Ev::SyncDir { dir, .. } => {
+                pending.remove(dir);
+            }
+            _ => {}
+        }
+    }
+    let longest = pending.values().copied().max().unwrap_or(0);
+    [DirFate::Kept, DirFate::Lost, DirFate::NewestOnly]
+        .into_iter()
+        .chain((1..longest).map(DirFate::Prefix))
+        .collect()
+}
 
 fn apply_write(content: &mut Vec<u8>, off: u64, data: &[u8]) {
     let end = off as usize + data.len();
@@ -508,7 +525,7 @@ pub fn durable_image(
             DirFate::Kept => ops,
             DirFate::Lost => &[],
             DirFate::NewestOnly => &ops[ops.len() - 1..],
-            DirFate::OldestOnly => &ops[..1],
+            DirFate::Prefix(k) => &ops[..k.min(ops.len())],
         };
         for op in chosen {
             apply_ns(&mut t.dirs, op);
