@@ -165,7 +165,7 @@ fn next_generation(plan: &Plan) -> Result<u64> {
     let generation = h
         .generation
         .checked_add(1)
-        .filter(|&g| g < 1 << 62)
+        .filter(|&g| g < ssdann_layout::header::MAX_GENERATION)
         .ok_or_else(|| EngineError::Inconsistent {
             path: plan.path.clone(),
             detail: format!(

@@ -5,7 +5,6 @@ use ssdann_layout::journal::{
     encode_commit, encode_entry, encode_header_v2, COMMIT_COPY_BYTES, JOURNAL_HEADER_BYTES,
     JOURNAL_MAGIC_V1,
 };
-use ssdann_layout::sector::SECTOR_BYTES;
 use ssdann_layout::{ElementType, Metric, NodeLayout};
 
 /// The index before the merge: 2 nodes of 384-d f32 per 4 KB block, 100 nodes (50 blocks).
