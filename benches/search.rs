@@ -68,7 +68,7 @@ fn benches(c: &mut Criterion) {
                     let qi = &q[(i % 1000) * d..(i % 1000 + 1) * d];
                     i += 1;
                     index
-                        .search_into(qi, 10, &SearchParams { l, w: 4 }, &mut res)
+                        .search_into(qi, 10, &SearchParams::new(l, 4), &mut res)
                         .expect("search")
                 })
             },

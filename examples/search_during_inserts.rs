@@ -56,7 +56,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let queries = VectorFile::open(data.join("query.fbin"))?;
     let d = base.dim();
     let idx = Index::open(&dir, OpenOptions::default())?;
-    let sp = SearchParams { l: 50, w: 4 };
+    let sp = SearchParams::new(50, 4);
     let mut q = vec![0f32; d];
     let search_for = |stop: &AtomicBool, max_s: f64| -> Vec<f64> {
         let mut lat = Vec::new();

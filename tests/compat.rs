@@ -22,7 +22,7 @@ use ssdann::engine::{Index, MergeOptions, OpenOptions, SearchParams};
 use std::path::{Path, PathBuf};
 
 const D: usize = 8;
-const SP: SearchParams = SearchParams { l: 40, w: 4 };
+const SP: SearchParams = SearchParams::new(40, 4);
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/compat/wal2-journal3")

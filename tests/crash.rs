@@ -477,7 +477,7 @@ fn observe(idx: &Index, sc: &Scenario) -> Result<BTreeMap<u64, usize>, String> {
     for &l in &sc.watched {
         for (i, v) in sc.vectors[&l].iter().enumerate() {
             let hits = idx
-                .search(v, 3, &SearchParams { l: 40, w: 4 })
+                .search(v, 3, &SearchParams::new(40, 4))
                 .map_err(|e| format!("search: {e}"))?;
             if hits.iter().any(|h| h.id == l && h.distance < 1e-4) {
                 seen.insert(l, i);

@@ -50,9 +50,7 @@ fn a_second_writer_is_refused_and_read_only_handles_share_but_not_with_a_writer(
     let r1 = Index::open(&dir, ro()).unwrap();
     let r2 = Index::open(&dir, ro()).unwrap();
     assert!(is_locked(Index::open(&dir, OpenOptions::default())));
-    let hits = r2
-        .search(&all[..D], 1, &SearchParams { l: 20, w: 4 })
-        .unwrap();
+    let hits = r2.search(&all[..D], 1, &SearchParams::new(20, 4)).unwrap();
     assert!(hits[0].distance < 1e-6, "the WAL is replayed read-only too");
     assert!(matches!(
         r1.insert(6000, &all[..D]),
@@ -131,36 +129,15 @@ fn limits_are_checked_before_anything_is_sized_and_the_reserved_label_is_refused
     };
     // each would once have tried to allocate for a billion entries (or aborted)
     assert_eq!(
-        field(idx.search(
-            q,
-            1_000_000_000,
-            &SearchParams {
-                l: 1_000_000_000,
-                w: 4
-            }
-        )),
+        field(idx.search(q, 1_000_000_000, &SearchParams::new(1_000_000_000, 4))),
         "k"
     );
     assert_eq!(
-        field(idx.search(
-            q,
-            10,
-            &SearchParams {
-                l: 1_000_000_000,
-                w: 4
-            }
-        )),
+        field(idx.search(q, 10, &SearchParams::new(1_000_000_000, 4))),
         "L"
     );
     assert_eq!(
-        field(idx.search(
-            q,
-            10,
-            &SearchParams {
-                l: 20,
-                w: 1_000_000_000
-            }
-        )),
+        field(idx.search(q, 10, &SearchParams::new(20, 1_000_000_000))),
         "W"
     );
     let wide = Index::open(
@@ -431,7 +408,7 @@ fn a_search_never_waits_for_an_insert_s_fsync() {
         s.spawn(move || {
             for r in 0..50 {
                 let q = &all[r * D..(r + 1) * D];
-                let hits = idx.search(q, 5, &SearchParams { l: 20, w: 4 }).unwrap();
+                let hits = idx.search(q, 5, &SearchParams::new(20, 4)).unwrap();
                 assert!(hits.iter().all(|h| h.id != 3));
             }
             tx.send(()).unwrap();
@@ -497,7 +474,7 @@ fn eio_or_enospc_on_in_place_writes_leaves_an_index_that_reopens_with_every_upda
             assert!(e.contains(&format!("os error {errno}")), "{e}");
             // committed: searches still answer, updates wait for a reopen
             let hits = idx
-                .search(&all[1005 * D..1006 * D], 1, &SearchParams { l: 20, w: 4 })
+                .search(&all[1005 * D..1006 * D], 1, &SearchParams::new(20, 4))
                 .unwrap();
             assert_eq!(hits[0].id, 9005);
             assert!(idx
@@ -513,7 +490,7 @@ fn eio_or_enospc_on_in_place_writes_leaves_an_index_that_reopens_with_every_upda
         assert_eq!(idx.pending(), (0, 0, 0), "ok = {ok}");
         for i in 0..30u64 {
             let q = &all[(1000 + i as usize) * D..(1001 + i as usize) * D];
-            let hits = idx.search(q, 1, &SearchParams { l: 20, w: 4 }).unwrap();
+            let hits = idx.search(q, 1, &SearchParams::new(20, 4)).unwrap();
             assert!(
                 hits[0].id == 9000 + i && hits[0].distance < 1e-5,
                 "ok = {ok}, label {}",
@@ -522,7 +499,7 @@ fn eio_or_enospc_on_in_place_writes_leaves_an_index_that_reopens_with_every_upda
         }
         for l in [1u64, 2, 3] {
             let q = &all[l as usize * D..(l as usize + 1) * D];
-            let hits = idx.search(q, 5, &SearchParams { l: 20, w: 4 }).unwrap();
+            let hits = idx.search(q, 5, &SearchParams::new(20, 4)).unwrap();
             assert!(hits.iter().all(|h| h.id != l), "deleted label {l} returned");
         }
         drop(idx);

@@ -87,7 +87,7 @@ fn a_forked_child_searches_like_its_parent_and_refuses_updates() {
     if index.io_backend_name() != "io_uring" {
         eprintln!("NOTE: io_uring unavailable here; the test runs on pread");
     }
-    let params = SearchParams { l: 40, w: 4 };
+    let params = SearchParams::new(40, 4);
     // the parent's pool now holds warm contexts (io_uring rings with registered buffers)
     let parent = ids(&index, &queries, &params).unwrap();
     assert_eq!(parent.len(), 20);

@@ -44,7 +44,7 @@ fn l2(a: &[f32], b: &[f32]) -> f32 {
 /// distance 0) and that every hit's distance is the exact distance to the vector stored
 /// under the label returned (`vector_of`): a mistranslated label fails the second check.
 fn check_hits(idx: &Index, q: &[f32], expect_first: u64, vector_of: &dyn Fn(u64) -> Vec<f32>) {
-    let hits = idx.search(q, 10, &SearchParams { l: 64, w: 4 }).unwrap();
+    let hits = idx.search(q, 10, &SearchParams::new(64, 4)).unwrap();
     assert_eq!(hits.len(), 10);
     assert_eq!(hits[0].id, expect_first, "{hits:?}");
     assert!(hits[0].distance < 1e-4, "{hits:?}");
@@ -152,7 +152,7 @@ fn reordered_labels_are_mapped_and_every_result_is_translated_through_the_map() 
     idx.delete(11).unwrap();
     assert!(idx.memory_report().label_map_bytes >= N * 17);
     let hits = idx
-        .search(&row(11), 10, &SearchParams { l: 64, w: 4 })
+        .search(&row(11), 10, &SearchParams::new(64, 4))
         .unwrap();
     assert!(hits.iter().all(|h| h.id != 11), "{hits:?}");
     check_hits(&idx, &row(12), 12, &row);

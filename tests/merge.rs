@@ -63,7 +63,7 @@ fn probe_merge(s: &Setup) -> ssdann::engine::MergeReport {
 /// The contents every surviving state must show: deletes gone, inserts and the replacement
 /// present, everything else findable.
 fn check_contents(idx: &Index, s: &Setup) {
-    let p = SearchParams { l: 48, w: 4 };
+    let p = SearchParams::new(48, 4);
     let del: HashSet<u64> = s.deleted.iter().copied().collect();
     for &l in s.deleted.iter().take(60) {
         let q = &s.all[l as usize * D..(l as usize + 1) * D];
@@ -161,7 +161,7 @@ fn merge_folds_updates_in_place_and_empties_the_wal() {
         bf.sort_by(|a, b| a.0.total_cmp(&b.0));
         let truth: Vec<u64> = bf[..10].iter().map(|e| e.1).collect();
         hits += after
-            .search(q, 10, &SearchParams { l: 48, w: 4 })
+            .search(q, 10, &SearchParams::new(48, 4))
             .unwrap()
             .iter()
             .filter(|h| truth.contains(&h.id))
@@ -249,7 +249,7 @@ fn searches_run_during_a_merge_and_see_consistent_points() {
     let done = AtomicBool::new(false);
     let searches = AtomicU64::new(0);
     let self_hits = AtomicU64::new(0);
-    let p = SearchParams { l: 48, w: 4 };
+    let p = SearchParams::new(48, 4);
     // Queries: live points of every kind (old, inserted, replaced); each must find itself,
     // and every result's distance must be that of the label's one true vector.
     let probes: Vec<u64> = (1..3000u64)
@@ -461,7 +461,7 @@ fn a_later_merge_reuses_slots_an_earlier_one_left_free() {
     assert!(verify(&s.dir).unwrap().ok());
     let mut found = 0;
     for (l, v) in &items {
-        found += usize::from(idx.search(v, 1, &SearchParams { l: 48, w: 4 }).unwrap()[0].id == *l);
+        found += usize::from(idx.search(v, 1, &SearchParams::new(48, 4)).unwrap()[0].id == *l);
     }
     assert!(
         found >= 240,
@@ -471,7 +471,7 @@ fn a_later_merge_reuses_slots_an_earlier_one_left_free() {
     for &l in extra.iter().take(40) {
         let q = &s.all[l as usize * D..(l as usize + 1) * D];
         assert!(idx
-            .search(q, 10, &SearchParams { l: 48, w: 4 })
+            .search(q, 10, &SearchParams::new(48, 4))
             .unwrap()
             .iter()
             .all(|h| !gone.contains(&h.id)));
@@ -506,7 +506,7 @@ fn updates_made_during_a_merge_survive_a_crash_after_its_commit() {
         (1, 1, 2),
         "recovery finished the merge and kept the two later updates"
     );
-    let p = SearchParams { l: 48, w: 4 };
+    let p = SearchParams::new(48, 4);
     assert_eq!(
         idx.search(&s.all[3397 * D..3398 * D], 1, &p).unwrap()[0],
         ssdann::engine::Neighbor {
@@ -540,7 +540,7 @@ fn searches_updates_and_merges_together_match_a_model_of_the_acknowledged_update
     model.extend((0..300).map(|i| (10_000 + i as u64, 3000 + i)));
     let model = std::sync::Mutex::new(model);
     let done = AtomicBool::new(false);
-    let p = SearchParams { l: 48, w: 4 };
+    let p = SearchParams::new(48, 4);
     std::thread::scope(|sc| {
         // a searcher: every result is a label whose vector (old or new) gives its distance
         sc.spawn(|| {
@@ -654,7 +654,7 @@ fn a_navigation_graph_is_rebuilt_with_the_merged_state_and_never_seeds_a_freed_p
     let gone: HashSet<u64> = (2..3000u64).step_by(10).collect();
     for &l in gone.iter().take(100) {
         let q = &s.all[l as usize * D..(l as usize + 1) * D];
-        let got = idx.search(q, 10, &SearchParams { l: 48, w: 4 }).unwrap();
+        let got = idx.search(q, 10, &SearchParams::new(48, 4)).unwrap();
         assert!(
             got.iter()
                 .all(|h| !gone.contains(&h.id) && h.id != u64::MAX),

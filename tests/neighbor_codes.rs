@@ -62,7 +62,7 @@ fn measure(dir: &Path, l: usize) -> (f64, f64) {
     };
     let idx = Index::open(dir, opts).unwrap();
     let r = idx
-        .batch_search(qv, 10, &SearchParams { l, w: 4 }, Some(1))
+        .batch_search(qv, 10, &SearchParams::new(l, 4), Some(1))
         .unwrap();
     let ids: Vec<Vec<u32>> = r
         .iter()
@@ -256,7 +256,7 @@ fn f16_vectors_make_room_for_longer_codes_and_keep_distances_within_f16_error() 
     let d = base.dim();
     for qi in 0..20 {
         let hits = idx
-            .search(&qv[qi * d..(qi + 1) * d], 10, &SearchParams { l: 50, w: 4 })
+            .search(&qv[qi * d..(qi + 1) * d], 10, &SearchParams::new(50, 4))
             .unwrap();
         for hit in hits {
             let row = hit.id as usize;

@@ -69,7 +69,7 @@ fn warm_search_allocates_nothing() {
             },
         )
         .unwrap();
-        let p = SearchParams { l: 40, w: 4 };
+        let p = SearchParams::new(40, 4);
         let mut out = Vec::with_capacity(10);
         // warm the context (largest L first so no buffer grows later)
         for q in queries.chunks_exact(d) {

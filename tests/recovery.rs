@@ -114,7 +114,7 @@ fn refused(dir: &Path, names: &[&str], case: &str) -> String {
 /// The merged contents: deletes gone, inserts found.
 fn check_merged(idx: &Index, s: &Setup, case: &str) {
     assert_eq!(idx.pending(), (0, 0, 0), "{case}");
-    let p = SearchParams { l: 40, w: 4 };
+    let p = SearchParams::new(40, 4);
     for i in (0..100).step_by(7) {
         let q = &s.all[(N + i) * D..(N + i + 1) * D];
         let got = idx.search(q, 5, &p).unwrap();

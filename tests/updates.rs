@@ -17,7 +17,7 @@ fn build(dir: &Path) -> (Vec<f32>, Vec<f32>) {
 }
 
 fn ids(idx: &Index, q: &[f32], k: usize) -> Vec<u64> {
-    idx.search(q, k, &SearchParams { l: 48, w: 4 })
+    idx.search(q, k, &SearchParams::new(48, 4))
         .unwrap()
         .iter()
         .map(|n| n.id)
@@ -54,7 +54,7 @@ fn deletes_are_never_returned_inserts_are_found_and_replay_restores_both() {
     // replace: label 5 moves to the vector of row 3999
     let moved = &all[3999 * D..4000 * D];
     idx.insert(5, moved).unwrap();
-    let top = idx.search(moved, 2, &SearchParams { l: 48, w: 4 }).unwrap();
+    let top = idx.search(moved, 2, &SearchParams::new(48, 4)).unwrap();
     assert!(
         top.iter().any(|n| n.id == 5 && n.distance < 1e-6),
         "{top:?}"
@@ -188,7 +188,7 @@ fn searches_run_during_updates_and_never_see_a_deleted_point() {
                     .search(
                         &all[label * D..(label + 1) * D],
                         10,
-                        &SearchParams { l: 32, w: 4 },
+                        &SearchParams::new(32, 4),
                     )
                     .unwrap();
                 assert!(

@@ -5,7 +5,7 @@
 #   benches/peer/run.sh --data ../shared/data/pypi-minilm-100k [--out DIR] [--nq 1000]
 #                       [-L 20,30,40,50,75,100] [--threads 1,2] [--systems "cpp rust"]
 #                       [--pq-bytes 48] [--ssdann BIN] [--build-only] [--nav-nodes N]
-#                       [--eval-flags "--dynamic-beam ..."] [--build-flags "--neighbor-codes"]
+#                       [--eval-flags "--termination-ratio 1.15 ..."] [--build-flags "--neighbor-codes"]
 #                       [--repeats 3]
 #
 # Builds all three indexes (R=64, L=100, α=1.2, 48 PQ bytes, 2 threads), runs the same query
@@ -21,7 +21,7 @@
 # (wall time and peak RSS in OUT/*_build.json), for repeated build-time runs.
 # The data directory holds base.EXT, query.EXT (EXT = fbin, u8bin or i8bin) and gt.ibin.
 # --nav-nodes N searches ssdann with an in-memory navigation graph of N nodes (eval --nav-nodes);
-# --eval-flags passes more `ssdann eval` switches (e.g. "--dynamic-beam") for ablation runs;
+# --eval-flags passes more `ssdann eval` switches (e.g. "--termination-ratio 1.15", or the hidden A/B levers "--no-dynamic-beam --no-look-ahead") for ablation runs;
 # --build-flags more `ssdann build` switches (e.g. "--neighbor-codes"), ssdann only.
 # --repeats N runs every search sweep N times, interleaved; the report gives median ratios
 # with their spread. Every system's p99 is one call per query per thread (peer.py).

@@ -20,8 +20,9 @@
 //!    tombstone filter and the delta index search) and by an insert planning its delta
 //!    out-list; written only to apply an update already logged and planned (no I/O, no
 //!    search under it).
-//! 7. `SectorFile::gate` (RwLock): read by each batch of search reads (pipelined search:
-//!    the whole search), written by each batch of a merge's in-place block writes.
+//! 7. `SectorFile::gate` (RwLock): read by each batch of search reads (once look-ahead
+//!    rounds start: the rest of the search), written by each batch of a merge's in-place
+//!    block writes.
 //! 8. The context pool, the insert scratch and the WAL's own mutex: leaves.
 //!
 //! Searches take only 4 (for a moment), 6 and 7 — never 1–3 or 5: they never wait for a
@@ -102,7 +103,7 @@ impl Index {
     /// build_from_vectors(&base, 32, &dir.path().join("idx"), &params, &NoProgress)?;
     ///
     /// let index = Index::open(&dir.path().join("idx"), OpenOptions::default())?;
-    /// let hits = index.search(&base[32 * 7..32 * 8], 10, &SearchParams { l: 50, w: 4 })?;
+    /// let hits = index.search(&base[32 * 7..32 * 8], 10, &SearchParams::new(50, 4))?;
     /// assert_eq!(hits[0].id, 7); // a base vector finds itself first, at distance 0
     /// assert!(hits[0].distance < 1e-6);
     /// let (hits, stats) = index.search_with_stats(&queries[..32], 10, &SearchParams::default())?;
@@ -200,7 +201,7 @@ impl Index {
     /// Name of the I/O backend the search threads use ("io_uring" or "pread").
     pub fn io_backend_name(&self) -> &'static str {
         let s = self.snapshot();
-        let ctx = s.contexts.take(&s.state);
+        let ctx = s.contexts.take(&s.state, 1);
         let name = ctx.reader_name();
         s.contexts.put(ctx);
         name
@@ -208,7 +209,8 @@ impl Index {
 
     /// Beam search for the `k` nearest neighbours of `query` (length d, f32), closest first.
     /// Limits: 1 ≤ k ≤ [`crate::search::MAX_K`], k ≤ L ≤ [`crate::search::MAX_L`],
-    /// 1 ≤ W ≤ `OpenOptions::max_beam_width` ≤ [`crate::search::MAX_W`].
+    /// 1 ≤ W ≤ [`crate::search::MAX_W`] (a W above `OpenOptions::max_beam_width` allocates one
+    /// search context's buffers for it once).
     ///
     /// # Errors
     /// [`EngineError::InvalidQuery`] for a wrong dimension, a NaN/inf value, or k, L or W

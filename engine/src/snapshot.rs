@@ -107,11 +107,11 @@ fn hot_nodes(state: &State, count: usize, samples: usize) -> Result<Vec<u32>> {
     let mut visits = vec![0u32; n];
     if samples > 0 && !live.is_empty() {
         let pool = ContextPool::default();
-        let mut ctx = pool.take(state);
+        let mut ctx = pool.take(state, 4);
         ctx.expanded_log = Some(Vec::new());
         let mut q = vec![0f32; state.dim()];
         let mut out = Vec::new();
-        let params = SearchParams { l: 100, w: 4 };
+        let params = SearchParams::new(100, 4);
         let step = (live.len() / samples).max(1);
         let k = 10.min(live.len());
         for &s in live.iter().step_by(step).take(samples) {
@@ -190,7 +190,7 @@ impl Snapshot {
         out: &mut Vec<Neighbor>,
     ) -> Result<SearchStats> {
         check_query(&self.state, query, k, params)?;
-        let mut ctx = self.contexts.take(&self.state);
+        let mut ctx = self.contexts.take(&self.state, params.w);
         let r = self.search_with(&mut ctx, query, k, params, out);
         self.contexts.put(ctx);
         r

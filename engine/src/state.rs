@@ -181,18 +181,6 @@ impl State {
                 reason: format!("must be in 0..={} µs", crate::options::MAX_BUSY_POLL_US),
             });
         }
-        if let Some(r) = options.termination_ratio {
-            if !(r.is_finite() && r >= 1.0 && header.metric.uses_l2()) {
-                return Err(EngineError::InvalidQuery {
-                    field: "termination_ratio",
-                    value: r.to_string(),
-                    reason: format!(
-                        "must be finite and ≥ 1, on an l2 or cosine index (this one is {})",
-                        header.metric
-                    ),
-                });
-            }
-        }
         let mut state = State {
             dir: dir.into(),
             header,

@@ -143,7 +143,7 @@ pub fn cmd_churn(a: ChurnArgs) -> Result<()> {
         force: true,
         ..Default::default()
     };
-    let sp = SearchParams { l: a.l, w: a.w };
+    let sp = SearchParams::new(a.l, a.w);
     let t = Instant::now();
     build_from_vectors(
         &all[..a.initial * d],

@@ -3,9 +3,9 @@
 
 use crate::progress::bar;
 use crate::search::MAX_L;
-use crate::search::{check_k_w, check_l, load_queries, parse_list};
+use crate::search::{check_k_w, check_l, load_queries, parse_list, SearchFlags};
 use anyhow::{bail, Context, Result};
-use ssdann_engine::{CachePolicy, Index, IoBackend, Neighbor, OpenOptions, SearchParams};
+use ssdann_engine::{Index, Neighbor, SearchParams};
 use ssdann_layout::GroundTruth;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -49,34 +49,12 @@ pub struct EvalArgs {
     /// Search list sizes to sweep (comma-separated; each ≤ 100000; those below k are skipped).
     #[arg(short = 'L', default_value = "10,20,30,50,75,100,150,200")]
     l: String,
-    /// Beam width W (1..=1024).
-    #[arg(short = 'W', default_value_t = 4)]
-    w: usize,
     /// Thread counts to sweep (comma-separated).
     #[arg(long, default_value = "1,2")]
     threads: String,
-    /// Nodes to keep in RAM (BFS from the entry point, or see --cache-samples).
-    #[arg(long, default_value_t = 0)]
-    cache_nodes: usize,
-    /// RAM for the node cache in bytes (e.g. 2000000): as many whole sector records as it
-    /// pays for, when more than --cache-nodes.
-    #[arg(long, default_value_t = 0)]
-    cache_bytes: u64,
-    /// Choose the cached nodes by how often N sample searches at open expand them
-    /// (DiskANN's cache from sample queries; samples = PQ reconstructions of evenly spaced
-    /// points) instead of BFS from the entry point; 0 = BFS.
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    cache_samples: usize,
-    /// Sample nodes of an in-memory navigation graph built at open (experimental; 0 = none):
-    /// searches start from its nodes nearest the query instead of the medoid.
-    #[arg(long, default_value_t = 0)]
-    nav_nodes: usize,
     /// Use only the first N queries (N ≥ 1).
     #[arg(long)]
     nq: Option<usize>,
-    /// I/O backend: io_uring or pread.
-    #[arg(long, default_value = "io_uring")]
-    io: IoBackend,
     /// Write the table as JSON too (with each row's latency histogram; `ssdann plot` draws it).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -85,31 +63,8 @@ pub struct EvalArgs {
     /// './python[plot]'; this binary writes --json and says so.
     #[arg(long, value_name = "PNG")]
     plot: Option<PathBuf>,
-    /// Do not expand co-located nodes of fetched sectors (DiskANN's behaviour, for A/B runs).
-    #[arg(long)]
-    no_sector_reuse: bool,
-    /// Pipelined search (experimental): up to W reads in flight, the next issued as soon as
-    /// one completes, instead of rounds that wait for the slowest of W.
-    #[arg(long)]
-    pipeline: bool,
-    /// Dynamic beam width (experimental): one read per round while the search descends
-    /// toward the query, W once it has converged
-    #[arg(long)]
-    dynamic_beam: bool,
-    /// Look-ahead rounds (experimental): once converged, the next round's reads go out
-    /// before this round's nodes are expanded, so the expansion's CPU runs under them
-    #[arg(long)]
-    look_ahead: bool,
-    /// Early termination (experimental; l2/cosine indexes): stop once the closest
-    /// unexpanded candidate's PQ distance exceeds R × the k-th best exact distance (R ≥ 1,
-    /// e.g. 1.15), instead of expanding all L candidates
-    #[arg(long, value_name = "R")]
-    termination_ratio: Option<f32>,
-    /// Busy-poll read completions for up to US µs per wait before sleeping (experimental;
-    /// io_uring only; 0 = off, at most 10000): saves waking the thread after each read
-    /// (costly on a VM), but the core spins while it waits; use no more --threads than cores
-    #[arg(long, value_name = "US", default_value_t = 0)]
-    busy_poll_us: u32,
+    #[command(flatten)]
+    search: SearchFlags,
 }
 
 /// One row of the eval table.
@@ -170,7 +125,7 @@ pub fn run_eval(
     gt: &GroundTruth,
     k: usize,
     ls: &[usize],
-    w: usize,
+    search: &SearchParams,
     threads: &[usize],
     quiet: bool,
 ) -> Result<Vec<Row>> {
@@ -198,7 +153,7 @@ pub fn run_eval(
             );
         }
     }
-    check_k_w(k, w)?;
+    check_k_w(k, search.w)?;
     if let Some(&l) = ls.iter().find(|&&l| l > MAX_L) {
         check_l(l, k)?;
     }
@@ -237,7 +192,7 @@ pub fn run_eval(
                 pb.inc(1);
                 continue;
             }
-            let params = SearchParams { l, w };
+            let params = SearchParams { l, ..*search };
             let warm = nq.min(200);
             index.batch_search(&q[..warm * d], k, &params, Some(t))?;
             let t0 = Instant::now();
@@ -309,7 +264,7 @@ pub fn cmd_eval(a: EvalArgs) -> Result<()> {
     if threads.contains(&0) {
         bail!("--threads: 0 is not a thread count");
     }
-    check_k_w(a.k, a.w)?;
+    check_k_w(a.k, a.search.w)?;
     if let Some(&l) = ls.iter().find(|&&l| l > MAX_L) {
         check_l(l, a.k)?;
     }
@@ -324,32 +279,7 @@ pub fn cmd_eval(a: EvalArgs) -> Result<()> {
             p.display()
         );
     }
-    let index = Index::open(
-        &a.index,
-        OpenOptions {
-            cache_nodes: a.cache_nodes,
-            cache_bytes: a.cache_bytes,
-            cache_policy: if a.cache_samples > 0 {
-                CachePolicy::SampleVisits {
-                    samples: a.cache_samples,
-                }
-            } else {
-                CachePolicy::Bfs
-            },
-            navigation_nodes: a.nav_nodes,
-            io: a.io,
-            verify_reads: false,
-            max_beam_width: a.w.max(16),
-            sector_reuse: !a.no_sector_reuse,
-            pipeline: a.pipeline,
-            dynamic_beam: a.dynamic_beam,
-            look_ahead: a.look_ahead,
-            termination_ratio: a.termination_ratio,
-            busy_poll_us: a.busy_poll_us,
-            read_only: true,
-            ..Default::default()
-        },
-    )?;
+    let index = Index::open(&a.index, a.search.open_options())?;
     let (nq_all, q) = load_queries(&a.queries, index.dim())?;
     let gt = GroundTruth::read(&a.gt)?;
     let nq = a.nq.unwrap_or(nq_all).min(nq_all);
@@ -371,7 +301,7 @@ pub fn cmd_eval(a: EvalArgs) -> Result<()> {
         index.metric(),
         nq,
         a.k,
-        a.w,
+        a.search.w,
         index.cached_nodes(),
         index.io_backend_name(),
         if index.direct_io() {
@@ -380,9 +310,12 @@ pub fn cmd_eval(a: EvalArgs) -> Result<()> {
             "page cache: O_DIRECT refused by the filesystem"
         }
     );
-    let rows = run_eval(&index, &q, nq, &gt, a.k, &ls, a.w, &threads, false)?;
+    let rows = run_eval(&index, &q, nq, &gt, a.k, &ls, &a.search.params(a.k), &threads, false)?;
     if let Some(j) = a.json {
-        let extra = serde_json::json!({"index": a.index, "queries": a.queries, "nq": nq, "k": a.k, "W": a.w, "cache_nodes": index.cached_nodes(), "cache_samples": a.cache_samples, "nav_nodes": a.nav_nodes, "sector_reuse": !a.no_sector_reuse, "pipeline": a.pipeline, "dynamic_beam": a.dynamic_beam, "look_ahead": a.look_ahead, "termination_ratio": a.termination_ratio, "busy_poll_us": a.busy_poll_us, "io": index.io_backend_name(), "o_direct": index.direct_io()});
+        let mut extra = serde_json::json!({"index": a.index, "queries": a.queries, "nq": nq, "k": a.k, "cache_nodes": index.cached_nodes(), "io": index.io_backend_name(), "o_direct": index.direct_io()});
+        if let (Some(e), serde_json::Value::Object(f)) = (extra.as_object_mut(), a.search.json()) {
+            e.extend(f);
+        }
         std::fs::write(&j, serde_json::to_string_pretty(&rows_json(&rows, extra))?)
             .with_context(|| format!("{}: cannot write", j.display()))?;
     }

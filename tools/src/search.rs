@@ -67,6 +67,123 @@ pub(crate) fn load_queries(path: &Path, dim: usize) -> Result<(usize, Vec<f32>)>
     Ok((f.len(), q))
 }
 
+/// The parameters every searching command takes (`search`, `eval`; the same set as Rust
+/// `SearchParams` + `OpenOptions`, Python `Index(...)` + `search` / `batch_search`, and
+/// `ssdann.distributed.evaluate`): the beam width and early termination of each query, and
+/// how the index is opened (cache, navigation graph, I/O). The search loop's own A/B levers
+/// are hidden (benchmarks only).
+#[derive(clap::Args, Clone, Debug)]
+pub struct SearchFlags {
+    /// Beam width W (1..=1024): sectors read per round in one submission once the search
+    /// has converged (the descent reads one per round).
+    #[arg(short = 'W', default_value_t = 4)]
+    pub w: usize,
+    /// Early termination (l2/cosine indexes): stop once the closest unexpanded candidate's
+    /// PQ distance exceeds R × the k-th best exact distance (R ≥ 1, e.g. 1.15) instead of
+    /// expanding all L candidates: fewer reads at large L; too small an R caps recall.
+    #[arg(long, value_name = "R")]
+    pub termination_ratio: Option<f32>,
+    /// Nodes to keep in RAM (BFS from the entry point, or see --cache-samples).
+    #[arg(long, default_value_t = 0)]
+    pub cache_nodes: usize,
+    /// RAM for the node cache in bytes (e.g. 2000000): as many whole sector records as it
+    /// pays for, when more than --cache-nodes.
+    #[arg(long, default_value_t = 0)]
+    pub cache_bytes: u64,
+    /// Choose the cached nodes by how often N sample searches at open expand them
+    /// (DiskANN's cache from sample queries; samples = PQ reconstructions of evenly spaced
+    /// points) instead of BFS from the entry point; 0 = BFS.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub cache_samples: usize,
+    /// Sample nodes of an in-memory navigation graph built at open (0 = none): searches
+    /// start from its nodes nearest the query instead of the medoid.
+    #[arg(long, default_value_t = 0)]
+    pub nav_nodes: usize,
+    /// I/O backend: io_uring or pread.
+    #[arg(long, default_value = "io_uring")]
+    pub io: IoBackend,
+    /// Check each sector's CRC32 on read.
+    #[arg(long)]
+    pub verify_reads: bool,
+    /// Busy-poll read completions for up to US µs per wait before sleeping (io_uring only;
+    /// 0 = off, at most 10000): saves waking the thread after each read (costly on a VM),
+    /// but the core spins while it waits; use no more --threads than cores.
+    #[arg(long, value_name = "US", default_value_t = 0)]
+    pub busy_poll_us: u32,
+    /// Benchmark lever: do not expand co-located nodes of fetched sectors (DiskANN's
+    /// behaviour).
+    #[arg(long, hide = true)]
+    pub no_sector_reuse: bool,
+    /// Benchmark lever: W reads from the first round (no dynamic beam).
+    #[arg(long, hide = true)]
+    pub no_dynamic_beam: bool,
+    /// Benchmark lever: no look-ahead rounds.
+    #[arg(long, hide = true)]
+    pub no_look_ahead: bool,
+}
+
+impl SearchFlags {
+    /// The options to open the index with (read-only).
+    pub fn open_options(&self) -> OpenOptions {
+        OpenOptions {
+            cache_nodes: self.cache_nodes,
+            cache_bytes: self.cache_bytes,
+            cache_policy: if self.cache_samples > 0 {
+                ssdann_engine::CachePolicy::SampleVisits {
+                    samples: self.cache_samples,
+                }
+            } else {
+                ssdann_engine::CachePolicy::Bfs
+            },
+            navigation_nodes: self.nav_nodes,
+            io: self.io,
+            verify_reads: self.verify_reads,
+            max_beam_width: self.w.max(16),
+            sector_reuse: !self.no_sector_reuse,
+            dynamic_beam: !self.no_dynamic_beam,
+            look_ahead: !self.no_look_ahead,
+            busy_poll_us: self.busy_poll_us,
+            read_only: true,
+            ..Default::default()
+        }
+    }
+
+    /// The per-query parameters at list size `l`.
+    pub fn params(&self, l: usize) -> SearchParams {
+        SearchParams {
+            termination_ratio: self.termination_ratio,
+            ..SearchParams::new(l, self.w)
+        }
+    }
+
+    /// The flags as JSON (for `eval --json`).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({"W": self.w, "termination_ratio": self.termination_ratio,
+            "cache_samples": self.cache_samples, "nav_nodes": self.nav_nodes,
+            "busy_poll_us": self.busy_poll_us, "sector_reuse": !self.no_sector_reuse,
+            "dynamic_beam": !self.no_dynamic_beam, "look_ahead": !self.no_look_ahead})
+    }
+}
+
+impl Default for SearchFlags {
+    fn default() -> Self {
+        SearchFlags {
+            w: 4,
+            termination_ratio: None,
+            cache_nodes: 0,
+            cache_bytes: 0,
+            cache_samples: 0,
+            nav_nodes: 0,
+            io: IoBackend::IoUring,
+            verify_reads: false,
+            busy_poll_us: 0,
+            no_sector_reuse: false,
+            no_dynamic_beam: false,
+            no_look_ahead: false,
+        }
+    }
+}
+
 #[derive(clap::Args)]
 pub struct SearchArgs {
     /// Index directory.
@@ -81,9 +198,6 @@ pub struct SearchArgs {
     /// Search list size L (k..=100000): larger = better recall, more reads.
     #[arg(short = 'L', default_value_t = 100)]
     l: usize,
-    /// Beam width W (1..=1024): sectors read per round in one submission.
-    #[arg(short = 'W', default_value_t = 4)]
-    w: usize,
     /// Output file, by extension: .ibin (big-ann-benchmarks: u32 nq, u32 k, nq × k u32
     /// labels, nq × k f32 distances; refused if a label is ≥ 2^32 − 1), .u64bin (the same
     /// with u64 labels), or .npy (an nq × k uint64 array of labels, with the nq × k float32
@@ -94,39 +208,17 @@ pub struct SearchArgs {
     /// Search threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
-    /// Nodes to keep in RAM (BFS from the entry point).
-    #[arg(long, default_value_t = 0)]
-    cache_nodes: usize,
-    /// Sample nodes of an in-memory navigation graph built at open (experimental; 0 = none):
-    /// searches start from its nodes nearest the query instead of the medoid.
-    #[arg(long, default_value_t = 0)]
-    nav_nodes: usize,
-    /// I/O backend: io_uring or pread.
-    #[arg(long, default_value = "io_uring")]
-    io: IoBackend,
-    /// Check each sector's CRC32 on read.
-    #[arg(long)]
-    verify_reads: bool,
+    #[command(flatten)]
+    search: SearchFlags,
 }
 
 pub fn cmd_search(a: SearchArgs) -> Result<()> {
-    check_k_w(a.k, a.w)?;
+    check_k_w(a.k, a.search.w)?;
     check_l(a.l, a.k)?;
-    let index = Index::open(
-        &a.index,
-        OpenOptions {
-            cache_nodes: a.cache_nodes,
-            navigation_nodes: a.nav_nodes,
-            io: a.io,
-            verify_reads: a.verify_reads,
-            max_beam_width: a.w.max(16),
-            read_only: true,
-            ..Default::default()
-        },
-    )?;
+    let index = Index::open(&a.index, a.search.open_options())?;
     let (nq, q) = load_queries(&a.queries, index.dim())?;
     let t = Instant::now();
-    let res = index.batch_search(&q, a.k, &SearchParams { l: a.l, w: a.w }, a.threads)?;
+    let res = index.batch_search(&q, a.k, &a.search.params(a.l), a.threads)?;
     let secs = t.elapsed().as_secs_f64();
     write_results(&a.out, a.k, &res)?;
     let reads: f64 = res.iter().map(|r| f64::from(r.1.sector_reads)).sum::<f64>() / nq as f64;
@@ -350,7 +442,7 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
         &gt,
         10,
         &parse_list(&a.l, "-L")?,
-        4,
+        &SearchFlags::default().params(10),
         &parse_list(&a.threads, "--threads")?,
         false,
     )?;

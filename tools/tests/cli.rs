@@ -556,7 +556,7 @@ fn kill_9_during_a_merge_leaves_the_pre_or_post_merge_index() {
             .collect();
         idx.insert_batch(&items).unwrap();
     }
-    let p = SearchParams { l: 48, w: 4 };
+    let p = SearchParams::new(48, 4);
     let (mut discarded, mut finished_by_open, mut completed) = (0, 0, 0);
     // Right after the journal appears: still computing (pre-commit). Some ms after the
     // staged PQ codes appear (written just before the commit): applying in place, 40 ms per
@@ -665,7 +665,7 @@ fn kill_9_during_inserts_keeps_a_prefix_of_them() {
         idx.pending()
     );
     // exactly labels 600..600+k, each at its own vector
-    let p = SearchParams { l: 32, w: 4 };
+    let p = SearchParams::new(32, 4);
     for j in (0..k).step_by((k / 50).max(1)) {
         let got = idx.search(&new[j * d..(j + 1) * d], 1, &p).unwrap();
         assert_eq!(

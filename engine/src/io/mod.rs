@@ -175,7 +175,7 @@ pub trait SectorReader: Send {
     ///   or given twice, or submitted reads still in flight (nothing is read then);
     /// - [`EngineError::Io`] on a failed or short read, a failed ring, or use after fork.
     fn read_batch(&mut self, reqs: &[ReadReq]) -> Result<()>;
-    /// Queues one read (pipelined searches) without waiting; the next [`Self::wait_any`]
+    /// Queues one read (look-ahead rounds) without waiting; the next [`Self::wait_any`]
     /// issues it (io_uring: one syscall submits every queued read and waits) and reports its
     /// slot once the bytes are there. At most `max_batch` may be in flight, one per slot.
     ///

@@ -26,6 +26,11 @@
 //! still interrupted to post the completion (task work), but its core never halts and it
 //! never switches out. The price is the core, busy while it waits; when the
 //! budget runs out the wait sleeps as without it. Reaping is the same either way.
+//!
+//! So that spinning never takes a core another thread needs, at most as many waits spin at
+//! once, process-wide, as the machine has cores ([`SPINNERS`]); a wait beyond that sleeps
+//! at once, as without a budget. With more search threads than cores, the extra ones wait
+//! as before: busy polling cannot make them slower than sleeping.
 
 use super::{
     batch_while_in_flight, check_batch, completion_error, AlignedBuf, ReadReq, SectorFile,
@@ -35,8 +40,18 @@ use crate::error::EngineError;
 use crate::Result;
 use std::mem::ManuallyDrop;
 use std::os::unix::io::AsRawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Waits spinning right now, in every reader of the process (see "Busy polling").
+static SPINNERS: AtomicUsize = AtomicUsize::new(0);
+
+/// The cores of this machine (cached; 1 when unknown).
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |c| c.get()))
+}
 
 /// Failed ring entries (`io_uring_enter` errors other than EINTR) [`UringReader::wait_all`]
 /// tolerates, 1 ms apart, before it gives the reads in flight up as lost.
@@ -181,19 +196,26 @@ impl UringReader {
 
     /// Busy polling (see the module docs): submits every queued read, then spins until the
     /// completion queue holds `want` entries or the budget has passed. Does nothing without
-    /// a budget; reaping is left to the caller.
-    fn poll(&mut self, want: usize) -> std::io::Result<()> {
+    /// a budget, or while every core already has a spinning wait; reaping is left to the
+    /// caller. Returns whether it spun.
+    fn poll(&mut self, want: usize) -> std::io::Result<bool> {
         let Some(budget) = self.busy_poll else {
-            return Ok(());
+            return Ok(false);
         };
         if !self.ring.submission().is_empty() {
             self.submit_queued_now()?;
+        }
+        // at most one spinning wait per core, process-wide: beyond that, sleep at once
+        if SPINNERS.fetch_add(1, Ordering::AcqRel) >= cores() {
+            SPINNERS.fetch_sub(1, Ordering::AcqRel);
+            return Ok(false);
         }
         let t = Instant::now();
         while self.ring.completion().len() < want && t.elapsed() < budget {
             std::hint::spin_loop();
         }
-        Ok(())
+        SPINNERS.fetch_sub(1, Ordering::AcqRel);
+        Ok(true)
     }
 
     /// Submits every queued read without waiting, retrying on EINTR.
@@ -496,6 +518,33 @@ mod tests {
         r.drain();
         drop(r); // closes the ring (the kernel cancels the read) and leaks the buffer
         drop(wr);
+    }
+
+    #[test]
+    fn a_wait_spins_only_while_a_core_has_no_spinning_wait() {
+        let (r, wr) = pipe_reader();
+        let mut r = r.with_busy_poll(100);
+        r.submit(ReadReq { offset: 0, slot: 0 }).unwrap();
+        // every core already has a spinning wait: this one does not spin
+        SPINNERS.fetch_add(cores(), Ordering::AcqRel);
+        let full = r.poll(1).unwrap();
+        SPINNERS.fetch_sub(cores(), Ordering::AcqRel);
+        // a free core: the wait spins (other tests' spins end within their budgets)
+        let spun = (0..10_000).any(|_| {
+            let s = r.poll(1).unwrap();
+            std::thread::yield_now();
+            s
+        });
+        // the read lands and is reaped as always (before any assertion: a reader dropped
+        // with the read in flight would wait for it forever)
+        use std::io::Write;
+        (&wr).write_all(&[5u8; IO_ALIGN]).unwrap();
+        let mut done = Vec::new();
+        r.wait_any(&mut done).unwrap();
+        assert_eq!(done, vec![0]);
+        assert!(r.slot(0).iter().all(|&b| b == 5));
+        assert!(!full, "a wait spun beside one spinning wait per core");
+        assert!(spun, "a free core: the wait spins");
     }
 
     #[test]

@@ -35,10 +35,7 @@ pub(super) fn insert_phase(
     // supplies the near neighbours among the new points, and a shorter list halves the
     // reads; W = 8 halves the round trips.
     let l = h.max_degree as usize;
-    let sp = crate::search::SearchParams {
-        l,
-        w: max_beam_width.min(8),
-    };
+    let sp = crate::search::SearchParams::new(l, max_beam_width.min(8));
     // New points are placed in parallel (each runs its own beam search and prune), on a
     // pool of 4 threads per core: the searches mostly wait on reads.
     let cores = std::thread::available_parallelism().map_or(2, |c| c.get());
@@ -66,7 +63,7 @@ pub(super) fn insert_phase(
                     qv.extend_from_slice(v);
                     // Exact vectors of every node the search scored (their sectors were read
                     // anyway) make the prune exact; PQ reconstructions stand in otherwise.
-                    let mut ctx = plan.snap.contexts.take(st);
+                    let mut ctx = plan.snap.contexts.take(st, sp.w);
                     ctx.scores.keep_vectors = true;
                     let r = crate::search::beam_search(st, &mut ctx, v, l, &sp, found);
                     pruner.start(v);

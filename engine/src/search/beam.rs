@@ -11,16 +11,15 @@
 //!    SIGMOD 2024, uses the whole sector the same way).
 //! 4. Stops when all L candidates are expanded; returns the k best by exact distance.
 //!
-//! With `OpenOptions::termination_ratio` = r, step 4 stops early too: as soon as the
+//! With `SearchParams::termination_ratio` = r, step 4 stops early too: as soon as the
 //! closest unexpanded candidate's PQ distance exceeds r × the k-th best exact distance.
 //!
-//! With `OpenOptions::dynamic_beam`, rounds take one node while the search is still
+//! With `OpenOptions::dynamic_beam` (the default), rounds take one node while the search is still
 //! descending toward the query (the round found a candidate closer than the node it
 //! expanded) and W from the first round that did not: the descent is a sequential walk,
 //! where W − 1 of every W reads are wasted on candidates the next hop supersedes.
 
 use super::context::{SearchContext, Stored};
-use super::pipelined::pipelined;
 use super::{Neighbor, SearchParams, SearchStats};
 use crate::error::EngineError;
 use crate::io::ReadReq;
@@ -67,10 +66,7 @@ pub(crate) fn beam_search(
     }
     ctx.queue.reset(params.l);
     ctx.visited.reset();
-    let termination = index
-        .options
-        .termination_ratio
-        .filter(|_| !index.options.pipeline);
+    let termination = params.termination_ratio;
     ctx.scores.reset(if termination.is_some() { k } else { 0 });
     let codes = &index.codes;
     let pq_of =
@@ -99,21 +95,11 @@ pub(crate) fn beam_search(
         ctx.queue.insert(entry, pq_of(entry, &ctx.table));
     }
 
-    if index.options.pipeline {
-        let mut in_flight = 0usize;
-        let r = pipelined(index, ctx, params, &mut stats, &mut in_flight);
-        if r.is_err() && in_flight > 0 {
-            ctx.reader.drain(); // so that the context's next search finds every slot free
-        }
-        r?;
+    let r = rounds(index, ctx, params, termination, &mut stats);
+    if r.is_err() {
+        ctx.reader.drain(); // a look-ahead read may be in flight: the next search needs the slot
     }
-    if !index.options.pipeline {
-        let r = rounds(index, ctx, params, termination, &mut stats);
-        if r.is_err() {
-            ctx.reader.drain(); // a look-ahead read may be in flight: the next search needs the slot
-        }
-        r?;
-    }
+    r?;
     let results = &mut ctx.scores.results;
     let kk = k.min(results.len());
     if kk > 0 && results.len() > kk {
@@ -131,7 +117,7 @@ pub(crate) fn beam_search(
 
 /// The round-based search loop (step 3 of the module docs) from the seeded candidate list.
 ///
-/// With `OpenOptions::look_ahead`, once the search has converged (the first round that
+/// With `OpenOptions::look_ahead` (the default), once the search has converged (the first round that
 /// finds nothing closer than the best node it expanded; the dynamic beam widens to W at
 /// the same point) the next round's reads go out as soon as this round's land — chosen
 /// from the list before this round's nodes are expanded — so that the expansion (the
@@ -158,7 +144,7 @@ fn rounds(
     // of the expansion would miss the closer candidates that the descent finds each round.
     let mut converged = false;
     // With look-ahead, reads stay in flight across expansions: the merge gate (see below) is
-    // held for the whole search instead of per round, as in the pipelined loop.
+    // held for the whole search instead of per round.
     let held = look_ahead.then(|| index.file.gate.read());
     // Whether ctx.beam / reqs / blocks / expand describe a round already submitted, and the
     // first buffer slot of the current round: look-ahead rounds alternate between slots
@@ -466,17 +452,4 @@ pub(super) fn take_list(nbrs: &mut Vec<u32>, codes: &mut Vec<u8>, rec: &NodeReco
     nbrs.extend(rec.neighbors());
     codes.clear();
     codes.extend_from_slice(rec.neighbor_codes);
-}
-
-/// Expands node `id` from the block in buffer slot `slot`: its list joins the candidates.
-pub(super) fn expand_from_slot(
-    index: &State,
-    ctx: &mut SearchContext,
-    id: u32,
-    slot: usize,
-    stats: &mut SearchStats,
-) -> Result<()> {
-    list_from_slot(index, ctx, id, slot)?;
-    stats.nodes_expanded += 1;
-    push_neighbors(index, ctx, id)
 }

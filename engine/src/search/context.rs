@@ -48,10 +48,8 @@ pub struct SearchContext {
     pub(super) blocks_next: Vec<(u64, usize)>,
     pub(super) expand_next: Vec<(u32, usize)>,
     /// The block read into each buffer slot (u64::MAX: free; a node is expanded from a slot
-    /// only while it holds the node's block); pipelined search: the candidates waiting
-    /// for a slot's read, and the slots a wait reported.
+    /// only while it holds the node's block), and the slots a wait reported.
     pub(super) slot_block: Vec<u64>,
-    pub(super) waiting: Vec<(u32, usize)>,
     pub(super) done: Vec<usize>,
     pub(super) delta_query: Vec<f32>,
     pub(super) delta_scratch: ssdann_builder::greedy_search::SearchScratch,
@@ -65,6 +63,8 @@ pub struct SearchContext {
     /// The process that created the context (and its reader: an io_uring ring is not
     /// usable across a fork).
     pid: u32,
+    /// The largest beam width W this context's reader has buffer slots for.
+    pub(crate) max_w: usize,
 }
 
 /// The nodes a search has scored: each once, with its exact distance from its stored vector.
@@ -158,7 +158,6 @@ impl SearchContext {
             blocks_next: Vec::with_capacity(64),
             expand_next: Vec::with_capacity(64),
             slot_block: Vec::with_capacity(64),
-            waiting: Vec::with_capacity(64),
             done: Vec::with_capacity(64),
             delta_query: Vec::new(),
             delta_scratch: Default::default(),
@@ -167,6 +166,7 @@ impl SearchContext {
             delta_found: Vec::new(),
             expanded_log: None,
             pid: std::process::id(),
+            max_w: 0,
         }
     }
     /// Buffers for the delta-index part of a search: (query copy, GreedySearch scratch,
@@ -286,12 +286,16 @@ pub(crate) struct ContextPool {
 }
 
 impl ContextPool {
-    /// A context for a search on `state`: a pooled one created in this process, or a new
-    /// one (its reader per `state.options.io`, W = `max_beam_width` buffer slots; twice
-    /// that with `look_ahead`, whose next round reads while this one is expanded).
-    pub(crate) fn take(&self, state: &State) -> SearchContext {
-        self.pop_own(std::process::id()).unwrap_or_else(|| {
-            let slots = state.options.max_beam_width * if state.options.look_ahead { 2 } else { 1 };
+    /// A context for a search on `state` at beam width `w` (≤ [`crate::options::MAX_W`]):
+    /// a pooled one created in this process with buffers for W ≥ `w`, or a new one (its
+    /// reader per `state.options.io`, with buffer slots for W = max(`w`, `max_beam_width`);
+    /// twice that with `look_ahead`, whose next round reads while this one is expanded).
+    /// A search at a W beyond every pooled context's allocates a context once; later ones
+    /// at that W reuse it.
+    pub(crate) fn take(&self, state: &State, w: usize) -> SearchContext {
+        self.pop_own(std::process::id(), w).unwrap_or_else(|| {
+            let max_w = w.max(state.options.max_beam_width);
+            let slots = max_w * if state.options.look_ahead { 2 } else { 1 };
             let reader = make_reader(
                 state.options.io,
                 state.file.clone(),
@@ -299,22 +303,27 @@ impl ContextPool {
                 slots,
                 state.options.busy_poll_us,
             );
-            SearchContext::new(reader, state.pq.m())
+            let mut ctx = SearchContext::new(reader, state.pq.m());
+            ctx.max_w = max_w;
+            ctx
         })
     }
 
-    /// A pooled context created in process `pid`, if any; drops those of other processes
-    /// it finds on the way (outside the lock).
-    fn pop_own(&self, pid: u32) -> Option<SearchContext> {
+    /// A pooled context created in process `pid` with buffers for beam width `w`, if any;
+    /// drops those of other processes it finds on the way (outside the lock).
+    fn pop_own(&self, pid: u32, w: usize) -> Option<SearchContext> {
         let mut foreign = Vec::new(); // allocates only in a forked child, once
         let mut own = None;
         if let Ok(mut v) = self.contexts.lock() {
-            while let Some(c) = v.pop() {
-                if c.pid == pid {
-                    own = Some(c);
+            let mut i = v.len();
+            while i > 0 {
+                i -= 1;
+                if v[i].pid != pid {
+                    foreign.push(v.swap_remove(i));
+                } else if v[i].max_w >= w {
+                    own = Some(v.swap_remove(i));
                     break;
                 }
-                foreign.push(c);
             }
         }
         drop(foreign);
@@ -356,7 +365,7 @@ mod tests {
         let here = std::process::id();
         pool.put(context(here));
         pool.put(context(here.wrapping_add(1))); // as if pooled by the parent before a fork
-        let taken = pool.pop_own(here);
+        let taken = pool.pop_own(here, 0);
         assert_eq!(taken.map(|c| c.pid), Some(here));
         let v = pool.contexts.lock().unwrap();
         assert!(v.is_empty(), "the foreign context was dropped on the way");
@@ -375,6 +384,6 @@ mod tests {
         reader.submit(ReadReq { offset: 0, slot: 0 }).unwrap();
         let pool = ContextPool::default();
         pool.put(SearchContext::new(Box::new(reader), 1));
-        assert!(pool.pop_own(std::process::id()).is_none());
+        assert!(pool.pop_own(std::process::id(), 0).is_none());
     }
 }

@@ -1,10 +1,9 @@
-//! Searching one index state: the query check, the DiskANN beam search ([`beam`]), its
-//! pipelined variant ([`pipelined`]), and the per-thread contexts they run in ([`context`]).
+//! Searching one index state: the query check, the DiskANN beam search ([`beam`]), and the
+//! per-thread contexts it runs in ([`context`]).
 //! The result types ([`Neighbor`], [`SearchParams`], [`SearchStats`]) are public.
 
 mod beam;
 pub(crate) mod context;
-mod pipelined;
 pub mod visited;
 
 pub(crate) use beam::beam_search;
@@ -16,18 +15,43 @@ pub use crate::options::{MAX_K, MAX_L, MAX_W};
 use crate::state::State;
 use crate::Result;
 
-/// Per-query search parameters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Per-query search parameters: the one set every surface takes (`Index::search`,
+/// `Index::batch_search`, `ssdann search` / `eval`, Python `Index.search` / `batch_search`,
+/// `ssdann.distributed.evaluate`), each with the same limits, checked before anything is sized.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SearchParams {
-    /// Search list size L (≥ k).
+    /// Search list size L: candidates kept (k ≤ L ≤ [`MAX_L`]). Larger: higher recall, more
+    /// reads. Default 100.
     pub l: usize,
-    /// Beam width W: nodes expanded (sectors read in one submission) per round.
+    /// Beam width W: sectors read per round in one submission once the search has converged
+    /// (1 ≤ W ≤ [`MAX_W`]). Default 4.
     pub w: usize,
+    /// Early termination ratio r (`None`: off, the default): the search stops once its
+    /// closest unexpanded candidate's PQ distance exceeds r × the k-th best exact distance
+    /// found so far, instead of expanding all L candidates. Fewer reads at high L; too small
+    /// an r caps recall (1.0 stops too early). Squared-L2 distances only: an `ip` index
+    /// refuses it. Finite and ≥ 1 ([`EngineError::InvalidQuery`] naming `termination_ratio`).
+    pub termination_ratio: Option<f32>,
 }
 
 impl Default for SearchParams {
     fn default() -> Self {
-        SearchParams { l: 100, w: 4 }
+        SearchParams {
+            l: 100,
+            w: 4,
+            termination_ratio: None,
+        }
+    }
+}
+
+impl SearchParams {
+    /// L and W, every other parameter at its default.
+    pub const fn new(l: usize, w: usize) -> Self {
+        SearchParams {
+            l,
+            w,
+            termination_ratio: None,
+        }
     }
 }
 
@@ -44,7 +68,7 @@ pub struct Neighbor {
 /// What one search did.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct SearchStats {
-    /// Rounds of the beam search (pipelined search: waits for read completions).
+    /// Rounds of the beam search.
     pub hops: u32,
     /// Sectors read from the SSD (a multi-sector block counts its sectors).
     pub sector_reads: u32,
@@ -96,15 +120,20 @@ pub(crate) fn check_query(
             format!("must be in k..={MAX_L} (k = {k})"),
         );
     }
-    if params.w == 0 || params.w > state.options.max_beam_width {
-        return bad(
-            "W",
-            params.w.to_string(),
-            format!(
-                "must be in 1..={} (OpenOptions::max_beam_width)",
-                state.options.max_beam_width
-            ),
-        );
+    if let Some(r) = params.termination_ratio {
+        if !(r.is_finite() && r >= 1.0 && state.header.metric.uses_l2()) {
+            return bad(
+                "termination_ratio",
+                r.to_string(),
+                format!(
+                    "must be finite and ≥ 1, on an l2 or cosine index (this one is {})",
+                    state.header.metric
+                ),
+            );
+        }
+    }
+    if params.w == 0 || params.w > MAX_W {
+        return bad("W", params.w.to_string(), format!("must be in 1..={MAX_W}"));
     }
     Ok(())
 }
