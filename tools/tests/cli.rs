@@ -1107,3 +1107,122 @@ fn a_sector_file_longer_than_its_header_is_refused_by_info_verify_and_every_open
     // nothing was changed by any of them
     assert_eq!(std::fs::metadata(&ssd).unwrap().len(), len + 4096);
 }
+
+/// Issue 28: `search` and `eval` take the same search parameters (W, early termination, the
+/// navigation graph, busy polling) and, given the same ones, find the same neighbours: the
+/// recall of `search`'s output equals `eval`'s.
+#[test]
+fn search_and_eval_take_the_same_parameters_and_agree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = small_data(tmp.path());
+    let dp = data.to_str().unwrap();
+    let idx = tmp.path().join("idx");
+    let o = idx.to_str().unwrap();
+    assert!(build_small(&data, &idx).status.success());
+    let gtp = tmp.path().join("gt.ibin");
+    let g = ssdann(&[
+        "gt",
+        "--base",
+        dp,
+        "--queries",
+        dp,
+        "-k",
+        "10",
+        "--out",
+        gtp.to_str().unwrap(),
+    ]);
+    assert!(g.status.success(), "{}", text(&g));
+    let flags = [
+        "-W",
+        "32",
+        "--termination-ratio",
+        "1.2",
+        "--nav-nodes",
+        "60",
+        "--busy-poll-us",
+        "200",
+    ];
+    let out = tmp.path().join("res.ibin");
+    let mut args = vec![
+        "search",
+        "--index",
+        o,
+        "--queries",
+        dp,
+        "-L",
+        "40",
+        "--threads",
+        "1",
+    ];
+    args.extend(["--out", out.to_str().unwrap()]);
+    args.extend(flags);
+    let s = ssdann(&args);
+    assert!(s.status.success(), "{}", text(&s));
+    let found = ssdann::layout::GroundTruth::read(&out).unwrap();
+    let truth = ssdann::layout::GroundTruth::read(&gtp).unwrap();
+    let hits: usize = (0..found.nq)
+        .map(|q| {
+            found
+                .row(q)
+                .iter()
+                .filter(|id| truth.row(q).contains(id))
+                .count()
+        })
+        .sum();
+    let search_recall = hits as f64 / (found.nq * 10) as f64;
+    let json = tmp.path().join("eval.json");
+    let mut args = vec![
+        "eval",
+        "--index",
+        o,
+        "--queries",
+        dp,
+        "--gt",
+        gtp.to_str().unwrap(),
+    ];
+    args.extend([
+        "-L",
+        "40",
+        "--threads",
+        "1",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    args.extend(flags);
+    let e = ssdann(&args);
+    assert!(e.status.success(), "{}", text(&e));
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let eval_recall = j["rows"][0]["recall"].as_f64().unwrap();
+    assert!(
+        (search_recall - eval_recall).abs() < 1e-9,
+        "search {search_recall} vs eval {eval_recall}"
+    );
+    assert!(eval_recall >= 0.9, "{eval_recall}");
+    assert_eq!(j["params"]["W"], 32);
+    assert_eq!(
+        j["params"]["termination_ratio"].as_f64().map(|r| (r * 100.0).round()),
+        Some(120.0)
+    );
+    // the same refusals on both: a ratio below 1, a W past 1,024
+    for bad in [["--termination-ratio", "0.5"], ["-W", "1025"]] {
+        for cmd in ["search", "eval"] {
+            let mut args = vec![cmd, "--index", o, "--queries", dp, "-L", "40"];
+            if cmd == "search" {
+                args.extend(["--out", out.to_str().unwrap()]);
+            } else {
+                args.extend(["--gt", gtp.to_str().unwrap()]);
+            }
+            args.extend(bad);
+            let r = ssdann(&args);
+            let t = text(&r);
+            assert!(!r.status.success(), "{cmd} {bad:?}: {t}");
+            let name = if bad[0] == "-W" {
+                "W"
+            } else {
+                "termination_ratio"
+            };
+            assert!(t.contains(name), "{cmd} {bad:?}: {t}");
+        }
+    }
+}
