@@ -26,6 +26,14 @@ mod stages;
 use convert::{as_array, fill_row, labels_arg, query_array, stats_dict};
 use errors::{check_index_dir, engine_err, CorruptIndexError, IndexLockedError};
 
+/// The engine's per-query parameters from Python's keywords (the one set every surface takes).
+fn params(l: usize, w: usize, termination_ratio: Option<f32>) -> SearchParams {
+    SearchParams {
+        termination_ratio,
+        ..SearchParams::new(l, w)
+    }
+}
+
 /// An open SSD index: PQ codes in RAM, vectors and graph on the SSD.
 ///
 /// Thread-safe; searches release the GIL. One writer per directory: a second read-write
@@ -56,6 +64,14 @@ use errors::{check_index_dir, engine_err, CorruptIndexError, IndexLockedError};
 /// read_only : bool, default False
 ///     Share the directory with other read-only handles; never write (updates raise
 ///     PermissionError; an interrupted merge is an error until opened read-write once).
+/// navigation_nodes : int, default 0
+///     Sample nodes of an in-memory navigation graph built at open: searches start from its
+///     nodes nearest the query instead of the medoid (fewer reads on the way down; RAM about
+///     nodes × (M + 160) bytes). 0: none.
+/// busy_poll_us : int, default 0
+///     Spin on the io_uring completion queue for up to this many µs per wait before sleeping
+///     (0..=10000; 0: off): saves waking the thread after each read, costly on a VM; the
+///     core spins while it waits, so use no more search threads than cores.
 ///
 /// Raises
 /// ------
@@ -89,7 +105,7 @@ struct Index {
 #[pymethods]
 impl Index {
     #[new]
-    #[pyo3(signature = (path, *, cache_nodes = 0, io = "io_uring", verify_reads = false, read_only = false, cache_bytes = 0, cache_samples = 0), text_signature = "(path, *, cache_nodes=0, io=\"io_uring\", verify_reads=False, read_only=False, cache_bytes=0, cache_samples=0)")]
+    #[pyo3(signature = (path, *, cache_nodes = 0, io = "io_uring", verify_reads = false, read_only = false, cache_bytes = 0, cache_samples = 0, navigation_nodes = 0, busy_poll_us = 0), text_signature = "(path, *, cache_nodes=0, io=\"io_uring\", verify_reads=False, read_only=False, cache_bytes=0, cache_samples=0, navigation_nodes=0, busy_poll_us=0)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -100,6 +116,8 @@ impl Index {
         read_only: bool,
         cache_bytes: u64,
         cache_samples: usize,
+        navigation_nodes: usize,
+        busy_poll_us: u32,
     ) -> PyResult<Self> {
         let io: IoBackend = io.parse().map_err(PyValueError::new_err)?;
         check_index_dir(&path)?;
@@ -116,6 +134,8 @@ impl Index {
             io,
             verify_reads,
             read_only,
+            navigation_nodes,
+            busy_poll_us,
             ..Default::default()
         };
         let inner = py
@@ -139,7 +159,11 @@ impl Index {
     /// L : int, default 100
     ///     Search list size (k..=100000): larger is more accurate and reads more sectors.
     /// W : int, default 4
-    ///     Beam width: sectors read per round in one submission (1..=16).
+    ///     Beam width: sectors read per round in one submission (1..=1024).
+    /// termination_ratio : float, optional
+    ///     Early termination: stop once the closest unexpanded candidate's PQ distance exceeds
+    ///     this × the k-th best exact distance found (finite, ≥ 1; l2 and cosine indexes
+    ///     only). Fewer reads at large L; too small a ratio caps recall. None: off.
     ///
     /// Returns
     /// -------
@@ -152,14 +176,14 @@ impl Index {
     /// Raises
     /// ------
     /// ValueError
-    ///     A wrong shape, dtype or dimension; NaN; k, L or W out of range.
+    ///     A wrong shape, dtype or dimension; NaN; k, L, W or termination_ratio out of range.
     ///
     /// Examples
     /// --------
     /// >>> ids, dists = index.search(x[0], 10)
     /// >>> int(ids[0])
     /// 0
-    #[pyo3(signature = (q, k, *, L = 100, W = 4), text_signature = "($self, q, k, *, L=100, W=4)")]
+    #[pyo3(signature = (q, k, *, L = 100, W = 4, termination_ratio = None), text_signature = "($self, q, k, *, L=100, W=4, termination_ratio=None)")]
     #[allow(non_snake_case)]
     fn search<'py>(
         &self,
@@ -168,6 +192,7 @@ impl Index {
         k: usize,
         L: usize,
         W: usize,
+        termination_ratio: Option<f32>,
     ) -> PyResult<(Bound<'py, PyArray1<u64>>, Bound<'py, PyArray1<f32>>)> {
         let arr = query_array(q, 1, "q")?;
         let a = arr.downcast::<PyArray1<f32>>()?.readonly();
@@ -181,7 +206,7 @@ impl Index {
         };
         let inner = self.inner.clone();
         let hits = py
-            .allow_threads(|| inner.search(slice, k, &SearchParams { l: L, w: W }))
+            .allow_threads(|| inner.search(slice, k, &params(L, W, termination_ratio)))
             .map_err(engine_err)?;
         let (mut ids, mut dists) = (vec![0u64; k], vec![0f32; k]);
         fill_row(&hits, k, &mut ids, &mut dists);
@@ -202,7 +227,9 @@ impl Index {
     /// L : int, default 100
     ///     Search list size (k..=100000).
     /// W : int, default 4
-    ///     Beam width (1..=16).
+    ///     Beam width (1..=1024).
+    /// termination_ratio : float, optional
+    ///     Early termination, as in ``search``. None: off.
     /// threads : int, optional
     ///     Search threads, 1..=1024 (None: all cores; 0 is refused).
     /// return_stats : bool, default False
@@ -228,7 +255,7 @@ impl Index {
     /// >>> ids, dists = index.batch_search(x[:100], 10, L=50)
     /// >>> ids.shape
     /// (100, 10)
-    #[pyo3(signature = (Q, k, *, L = 100, W = 4, threads = None, return_stats = false), text_signature = "($self, Q, k, *, L=100, W=4, threads=None, return_stats=False)")]
+    #[pyo3(signature = (Q, k, *, L = 100, W = 4, threads = None, return_stats = false, termination_ratio = None), text_signature = "($self, Q, k, *, L=100, W=4, threads=None, return_stats=False, termination_ratio=None)")]
     #[allow(non_snake_case, clippy::too_many_arguments)]
     fn batch_search<'py>(
         &mut self,
@@ -239,6 +266,7 @@ impl Index {
         W: usize,
         threads: Option<usize>,
         return_stats: bool,
+        termination_ratio: Option<f32>,
     ) -> PyResult<PyObject> {
         let arr = query_array(Q, 2, "Q")?;
         if arr.shape()[1] != self.inner.dim() {
@@ -262,7 +290,9 @@ impl Index {
         let nq = arr.shape()[0];
         let inner = self.inner.clone();
         let res = py
-            .allow_threads(|| inner.batch_search(slice, k, &SearchParams { l: L, w: W }, threads))
+            .allow_threads(|| {
+                inner.batch_search(slice, k, &params(L, W, termination_ratio), threads)
+            })
             .map_err(engine_err)?;
         let (mut ids, mut dists) = (vec![0u64; nq * k], vec![0f32; nq * k]);
         for (i, (hits, _)) in res.iter().enumerate() {

@@ -88,6 +88,41 @@ def test_batch_equals_per_query_and_stats(index, data):
     np.testing.assert_allclose(dists[0], exact, rtol=1e-4, atol=1e-5)
 
 
+def test_the_search_parameters_match_the_cli_and_rust(index, data):
+    """One set of search parameters on every surface: W up to 1,024 (not 16), early
+    termination per query, the navigation graph and busy polling at open."""
+    _, _, q, gt = data
+    q, gt = q[:200], gt[:200]
+    ids, _, plain = index.batch_search(q, 10, L=150, W=4, return_stats=True)
+    early_ids, _, early = index.batch_search(q, 10, L=150, W=4, return_stats=True, termination_ratio=1.05)
+    assert early["sector_reads"].mean() < 0.9 * plain["sector_reads"].mean()
+    assert recall(early_ids, gt) >= recall(ids, gt) - 0.01
+    one, _ = index.search(q[0], 10, L=150, termination_ratio=1.05)
+    assert one.tolist() == early_ids[0].tolist()
+    wide, _ = index.search(q[0], 10, L=64, W=32)
+    assert len(set(wide.tolist()) & set(gt[0, :10].tolist())) >= 8
+    for bad in (0.5, float("nan")):
+        with pytest.raises(ValueError, match="termination_ratio"):
+            index.search(q[0], 10, termination_ratio=bad)
+    with pytest.raises(ValueError, match="W"):
+        index.search(q[0], 10, W=1025)
+
+
+def test_the_navigation_graph_and_busy_polling_are_open_options(tmp_path, data):
+    _, base, q, _ = data
+    small = np.ascontiguousarray(base[:2000])
+    ssdann.build(small, tmp_path / "idx", R=32, L=64, threads=2)
+    gt = exact_gt(small, q[:100], 10)
+    plain = ssdann.Index(tmp_path / "idx", read_only=True)
+    ids, _, st = plain.batch_search(q[:100], 10, L=40, return_stats=True)
+    nav = ssdann.Index(tmp_path / "idx", read_only=True, navigation_nodes=300, busy_poll_us=100)
+    nav_ids, _, nst = nav.batch_search(q[:100], 10, L=40, return_stats=True)
+    assert recall(nav_ids, gt) >= recall(ids, gt) - 0.02
+    assert nst["hops"].mean() < st["hops"].mean()
+    with pytest.raises(ValueError, match="busy_poll_us"):
+        ssdann.Index(tmp_path / "idx", read_only=True, busy_poll_us=10_001)
+
+
 def test_properties(index):
     assert (index.dim, index.n, index.metric, index.dtype, index.R, index.pq_bytes) == (384, 10000, "l2", "float32", 64, 48)
     assert "n=10000" in repr(index)

@@ -116,6 +116,8 @@ class Index:
         read_only: bool = False,
         cache_bytes: int = 0,
         cache_samples: int = 0,
+        navigation_nodes: int = 0,
+        busy_poll_us: int = 0,
     ) -> None:
         """Open the index in ``path``. By default the handle may write (insert, delete,
         merge; it also finishes an interrupted merge) and holds the directory's lock
@@ -126,11 +128,13 @@ class Index:
         Raises IndexLockedError (another handle has the directory open: any handle, for a
         writer; a writer, for a reader), PermissionError (read-only open of an index with an
         interrupted merge), CorruptIndexError, OSError, ValueError (unknown ``io``)."""
-    def search(self, q: npt.NDArray[np.float32], k: int, *, L: int = 100, W: int = 4) -> Tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]:
+    def search(self, q: npt.NDArray[np.float32], k: int, *, L: int = 100, W: int = 4, termination_ratio: Optional[float] = None) -> Tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]:
         """k nearest neighbours of q (shape (d,), float32): labels (k,) uint64 and distances
         (k,) float32 — squared L2 for "l2", negated inner product for "ip", 1 - cos for
-        "cosine" — closest first. Raises ValueError for a wrong shape/dtype/dimension, k = 0,
-        L < k or W out of 1..=16."""
+        "cosine" — closest first. ``termination_ratio`` (≥ 1; l2/cosine): stop once the
+        closest unexpanded candidate is that many times the k-th best distance (None: off).
+        Raises ValueError for a wrong shape/dtype/dimension, k = 0, L < k, W out of
+        1..=1024 or a bad termination_ratio."""
     def batch_search(
         self,
         Q: npt.NDArray[np.float32],
@@ -140,6 +144,7 @@ class Index:
         W: int = 4,
         threads: Optional[int] = None,
         return_stats: bool = False,
+        termination_ratio: Optional[float] = None,
     ) -> Union[Tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]], Tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32], Dict[str, np.ndarray]]]:
         """Search every row of Q (shape (nq, d), float32; no copy when C-contiguous) on the
         engine's thread pool: labels (nq, k) uint64 and distances (nq, k) float32; with

@@ -355,10 +355,10 @@ def build(
 class _Searcher:
     """A Ray actor: one index opened read-only once; searches the query rows it is given."""
 
-    def __init__(self, index_dir: str) -> None:
+    def __init__(self, index_dir: str, index_options: Optional[Dict[str, Any]] = None) -> None:
         import ssdann
 
-        self.index = ssdann.Index(index_dir, read_only=True)
+        self.index = ssdann.Index(index_dir, read_only=True, **(index_options or {}))
         self.host = socket.gethostname()
 
     def info(self) -> Dict[str, Any]:
@@ -368,18 +368,21 @@ class _Searcher:
             "io": self.index.io_backend,
         }
 
-    def warm(self, queries: np.ndarray, rows: np.ndarray, k: int, L: int, W: int, threads: int) -> int:
+    def warm(self, queries: np.ndarray, rows: np.ndarray, k: int, L: int, W: int, threads: int,
+             termination_ratio: Optional[float] = None) -> int:
         """Searches up to 200 of its rows, untimed (as ``ssdann eval`` warms up)."""
         q = np.ascontiguousarray(queries[rows[:200]])
         if len(q):
-            self.index.batch_search(q, k, L=L, W=W, threads=threads)
+            self.index.batch_search(q, k, L=L, W=W, threads=threads, termination_ratio=termination_ratio)
         return len(q)
 
-    def search(self, queries: np.ndarray, rows: np.ndarray, k: int, L: int, W: int, threads: int) -> Dict[str, Any]:
+    def search(self, queries: np.ndarray, rows: np.ndarray, k: int, L: int, W: int, threads: int,
+               termination_ratio: Optional[float] = None) -> Dict[str, Any]:
         q = np.ascontiguousarray(queries[rows])
         t = time.perf_counter()
         if len(q):
-            ids, dists, stats = self.index.batch_search(q, k, L=L, W=W, threads=threads, return_stats=True)
+            ids, dists, stats = self.index.batch_search(q, k, L=L, W=W, threads=threads, return_stats=True,
+                                                        termination_ratio=termination_ratio)
         else:
             ids, dists = np.zeros((0, k), np.uint64), np.zeros((0, k), np.float32)
             stats = {key: np.zeros(0) for key in ("sector_reads", "hops", "cache_hits", "io_wait_us", "total_us")}
@@ -428,6 +431,8 @@ def evaluate(
     k: int = 10,
     L: Sequence[int] = (50, 100),
     W: int = 4,
+    termination_ratio: Optional[float] = None,
+    index_options: Optional[Dict[str, Any]] = None,
     workers: int = 2,
     threads_per_worker: int = 1,
     nq: Optional[int] = None,
@@ -465,7 +470,12 @@ def evaluate(
     L : sequence of int, default (50, 100)
         Search list sizes swept.
     W : int, default 4
-        Beam width.
+        Beam width (1..=1024), as ``Index.batch_search``.
+    termination_ratio : float, optional
+        Early termination, as ``Index.batch_search`` (None: off).
+    index_options : dict, optional
+        Keyword arguments for each actor's ``ssdann.Index`` (``cache_nodes``,
+        ``navigation_nodes``, ``busy_poll_us``, ...), as for a local Index.
     workers : int, default 2
         Actors, each with ``threads_per_worker`` CPUs and search threads.
     threads_per_worker : int, default 1
@@ -546,18 +556,21 @@ def evaluate(
 
     actor_cls = ray.remote(num_cpus=threads_per_worker)(_Searcher)
     n_actors = len(dirs) if parts_mode else workers
-    actors = [actor_cls.remote(dirs[i] if parts_mode else dirs[0]) for i in range(n_actors)]
+    actors = [actor_cls.remote(dirs[i] if parts_mode else dirs[0], index_options) for i in range(n_actors)]
     try:
-        return _evaluate_on(ray, actors, dirs, parts_mode, queries, gt_ids, gt_dist, total, k, ls, W,
+        return _evaluate_on(ray, actors, dirs, parts_mode, queries, gt_ids, gt_dist, total, k, ls,
+                            (W, termination_ratio),
                             threads_per_worker, probe, id_maps, nodes, json_path, verbose)
     finally:
         for a in actors:
             ray.kill(a)
 
 
-def _evaluate_on(ray, actors, dirs, parts_mode, queries, gt_ids, gt_dist, total, k, ls, W,
+def _evaluate_on(ray, actors, dirs, parts_mode, queries, gt_ids, gt_dist, total, k, ls, search,
                  threads_per_worker, probe, id_maps, nodes, json_path, verbose):
-    """The body of :func:`evaluate` once its actors exist (they are killed by the caller)."""
+    """The body of :func:`evaluate` once its actors exist (they are killed by the caller).
+    ``search``: (W, termination_ratio)."""
+    W, termination_ratio = search
     import ssdann
 
     n_actors = len(actors)
@@ -585,7 +598,7 @@ def _evaluate_on(ray, actors, dirs, parts_mode, queries, gt_ids, gt_dist, total,
         rows_of = [np.arange(bounds[a], bounds[a + 1]) for a in range(n_actors)]
     qref = ray.put(queries)
     params = {
-        "index": dirs if parts_mode else dirs[0], "queries": None, "nq": total, "k": k, "W": W,
+        "index": dirs if parts_mode else dirs[0], "queries": None, "nq": total, "k": k, "W": W, "termination_ratio": termination_ratio,
         "workers": n_actors, "threads_per_worker": threads_per_worker, "probe": probe if parts_mode else None,
         "nodes": nodes, "hosts": sorted({i["host"] for i in infos}), "io": infos[0]["io"], "mode": "parts" if parts_mode else "shards",
     }
@@ -597,9 +610,11 @@ def _evaluate_on(ray, actors, dirs, parts_mode, queries, gt_ids, gt_dist, total,
               f"{'p99_us':>9} {'p99.9_us':>9} {'reads':>8} {'cache':>7} {'hops':>6} {'io_us':>8}")
     out_rows, out_ids, out_dists = [], {}, {}
     for l in ls:
-        ray.get([a.warm.remote(qref, rows_of[i], k, l, W, threads_per_worker) for i, a in enumerate(actors)])
+        ray.get([a.warm.remote(qref, rows_of[i], k, l, W, threads_per_worker, termination_ratio)
+                 for i, a in enumerate(actors)])
         t = time.perf_counter()
-        refs = [a.search.remote(qref, rows_of[i], k, l, W, threads_per_worker) for i, a in enumerate(actors)]
+        refs = [a.search.remote(qref, rows_of[i], k, l, W, threads_per_worker, termination_ratio)
+                for i, a in enumerate(actors)]
         res = ray.get(refs)
         wall = time.perf_counter() - t
         if parts_mode and id_maps is not None:
