@@ -15,6 +15,10 @@ pub const MAX_L: usize = ssdann_layout::header::MAX_LIST_SIZE;
 pub const MAX_W: usize = 1024;
 /// Largest [`OpenOptions::busy_poll_us`]: 10 ms, far beyond any read of a working disk.
 pub const MAX_BUSY_POLL_US: u32 = 10_000;
+/// Default [`OpenOptions::busy_poll_us`]: 1 ms, longer than a typical read's wait (minilm
+/// on this VM: ~60–100 µs per round), bounded, and spent only where it cannot take a core
+/// from another search (docs/PERFORMANCE.md: 1.25–1.30× the QPS at one thread).
+pub const DEFAULT_BUSY_POLL_US: u32 = 1000;
 
 /// How the node cache chooses its nodes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -70,11 +74,13 @@ pub struct OpenOptions {
     /// the next round is then chosen without the candidates this round finds. Each search
     /// thread holds 2 × W read buffers instead of W.
     pub look_ahead: bool,
-    /// Busy polling of read completions (experimental, default 0 = off): each wait for a
-    /// read spins on the io_uring completion queue for up to this many µs before it sleeps
-    /// in the kernel, so that a completion does not have to wake the thread (an interrupt
-    /// to an idle core and a context switch, most costly on a VM). The core stays busy
-    /// while it waits: use it with no more search threads than cores. At most
+    /// Busy polling of read completions (default [`DEFAULT_BUSY_POLL_US`]; 0 = off): each
+    /// wait for a read spins on the io_uring completion queue for up to this many µs before
+    /// it sleeps in the kernel, so that a completion does not have to wake the thread (an
+    /// interrupt to an idle core and a context switch, most costly on a VM). A wait spins
+    /// only while no more searches run in the process than the machine has cores, at most
+    /// one per core; otherwise it sleeps at once (so it cannot take a core another search
+    /// needs; other work of the process may still see those cores busy). At most
     /// [`MAX_BUSY_POLL_US`] (more: `Index::open` returns `EngineError::InvalidQuery` naming
     /// `busy_poll_us`); the pread backend ignores it (its reads block).
     pub busy_poll_us: u32,
@@ -109,7 +115,7 @@ impl Default for OpenOptions {
             sync: SyncMode::Always,
             dynamic_beam: true,
             look_ahead: true,
-            busy_poll_us: 0,
+            busy_poll_us: DEFAULT_BUSY_POLL_US,
             navigation_nodes: 0,
             read_only: false,
             storage: StorageRef::default(),

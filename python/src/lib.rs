@@ -68,10 +68,10 @@ fn params(l: usize, w: usize, termination_ratio: Option<f32>) -> SearchParams {
 ///     Sample nodes of an in-memory navigation graph built at open: searches start from its
 ///     nodes nearest the query instead of the medoid (fewer reads on the way down; RAM about
 ///     nodes × (M + 160) bytes). 0: none.
-/// busy_poll_us : int, default 0
+/// busy_poll_us : int, default 1000
 ///     Spin on the io_uring completion queue for up to this many µs per wait before sleeping
-///     (0..=10000; 0: off): saves waking the thread after each read, costly on a VM; the
-///     core spins while it waits, so use no more search threads than cores.
+///     (0..=10000; 0: off): saves waking the thread after each read, costly on a VM. A wait
+///     spins only while no more searches run in the process than the machine has cores.
 ///
 /// Raises
 /// ------
@@ -105,7 +105,7 @@ struct Index {
 #[pymethods]
 impl Index {
     #[new]
-    #[pyo3(signature = (path, *, cache_nodes = 0, io = "io_uring", verify_reads = false, read_only = false, cache_bytes = 0, cache_samples = 0, navigation_nodes = 0, busy_poll_us = 0), text_signature = "(path, *, cache_nodes=0, io=\"io_uring\", verify_reads=False, read_only=False, cache_bytes=0, cache_samples=0, navigation_nodes=0, busy_poll_us=0)")]
+    #[pyo3(signature = (path, *, cache_nodes = 0, io = "io_uring", verify_reads = false, read_only = false, cache_bytes = 0, cache_samples = 0, navigation_nodes = 0, busy_poll_us = ssdann::engine::DEFAULT_BUSY_POLL_US), text_signature = "(path, *, cache_nodes=0, io=\"io_uring\", verify_reads=False, read_only=False, cache_bytes=0, cache_samples=0, navigation_nodes=0, busy_poll_us=1000)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,

@@ -404,6 +404,12 @@ fn cmd_info(dir: PathBuf) -> Result<()> {
     if l.f16_vectors {
         println!("vectors stored   as f16 (d × 2 bytes per record; format 2.x)");
     }
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    println!(
+        "search defaults  W = 4, dynamic beam + look-ahead rounds, busy polling {} µs while \
+         searches ≤ {cores} cores (--busy-poll-us 0: off), no early termination",
+        ssdann_engine::DEFAULT_BUSY_POLL_US
+    );
     // The cross-checks FORMAT.md promises, from the files' headers and real sizes only.
     let mut problems = Vec::new();
     let len = f.metadata()?.len();

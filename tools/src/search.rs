@@ -106,9 +106,9 @@ pub struct SearchFlags {
     #[arg(long)]
     pub verify_reads: bool,
     /// Busy-poll read completions for up to US µs per wait before sleeping (io_uring only;
-    /// 0 = off, at most 10000): saves waking the thread after each read (costly on a VM),
-    /// but the core spins while it waits; use no more --threads than cores.
-    #[arg(long, value_name = "US", default_value_t = 0)]
+    /// 0 = off, at most 10000): saves waking the thread after each read (costly on a VM).
+    /// A wait spins only while no more searches run than the machine has cores.
+    #[arg(long, value_name = "US", default_value_t = ssdann_engine::DEFAULT_BUSY_POLL_US)]
     pub busy_poll_us: u32,
     /// Benchmark lever: do not expand co-located nodes of fetched sectors (DiskANN's
     /// behaviour).
@@ -176,7 +176,7 @@ impl Default for SearchFlags {
             nav_nodes: 0,
             io: IoBackend::IoUring,
             verify_reads: false,
-            busy_poll_us: 0,
+            busy_poll_us: ssdann_engine::DEFAULT_BUSY_POLL_US,
             no_sector_reuse: false,
             no_dynamic_beam: false,
             no_look_ahead: false,

@@ -16,6 +16,7 @@ mod uring;
 
 pub use pread::PreadReader;
 pub use uring::UringReader;
+pub(crate) use uring::ActiveSearch;
 
 /// Alignment of O_DIRECT buffers (bytes).
 pub const IO_ALIGN: usize = 4096;

@@ -27,10 +27,12 @@
 //! never switches out. The price is the core, busy while it waits; when the
 //! budget runs out the wait sleeps as without it. Reaping is the same either way.
 //!
-//! So that spinning never takes a core another thread needs, at most as many waits spin at
-//! once, process-wide, as the machine has cores ([`SPINNERS`]); a wait beyond that sleeps
-//! at once, as without a budget. With more search threads than cores, the extra ones wait
-//! as before: busy polling cannot make them slower than sleeping.
+//! So that spinning never takes a core another search needs, a wait spins only while no
+//! more searches run in the process than the machine has cores ([`ActiveSearch`]), and at
+//! most one spinning wait per core ([`SPINNERS`]); otherwise it sleeps at once, as without
+//! a budget. With more search threads than cores (or a merge's insert phase, which runs
+//! four searches per core) nothing spins: busy polling cannot make a search slower than
+//! sleeping would.
 
 use super::{
     batch_while_in_flight, check_batch, completion_error, AlignedBuf, ReadReq, SectorFile,
@@ -46,6 +48,26 @@ use std::time::{Duration, Instant};
 
 /// Waits spinning right now, in every reader of the process (see "Busy polling").
 static SPINNERS: AtomicUsize = AtomicUsize::new(0);
+/// Searches running right now in the process (see "Busy polling").
+static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one running search for as long as it lives (the busy-poll rule: spin only while
+/// no more searches run than the machine has cores).
+pub(crate) struct ActiveSearch(());
+
+impl ActiveSearch {
+    /// Starts counting a search.
+    pub(crate) fn start() -> Self {
+        ACTIVE.fetch_add(1, Ordering::AcqRel);
+        ActiveSearch(())
+    }
+}
+
+impl Drop for ActiveSearch {
+    fn drop(&mut self) {
+        ACTIVE.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// The cores of this machine (cached; 1 when unknown).
 fn cores() -> usize {
@@ -205,7 +227,10 @@ impl UringReader {
         if !self.ring.submission().is_empty() {
             self.submit_queued_now()?;
         }
-        // at most one spinning wait per core, process-wide: beyond that, sleep at once
+        // only while searches ≤ cores, and at most one spinning wait per core: else sleep
+        if ACTIVE.load(Ordering::Acquire) > cores() {
+            return Ok(false);
+        }
         if SPINNERS.fetch_add(1, Ordering::AcqRel) >= cores() {
             SPINNERS.fetch_sub(1, Ordering::AcqRel);
             return Ok(false);
@@ -521,7 +546,7 @@ mod tests {
     }
 
     #[test]
-    fn a_wait_spins_only_while_a_core_has_no_spinning_wait() {
+    fn a_wait_spins_only_while_searches_and_spinning_waits_are_fewer_than_cores() {
         let (r, wr) = pipe_reader();
         let mut r = r.with_busy_poll(100);
         r.submit(ReadReq { offset: 0, slot: 0 }).unwrap();
@@ -529,6 +554,10 @@ mod tests {
         SPINNERS.fetch_add(cores(), Ordering::AcqRel);
         let full = r.poll(1).unwrap();
         SPINNERS.fetch_sub(cores(), Ordering::AcqRel);
+        // more searches running than cores: no spin either
+        let many: Vec<ActiveSearch> = (0..=cores()).map(|_| ActiveSearch::start()).collect();
+        let crowded = r.poll(1).unwrap();
+        drop(many);
         // a free core: the wait spins (other tests' spins end within their budgets)
         let spun = (0..10_000).any(|_| {
             let s = r.poll(1).unwrap();
@@ -544,6 +573,7 @@ mod tests {
         assert_eq!(done, vec![0]);
         assert!(r.slot(0).iter().all(|&b| b == 5));
         assert!(!full, "a wait spun beside one spinning wait per core");
+        assert!(!crowded, "a wait spun with more searches running than cores");
         assert!(spun, "a free core: the wait spins");
     }
 

@@ -42,6 +42,7 @@ pub(crate) fn beam_search(
     params: &SearchParams,
     out: &mut Vec<Neighbor>,
 ) -> Result<SearchStats> {
+    let _active = crate::io::ActiveSearch::start(); // the busy-poll rule (io::uring)
     let t0 = Instant::now();
     let h = &index.header;
     let m = index.pq.m();

@@ -117,7 +117,7 @@ class Index:
         cache_bytes: int = 0,
         cache_samples: int = 0,
         navigation_nodes: int = 0,
-        busy_poll_us: int = 0,
+        busy_poll_us: int = 1000,
     ) -> None:
         """Open the index in ``path``. By default the handle may write (insert, delete,
         merge; it also finishes an interrupted merge) and holds the directory's lock
