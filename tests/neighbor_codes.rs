@@ -87,21 +87,44 @@ fn neighbor_codes_reach_the_same_recall_with_fewer_reads() {
     // 384-d f32, R = 64, M = 48: M₂ = 31 fits, one record per sector.
     assert_eq!((h.layout.nbr_code_m, h.layout.nodes_per_block), (31, 1));
     assert!(coded.join("pq_refine.bin").exists());
-    let (r_plain, reads_plain) = measure(plain, 50);
-    let (r_coded, reads_coded) = measure(coded, 30);
-    eprintln!(
-        "plain L=50: recall@10 {r_plain:.4}, {reads_plain:.1} reads; neighbour codes L=30: {r_coded:.4}, {reads_coded:.1} reads"
-    );
-    // Measured on the real 10K set: plain 0.9856 with 49.2 reads at L = 50; neighbour codes
-    // 0.9860 with 36.7 at L = 30. With the refinement switched off in push_neighbors (the
-    // mutation check) the coded index at L = 30 falls to 0.9539 and this test fails.
+    // Reads at equal recall, interpolated over an L sweep of each index (the same rule on the
+    // real 10K set and on the generated stand-in, whose recall per L differs).
+    let sweep = |dir: &Path| -> Vec<(f64, f64)> {
+        [15, 20, 30, 40, 50, 75, 100]
+            .iter()
+            .map(|&l| measure(dir, l))
+            .collect()
+    };
+    let (plain_rows, coded_rows) = (sweep(plain), sweep(coded));
+    let target = 0.95;
+    let at = |rows: &[(f64, f64)]| -> Option<f64> {
+        rows.windows(2).find_map(|w| {
+            let ((r0, s0), (r1, s1)) = (w[0], w[1]);
+            (r0 <= target && target <= r1 && r1 > r0)
+                .then(|| s0 + (target - r0) / (r1 - r0) * (s1 - s0))
+        })
+    };
+    eprintln!("plain (recall, reads) by L: {plain_rows:.4?}\nneighbour codes: {coded_rows:.4?}");
+    let reads_plain = at(&plain_rows).expect("plain reaches recall 0.95 within L = 15..100");
+    let reads_coded = at(&coded_rows).expect("codes reach recall 0.95 within L = 15..100");
+    // What the codes buy on any data: routing accuracy — more recall at the same L (real 10K
+    // set, 2026-12-07: +0.050 / +0.043 / +0.027 at L = 15 / 20 / 30; the generated stand-in:
+    // +0.127 / +0.110 / +0.079). With the refinement switched off in push_neighbors (the
+    // mutation check) the gain is gone and this fails.
+    for (k, l) in [15, 20, 30].iter().enumerate() {
+        let (rp, rc) = (plain_rows[k].0, coded_rows[k].0);
+        assert!(
+            rc >= rp + 0.02,
+            "L = {l}: neighbour codes recall {rc:.4}, plain {rp:.4}"
+        );
+    }
+    // Reads at equal recall: fewer, but how many fewer depends on the data. The coded index
+    // has one record per sector, the plain one two, whose co-location (sector reuse) gives
+    // back part of the routing gain: real 10K set 23.2 against 28.8 reads (0.81×); generated
+    // stand-in 43.5 against 44.7 (0.97×). docs/PERFORMANCE.md has the full-size figures.
     assert!(
-        r_coded >= r_plain - 0.003,
-        "neighbour codes at L = 30: recall {r_coded:.4} < plain at L = 50: {r_plain:.4}"
-    );
-    assert!(
-        reads_coded < 0.85 * reads_plain,
-        "neighbour codes read {reads_coded:.1} sectors, plain {reads_plain:.1}"
+        reads_coded <= reads_plain,
+        "at recall@10 {target}: neighbour codes read {reads_coded:.1} sectors, plain {reads_plain:.1}"
     );
 }
 
