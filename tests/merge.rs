@@ -50,14 +50,7 @@ fn setup() -> Setup {
 
 /// The report of a full merge of a copy of the set-up index (how many writes it makes).
 fn probe_merge(s: &Setup) -> ssdann::engine::MergeReport {
-    let probe = s.dir.parent().unwrap().join("probe");
-    common::copy_dir(&s.dir, &probe);
-    let rep = Index::open(&probe, OpenOptions::default())
-        .unwrap()
-        .merge(&MergeOptions::default())
-        .unwrap();
-    std::fs::remove_dir_all(&probe).unwrap();
-    rep
+    common::probe_merge(&s.dir)
 }
 
 /// The contents every surviving state must show: deletes gone, inserts and the replacement

@@ -43,14 +43,7 @@ fn setup() -> Setup {
 }
 
 fn merge_report(s: &Setup) -> MergeReport {
-    let probe = s.dir.parent().unwrap().join("probe");
-    common::copy_dir(&s.dir, &probe);
-    let rep = Index::open(&probe, OpenOptions::default())
-        .unwrap()
-        .merge(&MergeOptions::default())
-        .unwrap();
-    std::fs::remove_dir_all(&probe).unwrap();
-    rep
+    common::probe_merge(&s.dir)
 }
 
 /// A copy of the set-up index whose merge stopped (as a crash would) after `writes` writes.

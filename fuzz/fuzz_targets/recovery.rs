@@ -17,24 +17,9 @@ use ssdann_layout::header::IndexHeader;
 use ssdann_layout::journal::{check_staged, parse, stored_body_crc, ParsedJournal};
 use ssdann_layout::labels::SlotLabels;
 use ssdann_layout::pq::read_codes;
-use ssdann_layout::sector::NodeLayout;
-use ssdann_layout::{ElementType, Metric};
 
 fn index(generation: u64) -> IndexHeader {
-    IndexHeader {
-        generation,
-        n_slots: 100,
-        live_count: 100,
-        dim: 384,
-        element: ElementType::F32,
-        metric: Metric::L2,
-        max_degree: 64,
-        layout: NodeLayout::new(384, ElementType::F32, 64).expect("valid layout"),
-        entry_point: 3,
-        pq_m: 8,
-        build_l: 100,
-        build_alpha: 1.2,
-    }
+    ssdann_layout::journal::example_index(generation, 8)
 }
 
 fn body_crc(b: &[u8]) -> u32 {

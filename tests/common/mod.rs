@@ -120,3 +120,17 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
     }
 }
+
+/// The report of a full merge of a copy of the index in `dir` (how many writes a merge of its
+/// pending updates makes), the copy made beside it and removed after.
+#[allow(dead_code)] // not every test binary that includes this module merges
+pub fn probe_merge(dir: &std::path::Path) -> ssdann::engine::MergeReport {
+    let probe = dir.parent().unwrap().join("probe");
+    copy_dir(dir, &probe);
+    let rep = ssdann::engine::Index::open(&probe, Default::default())
+        .unwrap()
+        .merge(&Default::default())
+        .unwrap();
+    std::fs::remove_dir_all(&probe).unwrap();
+    rep
+}

@@ -800,27 +800,35 @@ fn search_limits_are_checked_before_anything_is_allocated() {
 /// `eval` with a ground truth without distances (every TEXMEX `.ivecs`): strict recall is
 /// printed, the tie-aware column says n/a, and the JSON holds null for it. (Before, eval
 /// panicked slicing the empty distance array.)
-#[test]
-fn eval_with_an_ivecs_ground_truth_prints_strict_recall_and_no_ties() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = small_data(tmp.path());
-    let dp = data.to_str().unwrap();
-    let idx = tmp.path().join("idx");
-    let o = idx.to_str().unwrap();
+/// The small data set in `dir`, its index (`dir/idx`) and its exact top-10 of its own rows
+/// as queries (`dir/gt.ibin`).
+fn small_index_and_gt(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let data = small_data(dir);
+    let idx = dir.join("idx");
     assert!(build_small(&data, &idx).status.success());
-    let ibin = tmp.path().join("gt.ibin");
+    let gt = dir.join("gt.ibin");
+    let d = data.to_str().unwrap();
     let g = ssdann(&[
         "gt",
         "--base",
-        dp,
+        d,
         "--queries",
-        dp,
+        d,
         "-k",
         "10",
         "--out",
-        ibin.to_str().unwrap(),
+        gt.to_str().unwrap(),
     ]);
     assert!(g.status.success(), "{}", text(&g));
+    (data, idx, gt)
+}
+
+#[test]
+fn eval_with_an_ivecs_ground_truth_prints_strict_recall_and_no_ties() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, idx, ibin) = small_index_and_gt(tmp.path());
+    let dp = data.to_str().unwrap();
+    let o = idx.to_str().unwrap();
     // the same ids as .ivecs: per row, i32 k then k i32 ids
     let gt = ssdann::layout::GroundTruth::read(&ibin).unwrap();
     assert_eq!((gt.nq, gt.k, gt.distances.len()), (600, 10, 6000));
@@ -1114,24 +1122,9 @@ fn a_sector_file_longer_than_its_header_is_refused_by_info_verify_and_every_open
 #[test]
 fn search_and_eval_take_the_same_parameters_and_agree() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = small_data(tmp.path());
+    let (data, idx, gtp) = small_index_and_gt(tmp.path());
     let dp = data.to_str().unwrap();
-    let idx = tmp.path().join("idx");
     let o = idx.to_str().unwrap();
-    assert!(build_small(&data, &idx).status.success());
-    let gtp = tmp.path().join("gt.ibin");
-    let g = ssdann(&[
-        "gt",
-        "--base",
-        dp,
-        "--queries",
-        dp,
-        "-k",
-        "10",
-        "--out",
-        gtp.to_str().unwrap(),
-    ]);
-    assert!(g.status.success(), "{}", text(&g));
     let flags = [
         "-W",
         "32",
@@ -1201,7 +1194,9 @@ fn search_and_eval_take_the_same_parameters_and_agree() {
     assert!(eval_recall >= 0.9, "{eval_recall}");
     assert_eq!(j["params"]["W"], 32);
     assert_eq!(
-        j["params"]["termination_ratio"].as_f64().map(|r| (r * 100.0).round()),
+        j["params"]["termination_ratio"]
+            .as_f64()
+            .map(|r| (r * 100.0).round()),
         Some(120.0)
     );
     // the same refusals on both: a ratio below 1, a W past 1,024

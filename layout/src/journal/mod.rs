@@ -79,6 +79,35 @@ pub const COMMIT_BYTES_V4: usize = 32 + SECTOR_BYTES;
 const _: () = assert!((ENTRY_HEAD_BYTES + COMMIT_BYTES_V4) as u64 <= COMMIT_COPY_BYTES);
 const _: () = assert!(COMMIT_COPY_BYTES.is_multiple_of(SECTOR_BYTES as u64));
 
+/// The index the journal's tests, fuzz targets and seeds check journals against (not for
+/// production use): 384-d f32 L2, R = 64 (two nodes per 4 KB block), 100 nodes (50 blocks),
+/// entry point 3, built with L = 100, α = 1.2, PQ `pq_m` bytes, at header `generation`.
+///
+/// # Panics
+/// Never: the layout of 384-d f32 with R = 64 is valid.
+#[doc(hidden)]
+pub fn example_index(generation: u64, pq_m: u32) -> crate::header::IndexHeader {
+    use crate::{ElementType, Metric};
+    let layout = match crate::sector::NodeLayout::new(384, ElementType::F32, 64) {
+        Ok(l) => l,
+        Err(e) => panic!("384-d f32 with R = 64 has a layout: {e}"),
+    };
+    crate::header::IndexHeader {
+        generation,
+        n_slots: 100,
+        live_count: 100,
+        dim: 384,
+        element: ElementType::F32,
+        metric: Metric::L2,
+        max_degree: 64,
+        layout,
+        entry_point: 3,
+        pq_m,
+        build_l: 100,
+        build_alpha: 1.2,
+    }
+}
+
 /// Where a format-4 journal's first commit copy starts when its block entries end at byte
 /// `entries_end`: the next sector boundary (`entries_end` itself when aligned).
 pub fn commit_region_start(entries_end: u64) -> u64 {

@@ -2,26 +2,11 @@
 
 use super::*;
 use crate::header::IndexHeader;
-use crate::sector::NodeLayout;
-use crate::{ElementType, Metric};
 use std::path::Path;
 
 /// The index before the merge: 2 nodes of 384-d f32 per 4 KB block, 100 nodes (50 blocks).
 fn cur() -> IndexHeader {
-    IndexHeader {
-        generation: 5,
-        n_slots: 100,
-        live_count: 100,
-        dim: 384,
-        element: ElementType::F32,
-        metric: Metric::L2,
-        max_degree: 64,
-        layout: NodeLayout::new(384, ElementType::F32, 64).unwrap(),
-        entry_point: 3,
-        pq_m: 48,
-        build_l: 100,
-        build_alpha: 1.2,
-    }
+    example_index(5, 48)
 }
 
 /// The header after the merge: 104 nodes (52 blocks), generation 6.

@@ -5,24 +5,11 @@ use ssdann_layout::journal::{
     encode_commit, encode_entry, encode_header_v2, COMMIT_COPY_BYTES, JOURNAL_HEADER_BYTES,
     JOURNAL_MAGIC_V1,
 };
-use ssdann_layout::{ElementType, Metric, NodeLayout};
+use ssdann_layout::{ElementType, NodeLayout};
 
 /// The index before the merge: 2 nodes of 384-d f32 per 4 KB block, 100 nodes (50 blocks).
 fn cur() -> IndexHeader {
-    IndexHeader {
-        generation: 5,
-        n_slots: 100,
-        live_count: 100,
-        dim: 384,
-        element: ElementType::F32,
-        metric: Metric::L2,
-        max_degree: 64,
-        layout: NodeLayout::new(384, ElementType::F32, 64).unwrap(),
-        entry_point: 3,
-        pq_m: 48,
-        build_l: 100,
-        build_alpha: 1.2,
-    }
+    ssdann_layout::journal::example_index(5, 48)
 }
 
 /// The header after the merge: 104 nodes (52 blocks), generation 6.
