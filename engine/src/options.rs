@@ -13,8 +13,7 @@ pub const MAX_L: usize = ssdann_layout::header::MAX_LIST_SIZE;
 /// Largest beam width W, and largest [`OpenOptions::max_beam_width`] (each search thread
 /// holds that many blocks of buffers).
 pub const MAX_W: usize = 1024;
-/// Largest [`OpenOptions::busy_poll_us`]: 10 ms, far beyond any read of a working disk.
-pub const MAX_BUSY_POLL_US: u32 = 10_000;
+pub use crate::io::MAX_BUSY_POLL_US;
 /// Default [`OpenOptions::busy_poll_us`]: 1 ms, longer than a typical read's wait (minilm
 /// on this VM: ~60–100 µs per round), bounded, and spent only where it cannot take a core
 /// from another search (docs/PERFORMANCE.md: 1.25–1.30× the QPS at one thread).

@@ -55,6 +55,7 @@ pub(crate) fn python_names(msg: String) -> String {
             "(the largest W an Index allows)",
         ),
         ("(OpenOptions::read_only)", "(read_only=True)"),
+        ("build again without --force", "build again without force=True"),
         ("parameter --pq-bytes", "parameter pq_bytes"),
         ("parameter --alpha", "parameter alpha"),
         ("parameter --passes", "parameter passes"),
@@ -116,7 +117,9 @@ pub(crate) fn build_err(e: BuildError) -> PyErr {
         | BuildError::BuildInProgress { .. }
         | BuildError::PartitionInProgress { .. } => IndexLockedError::new_err(msg),
         BuildError::StageMissing { .. } => PyRuntimeError::new_err(msg),
-        BuildError::Io { source, .. } => os_err(msg, source),
+        BuildError::Io { source, .. } | BuildError::SwapUnsupported { source, .. } => {
+            os_err(msg, source)
+        }
         _ => PyValueError::new_err(msg),
     }
 }

@@ -16,6 +16,10 @@ mod uring;
 
 pub use pread::PreadReader;
 pub use uring::UringReader;
+
+/// Largest busy-poll budget a reader takes (`OpenOptions::busy_poll_us`): 10 ms, far beyond
+/// any read of a working disk.
+pub const MAX_BUSY_POLL_US: u32 = 10_000;
 pub(crate) use uring::ActiveSearch;
 
 /// Alignment of O_DIRECT buffers (bytes).
