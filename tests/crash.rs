@@ -2,7 +2,7 @@
 //! [`Storage`] backend logs every write, truncation, fsync, rename, removal and directory
 //! fsync the engine makes while a scenario of inserts, deletes and merges runs. Then, at
 //! **every sync point** (just before each fsync returns, and at the end), the durable state of
-//! the index directory is rebuilt from the log under the power-loss model of DESIGN.md:
+//! the index directory is rebuilt from the log under the power-loss model of docs/FORMAT.md, "Media assumptions and crash points":
 //! writes since the file's last fsync are kept, dropped, torn at a 512-byte or 4 KB
 //! boundary, zero-filled, or reordered (the older lost, the newer kept); directory entries
 //! since the directory's last fsync are kept or lost. Each image is opened (recovery runs),

@@ -5,7 +5,7 @@
 //! and over an empty directory (the atomic exchange), and the partitioned build, with hard
 //! links and without (every stage commit). Then, at **every sync point** (just before each
 //! fsync returns, and at the end), the durable tree is rebuilt under the power-loss model of
-//! DESIGN.md ([`sim::durable_image`]). Each image must hold at the output path the complete
+//! docs/FORMAT.md, "Media assumptions and crash points" ([`sim::durable_image`]). Each image must hold at the output path the complete
 //! old index (or nothing, when there was none) or the complete new one — never neither,
 //! never a half index; once the build has returned, only the new one. The new one is
 //! byte-compared with what the build wrote, verified (`ssdann::verify`) and opened. A

@@ -1,6 +1,6 @@
 //! The simulator of a directory tree under power loss: a recording [`Storage`] backend and
 //! the durable image of the tree after a crash at any event, under the fault model of
-//! DESIGN.md ("Durability rules"). Unlike `tests/crash.rs` (one flat index directory), this
+//! docs/FORMAT.md ("Media assumptions and crash points"). Unlike `tests/crash.rs` (one flat index directory), this
 //! one models a tree: a build creates directories, renames and exchanges them, and links
 //! files between them.
 //!

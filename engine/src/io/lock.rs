@@ -1,4 +1,4 @@
-//! One writer per index directory (DESIGN.md, "Durability rules"): an advisory lock
+//! One writer per index directory (docs/ARCHITECTURE.md, "Cross-cutting concerns"): an advisory lock
 //! (`flock(2)` through `std::fs::File::try_lock`) on the directory itself, held for the life
 //! of an open `Index`. A handle that may write takes it exclusively; read-only handles take
 //! it shared, so any number of them may open together but never beside a writer (whose

@@ -1,4 +1,4 @@
-//! Sector I/O backends behind one small trait (DESIGN.md, "Query algorithm"):
+//! Sector I/O backends behind one small trait (docs/ARCHITECTURE.md, "Bird's-eye view", Search):
 //! - [`UringReader`]: io_uring with the index file and the aligned buffers registered once
 //!   per ring; all of a beam's reads go in ONE submission (`ReadFixed`, O_DIRECT).
 //! - [`PreadReader`]: one `pread` per block (also O_DIRECT), the portable fallback.
