@@ -35,7 +35,7 @@ fn commit_entry(wal_seq: u64) -> CommitEntry {
 fn v4(k: usize, wal_seq: u64) -> Vec<u8> {
     let mut b = encode_header(BB as u32, 5, 52).to_vec();
     for i in 0..k {
-        encode_entry((i % 52) as u64, &[i as u8 + 1; BB], &mut b);
+        encode_entry((i % 52) as u64, &[(i % 255) as u8 + 1; BB], &mut b);
     }
     let end = b.len() as u64;
     b.extend_from_slice(&encode_commit_region(end, &commit_entry(wal_seq)));
@@ -109,7 +109,7 @@ fn one_damaged_sector_anywhere_never_makes_a_committed_journal_uncommitted() {
 fn format_3_with_both_copies_in_one_damaged_sector_is_refused_once_the_header_flipped() {
     let mut b = encode_header_v34(&JOURNAL_MAGIC_V3, BB as u32, 5, 52).to_vec();
     for i in 0..3 {
-        encode_entry(i, &[i as u8 + 1; BB], &mut b);
+        encode_entry(i, &[(i % 255) as u8 + 1; BB], &mut b);
     }
     let commit = encode_commit(1, 42, &next().encode());
     let first = b.len();
