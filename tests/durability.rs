@@ -28,8 +28,20 @@ fn is_locked<T>(r: Result<T, EngineError>) -> bool {
     matches!(r, Err(EngineError::Locked { .. }))
 }
 
+/// Between its fork and its exec, a child process holds every descriptor of this process —
+/// the directory locks of other tests' open indexes included — so a lock dropped in that
+/// window stays held until the exec (CLOEXEC closes it there), and a test that reopens right
+/// after a drop sees `Locked` (a flake seen in CI's test profile). Every test holds this
+/// shared; a child is spawned only under it exclusively.
+static SPAWN: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn no_spawn() -> std::sync::RwLockReadGuard<'static, ()> {
+    SPAWN.read().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn a_second_writer_is_refused_and_read_only_handles_share_but_not_with_a_writer() {
+    let _no_spawn = no_spawn();
     let tmp = tempfile::tempdir().unwrap();
     let (dir, all) = build(tmp.path());
     let w = Index::open(&dir, OpenOptions::default()).unwrap();
@@ -84,6 +96,7 @@ fn a_writer_in_another_process_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let (dir, _) = build(tmp.path());
     let run_child = || {
+        let _spawning = SPAWN.write().unwrap_or_else(|e| e.into_inner());
         std::process::Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "child_process_opens_for_writing", "--nocapture"])
             .env("SSDANN_CHILD_OPEN", &dir)
@@ -103,6 +116,7 @@ fn a_writer_in_another_process_is_refused() {
 
 #[test]
 fn a_read_only_open_of_an_index_with_an_unfinished_merge_is_refused_and_changes_nothing() {
+    let _no_spawn = no_spawn();
     let tmp = tempfile::tempdir().unwrap();
     let (dir, _) = build(tmp.path());
     std::fs::write(dir.join("merge.journal"), b"SSDMJRN2 not a real journal").unwrap();
@@ -119,6 +133,7 @@ fn a_read_only_open_of_an_index_with_an_unfinished_merge_is_refused_and_changes_
 
 #[test]
 fn limits_are_checked_before_anything_is_sized_and_the_reserved_label_is_refused() {
+    let _no_spawn = no_spawn();
     let tmp = tempfile::tempdir().unwrap();
     let (dir, all) = build(tmp.path());
     let idx = Index::open(&dir, OpenOptions::default()).unwrap();
@@ -213,6 +228,7 @@ fn limits_are_checked_before_anything_is_sized_and_the_reserved_label_is_refused
 
 #[test]
 fn a_crc_valid_block_naming_a_neighbour_past_n_fails_the_merge_cleanly() {
+    let _no_spawn = no_spawn();
     use ssdann::layout::sector::seal_block;
     let tmp = tempfile::tempdir().unwrap();
     let (dir, _) = build(tmp.path());
@@ -243,6 +259,7 @@ fn a_crc_valid_block_naming_a_neighbour_past_n_fails_the_merge_cleanly() {
 
 #[test]
 fn verify_reports_a_half_applied_merge_as_needing_recovery_not_as_damage() {
+    let _no_spawn = no_spawn();
     use ssdann::engine::MergeOptions;
     let tmp = tempfile::tempdir().unwrap();
     let (dir, all) = build(tmp.path());
@@ -294,6 +311,7 @@ fn verify_reports_a_half_applied_merge_as_needing_recovery_not_as_damage() {
 
 #[test]
 fn build_force_refuses_to_replace_an_index_that_is_open() {
+    let _no_spawn = no_spawn();
     let tmp = tempfile::tempdir().unwrap();
     let (dir, all) = build(tmp.path());
     let idx = Index::open(&dir, ro()).unwrap();
@@ -317,6 +335,7 @@ fn build_force_refuses_to_replace_an_index_that_is_open() {
 
 #[test]
 fn a_header_generation_at_its_limit_refuses_the_merge_instead_of_wrapping() {
+    let _no_spawn = no_spawn();
     let tmp = tempfile::tempdir().unwrap();
     let (dir, all) = build(tmp.path());
     // rewrite the header in force with a CRC-valid generation of 2^64 - 1 (encode seals
@@ -379,6 +398,7 @@ impl ssdann::engine::Storage for SlowSync {
 
 #[test]
 fn a_search_never_waits_for_an_insert_s_fsync() {
+    let _no_spawn = no_spawn();
     let tmp = tempfile::tempdir().unwrap();
     let (dir, all) = build(tmp.path());
     let slow = std::sync::Arc::new(SlowSync::default());
@@ -444,6 +464,7 @@ impl ssdann::engine::Storage for FailingInPlace {
 
 #[test]
 fn eio_or_enospc_on_in_place_writes_leaves_an_index_that_reopens_with_every_update() {
+    let _no_spawn = no_spawn();
     for (ok, errno) in [(0, libc::EIO), (3, libc::ENOSPC), (1_000_000, libc::EIO)] {
         let tmp = tempfile::tempdir().unwrap();
         let (dir, all) = build(tmp.path());
