@@ -29,7 +29,7 @@ create_exception!(
 /// The message with the CLI's and the Rust API's spellings replaced by this module's
 /// parameter names (`--force` → `force=True`, `-R` → `R`, ...).
 pub(crate) fn python_names(msg: String) -> String {
-    const NAMES: [(&str, &str); 17] = [
+    const NAMES: [(&str, &str); 18] = [
         (
             "(--memory-budget; one-shot builds only)",
             "(memory_budget_gb; one-shot builds only)",
