@@ -72,7 +72,7 @@ pub(crate) fn load_queries(path: &Path, dim: usize) -> Result<(usize, Vec<f32>)>
 /// `ssdann.distributed.evaluate`): the beam width and early termination of each query, and
 /// how the index is opened (cache, navigation graph, I/O). The search loop's own A/B levers
 /// are hidden (benchmarks only).
-#[derive(clap::Args, Clone, Debug)]
+#[derive(clap::Args, Clone, Debug, PartialEq)]
 pub struct SearchFlags {
     /// Beam width W (1..=1024): sectors read per round in one submission once the search
     /// has converged (the descent reads one per round).
@@ -472,6 +472,23 @@ fn tempfile_dir() -> Result<PathBuf> {
 pub(crate) mod tests {
     #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
     use super::*;
+
+    /// `SearchFlags::default()` (the demo's, and any caller's without a command line) is
+    /// exactly what the flags give when none is passed.
+    #[test]
+    fn search_flags_default_is_the_command_lines_default() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cmd {
+            #[command(flatten)]
+            f: SearchFlags,
+        }
+        assert_eq!(Cmd::parse_from(["ssdann"]).f, SearchFlags::default());
+        assert_eq!(
+            SearchFlags::default().open_options().busy_poll_us,
+            ssdann_engine::DEFAULT_BUSY_POLL_US
+        );
+    }
 
     /// A result with label `id` (distance 1.5), for the tests of this module and eval's.
     pub(crate) fn nb(id: u64) -> Neighbor {
