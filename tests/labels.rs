@@ -139,7 +139,11 @@ fn reordered_labels_are_mapped_and_every_result_is_translated_through_the_map() 
     // the mapped labels are file-backed: not in the RAM total
     assert_eq!(
         m.total_bytes(),
-        m.pq_codes_bytes + m.pq_pivots_bytes + m.node_cache_bytes + m.pending_bytes
+        m.pq_codes_bytes
+            + m.pq_pivots_bytes
+            + m.node_cache_bytes
+            + m.pending_bytes
+            + m.navigation_bytes
     );
     assert_eq!(idx.max_label(), Some(N as u64 - 1));
     for i in (0..N).step_by(23) {
@@ -151,9 +155,7 @@ fn reordered_labels_are_mapped_and_every_result_is_translated_through_the_map() 
     let idx = Index::open(&dir, OpenOptions::default()).unwrap();
     idx.delete(11).unwrap();
     assert!(idx.memory_report().label_map_bytes >= N * 17);
-    let hits = idx
-        .search(&row(11), 10, &SearchParams::new(64, 4))
-        .unwrap();
+    let hits = idx.search(&row(11), 10, &SearchParams::new(64, 4)).unwrap();
     assert!(hits.iter().all(|h| h.id != 11), "{hits:?}");
     check_hits(&idx, &row(12), 12, &row);
 }

@@ -624,11 +624,42 @@ fn searches_updates_and_merges_together_match_a_model_of_the_acknowledged_update
     assert!(verify(&s.dir).unwrap().ok());
 }
 
+/// The builder's navigation.bin survives merges as it is (no rebuild at the swap), and the
+/// merged index, searched from its seeds, holds the merged contents.
+#[test]
+fn a_merge_keeps_the_navigation_file_and_searches_from_it() {
+    let s = setup();
+    let nav = s.dir.join(ssdann::layout::navigation::NAVIGATION_FILE);
+    let before = std::fs::read(&nav).unwrap();
+    let idx = Index::open(&s.dir, OpenOptions::default()).unwrap();
+    assert_eq!(
+        idx.navigation_source(),
+        ssdann::engine::NavigationSource::File
+    );
+    let nodes = idx.navigation_nodes();
+    assert!(nodes > 0);
+    idx.merge(&MergeOptions::default()).unwrap();
+    assert_eq!(
+        idx.navigation_source(),
+        ssdann::engine::NavigationSource::File
+    );
+    assert_eq!(idx.navigation_nodes(), nodes);
+    check_contents(&idx, &s);
+    drop(idx);
+    assert_eq!(
+        std::fs::read(&nav).unwrap(),
+        before,
+        "the merge rewrote navigation.bin"
+    );
+    let idx = Index::open(&s.dir, OpenOptions::default()).unwrap();
+    check_contents(&idx, &s);
+}
+
 #[test]
 fn a_navigation_graph_is_rebuilt_with_the_merged_state_and_never_seeds_a_freed_point() {
     let s = setup();
     let nav = OpenOptions {
-        navigation_nodes: 400,
+        navigation_nodes: Some(400),
         ..Default::default()
     };
     let idx = Index::open(&s.dir, nav).unwrap();
@@ -654,4 +685,76 @@ fn a_navigation_graph_is_rebuilt_with_the_merged_state_and_never_seeds_a_freed_p
             "a deleted point or a free slot returned: {got:?}"
         );
     }
+}
+
+/// Every node's list in `dir`'s index.ssd (slot order).
+fn lists(dir: &std::path::Path) -> (ssdann::layout::IndexHeader, Vec<Vec<u32>>) {
+    use ssdann::layout::{IndexHeader, SECTOR_BYTES};
+    let path = dir.join("index.ssd");
+    let bytes = std::fs::read(&path).unwrap();
+    let (h, _) = IndexHeader::choose(&path, &bytes[..2 * SECTOR_BYTES]).unwrap();
+    let l = h.layout;
+    let adj = (0..h.n_slots)
+        .map(|id| {
+            let off = l.block_offset_bytes(l.block_of(id)) as usize;
+            let rec = l.record(&bytes[off..off + l.block_bytes()], l.offset_in_block(id));
+            rec.neighbors().collect()
+        })
+        .collect();
+    (h, adj)
+}
+
+/// A merge of a saturated index saturates the lists it prunes (the new nodes' and the
+/// overflowing back-edge targets'), so every list stays full; before, the merge's RobustPrune
+/// cut them back to what the α rule keeps.
+#[test]
+fn a_merge_keeps_a_saturated_graph_saturated() {
+    let tmp = tempfile::tempdir().unwrap();
+    // low-dimensional uniform data: the α rule leaves lists well below R
+    let (n, extra, d, r) = (2000usize, 300usize, 4usize, 16usize);
+    let mut rng = ssdann::builder::synthetic::SplitMix64(5);
+    let all: Vec<f32> = (0..(n + extra) * d)
+        .map(|_| rng.unit() * 2.0 - 1.0)
+        .collect();
+    let path = tmp.path().join("b.fbin");
+    ssdann::layout::dataset::write_bin(&path, n, d, &all[..n * d]).unwrap();
+    let mut min_new = Vec::new();
+    for saturate in [false, true] {
+        let dir = tmp.path().join(format!("sat-{saturate}"));
+        let params = ssdann::BuildParams {
+            max_degree: r,
+            build_l: 2 * r,
+            pq_bytes: Some(2),
+            threads: Some(2),
+            saturate_graph: saturate,
+            ..Default::default()
+        };
+        ssdann::build_index(&path, &dir, &params, &ssdann::NoProgress).unwrap();
+        let idx = Index::open(&dir, OpenOptions::default()).unwrap();
+        let items: Vec<(u64, &[f32])> = (n..n + extra)
+            .map(|i| (i as u64, &all[i * d..(i + 1) * d]))
+            .collect();
+        idx.insert_batch(&items).unwrap();
+        idx.merge(&MergeOptions::default()).unwrap();
+        drop(idx);
+        let (h, adj) = lists(&dir);
+        assert_eq!(h.saturated, saturate);
+        assert_eq!(adj.len(), n + extra);
+        if saturate {
+            for (i, l) in adj.iter().enumerate() {
+                assert_eq!(l.len(), r, "slot {i}: {l:?}");
+                let mut u = l.clone();
+                u.sort_unstable();
+                u.dedup();
+                assert_eq!(u.len(), r, "duplicate edge at slot {i}");
+                assert!(!l.contains(&(i as u32)), "self loop at {i}");
+            }
+        }
+        min_new.push(adj[n..].iter().map(Vec::len).sum::<usize>() as f64 / extra as f64);
+    }
+    assert!(
+        min_new[0] < 0.8 * r as f64,
+        "unsaturated merge: {}",
+        min_new[0]
+    );
 }

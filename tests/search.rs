@@ -5,7 +5,7 @@
 mod common;
 
 use common::{recall_at_k, set_10k, standard_params};
-use ssdann::engine::{Index, IoBackend, OpenOptions, SearchParams};
+use ssdann::engine::{Index, IoBackend, NavigationSource, OpenOptions, SearchParams};
 use ssdann::{
     build_index, BuildParams, EngineError, GroundTruth, LayoutError, NoProgress, VectorFile,
 };
@@ -180,16 +180,22 @@ fn bad_queries_are_errors_not_panics() {
     assert_eq!(field(idx.search(&nan, 10, &p)), "query");
     assert_eq!(field(idx.search(&q, 0, &p)), "k");
     assert_eq!(field(idx.search(&q, 30, &p)), "L");
-    assert_eq!(
-        field(idx.search(&q, 10, &SearchParams::new(20, 0))),
-        "W"
-    );
+    assert_eq!(field(idx.search(&q, 10, &SearchParams::new(20, 0))), "W");
     // one limit for W on every surface: MAX_W, whatever max_beam_width preallocated
     assert_eq!(
-        field(idx.search(&q, 10, &SearchParams::new(20, ssdann::engine::search::MAX_W + 1))),
+        field(idx.search(
+            &q,
+            10,
+            &SearchParams::new(20, ssdann::engine::search::MAX_W + 1)
+        )),
         "W"
     );
-    assert_eq!(idx.search(&q, 10, &SearchParams::new(20, 17)).unwrap().len(), 10);
+    assert_eq!(
+        idx.search(&q, 10, &SearchParams::new(20, 17))
+            .unwrap()
+            .len(),
+        10
+    );
     assert!(matches!(
         idx.batch_search(&q[..100], 10, &p, Some(1)),
         Err(EngineError::InvalidQuery {
@@ -229,6 +235,8 @@ fn verify_reads_turns_a_flipped_byte_into_an_error() {
         OpenOptions {
             read_only: true,
             verify_reads: true,
+            // searches start at the entry point, whose block is flipped
+            navigation_nodes: Some(0),
             ..Default::default()
         },
     )
@@ -249,9 +257,7 @@ fn verify_reads_turns_a_flipped_byte_into_an_error() {
         },
     )
     .unwrap();
-    assert!(unchecked
-        .search(q0, 10, &SearchParams::new(20, 4))
-        .is_ok());
+    assert!(unchecked.search(q0, 10, &SearchParams::new(20, 4)).is_ok());
 }
 
 #[test]
@@ -513,7 +519,8 @@ fn a_navigation_graph_starts_searches_nearer_the_query_fewer_reads_same_recall()
     let d = q.len() / nq;
     let p = SearchParams::new(30, 4);
     let mut rows = Vec::new();
-    for nav in [0usize, 300] {
+    // Some(0): none; None (the default): the index's navigation.bin, written by the build
+    for nav in [Some(0), None] {
         let idx = Index::open(
             index_dir(),
             OpenOptions {
@@ -523,8 +530,16 @@ fn a_navigation_graph_starts_searches_nearer_the_query_fewer_reads_same_recall()
             },
         )
         .unwrap();
-        assert_eq!(idx.navigation_nodes(), nav);
-        assert_eq!(idx.memory_report().navigation_bytes > 0, nav > 0);
+        let (want_source, want_nodes) = match nav {
+            Some(_) => (NavigationSource::Off, 0),
+            None => (
+                NavigationSource::File,
+                ssdann::builder::navigation::default_nodes(idx.header().live_count as usize),
+            ),
+        };
+        assert_eq!(idx.navigation_source(), want_source);
+        assert_eq!(idx.navigation_nodes(), want_nodes);
+        assert_eq!(idx.memory_report().navigation_bytes > 0, nav.is_none());
         let (mut found, mut reads) = (Vec::new(), 0u64);
         for qi in q.chunks_exact(d) {
             let (res, st) = idx.search_with_stats(qi, 10, &p).unwrap();
@@ -539,6 +554,49 @@ fn a_navigation_graph_starts_searches_nearer_the_query_fewer_reads_same_recall()
     );
     assert!(s1 < 0.95 * s0, "reads {s1} vs {s0}");
     assert!(r1 >= r0 - 0.01, "recall {r1} vs {r0}");
+}
+
+/// An index built before navigation.bin existed gets the default graph built at open; a
+/// damaged file is refused naming it, with nothing changed, and open builds one once it is
+/// removed.
+#[test]
+fn an_index_without_a_navigation_file_builds_one_at_open_and_a_damaged_one_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("idx");
+    common::copy_dir(index_dir(), &dir);
+    let nav = dir.join(ssdann::layout::navigation::NAVIGATION_FILE);
+    let good = std::fs::read(&nav).unwrap();
+    let ro = || OpenOptions {
+        read_only: true,
+        ..Default::default()
+    };
+    let mut bad = good.clone();
+    let at = bad.len() - 9; // inside the last list
+    bad[at] ^= 0x40;
+    std::fs::write(&nav, &bad).unwrap();
+    let before = common::dir_bytes(&dir);
+    match Index::open(&dir, ro()) {
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(msg.contains("navigation.bin"), "{msg}");
+            assert!(msg.contains("remove the file"), "{msg}");
+        }
+        Ok(_) => panic!("a damaged navigation.bin was accepted"),
+    }
+    assert_eq!(
+        common::dir_bytes(&dir),
+        before,
+        "a refused open changed a file"
+    );
+    std::fs::remove_file(&nav).unwrap();
+    let idx = Index::open(&dir, ro()).unwrap();
+    assert_eq!(idx.navigation_source(), NavigationSource::BuiltAtOpen);
+    let live = idx.header().live_count as usize;
+    assert_eq!(
+        idx.navigation_nodes(),
+        ssdann::builder::navigation::default_nodes(live)
+    );
+    assert!(!nav.exists(), "a read-only open wrote navigation.bin");
 }
 
 #[test]
@@ -589,8 +647,14 @@ fn early_termination_stops_short_of_l_at_about_the_same_recall_and_refuses_a_rat
     // at 1.05 (recall 0.9948 against 0.9972), the generated stand-in 71.2 against 71.3 (its
     // candidates' PQ distances stay below the k-th best distance until the list is spent).
     // Mutation: the ratio ignored gives equal reads at 1.0 and fails.
-    assert!(st < s0, "ratio 1.0 stopped no search short: {st} vs {s0} reads");
-    assert!(s1 <= s0 && st <= s1, "reads {st} (1.0) / {s1} (1.05) / {s0} (off)");
+    assert!(
+        st < s0,
+        "ratio 1.0 stopped no search short: {st} vs {s0} reads"
+    );
+    assert!(
+        s1 <= s0 && st <= s1,
+        "reads {st} (1.0) / {s1} (1.05) / {s0} (off)"
+    );
     assert!(r1 >= r0 - 0.01, "recall {r1} vs {r0}");
     let idx = Index::open(
         index_dir(),

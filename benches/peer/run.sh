@@ -20,7 +20,8 @@
 # --ssdann BIN uses a built binary instead of running cargo. --build-only stops after the builds
 # (wall time and peak RSS in OUT/*_build.json), for repeated build-time runs.
 # The data directory holds base.EXT, query.EXT (EXT = fbin, u8bin or i8bin) and gt.ibin.
-# --nav-nodes N searches ssdann with an in-memory navigation graph of N nodes (eval --nav-nodes);
+# --nav-nodes N searches ssdann with a navigation graph of N nodes built at open (eval --nav-nodes;
+# 0 = none); without it, the index's own navigation.bin (the default);
 # --eval-flags passes more `ssdann eval` switches (e.g. "--termination-ratio 1.15", or the hidden A/B levers "--no-dynamic-beam --no-look-ahead") for ablation runs;
 # --build-flags more `ssdann build` switches (e.g. "--neighbor-codes"), ssdann only.
 # --repeats N runs every search sweep N times, interleaved; the report gives median ratios
@@ -28,7 +29,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-REPEATS=1 EVAL_FLAGS="" BUILD_FLAGS="" NAV=0 BUILD_ONLY="" DATA="" OUT="$here/out" NQ=1000 LS="" THREADS=1,2 SYSTEMS="" PQ=48 SSDANN="" BUDGET="" PEER_BUDGET=""
+REPEATS=1 EVAL_FLAGS="" BUILD_FLAGS="" NAV="" BUILD_ONLY="" DATA="" OUT="$here/out" NQ=1000 LS="" THREADS=1,2 SYSTEMS="" PQ=48 SSDANN="" BUDGET="" PEER_BUDGET=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --data) DATA=$(cd "$2" && pwd); shift 2 ;;
@@ -127,7 +128,7 @@ for rep in $(seq 1 "$REPEATS"); do
   echo "== search: ssdann (repeat $rep/$REPEATS)"
   for c in 0 "$CACHE"; do
     "$SSDANN" eval --index "$OUT/work/ours" --queries "$QUERY" --gt "$DATA/gt.ibin" -k 10 -W 4 -L "$LS" \
-      --threads "$THREADS" --nq "$NQ" --cache-nodes "$c" --nav-nodes "$NAV" $EVAL_FLAGS --json "$OUT/ours_eval_c$c$sfx.json"
+      --threads "$THREADS" --nq "$NQ" --cache-nodes "$c" ${NAV:+--nav-nodes "$NAV"} $EVAL_FLAGS --json "$OUT/ours_eval_c$c$sfx.json"
   done
   for s in $SYSTEMS; do
     echo "== search: DiskANN $s (repeat $rep/$REPEATS)"

@@ -348,6 +348,8 @@ pub(crate) fn new_header(
         pq_m: pq_m as u32,
         build_l: params.build_l as u32,
         build_alpha: params.alpha,
+        // as the passes do: saturation is done in the α > 1 pass only
+        saturated: params.saturate_graph && params.alpha > 1.0,
     }
 }
 
@@ -529,6 +531,8 @@ fn build_typed<T: Element>(
         m,
         &slot_codes,
     )?;
+    let codes_path = dir.join(PQ_CODES_FILE);
+    crate::navigation::write_default(storage, dir, &codes_path, &pq, params.metric, n, None)?;
     let labels_path = dir.join(ssdann_layout::labels::LABELS_FILE);
     ssdann_layout::labels::write_labels_via(storage, "build.labels", &labels_path, &labels)?;
     crate::durable::fsync_dir(storage, dir, "build.temp_dir")?;

@@ -15,6 +15,7 @@ pub mod error;
 pub mod greedy_search;
 pub mod ground_truth;
 pub mod kmeans;
+pub mod navigation;
 pub mod neighbor_queue;
 pub mod output;
 pub mod params;

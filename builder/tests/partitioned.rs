@@ -156,6 +156,53 @@ fn partitioned_u8_and_cosine_builds_search_well() {
     assert!(in_memory_recall(&out, &fbase, &q, d, Metric::Cosine, 40) >= 0.9);
 }
 
+/// Before, `--memory-budget` refused saturation: the partition merge's RobustPrune would have
+/// cut the merged lists back below R. Now the partitions are built saturated and every list
+/// the merge prunes is saturated again, and the header records it.
+#[test]
+fn a_budgeted_build_keeps_the_graph_saturated_and_says_so_in_the_header() {
+    let tmp = tempfile::tempdir().unwrap();
+    // low-dimensional uniform data: the α rule leaves lists well below R
+    let (n, d, r) = (3000usize, 4usize, 16usize);
+    let mut rng = ssdann_builder::synthetic::SplitMix64(7);
+    let base: Vec<f32> = (0..n * d).map(|_| rng.unit() * 2.0 - 1.0).collect();
+    let path = tmp.path().join("b.fbin");
+    write_bin(&path, n, d, &base).unwrap();
+    let budget = budget_for(1000, vamana_per_point(16, r));
+    let mut degrees = Vec::new();
+    for saturate in [false, true] {
+        let out = tmp.path().join(format!("sat-{saturate}"));
+        let p = BuildParams {
+            memory_budget_bytes: Some(budget),
+            saturate_graph: saturate,
+            pq_bytes: Some(2),
+            ..params(r, Metric::L2)
+        };
+        let rep = build_index(&path, &out, &p, &NoProgress).unwrap();
+        assert!(rep.partitions >= 3, "{} partitions", rep.partitions);
+        let (h, _, adj) = load(&out);
+        assert_eq!(h.saturated, saturate);
+        for (i, l) in adj.iter().enumerate() {
+            let mut u = l.clone();
+            u.sort_unstable();
+            u.dedup();
+            assert_eq!(u.len(), l.len(), "duplicate edge at {i}");
+            assert!(!l.contains(&(i as u32)), "self loop at {i}");
+        }
+        degrees.push(adj.iter().map(Vec::len).sum::<usize>() as f64 / n as f64);
+    }
+    assert!(
+        degrees[0] < 0.8 * r as f64,
+        "unsaturated: mean degree {}",
+        degrees[0]
+    );
+    assert!(
+        degrees[1] > 0.99 * r as f64,
+        "saturated: mean degree {}",
+        degrees[1]
+    );
+}
+
 #[test]
 fn resume_after_an_interruption_in_each_stage_gives_the_same_index() {
     let tmp = tempfile::tempdir().unwrap();

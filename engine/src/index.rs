@@ -34,6 +34,7 @@ use crate::io::lock::DirLock;
 use crate::merge::plan::Frozen;
 use crate::merge::recover::ApplyHooks;
 use crate::merge::{journal::injected, MergeOptions, MergeReport, Prepared};
+use crate::navigation::NavigationSource;
 use crate::options::OpenOptions;
 use crate::search::{Neighbor, SearchParams, SearchStats};
 use crate::snapshot::Snapshot;
@@ -184,6 +185,11 @@ impl Index {
             .navigation
             .as_ref()
             .map_or(0, |n| n.len())
+    }
+    /// Where the navigation graph came from: the index's `navigation.bin`, built at open
+    /// (an older index without one, or `OpenOptions::navigation_nodes = Some(k)`), or off.
+    pub fn navigation_source(&self) -> NavigationSource {
+        self.snapshot().state.navigation_source
     }
     /// Whether reads bypass the page cache (O_DIRECT).
     pub fn direct_io(&self) -> bool {

@@ -4,27 +4,38 @@
 //! the query instead of from the one medoid — the first hops of a search from the medoid
 //! only walk towards the query's neighbourhood, and each costs W reads.
 //!
-//! Built at open when [`crate::OpenOptions::navigation_nodes`] > 0, from what is already in
-//! RAM: the graph is built over the sample's PQ reconstructions (no read of the sector file,
-//! no extra file), then only the sample's PQ codes and lists are kept, and the search scores
-//! nodes by ADC from the query's table (which the beam search computes anyway) — equal to
-//! the distance to the reconstruction. RAM: `s × (M + ~4·NAV_R + 28)` bytes for s sample
-//! nodes. A sample node freed by a later merge is skipped as a seed (a state's labels never
-//! change, so this is a guard); a reused slot is still a valid node, only a worse seed.
+//! Written once by the builder into `navigation.bin` ([`ssdann_layout::navigation`],
+//! built by [`ssdann_builder::navigation`]) and loaded at open by default; an index written
+//! before that file existed gets the default graph built at open from what is already in RAM
+//! (the sample's PQ reconstructions: no read of the sector file). A merge keeps the file.
+//! Only the sample's PQ codes and lists are held, and the search scores nodes by ADC from
+//! the query's table (which the beam search computes anyway) — equal to the distance to the
+//! reconstruction. RAM: `s × (M + ~4·NAV_R + 28)` bytes for s sample nodes. A sample slot
+//! freed by a merge is skipped as a seed; a reused slot is scored by its current code, only
+//! a worse seed.
 
+use crate::error::EngineError;
+use crate::Result;
 use ssdann_builder::greedy_search::VisitedSet;
+use ssdann_builder::navigation::{build_graph, default_nodes, sample_slots};
 use ssdann_builder::neighbor_queue::NeighborQueue;
-use ssdann_builder::progress::NoProgress;
-use ssdann_builder::vamana::{build_vamana, VamanaParams};
 use ssdann_layout::labels::SlotLabels;
+use ssdann_layout::navigation::{NavigationGraph, NAVIGATION_FILE};
 use ssdann_layout::pq::{pq_distance, PQ_CENTROIDS};
-use ssdann_layout::Metric;
 use ssdann_layout::{IndexHeader, PqCodebook};
+use std::path::Path;
 
-/// Degree R of the navigation graph.
-pub const NAV_R: usize = 32;
-/// Build list size L of the navigation graph.
-const NAV_BUILD_L: usize = 64;
+/// Where an open index's navigation graph came from (`Index::navigation_source`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NavigationSource {
+    /// None: `OpenOptions::navigation_nodes = Some(0)`, or an index with no live node.
+    Off,
+    /// Read from the index's `navigation.bin`.
+    File,
+    /// Built at open: the index has no `navigation.bin` (written before it existed), or
+    /// `OpenOptions::navigation_nodes` asked for a size.
+    BuiltAtOpen,
+}
 
 /// The navigation graph: sample slots, their PQ codes (s × M) and a Vamana graph over them
 /// (ids 0..s index `slots`).
@@ -44,65 +55,73 @@ pub(crate) struct NavScratch {
 }
 
 impl Navigation {
-    /// Samples up to `count` live slots of an index state (its header, PQ codebook, n × M
-    /// codes and labels) at an even stride and builds the graph (in the current rayon
-    /// pool). `None` when the index has no live slot.
-    pub(crate) fn build(
+    /// The navigation graph of an index state (its directory, header, PQ codebook, n × M
+    /// codes and labels) as `requested` says: `Some(0)` none; `Some(k)` k sample nodes
+    /// built now; `None` the directory's `navigation.bin`, or, when it has none, the
+    /// default size ([`default_nodes`] of the live count) built now.
+    ///
+    /// # Errors
+    /// [`EngineError::Layout`] naming `navigation.bin` when it is damaged or does not fit
+    /// the index (the message says that removing the file makes open build one);
+    /// [`EngineError::Io`].
+    pub(crate) fn load(
+        dir: &Path,
         header: &IndexHeader,
         pq: &PqCodebook,
         all_codes: &[u8],
         labels: &SlotLabels,
-        count: usize,
-    ) -> Option<Navigation> {
+        requested: Option<usize>,
+    ) -> Result<(Option<Navigation>, NavigationSource)> {
         let n = header.n_slots as usize;
         let live = header.live_count as usize;
-        let count = count.min(live);
-        if count == 0 {
-            return None;
+        let build = |count: usize| {
+            let slots = sample_slots(n, count.min(live), |s| labels.is_free(s));
+            if slots.is_empty() {
+                return (None, NavigationSource::Off);
+            }
+            let codes = gather(&slots, all_codes, pq.m());
+            let g = build_graph(pq, header.metric, slots, &codes);
+            (
+                Some(Navigation::from_graph(g, codes, pq.m())),
+                NavigationSource::BuiltAtOpen,
+            )
+        };
+        match requested {
+            Some(0) => return Ok((None, NavigationSource::Off)),
+            Some(k) => return Ok(build(k)),
+            None => {}
         }
-        let dim = header.dim as usize;
-        let m = pq.m();
-        // An even stride over the slots, skipping free ones (at most n − live of them).
-        let stride = (n / count).max(1);
-        let mut slots = Vec::with_capacity(count);
-        let mut s = 0;
-        while slots.len() < count && s < n {
-            if !labels.is_free(s) {
-                slots.push(s as u32);
-                s += stride;
-            } else {
-                s += 1;
+        let path = dir.join(NAVIGATION_FILE);
+        match std::fs::metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(build(default_nodes(live))),
+            Err(e) => Err(EngineError::io(&path, e)),
+            Ok(_) => {
+                let g = NavigationGraph::read(&path, header.n_slots, pq.m()).map_err(|e| {
+                    EngineError::Inconsistent {
+                        path: path.clone(),
+                        detail: format!(
+                            "{e} (the navigation graph is derived data: remove the file and \
+                             the next open builds one in RAM)"
+                        ),
+                    }
+                })?;
+                let codes = gather(&g.slots, all_codes, pq.m());
+                Ok((
+                    Some(Navigation::from_graph(g, codes, pq.m())),
+                    NavigationSource::File,
+                ))
             }
         }
-        let mut codes = Vec::with_capacity(slots.len() * m);
-        for &slot in &slots {
-            codes.extend_from_slice(&all_codes[slot as usize * m..(slot as usize + 1) * m]);
-        }
-        // The reconstructions, only while the graph is built.
-        let mut vectors = vec![0f32; slots.len() * dim];
-        for (row, code) in vectors.chunks_exact_mut(dim).zip(codes.chunks_exact(m)) {
-            pq.decode(code, row);
-        }
-        // Cosine indexes store unit vectors and search them in L2 (as the build does).
-        let metric = if header.metric == Metric::Cosine {
-            Metric::L2
-        } else {
-            header.metric
-        };
-        let params = VamanaParams {
-            max_degree: NAV_R,
-            build_l: NAV_BUILD_L,
-            passes: 1,
-            ..Default::default()
-        };
-        let graph = build_vamana(&vectors, dim, metric, &params, &NoProgress);
-        Some(Navigation {
-            slots,
+    }
+
+    fn from_graph(g: NavigationGraph, codes: Vec<u8>, m: usize) -> Navigation {
+        Navigation {
+            slots: g.slots,
             codes,
             m,
-            adjacency: graph.adjacency,
-            medoid: graph.medoid,
-        })
+            adjacency: g.adjacency,
+            medoid: g.medoid,
+        }
     }
 
     /// Sample nodes in the graph.
@@ -152,4 +171,13 @@ impl Navigation {
         }
         out.extend(queue.items().iter().map(|c| self.slots[c.id as usize]));
     }
+}
+
+/// The codes of `slots` (each < n) out of the n × M `all_codes`, in order.
+fn gather(slots: &[u32], all_codes: &[u8], m: usize) -> Vec<u8> {
+    let mut codes = Vec::with_capacity(slots.len() * m);
+    for &slot in slots {
+        codes.extend_from_slice(&all_codes[slot as usize * m..(slot as usize + 1) * m]);
+    }
+    codes
 }

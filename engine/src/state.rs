@@ -16,7 +16,7 @@
 
 use crate::error::EngineError;
 use crate::io::{AlignedBuf, SectorFile};
-use crate::navigation::Navigation;
+use crate::navigation::{Navigation, NavigationSource};
 use crate::options::OpenOptions;
 use crate::Result;
 use ssdann_builder::build::INDEX_FILE;
@@ -54,8 +54,10 @@ pub(crate) struct State {
     pub(crate) file: Arc<SectorFile>,
     pub(crate) options: OpenOptions,
     pub(crate) cache: NodeCache,
-    /// The in-memory navigation graph (`OpenOptions::navigation_nodes` > 0).
+    /// The navigation graph of entry points (`navigation.bin`, or built at open).
     pub(crate) navigation: Option<Navigation>,
+    /// Where `navigation` came from.
+    pub(crate) navigation_source: NavigationSource,
     /// Set when a merge starts rewriting blocks under this state: its searches may then read
     /// post-merge blocks, whose lists can name slots past this state's n (skipped, not an
     /// error). See `merge` for why such mixed reads still give correct answers.
@@ -192,6 +194,7 @@ impl State {
             options,
             cache: NodeCache::default(),
             navigation: None,
+            navigation_source: NavigationSource::Off,
             superseded: AtomicBool::new(false),
         };
         let count = state
@@ -203,15 +206,14 @@ impl State {
             let ids = state.bfs_order(count, &[])?;
             state.cache = state.load_cache(&ids)?;
         }
-        if state.options.navigation_nodes > 0 {
-            state.navigation = Navigation::build(
-                &state.header,
-                &state.pq,
-                &state.codes,
-                &state.labels,
-                state.options.navigation_nodes,
-            );
-        }
+        (state.navigation, state.navigation_source) = Navigation::load(
+            &state.dir,
+            &state.header,
+            &state.pq,
+            &state.codes,
+            &state.labels,
+            state.options.navigation_nodes,
+        )?;
         Ok(state)
     }
 

@@ -21,8 +21,10 @@ pub const HEADER_MAGIC: [u8; 8] = *b"SSDANNIX";
 /// which a v1 reader cannot parse; every other index stays major 1, readable by v1.0.
 pub const FORMAT_VERSION_MAJOR: u16 = 2;
 /// Minor format version: additions an older reader of the same major may ignore (1: the
-/// `nbr_code_m` field, zero in a major-1 index).
-pub const FORMAT_VERSION_MINOR: u16 = 1;
+/// `nbr_code_m` field, zero in a major-1 index; 2: `build_flags`, bit 0 = saturated graph).
+pub const FORMAT_VERSION_MINOR: u16 = 2;
+/// `build_flags` bit 0: the graph was built saturated ([`IndexHeader::saturated`]).
+const FLAG_SATURATED: u32 = 1;
 /// Oldest major version this build reads.
 pub const FORMAT_OLDEST_SUPPORTED_MAJOR: u16 = 1;
 /// Generations stay below this (2^62): a header holding a larger one is refused where its
@@ -62,8 +64,9 @@ const OFF_RESERVED1: usize = OFF_BUILD_ALPHA + 4;
 const OFF_FILE_BYTES: usize = OFF_RESERVED1 + 4;
 const OFF_NBR_CODE_M: usize = OFF_FILE_BYTES + 8;
 const OFF_VECTOR_ENCODING: usize = OFF_NBR_CODE_M + 4;
+const OFF_BUILD_FLAGS: usize = OFF_VECTOR_ENCODING + 4;
 /// End of the defined fields; bytes from here to the CRC are zero.
-pub const HEADER_FIELDS_END: usize = OFF_VECTOR_ENCODING + 4;
+pub const HEADER_FIELDS_END: usize = OFF_BUILD_FLAGS + 4;
 const _: () = assert!(HEADER_FIELDS_END <= HEADER_CRC_OFFSET);
 const _: () = assert!(
     HEADER_SLOT_BYTES.is_multiple_of(SECTOR_BYTES),
@@ -97,6 +100,11 @@ pub struct IndexHeader {
     pub build_l: u32,
     /// Build α.
     pub build_alpha: f32,
+    /// The graph is saturated (format minor 2, `build_flags` bit 0; false in older
+    /// indexes): every RobustPrune filled its list up to R with the candidates the α rule
+    /// covered (DiskANN's `saturate_graph`; [`ssdann_builder`'s `robust_prune::saturate`]).
+    /// A merge keeps the property: the lists it prunes are saturated too.
+    pub saturated: bool,
 }
 
 fn put_u16(b: &mut [u8], off: usize, v: u16) {
@@ -202,6 +210,11 @@ impl IndexHeader {
             OFF_VECTOR_ENCODING,
             u32::from(self.layout.f16_vectors),
         );
+        put_u32(
+            &mut b,
+            OFF_BUILD_FLAGS,
+            if self.saturated { FLAG_SATURATED } else { 0 },
+        );
         let crc = crc32fast::hash(&b[..HEADER_CRC_OFFSET]);
         put_u32(&mut b, HEADER_CRC_OFFSET, crc);
         b
@@ -283,7 +296,7 @@ impl IndexHeader {
             }
             if let Some(at) = (HEADER_FIELDS_END..HEADER_CRC_OFFSET).find(|&i| b[i] != 0) {
                 return Err(field(
-                    "zero padding (offsets 120..4092)",
+                    "zero padding",
                     &b[at],
                     &format!("byte at offset {at} must be 0 in format minor {minor}"),
                 ));
@@ -410,6 +423,21 @@ impl IndexHeader {
                 "must be a finite number ≥ 1",
             ));
         }
+        let flags = get_u32(b, OFF_BUILD_FLAGS);
+        if minor < 2 && flags != 0 {
+            return Err(field(
+                "build_flags",
+                &flags,
+                &format!("must be 0 in format minor {minor} (it has no such field)"),
+            ));
+        }
+        if minor <= FORMAT_VERSION_MINOR && flags & !FLAG_SATURATED != 0 {
+            return Err(field(
+                "build_flags",
+                &flags,
+                "only bit 0 (saturated graph) is defined",
+            ));
+        }
         let h = IndexHeader {
             generation,
             n_slots,
@@ -423,6 +451,7 @@ impl IndexHeader {
             pq_m,
             build_l,
             build_alpha,
+            saturated: flags & FLAG_SATURATED != 0,
         };
         let file_bytes = get_u64(b, OFF_FILE_BYTES);
         if file_bytes != h.file_bytes() {
@@ -501,6 +530,7 @@ mod tests {
             pq_m: 48,
             build_l: 100,
             build_alpha: 1.2,
+            saturated: true,
         }
     }
 
@@ -619,7 +649,16 @@ mod tests {
         two[HEADER_SLOT_BYTES..].copy_from_slice(&gen_max);
         let (h, slot) = IndexHeader::choose(p, &two).unwrap();
         assert_eq!((h.generation, slot), (1, 0));
-        let cases: [(_, &str); 6] = [
+        let cases: [(_, &str); 8] = [
+            (
+                crafted(|b| put_u32(b, OFF_BUILD_FLAGS, 3)),
+                "field `build_flags` = 3: header slot 1: only bit 0 (saturated graph) is defined",
+            ),
+            (
+                crafted(|b| put_u16(b, OFF_MINOR, 1)),
+                "field `build_flags` = 1: header slot 1: must be 0 in format minor 1 (it has \
+                 no such field)",
+            ),
             (
                 crafted(|b| put_u32(b, OFF_BUILD_L, MAX_LIST_SIZE as u32 + 1)),
                 "field `build_l` = 100001: header slot 1: must be in 1..=100000",
@@ -642,8 +681,8 @@ mod tests {
             ),
             (
                 crafted(|b| b[4000] = 9),
-                "field `zero padding (offsets 120..4092)` = 9: header slot 1: byte at offset \
-                 4000 must be 0 in format minor 1",
+                "field `zero padding` = 9: header slot 1: byte at offset 4000 must be 0 in \
+                 format minor 2",
             ),
         ];
         for (enc, want) in cases {
@@ -656,6 +695,19 @@ mod tests {
             b[4000] = 9;
         });
         assert_eq!(IndexHeader::decode(p, 1, &newer).unwrap(), sample());
+        // a minor-1 header (written before the flags) reads as not saturated
+        let old = IndexHeader {
+            saturated: false,
+            ..sample()
+        };
+        let minor1 = {
+            let mut b = old.encode();
+            put_u16(&mut b, OFF_MINOR, 1);
+            let crc = crc32fast::hash(&b[..HEADER_CRC_OFFSET]);
+            put_u32(&mut b, HEADER_CRC_OFFSET, crc);
+            b
+        };
+        assert_eq!(IndexHeader::decode(p, 1, &minor1).unwrap(), old);
     }
 
     #[test]

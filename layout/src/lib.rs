@@ -24,6 +24,7 @@ pub mod error;
 pub mod header;
 pub mod journal;
 pub mod labels;
+pub mod navigation;
 pub mod nearest;
 pub mod pq;
 pub mod pq_adc;

@@ -123,12 +123,13 @@ pub(crate) fn budget_bytes(g: f64) -> PyResult<u64> {
 ///     with ``neighbor_codes`` the codes grow from 31 to 43 bytes on 384-d, R = 64). Searches
 ///     then rank by the f16 vector's distance. float32 data and one-shot builds only; the
 ///     index refuses updates.
-/// saturate_graph : bool, default False
+/// saturate_graph : bool, default True
 ///     Fill every node's list up to R with the candidates RobustPrune's α rule dropped,
 ///     closest first (DiskANN's saturate_graph). A record holds R neighbours whatever its
 ///     degree, so the index does not grow; each read yields more candidates, so searches
-///     read fewer sectors at equal recall, and each expansion costs more ADC. Needs
-///     alpha > 1; one-shot builds only (not with ``memory_budget_gb``).
+///     read fewer sectors at equal recall (0.78× on a 128-d u8 set, 0.93–0.97× on 384-d
+///     float32), and each expansion costs more ADC. Needs alpha > 1. Budgeted builds and
+///     merges keep it; ``False`` builds the unsaturated graph.
 ///
 /// Returns
 /// -------
@@ -158,7 +159,7 @@ pub(crate) fn budget_bytes(g: f64) -> PyResult<u64> {
 /// >>> report["n"], report["dim"]
 /// (2000, 32)
 #[pyfunction]
-#[pyo3(signature = (data, out_dir, *, metric = "l2", R = 64, L = 100, alpha = 1.2, pq_bytes = None, threads = None, force = false, memory_budget_gb = None, resume = false, neighbor_codes = false, vector_encoding = "f32", saturate_graph = false), text_signature = "(data, out_dir, *, metric=\"l2\", R=64, L=100, alpha=1.2, pq_bytes=None, threads=None, force=False, memory_budget_gb=None, resume=False, neighbor_codes=False, vector_encoding=\"f32\", saturate_graph=False)")]
+#[pyo3(signature = (data, out_dir, *, metric = "l2", R = 64, L = 100, alpha = 1.2, pq_bytes = None, threads = None, force = false, memory_budget_gb = None, resume = false, neighbor_codes = false, vector_encoding = "f32", saturate_graph = true), text_signature = "(data, out_dir, *, metric=\"l2\", R=64, L=100, alpha=1.2, pq_bytes=None, threads=None, force=False, memory_budget_gb=None, resume=False, neighbor_codes=False, vector_encoding=\"f32\", saturate_graph=True)")]
 #[allow(non_snake_case, clippy::too_many_arguments)]
 pub(crate) fn build<'py>(
     py: Python<'py>,

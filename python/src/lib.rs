@@ -64,10 +64,12 @@ fn params(l: usize, w: usize, termination_ratio: Option<f32>) -> SearchParams {
 /// read_only : bool, default False
 ///     Share the directory with other read-only handles; never write (updates raise
 ///     PermissionError; an interrupted merge is an error until opened read-write once).
-/// navigation_nodes : int, default 0
-///     Sample nodes of an in-memory navigation graph built at open: searches start from its
-///     nodes nearest the query instead of the medoid (fewer reads on the way down; RAM about
-///     nodes × (M + 160) bytes). 0: none.
+/// navigation_nodes : int or None, default None
+///     The navigation graph of entry points: searches start from its nodes nearest the
+///     query instead of the medoid (fewer reads on the way down; RAM about
+///     nodes × (M + 160) bytes). None: the index's navigation.bin, written by the build (an
+///     index built before it gets one of 5% of its points built at open). 0: none.
+///     N: N nodes built at open.
 /// busy_poll_us : int, default 1000
 ///     Spin on the io_uring completion queue for up to this many µs per wait before sleeping
 ///     (0..=10000; 0: off): saves waking the thread after each read, costly on a VM. A wait
@@ -105,7 +107,7 @@ struct Index {
 #[pymethods]
 impl Index {
     #[new]
-    #[pyo3(signature = (path, *, cache_nodes = 0, io = "io_uring", verify_reads = false, read_only = false, cache_bytes = 0, cache_samples = 0, navigation_nodes = 0, busy_poll_us = ssdann::engine::DEFAULT_BUSY_POLL_US), text_signature = "(path, *, cache_nodes=0, io=\"io_uring\", verify_reads=False, read_only=False, cache_bytes=0, cache_samples=0, navigation_nodes=0, busy_poll_us=1000)")]
+    #[pyo3(signature = (path, *, cache_nodes = 0, io = "io_uring", verify_reads = false, read_only = false, cache_bytes = 0, cache_samples = 0, navigation_nodes = None, busy_poll_us = ssdann::engine::DEFAULT_BUSY_POLL_US), text_signature = "(path, *, cache_nodes=0, io=\"io_uring\", verify_reads=False, read_only=False, cache_bytes=0, cache_samples=0, navigation_nodes=None, busy_poll_us=1000)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -116,7 +118,7 @@ impl Index {
         read_only: bool,
         cache_bytes: u64,
         cache_samples: usize,
-        navigation_nodes: usize,
+        navigation_nodes: Option<usize>,
         busy_poll_us: u32,
     ) -> PyResult<Self> {
         let io: IoBackend = io.parse().map_err(PyValueError::new_err)?;

@@ -134,3 +134,18 @@ pub fn probe_merge(dir: &std::path::Path) -> ssdann::engine::MergeReport {
     std::fs::remove_dir_all(&probe).unwrap();
     rep
 }
+
+/// Every regular file of `dir` with its bytes, sorted by name (to assert that nothing
+/// changed).
+#[allow(dead_code)] // not every test binary that includes this module needs it
+pub fn dir_bytes(dir: &std::path::Path) -> Vec<(std::ffi::OsString, Vec<u8>)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.file_name(), std::fs::read(e.path()).unwrap())
+        })
+        .collect();
+    v.sort();
+    v
+}

@@ -310,7 +310,17 @@ pub fn cmd_eval(a: EvalArgs) -> Result<()> {
             "page cache: O_DIRECT refused by the filesystem"
         }
     );
-    let rows = run_eval(&index, &q, nq, &gt, a.k, &ls, &a.search.params(a.k), &threads, false)?;
+    let rows = run_eval(
+        &index,
+        &q,
+        nq,
+        &gt,
+        a.k,
+        &ls,
+        &a.search.params(a.k),
+        &threads,
+        false,
+    )?;
     if let Some(j) = a.json {
         let mut extra = serde_json::json!({"index": a.index, "queries": a.queries, "nq": nq, "k": a.k, "cache_nodes": index.cached_nodes(), "io": index.io_backend_name(), "o_direct": index.direct_io()});
         if let (Some(e), serde_json::Value::Object(f)) = (extra.as_object_mut(), a.search.json()) {

@@ -206,14 +206,17 @@ pub(crate) struct BuildArgs {
     /// index refuses updates.
     #[arg(long, default_value = "f32", value_parser = ["f32", "f16"], conflicts_with = "memory_budget")]
     pub(crate) vector_encoding: String,
-    /// Fill every node's list up to R with the candidates RobustPrune's α rule dropped,
-    /// closest first (DiskANN's saturate_graph). A record holds R neighbours whatever its
-    /// degree, so the index does not grow; each read yields more candidates (fewer reads at
-    /// equal recall: 0.78× at 0.95 on a 128-d u8 set whose mean degree was 28), each
-    /// expansion costs more ADC. Build time: unchanged on 384-d minilm, +10–30% on that u8
-    /// set (full lists are re-pruned by back-edges more often). Needs α > 1 (the lists
-    /// α = 1 leaves are not filled); one-shot builds only
-    #[arg(long, conflicts_with = "memory_budget")]
+    /// Do not saturate the graph. By default every node's list is filled up to R with the
+    /// candidates RobustPrune's α rule dropped, closest first (DiskANN's saturate_graph): a
+    /// record holds R neighbours whatever its degree, so the index does not grow and each
+    /// read yields more candidates (0.78× the reads at recall 0.95 on a 128-d u8 set whose
+    /// mean degree was 28; 0.93–0.97× on 384-d f32), each expansion costs more ADC, and
+    /// the build's second pass ~10–60% more time. Kept by the budgeted build and by merges;
+    /// the header records it. Needs α > 1 (the lists α = 1 leaves are not filled)
+    #[arg(long)]
+    pub(crate) no_saturate_graph: bool,
+    /// The default (kept so that older scripts run): the graph is saturated.
+    #[arg(long, hide = true, conflicts_with = "no_saturate_graph")]
     pub(crate) saturate_graph: bool,
 }
 
@@ -253,7 +256,7 @@ pub(crate) fn build_params(a: &BuildArgs) -> Result<BuildParams> {
         passes: a.passes,
         neighbor_codes: a.neighbor_codes,
         f16_vectors: a.vector_encoding == "f16",
-        saturate_graph: a.saturate_graph,
+        saturate_graph: !a.no_saturate_graph,
         ..Default::default()
     })
 }
@@ -382,9 +385,30 @@ fn cmd_info(dir: PathBuf) -> Result<()> {
         h.dim, h.element, h.metric
     );
     println!(
-        "graph            R = {}, entry point {}, built with L = {}, α = {}",
-        h.max_degree, h.entry_point, h.build_l, h.build_alpha
+        "graph            R = {}, entry point {}, built with L = {}, α = {}{}",
+        h.max_degree,
+        h.entry_point,
+        h.build_l,
+        h.build_alpha,
+        if h.saturated { ", saturated" } else { "" }
     );
+    let nav = dir.join(ssdann_layout::navigation::NAVIGATION_FILE);
+    match ssdann_layout::blob::read_blob_fields(
+        &nav,
+        &ssdann_layout::navigation::NAVIGATION_MAGIC,
+        ssdann_layout::navigation::NAVIGATION_VERSION,
+    ) {
+        Ok((_, f)) => println!(
+            "navigation       {} entry-point nodes, R = {} (navigation.bin)",
+            f.first().copied().unwrap_or(0),
+            f.get(1).copied().unwrap_or(0)
+        ),
+        Err(_) if !nav.exists() => println!(
+            "navigation       no navigation.bin (built before it): an open builds {} nodes",
+            ssdann_builder::navigation::default_nodes(h.live_count as usize)
+        ),
+        Err(e) => println!("navigation       unreadable: {e}"),
+    }
     println!(
         "records          {} bytes, {} per block, {} sector(s) per block",
         l.record_bytes, l.nodes_per_block, l.sectors_per_block

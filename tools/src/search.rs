@@ -95,10 +95,12 @@ pub struct SearchFlags {
     /// points) instead of BFS from the entry point; 0 = BFS.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub cache_samples: usize,
-    /// Sample nodes of an in-memory navigation graph built at open (0 = none): searches
-    /// start from its nodes nearest the query instead of the medoid.
-    #[arg(long, default_value_t = 0)]
-    pub nav_nodes: usize,
+    /// Navigation graph of entry points (searches start from its nodes nearest the query
+    /// instead of the medoid). Default: the index's navigation.bin, written by the build
+    /// (an index built before it gets one of 5% of its points built at open); 0 = none;
+    /// N = N nodes built at open (an A/B lever).
+    #[arg(long, value_name = "N")]
+    pub nav_nodes: Option<usize>,
     /// I/O backend: io_uring or pread.
     #[arg(long, default_value = "io_uring")]
     pub io: IoBackend,
@@ -173,7 +175,7 @@ impl Default for SearchFlags {
             cache_nodes: 0,
             cache_bytes: 0,
             cache_samples: 0,
-            nav_nodes: 0,
+            nav_nodes: None,
             io: IoBackend::IoUring,
             verify_reads: false,
             busy_poll_us: ssdann_engine::DEFAULT_BUSY_POLL_US,
@@ -418,6 +420,7 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
         resume: false,
         neighbor_codes: false,
         vector_encoding: "f32".into(),
+        no_saturate_graph: false,
         saturate_graph: false,
     })?;
     let index = Index::open(&out, OpenOptions::default())?;

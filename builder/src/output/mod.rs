@@ -10,26 +10,29 @@ use crate::Result;
 use ssdann_layout::header::{HEADER_MAGIC, HEADER_SLOT_BYTES};
 use ssdann_layout::journal::JOURNAL_FILE;
 use ssdann_layout::labels::LABELS_FILE;
+use ssdann_layout::navigation::NAVIGATION_FILE;
 use ssdann_layout::pq::{PQ_CODES_FILE, PQ_PIVOTS_FILE, PQ_REFINE_FILE};
 use ssdann_layout::storage::StorageRef;
 use ssdann_layout::wal::WAL_FILE;
 use std::path::{Path, PathBuf};
 
 mod temp_dir;
-pub use temp_dir::reap_stale_temp_dirs;
 use temp_dir::lock_dir;
+pub use temp_dir::reap_stale_temp_dirs;
 #[cfg(test)]
 use temp_dir::temp_dir_for;
 pub(crate) use temp_dir::{make_temp_dir, TempDir};
 
-/// Every file name an index directory may hold (docs/FORMAT.md): the build's four files (five
-/// with neighbour codes: `pq_refine.bin`), the
+/// Every file name an index directory may hold (docs/FORMAT.md): the build's five files (six
+/// with neighbour codes: `pq_refine.bin`; `navigation.bin` is absent from indexes built
+/// before it), the
 /// WAL ([`WAL_FILE`]) and the temporary file of a WAL trim (the engine's
 /// `path.with_extension("log.trim")`), and a merge's journal ([`JOURNAL_FILE`]). A merge also
 /// stages `NAME.merge` beside `NAME` (see [`is_index_file_name`]). The CLI's tests check
 /// these against the engine's names.
-pub const INDEX_DIR_FILES: [&str; 8] = [
+pub const INDEX_DIR_FILES: [&str; 9] = [
     INDEX_FILE,
+    NAVIGATION_FILE,
     PQ_PIVOTS_FILE,
     PQ_REFINE_FILE,
     PQ_CODES_FILE,

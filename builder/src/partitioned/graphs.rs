@@ -11,7 +11,7 @@ use super::workdir::{
     blob_writer, commit, graph_path, ids_path, read_ids, GRAPH_MAGIC, MERGED_FILE,
 };
 use crate::progress::{Phase, Progress};
-use crate::robust_prune::{robust_prune, PruneScratch, DEFAULT_MAX_CANDIDATES};
+use crate::robust_prune::{robust_prune, saturate, PruneScratch, DEFAULT_MAX_CANDIDATES};
 use crate::vamana::{build_vamana, VamanaParams};
 use crate::BuildError;
 use rayon::prelude::*;
@@ -136,8 +136,9 @@ impl Stream {
 }
 
 /// Merges the `parts` partition graphs into `merged.graph`: per row, the union of its lists,
-/// RobustPruned (α = `alpha`, on graph rows of type `V`) to R when longer. Returns the mean
-/// degree.
+/// RobustPruned (α = `alpha`, on graph rows of type `V`) to R when longer, then saturated
+/// to R when `saturate` and α > 1 (as the one-shot build's second pass does: a merged list
+/// would otherwise lose the fill its partitions gave it). Returns the mean degree.
 ///
 /// # Errors
 /// [`BuildError::Layout`] naming a partition file that is damaged (checksum, a degree > R, a
@@ -151,6 +152,7 @@ pub(crate) fn merge_graphs<V: GraphElem>(
     parts: usize,
     r: usize,
     alpha: f32,
+    saturate_lists: bool,
     medoid: u32,
     progress: &dyn Progress,
     before_commit: &dyn Fn() -> Result<(), BuildError>,
@@ -254,6 +256,9 @@ pub(crate) fn merge_graphs<V: GraphElem>(
                         prune,
                         out,
                     );
+                    if saturate_lists && alpha > 1.0 {
+                        saturate(prune, r, out);
+                    }
                     let chosen: Vec<u32> = out.iter().map(|&j| list[j as usize]).collect();
                     *list = chosen;
                     Ok(())

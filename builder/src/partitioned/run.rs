@@ -151,6 +151,7 @@ impl<'a> Run<'a> {
             ("partition_cap", self.cap.to_string()),
             ("memory_budget", self.budget.to_string()),
             ("reorder", params.reorder.to_string()),
+            ("saturate", params.saturate_graph.to_string()),
         ]))
     }
 
@@ -337,9 +338,10 @@ impl<'a> Run<'a> {
         let rows = &self.rows;
         let n = self.file.len();
         let medoid = streaming_medoid(rows, n);
-        let (r, a, dir, pr) = (
+        let (r, a, sat, dir, pr) = (
             self.params.max_degree,
             self.params.alpha,
+            self.params.saturate_graph,
             &self.dir,
             self.progress,
         );
@@ -347,16 +349,16 @@ impl<'a> Run<'a> {
         let st = &self.params.storage;
         match rows.graph_type {
             GraphType::F16 => {
-                graphs::merge_graphs::<f16>(st, rows, n, dir, parts, r, a, medoid, pr, &hook)
+                graphs::merge_graphs::<f16>(st, rows, n, dir, parts, r, a, sat, medoid, pr, &hook)
             }
             GraphType::F32 => {
-                graphs::merge_graphs::<f32>(st, rows, n, dir, parts, r, a, medoid, pr, &hook)
+                graphs::merge_graphs::<f32>(st, rows, n, dir, parts, r, a, sat, medoid, pr, &hook)
             }
             GraphType::U8 => {
-                graphs::merge_graphs::<u8>(st, rows, n, dir, parts, r, a, medoid, pr, &hook)
+                graphs::merge_graphs::<u8>(st, rows, n, dir, parts, r, a, sat, medoid, pr, &hook)
             }
             GraphType::I8 => {
-                graphs::merge_graphs::<i8>(st, rows, n, dir, parts, r, a, medoid, pr, &hook)
+                graphs::merge_graphs::<i8>(st, rows, n, dir, parts, r, a, sat, medoid, pr, &hook)
             }
         }?;
         self.phases.push((Phase::GraphMerge, t.elapsed()));
@@ -476,6 +478,12 @@ impl<'a> Run<'a> {
         }
         drop(ordered);
         link_or_copy(storage, &pivots, &tmp.join(PQ_PIVOTS_FILE))?;
+        let pq = PqCodebook::read(&pivots)?;
+        let codes_path = tmp.join(PQ_CODES_FILE);
+        let metric = params.metric;
+        let cap = Some(budget.saturating_sub(budget::FIXED_BYTES));
+        crate::navigation::write_default(storage, &tmp, &codes_path, &pq, metric, n, cap)?;
+        drop(pq);
         fsync_dir(storage, &tmp, "build.temp_dir")?;
         interrupt(params, "write")?;
         install_output(storage, temp, out_dir, params.force)?;

@@ -156,6 +156,11 @@ pub fn read_plan(out_dir: &Path) -> Result<Plan, BuildError> {
         graph_precision,
         memory_budget_bytes: Some(num("memory_budget")?),
         passes: num("passes")? as usize,
+        // absent from the manifests of builds planned before saturation was recorded there
+        saturate_graph: match get("saturate") {
+            Ok(v) => parse(&path, "saturate", v)?,
+            Err(_) => false,
+        },
         ..BuildParams::default()
     };
     Ok(Plan {

@@ -230,6 +230,7 @@ impl<'a> Plan<'a> {
             metric: self.h.metric,
             alpha: self.h.build_alpha.max(1.0),
             r: self.h.max_degree as usize,
+            saturate: self.h.saturated,
             dim: self.d,
             local: Vec::new(),
             ids: Vec::new(),

@@ -3,7 +3,8 @@
 //! (FreshDiskANN §4, delete phase); and the conversions between stored vector bytes and f32.
 
 use ssdann_builder::robust_prune::{
-    robust_prune, robust_prune_repair, PruneScratch, RepairScratch, DEFAULT_MAX_CANDIDATES,
+    robust_prune, robust_prune_repair, saturate, PruneScratch, RepairScratch,
+    DEFAULT_MAX_CANDIDATES,
 };
 use ssdann_layout::{ElementType, Metric};
 
@@ -34,6 +35,8 @@ pub(super) struct Pruner {
     pub(super) metric: Metric,
     pub(super) alpha: f32,
     pub(super) r: usize,
+    /// Saturate each pruned list to R (the index's header says its graph is saturated).
+    pub(super) saturate: bool,
     pub(super) dim: usize,
     pub(super) local: Vec<f32>,
     pub(super) ids: Vec<u32>,
@@ -83,6 +86,9 @@ impl Pruner {
             &mut self.scratch,
             &mut self.out,
         );
+        if self.saturate && self.alpha > 1.0 {
+            saturate(&self.scratch, self.r, &mut self.out);
+        }
         self.out.iter().map(|&i| self.ids[i as usize - 1]).collect()
     }
 

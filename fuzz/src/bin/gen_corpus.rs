@@ -57,6 +57,7 @@ fn header(n: u64, dim: u32, element: ElementType, metric: Metric, r: u32, gen: u
         pq_m: dim.min(8),
         build_l: 100,
         build_alpha: 1.2,
+        saturated: false,
     }
 }
 

@@ -116,7 +116,7 @@ class Index:
         read_only: bool = False,
         cache_bytes: int = 0,
         cache_samples: int = 0,
-        navigation_nodes: int = 0,
+        navigation_nodes: Optional[int] = None,
         busy_poll_us: int = 1000,
     ) -> None:
         """Open the index in ``path``. By default the handle may write (insert, delete,

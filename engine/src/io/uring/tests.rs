@@ -143,7 +143,10 @@ fn a_wait_spins_only_while_searches_and_spinning_waits_are_fewer_than_cores() {
     assert_eq!(done, vec![0]);
     assert!(r.slot(0).iter().all(|&b| b == 5));
     assert!(!full, "a wait spun beside one spinning wait per core");
-    assert!(!crowded, "a wait spun with more searches running than cores");
+    assert!(
+        !crowded,
+        "a wait spun with more searches running than cores"
+    );
     assert!(spun, "a free core: the wait spins");
 }
 
