@@ -510,3 +510,82 @@ fn a_second_build_into_the_same_output_is_refused_while_the_first_holds_the_work
     build_index(&path, &out, &resume, &NoProgress).unwrap();
     assert!(!work.exists());
 }
+
+/// Issue 28 ("the budget holds at every stage"): every stage's working set is in the budget
+/// model, and a budget below the smallest one that fits every stage is refused naming it.
+#[test]
+fn the_budget_model_counts_every_stage_and_refuses_naming_the_true_minimum() {
+    use ssdann_builder::partitioned::budget::{
+        min_partition, stage_bytes, Shape, PAGE_ALLOWANCE_FRACTION, PROGRAM_BYTES,
+    };
+    // The set of the report: 200K × 128 u8, R = 64, PQ M = 32, 2 threads.
+    let s = Shape {
+        n: 200_000,
+        dim: 128,
+        elem_bytes: 1,
+        graph_dim: 128,
+        graph_elem_bytes: 1,
+        max_degree: 64,
+        pq_m: 32,
+        threads: 2,
+    };
+    let min = min_partition(64);
+    let minimum = s.minimum_budget(min);
+    assert!(s.fits(minimum, min));
+    assert!(!s.fits(minimum - 1, min));
+    let gib = (1u64 << 30) as f64;
+    for budget in [minimum, (0.08 * gib) as u64, (0.5 * gib) as u64] {
+        let stage = stage_bytes(budget);
+        let pages = (budget as f64 * PAGE_ALLOWANCE_FRACTION) as u64;
+        assert!(PROGRAM_BYTES + stage + pages <= budget, "{budget}");
+        let cap = s.partition_cap(budget);
+        assert!(cap as u64 * s.vamana_bytes_per_point() <= stage);
+        let sample = s.partition_sample(budget, usize::MAX) as u64;
+        assert!(sample * s.partition_sample_row_bytes() <= stage);
+        let parts = s.planned_parts(cap);
+        let plan = s.merge_plan(budget, parts).unwrap();
+        let streams = parts as u64 * plan.records_per_read as u64 * (4 * 65 + 4);
+        assert!(streams + plan.chunk_rows as u64 * s.merge_row_bytes() <= stage);
+    }
+    // 100M points: at the smallest partitions the merge reads 1.5M partition files at once,
+    // more than the stage buffers hold: the minimum counts the merge, above the partition
+    // graph's own minimum.
+    let big = Shape {
+        n: 100_000_000,
+        ..s
+    };
+    let graph_only = (FIXED_BYTES..)
+        .find(|&b| big.partition_cap(b) >= min)
+        .unwrap();
+    let minimum = big.minimum_budget(min);
+    assert!(minimum > graph_only, "{minimum} vs {graph_only}");
+    assert!(big.fits(minimum, min) && !big.fits(minimum - 1, min));
+    assert!(big
+        .merge_plan(graph_only, big.planned_parts(big.partition_cap(graph_only)))
+        .is_none());
+
+    // A build below the minimum: refused before anything is written, naming exactly the
+    // model's minimum.
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, _, _) = write_f32(tmp.path(), "base.fbin", 2000, 16, 9);
+    let out = tmp.path().join("out");
+    let p = BuildParams {
+        memory_budget_bytes: Some(FIXED_BYTES / 2),
+        threads: Some(2),
+        ..params(16, Metric::L2)
+    };
+    let file = ssdann_layout::VectorFile::open(&path).unwrap();
+    let want =
+        ssdann_builder::partitioned::shape_of(&file, &p, 2).minimum_budget(min_partition(16));
+    match build_index(&path, &out, &p, &NoProgress).unwrap_err() {
+        BuildError::BudgetTooSmall {
+            budget, minimum, ..
+        } => {
+            assert_eq!(budget, FIXED_BYTES / 2);
+            assert_eq!(minimum, want);
+        }
+        e => panic!("expected BudgetTooSmall, got {e}"),
+    }
+    assert!(!out.exists());
+    assert!(!tmp.path().join(".out.partitioned").exists());
+}

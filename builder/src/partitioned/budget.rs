@@ -11,8 +11,43 @@ pub const PAGE_ALLOWANCE_FRACTION: f64 = 0.10;
 /// Fraction of the budget a partition's graph build may plan to use (the rest is allocator
 /// slack, thread stacks, I/O buffers and the mapped pages).
 pub const PARTITION_FRACTION: f64 = 0.70;
-/// Fixed bytes outside the estimate: the program, thread stacks, buffers.
+/// Fixed bytes outside the estimate: the program, thread stacks and allocator slack
+/// ([`PROGRAM_BYTES`]) and the bounded buffers each stage may hold beyond its budget-sized
+/// structures ([`STAGE_BUFFER_BYTES`]).
 pub const FIXED_BYTES: u64 = 64 << 20;
+/// The program's own RSS: code, thread stacks, allocator slack (≈ 10–18 MiB measured on a
+/// 2-thread build, docs/PERFORMANCE.md; the rest is margin).
+pub const PROGRAM_BYTES: u64 = 32 << 20;
+/// Buffers a stage may hold whatever the budget: the partition k-means sample, the merge's
+/// read buffers and row chunk, the assignment's id spools. A stage's working set is at most
+/// this plus [`PARTITION_FRACTION`] of what the budget gives beyond [`FIXED_BYTES`]
+/// ([`stage_bytes`]).
+pub const STAGE_BUFFER_BYTES: u64 = 24 << 20;
+const _: () = assert!(PROGRAM_BYTES + STAGE_BUFFER_BYTES <= FIXED_BYTES);
+
+/// Rows the partition k-means needs at least (all of them when fewer).
+pub const MIN_PARTITION_SAMPLE: usize = 10_000;
+/// Rows of the merge's smallest chunk.
+pub const MIN_MERGE_CHUNK: usize = 1024;
+/// Rows of the merge's largest chunk.
+pub const MAX_MERGE_CHUNK: usize = 1 << 15;
+
+/// Working bytes a stage (partitioning, one partition graph's neighbours, the merge) may
+/// plan under `budget`: [`STAGE_BUFFER_BYTES`] plus [`PARTITION_FRACTION`] of the budget
+/// beyond [`FIXED_BYTES`]. With the program ([`PROGRAM_BYTES`]) and the mapped pages
+/// ([`PAGE_ALLOWANCE_FRACTION`]) this stays within any budget ≥ [`FIXED_BYTES`].
+pub fn stage_bytes(budget: u64) -> u64 {
+    STAGE_BUFFER_BYTES + (budget.saturating_sub(FIXED_BYTES) as f64 * PARTITION_FRACTION) as u64
+}
+
+/// How the merge reads and pages its rows (see [`Shape::merge_plan`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MergePlan {
+    /// Rows merged per chunk.
+    pub chunk_rows: usize,
+    /// Records (and ids) each partition stream reads per refill.
+    pub records_per_read: usize,
+}
 
 /// The shape of a build, as the budget sees it.
 #[derive(Clone, Copy, Debug)]
@@ -91,6 +126,95 @@ impl Shape {
     pub fn partition_cap(&self, budget: u64) -> usize {
         let usable = (budget.saturating_sub(FIXED_BYTES) as f64 * PARTITION_FRACTION) as u64;
         (usable / self.vamana_bytes_per_point()) as usize
+    }
+
+    /// Bytes of one partition graph record (degree + R ids) and its id.
+    fn stream_record_bytes(&self) -> u64 {
+        4 * (1 + self.max_degree as u64) + 4
+    }
+
+    /// Bytes per row of a merge chunk: its list (a `Vec` header, up to 2R ids, the
+    /// allocator's header) and its output record.
+    pub fn merge_row_bytes(&self) -> u64 {
+        24 + 16 + 8 * self.max_degree as u64 + 4 * (1 + self.max_degree as u64)
+    }
+
+    /// The merge of `parts` partition graphs under `budget`: a quarter of
+    /// [`stage_bytes`] for the partition streams' read buffers (at most 1 MiB each), the
+    /// rest for the row chunk. `None` when one record per stream and a chunk of
+    /// [`MIN_MERGE_CHUNK`] rows do not fit.
+    pub fn merge_plan(&self, budget: u64, parts: usize) -> Option<MergePlan> {
+        let total = stage_bytes(budget);
+        let rec = self.stream_record_bytes();
+        let parts = parts.max(1) as u64;
+        let streams = total / 4;
+        let records_per_read = (streams / parts / rec).min((1 << 20) / rec).max(1);
+        let left = total.checked_sub(parts * records_per_read * rec)?;
+        let chunk_rows = ((left / self.merge_row_bytes()) as usize).min(MAX_MERGE_CHUNK);
+        (chunk_rows >= MIN_MERGE_CHUNK.min(self.n.max(1))).then_some(MergePlan {
+            chunk_rows: chunk_rows.max(1),
+            records_per_read: records_per_read as usize,
+        })
+    }
+
+    /// Partitions the merge is planned for when each holds at most `cap` points: twice
+    /// the k-means' first choice (it grows C until the largest partition fits).
+    pub fn planned_parts(&self, cap: usize) -> usize {
+        2 * (super::shard::OVERLAP * self.n).div_ceil(cap.max(1))
+    }
+
+    /// Bytes per row of the partition k-means sample: the f32 graph row, its id and its
+    /// k-means assignment.
+    pub fn partition_sample_row_bytes(&self) -> u64 {
+        (self.graph_dim * 4 + 8 + 4) as u64
+    }
+
+    /// Rows of the partition k-means sample under `budget`: at most `max`, and as many as
+    /// [`stage_bytes`] holds beside the k-means seeding sample (at most
+    /// [`crate::kmeans::SEEDING_SAMPLE`] rows).
+    pub fn partition_sample(&self, budget: u64, max: usize) -> usize {
+        let seeding = (crate::kmeans::SEEDING_SAMPLE.min(self.n) * self.graph_dim * 4) as u64;
+        let room = stage_bytes(budget).saturating_sub(seeding);
+        ((room / self.partition_sample_row_bytes()) as usize)
+            .min(max)
+            .min(self.n)
+    }
+
+    /// Whether every stage fits `budget` with partitions of at most `min_points` points
+    /// (the smallest the build accepts): the partition k-means sample (at least
+    /// [`MIN_PARTITION_SAMPLE`] rows), the partition graph, the merge of the partitions
+    /// that cap gives.
+    pub fn fits(&self, budget: u64, min_points: usize) -> bool {
+        let cap = self.partition_cap(budget);
+        cap >= min_points
+            && self.partition_sample(budget, usize::MAX) >= self.n.min(MIN_PARTITION_SAMPLE)
+            && self.merge_plan(budget, self.planned_parts(cap)).is_some()
+    }
+
+    /// The smallest budget every stage fits ([`Shape::fits`]), in bytes.
+    pub fn minimum_budget(&self, min_points: usize) -> u64 {
+        let (mut lo, mut hi) = (FIXED_BYTES, FIXED_BYTES.max(1 << 20));
+        while !self.fits(hi, min_points) {
+            lo = hi;
+            hi = hi.saturating_mul(2);
+            if hi == u64::MAX {
+                return hi;
+            }
+        }
+        // lo does not fit (or is FIXED_BYTES), hi fits: bisect to the first that fits.
+        while lo + 1 < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.fits(mid, min_points) {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        if self.fits(lo, min_points) {
+            lo
+        } else {
+            hi
+        }
     }
 
     /// Points PQ may be trained on under `budget`: the gathered f32 sample and one

@@ -6,6 +6,7 @@
 //! back to R when the union is longer — into `merged.graph`, holding one chunk of rows at a
 //! time.
 
+use super::budget::MergePlan;
 use super::rows::{GraphElem, Rows};
 use super::workdir::{
     blob_writer, commit, graph_path, ids_path, read_ids, GRAPH_MAGIC, MERGED_FILE,
@@ -15,12 +16,10 @@ use crate::robust_prune::{robust_prune, saturate, PruneScratch, DEFAULT_MAX_CAND
 use crate::vamana::{build_vamana, VamanaParams};
 use crate::BuildError;
 use rayon::prelude::*;
-use ssdann_layout::blob::BlobReader;
+use ssdann_layout::blob::{body_offset, BlobReader};
 use ssdann_layout::storage::StorageRef;
 use std::path::Path;
 
-/// Rows merged per chunk.
-const MERGE_CHUNK: usize = 1 << 15;
 /// A padding neighbour slot.
 const NONE: u32 = u32::MAX;
 
@@ -98,34 +97,114 @@ fn decode_record(rec: &[u8], r: usize) -> (usize, Vec<u32>) {
     (degree, (1..=degree.min(r)).map(word).collect())
 }
 
-/// One partition's graph file and id list, read in row order.
+/// Checks partition `p`'s id and graph files whole, one at a time, before the merge reads
+/// them in pieces: the ids ([`read_ids`]: checksum, ascending, < n), the graph's fields
+/// against them and R, and the graph body's checksum. Returns its number of points.
+///
+/// # Errors
+/// [`BuildError::Layout`] naming the damaged file; [`BuildError::Io`].
+fn check_partition(dir: &Path, p: usize, n: usize, r: usize) -> Result<usize, BuildError> {
+    let count = read_ids(&ids_path(dir, p), n)?.len();
+    let path = graph_path(dir, p);
+    let mut graph = BlobReader::open(&path, &GRAPH_MAGIC, 1)?;
+    if graph.fields != [count as u64, r as u64] || graph.body_bytes != (count * (1 + r) * 4) as u64
+    {
+        return Err(ssdann_layout::LayoutError::corrupt(
+            &path,
+            "fields",
+            format!("{:?} for {count} ids and R = {r}", graph.fields),
+        )
+        .into());
+    }
+    let mut piece = vec![0u8; (graph.body_bytes as usize).min(1 << 20)];
+    while graph.remaining() > 0 {
+        let k = (graph.remaining() as usize).min(piece.len());
+        graph.read(&mut piece[..k])?;
+    }
+    graph.finish()?;
+    Ok(count)
+}
+
+/// One partition's ids and graph records, read in row order by `pread`, a bounded number
+/// of each per refill (the files were checked whole first: [`check_partition`]).
 struct Stream {
-    ids: Vec<u32>,
+    ids: std::fs::File,
+    graph: std::fs::File,
+    /// Records not yet read into the buffers.
+    left: usize,
+    /// Records (and ids) read so far.
+    read: usize,
+    /// Buffered ids, little-endian, and their records.
+    id_buf: Vec<u8>,
+    rec_buf: Vec<u8>,
+    /// Next buffered entry.
+    pos: usize,
+    /// Entries per refill.
+    per_read: usize,
+    /// Records merged.
     next: usize,
-    graph: BlobReader,
-    rec: Vec<u8>,
+    count: usize,
 }
 
 impl Stream {
+    fn open(dir: &Path, p: usize, count: usize, per_read: usize) -> Result<Stream, BuildError> {
+        let open = |path: &Path| std::fs::File::open(path).map_err(|e| BuildError::io(path, e));
+        Ok(Stream {
+            ids: open(&ids_path(dir, p))?,
+            graph: open(&graph_path(dir, p))?,
+            left: count,
+            read: 0,
+            id_buf: Vec::new(),
+            rec_buf: Vec::new(),
+            pos: 0,
+            per_read,
+            next: 0,
+            count,
+        })
+    }
+
     /// Reads the next record (its list) when its row is `< end`.
     fn take_below(
         &mut self,
         end: usize,
         r: usize,
-        path: &Path,
+        dir: &Path,
+        p: usize,
     ) -> Result<Option<(u32, Vec<u32>)>, BuildError> {
-        let Some(&id) = self.ids.get(self.next) else {
-            return Ok(None);
-        };
+        use std::os::unix::fs::FileExt;
+        let rec = (1 + r) * 4;
+        if self.pos * 4 == self.id_buf.len() {
+            if self.left == 0 {
+                return Ok(None);
+            }
+            let k = self.per_read.min(self.left);
+            self.id_buf.resize(k * 4, 0);
+            self.rec_buf.resize(k * rec, 0);
+            let ids_at = body_offset(1) + (self.read * 4) as u64;
+            let graph_at = body_offset(2) + (self.read * rec) as u64;
+            let ids = ids_path(dir, p);
+            self.ids
+                .read_exact_at(&mut self.id_buf, ids_at)
+                .map_err(|e| BuildError::io(&ids, e))?;
+            let path = graph_path(dir, p);
+            self.graph
+                .read_exact_at(&mut self.rec_buf, graph_at)
+                .map_err(|e| BuildError::io(&path, e))?;
+            self.read += k;
+            self.left -= k;
+            self.pos = 0;
+        }
+        let b = &self.id_buf[self.pos * 4..self.pos * 4 + 4];
+        let id = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         if id as usize >= end {
             return Ok(None);
         }
+        let (degree, list) = decode_record(&self.rec_buf[self.pos * rec..(self.pos + 1) * rec], r);
+        self.pos += 1;
         self.next += 1;
-        self.graph.read(&mut self.rec)?;
-        let (degree, list) = decode_record(&self.rec, r);
         if degree > r {
             return Err(ssdann_layout::LayoutError::corrupt(
-                path,
+                graph_path(dir, p),
                 "degree",
                 format!("row {id}: degree {degree} > R = {r}"),
             )
@@ -139,6 +218,11 @@ impl Stream {
 /// RobustPruned (α = `alpha`, on graph rows of type `V`) to R when longer, then saturated
 /// to R when `saturate` and α > 1 (as the one-shot build's second pass does: a merged list
 /// would otherwise lose the fill its partitions gave it). Returns the mean degree.
+///
+/// # Allocates
+/// `plan.records_per_read` ids and records per partition and `plan.chunk_rows` lists and
+/// records ([`super::budget::Shape::merge_plan`]); each partition's ids once while it is
+/// checked.
 ///
 /// # Errors
 /// [`BuildError::Layout`] naming a partition file that is damaged (checksum, a degree > R, a
@@ -154,30 +238,14 @@ pub(crate) fn merge_graphs<V: GraphElem>(
     alpha: f32,
     saturate_lists: bool,
     medoid: u32,
+    plan: MergePlan,
     progress: &dyn Progress,
     before_commit: &dyn Fn() -> Result<(), BuildError>,
 ) -> Result<f64, BuildError> {
     let mut streams = Vec::with_capacity(parts);
     for p in 0..parts {
-        let ids = read_ids(&ids_path(dir, p), n)?;
-        let path = graph_path(dir, p);
-        let graph = BlobReader::open(&path, &GRAPH_MAGIC, 1)?;
-        if graph.fields != [ids.len() as u64, r as u64]
-            || graph.body_bytes != (ids.len() * (1 + r) * 4) as u64
-        {
-            return Err(ssdann_layout::LayoutError::corrupt(
-                &path,
-                "fields",
-                format!("{:?} for {} ids and R = {r}", graph.fields, ids.len()),
-            )
-            .into());
-        }
-        streams.push(Stream {
-            ids,
-            next: 0,
-            graph,
-            rec: vec![0u8; (1 + r) * 4],
-        });
+        let count = check_partition(dir, p, n, r)?;
+        streams.push(Stream::open(dir, p, count, plan.records_per_read)?);
     }
     let out = dir.join(MERGED_FILE);
     let (mut w, tmp) = blob_writer(
@@ -192,17 +260,17 @@ pub(crate) fn merge_graphs<V: GraphElem>(
     let metric = rows.graph_metric();
     let mut edges = 0u64;
     progress.start(Phase::GraphMerge, n as u64);
-    let mut lists: Vec<Vec<u32>> = vec![Vec::new(); MERGE_CHUNK];
+    let chunk = plan.chunk_rows.max(1);
+    let mut lists: Vec<Vec<u32>> = vec![Vec::new(); chunk.min(n)];
     let mut rec = Vec::new();
-    for start in (0..n).step_by(MERGE_CHUNK) {
-        let end = (start + MERGE_CHUNK).min(n);
+    for start in (0..n).step_by(chunk) {
+        let end = (start + chunk).min(n);
         lists[..end - start].iter_mut().for_each(Vec::clear);
         for (p, s) in streams.iter_mut().enumerate() {
-            let path = graph_path(dir, p);
-            while let Some((id, list)) = s.take_below(end, r, &path)? {
+            while let Some((id, list)) = s.take_below(end, r, dir, p)? {
                 if let Some(&bad) = list.iter().find(|&&v| v as usize >= n) {
                     return Err(ssdann_layout::LayoutError::corrupt(
-                        &path,
+                        graph_path(dir, p),
                         "neighbour",
                         format!("row {id}: neighbour {bad} ≥ n = {n}"),
                     )
@@ -277,15 +345,14 @@ pub(crate) fn merge_graphs<V: GraphElem>(
     }
     progress.finish();
     for (p, s) in streams.into_iter().enumerate() {
-        if s.next != s.ids.len() {
+        if s.next != s.count {
             return Err(ssdann_layout::LayoutError::corrupt(
                 graph_path(dir, p),
                 "records",
-                format!("{} of {} rows merged", s.next, s.ids.len()),
+                format!("{} of {} rows merged", s.next, s.count),
             )
             .into());
         }
-        s.graph.finish()?;
     }
     w.finish()?;
     before_commit()?;

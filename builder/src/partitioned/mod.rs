@@ -116,8 +116,22 @@ pub fn rss_bytes() -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-/// Records and reports the peak RSS after a stage.
+/// Hands the heap pages the allocator keeps after a stage back to the system, so that the
+/// next stage starts from the program's own RSS (glibc keeps freed small blocks in its
+/// arenas: 25 MiB measured after the partition graphs of a 200K-point build).
+fn release_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap memory to the system; it touches no live
+    // allocation and is thread-safe in glibc.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Records and reports the peak RSS after a stage, once the heap's free pages are released
+/// ([`release_heap`]).
 fn note_rss(progress: &dyn Progress, peaks: &mut Vec<(Phase, u64)>, phase: Phase, budget: u64) {
+    release_heap();
     let (now, peak) = rss_bytes();
     let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
     progress.message(&format!(

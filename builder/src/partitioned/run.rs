@@ -77,23 +77,23 @@ impl<'a> Run<'a> {
         // A stage run by a later process keeps the plan's cap (its thread count may differ).
         let cap = cap.unwrap_or_else(|| shape.partition_cap(budget));
         let min = min_partition(params.max_degree).min(n);
-        if cap < min {
-            let mut minimum = budget::FIXED_BYTES
-                + ((min as u64 * shape.vamana_bytes_per_point()) as f64
-                    / budget::PARTITION_FRACTION)
-                    .ceil() as u64;
-            // The cap rounds (budget − fixed) × fraction down in f64: step past any rounding
-            // so that the minimum named is one that works.
-            while shape.partition_cap(minimum) < min {
-                minimum += 1;
-            }
+        if cap < min || !shape.fits(budget, min) {
+            let minimum = shape.minimum_budget(min);
+            let reason = if cap < min {
+                format!(
+                    "one partition of {min} points needs {} bytes per point",
+                    shape.vamana_bytes_per_point()
+                )
+            } else {
+                format!(
+                    "the merge of {} partitions or the partition k-means sample does not fit",
+                    shape.planned_parts(cap)
+                )
+            };
             return Err(BuildError::BudgetTooSmall {
                 budget,
                 minimum,
-                reason: format!(
-                    "one partition of {min} points needs {} bytes per point",
-                    shape.vamana_bytes_per_point()
-                ),
+                reason,
             });
         }
         let allowance = (budget as f64 * budget::PAGE_ALLOWANCE_FRACTION) as u64;
@@ -250,7 +250,10 @@ impl<'a> Run<'a> {
                     transposed: vec![0.0; self.rows.graph_dim()],
                 }
             } else {
-                shard::choose_partitions(&self.rows, n, cap, self.params.seed)?
+                let sample = self
+                    .shape
+                    .partition_sample(self.budget, shard::PARTITION_SAMPLE);
+                shard::choose_partitions(&self.rows, n, cap, sample, self.params.seed)?
             };
             let storage = &self.params.storage;
             let sizes = shard::assign(
@@ -260,6 +263,7 @@ impl<'a> Run<'a> {
                 &centroids,
                 cap,
                 &self.dir,
+                budget::stage_bytes(self.budget),
                 self.progress,
             )?;
             interrupt(self.params, "partition")?;
@@ -315,6 +319,7 @@ impl<'a> Run<'a> {
         }?;
         self.pass[0] += times[0];
         self.pass[1] += times[1];
+        super::release_heap();
         Ok(true)
     }
 
@@ -347,19 +352,28 @@ impl<'a> Run<'a> {
         );
         let hook = || interrupt(self.params, "merge");
         let st = &self.params.storage;
+        // The plan for the partitions there are; at least one record per stream and the
+        // smallest chunk when more partitions came out than the budget planned for.
+        let plan = self
+            .shape
+            .merge_plan(self.budget, parts)
+            .unwrap_or(budget::MergePlan {
+                chunk_rows: budget::MIN_MERGE_CHUNK,
+                records_per_read: 1,
+            });
         match rows.graph_type {
-            GraphType::F16 => {
-                graphs::merge_graphs::<f16>(st, rows, n, dir, parts, r, a, sat, medoid, pr, &hook)
-            }
-            GraphType::F32 => {
-                graphs::merge_graphs::<f32>(st, rows, n, dir, parts, r, a, sat, medoid, pr, &hook)
-            }
-            GraphType::U8 => {
-                graphs::merge_graphs::<u8>(st, rows, n, dir, parts, r, a, sat, medoid, pr, &hook)
-            }
-            GraphType::I8 => {
-                graphs::merge_graphs::<i8>(st, rows, n, dir, parts, r, a, sat, medoid, pr, &hook)
-            }
+            GraphType::F16 => graphs::merge_graphs::<f16>(
+                st, rows, n, dir, parts, r, a, sat, medoid, plan, pr, &hook,
+            ),
+            GraphType::F32 => graphs::merge_graphs::<f32>(
+                st, rows, n, dir, parts, r, a, sat, medoid, plan, pr, &hook,
+            ),
+            GraphType::U8 => graphs::merge_graphs::<u8>(
+                st, rows, n, dir, parts, r, a, sat, medoid, plan, pr, &hook,
+            ),
+            GraphType::I8 => graphs::merge_graphs::<i8>(
+                st, rows, n, dir, parts, r, a, sat, medoid, plan, pr, &hook,
+            ),
         }?;
         self.phases.push((Phase::GraphMerge, t.elapsed()));
         self.note(Phase::GraphMerge);

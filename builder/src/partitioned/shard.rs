@@ -30,18 +30,20 @@ pub(crate) struct Centroids {
     pub(crate) transposed: Vec<f32>,
 }
 
-/// Runs k-means on a sample for growing C until the largest partition estimated from the
+/// Runs k-means on a sample of `sample_rows` rows (at most [`PARTITION_SAMPLE`]; the
+/// budget sizes it, [`super::budget::Shape::partition_sample`]) for growing C until the largest partition estimated from the
 /// sample (each sample point in its [`OVERLAP`] nearest, scaled to n) is at most 90% of
 /// `cap`; gives up growing after 12 tries (the assignment's capacity rule then spills).
 pub(crate) fn choose_partitions(
     rows: &Rows<'_>,
     n: usize,
     cap: usize,
+    sample_rows: usize,
     seed: u64,
 ) -> Result<Centroids, BuildError> {
     let gd = rows.graph_dim();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x5a5a_0f0f);
-    let ns = n.min(PARTITION_SAMPLE);
+    let ns = n.min(PARTITION_SAMPLE).min(sample_rows).max(1);
     let mut ids = if ns == n {
         (0..n).collect()
     } else {
@@ -85,12 +87,23 @@ fn nearest(d: &[f32], k: usize) -> Vec<usize> {
     idx
 }
 
+/// Partition preferences kept per point in a chunk; a point whose first [`PREFS`] are all
+/// full has its whole order computed again (rare: only spills go past the first few).
+const PREFS: usize = 8;
+
 /// Assigns every point to its [`OVERLAP`] nearest partitions that still have room (at most
 /// `cap` points each; a full partition passes the point to its next nearest), writing
-/// `part-XXXX.ids` into `dir` and the centroids to `partitions.bin.tmp`. Returns the partition sizes.
+/// `part-XXXX.ids` into `dir` and the centroids to `partitions.bin.tmp`. Returns the
+/// partition sizes.
+///
+/// # Allocates
+/// Per chunk of points [`PREFS`] preferences each: at most half of `buffer_bytes` (at least
+/// 1024 points per chunk); one [`FileWriter`] per partition, each gathering at most
+/// min(4 × its points, 1 MiB) bytes.
 ///
 /// # Errors
 /// [`BuildError::Io`] naming the file.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn assign(
     storage: &StorageRef,
     rows: &Rows<'_>,
@@ -98,6 +111,7 @@ pub(crate) fn assign(
     centroids: &Centroids,
     cap: usize,
     dir: &Path,
+    buffer_bytes: u64,
     progress: &dyn Progress,
 ) -> Result<Vec<usize>, BuildError> {
     let c = centroids.count;
@@ -108,43 +122,73 @@ pub(crate) fn assign(
     let mut writers = (0..c)
         .map(|p| FileWriter::create(storage, &raw(p)))
         .collect::<Result<Vec<_>, _>>()?;
+    let prefs_k = PREFS.min(c);
+    let chunk = ((buffer_bytes / 2 / (4 * prefs_k as u64)) as usize).clamp(1024, CHUNK);
     let mut sizes = vec![0usize; c];
+    let mut order = vec![0u32; chunk * prefs_k];
+    let mut row = vec![0f32; gd];
+    let mut d = vec![0f32; c];
     progress.start(Phase::Partition, n as u64);
-    for start in (0..n).step_by(CHUNK) {
-        let end = (start + CHUNK).min(n);
-        let order: Vec<Vec<usize>> = (start..end)
-            .into_par_iter()
-            .map_init(
+    for start in (0..n).step_by(chunk) {
+        let end = (start + chunk).min(n);
+        order[..(end - start) * prefs_k]
+            .par_chunks_mut(prefs_k)
+            .enumerate()
+            .for_each_init(
                 || (vec![0f32; gd], vec![0f32; c]),
-                |(row, d), i| {
-                    rows.graph_f32_mapped(i, row);
+                |(row, d), (k, out)| {
+                    rows.graph_f32_mapped(start + k, row);
                     l2_to_all(row, &centroids.transposed, d);
-                    nearest(d, c)
+                    for (o, p) in out.iter_mut().zip(nearest(d, prefs_k)) {
+                        *o = p as u32;
+                    }
                 },
-            )
-            .collect();
-        for (k, prefs) in order.iter().enumerate() {
+            );
+        for (k, prefs) in order[..(end - start) * prefs_k]
+            .chunks_exact(prefs_k)
+            .enumerate()
+        {
             let id = (start + k) as u32;
             let mut joined = 0;
+            let want = OVERLAP.min(c);
             for &p in prefs {
-                if joined == OVERLAP.min(c) {
+                if joined == want {
                     break;
                 }
+                let p = p as usize;
                 if sizes[p] < cap {
                     sizes[p] += 1;
                     joined += 1;
                     writers[p].write(&id.to_le_bytes())?;
                 }
             }
+            if joined < want && prefs_k < c {
+                // Every kept preference is full: the rest of this point's order.
+                rows.graph_f32_mapped(start + k, &mut row);
+                l2_to_all(&row, &centroids.transposed, &mut d);
+                for p in nearest(&d, c).into_iter().skip(prefs_k) {
+                    if joined == want {
+                        break;
+                    }
+                    if sizes[p] < cap {
+                        sizes[p] += 1;
+                        joined += 1;
+                        writers[p].write(&id.to_le_bytes())?;
+                    }
+                }
+            }
         }
         progress.advance((end - start) as u64);
     }
     progress.finish();
-    for (p, w) in writers.into_iter().enumerate() {
+    drop(order);
+    for w in writers {
         // A scratch file read back at once: no fsync (a crash restarts the stage).
         w.finish_unsynced()?;
+    }
+    for (p, &size) in sizes.iter().enumerate() {
         let bytes = std::fs::read(raw(p)).map_err(|e| BuildError::io(raw(p), e))?;
-        write_u32_blob(storage, &ids_path(dir, p), &[sizes[p] as u64], &bytes)?;
+        write_u32_blob(storage, &ids_path(dir, p), &[size as u64], &bytes)?;
         storage
             .remove(&raw(p))
             .map_err(|e| BuildError::io(raw(p), e))?;
