@@ -155,6 +155,26 @@ fn corrupting_any_sector_or_the_header_fails_verify_naming_it() {
         "{:?}",
         rep.problems
     );
+    std::fs::write(&codes, {
+        c[mid] ^= 1;
+        &c
+    })
+    .unwrap();
+    assert!(verify(&out).unwrap().ok());
+    // the navigation graph the build wrote is checked too
+    let nav = out.join(ssdann::layout::navigation::NAVIGATION_FILE);
+    let mut g = std::fs::read(&nav).unwrap();
+    let at = g.len() - 10;
+    g[at] ^= 1;
+    std::fs::write(&nav, &g).unwrap();
+    let rep = verify(&out).unwrap();
+    assert!(
+        rep.problems
+            .iter()
+            .any(|p| p.contains("navigation.bin") && p.contains("checksum mismatch in body")),
+        "{:?}",
+        rep.problems
+    );
 }
 
 fn reconstruction_error(m: usize, data: &[f32], d: usize) -> f64 {

@@ -204,6 +204,13 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
         }
         Err(e) => rep.problem(e.to_string()),
     }
+    let nav = dir.join(ssdann_layout::navigation::NAVIGATION_FILE);
+    if nav.exists() {
+        let m = header.pq_m as usize;
+        if let Err(e) = ssdann_layout::navigation::NavigationGraph::read(&nav, n, m) {
+            rep.problem(e.to_string());
+        }
+    }
     let labels_path = dir.join(ssdann_layout::labels::LABELS_FILE);
     // the checks of read_labels, without a copy of the map in RAM
     match ssdann_layout::labels::SlotLabels::open(&labels_path) {

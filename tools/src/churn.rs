@@ -26,9 +26,14 @@ pub struct ChurnArgs {
     /// Fraction of the live points deleted (and inserted) per cycle.
     #[arg(long, default_value_t = 0.05)]
     fraction: f64,
-    /// Search list size L for the recall figures.
-    #[arg(short = 'L', default_value_t = 50)]
-    l: usize,
+    /// Search list sizes L for the recall and reads figures (comma-separated; the first is
+    /// the one searched during merges).
+    #[arg(short = 'L', default_value = "50", value_delimiter = ',')]
+    l: Vec<usize>,
+    /// Recall@10 at which the merged and the fresh index's reads are compared
+    /// (interpolated between the two L that bracket it; printed when both bracket it).
+    #[arg(long, default_value_t = 0.95)]
+    target_recall: f64,
     /// Beam width W.
     #[arg(short = 'W', default_value_t = 4)]
     w: usize,
@@ -50,13 +55,29 @@ pub struct ChurnArgs {
     work: Option<PathBuf>,
 }
 
-fn recall(index: &Index, q: &[f32], truth: &[Vec<u64>], p: &SearchParams) -> Result<f64> {
-    let res = index.batch_search(q, 10, p, None)?;
-    let mut hits = 0;
-    for (i, (nb, _)) in res.iter().enumerate() {
-        hits += nb.iter().filter(|n| truth[i].contains(&n.id)).count();
+/// Recall@10 and mean sector reads per query at each of `ls` (W = `w`).
+fn recall(index: &Index, q: &[f32], truth: &[Vec<u64>], ls: &[usize], w: usize) -> Result<Vec<(f64, f64)>> {
+    let mut out = Vec::with_capacity(ls.len());
+    for &l in ls {
+        let res = index.batch_search(q, 10, &SearchParams::new(l, w), None)?;
+        let (mut hits, mut reads) = (0, 0u64);
+        for (i, (nb, st)) in res.iter().enumerate() {
+            hits += nb.iter().filter(|n| truth[i].contains(&n.id)).count();
+            reads += u64::from(st.sector_reads);
+        }
+        let nq = res.len().max(1);
+        out.push((hits as f64 / (nq * 10) as f64, reads as f64 / nq as f64));
     }
-    Ok(hits as f64 / (res.len() * 10) as f64)
+    Ok(out)
+}
+
+/// Reads at recall `target`, interpolated between the two points (recall, reads) sorted by
+/// L that bracket it; `None` when none do.
+fn reads_at(points: &[(f64, f64)], target: f64) -> Option<f64> {
+    points.windows(2).find_map(|w| {
+        let ((r0, s0), (r1, s1)) = (w[0], w[1]);
+        (r0 <= target && target <= r1 && r1 > r0).then(|| s0 + (target - r0) / (r1 - r0) * (s1 - s0))
+    })
 }
 
 /// Searches from `threads` threads, cycling over `q`, until `run` returns; then reports
@@ -120,7 +141,14 @@ fn with_searches<T>(
 
 pub fn cmd_churn(a: ChurnArgs) -> Result<()> {
     crate::search::check_k_w(10, a.w)?;
-    crate::search::check_l(a.l, 10)?;
+    if a.l.is_empty() {
+        bail!("-L: give at least one list size");
+    }
+    for &l in &a.l {
+        crate::search::check_l(l, 10)?;
+    }
+    let mut ls = a.l.clone();
+    ls.sort_unstable();
     if a.nq == 0 {
         bail!("--nq 0: must be at least 1");
     }
@@ -143,7 +171,7 @@ pub fn cmd_churn(a: ChurnArgs) -> Result<()> {
         force: true,
         ..Default::default()
     };
-    let sp = SearchParams::new(a.l, a.w);
+    let sp = SearchParams::new(a.l[0], a.w);
     let t = Instant::now();
     build_from_vectors(
         &all[..a.initial * d],
@@ -218,9 +246,9 @@ pub fn cmd_churn(a: ChurnArgs) -> Result<()> {
             .iter()
             .map(|row| row.iter().map(|e| live[e.1 as usize]).collect())
             .collect();
-        let r_merged = recall(&index, &q, &truth, &sp)?;
-        let (rebuild_s, r_fresh) = if a.no_fresh {
-            (f64::NAN, f64::NAN)
+        let merged = recall(&index, &q, &truth, &ls, a.w)?;
+        let (rebuild_s, fresh) = if a.no_fresh {
+            (f64::NAN, vec![(f64::NAN, f64::NAN); ls.len()])
         } else {
             let t = Instant::now();
             build_from_vectors(&gathered, d, &work.join("fresh"), &params, &NoProgress)?;
@@ -231,15 +259,43 @@ pub fn cmd_churn(a: ChurnArgs) -> Result<()> {
                 .iter()
                 .map(|row| row.iter().map(|e| u64::from(e.1)).collect())
                 .collect();
-            (rebuild_s, recall(&fresh, &q, &pos_truth, &sp)?)
+            (rebuild_s, recall(&fresh, &q, &pos_truth, &ls, a.w)?)
         };
+        let (r_merged, r_fresh) = (merged[0].0, fresh[0].0);
         println!(
             "{cycle:>5} {:>8} {:>8} {:>8} {merge_s:>10.2} {rebuild_s:>10.2} {:>7.3} {r_merged:>11.4} {r_fresh:>12.4} {:>8.4}",
             live.len(), deleted.len(), inserted.len(), merge_s / rebuild_s, r_merged - r_fresh
         );
+        for (i, &l) in ls.iter().enumerate() {
+            println!(
+                "      L = {l:>4}: merged recall {:.4}, {:.1} reads; fresh recall {:.4}, {:.1} reads",
+                merged[i].0, merged[i].1, fresh[i].0, fresh[i].1
+            );
+        }
+        if let (Some(m), Some(f)) = (reads_at(&merged, a.target_recall), reads_at(&fresh, a.target_recall)) {
+            println!(
+                "      reads at recall {}: merged {m:.1}, fresh {f:.1}, ratio {:.3}",
+                a.target_recall,
+                m / f
+            );
+        }
     }
     if a.work.is_none() {
         std::fs::remove_dir_all(&work).ok();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reads_at;
+
+    #[test]
+    fn reads_at_a_recall_interpolate_between_the_bracketing_list_sizes() {
+        let pts = [(0.90, 10.0), (0.96, 20.0), (0.99, 50.0)];
+        assert!((reads_at(&pts, 0.93).unwrap() - 15.0).abs() < 1e-9);
+        assert!((reads_at(&pts, 0.98).unwrap() - 40.0).abs() < 1e-9);
+        assert_eq!(reads_at(&pts, 0.995), None);
+        assert_eq!(reads_at(&pts, 0.5), None);
+    }
 }

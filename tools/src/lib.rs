@@ -372,7 +372,7 @@ fn cmd_info(dir: PathBuf) -> Result<()> {
     println!("index            {}", dir.display());
     println!(
         "format           v{}.{} (header slot {slot}, generation {})",
-        ssdann_layout::header::FORMAT_VERSION_MAJOR,
+        h.major(),
         ssdann_layout::header::FORMAT_VERSION_MINOR,
         h.generation
     );
