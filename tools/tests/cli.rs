@@ -377,6 +377,7 @@ fn index_dir_file_names_include_the_engines() {
         ssdann::layout::pq::PQ_PIVOTS_FILE,
         ssdann::layout::pq::PQ_CODES_FILE,
         ssdann::layout::labels::LABELS_FILE,
+        ssdann::layout::navigation::NAVIGATION_FILE,
         &format!("{}.merge", ssdann::layout::labels::LABELS_FILE),
         &format!("{}.merge", ssdann::layout::pq::PQ_CODES_FILE),
     ] {
@@ -385,6 +386,29 @@ fn index_dir_file_names_include_the_engines() {
     for name in ["notes.txt", "index.ssd.bak", ".merge", "wal"] {
         assert!(!is_index_file_name(name), "{name}");
     }
+}
+
+/// Before, `ssdann info DIR | head -1` panicked ("failed printing to stdout: Broken pipe")
+/// once the reader had gone: Rust starts with SIGPIPE ignored.
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    use std::io::Read;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("idx");
+    assert!(build_small(&small_data(tmp.path()), &out).status.success());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ssdann"))
+        .args(["info", out.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes before the first line is written
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let status = child.wait().unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGPIPE), "{status:?}: {err}");
 }
 
 #[test]
