@@ -161,6 +161,16 @@ fn blobs(o: &Out) {
     let b = o.written(|p| write_labels(p, &[]).expect("labels"));
     o.seed("labels", "empty", 0, &b);
 
+    let g = ssdann_layout::navigation::NavigationGraph {
+        slots: vec![3, 10, 11, 40],
+        adjacency: vec![vec![1, 2], vec![0], vec![3, 0, 1], vec![]],
+        medoid: 2,
+        r: 3,
+    };
+    let st = ssdann_layout::storage::StorageRef::default();
+    let b = o.written(|p| g.write_via(&st, "seed", p, 8).expect("navigation"));
+    o.seed("navigation", "four-nodes", FIX | (1 << 1), &b);
+
     let codes: Vec<u8> = (0..40u8).map(|x| x.wrapping_mul(37)).collect();
     let b = o.written(|p| write_codes(p, 10, 4, &codes).expect("codes"));
     o.seed("pq_codes", "n10-m4", FIX, &b);
