@@ -56,7 +56,13 @@ pub struct ChurnArgs {
 }
 
 /// Recall@10 and mean sector reads per query at each of `ls` (W = `w`).
-fn recall(index: &Index, q: &[f32], truth: &[Vec<u64>], ls: &[usize], w: usize) -> Result<Vec<(f64, f64)>> {
+fn recall(
+    index: &Index,
+    q: &[f32],
+    truth: &[Vec<u64>],
+    ls: &[usize],
+    w: usize,
+) -> Result<Vec<(f64, f64)>> {
     let mut out = Vec::with_capacity(ls.len());
     for &l in ls {
         let res = index.batch_search(q, 10, &SearchParams::new(l, w), None)?;
@@ -76,7 +82,8 @@ fn recall(index: &Index, q: &[f32], truth: &[Vec<u64>], ls: &[usize], w: usize) 
 fn reads_at(points: &[(f64, f64)], target: f64) -> Option<f64> {
     points.windows(2).find_map(|w| {
         let ((r0, s0), (r1, s1)) = (w[0], w[1]);
-        (r0 <= target && target <= r1 && r1 > r0).then(|| s0 + (target - r0) / (r1 - r0) * (s1 - s0))
+        (r0 <= target && target <= r1 && r1 > r0)
+            .then(|| s0 + (target - r0) / (r1 - r0) * (s1 - s0))
     })
 }
 
@@ -272,7 +279,10 @@ pub fn cmd_churn(a: ChurnArgs) -> Result<()> {
                 merged[i].0, merged[i].1, fresh[i].0, fresh[i].1
             );
         }
-        if let (Some(m), Some(f)) = (reads_at(&merged, a.target_recall), reads_at(&fresh, a.target_recall)) {
+        if let (Some(m), Some(f)) = (
+            reads_at(&merged, a.target_recall),
+            reads_at(&fresh, a.target_recall),
+        ) {
             println!(
                 "      reads at recall {}: merged {m:.1}, fresh {f:.1}, ratio {:.3}",
                 a.target_recall,

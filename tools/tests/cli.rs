@@ -404,7 +404,12 @@ fn a_closed_stdout_ends_the_command_quietly() {
         .unwrap();
     drop(child.stdout.take()); // the reader goes before the first line is written
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     let status = child.wait().unwrap();
     assert!(!err.contains("panicked"), "{err}");
     use std::os::unix::process::ExitStatusExt;
