@@ -9,55 +9,23 @@
 //! the same output removes once that process is gone ([`crate::output::reap_stale_temp_dirs`]).
 
 use crate::error::BuildError;
-pub use crate::output::{check_output, is_index_file_name, ExistingOutput, INDEX_DIR_FILES};
-pub(crate) use crate::output::{install_output, make_temp_dir, sibling_of};
+pub use crate::output::{
+    check_output, is_index_file_name, ExistingOutput, INDEX_DIR_FILES, INDEX_FILE,
+};
+use crate::output::{install_output, make_temp_dir};
 pub use crate::params::{BuildParams, GraphPrecision};
 use crate::progress::{Phase, Progress};
+pub use crate::report::BuildReport;
+use crate::start::{open_input, prepare};
 use crate::vamana::build_vamana;
-use crate::writer::write_sector_file;
+use crate::writer::{new_header, write_sector_file};
 use crate::{pq_train, Result};
 use rayon::prelude::*;
 use ssdann_layout::pq::{write_codes_via, PQ_CODES_FILE, PQ_PIVOTS_FILE};
-use ssdann_layout::{Element, ElementType, IndexHeader, Metric, NodeLayout, VectorFile};
+use ssdann_layout::{Element, ElementType, Metric};
 use std::borrow::Cow;
 use std::path::Path;
-use std::time::{Duration, Instant};
-
-/// File name of the sector file inside an index directory.
-pub const INDEX_FILE: &str = "index.ssd";
-
-/// What a build did.
-#[derive(Clone, Debug)]
-pub struct BuildReport {
-    /// Points n.
-    pub n: usize,
-    /// Dimension d.
-    pub dim: usize,
-    /// Element type.
-    pub element: ElementType,
-    /// PQ subspaces M.
-    pub pq_m: usize,
-    /// Residual PQ subspaces M₂ of the neighbour codes in the records (0: none).
-    pub nbr_code_m: usize,
-    /// Entry point (medoid), as a row number of the input.
-    pub medoid: u32,
-    /// Mean out-degree of the graph.
-    pub mean_degree: f64,
-    /// Wall time of each phase, in order.
-    pub phases: Vec<(Phase, Duration)>,
-    /// Bytes of the index directory on disk.
-    pub index_bytes: u64,
-    /// Bytes of RAM the engine needs to serve the index without a node cache (PQ codes +
-    /// pivots).
-    pub engine_ram_bytes: u64,
-    /// Partitions the graph was built in (1: the one-shot build).
-    pub partitions: usize,
-    /// Partitioned build: the process's peak RSS (bytes) measured after each stage, in
-    /// order (empty for the one-shot build).
-    pub peak_rss_by_stage: Vec<(Phase, u64)>,
-    /// The build's own estimate of its peak RAM, in bytes (the budget's accounting).
-    pub memory_estimate_bytes: u64,
-}
+use std::time::Instant;
 
 /// Builds an index from the vector file `data_path` into the directory `out_dir`.
 ///
@@ -128,44 +96,6 @@ pub fn build_index(
             progress,
         ),
     })
-}
-
-/// Opens a build's input, refusing more points than an index holds.
-pub(crate) fn open_input(data_path: &Path) -> Result<VectorFile> {
-    let file = VectorFile::open(data_path)?;
-    if file.len() >= u32::MAX as usize {
-        // Slots are u32 and u32::MAX is reserved (docs/FORMAT.md, "Limits").
-        return Err(ssdann_layout::LayoutError::field(
-            file.path(),
-            "n",
-            file.len(),
-            "at most 2^32 - 2 points per index",
-        )
-        .into());
-    }
-    Ok(file)
-}
-
-/// Validates the parameters against d, refuses an `out_dir` that [`check_output`] refuses,
-/// and makes the build's thread pool.
-pub(crate) fn prepare(
-    params: &BuildParams,
-    dim: usize,
-    out_dir: &Path,
-) -> Result<rayon::ThreadPool> {
-    params.validate(dim)?;
-    check_output(out_dir, params.force)?;
-    thread_pool(params.threads)
-}
-
-/// A rayon pool of `threads` threads (`None`: all cores).
-pub(crate) fn thread_pool(threads: Option<usize>) -> Result<rayon::ThreadPool> {
-    let mut pool = rayon::ThreadPoolBuilder::new();
-    if let Some(t) = threads {
-        pool = pool.num_threads(t);
-    }
-    pool.build()
-        .map_err(|e| BuildError::param("--threads", threads.unwrap_or(0), e.to_string()))
 }
 
 /// Builds an index from vectors already in memory: `data` is n × d row-major (`dim` = d).
@@ -323,33 +253,6 @@ impl GraphSpace {
             };
         }
         GraphSpace::Input
-    }
-}
-
-/// The header of a new index of `n` slots built with `params` (generation 1, all live).
-pub(crate) fn new_header(
-    n: usize,
-    element: ElementType,
-    params: &BuildParams,
-    layout: NodeLayout,
-    entry_point: u32,
-    pq_m: usize,
-) -> IndexHeader {
-    IndexHeader {
-        generation: 1,
-        n_slots: n as u64,
-        live_count: n as u64,
-        dim: layout.dim as u32,
-        element,
-        metric: params.metric,
-        max_degree: params.max_degree as u32,
-        layout,
-        entry_point: u64::from(entry_point),
-        pq_m: pq_m as u32,
-        build_l: params.build_l as u32,
-        build_alpha: params.alpha,
-        // as the passes do: saturation is done in the α > 1 pass only
-        saturated: params.saturate_graph && params.alpha > 1.0,
     }
 }
 
@@ -561,13 +464,11 @@ fn build_typed<T: Element>(
             as u64,
         partitions: 1,
         peak_rss_by_stage: Vec::new(),
-        memory_estimate_bytes: crate::partitioned::budget::Shape::new(
+        memory_estimate_bytes: crate::partitioned::shape(
             n,
             dim,
-            T::TYPE.size_bytes(),
-            dim + usize::from(params.metric == Metric::InnerProduct),
-            crate::partitioned::rows::graph_type(T::TYPE, params),
-            params.max_degree,
+            T::TYPE,
+            params,
             m,
             rayon::current_num_threads(),
         )

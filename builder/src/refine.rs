@@ -9,8 +9,8 @@
 //! `x − PQ(x)`), with the cross term folded into one f32 per point so that the second
 //! level is one more ADC lookup per subspace.
 
-use crate::build::BuildParams;
 use crate::error::BuildError;
+use crate::params::BuildParams;
 use crate::pq_train::train_pq;
 use crate::progress::Progress;
 use rand::SeedableRng;

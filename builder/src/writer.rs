@@ -3,11 +3,12 @@
 //! through a [`Storage`] backend (its fsync is the site `"build.index_ssd"`).
 
 use crate::error::BuildError;
+use crate::params::BuildParams;
 use crate::progress::{Phase, Progress};
 use rayon::prelude::*;
 use ssdann_layout::sector::seal_block;
 use ssdann_layout::storage::StorageRef;
-use ssdann_layout::{Element, IndexHeader, SECTOR_BYTES};
+use ssdann_layout::{Element, ElementType, IndexHeader, NodeLayout, SECTOR_BYTES};
 use std::path::Path;
 
 /// Bytes written per `write` call (a multiple of every block size).
@@ -161,4 +162,31 @@ pub fn write_sector_file_from(
     storage.sync(&file, path, SYNC_SITE).map_err(io)?;
     progress.finish();
     Ok(())
+}
+
+/// The header of a new index of `n` slots built with `params` (generation 1, all live).
+pub(crate) fn new_header(
+    n: usize,
+    element: ElementType,
+    params: &BuildParams,
+    layout: NodeLayout,
+    entry_point: u32,
+    pq_m: usize,
+) -> IndexHeader {
+    IndexHeader {
+        generation: 1,
+        n_slots: n as u64,
+        live_count: n as u64,
+        dim: layout.dim as u32,
+        element,
+        metric: params.metric,
+        max_degree: params.max_degree as u32,
+        layout,
+        entry_point: u64::from(entry_point),
+        pq_m: pq_m as u32,
+        build_l: params.build_l as u32,
+        build_alpha: params.alpha,
+        // as the passes do: saturation is done in the α > 1 pass only
+        saturated: params.saturate_graph && params.alpha > 1.0,
+    }
 }

@@ -16,6 +16,22 @@
 //!
 //! It must not know about graphs, I/O scheduling or threads: `layout` does no I/O
 //! scheduling and builds nothing; the builder and the engine sit on top of it.
+//!
+//! # Module order
+//!
+//! Imports inside `layout` run one way, each module using only those before it:
+//!
+//! `error → storage → blob → distance → dataset → sector → header → labels → navigation → pq_adc → pq → pq_refine → nearest → wal → journal`
+//!
+//! - `error`; [`storage`] (the durable-write trait); [`blob`] (checksummed auxiliary files);
+//! - [`distance`]: the kernels, [`Element`] and [`ElementType`]; [`dataset`] reads and writes
+//!   vector files of those types (and re-exports `ElementType`);
+//! - [`sector`] → [`header`] → [`labels`], [`navigation`]: the index files;
+//! - PQ: [`pq_adc`] (the table scans and `PQ_CENTROIDS`, re-exported by `pq`) → [`pq`] (the
+//!   codebook and its files) → [`pq_refine`] (neighbour codes) → [`nearest`];
+//! - [`wal`], then [`journal`] (a merge's journal, which names every other file).
+//!
+//! `tools/check-imports.sh` checks this order.
 
 pub mod blob;
 pub mod dataset;
@@ -33,8 +49,8 @@ pub mod sector;
 pub mod storage;
 pub mod wal;
 
-pub use dataset::{ElementType, GroundTruth, VectorFile};
-pub use distance::{Element, Metric, Vector};
+pub use dataset::{GroundTruth, VectorFile};
+pub use distance::{Element, ElementType, Metric, Vector};
 pub use error::LayoutError;
 pub use header::IndexHeader;
 pub use pq::PqCodebook;

@@ -12,13 +12,12 @@
 
 use crate::distance::Metric;
 use crate::error::LayoutError;
+pub use crate::pq_adc::{pq_distance, pq_distances, PQ_CENTROIDS};
 use crate::storage::StorageRef;
 use crate::Result;
 use std::path::Path;
 use std::sync::OnceLock;
 
-/// Centroids per subspace (one byte per code).
-pub const PQ_CENTROIDS: usize = 256;
 /// Magic of `pq_pivots.bin`.
 pub const PQ_PIVOTS_MAGIC: [u8; 8] = *b"SSDPQPIV";
 /// Magic of `pq_codes.bin`.
@@ -27,6 +26,9 @@ pub const PQ_CODES_MAGIC: [u8; 8] = *b"SSDPQCOD";
 pub const PQ_FILE_VERSION: u32 = 1;
 /// File name of the pivots inside an index directory.
 pub const PQ_PIVOTS_FILE: &str = "pq_pivots.bin";
+/// File name of the residual codebook of an index whose records hold neighbour codes
+/// (format 2; same file format as `pq_pivots.bin`, docs/FORMAT.md; [`crate::pq_refine`]).
+pub const PQ_REFINE_FILE: &str = "pq_refine.bin";
 /// File name of the codes inside an index directory.
 pub const PQ_CODES_FILE: &str = "pq_codes.bin";
 
@@ -293,10 +295,6 @@ impl PqCodebook {
             .map_err(|e| LayoutError::corrupt(path, "body", e.to_string()))
     }
 }
-
-pub use crate::pq_refine::PQ_REFINE_FILE;
-
-pub use crate::pq_adc::{pq_distance, pq_distances};
 
 /// Stores n × M PQ codes in `pq_codes.bin` (docs/FORMAT.md, "PQ codes").
 ///

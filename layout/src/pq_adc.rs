@@ -1,8 +1,10 @@
 //! ADC (asymmetric distance computation, Jégou et al., TPAMI 2011, §4): the PQ distance of
 //! a code is the sum of its M entries of the query's M × 256 table
-//! ([`crate::pq::PqCodebook::adc_table`]). Re-exported from [`crate::pq`].
+//! ([`crate::pq::PqCodebook::adc_table`]). Re-exported from [`crate::pq`], which comes after
+//! it: a code byte indexes one of [`PQ_CENTROIDS`] entries of a table row.
 
-use crate::pq::PQ_CENTROIDS;
+/// Centroids per subspace (one byte per code): the width of a row of the ADC table.
+pub const PQ_CENTROIDS: usize = 256;
 
 /// PQ distance of one code: `Σ_m table[m][code[m]]` (table is `M × 256`; the sum runs over
 /// the first min(M, code length) subspaces).

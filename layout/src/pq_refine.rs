@@ -4,11 +4,8 @@
 //! quantization, Juang & Gray 1982), stored as `pq_refine.bin`.
 
 use crate::distance::Metric;
+pub use crate::pq::PQ_REFINE_FILE;
 use crate::pq::{neg_dot_to_all, PqCodebook, PQ_CENTROIDS};
-
-/// The residual codebook of an index whose records hold neighbour codes (format 2; same
-/// file format as `pq_pivots.bin`, docs/FORMAT.md).
-pub const PQ_REFINE_FILE: &str = "pq_refine.bin";
 
 impl PqCodebook {
     /// Fills the refinement ADC table (`M₂ × 256` f32) of this residual codebook for query `q`

@@ -3,7 +3,16 @@
 //! released during build and search; batch search runs on the engine's thread pool.
 //!
 //! Modules: `index_build` (`ssdann.build`), `errors` (exception types and mapping),
-//! `convert` (numpy in and out); `Index` and the module itself are here.
+//! `convert` (numpy in and out), `stages` (the budgeted build's stages); `Index` and the
+//! module itself are here.
+//!
+//! # Module order
+//!
+//! Imports run one way, each module using only those before it (the crate root on top):
+//!
+//! `errors → convert → index_build → stages`
+//!
+//! `tools/check-imports.sh` checks this order.
 //!
 //! Engine errors map to Python exceptions in `engine_err`: a bad query → `ValueError`;
 //! I/O → `OSError`; a corrupt or inconsistent index → `CorruptIndexError`; the directory

@@ -3,7 +3,8 @@
 //! Kubernetes Job, Ray) can run the partition jobs on many machines that share the work
 //! directory's filesystem. Same files and resume rules as `ssdann build --memory-budget`.
 
-use crate::{mib, progress, BuildArgs};
+use crate::build::{build_params, mib, BuildArgs};
+use crate::progress;
 use anyhow::Result;
 use ssdann_builder::partitioned::{plan_partitioned, plan_status, run_stage, Stage, StageReport};
 use std::path::PathBuf;
@@ -121,7 +122,7 @@ fn cmd_plan(a: BuildArgs) -> Result<()> {
         anyhow::bail!("build plan needs --memory-budget GiB: it sizes the partitions");
     }
     let out = a.out.clone();
-    let params = crate::build_params(&a)?;
+    let params = build_params(&a)?;
     let bars = progress::Bars::new(a.quiet);
     let rep = plan_partitioned(&a.data, &a.out, &params, &bars)?;
     print_report(&rep);

@@ -3,7 +3,6 @@
 //! `.NAME.building-PID` and the reaping of stale ones, the atomic install (a rename, or with
 //! `force` an exchange), and the removal of a replaced index directory, file by file.
 
-use crate::build::INDEX_FILE;
 use crate::durable::{fsync_dir, parent_of};
 use crate::error::BuildError;
 use crate::Result;
@@ -22,6 +21,9 @@ pub use temp_dir::reap_stale_temp_dirs;
 #[cfg(test)]
 use temp_dir::temp_dir_for;
 pub(crate) use temp_dir::{make_temp_dir, TempDir};
+
+/// File name of the sector file inside an index directory.
+pub const INDEX_FILE: &str = "index.ssd";
 
 /// Every file name an index directory may hold (docs/FORMAT.md): the build's five files (six
 /// with neighbour codes: `pq_refine.bin`; `navigation.bin` is absent from indexes built

@@ -30,13 +30,14 @@ pub(crate) mod shard;
 pub mod stages;
 pub mod workdir;
 
-use crate::build::{BuildParams, BuildReport};
+use crate::params::BuildParams;
 use crate::pq_train;
 use crate::progress::{Phase, Progress};
+use crate::report::BuildReport;
 use crate::BuildError;
 use budget::Shape;
 use run::Run;
-use ssdann_layout::{Metric, VectorFile};
+use ssdann_layout::{ElementType, Metric, VectorFile};
 use std::path::Path;
 
 pub use stages::{
@@ -58,19 +59,31 @@ fn interrupt(params: &BuildParams, point: &str) -> Result<(), BuildError> {
 /// The build's [`Shape`] for `file` under `params` (with `threads` build threads).
 pub fn shape_of(file: &VectorFile, params: &BuildParams, threads: usize) -> Shape {
     let elem = file.element_type();
-    let graph = rows::graph_type(elem, params);
     let dim = file.dim();
     let m = params
         .pq_bytes
         .unwrap_or_else(|| pq_train::default_pq_m(dim, elem.size_bytes()));
+    shape(file.len(), dim, elem, params, m, threads)
+}
+
+/// The [`Shape`] of a build of `n` × `dim` points of type `elem` under `params`, with `pq_m`
+/// PQ bytes and `threads` build threads (the one-shot build reports its own estimate with it).
+pub fn shape(
+    n: usize,
+    dim: usize,
+    elem: ElementType,
+    params: &BuildParams,
+    pq_m: usize,
+    threads: usize,
+) -> Shape {
     Shape::new(
-        file.len(),
+        n,
         dim,
         elem.size_bytes(),
         dim + usize::from(params.metric == Metric::InnerProduct),
-        graph,
+        rows::graph_type(elem, params),
         params.max_degree,
-        m,
+        pq_m,
         threads,
     )
 }

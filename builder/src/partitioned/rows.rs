@@ -9,7 +9,7 @@
 //!   this machine's 6.18 kernel: 536 KB of RSS per random 4-byte touch), so random access
 //!   through the map would grow the RSS far past the rows actually read.
 
-use crate::build::GraphPrecision;
+use crate::params::GraphPrecision;
 use crate::BuildError;
 use half::f16;
 use ssdann_layout::{ElementType, Metric, Vector, VectorFile};

@@ -6,10 +6,12 @@ use super::budget::{self, min_partition, Shape};
 use super::rows::{Access, GraphType, Rows};
 use super::workdir::{self, commit, graph_path, Existing, MERGED_FILE, PARTITIONS_FILE};
 use super::{graphs, interrupt, note_rss, order, shard};
-use crate::build::{install_output, make_temp_dir, BuildParams, BuildReport, INDEX_FILE};
 use crate::durable::{fsync_dir, FileWriter};
+use crate::output::{install_output, make_temp_dir, INDEX_FILE};
+use crate::params::BuildParams;
 use crate::pq_train::{self, MAX_TRAINING_SAMPLE};
 use crate::progress::{Phase, Progress};
+use crate::report::BuildReport;
 use crate::writer::write_sector_file_from;
 use crate::BuildError;
 use half::f16;
@@ -425,7 +427,7 @@ impl<'a> Run<'a> {
         let entry = ordered
             .as_ref()
             .map_or(medoid_row, |(o, _)| o.inv[medoid_row as usize]);
-        let header = crate::build::new_header(n, elem, params, layout, entry, m);
+        let header = crate::writer::new_header(n, elem, params, layout, entry, m);
         let storage = &params.storage;
         let temp = make_temp_dir(storage, out_dir)?;
         let tmp = temp.path.clone();

@@ -16,8 +16,9 @@
 
 use super::run::Run;
 use super::workdir::{self, graph_path, MANIFEST, MERGED_FILE, PARTITIONS_FILE};
-use crate::build::{BuildParams, BuildReport, GraphPrecision};
+use crate::params::{BuildParams, GraphPrecision};
 use crate::progress::Progress;
+use crate::report::BuildReport;
 use crate::BuildError;
 use ssdann_layout::{LayoutError, Metric};
 use std::fs::File;
@@ -238,8 +239,8 @@ pub fn plan_partitioned(
             "build plan needs a memory budget",
         )
     })?;
-    let file = crate::build::open_input(data)?;
-    let pool = crate::build::prepare(params, file.dim(), out_dir)?;
+    let file = crate::start::open_input(data)?;
+    let pool = crate::start::prepare(params, file.dim(), out_dir)?;
     pool.install(|| {
         let t = Instant::now();
         let mut run = Run::new(&file, out_dir, params, budget, None, progress)?;
@@ -282,12 +283,12 @@ pub fn run_stage(
         force,
         ..plan.params.clone()
     };
-    let file = crate::build::open_input(&plan.data)?;
+    let file = crate::start::open_input(&plan.data)?;
     params.validate(file.dim())?;
     if stage == Stage::Write {
-        crate::build::check_output(out_dir, force)?;
+        crate::output::check_output(out_dir, force)?;
     }
-    let pool = crate::build::thread_pool(threads)?;
+    let pool = crate::start::thread_pool(threads)?;
     pool.install(|| {
         let t = Instant::now();
         let cap = Some(plan.partition_cap);

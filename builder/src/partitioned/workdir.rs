@@ -42,7 +42,7 @@ pub fn graph_path(dir: &Path, p: usize) -> PathBuf {
 /// # Errors
 /// [`BuildError::InvalidParameter`] when `out_dir` names no directory.
 pub fn work_dir_for(out_dir: &Path) -> Result<PathBuf, BuildError> {
-    crate::build::sibling_of(out_dir, "partitioned")
+    crate::output::sibling_of(out_dir, "partitioned")
 }
 
 fn tmp_of(path: &Path) -> PathBuf {

@@ -12,6 +12,7 @@
 //! Every count is checked against the file's real length (checked arithmetic) before use.
 
 use crate::distance::Element;
+pub use crate::distance::ElementType;
 use crate::error::LayoutError;
 use crate::Result;
 use std::borrow::Cow;
@@ -23,58 +24,6 @@ mod ground_truth;
 mod npy;
 pub use ground_truth::GroundTruth;
 pub use npy::npy_bytes;
-
-/// Element type of stored vectors.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ElementType {
-    /// 32-bit IEEE float.
-    F32,
-    /// Unsigned byte.
-    U8,
-    /// Signed byte.
-    I8,
-}
-
-impl ElementType {
-    /// Bytes per element.
-    pub fn size_bytes(self) -> usize {
-        match self {
-            ElementType::F32 => 4,
-            ElementType::U8 | ElementType::I8 => 1,
-        }
-    }
-    /// Code stored in the index header.
-    pub fn code(self) -> u8 {
-        match self {
-            ElementType::F32 => 0,
-            ElementType::U8 => 1,
-            ElementType::I8 => 2,
-        }
-    }
-    /// Inverse of [`ElementType::code`].
-    pub fn from_code(c: u8) -> Option<Self> {
-        match c {
-            0 => Some(ElementType::F32),
-            1 => Some(ElementType::U8),
-            2 => Some(ElementType::I8),
-            _ => None,
-        }
-    }
-    /// "f32", "u8" or "i8".
-    pub fn name(self) -> &'static str {
-        match self {
-            ElementType::F32 => "f32",
-            ElementType::U8 => "u8",
-            ElementType::I8 => "i8",
-        }
-    }
-}
-
-impl std::fmt::Display for ElementType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// Largest dimension accepted from a file (a guard against absurd headers).
 pub const MAX_DIM: usize = 65_536;

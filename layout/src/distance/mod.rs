@@ -139,10 +139,62 @@ pub trait Vector: bytemuck::Pod + Send + Sync + Copy + 'static {
     }
 }
 
+/// Element type of stored vectors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ElementType {
+    /// 32-bit IEEE float.
+    F32,
+    /// Unsigned byte.
+    U8,
+    /// Signed byte.
+    I8,
+}
+
+impl ElementType {
+    /// Bytes per element.
+    pub fn size_bytes(self) -> usize {
+        match self {
+            ElementType::F32 => 4,
+            ElementType::U8 | ElementType::I8 => 1,
+        }
+    }
+    /// Code stored in the index header.
+    pub fn code(self) -> u8 {
+        match self {
+            ElementType::F32 => 0,
+            ElementType::U8 => 1,
+            ElementType::I8 => 2,
+        }
+    }
+    /// Inverse of [`ElementType::code`].
+    pub fn from_code(c: u8) -> Option<Self> {
+        match c {
+            0 => Some(ElementType::F32),
+            1 => Some(ElementType::U8),
+            2 => Some(ElementType::I8),
+            _ => None,
+        }
+    }
+    /// "f32", "u8" or "i8".
+    pub fn name(self) -> &'static str {
+        match self {
+            ElementType::F32 => "f32",
+            ElementType::U8 => "u8",
+            ElementType::I8 => "i8",
+        }
+    }
+}
+
+impl std::fmt::Display for ElementType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A vector element type the index can store: f32, u8 or i8.
 pub trait Element: Vector + PartialEq + std::fmt::Debug {
     /// The format code of this type.
-    const TYPE: crate::dataset::ElementType;
+    const TYPE: ElementType;
 }
 
 impl Vector for half::f16 {
@@ -161,7 +213,7 @@ impl Vector for half::f16 {
 }
 
 impl Element for f32 {
-    const TYPE: crate::dataset::ElementType = crate::dataset::ElementType::F32;
+    const TYPE: ElementType = ElementType::F32;
 }
 
 impl Vector for f32 {
@@ -184,7 +236,7 @@ impl Vector for f32 {
 }
 
 impl Element for u8 {
-    const TYPE: crate::dataset::ElementType = crate::dataset::ElementType::U8;
+    const TYPE: ElementType = ElementType::U8;
 }
 
 impl Vector for u8 {
@@ -203,7 +255,7 @@ impl Vector for u8 {
 }
 
 impl Element for i8 {
-    const TYPE: crate::dataset::ElementType = crate::dataset::ElementType::I8;
+    const TYPE: ElementType = ElementType::I8;
 }
 
 impl Vector for i8 {
