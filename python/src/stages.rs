@@ -115,8 +115,9 @@ fn stage_dict<'py>(py: Python<'py>, r: &StageReport) -> PyResult<Bound<'py, PyDi
 ///     The index directory the build will write (must not exist unless ``force=True``).
 /// memory_budget_gb : float
 ///     RAM each stage may use, in GiB: it sizes the partitions (one when everything fits).
-/// metric, R, L, alpha, pq_bytes, threads, force, resume
-///     As :func:`ssdann.build`.
+/// metric, R, L, alpha, pq_bytes, threads, force, resume, saturate_graph
+///     As :func:`ssdann.build` (the partition graphs are saturated, and so is every list the
+///     merge prunes, unless ``saturate_graph=False``; recorded in the plan).
 /// progress : callable, optional
 ///     Called with one str per progress line (phase starts, every 10%, notes).
 ///
@@ -146,7 +147,7 @@ fn stage_dict<'py>(py: Python<'py>, r: &StageReport) -> PyResult<Bound<'py, PyDi
 /// >>> plan["partitions"] > 1
 /// True
 #[pyfunction]
-#[pyo3(signature = (data, out_dir, *, memory_budget_gb, metric = "l2", R = 64, L = 100, alpha = 1.2, pq_bytes = None, threads = None, force = false, resume = false, progress = None), text_signature = "(data, out_dir, *, memory_budget_gb, metric=\"l2\", R=64, L=100, alpha=1.2, pq_bytes=None, threads=None, force=False, resume=False, progress=None)")]
+#[pyo3(signature = (data, out_dir, *, memory_budget_gb, metric = "l2", R = 64, L = 100, alpha = 1.2, pq_bytes = None, threads = None, force = false, resume = false, saturate_graph = true, progress = None), text_signature = "(data, out_dir, *, memory_budget_gb, metric=\"l2\", R=64, L=100, alpha=1.2, pq_bytes=None, threads=None, force=False, resume=False, saturate_graph=True, progress=None)")]
 #[allow(non_snake_case, clippy::too_many_arguments)]
 pub(crate) fn build_plan<'py>(
     py: Python<'py>,
@@ -161,11 +162,13 @@ pub(crate) fn build_plan<'py>(
     threads: Option<usize>,
     force: bool,
     resume: bool,
+    saturate_graph: bool,
     progress: Option<PyObject>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let params = BuildParams {
         metric: metric.parse::<Metric>().map_err(PyValueError::new_err)?,
         memory_budget_bytes: Some(budget_bytes(memory_budget_gb)?),
+        saturate_graph,
         ..graph_params(R, L, alpha, pq_bytes, threads, force, resume)
     };
     let pr = LineProgress::new(progress);

@@ -75,7 +75,7 @@ def test_distributed_build_matches_the_one_process_build_of_the_same_plan(cluste
     r_one, r_dist = recall(tmp_path / "one", queries, truth), recall(tmp_path / "dist", queries, truth)
     assert r_dist >= 0.9 and abs(r_dist - r_one) <= 0.01, (r_one, r_dist)
     # One thread everywhere: the same plan gives the same bytes.
-    for f in ("index.ssd", "labels.bin", "pq_codes.bin", "pq_pivots.bin"):
+    for f in ("index.ssd", "labels.bin", "pq_codes.bin", "pq_pivots.bin", "navigation.bin"):
         assert (tmp_path / "dist" / f).read_bytes() == (tmp_path / "one" / f).read_bytes(), f
     assert not (tmp_path / ".dist.partitioned").exists()
 

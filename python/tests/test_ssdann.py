@@ -185,6 +185,23 @@ def test_saturate_graph_fills_every_list_to_r(tmp_path, data):
     assert full["index_bytes"] == plain["index_bytes"]
 
 
+def test_the_staged_build_saturates_by_default_and_build_plan_can_turn_it_off(tmp_path):
+    # low-dimensional uniform data: the α rule leaves lists well below R
+    rows = np.random.default_rng(3).random((3000, 4), dtype=np.float32)
+    ssdann.write_vectors(tmp_path / "u.fbin", rows)
+    degree = {}
+    for sat in (False, True):
+        out = tmp_path / f"s{sat}"
+        kw = {} if sat else {"saturate_graph": False}  # True is the default
+        plan = ssdann.build_plan(tmp_path / "u.fbin", out, memory_budget_gb=0.0629, R=16, L=32,
+                                 pq_bytes=2, threads=1, **kw)
+        for part in range(plan["partitions"]):
+            ssdann.build_partition(out, part, threads=1)
+        ssdann.build_merge(out, threads=1)
+        degree[sat] = ssdann.build_write(out, threads=1)["build"]["mean_degree"]
+    assert degree[False] < 0.8 * 16 and degree[True] > 0.99 * 16, degree
+
+
 def test_memory_budgeted_build_is_partitioned_and_searches_well(tmp_path, data):
     _, base, q, _ = data
     small = np.ascontiguousarray(base[:3000])

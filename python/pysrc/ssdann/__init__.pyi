@@ -77,6 +77,7 @@ def build_plan(
     threads: Optional[int] = None,
     force: bool = False,
     resume: bool = False,
+    saturate_graph: bool = True,
     progress: Progress = None,
 ) -> Dict[str, Any]:
     """Stage 1 of a budgeted build run stage by stage: PQ and the k-means partitions, recorded

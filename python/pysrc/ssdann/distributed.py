@@ -214,6 +214,7 @@ def build(
     driver_threads: Optional[int] = None,
     force: bool = False,
     resume: bool = False,
+    saturate_graph: bool = True,
     max_retries: int = 3,
     address: Optional[str] = None,
     progress: Union[bool, Callable[[str], Any]] = True,
@@ -237,7 +238,7 @@ def build(
     memory_budget_gb : float
         RAM each stage may use, in GiB: it sizes the partitions, and each task declares it
         to Ray as its ``memory`` so a node runs only as many as fit.
-    metric, R, L, alpha, pq_bytes, force, resume
+    metric, R, L, alpha, pq_bytes, force, resume, saturate_graph
         As :func:`ssdann.build`.
     threads_per_task : int, default 1
         Threads of each partition task (its ``num_cpus``).
@@ -292,7 +293,8 @@ def build(
     say(f"{nodes} Ray node(s) see {data} and {parent}")
     plan = ssdann.build_plan(
         data, out_dir, memory_budget_gb=memory_budget_gb, metric=metric, R=R, L=L, alpha=alpha,
-        pq_bytes=pq_bytes, threads=driver_threads, force=force, resume=resume, progress=say,
+        pq_bytes=pq_bytes, threads=driver_threads, force=force, resume=resume,
+        saturate_graph=saturate_graph, progress=say,
     )
     parts = plan["partitions"]
     say(f"plan: {parts} partitions in {plan['work_dir']} ({plan['seconds']:.1f} s)")
