@@ -579,6 +579,7 @@ fn an_index_without_a_navigation_file_builds_one_at_open_and_a_damaged_one_is_re
         Err(e) => {
             let msg = e.to_string();
             assert!(msg.contains("navigation.bin"), "{msg}");
+            assert_eq!(msg.matches("navigation.bin").count(), 1, "{msg}");
             assert!(msg.contains("remove the file"), "{msg}");
         }
         Ok(_) => panic!("a damaged navigation.bin was accepted"),

@@ -99,9 +99,12 @@ impl Navigation {
                 let g = NavigationGraph::read(&path, header.n_slots, pq.m()).map_err(|e| {
                     EngineError::Inconsistent {
                         path: path.clone(),
+                        // the layout error names the file already: say it once
                         detail: format!(
-                            "{e} (the navigation graph is derived data: remove the file and \
-                             the next open builds one in RAM)"
+                            "{} (the navigation graph is derived data: remove the file and \
+                             the next open builds one in RAM)",
+                            e.to_string()
+                                .trim_start_matches(&format!("{}: ", path.display()))
                         ),
                     }
                 })?;
