@@ -59,13 +59,14 @@ pub struct BuildParams {
     /// format 2; default false): records grow to one per 4 KB sector and a search ranks the
     /// neighbours of every node it reads by PQ + this refinement, at no extra RAM
     /// ([`ssdann_layout::sector::NodeLayout::with_neighbor_codes`]). M₂ is the largest that
-    /// fits the sector, at most M. One-shot builds only; an index built so refuses updates.
+    /// fits the sector, at most M. Inserts, deletes and merges maintain them (a merge writes the
+    /// codes of every list it writes).
     pub neighbor_codes: bool,
     /// Store the vectors of f32 data as IEEE half floats (`--vector-encoding f16`, format 2;
     /// default false): d × 2 bytes per record instead of d × 4, so more records share a
     /// sector or, with `neighbor_codes`, longer neighbour codes fit. Searches then rank by
-    /// the distance to the f16 vector. f32 input and one-shot builds only; the index refuses
-    /// updates.
+    /// the distance to the f16 vector. f32 input only; merges write f16 records, and an insert
+    /// beyond ±65504 is refused.
     pub f16_vectors: bool,
     /// Graph saturation (DiskANN's `saturate_graph`; default **true**, `--no-saturate-graph`
     /// turns it off): each node's list is filled up to R with the candidates RobustPrune's

@@ -18,8 +18,7 @@ use rayon::prelude::*;
 use ssdann_layout::pq::PqCodebook;
 use ssdann_layout::{Element, ElementType, NodeLayout};
 
-/// The largest finite IEEE half float: `--vector-encoding f16` refuses data beyond it.
-const F16_MAX: f32 = 65504.0;
+use ssdann_layout::sector::F16_MAX;
 
 /// Points the residual codebook is trained on, at most (sampled at random).
 pub const REFINE_TRAINING_SAMPLE: usize = 64 * 1024;
@@ -74,8 +73,14 @@ pub fn train_and_encode<T: Element>(
         || (vec![0f32; dim], Vec::new()),
         |(x, scratch), (s, out)| {
             let src = &data[perm[s] as usize * dim..(perm[s] as usize + 1) * dim];
+            // From the vector as its record stores it (f16-rounded with f16 vectors), so a
+            // merge re-encodes the same code from the record.
             for (o, &v) in x.iter_mut().zip(src) {
-                *o = v.to_f32();
+                *o = if params.f16_vectors {
+                    half::f16::from_f32(v.to_f32()).to_f32()
+                } else {
+                    v.to_f32()
+                };
             }
             codebook.encode_refinement(
                 pq,

@@ -325,13 +325,6 @@ impl Index {
                 ),
             });
         }
-        let layout = self.snapshot().state.header.layout;
-        if layout.nbr_code_m > 0 || layout.f16_vectors {
-            return Err(EngineError::NotAllowed {
-                path: self.dir.clone(),
-                detail: "the index was built with --neighbor-codes or --vector-encoding f16 (format 2), which inserts, deletes and merges do not maintain yet: they are refused (rebuild the index to change it)".into(),
-            });
-        }
         let g = self.update_gate.lock();
         if let Some(why) = self.broken.lock().as_ref() {
             return Err(EngineError::Inconsistent {

@@ -27,6 +27,9 @@ pub const HEADER_SLOT1_SECTOR: u64 = HEADER_SLOT0_SECTOR + 1;
 pub const DATA_START_SECTOR: u64 = HEADER_SLOT1_SECTOR + 1;
 /// Largest degree R accepted (a guard against absurd headers).
 pub const MAX_DEGREE: usize = 4096;
+/// The largest finite IEEE half float: records with f16 vectors (format 2) hold coordinates
+/// within ±`F16_MAX` only (a larger one would be stored as inf).
+pub const F16_MAX: f32 = 65504.0;
 
 const _: () = assert!(
     SECTOR_BYTES.is_multiple_of(512),

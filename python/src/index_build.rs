@@ -117,12 +117,11 @@ pub(crate) fn budget_bytes(g: f64) -> PyResult<u64> {
 ///     grow to one per 4 KB sector (about 2× the disk on 384-d float32). They pay only
 ///     where a record already fills most of a sector: on 128-d uint8 (ten records a sector
 ///     without them) the index grows ~9× and reads no fewer sectors. One-shot builds only
-///     (not with ``memory_budget_gb``); the index refuses inserts, deletes and merges.
+///     (not with ``memory_budget_gb``); inserts, deletes and merges maintain them.
 /// vector_encoding : {"f32", "f16"}, default "f32"
 ///     How records store float32 vectors: exactly, or as IEEE half floats (half the bytes:
 ///     with ``neighbor_codes`` the codes grow from 31 to 43 bytes on 384-d, R = 64). Searches
-///     then rank by the f16 vector's distance. float32 data and one-shot builds only; the
-///     index refuses updates.
+///     then rank by the f16 vector's distance. float32 data only; merges write f16 records.
 /// saturate_graph : bool, default True
 ///     Fill every node's list up to R with the candidates RobustPrune's α rule dropped,
 ///     closest first (DiskANN's saturate_graph). A record holds R neighbours whatever its

@@ -159,7 +159,7 @@ def test_build_from_array_and_bad_inputs(tmp_path, data):
         ssdann.build(str(tmp_path / "missing.fbin"), tmp_path / "c")
 
 
-def test_neighbor_codes_read_less_for_the_same_recall_and_refuse_updates(tmp_path, data, index):
+def test_neighbor_codes_read_less_for_the_same_recall_and_take_updates(tmp_path, data, index):
     src, _, q, gt = data
     rep = ssdann.build(src, tmp_path / "nc", R=64, L=100, alpha=1.2, pq_bytes=48, threads=2, neighbor_codes=True)
     assert rep["neighbor_code_bytes"] == 31 and rep["pq_bytes"] == 48
@@ -169,8 +169,13 @@ def test_neighbor_codes_read_less_for_the_same_recall_and_refuse_updates(tmp_pat
     # the 10K test set: ~0.986 for both, ~37 vs ~49 reads per query
     assert recall(ids_c, gt) >= recall(ids_p, gt) - 0.003
     assert st_c["sector_reads"].mean() < 0.85 * st_p["sector_reads"].mean()
-    with pytest.raises(PermissionError, match="neighbor_codes=True"):
-        coded.insert(10**9, q[0])
+    # updates are maintained: the merge writes f16/code records for new and repaired nodes
+    coded.insert(10**9, q[0])
+    coded.delete(int(ids_c[1, 0]))
+    coded.merge()
+    got, _ = coded.search(q[0], 1, L=30)
+    assert got[0] == 10**9
+    assert int(ids_c[1, 0]) not in coded.search(q[1], 10, L=30)[0].tolist()
     with pytest.raises(ValueError, match="parameter neighbor_codes.*memory budget.*memory_budget_gb"):
         ssdann.build(src, tmp_path / "nc2", neighbor_codes=True, memory_budget_gb=1.0)
     with pytest.raises(ValueError, match="vector_encoding"):

@@ -90,14 +90,13 @@ pub(crate) struct BuildArgs {
     /// bytes per point, so they read fewer sectors; records grow to one per 4 KB sector
     /// (M₂ = the most that fits, at most M). They pay where a record already fills most of a
     /// sector (384-d f32: 0.49× DiskANN's reads); where several records share one (128-d u8:
-    /// ten) they only make the index larger. One-shot builds only; the index refuses
-    /// inserts, deletes and merges (not maintained yet).
+    /// ten) they only make the index larger. Inserts, deletes and merges maintain them
+    /// (a merge writes the codes of every list it writes).
     #[arg(long, conflicts_with = "memory_budget")]
     pub(crate) neighbor_codes: bool,
     /// How records store f32 vectors: f32 (exact, default) or f16 (half the bytes: more
     /// records per sector, or longer --neighbor-codes; searches rank by the f16 vector's
-    /// distance, ≤ 2⁻¹¹ relative error per coordinate). Format 2; one-shot builds only; the
-    /// index refuses updates.
+    /// distance, ≤ 2⁻¹¹ relative error per coordinate). Format 2; merges write f16 records.
     #[arg(long, default_value = "f32", value_parser = ["f32", "f16"], conflicts_with = "memory_budget")]
     pub(crate) vector_encoding: String,
     /// Do not saturate the graph. By default every node's list is filled up to R with the
@@ -172,7 +171,7 @@ pub(crate) fn cmd_build_all(a: BuildArgs) -> Result<()> {
     );
     if rep.nbr_code_m > 0 {
         println!(
-            "  neighbour codes: M₂ = {} bytes + an f32 term per list entry in each record (format 2); the index refuses updates",
+            "  neighbour codes: M₂ = {} bytes + an f32 term per list entry in each record (format 2)",
             rep.nbr_code_m
         );
         let f16 = params.f16_vectors;

@@ -6,7 +6,7 @@
 //! there) and slots this merge reuses.
 
 use super::journal::Journal;
-use super::plan::Plan;
+use super::plan::{code_in, Plan};
 use super::prune::vector_f32;
 use super::MergeReport;
 use crate::error::EngineError;
@@ -41,17 +41,19 @@ pub(super) fn delete_phase(
     let decode_into = |slot: u32, out: &mut [f32]| plan.decode_into(slot, out);
     let mut block = vec![0u8; bb];
     // 1. Deleted nodes' out-lists.
-    let mut del_nbrs: HashMap<u32, Vec<u32>> = HashMap::with_capacity(deleted.len());
+    // (list, the list's neighbour codes: empty without them)
+    let mut del_nbrs: HashMap<u32, (Vec<u32>, Vec<u8>)> = HashMap::with_capacity(deleted.len());
     for &s in deleted {
         read_block(journal, layout.block_of(u64::from(s)), &mut block)?;
-        del_nbrs.insert(s, plan.checked_record(&block, s)?.neighbors().collect());
+        let rec = plan.checked_record(&block, s)?;
+        del_nbrs.insert(s, (rec.neighbors().collect(), rec.neighbor_codes.to_vec()));
     }
     // 2. Delete phase: one sequential pass.
     let mut entry = h.entry_point as u32;
     if del_set.contains(&entry) {
         entry = del_nbrs
             .get(&entry)
-            .and_then(|l| l.iter().copied().find(|x| !del_set.contains(x)))
+            .and_then(|(l, _)| l.iter().copied().find(|x| !del_set.contains(x)))
             .or_else(|| (0..n as u32).find(|x| !del_set.contains(x)))
             .unwrap_or(0);
     }
@@ -84,12 +86,14 @@ pub(super) fn delete_phase(
                             // The old entry point keeps its record until its slot is
                             // reused: searches still on the pre-merge state start there.
                             if !new_set.contains_key(&s) && u64::from(s) != h.entry_point {
-                                layout.write_record(
+                                plan.write_record(
                                     blk,
                                     off,
+                                    s,
                                     &vec![0u8; layout.vector_bytes()],
                                     &[],
-                                );
+                                    |_| None,
+                                )?;
                                 changed = true;
                             }
                             continue;
@@ -102,7 +106,7 @@ pub(super) fn delete_phase(
                         if !nbrs.iter().any(|x| del_set.contains(x)) {
                             continue;
                         }
-                        vector_f32(h.element, rec.vector, pv);
+                        vector_f32(&layout, rec.vector, pv);
                         let kept: Vec<u32> = nbrs
                             .iter()
                             .copied()
@@ -112,7 +116,7 @@ pub(super) fn delete_phase(
                         // Replacements: the first DELETE_CANDIDATES_PER_NODE entries of each deleted
                         // neighbour's list (its closest, in RobustPrune's output order).
                         for x in nbrs.iter().filter(|x| del_set.contains(x)) {
-                            if let Some(l) = del_nbrs.get(x) {
+                            if let Some((l, _)) = del_nbrs.get(x) {
                                 cands.extend(
                                     l.iter()
                                         .take(DELETE_CANDIDATES_PER_NODE)
@@ -122,8 +126,18 @@ pub(super) fn delete_phase(
                             }
                         }
                         let vb = rec.vector.to_vec();
+                        let own_codes = rec.neighbor_codes.to_vec();
                         let list = pruner.repair(pv, &kept, &cands, &decode_into);
-                        layout.write_record(blk, off, &vb, &list);
+                        // Codes: the kept neighbours' from this record, the replacements'
+                        // from the deleted neighbours' records that listed them.
+                        let cb = plan.cb;
+                        plan.write_record(blk, off, s, &vb, &list, |y| {
+                            code_in(&nbrs, &own_codes, cb, y).or_else(|| {
+                                nbrs.iter()
+                                    .filter_map(|x| del_nbrs.get(x))
+                                    .find_map(|(l, c)| code_in(l, c, cb, y))
+                            })
+                        })?;
                         repaired += 1;
                         changed = true;
                     }

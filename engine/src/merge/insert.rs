@@ -10,9 +10,10 @@ use rayon::prelude::*;
 use ssdann_builder::{Phase, Progress};
 use std::collections::{BTreeMap, HashMap};
 
-/// Out-lists of the new points (slot → list) and the back-edges they ask for (slot →
-/// new slots that link to it).
-pub(super) type InsertLists = (HashMap<u32, Vec<u32>>, BTreeMap<u32, Vec<u32>>);
+/// Out-lists of the new points (slot → (list, the list's neighbour codes: `cb` bytes per
+/// entry, zeros for new points, whose codes the plan holds; empty without codes)) and the
+/// back-edges they ask for (slot → new slots that link to it).
+pub(super) type InsertLists = (HashMap<u32, (Vec<u32>, Vec<u8>)>, BTreeMap<u32, Vec<u32>>);
 
 /// Runs the insert phase.
 ///
@@ -29,7 +30,8 @@ pub(super) fn insert_phase(
     let (del_set, new_set, new_slot) = (&plan.del_set, &plan.new_set, &plan.new_slot);
     let label_to_new = &plan.label_to_new;
     let dir = &st.dir;
-    let mut new_adj: HashMap<u32, Vec<u32>> = HashMap::with_capacity(news.len());
+    let mut new_adj: HashMap<u32, (Vec<u32>, Vec<u8>)> = HashMap::with_capacity(news.len());
+    let cb = plan.cb;
     let mut back: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
     // The insert phase's search list: R (not the build L) — the delta graph already
     // supplies the near neighbours among the new points, and a shorter list halves the
@@ -44,7 +46,7 @@ pub(super) fn insert_phase(
         .build()
         .map_err(|e| EngineError::io(dir, std::io::Error::other(e.to_string())))?;
     progress.start(Phase::MergeInsert, news.len() as u64);
-    let lists: Vec<Result<Vec<u32>>> = io_pool.install(|| {
+    let lists: Vec<Result<(Vec<u32>, Vec<u8>)>> = io_pool.install(|| {
         news.par_iter()
             .enumerate()
             .map_init(
@@ -56,9 +58,11 @@ pub(super) fn insert_phase(
                         Vec::new(),
                         Vec::new(),
                         Vec::new(),
+                        (HashMap::new(), Vec::new()),
                     )
                 },
-                |(pruner, found, dscratch, dfound, pq_vec, qv), (_, (label, v))| {
+                |(pruner, found, dscratch, dfound, pq_vec, qv, (codes, escratch)),
+                 (_, (label, v))| {
                     qv.clear();
                     qv.extend_from_slice(v);
                     // Exact vectors of every node the search scored (their sectors were read
@@ -79,16 +83,43 @@ pub(super) fn insert_phase(
                     } else {
                         &[]
                     };
+                    // Neighbour codes of the candidates: as the records that listed them hold
+                    // them, else encoded from their stored vector (a search's start nodes).
+                    codes.clear();
+                    let listed: HashMap<u32, usize> = if cb > 0 {
+                        let ids = &ctx.scores.kept_code_ids;
+                        ids.iter()
+                            .enumerate()
+                            .rev()
+                            .map(|(k, &id)| (id, k))
+                            .collect()
+                    } else {
+                        HashMap::new()
+                    };
                     for &(_, slot) in slots {
-                        if !del_set.contains(&slot) {
-                            match kept.get(&slot) {
-                                Some(&i) => {
-                                    pruner.add(slot, &ctx.scores.kept_vectors[i * d..(i + 1) * d])
+                        if del_set.contains(&slot) {
+                            continue;
+                        }
+                        if let Some(&k) = listed.get(&slot) {
+                            codes
+                                .insert(slot, ctx.scores.kept_codes[k * cb..(k + 1) * cb].to_vec());
+                        }
+                        match kept.get(&slot) {
+                            Some(&i) => {
+                                let x = &ctx.scores.kept_vectors[i * d..(i + 1) * d];
+                                if cb > 0 && !codes.contains_key(&slot) {
+                                    let mut e = vec![0u8; cb];
+                                    plan.entry_from_vector(slot, x, &mut e, escratch);
+                                    codes.insert(slot, e);
                                 }
-                                None => {
-                                    plan.decode(slot, pq_vec);
-                                    pruner.add(slot, pq_vec);
-                                }
+                                pruner.add(slot, x)
+                            }
+                            // Without its vector and its code (never with codes: a scored
+                            // node's vector is kept) a candidate is left out.
+                            None if cb > 0 && !codes.contains_key(&slot) => {}
+                            None => {
+                                plan.decode(slot, pq_vec);
+                                pruner.add(slot, pq_vec);
                             }
                         }
                     }
@@ -106,18 +137,27 @@ pub(super) fn insert_phase(
                         }
                     }
                     progress.advance(1);
-                    Ok(pruner.run())
+                    let list = pruner.run();
+                    let mut list_codes = vec![0u8; list.len() * cb];
+                    if cb > 0 {
+                        for (k, x) in list.iter().enumerate() {
+                            if let Some(c) = codes.get(x) {
+                                list_codes[k * cb..(k + 1) * cb].copy_from_slice(c);
+                            }
+                        }
+                    }
+                    Ok((list, list_codes))
                 },
             )
             .collect()
     });
     for (i, list) in lists.into_iter().enumerate() {
-        let list = list?;
+        let (list, codes) = list?;
         let s = new_slot[i];
         for &j in &list {
             back.entry(j).or_default().push(s);
         }
-        new_adj.insert(s, list);
+        new_adj.insert(s, (list, codes));
     }
     progress.finish();
     Ok((new_adj, back))

@@ -201,15 +201,10 @@ fn stage_and_commit(
 ) -> Result<()> {
     let st = plan.st;
     let (h, m, n, n_new) = (&plan.h, plan.m, plan.n, plan.n_new);
-    let (news, new_set) = (&plan.frozen.news, &plan.new_set);
+    let new_set = &plan.new_set;
     let (dir, path) = (&st.dir, &plan.path);
     // Streamed from the pre-merge arrays plus the change set (no copy of either).
-    let mut new_codes = vec![0u8; news.len() * m];
-    let mut scratch = Vec::new();
-    for (i, (_, v)) in news.iter().enumerate() {
-        st.pq
-            .encode(v, &mut new_codes[i * m..(i + 1) * m], &mut scratch);
-    }
+    let new_codes = &plan.new_codes;
     let label_of = |s: usize| plan.label_after(s);
     let storage = &st.options.storage;
     let staged_labels = dir.join(format!("{LABELS_FILE}.merge"));

@@ -4,7 +4,7 @@
 
 use super::insert::InsertLists;
 use super::journal::Journal;
-use super::plan::Plan;
+use super::plan::{code_in, Plan};
 use super::prune::{record_vector, vector_f32, Pruner};
 use crate::Result;
 use rayon::prelude::*;
@@ -52,17 +52,29 @@ pub(super) fn patch_phase(
                 continue;
             }
             let off = layout.offset_in_block(u64::from(s));
-            let (vbytes, mut list, own): (Vec<u8>, Vec<u32>, Vec<f32>) = match new_set.get(&s) {
-                Some(&i) => (
-                    record_vector(h.element, &news[i].1),
-                    new_adj.get(&s).cloned().unwrap_or_default(),
-                    news[i].1.clone(),
-                ),
-                None => {
-                    let rec = plan.checked_record(&block, s)?;
-                    vector_f32(h.element, rec.vector, pv);
-                    (rec.vector.to_vec(), rec.neighbors().collect(), pv.clone())
-                }
+            // (vector bytes, list, own vector, the list's codes as they were found: the
+            // insert phase's for a new point, the record's for a patched one)
+            let (vbytes, mut list, own, codes): (Vec<u8>, Vec<u32>, Vec<f32>, Vec<u8>) =
+                match new_set.get(&s) {
+                    Some(&i) => {
+                        let (l, c) = new_adj.get(&s).cloned().unwrap_or_default();
+                        (record_vector(&layout, &news[i].1), l, news[i].1.clone(), c)
+                    }
+                    None => {
+                        let rec = plan.checked_record(&block, s)?;
+                        vector_f32(&layout, rec.vector, pv);
+                        (
+                            rec.vector.to_vec(),
+                            rec.neighbors().collect(),
+                            pv.clone(),
+                            rec.neighbor_codes.to_vec(),
+                        )
+                    }
+                };
+            let found: Vec<u32> = if plan.cb > 0 {
+                list.clone()
+            } else {
+                Vec::new()
             };
             if let Some(extra) = back.get(&s) {
                 for &x in extra {
@@ -84,7 +96,10 @@ pub(super) fn patch_phase(
                 }
                 list = pruner.run();
             }
-            layout.write_record(&mut block, off, &vbytes, &list);
+            let cb = plan.cb;
+            plan.write_record(&mut block, off, s, &vbytes, &list, |x| {
+                code_in(&found, &codes, cb, x)
+            })?;
         }
         seal_block(&mut block);
         Ok(block)

@@ -10,6 +10,7 @@ use crate::error::EngineError;
 use crate::snapshot::Snapshot;
 use crate::state::State;
 use crate::Result;
+use rayon::prelude::*;
 use ssdann_builder::build::INDEX_FILE;
 use ssdann_builder::robust_prune::PruneScratch;
 use ssdann_layout::labels::FREE_LABEL;
@@ -59,6 +60,27 @@ impl Frozen {
     }
 }
 
+/// The neighbour code of a point with vector `x` and PQ code `code` under `state`'s
+/// residual codebook (a no-op for an index without one).
+fn entry_of(
+    state: &State,
+    metric: ssdann_layout::Metric,
+    x: &[f32],
+    code: &[u8],
+    out: &mut [u8],
+    scratch: &mut Vec<f32>,
+) {
+    if let Some(refine) = &state.refine {
+        refine.encode_refinement(&state.pq, x, code, metric, out, scratch);
+    }
+}
+
+/// Records' neighbour codes by slot, looked up by a linear scan (one record's list: ≤ R).
+pub(super) fn code_in<'a>(ids: &[u32], codes: &'a [u8], cb: usize, slot: u32) -> Option<&'a [u8]> {
+    let k = ids.iter().position(|&x| x == slot)?;
+    codes.get(k * cb..(k + 1) * cb)
+}
+
 /// Slots after a merge of `news` new points into `n` slots of which `free` can be reused:
 /// None past the format's limit of 2^32 − 1 slots (slot ids are u32; docs/FORMAT.md).
 fn slots_after(n: u64, news: usize, free: usize) -> Option<u64> {
@@ -91,6 +113,12 @@ pub(super) struct Plan<'a> {
     pub(super) file: std::fs::File,
     /// Blocks before the merge.
     pub(super) old_blocks: u64,
+    /// Bytes of one neighbour code (M₂ + 4; 0 when the records hold none).
+    pub(super) cb: usize,
+    /// The new points' PQ codes (`frozen.news.len()` × M, in `frozen.news` order).
+    pub(super) new_codes: Vec<u8>,
+    /// The new points' neighbour codes (`frozen.news.len()` × `cb`; empty without them).
+    pub(super) new_entries: Vec<u8>,
 }
 
 impl<'a> Plan<'a> {
@@ -137,6 +165,37 @@ impl<'a> Plan<'a> {
             .zip(&new_slot)
             .map(|((l, _), &s)| (*l, s))
             .collect();
+        let m = st.pq.m();
+        let cb = layout.nbr_code_bytes();
+        let mut new_codes = vec![0u8; frozen.news.len() * m];
+        new_codes
+            .par_chunks_mut(m.max(1))
+            .zip(&frozen.news)
+            .for_each_init(Vec::new, |scratch, (out, (_, v))| {
+                st.pq.encode(v, out, scratch)
+            });
+        let mut new_entries = vec![0u8; frozen.news.len() * cb];
+        if cb > 0 {
+            new_entries
+                .par_chunks_mut(cb)
+                .zip(new_codes.par_chunks(m))
+                .zip(&frozen.news)
+                .for_each_init(
+                    || (Vec::new(), Vec::new()),
+                    |(scratch, x), ((out, code), (_, v))| {
+                        // from the vector as the record stores it (the builder's rule)
+                        x.clear();
+                        x.extend(v.iter().map(|&c| {
+                            if layout.f16_vectors {
+                                half::f16::from_f32(c).to_f32()
+                            } else {
+                                c
+                            }
+                        }));
+                        entry_of(st, h.metric, x, code, out, scratch)
+                    },
+                );
+        }
         let path = st.dir.join(INDEX_FILE);
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -160,9 +219,71 @@ impl<'a> Plan<'a> {
             path,
             file,
             old_blocks: layout.blocks_for(n),
+            cb,
+            new_codes,
+            new_entries,
             layout,
             h,
         })
+    }
+
+    /// The neighbour code (`cb` bytes) of pre-merge slot `slot` whose stored vector is `x`
+    /// (d values), into `out`: its residual code under `pq_refine.bin` and the f32 term, as
+    /// the builder encodes them (`ssdann_builder::refine`).
+    pub(super) fn entry_from_vector(
+        &self,
+        slot: u32,
+        x: &[f32],
+        out: &mut [u8],
+        scratch: &mut Vec<f32>,
+    ) {
+        let m = self.m;
+        let code = &self.st.codes[slot as usize * m..(slot as usize + 1) * m];
+        entry_of(self.st, self.h.metric, x, code, out, scratch);
+    }
+
+    /// The neighbour code of new point `i` (`frozen.news[i]`).
+    pub(super) fn new_entry(&self, i: usize) -> &[u8] {
+        &self.new_entries[i * self.cb..(i + 1) * self.cb]
+    }
+
+    /// Writes the record of node `id` at `off` in `block`: its vector bytes, `list`, and —
+    /// when the records hold neighbour codes — the code of every listed slot: a new point's
+    /// from the plan, any other's from `entry` (codes the merge read from records or encoded
+    /// from a stored vector).
+    ///
+    /// # Errors
+    /// [`EngineError::Inconsistent`] when `entry` has no code for a listed pre-merge slot
+    /// (a merge that lost track of one: nothing is written to `index.ssd` then).
+    pub(super) fn write_record<'e>(
+        &self,
+        block: &mut [u8],
+        off: usize,
+        id: u32,
+        vector: &[u8],
+        list: &[u32],
+        entry: impl Fn(u32) -> Option<&'e [u8]>,
+    ) -> Result<()> {
+        self.layout.write_record(block, off, vector, list);
+        let cb = self.cb;
+        if cb == 0 {
+            return Ok(());
+        }
+        let codes = self.layout.neighbor_codes_mut(block, off);
+        codes.fill(0);
+        for (k, &x) in list.iter().enumerate() {
+            let e = match self.new_set.get(&x) {
+                Some(&i) => self.new_entry(i),
+                None => entry(x).ok_or_else(|| EngineError::Inconsistent {
+                    path: self.path.clone(),
+                    detail: format!(
+                        "merge: no neighbour code for slot {x} in node {id}'s new list (a merge bug; nothing was written to index.ssd)"
+                    ),
+                })?,
+            };
+            codes[k * cb..(k + 1) * cb].copy_from_slice(e);
+        }
+        Ok(())
     }
 
     /// Reads block `b` as the merge has it so far: its latest journal image, else the

@@ -6,20 +6,31 @@ use ssdann_builder::robust_prune::{
     robust_prune, robust_prune_repair, saturate, PruneScratch, RepairScratch,
     DEFAULT_MAX_CANDIDATES,
 };
-use ssdann_layout::{ElementType, Metric};
+use ssdann_layout::{ElementType, Metric, NodeLayout};
 
-/// Vector bytes of a new record in the index's element type.
-pub(super) fn record_vector(elem: ElementType, v: &[f32]) -> Vec<u8> {
-    match elem {
+/// Vector bytes of a new record as `layout` stores them: the element type, or f16 (format 2).
+pub(super) fn record_vector(layout: &NodeLayout, v: &[f32]) -> Vec<u8> {
+    if layout.f16_vectors {
+        return v
+            .iter()
+            .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+            .collect();
+    }
+    match layout.element {
         ElementType::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
         ElementType::U8 => v.iter().map(|&x| x as u8).collect(),
         ElementType::I8 => v.iter().map(|&x| x as i8 as u8).collect(),
     }
 }
 
-pub(super) fn vector_f32(elem: ElementType, bytes: &[u8], out: &mut Vec<f32>) {
+/// A record's stored vector bytes (as `layout` stores them) as f32 into `out`.
+pub(super) fn vector_f32(layout: &NodeLayout, bytes: &[u8], out: &mut Vec<f32>) {
     out.clear();
-    match elem {
+    if layout.f16_vectors {
+        out.extend(ssdann_layout::distance::scalar::f16_le_values(bytes));
+        return;
+    }
+    match layout.element {
         ElementType::F32 => out.extend(
             bytes
                 .chunks_exact(4)

@@ -405,6 +405,11 @@ pub(super) fn push_neighbors(index: &State, ctx: &mut SearchContext, id: u32) ->
             if let Some(code) = ctx.nbr_codes.get(j * cb..(j + 1) * cb) {
                 let (c2, t) = code.split_at(cb - 4);
                 d += pq_distance(&ctx.table2, c2) + f32::from_le_bytes([t[0], t[1], t[2], t[3]]);
+                if ctx.scores.keep_vectors {
+                    // a merge's search: it writes this code into the lists it builds
+                    ctx.scores.kept_code_ids.push(nb);
+                    ctx.scores.kept_codes.extend_from_slice(code);
+                }
             }
             ctx.queue.insert(nb, d);
         }

@@ -79,6 +79,10 @@ pub(crate) struct Scores {
     pub(crate) keep_vectors: bool,
     pub(crate) kept_ids: Vec<u32>,
     pub(crate) kept_vectors: Vec<f32>,
+    /// With `keep_vectors` on an index with neighbour codes: every node the search visited
+    /// and the code its lister's record holds for it (ids, then ids.len() × code bytes).
+    pub(crate) kept_code_ids: Vec<u32>,
+    pub(crate) kept_codes: Vec<u8>,
 }
 
 impl Scores {
@@ -90,6 +94,8 @@ impl Scores {
         self.track_k = track_k;
         self.kept_ids.clear();
         self.kept_vectors.clear();
+        self.kept_code_ids.clear();
+        self.kept_codes.clear();
     }
 
     /// Scores node `id` (stored vector `vector`, raw LE bytes) unless it already was.
@@ -149,6 +155,8 @@ impl SearchContext {
                 keep_vectors: false,
                 kept_ids: Vec::new(),
                 kept_vectors: Vec::new(),
+                kept_code_ids: Vec::new(),
+                kept_codes: Vec::new(),
             },
             nbrs: Vec::with_capacity(256),
             nbr_codes: Vec::new(),

@@ -15,6 +15,7 @@ use crate::state::State;
 use crate::Result;
 use delta::{DeltaIndex, DeltaParams};
 use ssdann_layout::labels::{SlotLabels, FREE_LABEL};
+use ssdann_layout::sector::F16_MAX;
 use ssdann_layout::ElementType;
 use std::collections::{HashMap, HashSet};
 use wal::{replay, Wal, WalOp, WAL_FILE};
@@ -174,6 +175,15 @@ pub(crate) fn check_insert(state: &State, label: u64, vector: &[f32]) -> Result<
             format!("{} at position {i}", vector[i]),
             format!("values must be finite (label {label})"),
         );
+    }
+    if state.header.layout.f16_vectors {
+        if let Some(i) = vector.iter().position(|x| x.abs() > F16_MAX) {
+            return bad(
+                "vector",
+                format!("{} at position {i}", vector[i]),
+                format!("the index stores f16 vectors: values within ±{F16_MAX} (label {label})"),
+            );
+        }
     }
     let range = match state.header.element {
         ElementType::F32 => None,
