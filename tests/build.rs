@@ -39,8 +39,15 @@ fn built_graph_reaches_recall_097_in_memory_and_verifies() {
     let set = set_10k();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("idx");
-    let rep = build_index(&set.base, &out, &standard_params(), &NoProgress).unwrap();
+    // exact vectors (the default would store f16): the records must hold the rows verbatim;
+    // the builder still chooses neighbour codes (growth 2 on 384-d f32)
+    let params = ssdann::BuildParams {
+        f16_vectors: Some(false),
+        ..standard_params()
+    };
+    let rep = build_index(&set.base, &out, &params, &NoProgress).unwrap();
     assert_eq!((rep.n, rep.dim, rep.pq_m), (10_000, 384, 48));
+    assert_eq!((rep.nbr_code_m, rep.f16_vectors), (31, false));
     let v = verify(&out).unwrap();
     assert!(v.ok(), "verify problems: {:?}", v.problems);
     assert_eq!(v.nodes_checked, 10_000);

@@ -144,7 +144,7 @@ fn write_format2_fixture() {
         pq_bytes: Some(8),
         threads: Some(1),
         neighbor_codes: true,
-        f16_vectors: true,
+        f16_vectors: Some(true),
         ..Default::default()
     };
     let out = format2_fixture();

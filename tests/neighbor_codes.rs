@@ -20,7 +20,7 @@ fn f16_index() -> &'static Path {
         let dir = tmp.path().join("f16");
         let params = ssdann::BuildParams {
             neighbor_codes: true,
-            f16_vectors: true,
+            f16_vectors: Some(true),
             ..standard_params()
         };
         build_index(&set_10k().base, &dir, &params, &NoProgress).unwrap();
@@ -37,7 +37,12 @@ fn indexes() -> &'static (PathBuf, PathBuf) {
             let set = set_10k();
             let tmp = tempfile::tempdir().unwrap();
             let (plain, coded) = (tmp.path().join("plain"), tmp.path().join("coded"));
-            build_index(&set.base, &plain, &standard_params(), &NoProgress).unwrap();
+            // plain records: growth 1 rules out the default's neighbour codes
+            let plain_params = ssdann::BuildParams {
+                max_index_growth: 1.0,
+                ..standard_params()
+            };
+            build_index(&set.base, &plain, &plain_params, &NoProgress).unwrap();
             let params = ssdann::BuildParams {
                 neighbor_codes: true,
                 ..standard_params()
@@ -407,7 +412,7 @@ fn f16_vectors_make_room_for_longer_codes_and_keep_distances_within_f16_error() 
     ssdann::layout::dataset::write_bin(&u8_path, 200, 8, &data).unwrap();
     for (path, why) in [(&big_path, "row 57 coordinate 3 = 70000"), (&u8_path, "u8")] {
         let params = ssdann::BuildParams {
-            f16_vectors: true,
+            f16_vectors: Some(true),
             max_degree: 8,
             build_l: 16,
             pq_bytes: Some(4),

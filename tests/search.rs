@@ -29,8 +29,16 @@ fn copy_of_index() -> (tempfile::TempDir, std::path::PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("copy");
     std::fs::create_dir(&dir).unwrap();
-    for f in ["index.ssd", "pq_pivots.bin", "pq_codes.bin", "labels.bin"] {
-        std::fs::copy(index_dir().join(f), dir.join(f)).unwrap();
+    for f in [
+        "index.ssd",
+        "pq_pivots.bin",
+        "pq_codes.bin",
+        "labels.bin",
+        "pq_refine.bin",
+    ] {
+        if f != "pq_refine.bin" || index_dir().join(f).exists() {
+            std::fs::copy(index_dir().join(f), dir.join(f)).unwrap();
+        }
     }
     (tmp, dir)
 }

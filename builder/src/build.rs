@@ -399,6 +399,7 @@ fn build_typed<T: Element>(
             &perm,
             &slot_codes,
             nbr_code_m,
+            layout.f16_vectors,
             params,
             progress,
         )
@@ -453,6 +454,7 @@ fn build_typed<T: Element>(
         element: T::TYPE,
         pq_m: m,
         nbr_code_m,
+        f16_vectors: layout.f16_vectors,
         medoid: graph.medoid,
         mean_degree: adjacency.iter().map(Vec::len).sum::<usize>() as f64 / n.max(1) as f64,
         phases,

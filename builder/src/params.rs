@@ -11,6 +11,11 @@ use ssdann_layout::Metric;
 /// `index::MAX_THREADS` is this constant) accepts; checked before a pool is made.
 pub const MAX_THREADS: usize = 1024;
 
+/// Default of [`BuildParams::max_index_growth`]: neighbour codes (with f16 vectors for f32
+/// data) where the index at most doubles (measured in docs/PERFORMANCE.md: 384-d f32 reads
+/// ~0.7× at recall 0.95 for 2× the disk; 128-d u8 would grow 10× and read no fewer).
+pub const DEFAULT_MAX_INDEX_GROWTH: f64 = 2.0;
+
 /// Build parameters (the CLI's flags).
 #[derive(Clone, Debug)]
 pub struct BuildParams {
@@ -55,19 +60,30 @@ pub struct BuildParams {
     /// `partitioned::interrupt`).
     #[doc(hidden)]
     pub interrupt_at: Option<String>,
-    /// Store each neighbour's residual PQ code in the node records (`--neighbor-codes`,
-    /// format 2; default false): records grow to one per 4 KB sector and a search ranks the
+    /// Always store each neighbour's residual PQ code in the node records
+    /// (`--neighbor-codes`, format 2; default false: the builder decides by
+    /// `max_index_growth`): records grow to one per 4 KB sector and a search ranks the
     /// neighbours of every node it reads by PQ + this refinement, at no extra RAM
     /// ([`ssdann_layout::sector::NodeLayout::with_neighbor_codes`]). M₂ is the largest that
     /// fits the sector, at most M. Inserts, deletes and merges maintain them (a merge writes the
     /// codes of every list it writes).
     pub neighbor_codes: bool,
-    /// Store the vectors of f32 data as IEEE half floats (`--vector-encoding f16`, format 2;
-    /// default false): d × 2 bytes per record instead of d × 4, so more records share a
+    /// Store the vectors of f32 data as IEEE half floats (`--vector-encoding f16`, format 2):
+    /// `Some(true)` f16, `Some(false)` exact, `None` (default) as the builder decides with
+    /// neighbour codes (`max_index_growth`). d × 2 bytes per record instead of d × 4, so more records share a
     /// sector or, with `neighbor_codes`, longer neighbour codes fit. Searches then rank by
     /// the distance to the f16 vector. f32 input only; merges write f16 records, and an insert
     /// beyond ±65504 is refused.
-    pub f16_vectors: bool,
+    pub f16_vectors: Option<bool>,
+    /// The disk-bytes ↔ reads knob (`--max-index-growth`; default
+    /// [`DEFAULT_MAX_INDEX_GROWTH`] = 2): unless `neighbor_codes` or `f16_vectors` ask
+    /// for a layout, the one-shot builder stores neighbour codes — with f16 vectors for f32
+    /// data — when the index then takes at most this many times the bytes per point of
+    /// plain records (384-d f32, R = 64: 2 plain records a sector → 1 coded, growth 2: chosen;
+    /// 128-d u8: 10 → 1, growth 10: not). 1 = only where they cost no disk. The choice is
+    /// recorded in the header (`ssdann info`). The budgeted build writes plain records (it
+    /// does not compute neighbour codes yet; docs/PERFORMANCE.md).
+    pub max_index_growth: f64,
     /// Graph saturation (DiskANN's `saturate_graph`; default **true**, `--no-saturate-graph`
     /// turns it off): each node's list is filled up to R with the candidates RobustPrune's
     /// α rule covered (in the α > 1 pass: with α = 1 it does nothing). A record has room
@@ -131,7 +147,8 @@ impl Default for BuildParams {
             resume: false,
             interrupt_at: None,
             neighbor_codes: false,
-            f16_vectors: false,
+            f16_vectors: None,
+            max_index_growth: DEFAULT_MAX_INDEX_GROWTH,
             saturate_graph: true,
             storage: StorageRef::default(),
         }
@@ -215,6 +232,13 @@ impl BuildParams {
                 ));
             }
         }
+        if !(1.0..=64.0).contains(&self.max_index_growth) {
+            return Err(BuildError::param(
+                "--max-index-growth",
+                self.max_index_growth,
+                "must be in 1..=64 (× the bytes per point of plain records)",
+            ));
+        }
         if self.neighbor_codes && self.memory_budget_bytes.is_some() {
             return Err(BuildError::param(
                 "--neighbor-codes",
@@ -222,7 +246,7 @@ impl BuildParams {
                 "not supported with a memory budget yet (--memory-budget; one-shot builds only)",
             ));
         }
-        if self.f16_vectors && self.memory_budget_bytes.is_some() {
+        if self.f16_vectors == Some(true) && self.memory_budget_bytes.is_some() {
             return Err(BuildError::param(
                 "--vector-encoding",
                 "f16",

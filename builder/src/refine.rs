@@ -33,7 +33,8 @@ pub struct Refinement {
 
 /// Trains the M₂ = `m2`-subspace residual codebook on up to [`REFINE_TRAINING_SAMPLE`] points
 /// of `data` (n × d by original id) and encodes every slot: slot `s` holds original id
-/// `perm[s]`, whose first-level code is `slot_codes[s]` (n × M by slot, under `pq`).
+/// `perm[s]`, whose first-level code is `slot_codes[s]` (n × M by slot, under `pq`); with
+/// `f16` (the records store f16 vectors) each point is encoded from its f16-rounded vector.
 /// Memory: the training sample's residuals (≤ 64 Ki × d f32) and n × (M₂ + 4) bytes.
 #[allow(clippy::too_many_arguments)]
 pub fn train_and_encode<T: Element>(
@@ -43,6 +44,7 @@ pub fn train_and_encode<T: Element>(
     perm: &[u32],
     slot_codes: &[u8],
     m2: usize,
+    f16: bool,
     params: &BuildParams,
     progress: &dyn Progress,
 ) -> Refinement {
@@ -76,7 +78,7 @@ pub fn train_and_encode<T: Element>(
             // From the vector as its record stores it (f16-rounded with f16 vectors), so a
             // merge re-encodes the same code from the record.
             for (o, &v) in x.iter_mut().zip(src) {
-                *o = if params.f16_vectors {
+                *o = if f16 {
                     half::f16::from_f32(v.to_f32()).to_f32()
                 } else {
                     v.to_f32()
@@ -97,7 +99,8 @@ pub fn train_and_encode<T: Element>(
 
 /// The record layout of a one-shot build: R neighbour slots, vectors as the element type or
 /// (`params.f16_vectors`) as f16, and with `params.neighbor_codes` the largest M₂ ≤ `m` that
-/// fits one 4 KB sector ([`NodeLayout::fit_neighbor_code_m`]).
+/// fits one 4 KB sector ([`NodeLayout::fit_neighbor_code_m`]). When neither is asked for,
+/// [`auto_layout`] chooses by `params.max_index_growth`.
 ///
 /// # Errors
 /// [`BuildError::InvalidParameter`] naming `--vector-encoding` (f16 for u8/i8 data, or a
@@ -109,7 +112,11 @@ pub(crate) fn record_layout<T: Element>(
     dim: usize,
     m: usize,
 ) -> Result<NodeLayout, BuildError> {
-    if params.f16_vectors && T::TYPE != ElementType::F32 {
+    let f16_asked = params.f16_vectors == Some(true);
+    if !params.neighbor_codes && !f16_asked {
+        return auto_layout::<T>(params, data, dim, m);
+    }
+    if f16_asked && T::TYPE != ElementType::F32 {
         return Err(BuildError::param(
             "--vector-encoding",
             "f16",
@@ -119,12 +126,8 @@ pub(crate) fn record_layout<T: Element>(
             ),
         ));
     }
-    if params.f16_vectors {
-        // f16's largest finite value is 65504: a larger coordinate would be stored as inf.
-        if let Some(i) = data
-            .par_iter()
-            .position_first(|x| x.to_f32().abs() > F16_MAX)
-        {
+    if f16_asked {
+        if let Some(i) = beyond_f16(data) {
             return Err(BuildError::param(
                 "--vector-encoding",
                 "f16",
@@ -137,12 +140,7 @@ pub(crate) fn record_layout<T: Element>(
             ));
         }
     }
-    let vector_bytes = dim
-        * if params.f16_vectors {
-            2
-        } else {
-            T::TYPE.size_bytes()
-        };
+    let vector_bytes = dim * if f16_asked { 2 } else { T::TYPE.size_bytes() };
     let nbr_code_m = if params.neighbor_codes {
         NodeLayout::fit_neighbor_code_m(dim, vector_bytes, params.max_degree, m).ok_or_else(|| {
             BuildError::param(
@@ -157,12 +155,106 @@ pub(crate) fn record_layout<T: Element>(
     } else {
         0
     };
-    let layout = NodeLayout::with_encoding(
-        dim,
-        T::TYPE,
-        params.max_degree,
-        nbr_code_m,
-        params.f16_vectors,
-    )?;
+    let layout = NodeLayout::with_encoding(dim, T::TYPE, params.max_degree, nbr_code_m, f16_asked)?;
     Ok(layout)
+}
+
+/// The first coordinate (flat index) beyond f16's finite range, if any.
+fn beyond_f16<T: Element>(data: &[T]) -> Option<usize> {
+    data.par_iter()
+        .position_first(|x| x.to_f32().abs() > F16_MAX)
+}
+
+/// Disk bytes per point of `layout` (a block's bytes over the records it holds).
+fn bytes_per_point(layout: &NodeLayout) -> f64 {
+    layout.block_bytes() as f64 / layout.nodes_per_block as f64
+}
+
+/// The default record layout (issue 28): neighbour codes — with f16 vectors for f32 data
+/// whose coordinates f16 holds, unless `params.f16_vectors` is `Some(false)` — where the index grows by at most
+/// `params.max_index_growth` × the plain layout's bytes per point; plain records otherwise
+/// (a 128-d u8 record goes from ten a sector to one: growth 10).
+///
+/// # Errors
+/// [`BuildError::Layout`] for an impossible geometry.
+pub(crate) fn auto_layout<T: Element>(
+    params: &BuildParams,
+    data: &[T],
+    dim: usize,
+    m: usize,
+) -> Result<NodeLayout, BuildError> {
+    let r = params.max_degree;
+    let plain = NodeLayout::new(dim, T::TYPE, r)?;
+    let f16 = T::TYPE == ElementType::F32
+        && params.f16_vectors != Some(false)
+        && beyond_f16(data).is_none();
+    let vector_bytes = dim * if f16 { 2 } else { T::TYPE.size_bytes() };
+    let Some(m2) = NodeLayout::fit_neighbor_code_m(dim, vector_bytes, r, m) else {
+        return Ok(plain);
+    };
+    let coded = NodeLayout::with_encoding(dim, T::TYPE, r, m2, f16)?;
+    let growth = bytes_per_point(&coded) / bytes_per_point(&plain);
+    Ok(if growth <= params.max_index_growth + 1e-9 {
+        coded
+    } else {
+        plain
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+    use super::*;
+
+    /// (nbr_code_m, f16_vectors, nodes per block) the default chooses for `n` × `dim` rows of
+    /// `fill` (M = `m`, R = 64) under `params`.
+    fn chosen<T: Element + Copy>(
+        dim: usize,
+        m: usize,
+        fill: T,
+        params: &BuildParams,
+    ) -> (usize, bool, usize) {
+        let data = vec![fill; 4 * dim];
+        let l = record_layout(params, &data, dim, m).unwrap();
+        (l.nbr_code_m, l.f16_vectors, l.nodes_per_block)
+    }
+
+    #[test]
+    fn the_default_layout_is_chosen_from_the_record_size_per_sector() {
+        let p = BuildParams::default();
+        // 384-d f32: 2 plain records a sector → 1 coded (growth 2): f16 + 43-byte codes
+        assert_eq!(chosen(384, 48, 0.5f32, &p), (43, true, 1));
+        // 768-d f32: 1 → 1 (growth 1)
+        assert!(chosen(768, 96, 0.5f32, &p).1);
+        // 128-d f32: 5 plain records a sector; coded 1 (growth 5): plain
+        assert_eq!(chosen(128, 64, 0.5f32, &p), (0, false, 5));
+        // 128-d u8: 10 → 1 (growth 10): plain
+        assert_eq!(chosen(128, 32, 7u8, &p), (0, false, 10));
+        // the knob: growth 1 keeps 384-d f32 plain; 10 takes codes for 128-d u8
+        let one = BuildParams {
+            max_index_growth: 1.0,
+            ..Default::default()
+        };
+        assert_eq!(chosen(384, 48, 0.5f32, &one), (0, false, 2));
+        let ten = BuildParams {
+            max_index_growth: 10.0,
+            ..Default::default()
+        };
+        assert_eq!(chosen(128, 32, 7u8, &ten).0, 32);
+        // exact vectors asked for: codes of 31 bytes beside f32 vectors
+        let exact = BuildParams {
+            f16_vectors: Some(false),
+            ..Default::default()
+        };
+        assert_eq!(chosen(384, 48, 0.5f32, &exact), (31, false, 1));
+        // data beyond f16's range: codes beside exact vectors, not an error
+        assert_eq!(chosen(384, 48, 1e6f32, &p), (31, false, 1));
+        // asked for explicitly, f16 beyond its range is refused
+        let f16 = BuildParams {
+            f16_vectors: Some(true),
+            ..Default::default()
+        };
+        let data = vec![1e6f32; 384];
+        assert!(record_layout(&f16, &data, 384, 48).is_err());
+    }
 }

@@ -18,6 +18,8 @@ pub struct BuildReport {
     pub pq_m: usize,
     /// Residual PQ subspaces M₂ of the neighbour codes in the records (0: none).
     pub nbr_code_m: usize,
+    /// Whether the records store f32 data's vectors as f16.
+    pub f16_vectors: bool,
     /// Entry point (medoid), as a row number of the input.
     pub medoid: u32,
     /// Mean out-degree of the graph.

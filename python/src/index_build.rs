@@ -28,6 +28,8 @@ pub(crate) fn report_dict<'py>(py: Python<'py>, r: &ssdann::BuildReport) -> PyRe
     d.set_item("dim", r.dim)?;
     d.set_item("pq_bytes", r.pq_m)?;
     d.set_item("neighbor_code_bytes", r.nbr_code_m)?;
+    let enc = if r.f16_vectors { "f16".to_string() } else { r.element.to_string() };
+    d.set_item("vector_encoding", enc)?;
     d.set_item("index_bytes", r.index_bytes)?;
     d.set_item("engine_ram_bytes", r.engine_ram_bytes)?;
     d.set_item("mean_degree", r.mean_degree)?;
@@ -111,17 +113,27 @@ pub(crate) fn budget_bytes(g: f64) -> PyResult<u64> {
 /// resume : bool, default False
 ///     Continue an interrupted memory-budgeted build from its last finished stage.
 /// neighbor_codes : bool, default False
-///     Store each neighbour's residual PQ code in the node records (format 2): searches
+///     Always store each neighbour's residual PQ code in the node records (format 2): searches
 ///     rank candidates about as well as with M + M₂ PQ bytes while RAM still holds M per
 ///     point, so they read fewer sectors at equal recall (0.75× on the 10K test set). Records
 ///     grow to one per 4 KB sector (about 2× the disk on 384-d float32). They pay only
 ///     where a record already fills most of a sector: on 128-d uint8 (ten records a sector
 ///     without them) the index grows ~9× and reads no fewer sectors. One-shot builds only
-///     (not with ``memory_budget_gb``); inserts, deletes and merges maintain them.
-/// vector_encoding : {"f32", "f16"}, default "f32"
+///     (not with ``memory_budget_gb``); inserts, deletes and merges maintain them. False
+///     leaves the choice to ``max_index_growth``.
+/// vector_encoding : {"f32", "f16"}, optional
 ///     How records store float32 vectors: exactly, or as IEEE half floats (half the bytes:
-///     with ``neighbor_codes`` the codes grow from 31 to 43 bytes on 384-d, R = 64). Searches
+///     with neighbour codes the codes grow from 31 to 43 bytes on 384-d, R = 64). Searches
 ///     then rank by the f16 vector's distance. float32 data only; merges write f16 records.
+///     None (default): f16 where the builder chooses neighbour codes, else exact.
+/// max_index_growth : float, default 2.0
+///     The disk-bytes ↔ reads trade (1..=64): the builder stores neighbour codes (with f16
+///     vectors for float32 data) when the index then takes at most this many times the
+///     bytes per point of plain records. 384-d float32, R = 64: growth 2, chosen by the
+///     default (~0.7× the reads at recall 0.95); 128-d uint8: growth 10, not chosen. 1 =
+///     only where they cost no disk. The report's ``neighbor_code_bytes`` and
+///     ``vector_encoding`` say what was chosen; a ``memory_budget_gb`` build writes plain
+///     records (it does not compute neighbour codes yet).
 /// saturate_graph : bool, default True
 ///     Fill every node's list up to R with the candidates RobustPrune's α rule dropped,
 ///     closest first (DiskANN's saturate_graph). A record holds R neighbours whatever its
@@ -158,7 +170,7 @@ pub(crate) fn budget_bytes(g: f64) -> PyResult<u64> {
 /// >>> report["n"], report["dim"]
 /// (2000, 32)
 #[pyfunction]
-#[pyo3(signature = (data, out_dir, *, metric = "l2", R = 64, L = 100, alpha = 1.2, pq_bytes = None, threads = None, force = false, memory_budget_gb = None, resume = false, neighbor_codes = false, vector_encoding = "f32", saturate_graph = true), text_signature = "(data, out_dir, *, metric=\"l2\", R=64, L=100, alpha=1.2, pq_bytes=None, threads=None, force=False, memory_budget_gb=None, resume=False, neighbor_codes=False, vector_encoding=\"f32\", saturate_graph=True)")]
+#[pyo3(signature = (data, out_dir, *, metric = "l2", R = 64, L = 100, alpha = 1.2, pq_bytes = None, threads = None, force = false, memory_budget_gb = None, resume = false, neighbor_codes = false, vector_encoding = None, max_index_growth = ssdann::builder::params::DEFAULT_MAX_INDEX_GROWTH, saturate_graph = true), text_signature = "(data, out_dir, *, metric=\"l2\", R=64, L=100, alpha=1.2, pq_bytes=None, threads=None, force=False, memory_budget_gb=None, resume=False, neighbor_codes=False, vector_encoding=None, max_index_growth=2.0, saturate_graph=True)")]
 #[allow(non_snake_case, clippy::too_many_arguments)]
 pub(crate) fn build<'py>(
     py: Python<'py>,
@@ -174,14 +186,16 @@ pub(crate) fn build<'py>(
     memory_budget_gb: Option<f64>,
     resume: bool,
     neighbor_codes: bool,
-    vector_encoding: &str,
+    vector_encoding: Option<&str>,
+    max_index_growth: f64,
     saturate_graph: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let metric: Metric = metric.parse().map_err(PyValueError::new_err)?;
     let f16_vectors = match vector_encoding {
-        "f32" => false,
-        "f16" => true,
-        other => {
+        None => None,
+        Some("f32") => Some(false),
+        Some("f16") => Some(true),
+        Some(other) => {
             return Err(PyValueError::new_err(format!(
                 "vector_encoding = {other:?}: expected \"f32\" or \"f16\""
             )))
@@ -198,6 +212,7 @@ pub(crate) fn build<'py>(
         memory_budget_bytes,
         neighbor_codes,
         f16_vectors,
+        max_index_growth,
         saturate_graph,
         ..graph_params(R, L, alpha, pq_bytes, threads, force, resume)
     };

@@ -55,6 +55,8 @@ def index(tmp_path_factory, data):
     out = tmp_path_factory.mktemp("idx") / "idx"
     rep = ssdann.build(src, out, R=64, L=100, alpha=1.2, pq_bytes=48, threads=2)
     assert rep["n"] == 10000 and rep["pq_bytes"] == 48
+    # the default on 384-d float32: f16 vectors + neighbour codes (growth 2 ≤ max_index_growth)
+    assert (rep["neighbor_code_bytes"], rep["vector_encoding"]) == (43, "f16")
     return ssdann.Index(out)
 
 
@@ -165,7 +167,11 @@ def test_neighbor_codes_read_less_for_the_same_recall_and_take_updates(tmp_path,
     assert rep["neighbor_code_bytes"] == 31 and rep["pq_bytes"] == 48
     coded = ssdann.Index(tmp_path / "nc")
     ids_c, _, st_c = coded.batch_search(q, 10, L=30, W=4, return_stats=True)
-    ids_p, _, st_p = index.batch_search(q, 10, L=50, W=4, return_stats=True)
+    plain_rep = ssdann.build(src, tmp_path / "plain", R=64, L=100, alpha=1.2, pq_bytes=48, threads=2,
+                             max_index_growth=1.0)
+    assert (plain_rep["neighbor_code_bytes"], plain_rep["vector_encoding"]) == (0, "f32")
+    plain = ssdann.Index(tmp_path / "plain")
+    ids_p, _, st_p = plain.batch_search(q, 10, L=50, W=4, return_stats=True)
     # the 10K test set: ~0.986 for both, ~37 vs ~49 reads per query
     assert recall(ids_c, gt) >= recall(ids_p, gt) - 0.003
     assert st_c["sector_reads"].mean() < 0.85 * st_p["sector_reads"].mean()

@@ -99,6 +99,13 @@ pub fn build_small(all: &[f32], n: usize, d: usize, work: &std::path::Path, out:
     ssdann::build_index(&path, out, &params, &ssdann::NoProgress).unwrap();
 }
 
+/// Whether `distance` (squared L2) is that of a point stored at the query `v` itself: 0 for
+/// exact records, ≤ 2⁻²²·‖v‖² for f16 records (each coordinate rounded to 11 bits).
+pub fn at_own_vector(distance: f32, v: &[f32]) -> bool {
+    let norm2: f32 = v.iter().map(|x| x * x).sum();
+    distance <= 2.5e-7 * norm2
+}
+
 /// The build parameters of the project's 100K figures (R = 64, L = 100, α = 1.2, 48 PQ
 /// bytes, 2 threads).
 pub fn standard_params() -> ssdann::BuildParams {

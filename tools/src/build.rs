@@ -94,11 +94,20 @@ pub(crate) struct BuildArgs {
     /// (a merge writes the codes of every list it writes).
     #[arg(long, conflicts_with = "memory_budget")]
     pub(crate) neighbor_codes: bool,
-    /// How records store f32 vectors: f32 (exact, default) or f16 (half the bytes: more
-    /// records per sector, or longer --neighbor-codes; searches rank by the f16 vector's
-    /// distance, ≤ 2⁻¹¹ relative error per coordinate). Format 2; merges write f16 records.
-    #[arg(long, default_value = "f32", value_parser = ["f32", "f16"], conflicts_with = "memory_budget")]
-    pub(crate) vector_encoding: String,
+    /// How records store f32 vectors: f32 (exact) or f16 (half the bytes: more records per
+    /// sector, or longer neighbour codes; searches rank by the f16 vector's distance, ≤ 2⁻¹¹
+    /// relative error per coordinate). Format 2; merges write f16 records. Default: f16
+    /// where the builder chooses neighbour codes (see --max-index-growth), else exact.
+    #[arg(long, value_parser = ["f32", "f16"])]
+    pub(crate) vector_encoding: Option<String>,
+    /// The disk-bytes ↔ reads trade: the builder stores neighbour codes (with f16 vectors
+    /// for f32 data) when the index then takes at most this many times the bytes per point
+    /// of plain records. 384-d f32, R = 64: growth 2 (two records a sector → one), chosen by
+    /// the default, ~0.7× the reads at recall 0.95; 128-d u8: growth 10, not chosen. 1 =
+    /// only where they cost no disk. `ssdann info` shows the choice. A --memory-budget build
+    /// writes plain records (it does not compute neighbour codes yet).
+    #[arg(long, default_value_t = ssdann_builder::params::DEFAULT_MAX_INDEX_GROWTH)]
+    pub(crate) max_index_growth: f64,
     /// Do not saturate the graph. By default every node's list is filled up to R with the
     /// candidates RobustPrune's α rule dropped, closest first (DiskANN's saturate_graph): a
     /// record holds R neighbours whatever its degree, so the index does not grow and each
@@ -140,7 +149,8 @@ pub(crate) fn build_params(a: &BuildArgs) -> Result<BuildParams> {
         resume: a.resume,
         passes: a.passes,
         neighbor_codes: a.neighbor_codes,
-        f16_vectors: a.vector_encoding == "f16",
+        f16_vectors: a.vector_encoding.as_deref().map(|e| e == "f16"),
+        max_index_growth: a.max_index_growth,
         saturate_graph: !a.no_saturate_graph,
         ..Default::default()
     })
@@ -171,10 +181,11 @@ pub(crate) fn cmd_build_all(a: BuildArgs) -> Result<()> {
     );
     if rep.nbr_code_m > 0 {
         println!(
-            "  neighbour codes: M₂ = {} bytes + an f32 term per list entry in each record (format 2)",
-            rep.nbr_code_m
+            "  neighbour codes: M₂ = {} bytes + an f32 term per list entry in each record (format 2){}",
+            rep.nbr_code_m,
+            if rep.f16_vectors { "; f16 vectors" } else { "" }
         );
-        let f16 = params.f16_vectors;
+        let f16 = rep.f16_vectors;
         if let Some(note) = neighbor_code_note(rep.dim, rep.element, a.r, rep.nbr_code_m, f16) {
             println!("  note: {note}");
         }

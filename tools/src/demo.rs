@@ -112,7 +112,8 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
         passes: 2,
         resume: false,
         neighbor_codes: false,
-        vector_encoding: "f32".into(),
+        vector_encoding: None,
+        max_index_growth: ssdann_builder::params::DEFAULT_MAX_INDEX_GROWTH,
         no_saturate_graph: false,
         saturate_graph: false,
     })?;

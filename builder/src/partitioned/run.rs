@@ -520,6 +520,7 @@ impl<'a> Run<'a> {
             element: elem,
             pq_m: m,
             nbr_code_m: 0,
+            f16_vectors: false,
             medoid: medoid_row,
             mean_degree: edges as f64 / n.max(1) as f64,
             phases: std::mem::take(&mut self.phases),

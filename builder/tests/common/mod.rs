@@ -17,6 +17,10 @@ pub fn params(r: usize, metric: Metric) -> BuildParams {
         build_l: 2 * r,
         pq_bytes: Some(8),
         reorder: false,
+        // plain records on both paths: these tests compare the one-shot and the budgeted
+        // build's graphs and read their f32 vectors back (the budgeted build writes plain
+        // records; the one-shot default would choose neighbour codes + f16 at d = 32, R = 24)
+        max_index_growth: 1.0,
         ..Default::default()
     }
 }
