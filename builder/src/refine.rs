@@ -183,22 +183,34 @@ pub(crate) fn auto_layout<T: Element>(
     dim: usize,
     m: usize,
 ) -> Result<NodeLayout, BuildError> {
-    let r = params.max_degree;
-    let plain = NodeLayout::new(dim, T::TYPE, r)?;
     let f16 = T::TYPE == ElementType::F32
         && params.f16_vectors != Some(false)
         && beyond_f16(data).is_none();
-    let vector_bytes = dim * if f16 { 2 } else { T::TYPE.size_bytes() };
+    let (plain, coded) = candidate_layouts(params, dim, T::TYPE, m, f16)?;
+    Ok(coded.unwrap_or(plain))
+}
+
+/// The plain record layout and — when neighbour codes fit and the index grows by at most
+/// `params.max_index_growth` — the coded one (f16 vectors when `f16`).
+///
+/// # Errors
+/// [`BuildError::Layout`] for an impossible geometry.
+pub(crate) fn candidate_layouts(
+    params: &BuildParams,
+    dim: usize,
+    elem: ElementType,
+    m: usize,
+    f16: bool,
+) -> Result<(NodeLayout, Option<NodeLayout>), BuildError> {
+    let r = params.max_degree;
+    let plain = NodeLayout::new(dim, elem, r)?;
+    let vector_bytes = dim * if f16 { 2 } else { elem.size_bytes() };
     let Some(m2) = NodeLayout::fit_neighbor_code_m(dim, vector_bytes, r, m) else {
-        return Ok(plain);
+        return Ok((plain, None));
     };
-    let coded = NodeLayout::with_encoding(dim, T::TYPE, r, m2, f16)?;
+    let coded = NodeLayout::with_encoding(dim, elem, r, m2, f16)?;
     let growth = bytes_per_point(&coded) / bytes_per_point(&plain);
-    Ok(if growth <= params.max_index_growth + 1e-9 {
-        coded
-    } else {
-        plain
-    })
+    Ok((plain, (growth <= params.max_index_growth + 1e-9).then_some(coded)))
 }
 
 #[cfg(test)]

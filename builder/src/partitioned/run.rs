@@ -402,6 +402,16 @@ impl<'a> Run<'a> {
         let t = Instant::now();
         let r = params.max_degree;
         let layout = NodeLayout::new(dim, elem, r)?;
+        let f16 = elem == ElementType::F32 && params.f16_vectors != Some(false);
+        if !params.neighbor_codes
+            && crate::refine::candidate_layouts(params, dim, elem, m, f16)?
+                .1
+                .is_some()
+        {
+            progress.message(
+                "plain records: a memory-budgeted build does not write neighbour codes or f16 vectors yet (a one-shot build of this data would, by --max-index-growth)",
+            );
+        }
         // Vectors and codes are fetched by pread in this stage: no mapped pages to allow for.
         let need = budget::FIXED_BYTES + order::reorder_bytes(n, r);
         let ordered = if params.reorder && layout.nodes_per_block > 1 && need <= budget {
