@@ -318,34 +318,65 @@ fn a_missing_or_foreign_residual_codebook_is_named() {
 }
 
 #[test]
-fn neighbor_codes_are_refused_where_they_do_not_fit_or_with_a_memory_budget() {
+fn neighbor_codes_are_refused_where_they_do_not_fit_or_the_budget_cannot_hold_them() {
     let set = set_10k();
     let tmp = tempfile::tempdir().unwrap();
     let err = |p: ssdann::BuildParams| {
         build_index(&set.base, &tmp.path().join("x"), &p, &NoProgress).unwrap_err()
     };
     // R = 600: 1,536 + 4 + 2,400 bytes leave 152 bytes for 600 codes.
-    match err(ssdann::BuildParams {
-        neighbor_codes: true,
-        max_degree: 600,
-        build_l: 600,
-        ..standard_params()
-    }) {
-        BuildError::InvalidParameter { field, reason, .. } => {
-            assert_eq!(field, "--neighbor-codes");
-            assert!(reason.contains("no room"), "{reason}");
+    for budget in [None, Some(1 << 30)] {
+        match err(ssdann::BuildParams {
+            neighbor_codes: true,
+            max_degree: 600,
+            build_l: 600,
+            memory_budget_bytes: budget,
+            ..standard_params()
+        }) {
+            BuildError::InvalidParameter { field, reason, .. } => {
+                assert_eq!(field, "--neighbor-codes");
+                assert!(reason.contains("no room"), "{reason}");
+            }
+            other => panic!("{other:?}"),
         }
-        other => panic!("{other:?}"),
-    }
-    match err(ssdann::BuildParams {
-        neighbor_codes: true,
-        memory_budget_bytes: Some(1 << 30),
-        ..standard_params()
-    }) {
-        BuildError::InvalidParameter { field, .. } => assert_eq!(field, "--neighbor-codes"),
-        other => panic!("{other:?}"),
     }
     assert!(!tmp.path().join("x").exists());
+}
+
+/// A memory-budgeted build chooses the record layout as the one-shot build does — f16 +
+/// 43-byte neighbour codes on 384-d f32 — trains and encodes the codes within its budget,
+/// and its index reaches the one-shot index's recall, every code the one its slot encodes to.
+#[test]
+fn a_budgeted_build_writes_the_same_neighbour_codes_and_f16_records() {
+    let set = set_10k();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("budgeted");
+    let params = ssdann::BuildParams {
+        memory_budget_bytes: Some(80 << 20),
+        ..standard_params()
+    };
+    let rep = build_index(&set.base, &dir, &params, &NoProgress).unwrap();
+    assert!(rep.partitions > 1, "{} partitions", rep.partitions);
+    assert_eq!((rep.nbr_code_m, rep.f16_vectors), (43, true));
+    let opts = || OpenOptions {
+        read_only: true,
+        ..Default::default()
+    };
+    let (budgeted, one_shot) = (
+        Index::open(&dir, opts()).unwrap(),
+        Index::open(f16_index(), opts()).unwrap(),
+    );
+    assert_eq!(budgeted.header().layout, one_shot.header().layout);
+    let (rb, reads_b) = recall_open(&budgeted, u64::MAX);
+    let (ro, reads_o) = recall_open(&one_shot, u64::MAX);
+    eprintln!(
+        "L = 50: budgeted {rb:.4} ({reads_b:.1} reads), one-shot {ro:.4} ({reads_o:.1} reads)"
+    );
+    assert!(rb >= ro - 0.01, "budgeted {rb:.4} vs one-shot {ro:.4}");
+    drop(budgeted);
+    let labels = ssdann::layout::labels::read_labels(&dir.join("labels.bin")).unwrap();
+    let first: Vec<u32> = (0..labels.len() as u32).take(200).collect();
+    assert!(check_codes(&dir, &first) > 10_000 * 32);
 }
 
 #[test]

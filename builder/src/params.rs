@@ -81,8 +81,8 @@ pub struct BuildParams {
     /// data — when the index then takes at most this many times the bytes per point of
     /// plain records (384-d f32, R = 64: 2 plain records a sector → 1 coded, growth 2: chosen;
     /// 128-d u8: 10 → 1, growth 10: not). 1 = only where they cost no disk. The choice is
-    /// recorded in the header (`ssdann info`). The budgeted build writes plain records (it
-    /// does not compute neighbour codes yet; docs/PERFORMANCE.md).
+    /// recorded in the header (`ssdann info`). The budgeted build chooses alike and falls back to
+    /// plain records (saying so) when the codes do not fit its budget.
     pub max_index_growth: f64,
     /// Graph saturation (DiskANN's `saturate_graph`; default **true**, `--no-saturate-graph`
     /// turns it off): each node's list is filled up to R with the candidates RobustPrune's
@@ -237,20 +237,6 @@ impl BuildParams {
                 "--max-index-growth",
                 self.max_index_growth,
                 "must be in 1..=64 (× the bytes per point of plain records)",
-            ));
-        }
-        if self.neighbor_codes && self.memory_budget_bytes.is_some() {
-            return Err(BuildError::param(
-                "--neighbor-codes",
-                true,
-                "not supported with a memory budget yet (--memory-budget; one-shot builds only)",
-            ));
-        }
-        if self.f16_vectors == Some(true) && self.memory_budget_bytes.is_some() {
-            return Err(BuildError::param(
-                "--vector-encoding",
-                "f16",
-                "not supported with a memory budget yet (--memory-budget; one-shot builds only)",
             ));
         }
         Ok(())

@@ -48,53 +48,106 @@ pub fn train_and_encode<T: Element>(
     params: &BuildParams,
     progress: &dyn Progress,
 ) -> Refinement {
-    let n = perm.len();
     let m = pq.m();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(params.seed ^ 0x7265_6669_6e65);
-    let rows: Vec<usize> = if n <= REFINE_TRAINING_SAMPLE {
+    let row = |s: usize, out: &mut [f32], _: bool| {
+        let src = &data[perm[s] as usize * dim..(perm[s] as usize + 1) * dim];
+        for (o, &v) in out.iter_mut().zip(src) {
+            *o = v.to_f32();
+        }
+        Ok(())
+    };
+    let code = |s: usize| &slot_codes[s * m..(s + 1) * m];
+    let sample = RefineSample {
+        points: REFINE_TRAINING_SAMPLE,
+        seed: params.seed,
+    };
+    match train_and_encode_rows(
+        pq,
+        perm.len(),
+        dim,
+        m2,
+        f16,
+        sample,
+        params.metric,
+        &row,
+        &code,
+        progress,
+    ) {
+        Ok(r) => r,
+        Err(_) => unreachable!("the in-RAM rows cannot fail"),
+    }
+}
+
+/// `row(i, out, random)`: point `i`'s stored vector as d f32 into `out` (`random`: a sample
+/// access, not the sequential pass).
+pub(crate) type RowFn<'a> = dyn Fn(usize, &mut [f32], bool) -> Result<(), BuildError> + Sync + 'a;
+
+/// How many points the residual codebook trains on (at most), drawn with `seed`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RefineSample {
+    pub(crate) points: usize,
+    pub(crate) seed: u64,
+}
+
+/// [`train_and_encode`] over rows fetched by `row(i, out, random)` (point `i`'s stored vector
+/// as d f32 into `out`; `random` when the access is a random sample, not the sequential
+/// pass) with first-level codes `code(i)`: trains on `sample.points` random points, then
+/// encodes all `n` in order. Each point is encoded from its f16-rounded vector when `f16`.
+///
+/// # Errors
+/// Whatever `row` returns.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn train_and_encode_rows<'c>(
+    pq: &PqCodebook,
+    n: usize,
+    dim: usize,
+    m2: usize,
+    f16: bool,
+    sample: RefineSample,
+    metric: ssdann_layout::Metric,
+    row: &RowFn<'_>,
+    code: &(dyn Fn(usize) -> &'c [u8] + Sync),
+    progress: &dyn Progress,
+) -> Result<Refinement, BuildError> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(sample.seed ^ 0x7265_6669_6e65);
+    let rows: Vec<usize> = if n <= sample.points {
         (0..n).collect()
     } else {
-        rand::seq::index::sample(&mut rng, n, REFINE_TRAINING_SAMPLE).into_vec()
+        rand::seq::index::sample(&mut rng, n, sample.points).into_vec()
+    };
+    // The vector as its record stores it (f16-rounded with f16 vectors), so a merge
+    // re-encodes the same code from the record.
+    let stored = |i: usize, x: &mut [f32], random: bool| -> Result<(), BuildError> {
+        row(i, x, random)?;
+        if f16 {
+            x.iter_mut()
+                .for_each(|v| *v = half::f16::from_f32(*v).to_f32());
+        }
+        Ok(())
     };
     let mut resid = vec![0f32; rows.len() * dim];
-    resid.par_chunks_mut(dim).zip(&rows).for_each_init(
+    resid.par_chunks_mut(dim).zip(&rows).try_for_each_init(
         || vec![0f32; dim],
         |rec, (out, &s)| {
-            pq.decode(&slot_codes[s * m..(s + 1) * m], rec);
-            let x = &data[perm[s] as usize * dim..(perm[s] as usize + 1) * dim];
-            for ((o, &v), &r) in out.iter_mut().zip(x).zip(rec.iter()) {
-                *o = v.to_f32() - r;
-            }
+            stored(s, out, n > sample.points)?;
+            pq.decode(code(s), rec);
+            out.iter_mut().zip(rec.iter()).for_each(|(o, &r)| *o -= r);
+            Ok::<(), BuildError>(())
         },
-    );
-    let codebook = train_pq(&resid, dim, m2, params.seed ^ 0x5151, progress);
+    )?;
+    let codebook = train_pq(&resid, dim, m2, sample.seed ^ 0x5151, progress);
     drop(resid);
     let cb = m2 + 4;
     let mut entries = vec![0u8; n * cb];
-    entries.par_chunks_mut(cb).enumerate().for_each_init(
+    entries.par_chunks_mut(cb).enumerate().try_for_each_init(
         || (vec![0f32; dim], Vec::new()),
         |(x, scratch), (s, out)| {
-            let src = &data[perm[s] as usize * dim..(perm[s] as usize + 1) * dim];
-            // From the vector as its record stores it (f16-rounded with f16 vectors), so a
-            // merge re-encodes the same code from the record.
-            for (o, &v) in x.iter_mut().zip(src) {
-                *o = if f16 {
-                    half::f16::from_f32(v.to_f32()).to_f32()
-                } else {
-                    v.to_f32()
-                };
-            }
-            codebook.encode_refinement(
-                pq,
-                x,
-                &slot_codes[s * m..(s + 1) * m],
-                params.metric,
-                out,
-                scratch,
-            );
+            stored(s, x, false)?;
+            codebook.encode_refinement(pq, x, code(s), metric, out, scratch);
+            Ok::<(), BuildError>(())
         },
-    );
-    Refinement { codebook, entries }
+    )?;
+    Ok(Refinement { codebook, entries })
 }
 
 /// The record layout of a one-shot build: R neighbour slots, vectors as the element type or
@@ -210,7 +263,10 @@ pub(crate) fn candidate_layouts(
     };
     let coded = NodeLayout::with_encoding(dim, elem, r, m2, f16)?;
     let growth = bytes_per_point(&coded) / bytes_per_point(&plain);
-    Ok((plain, (growth <= params.max_index_growth + 1e-9).then_some(coded)))
+    Ok((
+        plain,
+        (growth <= params.max_index_growth + 1e-9).then_some(coded),
+    ))
 }
 
 #[cfg(test)]

@@ -29,15 +29,8 @@ create_exception!(
 /// The message with the CLI's and the Rust API's spellings replaced by this module's
 /// parameter names (`--force` → `force=True`, `-R` → `R`, ...).
 pub(crate) fn python_names(msg: String) -> String {
-    const NAMES: [(&str, &str); 18] = [
-        (
-            "(--memory-budget; one-shot builds only)",
-            "(memory_budget_gb; one-shot builds only)",
-        ),
-        (
-            "built with --neighbor-codes or --vector-encoding f16",
-            "built with neighbor_codes=True or vector_encoding=\"f16\"",
-        ),
+    const NAMES: [(&str, &str); 17] = [
+        ("parameter --max-index-growth", "parameter max_index_growth"),
         ("parameter --neighbor-codes", "parameter neighbor_codes"),
         ("parameter --saturate-graph", "parameter saturate_graph"),
         ("parameter --vector-encoding", "parameter vector_encoding"),

@@ -118,8 +118,8 @@ pub(crate) fn budget_bytes(g: f64) -> PyResult<u64> {
 ///     point, so they read fewer sectors at equal recall (0.75× on the 10K test set). Records
 ///     grow to one per 4 KB sector (about 2× the disk on 384-d float32). They pay only
 ///     where a record already fills most of a sector: on 128-d uint8 (ten records a sector
-///     without them) the index grows ~9× and reads no fewer sectors. One-shot builds only
-///     (not with ``memory_budget_gb``); inserts, deletes and merges maintain them. False
+///     without them) the index grows ~9× and reads no fewer sectors. Budgeted builds
+///     write them too; inserts, deletes and merges maintain them. False
 ///     leaves the choice to ``max_index_growth``.
 /// vector_encoding : {"f32", "f16"}, optional
 ///     How records store float32 vectors: exactly, or as IEEE half floats (half the bytes:
@@ -132,8 +132,8 @@ pub(crate) fn budget_bytes(g: f64) -> PyResult<u64> {
 ///     bytes per point of plain records. 384-d float32, R = 64: growth 2, chosen by the
 ///     default (~0.7× the reads at recall 0.95); 128-d uint8: growth 10, not chosen. 1 =
 ///     only where they cost no disk. The report's ``neighbor_code_bytes`` and
-///     ``vector_encoding`` say what was chosen; a ``memory_budget_gb`` build writes plain
-///     records (it does not compute neighbour codes yet).
+///     ``vector_encoding`` say what was chosen; a ``memory_budget_gb`` build chooses alike
+///     (plain records when the codes do not fit its budget).
 /// saturate_graph : bool, default True
 ///     Fill every node's list up to R with the candidates RobustPrune's α rule dropped,
 ///     closest first (DiskANN's saturate_graph). A record holds R neighbours whatever its

@@ -92,7 +92,7 @@ pub(crate) struct BuildArgs {
     /// sector (384-d f32: 0.49× DiskANN's reads); where several records share one (128-d u8:
     /// ten) they only make the index larger. Inserts, deletes and merges maintain them
     /// (a merge writes the codes of every list it writes).
-    #[arg(long, conflicts_with = "memory_budget")]
+    #[arg(long)]
     pub(crate) neighbor_codes: bool,
     /// How records store f32 vectors: f32 (exact) or f16 (half the bytes: more records per
     /// sector, or longer neighbour codes; searches rank by the f16 vector's distance, ≤ 2⁻¹¹
@@ -105,7 +105,8 @@ pub(crate) struct BuildArgs {
     /// of plain records. 384-d f32, R = 64: growth 2 (two records a sector → one), chosen by
     /// the default, ~0.7× the reads at recall 0.95; 128-d u8: growth 10, not chosen. 1 =
     /// only where they cost no disk. `ssdann info` shows the choice. A --memory-budget build
-    /// writes plain records (it does not compute neighbour codes yet).
+    /// chooses alike, and writes plain records when the codes do not fit its budget (it
+    /// says so).
     #[arg(long, default_value_t = ssdann_builder::params::DEFAULT_MAX_INDEX_GROWTH)]
     pub(crate) max_index_growth: f64,
     /// Do not saturate the graph. By default every node's list is filled up to R with the

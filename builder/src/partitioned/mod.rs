@@ -22,6 +22,7 @@
 //! dropped whenever a stage has read [`budget::PAGE_ALLOWANCE_FRACTION`] of the budget.
 
 pub mod budget;
+mod codes;
 pub(crate) mod graphs;
 pub(crate) mod order;
 pub(crate) mod rows;

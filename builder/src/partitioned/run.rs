@@ -19,7 +19,7 @@ use rand::SeedableRng;
 use rayon::prelude::*;
 use ssdann_layout::pq::{PQ_CODES_FILE, PQ_CODES_MAGIC, PQ_FILE_VERSION, PQ_PIVOTS_FILE};
 use ssdann_layout::storage::StorageRef;
-use ssdann_layout::{ElementType, Metric, NodeLayout, PqCodebook, Vector as _, VectorFile};
+use ssdann_layout::{ElementType, Metric, PqCodebook, Vector as _, VectorFile};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -401,17 +401,43 @@ impl<'a> Run<'a> {
         let pivots = dir.join(PQ_PIVOTS_FILE);
         let t = Instant::now();
         let r = params.max_degree;
-        let layout = NodeLayout::new(dim, elem, r)?;
-        let f16 = elem == ElementType::F32 && params.f16_vectors != Some(false);
-        if !params.neighbor_codes
-            && crate::refine::candidate_layouts(params, dim, elem, m, f16)?
-                .1
-                .is_some()
-        {
-            progress.message(
-                "plain records: a memory-budgeted build does not write neighbour codes or f16 vectors yet (a one-shot build of this data would, by --max-index-growth)",
-            );
-        }
+        // The record layout (neighbour codes and f16 vectors where the data asks for them, as
+        // in the one-shot build) and the neighbour codes, within the budget.
+        let pq = PqCodebook::read(&pivots)?;
+        let staged = super::codes::stage_layout(
+            params,
+            rows,
+            n,
+            elem,
+            m,
+            &pq,
+            &codes,
+            budget,
+            params.reorder,
+            progress,
+        )?;
+        let layout = staged.layout;
+        let f16_records = layout.f16_vectors;
+        // A stored vector as the record holds it: the input bytes (normalized for cosine), or
+        // f16.
+        let vector_at = |i: usize,
+                         out: &mut [u8],
+                         scratch: &mut [f32],
+                         access: Access|
+         -> Result<(), BuildError> {
+            if f16_records {
+                rows.stored(i, scratch, access)?;
+                for (o, &v) in out.chunks_exact_mut(2).zip(scratch.iter()) {
+                    o.copy_from_slice(&f16::from_f32(v).to_le_bytes());
+                }
+                Ok(())
+            } else if access == Access::Random {
+                order::stored_bytes_read(rows, i, out, scratch)
+            } else {
+                rows.stored_bytes(i, out, scratch);
+                Ok(())
+            }
+        };
         // Vectors and codes are fetched by pread in this stage: no mapped pages to allow for.
         let need = budget::FIXED_BYTES + order::reorder_bytes(n, r);
         let ordered = if params.reorder && layout.nodes_per_block > 1 && need <= budget {
@@ -444,12 +470,24 @@ impl<'a> Run<'a> {
         let mut edges = 0u64;
         let vb = layout.vector_bytes();
         let labels_path = tmp.join(ssdann_layout::labels::LABELS_FILE);
+        let cb = layout.nbr_code_bytes();
         if let Some((o, _)) = &ordered {
+            // neighbour codes by slot: slot s holds row perm[s]
+            let slot_codes: Option<Vec<u8>> = staged.refine.as_ref().map(|r| {
+                let mut v = vec![0u8; n * cb];
+                v.par_chunks_mut(cb.max(1))
+                    .enumerate()
+                    .for_each(|(s, out)| {
+                        let row = o.perm[s] as usize;
+                        out.copy_from_slice(&r.entries[row * cb..(row + 1) * cb]);
+                    });
+                v
+            });
             write_sector_file_from(
                 storage,
                 &tmp.join(INDEX_FILE),
                 &header,
-                None,
+                slot_codes.as_deref(),
                 progress,
                 &mut |first, vectors, lists| {
                     lists
@@ -460,7 +498,7 @@ impl<'a> Run<'a> {
                     vectors.par_chunks_mut(vb).enumerate().try_for_each_init(
                         || vec![0f32; dim],
                         |scratch, (k, out)| {
-                            order::stored_bytes_read(rows, o.perm[first + k] as usize, out, scratch)
+                            vector_at(o.perm[first + k] as usize, out, scratch, Access::Random)
                         },
                     )
                 },
@@ -479,16 +517,15 @@ impl<'a> Run<'a> {
                 storage,
                 &tmp.join(INDEX_FILE),
                 &header,
-                None,
+                staged.refine.as_ref().map(|r| r.entries.as_slice()),
                 progress,
                 &mut |first, vectors, lists| {
                     reader.next_lists(lists)?;
                     edges += lists.iter().map(|l| l.len() as u64).sum::<u64>();
-                    vectors.par_chunks_mut(vb).enumerate().for_each_init(
+                    vectors.par_chunks_mut(vb).enumerate().try_for_each_init(
                         || vec![0f32; dim],
-                        |scratch, (k, out)| rows.stored_bytes(first + k, out, scratch),
-                    );
-                    Ok(())
+                        |scratch, (k, out)| vector_at(first + k, out, scratch, Access::Sequential),
+                    )
                 },
             )?;
             reader.finish()?;
@@ -504,7 +541,13 @@ impl<'a> Run<'a> {
         }
         drop(ordered);
         link_or_copy(storage, &pivots, &tmp.join(PQ_PIVOTS_FILE))?;
-        let pq = PqCodebook::read(&pivots)?;
+        let nbr_code_m = layout.nbr_code_m;
+        if let Some(refine) = staged.refine {
+            let path = tmp.join(ssdann_layout::pq::PQ_REFINE_FILE);
+            refine
+                .codebook
+                .write_via(storage, "build.pq_refine", &path)?;
+        }
         let codes_path = tmp.join(PQ_CODES_FILE);
         let metric = params.metric;
         let cap = Some(budget.saturating_sub(budget::FIXED_BYTES));
@@ -529,8 +572,8 @@ impl<'a> Run<'a> {
             dim,
             element: elem,
             pq_m: m,
-            nbr_code_m: 0,
-            f16_vectors: false,
+            nbr_code_m,
+            f16_vectors: f16_records,
             medoid: medoid_row,
             mean_degree: edges as f64 / n.max(1) as f64,
             phases: std::mem::take(&mut self.phases),
