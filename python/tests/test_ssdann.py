@@ -139,8 +139,10 @@ def test_build_from_array_and_bad_inputs(tmp_path, data):
     rep = ssdann.build(small, tmp_path / "a", R=16, L=32, pq_bytes=8)
     assert rep["n"] == 500
     idx = ssdann.Index(tmp_path / "a", io="pread")
-    ids, _ = idx.search(small[3], 1, L=20)
-    assert ids[0] == 3
+    # each point finds itself (no two of these 500 are closer than 1.18): 2–3% miss at
+    # L = 20 with 8 PQ bytes on 384-d, which graph threads' order varies
+    own = [int(idx.search(small[i], 1, L=20)[0][0]) == i for i in range(500)]
+    assert sum(own) >= 0.95 * 500
     with pytest.raises(ValueError, match="float64.*astype"):
         ssdann.build(small.astype(np.float64), tmp_path / "b")
     with pytest.raises(ValueError, match="2-D"):
