@@ -26,20 +26,31 @@ pub fn block_order<T: Vector>(
         adjacency.len(),
         medoid,
         nodes_per_block,
-        &|u| &adjacency[u as usize],
+        &mut |u, out| {
+            out.clear();
+            out.extend_from_slice(&adjacency[u as usize]);
+            Ok(())
+        },
         &|u, v, _| T::distance(metric, vec_of(u), vec_of(v)),
     )
+    .unwrap_or_else(|e: std::convert::Infallible| match e {})
 }
+
+/// `neighbors(u, out)`: puts node u's out-list in `out`.
+pub type ListFn<'a, E> = dyn FnMut(u32, &mut Vec<u32>) -> Result<(), E> + 'a;
 
 /// [`block_order`] without vectors: a node's out-neighbours are taken in list order, which
 /// RobustPrune leaves closest first (the partitioned build's merged graph, whose vectors are
-/// not in RAM). `neighbors(u)` is u's list.
-pub fn block_order_by_list<'a>(
+/// not in RAM). `neighbors(u, out)` puts u's list in `out` (it may read it from a file).
+///
+/// # Errors
+/// Whatever `neighbors` returns.
+pub fn block_order_by_list<E>(
     n: usize,
     medoid: u32,
     nodes_per_block: usize,
-    neighbors: &dyn Fn(u32) -> &'a [u32],
-) -> Vec<u32> {
+    neighbors: &mut ListFn<'_, E>,
+) -> Result<Vec<u32>, E> {
     block_order_with(n, medoid, nodes_per_block, neighbors, &|_, _, pos| {
         pos as f32
     })
@@ -47,16 +58,17 @@ pub fn block_order_by_list<'a>(
 
 /// The greedy of [`block_order`]: `rank(u, v, position of v in u's list)` orders u's
 /// unplaced out-neighbours (smaller first).
-fn block_order_with<'a>(
+fn block_order_with<E>(
     n: usize,
     medoid: u32,
     nodes_per_block: usize,
-    neighbors: &dyn Fn(u32) -> &'a [u32],
+    neighbors: &mut ListFn<'_, E>,
     rank: &dyn Fn(u32, u32, usize) -> f32,
-) -> Vec<u32> {
+) -> Result<Vec<u32>, E> {
     if nodes_per_block <= 1 || n <= 1 {
-        return (0..n as u32).collect();
+        return Ok((0..n as u32).collect());
     }
+    let mut list = Vec::new();
     // BFS order from the medoid, then every node BFS did not reach.
     let mut bfs: Vec<u32> = Vec::with_capacity(n);
     let mut seen = vec![false; n];
@@ -66,7 +78,8 @@ fn block_order_with<'a>(
     while head < bfs.len() {
         let u = bfs[head];
         head += 1;
-        for &v in neighbors(u) {
+        neighbors(u, &mut list)?;
+        for &v in &list {
             if !seen[v as usize] {
                 seen[v as usize] = true;
                 bfs.push(v);
@@ -89,9 +102,9 @@ fn block_order_with<'a>(
         perm.push(u);
         let mut room = nodes_per_block - 1;
         cands.clear();
+        neighbors(u, &mut list)?;
         cands.extend(
-            neighbors(u)
-                .iter()
+            list.iter()
                 .enumerate()
                 .filter(|&(_, &v)| !placed[v as usize])
                 .map(|(pos, &v)| (rank(u, v, pos), v)),
@@ -115,7 +128,7 @@ fn block_order_with<'a>(
             k += 1;
         }
     }
-    perm
+    Ok(perm)
 }
 
 /// Inverse of a permutation: `inv[old_id] = new_slot`.
@@ -165,7 +178,12 @@ mod tests {
         );
         // by list order: lists closest first give the same blocks as exact distances
         let sorted_adj: Vec<Vec<u32>> = adj.clone();
-        let by_list = block_order_by_list(10, 4, 2, &|u| &sorted_adj[u as usize]);
+        let by_list = block_order_by_list(10, 4, 2, &mut |u, out: &mut Vec<u32>| {
+            out.clear();
+            out.extend_from_slice(&sorted_adj[u as usize]);
+            Ok::<(), ()>(())
+        })
+        .unwrap();
         let mut s2 = by_list.clone();
         s2.sort_unstable();
         assert_eq!(s2, (0..10).collect::<Vec<_>>());

@@ -1,27 +1,32 @@
-//! Sector reordering for the partitioned build: the merged graph is loaded as flat lists
-//! (when they fit in the budget), ordered by [`crate::reorder::block_order_by_list`] (list
-//! order stands for distance: RobustPrune leaves lists closest first), and the index is
-//! written in that order — vectors and PQ codes fetched by `pread`, neighbour ids
-//! translated, `labels.bin` holding each slot's input row.
+//! Sector reordering for the partitioned build: the merged graph's lists are read by `pread`
+//! from `merged.graph` (fixed-size records, checked whole first), ordered by
+//! [`crate::reorder::block_order_by_list`] (list order stands for distance: RobustPrune
+//! leaves lists closest first), and the index is written in that order — vectors and PQ codes
+//! fetched by `pread`, neighbour ids translated, `labels.bin` holding each slot's input row.
+//! RAM: n × 16 bytes (BFS order, permutation, inverse, two flags), not the graph.
 
 use super::graphs::MergedReader;
 use super::rows::Rows;
+use super::workdir::MERGED_FILE;
 use crate::BuildError;
 use ssdann_layout::pq::{PQ_CODES_MAGIC, PQ_FILE_VERSION};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// RAM of [`Ordered`] and of computing it, in bytes, for n points of degree ≤ R: the flat
-/// lists (4R), degrees (2), BFS order, permutation and inverse (4 each), two flags (1 each).
-pub(crate) fn reorder_bytes(n: usize, r: usize) -> u64 {
-    n as u64 * (4 * r as u64 + 2 + 4 + 4 + 4 + 2)
+/// RAM of [`Ordered`] and of computing it, in bytes, for n points: BFS order, permutation and
+/// inverse (4 each), two flags (1 each), and a margin of 2.
+pub(crate) fn reorder_bytes(n: usize, _r: usize) -> u64 {
+    n as u64 * (4 + 4 + 4 + 2 + 2)
 }
 
-/// The merged graph in RAM and its slot order.
+/// The merged graph's slot order; lists are read from `merged.graph` when asked for.
 pub(crate) struct Ordered {
     r: usize,
-    flat: Vec<u32>,
-    degree: Vec<u16>,
+    n: usize,
+    file: std::fs::File,
+    path: PathBuf,
+    /// Byte offset of the first record in `merged.graph`.
+    body: u64,
     /// `perm[slot]` = input row.
     pub(crate) perm: Vec<u32>,
     /// `inv[row]` = slot.
@@ -29,11 +34,12 @@ pub(crate) struct Ordered {
 }
 
 impl Ordered {
-    /// Reads `merged.graph` (checked as [`MergedReader`] checks it) and orders it into blocks
-    /// of `nodes_per_block` from `medoid`.
+    /// Checks `merged.graph` whole (as [`MergedReader`] does: fields, every degree ≤ R and
+    /// neighbour < n, the body checksum) in one streaming pass, then orders it into blocks
+    /// of `nodes_per_block` from the medoid, reading lists by `pread`.
     ///
     /// # Errors
-    /// [`BuildError::Layout`] naming the file.
+    /// [`BuildError::Layout`] / [`BuildError::Io`] naming the file.
     pub(crate) fn load(
         dir: &Path,
         n: usize,
@@ -41,48 +47,77 @@ impl Ordered {
         nodes_per_block: usize,
     ) -> Result<(Ordered, u32), BuildError> {
         let (mut reader, medoid) = MergedReader::open(dir, n, r)?;
-        let mut flat = vec![0u32; n * r];
-        let mut degree = vec![0u16; n];
-        let mut batch: Vec<Vec<u32>> = vec![Vec::new(); 1 << 14];
+        let mut batch: Vec<Vec<u32>> = vec![Vec::new(); 1 << 12];
         for start in (0..n).step_by(batch.len()) {
             let end = (start + batch.len()).min(n);
             reader.next_lists(&mut batch[..end - start])?;
-            for (k, list) in batch[..end - start].iter().enumerate() {
-                let i = start + k;
-                flat[i * r..i * r + list.len()].copy_from_slice(list);
-                degree[i] = list.len() as u16;
-            }
         }
         reader.finish()?;
-        let perm = {
-            let (flat, degree) = (&flat, &degree);
-            crate::reorder::block_order_by_list(n, medoid, nodes_per_block, &|u| {
-                let u = u as usize;
-                &flat[u * r..u * r + degree[u] as usize]
-            })
+        let path = dir.join(MERGED_FILE);
+        let file = std::fs::File::open(&path).map_err(|e| BuildError::io(&path, e))?;
+        let len = file.metadata().map_err(|e| BuildError::io(&path, e))?.len();
+        // the body (n fixed-size records) ends 4 bytes (its checksum) before the file does
+        let body_bytes = (n * (1 + r) * 4) as u64;
+        let body = len.checked_sub(body_bytes + 4).ok_or_else(|| {
+            BuildError::from(ssdann_layout::LayoutError::corrupt(
+                &path,
+                "length",
+                format!("{len} bytes, shorter than {n} records of R = {r}"),
+            ))
+        })?;
+        let mut o = Ordered {
+            r,
+            n,
+            file,
+            path,
+            body,
+            perm: Vec::new(),
+            inv: Vec::new(),
         };
-        let inv = crate::reorder::invert(&perm);
-        Ok((
-            Ordered {
-                r,
-                flat,
-                degree,
-                perm,
-                inv,
-            },
-            medoid,
-        ))
+        let mut rec = vec![0u8; (1 + r) * 4];
+        o.perm = crate::reorder::block_order_by_list(n, medoid, nodes_per_block, &mut |u, out| {
+            o.read_list(u as usize, &mut rec, out)
+        })?;
+        o.inv = crate::reorder::invert(&o.perm);
+        Ok((o, medoid))
+    }
+
+    /// Row `row`'s list (input rows) into `out`, by `pread` (`rec`: one record's bytes).
+    fn read_list(&self, row: usize, rec: &mut [u8], out: &mut Vec<u32>) -> Result<(), BuildError> {
+        let at = self.body + (row * (1 + self.r) * 4) as u64;
+        self.file
+            .read_exact_at(rec, at)
+            .map_err(|e| BuildError::io(&self.path, e))?;
+        let word = |k: usize| {
+            u32::from_le_bytes([rec[4 * k], rec[4 * k + 1], rec[4 * k + 2], rec[4 * k + 3]])
+        };
+        let degree = word(0) as usize;
+        out.clear();
+        out.extend((1..=degree.min(self.r)).map(word));
+        // checked whole at load; a file changed since is refused, not followed
+        if degree > self.r || out.iter().any(|&v| v as usize >= self.n) {
+            return Err(ssdann_layout::LayoutError::corrupt(
+                &self.path,
+                "record",
+                format!(
+                    "row {row}: degree {degree} (R = {}) or a neighbour ≥ n = {}",
+                    self.r, self.n
+                ),
+            )
+            .into());
+        }
+        Ok(())
     }
 
     /// Out-neighbours of slot `slot`, in slot ids.
-    pub(crate) fn list_of_slot(&self, slot: usize, out: &mut Vec<u32>) {
-        let row = self.perm[slot] as usize;
-        out.clear();
-        out.extend(
-            self.flat[row * self.r..row * self.r + self.degree[row] as usize]
-                .iter()
-                .map(|&v| self.inv[v as usize]),
-        );
+    ///
+    /// # Errors
+    /// [`BuildError::Io`] / [`BuildError::Layout`] reading `merged.graph`.
+    pub(crate) fn list_of_slot(&self, slot: usize, out: &mut Vec<u32>) -> Result<(), BuildError> {
+        let mut rec = vec![0u8; (1 + self.r) * 4];
+        self.read_list(self.perm[slot] as usize, &mut rec, out)?;
+        out.iter_mut().for_each(|v| *v = self.inv[*v as usize]);
+        Ok(())
     }
 }
 

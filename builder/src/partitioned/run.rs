@@ -490,10 +490,9 @@ impl<'a> Run<'a> {
                 slot_codes.as_deref(),
                 progress,
                 &mut |first, vectors, lists| {
-                    lists
-                        .iter_mut()
-                        .enumerate()
-                        .for_each(|(k, l)| o.list_of_slot(first + k, l));
+                    for (k, l) in lists.iter_mut().enumerate() {
+                        o.list_of_slot(first + k, l)?;
+                    }
                     edges += lists.iter().map(|l| l.len() as u64).sum::<u64>();
                     vectors.par_chunks_mut(vb).enumerate().try_for_each_init(
                         || vec![0f32; dim],
