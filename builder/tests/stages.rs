@@ -47,6 +47,28 @@ fn stages_run_one_by_one_give_the_one_process_builds_index() {
     assert_eq!(recorded.params.max_degree, 16);
     assert_eq!(recorded.params.pq_bytes, Some(8));
     assert!(recorded.params.reorder);
+    // the record layout's request travels with the plan (auto f16, growth 1 here)
+    assert_eq!(
+        (
+            recorded.params.neighbor_codes,
+            recorded.params.f16_vectors,
+            recorded.params.max_index_growth
+        ),
+        (false, None, 1.0)
+    );
+    let asked = BuildParams {
+        neighbor_codes: true,
+        f16_vectors: Some(true),
+        max_index_growth: 3.5,
+        ..p.clone()
+    };
+    let out2 = tmp.path().join("out2");
+    plan_partitioned(&path, &out2, &asked, &NoProgress).unwrap();
+    let r2 = read_plan(&out2).unwrap().params;
+    assert_eq!(
+        (r2.neighbor_codes, r2.f16_vectors, r2.max_index_growth),
+        (true, Some(true), 3.5)
+    );
     assert_eq!(recorded.budget, p.memory_budget_bytes.unwrap());
     assert_eq!(recorded.data, std::fs::canonicalize(&path).unwrap());
     // Partition jobs in any order; one run twice does nothing the second time.

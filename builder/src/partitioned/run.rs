@@ -154,6 +154,17 @@ impl<'a> Run<'a> {
             ("memory_budget", self.budget.to_string()),
             ("reorder", params.reorder.to_string()),
             ("saturate", params.saturate_graph.to_string()),
+            ("neighbor_codes", params.neighbor_codes.to_string()),
+            (
+                "vector_encoding",
+                match params.f16_vectors {
+                    None => "auto",
+                    Some(true) => "f16",
+                    Some(false) => "exact",
+                }
+                .to_string(),
+            ),
+            ("max_index_growth", params.max_index_growth.to_string()),
         ]))
     }
 

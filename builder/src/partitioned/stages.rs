@@ -162,6 +162,25 @@ pub fn read_plan(out_dir: &Path) -> Result<Plan, BuildError> {
             Ok(v) => parse(&path, "saturate", v)?,
             Err(_) => false,
         },
+        // The record layout's request. Absent from manifests planned before budgeted builds
+        // wrote neighbour codes: those builds wrote plain records with exact vectors.
+        neighbor_codes: match get("neighbor_codes") {
+            Ok(v) => parse(&path, "neighbor_codes", v)?,
+            Err(_) => false,
+        },
+        f16_vectors: match get("vector_encoding") {
+            Ok("auto") => None,
+            Ok("f16") => Some(true),
+            Ok("exact") | Err(_) => Some(false),
+            Ok(v) => {
+                let why = format!("unknown {v:?}");
+                return Err(LayoutError::corrupt(&path, "vector_encoding", why).into());
+            }
+        },
+        max_index_growth: match get("max_index_growth") {
+            Ok(v) => parse(&path, "max_index_growth", v)?,
+            Err(_) => 1.0,
+        },
         ..BuildParams::default()
     };
     Ok(Plan {
