@@ -229,7 +229,10 @@ def test_memory_budgeted_build_is_partitioned_and_searches_well(tmp_path, data):
     rep = ssdann.build(str(path), tmp_path / "p", R=32, L=64, pq_bytes=48, memory_budget_gb=0.0635)
     assert rep["partitions"] >= 4 and rep["n"] == 3000
     assert not (tmp_path / ".p.partitioned").exists()
-    one = ssdann.build(str(path), tmp_path / "one", R=32, L=64, pq_bytes=48)
+    # this budget cannot hold the neighbour codes' training sample: plain records (said so)
+    assert (rep["neighbor_code_bytes"], rep["vector_encoding"]) == (0, "f32")
+    # the one-shot build compared with it writes plain records too (growth 1)
+    one = ssdann.build(str(path), tmp_path / "one", R=32, L=64, pq_bytes=48, max_index_growth=1.0)
     assert one["partitions"] == 1
     gt = exact_gt(small, q[:200], 10)
     ids, _ = ssdann.Index(tmp_path / "p").batch_search(q[:200], 10, L=50)
