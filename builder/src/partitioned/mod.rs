@@ -30,6 +30,7 @@ mod run;
 pub(crate) mod shard;
 pub mod stages;
 pub mod workdir;
+mod write;
 
 use crate::params::BuildParams;
 use crate::pq_train;
