@@ -22,7 +22,7 @@ pub fn block_order<T: Vector>(
     metric: Metric,
 ) -> Vec<u32> {
     let vec_of = |id: u32| &data[id as usize * dim..(id as usize + 1) * dim];
-    block_order_with(
+    block_order_ranked(
         adjacency.len(),
         medoid,
         nodes_per_block,
@@ -31,7 +31,12 @@ pub fn block_order<T: Vector>(
             out.extend_from_slice(&adjacency[u as usize]);
             Ok(())
         },
-        &|u, v, _| T::distance(metric, vec_of(u), vec_of(v)),
+        &mut |u, cands| {
+            for c in cands.iter_mut() {
+                c.0 = T::distance(metric, vec_of(u), vec_of(c.1));
+            }
+            Ok(())
+        },
     )
     .unwrap_or_else(|e: std::convert::Infallible| match e {})
 }
@@ -39,9 +44,14 @@ pub fn block_order<T: Vector>(
 /// `neighbors(u, out)`: puts node u's out-list in `out`.
 pub type ListFn<'a, E> = dyn FnMut(u32, &mut Vec<u32>) -> Result<(), E> + 'a;
 
+/// `rank(u, cands)`: sets the key of each `(key, v)` in `cands` — u's unplaced
+/// out-neighbours, keyed on entry by their position in u's list — to the order in which they
+/// join u's block (smaller first): the distance from u, or the position left as it is.
+pub type RankFn<'a, E> = dyn FnMut(u32, &mut [(f32, u32)]) -> Result<(), E> + 'a;
+
 /// [`block_order`] without vectors: a node's out-neighbours are taken in list order, which
-/// RobustPrune leaves closest first (the partitioned build's merged graph, whose vectors are
-/// not in RAM). `neighbors(u, out)` puts u's list in `out` (it may read it from a file).
+/// RobustPrune leaves closest first. `neighbors(u, out)` puts u's list in `out` (it may read
+/// it from a file).
 ///
 /// # Errors
 /// Whatever `neighbors` returns.
@@ -51,19 +61,22 @@ pub fn block_order_by_list<E>(
     nodes_per_block: usize,
     neighbors: &mut ListFn<'_, E>,
 ) -> Result<Vec<u32>, E> {
-    block_order_with(n, medoid, nodes_per_block, neighbors, &|_, _, pos| {
-        pos as f32
-    })
+    block_order_ranked(n, medoid, nodes_per_block, neighbors, &mut |_, _| Ok(()))
 }
 
-/// The greedy of [`block_order`]: `rank(u, v, position of v in u's list)` orders u's
-/// unplaced out-neighbours (smaller first).
-fn block_order_with<E>(
+/// The greedy of [`block_order`] over lists and a ranking that may read from files (the
+/// partitioned build, whose graph and vectors are not in RAM): `neighbors(u, out)` puts u's
+/// list in `out`; `rank` orders u's unplaced out-neighbours ([`RankFn`]). `rank` is called
+/// only when more of them are unplaced than u's block has room for — otherwise all join it.
+///
+/// # Errors
+/// Whatever `neighbors` or `rank` returns.
+pub fn block_order_ranked<E>(
     n: usize,
     medoid: u32,
     nodes_per_block: usize,
     neighbors: &mut ListFn<'_, E>,
-    rank: &dyn Fn(u32, u32, usize) -> f32,
+    rank: &mut RankFn<'_, E>,
 ) -> Result<Vec<u32>, E> {
     if nodes_per_block <= 1 || n <= 1 {
         return Ok((0..n as u32).collect());
@@ -107,9 +120,12 @@ fn block_order_with<E>(
             list.iter()
                 .enumerate()
                 .filter(|&(_, &v)| !placed[v as usize])
-                .map(|(pos, &v)| (rank(u, v, pos), v)),
+                .map(|(pos, &v)| (pos as f32, v)),
         );
-        cands.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        if cands.len() > room {
+            rank(u, &mut cands)?;
+            cands.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        }
         for &(_, v) in &cands {
             if room == 0 || perm.len() == n {
                 break;
@@ -192,5 +208,38 @@ mod tests {
             .filter(|b| (b[0] as i32 - b[1] as i32).abs() == 1)
             .count();
         assert_eq!(paired, 4, "{by_list:?}");
+    }
+
+    #[test]
+    fn ranked_order_follows_distance_not_list_order() {
+        // points on a line; each list holds every other point, farthest first: list order
+        // alone pairs far points, the ranking by distance pairs line neighbours
+        let n = 8u32;
+        let lists: Vec<Vec<u32>> = (0..n)
+            .map(|u| {
+                let mut l: Vec<u32> = (0..n).filter(|&v| v != u).collect();
+                l.sort_by_key(|&v| std::cmp::Reverse((v as i32 - u as i32).abs()));
+                l
+            })
+            .collect();
+        let mut neighbors = |u: u32, out: &mut Vec<u32>| {
+            out.clear();
+            out.extend_from_slice(&lists[u as usize]);
+            Ok::<(), ()>(())
+        };
+        let mut ranked = 0;
+        let perm = block_order_ranked(8, 0, 2, &mut neighbors, &mut |u, cands| {
+            ranked += 1;
+            cands
+                .iter_mut()
+                .for_each(|c| c.0 = (c.1 as f32 - u as f32).abs());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(perm, vec![0, 1, 7, 6, 5, 4, 3, 2]);
+        // the last block's first node has one unplaced neighbour, room for one: not ranked
+        assert_eq!(ranked, 3);
+        let by_list = block_order_by_list(8, 0, 2, &mut neighbors).unwrap();
+        assert_eq!(&by_list[..2], &[0, 7]);
     }
 }

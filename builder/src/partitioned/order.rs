@@ -1,12 +1,14 @@
 //! Sector reordering for the partitioned build: the merged graph's lists are read by `pread`
-//! from `merged.graph` (fixed-size records, checked whole first), ordered by
-//! [`crate::reorder::block_order_by_list`] (list order stands for distance: RobustPrune
-//! leaves lists closest first), and the index is written in that order — vectors and PQ codes
-//! fetched by `pread`, neighbour ids translated, `labels.bin` holding each slot's input row.
-//! RAM: n × 16 bytes (BFS order, permutation, inverse, two flags), not the graph.
+//! from `merged.graph` (fixed-size records, checked whole first) and ordered by
+//! [`crate::reorder::block_order_ranked`] with the one-shot build's ranking — a block is
+//! filled with its first node's closest unplaced out-neighbours by exact distance in graph
+//! space, their rows read by `pread` (a merged list is not sorted by distance: a union of
+//! at most R is kept in partition order). The index is written in that order — vectors and
+//! PQ codes fetched by `pread`, neighbour ids translated, `labels.bin` holding each slot's
+//! input row. RAM: n × 16 bytes (BFS order, permutation, inverse, two flags), not the graph.
 
 use super::graphs::MergedReader;
-use super::rows::Rows;
+use super::rows::{Access, Rows};
 use super::workdir::MERGED_FILE;
 use crate::BuildError;
 use ssdann_layout::pq::{PQ_CODES_MAGIC, PQ_FILE_VERSION};
@@ -36,12 +38,13 @@ pub(crate) struct Ordered {
 impl Ordered {
     /// Checks `merged.graph` whole (as [`MergedReader`] does: fields, every degree ≤ R and
     /// neighbour < n, the body checksum) in one streaming pass, then orders it into blocks
-    /// of `nodes_per_block` from the medoid, reading lists by `pread`.
+    /// of `nodes_per_block` from the medoid, reading lists and `rows`' graph rows by `pread`.
     ///
     /// # Errors
     /// [`BuildError::Layout`] / [`BuildError::Io`] naming the file.
     pub(crate) fn load(
         dir: &Path,
+        rows: &Rows<'_>,
         n: usize,
         r: usize,
         nodes_per_block: usize,
@@ -75,9 +78,23 @@ impl Ordered {
             inv: Vec::new(),
         };
         let mut rec = vec![0u8; (1 + r) * 4];
-        o.perm = crate::reorder::block_order_by_list(n, medoid, nodes_per_block, &mut |u, out| {
-            o.read_list(u as usize, &mut rec, out)
-        })?;
+        let gd = rows.graph_dim();
+        let metric = rows.graph_metric();
+        let (mut me, mut other) = (vec![0f32; gd], vec![0f32; gd]);
+        o.perm = crate::reorder::block_order_ranked(
+            n,
+            medoid,
+            nodes_per_block,
+            &mut |u, out| o.read_list(u as usize, &mut rec, out),
+            &mut |u, cands| {
+                rows.graph_f32(u as usize, &mut me, Access::Random)?;
+                for c in cands.iter_mut() {
+                    rows.graph_f32(c.1 as usize, &mut other, Access::Random)?;
+                    c.0 = <f32 as ssdann_layout::Vector>::distance(metric, &me, &other);
+                }
+                Ok(())
+            },
+        )?;
         o.inv = crate::reorder::invert(&o.perm);
         Ok((o, medoid))
     }

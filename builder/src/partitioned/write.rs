@@ -83,7 +83,7 @@ impl Run<'_> {
         let need = budget::FIXED_BYTES + order::reorder_bytes(n, r);
         let ordered = if params.reorder && layout.nodes_per_block > 1 && need <= budget {
             progress.start(Phase::Reorder, 1);
-            let o = order::Ordered::load(dir, n, r, layout.nodes_per_block)?;
+            let o = order::Ordered::load(dir, rows, n, r, layout.nodes_per_block)?;
             progress.advance(1);
             progress.finish();
             self.phases.push((Phase::Reorder, t.elapsed()));
