@@ -157,8 +157,8 @@ pub(crate) fn train_and_encode_rows<'c>(
 ///
 /// # Errors
 /// [`BuildError::InvalidParameter`] naming `--vector-encoding` (f16 for u8/i8 data, or a
-/// coordinate beyond ±65504, named by row and coordinate) or `--neighbor-codes` (no room for
-/// a 12-byte code); [`BuildError::Layout`] for an impossible geometry.
+/// coordinate beyond ±65504, named by row and coordinate) or `--neighbor-codes` (no M₂ ≥ 8
+/// fits: [`no_codes_fit`]); [`BuildError::Layout`] for an impossible geometry.
 pub(crate) fn record_layout<T: Element>(
     params: &BuildParams,
     data: &[T],
@@ -199,10 +199,7 @@ pub(crate) fn record_layout<T: Element>(
             BuildError::param(
                 "--neighbor-codes",
                 true,
-                format!(
-                    "a record of {vector_bytes} + 4 + 4R (R = {}) bytes leaves no room for 12-byte neighbour codes in a 4 KB sector",
-                    params.max_degree
-                ),
+                no_codes_fit(dim, params.max_degree, m),
             )
         })?
     } else {
@@ -269,6 +266,15 @@ pub(crate) fn candidate_layouts(
     ))
 }
 
+/// Why no neighbour code fits: M₂ must be ≥ 8 bytes and at most the PQ bytes M, d, and what
+/// a 4 KB sector leaves beside a record of R neighbours (M₂ + 4 bytes per neighbour).
+pub(crate) fn no_codes_fit(dim: usize, r: usize, m: usize) -> String {
+    format!(
+        "neighbour codes need M₂ ≥ 8 bytes, at most the PQ bytes (M = {m}), d (= {dim}) and what a \
+         4 KB sector leaves beside a record of R = {r} neighbours (M₂ + 4 bytes each): none fits"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
@@ -324,5 +330,13 @@ mod tests {
         };
         let data = vec![1e6f32; 384];
         assert!(record_layout(&f16, &data, 384, 48).is_err());
+        // codes asked for with PQ M = 4 < 8: refused, saying why (not "no room")
+        let codes = BuildParams {
+            neighbor_codes: true,
+            ..Default::default()
+        };
+        let e = record_layout(&codes, &[0.5f32; 128], 128, 4).unwrap_err();
+        assert!(e.to_string().contains("M₂ ≥ 8 bytes, at most the PQ bytes (M = 4)"), "{e}");
+        assert!(record_layout(&codes, &[0.5f32; 128], 128, 8).is_ok());
     }
 }

@@ -299,16 +299,9 @@ struct RecordV1 {
     end: usize,
 }
 
-/// Decodes the version-1 record at `off`, checking its length (which lies outside its CRC)
-/// against the only legal sizes for its kind before the CRC — the rule of version 2, so a
-/// damaged length is a damaged record, never a file that seems to end early.
-fn decode_v1(bytes: &[u8], off: usize, dim: usize) -> std::result::Result<RecordV1, Bad> {
-    let len = bytes.len();
-    if len - off < RECORD_HEAD_BYTES_V1 {
-        return Err(Bad::Short);
-    }
-    let payload = u32_at(bytes, off) as usize;
-    let kind = bytes[off + 16];
+/// A record's kind (1 insert, 2 delete) and its payload's length for that kind (an insert
+/// carries d f32, a delete nothing): both record formats share the rule.
+fn check_payload(kind: u8, payload: usize, dim: usize) -> std::result::Result<(), Bad> {
     let legal = match kind {
         1 => 4 * dim,
         2 => 0,
@@ -319,6 +312,20 @@ fn decode_v1(bytes: &[u8], off: usize, dim: usize) -> std::result::Result<Record
             "payload of {payload} bytes for kind {kind} (legal: {legal})"
         )));
     }
+    Ok(())
+}
+
+/// Decodes the version-1 record at `off`, checking its length (which lies outside its CRC)
+/// against the only legal sizes for its kind before the CRC — the rule of version 2, so a
+/// damaged length is a damaged record, never a file that seems to end early.
+fn decode_v1(bytes: &[u8], off: usize, dim: usize) -> std::result::Result<RecordV1, Bad> {
+    let len = bytes.len();
+    if len - off < RECORD_HEAD_BYTES_V1 {
+        return Err(Bad::Short);
+    }
+    let payload = u32_at(bytes, off) as usize;
+    let kind = bytes[off + 16];
+    check_payload(kind, payload, dim)?;
     let end = off + RECORD_HEAD_BYTES_V1 + payload;
     if end > len {
         return Err(Bad::Short);
@@ -452,16 +459,7 @@ fn decode_v2(bytes: &[u8], off: usize, dim: usize) -> std::result::Result<Record
     }
     let payload = u32_at(bytes, off + 4) as usize;
     let kind = bytes[off + 24];
-    let legal = match kind {
-        1 => 4 * dim,
-        2 => 0,
-        k => return Err(Bad::Invalid(format!("unknown kind {k}"))),
-    };
-    if payload != legal {
-        return Err(Bad::Invalid(format!(
-            "payload of {payload} bytes for kind {kind} (legal: {legal})"
-        )));
-    }
+    check_payload(kind, payload, dim)?;
     let end = off + RECORD_HEAD_BYTES + payload;
     if end > len {
         return Err(Bad::Short);

@@ -67,6 +67,19 @@ pub(crate) fn graph_params(
     }
 }
 
+/// `vector_encoding` as [`BuildParams::f16_vectors`]: None (the builder chooses), "f32"
+/// (exact vectors) or "f16"; ValueError otherwise.
+pub(crate) fn f16_vectors(vector_encoding: Option<&str>) -> PyResult<Option<bool>> {
+    match vector_encoding {
+        None => Ok(None),
+        Some("f32") => Ok(Some(false)),
+        Some("f16") => Ok(Some(true)),
+        Some(other) => Err(PyValueError::new_err(format!(
+            "vector_encoding = {other:?}: expected \"f32\" or \"f16\""
+        ))),
+    }
+}
+
 /// `memory_budget_gb` in bytes; ValueError outside (0, 1e6] GiB.
 pub(crate) fn budget_bytes(g: f64) -> PyResult<u64> {
     if g.is_finite() && g > 0.0 && g <= 1e6 {
@@ -191,16 +204,7 @@ pub(crate) fn build<'py>(
     saturate_graph: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let metric: Metric = metric.parse().map_err(PyValueError::new_err)?;
-    let f16_vectors = match vector_encoding {
-        None => None,
-        Some("f32") => Some(false),
-        Some("f16") => Some(true),
-        Some(other) => {
-            return Err(PyValueError::new_err(format!(
-                "vector_encoding = {other:?}: expected \"f32\" or \"f16\""
-            )))
-        }
-    };
+    let f16_vectors = f16_vectors(vector_encoding)?;
     let memory_budget_bytes = memory_budget_gb.map(budget_bytes).transpose()?;
     if resume && memory_budget_bytes.is_none() {
         return Err(PyValueError::new_err(

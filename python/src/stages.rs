@@ -118,6 +118,10 @@ fn stage_dict<'py>(py: Python<'py>, r: &StageReport) -> PyResult<Bound<'py, PyDi
 /// metric, R, L, alpha, pq_bytes, threads, force, resume, saturate_graph
 ///     As :func:`ssdann.build` (the partition graphs are saturated, and so is every list the
 ///     merge prunes, unless ``saturate_graph=False``; recorded in the plan).
+/// neighbor_codes, vector_encoding, max_index_growth
+///     As :func:`ssdann.build`: the record layout, chosen by :func:`build_write` from these
+///     (recorded in the plan; f16 vectors and codes need the codes' training sample to fit
+///     the budget, else the write stage falls back to plain records and says so).
 /// progress : callable, optional
 ///     Called with one str per progress line (phase starts, every 10%, notes).
 ///
@@ -147,7 +151,7 @@ fn stage_dict<'py>(py: Python<'py>, r: &StageReport) -> PyResult<Bound<'py, PyDi
 /// >>> plan["partitions"] > 1
 /// True
 #[pyfunction]
-#[pyo3(signature = (data, out_dir, *, memory_budget_gb, metric = "l2", R = 64, L = 100, alpha = 1.2, pq_bytes = None, threads = None, force = false, resume = false, saturate_graph = true, progress = None), text_signature = "(data, out_dir, *, memory_budget_gb, metric=\"l2\", R=64, L=100, alpha=1.2, pq_bytes=None, threads=None, force=False, resume=False, saturate_graph=True, progress=None)")]
+#[pyo3(signature = (data, out_dir, *, memory_budget_gb, metric = "l2", R = 64, L = 100, alpha = 1.2, pq_bytes = None, threads = None, force = false, resume = false, saturate_graph = true, neighbor_codes = false, vector_encoding = None, max_index_growth = ssdann::builder::params::DEFAULT_MAX_INDEX_GROWTH, progress = None), text_signature = "(data, out_dir, *, memory_budget_gb, metric=\"l2\", R=64, L=100, alpha=1.2, pq_bytes=None, threads=None, force=False, resume=False, saturate_graph=True, neighbor_codes=False, vector_encoding=None, max_index_growth=2.0, progress=None)")]
 #[allow(non_snake_case, clippy::too_many_arguments)]
 pub(crate) fn build_plan<'py>(
     py: Python<'py>,
@@ -163,12 +167,18 @@ pub(crate) fn build_plan<'py>(
     force: bool,
     resume: bool,
     saturate_graph: bool,
+    neighbor_codes: bool,
+    vector_encoding: Option<&str>,
+    max_index_growth: f64,
     progress: Option<PyObject>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let params = BuildParams {
         metric: metric.parse::<Metric>().map_err(PyValueError::new_err)?,
         memory_budget_bytes: Some(budget_bytes(memory_budget_gb)?),
         saturate_graph,
+        neighbor_codes,
+        f16_vectors: crate::index_build::f16_vectors(vector_encoding)?,
+        max_index_growth,
         ..graph_params(R, L, alpha, pq_bytes, threads, force, resume)
     };
     let pr = LineProgress::new(progress);

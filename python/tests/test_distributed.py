@@ -50,15 +50,20 @@ def test_distributed_build_matches_the_one_process_build_of_the_same_plan(cluste
     base = clustered(4000, 16, 24, 1)
     queries = clustered(200, 16, 24, 2)
     ssdann.write_vectors(tmp_path / "base.fbin", base)
-    params = dict(R=16, L=32, pq_bytes=8)
-    one = ssdann.build(tmp_path / "base.fbin", tmp_path / "one", memory_budget_gb=SMALL_BUDGET_GB, threads=1, **params)
+    # the record layout passes through to the plan: f16 vectors and neighbour codes asked for
+    # (their training sample needs ~0.6 MiB more than SMALL_BUDGET_GB)
+    budget = SMALL_BUDGET_GB + 0.0006
+    params = dict(R=16, L=32, pq_bytes=8, neighbor_codes=True, vector_encoding="f16")
+    one = ssdann.build(tmp_path / "base.fbin", tmp_path / "one", memory_budget_gb=budget, threads=1, **params)
+    assert one["vector_encoding"] == "f16" and one["neighbor_code_bytes"] > 0
     lines = []
     rep = ssdann.distributed.build(
-        tmp_path / "base.fbin", tmp_path / "dist", memory_budget_gb=SMALL_BUDGET_GB,
+        tmp_path / "base.fbin", tmp_path / "dist", memory_budget_gb=budget,
         threads_per_task=1, driver_threads=1, progress=lines.append, **params,
     )
     parts = rep["build"]["partitions"]
     assert parts == one["partitions"] and parts >= 4
+    assert (rep["build"]["vector_encoding"], rep["build"]["neighbor_code_bytes"]) == ("f16", one["neighbor_code_bytes"])
     assert [r["part"] for r in rep["partitions"]] == list(range(parts))
     # Submitted largest first.
     sizes = [r["points"] for r in rep["partitions"]]
@@ -75,7 +80,7 @@ def test_distributed_build_matches_the_one_process_build_of_the_same_plan(cluste
     r_one, r_dist = recall(tmp_path / "one", queries, truth), recall(tmp_path / "dist", queries, truth)
     assert r_dist >= 0.9 and abs(r_dist - r_one) <= 0.01, (r_one, r_dist)
     # One thread everywhere: the same plan gives the same bytes.
-    for f in ("index.ssd", "labels.bin", "pq_codes.bin", "pq_pivots.bin", "navigation.bin"):
+    for f in ("index.ssd", "labels.bin", "pq_codes.bin", "pq_pivots.bin", "navigation.bin", "pq_refine.bin"):
         assert (tmp_path / "dist" / f).read_bytes() == (tmp_path / "one" / f).read_bytes(), f
     assert not (tmp_path / ".dist.partitioned").exists()
 

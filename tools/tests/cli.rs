@@ -426,8 +426,16 @@ fn killed_build_leaves_nothing_info_would_take_for_an_index() {
     let data = tmp.path().join("big.fbin");
     fbin(&data, n as u32, d as u32, &vals);
     let out = tmp.path().join("idx");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ssdann"))
-        .args([
+    // killed once its temporary directory exists (the build is under way), not after a
+    // guessed sleep; it must still have been running
+    let building = || {
+        std::fs::read_dir(tmp.path()).unwrap().any(|e| {
+            let name = e.unwrap().file_name();
+            name.to_string_lossy().starts_with(".idx.building-")
+        })
+    };
+    let running = kill_9_after(
+        &[
             "build",
             "--data",
             data.to_str().unwrap(),
@@ -436,12 +444,11 @@ fn killed_build_leaves_nothing_info_would_take_for_an_index() {
             "--threads",
             "1",
             "-q",
-        ])
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    child.kill().unwrap();
-    child.wait().unwrap();
+        ],
+        building,
+        std::time::Duration::ZERO,
+    );
+    assert!(running, "the build ended before it was killed: the test proves nothing");
     assert!(!out.exists(), "the interrupted build left {out:?} in place");
     let i = ssdann(&["info", out.to_str().unwrap()]);
     assert_ne!(i.status.code(), Some(0));

@@ -109,7 +109,7 @@ pub(crate) fn stage_layout(
                 _ => Err(BuildError::param(
                     "--neighbor-codes",
                     true,
-                    format!("a record of R = {r} neighbours leaves no room for 12-byte neighbour codes in a 4 KB sector"),
+                    crate::refine::no_codes_fit(dim, r, m),
                 )),
             };
         }

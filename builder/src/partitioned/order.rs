@@ -126,13 +126,18 @@ impl Ordered {
         Ok(())
     }
 
-    /// Out-neighbours of slot `slot`, in slot ids.
+    /// Out-neighbours of slot `slot`, in slot ids (`rec`: scratch, resized to one record).
     ///
     /// # Errors
     /// [`BuildError::Io`] / [`BuildError::Layout`] reading `merged.graph`.
-    pub(crate) fn list_of_slot(&self, slot: usize, out: &mut Vec<u32>) -> Result<(), BuildError> {
-        let mut rec = vec![0u8; (1 + self.r) * 4];
-        self.read_list(self.perm[slot] as usize, &mut rec, out)?;
+    pub(crate) fn list_of_slot(
+        &self,
+        slot: usize,
+        rec: &mut Vec<u8>,
+        out: &mut Vec<u32>,
+    ) -> Result<(), BuildError> {
+        rec.resize((1 + self.r) * 4, 0);
+        self.read_list(self.perm[slot] as usize, rec, out)?;
         out.iter_mut().for_each(|v| *v = self.inv[*v as usize]);
         Ok(())
     }

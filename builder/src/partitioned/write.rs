@@ -124,6 +124,7 @@ impl Run<'_> {
                     });
                 v
             });
+            let mut rec = Vec::new();
             write_sector_file_from(
                 storage,
                 &tmp.join(INDEX_FILE),
@@ -132,7 +133,7 @@ impl Run<'_> {
                 progress,
                 &mut |first, vectors, lists| {
                     for (k, l) in lists.iter_mut().enumerate() {
-                        o.list_of_slot(first + k, l)?;
+                        o.list_of_slot(first + k, &mut rec, l)?;
                     }
                     edges += lists.iter().map(|l| l.len() as u64).sum::<u64>();
                     vectors.par_chunks_mut(vb).enumerate().try_for_each_init(

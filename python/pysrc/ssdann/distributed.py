@@ -215,6 +215,9 @@ def build(
     force: bool = False,
     resume: bool = False,
     saturate_graph: bool = True,
+    neighbor_codes: bool = False,
+    vector_encoding: Optional[str] = None,
+    max_index_growth: float = 2.0,
     max_retries: int = 3,
     address: Optional[str] = None,
     progress: Union[bool, Callable[[str], Any]] = True,
@@ -240,6 +243,9 @@ def build(
         to Ray as its ``memory`` so a node runs only as many as fit.
     metric, R, L, alpha, pq_bytes, force, resume, saturate_graph
         As :func:`ssdann.build`.
+    neighbor_codes, vector_encoding, max_index_growth
+        As :func:`ssdann.build`: the record layout (f16 vectors and neighbour codes where
+        the index then grows by at most ``max_index_growth``), chosen in the write stage.
     threads_per_task : int, default 1
         Threads of each partition task (its ``num_cpus``).
     driver_threads : int, optional
@@ -294,7 +300,8 @@ def build(
     plan = ssdann.build_plan(
         data, out_dir, memory_budget_gb=memory_budget_gb, metric=metric, R=R, L=L, alpha=alpha,
         pq_bytes=pq_bytes, threads=driver_threads, force=force, resume=resume,
-        saturate_graph=saturate_graph, progress=say,
+        saturate_graph=saturate_graph, neighbor_codes=neighbor_codes,
+        vector_encoding=vector_encoding, max_index_growth=max_index_growth, progress=say,
     )
     parts = plan["partitions"]
     say(f"plan: {parts} partitions in {plan['work_dir']} ({plan['seconds']:.1f} s)")
