@@ -699,3 +699,34 @@ def test_a_cache_sized_in_bytes_and_chosen_by_samples_keeps_the_results(tmp_path
     got, _, stats = cached.batch_search(q, 10, L=50, threads=1, return_stats=True)
     assert (got[:, 0] == ids[:, 0]).all()
     assert stats["cache_hits"].sum() > 0
+
+
+def test_the_type_stubs_name_the_parameters_and_defaults_the_functions_take():
+    import ast
+    import inspect
+
+    stub = pathlib.Path(ssdann.__file__).with_name("__init__.pyi")
+    tree = ast.parse(stub.read_text())
+    checked = 0
+    for node in tree.body:
+        if not isinstance(node, ast.FunctionDef) or not hasattr(ssdann, node.name):
+            continue
+        try:
+            real = inspect.signature(getattr(ssdann, node.name))
+        except (TypeError, ValueError):
+            continue  # no text signature to compare with
+        args = node.args
+        stub_params = [a.arg for a in args.posonlyargs + args.args + args.kwonlyargs]
+        assert stub_params == list(real.parameters), node.name
+        defaults = dict(zip([a.arg for a in args.kwonlyargs], args.kw_defaults))
+        positional = args.posonlyargs + args.args
+        defaults.update(zip([a.arg for a in positional[len(positional) - len(args.defaults):]], args.defaults))
+        for name, p in real.parameters.items():
+            d = defaults.get(name)
+            if p.default is inspect.Parameter.empty:
+                assert d is None, f"{node.name}({name}): the stub gives a default, the function none"
+            else:
+                assert d is not None, f"{node.name}({name}): the stub gives no default"
+                assert ast.literal_eval(d) == p.default, (node.name, name, ast.unparse(d), p.default)
+        checked += 1
+    assert checked >= 5, checked

@@ -33,9 +33,10 @@ def build(
     memory_budget_gb: Optional[float] = None,
     resume: bool = False,
     neighbor_codes: bool = False,
-    vector_encoding: Literal["f32", "f16"] = "f32",
-    saturate_graph: bool = False,
-) -> Dict[str, float]:
+    vector_encoding: Optional[Literal["f32", "f16"]] = None,
+    max_index_growth: float = 2.0,
+    saturate_graph: bool = True,
+) -> Dict[str, Any]:
     """Build an index directory from a vector file (.fbin/.u8bin/.i8bin/.fvecs/.bvecs/.npy)
     or a C-contiguous (n, d) array of float32, uint8 or int8 (float64 is refused: convert with
     ``data.astype(np.float32)``). Releases the GIL. Returns the build report (n, d, pq_bytes,
@@ -47,15 +48,18 @@ def build(
     pruned to R); the file is read row by row, never loaded whole. resume=True continues an
     interrupted budgeted build from its last finished stage (same file and parameters).
 
-    neighbor_codes=True stores each neighbour's residual PQ code in the node records (format
-    2): fewer reads at equal recall and the same RAM, about 2x the disk, one-shot builds
-    only; the index then refuses inserts, deletes and merges. vector_encoding="f16" stores
-    float32 vectors as half floats (room for longer neighbour codes; same restrictions).
+    The record layout is chosen from the data: each neighbour's residual PQ code in the node
+    records (format 2) and, for f32 data f16 can hold, half-float vectors, where the index
+    then takes at most max_index_growth x the bytes of plain records (384-d f32 at R = 64:
+    yes; 128-d u8 or f32: no). neighbor_codes=True asks for codes whatever the growth;
+    vector_encoding="f32" keeps exact vectors, "f16" asks for half floats. The report's
+    neighbor_code_bytes and vector_encoding say what was chosen. Every build path (budgeted,
+    staged, Ray) and every update and merge keeps the layout.
 
-    saturate_graph=True fills every node's list up to R with the candidates RobustPrune's α
-    rule dropped (DiskANN's saturate_graph): a record holds R neighbours whatever its degree,
-    so the index does not grow, and each read yields more candidates (fewer reads at equal
-    recall); each expansion costs more ADC. Needs alpha > 1; not with memory_budget_gb.
+    saturate_graph (default True) fills every node's list up to R with the candidates
+    RobustPrune's α rule dropped (DiskANN's saturate_graph): a record holds R neighbours
+    whatever its degree, so the index does not grow, and each read yields more candidates
+    (fewer reads at equal recall). Needs alpha > 1 to have an effect.
 
     Raises ValueError (bad data or parameter; a budget too small for one partition names the
     minimum; resume with other parameters names the field), FileExistsError (out_dir exists, force=False),
@@ -78,6 +82,9 @@ def build_plan(
     force: bool = False,
     resume: bool = False,
     saturate_graph: bool = True,
+    neighbor_codes: bool = False,
+    vector_encoding: Optional[Literal["f32", "f16"]] = None,
+    max_index_growth: float = 2.0,
     progress: Progress = None,
 ) -> Dict[str, Any]:
     """Stage 1 of a budgeted build run stage by stage: PQ and the k-means partitions, recorded
