@@ -448,18 +448,21 @@ fn run(dir: &Path, rec: Arc<Recorder>, sc: &Scenario) {
     let mut k = 0;
     while k < sc.ops.len() {
         if let Op::MergeDuringNext = sc.ops[k] {
+            let (hook, during) = common::during_merge();
             std::thread::scope(|s| {
                 let m = s.spawn(|| {
                     rec.mark(Ev::Begin(k));
                     let opts = MergeOptions {
-                        prepare_pause: Some(std::time::Duration::from_millis(300)),
+                        after_freeze: Some(hook),
                         ..Default::default()
                     };
                     idx.merge(&opts).unwrap();
                     rec.mark(Ev::Ack(k));
                 });
-                std::thread::sleep(std::time::Duration::from_millis(100));
+                // the next update lands after the merge froze its own, before it computes
+                during.wait_frozen();
                 apply(k + 1, &sc.ops[k + 1]);
+                during.resume();
                 m.join().unwrap();
             });
             k += 2;

@@ -284,18 +284,20 @@ fn searches_run_during_a_merge_and_see_consistent_points() {
         // Updates issued while the merge computes go through at once (they do not wait for
         // the merge) and are part of the state it swaps in.
         let (merge_returned, idx_r, s_r) = (&merge_returned, &idx, &s);
+        let (hook, during) = common::during_merge();
         let updater = sc.spawn(move || {
-            std::thread::sleep(std::time::Duration::from_millis(60));
+            during.wait_frozen();
             idx_r.insert(77_777, &s_r.all[3398 * D..3399 * D]).unwrap();
             idx_r.delete_batch(&[10_005, 13]).unwrap(); // one being merged in, one on the SSD
-            !merge_returned.load(Ordering::Acquire)
+            let went_through = !merge_returned.load(Ordering::Acquire);
+            during.resume();
+            went_through
         });
-        std::thread::sleep(std::time::Duration::from_millis(20));
         let before = searches.load(Ordering::Acquire);
         let rep = idx
             .merge(&MergeOptions {
                 apply_pause: Some(std::time::Duration::from_millis(15)),
-                prepare_pause: Some(std::time::Duration::from_millis(300)),
+                after_freeze: Some(hook),
                 ..Default::default()
             })
             .unwrap();
@@ -476,17 +478,19 @@ fn updates_made_during_a_merge_survive_a_crash_after_its_commit() {
     let s = setup();
     let full = probe_merge(&s);
     let idx = Index::open(&s.dir, OpenOptions::default()).unwrap();
+    let (hook, during) = common::during_merge();
     let e = std::thread::scope(|sc| {
         sc.spawn(|| {
-            std::thread::sleep(std::time::Duration::from_millis(60));
+            during.wait_frozen();
             idx.insert(88_888, &s.all[3397 * D..3398 * D]).unwrap();
             idx.delete(17).unwrap();
+            during.resume();
         });
         // the crash comes halfway through the in-place writes, after the commit
         let fail = Some(full.journal_writes + full.blocks_written as u64 / 2);
         idx.merge(&MergeOptions {
             fail_after_writes: fail,
-            prepare_pause: Some(std::time::Duration::from_millis(300)),
+            after_freeze: Some(hook),
             ..Default::default()
         })
         .unwrap_err()
@@ -580,8 +584,11 @@ fn searches_updates_and_merges_together_match_a_model_of_the_acknowledged_update
         });
         for _ in 0..3 {
             std::thread::sleep(std::time::Duration::from_millis(150));
+            // a window after the freeze in which the updater's inserts and deletes land
             idx.merge(&MergeOptions {
-                prepare_pause: Some(std::time::Duration::from_millis(50)),
+                after_freeze: Some(ssdann::engine::MergeHook::new(|| {
+                    std::thread::sleep(std::time::Duration::from_millis(50))
+                })),
                 ..Default::default()
             })
             .unwrap();

@@ -463,8 +463,8 @@ impl Index {
             let frozen = Frozen::of(&snap)?;
             (snap, frozen)
         };
-        if let Some(p) = opts.prepare_pause {
-            std::thread::sleep(p);
+        if let Some(hook) = &opts.after_freeze {
+            (hook.0)();
         }
         let Prepared {
             committed,

@@ -42,7 +42,7 @@ pub mod verify;
 pub use error::EngineError;
 pub use index::Index;
 pub use io::IoBackend;
-pub use merge::{MergeOptions, MergeReport};
+pub use merge::{MergeHook, MergeOptions, MergeReport};
 pub use navigation::NavigationSource;
 pub use options::{CachePolicy, OpenOptions, SyncMode, DEFAULT_BUSY_POLL_US, MAX_BUSY_POLL_US};
 pub use search::{Neighbor, SearchParams, SearchStats};

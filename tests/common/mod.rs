@@ -156,3 +156,54 @@ pub fn dir_bytes(dir: &std::path::Path) -> Vec<(std::ffi::OsString, Vec<u8>)> {
     v.sort();
     v
 }
+
+/// Updates "during a merge" without a sleep: [`during_merge`] gives a hook for
+/// `MergeOptions::after_freeze` and its other end. Once the merge has frozen what it folds
+/// in, it signals, then waits (up to 20 s) until the test calls [`DuringMerge::resume`] —
+/// so updates issued between [`DuringMerge::wait_frozen`] and `resume` happen while the merge
+/// runs, and must not wait for it (if they did, the hook's wait times out and the merge
+/// panics, naming it).
+pub struct DuringMerge {
+    frozen: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+    resume: std::sync::Mutex<std::sync::mpsc::Sender<()>>,
+}
+
+impl DuringMerge {
+    /// Blocks until the merge has frozen its updates (up to 20 s; panics after).
+    pub fn wait_frozen(&self) {
+        self.frozen
+            .lock()
+            .unwrap()
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the merge never reached the point after freezing its updates");
+    }
+    /// Lets the merge go on computing.
+    pub fn resume(&self) {
+        self.resume
+            .lock()
+            .unwrap()
+            .send(())
+            .expect("the merge is gone");
+    }
+}
+
+/// A hook for `MergeOptions::after_freeze` and the test's end of it ([`DuringMerge`]).
+pub fn during_merge() -> (ssdann::engine::MergeHook, DuringMerge) {
+    let (frozen_tx, frozen) = std::sync::mpsc::channel();
+    let (resume, resume_rx) = std::sync::mpsc::channel::<()>();
+    let frozen_tx = std::sync::Mutex::new(frozen_tx);
+    let resume_rx = std::sync::Mutex::new(resume_rx);
+    let hook = ssdann::engine::MergeHook::new(move || {
+        frozen_tx.lock().unwrap().send(()).unwrap();
+        resume_rx
+            .lock()
+            .unwrap()
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the updates issued during the merge did not finish: they waited for it");
+    });
+    let during = DuringMerge {
+        frozen: std::sync::Mutex::new(frozen),
+        resume: std::sync::Mutex::new(resume),
+    };
+    (hook, during)
+}

@@ -57,9 +57,27 @@ pub struct MergeOptions {
     /// Test hook: sleep this long after each batch of in-place block writes, so that tests
     /// can search an index whose journal is half applied.
     pub apply_pause: Option<std::time::Duration>,
-    /// Test hook: sleep this long after freezing the updates to fold in, before computing,
-    /// so that tests can insert and delete while a merge runs.
-    pub prepare_pause: Option<std::time::Duration>,
+    /// Test hook: run after freezing the updates to fold in, before computing (no lock
+    /// held), so that tests can insert and delete while a merge runs — deterministically,
+    /// by waiting there for the updates rather than sleeping.
+    pub after_freeze: Option<MergeHook>,
+}
+
+/// A test hook of [`MergeOptions`]: a function the merge calls at a fixed point.
+#[derive(Clone)]
+pub struct MergeHook(pub std::sync::Arc<dyn Fn() + Send + Sync>);
+
+impl MergeHook {
+    /// Wraps `f`.
+    pub fn new(f: impl Fn() + Send + Sync + 'static) -> MergeHook {
+        MergeHook(std::sync::Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for MergeHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MergeHook")
+    }
 }
 
 /// What a merge did.
