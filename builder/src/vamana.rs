@@ -222,6 +222,24 @@ pub fn build_vamana<T: Vector>(
         }
         order.shuffle(&mut rng);
         let saturating = params.saturate && alpha > 1.0;
+        // RobustPrune of node u's candidate pool to R (α of this pass), then saturated to R
+        // in pass 2 when asked for.
+        let prune_to_r = |u: u32, prune: &mut PruneScratch, out: &mut Vec<u32>| {
+            robust_prune(
+                data,
+                dim,
+                metric,
+                u,
+                alpha,
+                r,
+                params.max_candidates,
+                prune,
+                out,
+            );
+            if saturating {
+                saturate(prune, r, out);
+            }
+        };
         progress.start(pass, n as u64);
         let done = AtomicU64::new(0);
         order.par_iter().with_min_len(64).for_each_init(
@@ -249,20 +267,7 @@ pub fn build_vamana<T: Vector>(
                 for &nb in &w.nbrs {
                     w.prune.pool.push((T::distance(metric, xp, vec_of(nb)), nb));
                 }
-                robust_prune(
-                    data,
-                    dim,
-                    metric,
-                    p,
-                    alpha,
-                    r,
-                    params.max_candidates,
-                    &mut w.prune,
-                    &mut w.out,
-                );
-                if saturating {
-                    saturate(&w.prune, r, &mut w.out);
-                }
+                prune_to_r(p, &mut w.prune, &mut w.out);
                 {
                     let mut mine = graph.lock(p);
                     mine.clear();
@@ -285,20 +290,7 @@ pub fn build_vamana<T: Vector>(
                     for &nb in list.iter() {
                         w.prune.pool.push((T::distance(metric, xj, vec_of(nb)), nb));
                     }
-                    robust_prune(
-                        data,
-                        dim,
-                        metric,
-                        j,
-                        alpha,
-                        r,
-                        params.max_candidates,
-                        &mut w.prune,
-                        &mut w.nbrs,
-                    );
-                    if saturating {
-                        saturate(&w.prune, r, &mut w.nbrs);
-                    }
+                    prune_to_r(j, &mut w.prune, &mut w.nbrs);
                     list.clear();
                     list.extend_from_slice(&w.nbrs);
                     graph.publish(j, &list);

@@ -5,15 +5,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ssdann_fuzz::{fix_blob_checksums, with_file, Input};
+use ssdann_fuzz::{with_file, Input};
 use ssdann_layout::blob::{read_blob, MAX_BLOB_FIELDS};
 
 fuzz_target!(|data: &[u8]| {
     let input = Input::new(data);
-    let mut file = input.file.to_vec();
-    if input.fix_checksums() {
-        fix_blob_checksums(&mut file);
-    }
+    let file = input.blob_file();
     let mut magic = [0u8; 8];
     let m = file.len().min(8);
     magic[..m].copy_from_slice(&file[..m]);

@@ -3,15 +3,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ssdann_fuzz::{fix_blob_checksums, with_file, Input};
+use ssdann_fuzz::{with_file, Input};
 use ssdann_layout::labels::{read_labels, FREE_LABEL};
 
 fuzz_target!(|data: &[u8]| {
     let input = Input::new(data);
-    let mut file = input.file.to_vec();
-    if input.fix_checksums() {
-        fix_blob_checksums(&mut file);
-    }
+    let file = input.blob_file();
     if let Ok(labels) = with_file("bin", &file, read_labels) {
         assert!(labels.len() * 8 < file.len());
         let mut live: Vec<u64> = labels.into_iter().filter(|&l| l != FREE_LABEL).collect();

@@ -5,15 +5,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ssdann_fuzz::{fix_blob_checksums, with_file, Input};
+use ssdann_fuzz::{with_file, Input};
 use ssdann_layout::navigation::{NavigationGraph, MAX_NAV_DEGREE};
 
 fuzz_target!(|data: &[u8]| {
     let input = Input::new(data);
-    let mut file = input.file.to_vec();
-    if input.fix_checksums() {
-        fix_blob_checksums(&mut file);
-    }
+    let file = input.blob_file();
     let n = [1u64, 41, u64::from(u32::MAX)][input.choose(3)];
     if let Ok(g) = with_file("bin", &file, |p| NavigationGraph::read(p, n, 8)) {
         let s = g.slots.len();

@@ -3,15 +3,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ssdann_fuzz::{fix_blob_checksums, with_file, Input};
+use ssdann_fuzz::{with_file, Input};
 use ssdann_layout::pq::{pq_distances, read_codes, PQ_CENTROIDS};
 
 fuzz_target!(|data: &[u8]| {
     let input = Input::new(data);
-    let mut file = input.file.to_vec();
-    if input.fix_checksums() {
-        fix_blob_checksums(&mut file);
-    }
+    let file = input.blob_file();
     if let Ok((n, m, codes)) = with_file("bin", &file, read_codes) {
         assert!(m >= 1);
         assert_eq!(n.checked_mul(m), Some(codes.len()));

@@ -5,16 +5,13 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ssdann_fuzz::{fix_blob_checksums, with_file, Input};
+use ssdann_fuzz::{with_file, Input};
 use ssdann_layout::pq::PQ_CENTROIDS;
 use ssdann_layout::{Metric, PqCodebook};
 
 fuzz_target!(|data: &[u8]| {
     let input = Input::new(data);
-    let mut file = input.file.to_vec();
-    if input.fix_checksums() {
-        fix_blob_checksums(&mut file);
-    }
+    let file = input.blob_file();
     let Ok(pq) = with_file("bin", &file, PqCodebook::read) else {
         return;
     };

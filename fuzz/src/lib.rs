@@ -181,6 +181,15 @@ impl<'a> Input<'a> {
     pub fn choose(&self, n: usize) -> usize {
         usize::from(self.mode >> 1) % n.max(1)
     }
+    /// The file as a blob file (docs/FORMAT.md, "Blob files"), both CRCs repaired when the
+    /// mode asks ([`Input::fix_checksums`]) so that mutated fields reach the checks.
+    pub fn blob_file(&self) -> Vec<u8> {
+        let mut file = self.file.to_vec();
+        if self.fix_checksums() {
+            fix_blob_checksums(&mut file);
+        }
+        file
+    }
 }
 
 /// Directory of the temporary input files: one per process under `$TMPDIR` (run.sh points
