@@ -335,7 +335,10 @@ fn neighbor_codes_are_refused_where_they_do_not_fit_or_the_budget_cannot_hold_th
         }) {
             BuildError::InvalidParameter { field, reason, .. } => {
                 assert_eq!(field, "--neighbor-codes");
-                assert!(reason.contains("no room"), "{reason}");
+                assert!(
+                    reason.contains("R = 600 neighbours") && reason.ends_with("none fits"),
+                    "{reason}"
+                );
             }
             other => panic!("{other:?}"),
         }
