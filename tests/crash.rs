@@ -13,6 +13,7 @@
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common;
+mod power_loss;
 
 use ssdann::engine::{Index, MergeOptions, OpenOptions, SearchParams, Storage, StorageRef};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -20,6 +21,8 @@ use std::fs::File;
 use std::io;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+
+use power_loss::{Fate, FileOp, FATES};
 
 const D: usize = 16;
 
@@ -203,38 +206,15 @@ impl Storage for Recorder {
     }
 }
 
-/// What happens to the writes since a file's last fsync.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Fate {
-    Kept,
-    Dropped,
-    Torn(u64),
-    Zeroed,
-    /// The oldest unsynced write lost, the later ones kept.
-    Reordered,
-}
 
-const FATES: [Fate; 6] = [
-    Fate::Kept,
-    Fate::Dropped,
-    Fate::Torn(512),
-    Fate::Torn(4096),
-    Fate::Zeroed,
-    Fate::Reordered,
-];
-
-fn apply_write(content: &mut Vec<u8>, off: u64, data: &[u8]) {
-    let end = off as usize + data.len();
-    if content.len() < end {
-        content.resize(end, 0);
-    }
-    content[off as usize..end].copy_from_slice(data);
-}
-
-fn apply_op(content: &mut Vec<u8>, op: &Ev) {
-    match op {
-        Ev::Write { off, data, .. } => apply_write(content, *off, data),
-        Ev::SetLen { len, .. } => content.resize(*len as usize, 0),
+/// The file change an event makes (writes and length changes only).
+fn file_op(e: &Ev) -> FileOp {
+    match e {
+        Ev::Write { data, off, .. } => FileOp::Write {
+            off: *off,
+            data: data.clone(),
+        },
+        Ev::SetLen { len, .. } => FileOp::SetLen(*len),
         _ => unreachable!(),
     }
 }
@@ -259,7 +239,7 @@ fn durable_image(
     dir_fate: DirFate,
 ) -> BTreeMap<String, Vec<u8>> {
     let mut content: HashMap<usize, Vec<u8>> = HashMap::new();
-    let mut pending: HashMap<usize, Vec<Ev>> = HashMap::new();
+    let mut pending: HashMap<usize, Vec<FileOp>> = HashMap::new();
     let mut ns: BTreeMap<String, usize> = BTreeMap::new();
     for (i, (n, c)) in initial.iter().enumerate() {
         content.insert(i, c.clone());
@@ -288,12 +268,12 @@ fn durable_image(
             }
             Ev::Rename { .. } | Ev::Unlink { .. } => ns_pending.push(e.clone()),
             Ev::Write { ino, .. } | Ev::SetLen { ino, .. } => {
-                pending.entry(*ino).or_default().push(e.clone())
+                pending.entry(*ino).or_default().push(file_op(e))
             }
             Ev::Sync { ino, .. } => {
                 let c = content.entry(*ino).or_default();
                 for op in pending.remove(ino).unwrap_or_default() {
-                    apply_op(c, &op);
+                    power_loss::apply(c, &op);
                 }
             }
             Ev::SyncDir { .. } => {
@@ -306,28 +286,7 @@ fn durable_image(
     }
     for (ino, ops) in pending {
         let c = content.entry(ino).or_default();
-        let n = ops.len();
-        let first_write = ops.iter().position(|o| matches!(o, Ev::Write { .. }));
-        let writes = ops.iter().filter(|o| matches!(o, Ev::Write { .. })).count();
-        for (k, op) in ops.iter().enumerate() {
-            match (fate, op) {
-                (Fate::Kept, _) => apply_op(c, op),
-                (Fate::Dropped, _) => {}
-                (Fate::Reordered, _) if Some(k) == first_write && writes > 1 => {}
-                (Fate::Reordered, _) => apply_op(c, op),
-                (Fate::Zeroed, Ev::Write { off, data, .. }) => {
-                    apply_write(c, *off, &vec![0u8; data.len()])
-                }
-                (Fate::Zeroed, _) => apply_op(c, op),
-                (Fate::Torn(b), Ev::Write { off, data, .. }) if k + 1 == n => {
-                    // the last write lands only up to a boundary before its middle
-                    let mid = off + data.len() as u64 / 2;
-                    let cut = (mid / b * b).max(*off);
-                    apply_write(c, *off, &data[..(cut - off) as usize]);
-                }
-                (Fate::Torn(_), _) => apply_op(c, op),
-            }
-        }
+        power_loss::apply_unsynced(c, &ops, fate);
     }
     match dir_fate {
         DirFate::Kept => ns_pending.iter().for_each(|op| apply_ns(&mut ns, op)),

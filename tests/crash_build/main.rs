@@ -15,6 +15,8 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
+#[path = "../power_loss/mod.rs"]
+mod power_loss;
 mod sim;
 
 use sim::{dir_fates, durable_image, Ev, Recorder, Tree, FATES};

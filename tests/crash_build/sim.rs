@@ -19,6 +19,9 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 
+use crate::power_loss::{self, FileOp};
+pub use crate::power_loss::{Fate, FATES};
+
 pub type Ino = usize;
 
 /// The root directory's inode.
@@ -357,25 +360,6 @@ impl Storage for Recorder {
     }
 }
 
-/// What happens to the writes since a file's last fsync.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Fate {
-    Kept,
-    Dropped,
-    Torn(u64),
-    Zeroed,
-    /// The oldest unsynced write lost, the later ones kept.
-    Reordered,
-}
-
-pub const FATES: [Fate; 6] = [
-    Fate::Kept,
-    Fate::Dropped,
-    Fate::Torn(512),
-    Fate::Torn(4096),
-    Fate::Zeroed,
-    Fate::Reordered,
-];
 
 /// What happens to each directory's entry operations since its last fsync.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -412,18 +396,14 @@ pub fn dir_fates(events: &[Ev], at: usize) -> Vec<DirFate> {
         .collect()
 }
 
-fn apply_write(content: &mut Vec<u8>, off: u64, data: &[u8]) {
-    let end = off as usize + data.len();
-    if content.len() < end {
-        content.resize(end, 0);
-    }
-    content[off as usize..end].copy_from_slice(data);
-}
-
-fn apply_op(content: &mut Vec<u8>, op: &Ev) {
-    match op {
-        Ev::Write { off, data, .. } => apply_write(content, *off, data),
-        Ev::SetLen { len, .. } => content.resize(*len as usize, 0),
+/// The file change an event makes (writes and length changes only).
+fn file_op(e: &Ev) -> FileOp {
+    match e {
+        Ev::Write { data, off, .. } => FileOp::Write {
+            off: *off,
+            data: data.clone(),
+        },
+        Ev::SetLen { len, .. } => FileOp::SetLen(*len),
         _ => unreachable!(),
     }
 }
@@ -462,7 +442,7 @@ pub fn durable_image(
     dir_fate: DirFate,
 ) -> Tree {
     let mut t = initial.clone();
-    let mut pending: HashMap<Ino, Vec<Ev>> = HashMap::new();
+    let mut pending: HashMap<Ino, Vec<FileOp>> = HashMap::new();
     let mut ns_pending: BTreeMap<Ino, Vec<Ev>> = BTreeMap::new();
     for e in &events[..at] {
         match e {
@@ -479,12 +459,12 @@ pub fn durable_image(
                 ns_pending.entry(*dir).or_default().push(e.clone())
             }
             Ev::Write { ino, .. } | Ev::SetLen { ino, .. } => {
-                pending.entry(*ino).or_default().push(e.clone())
+                pending.entry(*ino).or_default().push(file_op(e))
             }
             Ev::Sync { ino, .. } => {
                 let c = t.files.entry(*ino).or_default();
                 for op in pending.remove(ino).unwrap_or_default() {
-                    apply_op(c, &op);
+                    power_loss::apply(c, &op);
                 }
             }
             Ev::SyncDir { dir, .. } => {
@@ -497,28 +477,7 @@ pub fn durable_image(
     }
     for (ino, ops) in pending {
         let c = t.files.entry(ino).or_default();
-        let n = ops.len();
-        let first_write = ops.iter().position(|o| matches!(o, Ev::Write { .. }));
-        let writes = ops.iter().filter(|o| matches!(o, Ev::Write { .. })).count();
-        for (k, op) in ops.iter().enumerate() {
-            match (fate, op) {
-                (Fate::Kept, _) => apply_op(c, op),
-                (Fate::Dropped, _) => {}
-                (Fate::Reordered, _) if Some(k) == first_write && writes > 1 => {}
-                (Fate::Reordered, _) => apply_op(c, op),
-                (Fate::Zeroed, Ev::Write { off, data, .. }) => {
-                    apply_write(c, *off, &vec![0u8; data.len()])
-                }
-                (Fate::Zeroed, _) => apply_op(c, op),
-                (Fate::Torn(b), Ev::Write { off, data, .. }) if k + 1 == n => {
-                    // the last write lands only up to a boundary before its middle
-                    let mid = off + data.len() as u64 / 2;
-                    let cut = (mid / b * b).max(*off);
-                    apply_write(c, *off, &data[..(cut - off) as usize]);
-                }
-                (Fate::Torn(_), _) => apply_op(c, op),
-            }
-        }
+        power_loss::apply_unsynced(c, &ops, fate);
     }
     for ops in ns_pending.values() {
         let chosen: &[Ev] = match dir_fate {
