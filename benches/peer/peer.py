@@ -4,7 +4,8 @@
 Runs inside the virtualenv of one system:
   cpp  = diskannpy 0.7.0 (the C++ DiskANN, libaio, O_DIRECT)
   rust = diskannpy-rust 0.49.1 (the Rust DiskANN, io_uring, O_DIRECT)
-Both install a module named `diskannpy`, hence one venv each (see ../../../shared/PEERS.md).
+Both install a module named `diskannpy`, hence one venv each (`run.sh` makes .venv-cpp and
+.venv-rust beside this file).
 
 Writes one JSON file. Reads per query are measured at the device boundary: the delta of
 /proc/self/io read_bytes divided by 4096 (the packages' own counters differ in meaning).
