@@ -344,6 +344,22 @@ fn neighbor_codes_are_refused_where_they_do_not_fit_or_the_budget_cannot_hold_th
         }
     }
     assert!(!tmp.path().join("x").exists());
+    // A budget that holds partitions of 10K × 384 but not the codes' training sample: an
+    // explicit --neighbor-codes is refused before any stage runs (no work directory), not
+    // at the write stage after every partition graph is built.
+    match err(ssdann::BuildParams {
+        neighbor_codes: true,
+        memory_budget_bytes: Some(70 << 20),
+        ..standard_params()
+    }) {
+        BuildError::InvalidParameter { field, reason, .. } => {
+            assert_eq!(field, "--neighbor-codes");
+            assert!(reason.contains("at the write stage, the budget is 70 MiB"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!tmp.path().join(".x.partitioned").exists());
+    assert!(!tmp.path().join("x").exists());
 }
 
 /// A memory-budgeted build chooses the record layout as the one-shot build does — f16 +

@@ -56,10 +56,13 @@ fn stages_run_one_by_one_give_the_one_process_builds_index() {
         ),
         (false, None, 1.0)
     );
+    // (explicit codes need their training sample in the budget: refused at plan time
+    // otherwise, so this plan gets 16 MiB more)
     let asked = BuildParams {
         neighbor_codes: true,
         f16_vectors: Some(true),
         max_index_growth: 3.5,
+        memory_budget_bytes: p.memory_budget_bytes.map(|b| b + (16 << 20)),
         ..p.clone()
     };
     let out2 = tmp.path().join("out2");

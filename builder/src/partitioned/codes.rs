@@ -57,6 +57,94 @@ fn beyond_f16(rows: &Rows<'_>, n: usize) -> Result<Option<(usize, usize, f32)>, 
         )
 }
 
+/// The layout the parameters and the data's shape ask for, before any pass over the data:
+/// with `--neighbor-codes` or f16 asked for, that layout (refused when no code fits);
+/// otherwise the choice by `max_index_growth` (None: plain records).
+fn wanted_layout(
+    params: &BuildParams,
+    dim: usize,
+    elem: ElementType,
+    m: usize,
+    f16: bool,
+) -> Result<Option<NodeLayout>, BuildError> {
+    let r = params.max_degree;
+    let f16_asked = params.f16_vectors == Some(true);
+    if params.neighbor_codes || f16_asked {
+        let forced = BuildParams {
+            max_index_growth: 64.0,
+            ..params.clone()
+        };
+        let coded = candidate_layouts(&forced, dim, elem, m, f16)?.1;
+        return match coded {
+            Some(l) if params.neighbor_codes => Ok(Some(l)),
+            // f16 asked for without codes
+            _ if !params.neighbor_codes => Ok(Some(NodeLayout::with_encoding(dim, elem, r, 0, true)?)),
+            _ => Err(BuildError::param(
+                "--neighbor-codes",
+                true,
+                crate::refine::no_codes_fit(dim, r, m),
+            )),
+        };
+    }
+    Ok(candidate_layouts(params, dim, elem, m, f16)?.1)
+}
+
+/// Points the residual codebook may train on at the write stage under `budget` bytes, for
+/// n rows of `dim` values, PQ M = `m`, and `layout`'s neighbour codes (held twice when
+/// `permuted`); `Err` says why none fit (fewer than [`MIN_REFINE_SAMPLE`]).
+fn refine_sample(
+    n: usize,
+    dim: usize,
+    m: usize,
+    layout: &NodeLayout,
+    budget: u64,
+    permuted: bool,
+) -> Result<usize, String> {
+    // Memory: the PQ codes, the neighbour codes (a permuted copy too), the residual sample.
+    let cb = layout.nbr_code_bytes() as u64;
+    let held = n as u64 * (m as u64 + cb * if permuted { 2 } else { 1 });
+    // the sample's residuals (d f32 a point) and k-means' work on them (as much again)
+    let room = budget.saturating_sub(FIXED_BYTES).saturating_sub(held);
+    let sample =
+        ((room / (dim as u64 * 4 * 2)) as usize).min(crate::refine::REFINE_TRAINING_SAMPLE);
+    if sample < MIN_REFINE_SAMPLE.min(n) {
+        let need = FIXED_BYTES + held + MIN_REFINE_SAMPLE as u64 * dim as u64 * 8;
+        return Err(format!(
+            "neighbour codes need about {} MiB at the write stage, the budget is {} MiB",
+            need >> 20,
+            budget >> 20
+        ));
+    }
+    Ok(sample)
+}
+
+/// Refuses an explicit `--neighbor-codes` that the write stage could not hold under
+/// `budget`, before any stage runs (the write stage applies the same rule to the layout it
+/// chooses). Checked with the smaller of the two codes the data may get (f16 vectors leave
+/// room for longer ones), so it never refuses what the write stage would accept.
+///
+/// # Errors
+/// [`BuildError::InvalidParameter`] naming `--neighbor-codes`.
+pub(crate) fn check_explicit_codes(
+    params: &BuildParams,
+    n: usize,
+    dim: usize,
+    elem: ElementType,
+    m: usize,
+    budget: u64,
+) -> Result<(), BuildError> {
+    if !params.neighbor_codes {
+        return Ok(());
+    }
+    let f16_asked = params.f16_vectors == Some(true);
+    let Some(layout) = wanted_layout(params, dim, elem, m, f16_asked)? else {
+        return Ok(());
+    };
+    refine_sample(n, dim, m, &layout, budget, params.reorder)
+        .map(|_| ())
+        .map_err(|why| BuildError::param("--neighbor-codes", true, why))
+}
+
 /// Chooses the write stage's layout for `n` rows of `dim` `elem` values (PQ M = `m`, codes by
 /// row in `codes_path` under `pq`) and, for a coded layout, trains and encodes the
 /// neighbour codes within `budget` bytes (`permuted`: the sector order will copy them).
@@ -95,26 +183,7 @@ pub(crate) fn stage_layout(
     };
     // Which layout the data asks for, before any pass over it.
     let mut f16 = elem == ElementType::F32 && params.f16_vectors != Some(false);
-    let wanted = |f16: bool| -> Result<Option<NodeLayout>, BuildError> {
-        if params.neighbor_codes || f16_asked {
-            let forced = BuildParams {
-                max_index_growth: 64.0,
-                ..params.clone()
-            };
-            let coded = candidate_layouts(&forced, dim, elem, m, f16)?.1;
-            return match coded {
-                Some(l) if params.neighbor_codes => Ok(Some(l)),
-                // f16 asked for without codes
-                _ if !params.neighbor_codes => Ok(Some(NodeLayout::with_encoding(dim, elem, r, 0, true)?)),
-                _ => Err(BuildError::param(
-                    "--neighbor-codes",
-                    true,
-                    crate::refine::no_codes_fit(dim, r, m),
-                )),
-            };
-        }
-        Ok(candidate_layouts(params, dim, elem, m, f16)?.1)
-    };
+    let wanted = |f16: bool| wanted_layout(params, dim, elem, m, f16);
     let Some(mut layout) = wanted(f16)? else {
         return Ok(plain_only);
     };
@@ -140,26 +209,16 @@ pub(crate) fn stage_layout(
             refine: None,
         });
     }
-    // Memory: the PQ codes, the neighbour codes (a permuted copy too), the residual sample.
-    let cb = layout.nbr_code_bytes() as u64;
-    let held = n as u64 * (m as u64 + cb * if permuted { 2 } else { 1 });
-    // the sample's residuals (d f32 a point) and k-means' work on them (as much again)
-    let room = budget.saturating_sub(FIXED_BYTES).saturating_sub(held);
-    let sample =
-        ((room / (dim as u64 * 4 * 2)) as usize).min(crate::refine::REFINE_TRAINING_SAMPLE);
-    if sample < MIN_REFINE_SAMPLE.min(n) {
-        let need = FIXED_BYTES + held + MIN_REFINE_SAMPLE as u64 * dim as u64 * 8;
-        let why = format!(
-            "neighbour codes need about {} MiB at the write stage, the budget is {} MiB",
-            need >> 20,
-            budget >> 20
-        );
-        if params.neighbor_codes {
-            return Err(BuildError::param("--neighbor-codes", true, why));
+    let sample = match refine_sample(n, dim, m, &layout, budget, permuted) {
+        Ok(sample) => sample,
+        Err(why) if params.neighbor_codes => {
+            return Err(BuildError::param("--neighbor-codes", true, why))
         }
-        progress.message(&format!("plain records: {why}"));
-        return Ok(plain_only);
-    }
+        Err(why) => {
+            progress.message(&format!("plain records: {why}"));
+            return Ok(plain_only);
+        }
+    };
     let (cn, cm, codes) = ssdann_layout::pq::read_codes(codes_path)?;
     if (cn, cm) != (n, m) {
         return Err(BuildError::Layout(ssdann_layout::LayoutError::field(

@@ -49,7 +49,8 @@ impl<'a> Run<'a> {
     /// threads), or takes `cap` points per partition when given (a plan's).
     ///
     /// # Errors
-    /// [`BuildError::InvalidParameter`] for cosine on non-f32 data;
+    /// [`BuildError::InvalidParameter`] for cosine on non-f32 data, or an explicit
+    /// `--neighbor-codes` that no sector or the budget can hold;
     /// [`BuildError::BudgetTooSmall`] when one partition of the smallest useful size does
     /// not fit; [`BuildError::Io`] reading the input's metadata.
     pub(crate) fn new(
@@ -96,6 +97,8 @@ impl<'a> Run<'a> {
                 reason,
             });
         }
+        // an explicit --neighbor-codes the write stage could not hold: refused before any work
+        super::codes::check_explicit_codes(params, n, shape.dim, elem, shape.pq_m, budget)?;
         let allowance = (budget as f64 * budget::PAGE_ALLOWANCE_FRACTION) as u64;
         let rows = Rows::new(file, params.metric, params.graph_precision, allowance)?;
         let dir = workdir::work_dir_for(out_dir)?;
