@@ -224,3 +224,17 @@ def test_scatter_gather_over_index_parts_merges_by_exact_distance(cluster, tmp_p
     assert one["rows"][0]["recall"] >= 0.8
     with pytest.raises(ValueError, match="probe = 3"):
         ssdann.distributed.evaluate(dirs, queries, truth, L=[40], probe=3, verbose=False)
+
+
+def test_the_progress_sink_holds_a_bounded_number_of_lines_and_says_how_many_it_dropped():
+    from ssdann.distributed import SINK_MAX_LINES, _Sink
+
+    sink = _Sink()
+    for i in range(SINK_MAX_LINES + 5):
+        sink.say(f"line {i}")
+    out = sink.drain()
+    assert len(out) == SINK_MAX_LINES + 1
+    assert out[-1].startswith("(5 progress lines dropped")
+    assert out[SINK_MAX_LINES - 1] == f"line {SINK_MAX_LINES - 1}"
+    sink.say("after")
+    assert sink.drain() == ["after"]

@@ -41,6 +41,12 @@ PathLike = Union[str, "os.PathLike[str]"]
 _INSTALL_HINT = "ssdann.distributed needs Ray: pip install 'ssdann[ray]' (from a checkout: pip install './python[ray]')"
 
 
+
+#: Seconds a node may take to answer the shared-filesystem probe before it is reported.
+PROBE_TIMEOUT_S = 300
+#: Progress lines the driver's sink holds between two drains (more are counted, not kept).
+SINK_MAX_LINES = 10_000
+
 def _ray(address: Optional[str]):
     """Imports Ray and connects: to ``address`` when given, else to the cluster this process
     is already connected to, else to ``RAY_ADDRESS`` or a new local one (``ray.init()``)."""
@@ -140,15 +146,23 @@ def check_shared_filesystem(files: Sequence[PathLike], probe_dir: Optional[PathL
             for n in nodes
         ]
         results = []
-        for ref in refs:
+        silent = []
+        for node, ref in zip(nodes, refs):
             try:
-                results.append(ray.get(ref, timeout=300))
+                results.append(ray.get(ref, timeout=PROBE_TIMEOUT_S))
             except (ray.exceptions.TaskUnschedulableError, ray.exceptions.NodeDiedError, ray.exceptions.WorkerCrashedError):
                 results.append(None)  # a node that left the cluster since ray.nodes()
+            except ray.exceptions.GetTimeoutError:
+                ray.cancel(ref, force=True)
+                results.append(None)
+                silent.append(node["NodeManagerAddress"])
     finally:
         if probe is not None:
             os.remove(probe)
-    problems = []
+    problems = [
+        f"node {addr} did not answer the filesystem probe within {PROBE_TIMEOUT_S} s (a hung mount?)"
+        for addr in silent
+    ]
     for node, r in zip(nodes, results):
         for label, why in (r["seen"] if r else {}).items():
             if why is not None:
@@ -187,16 +201,27 @@ def _partition_task(out_dir: str, part: int, threads: int, sink) -> Dict[str, An
 
 
 class _Sink:
-    """A Ray actor the tasks send progress lines to; the driver drains it."""
+    """A Ray actor the tasks send progress lines to; the driver drains it (every 0.2 s).
+
+    Holds at most ``SINK_MAX_LINES`` lines between drains: past that, lines are counted, not
+    kept, and the next drain ends with one line saying how many were dropped.
+    """
 
     def __init__(self) -> None:
         self.lines: List[str] = []
+        self.dropped = 0
 
     def say(self, line: str) -> None:
-        self.lines.append(line)
+        if len(self.lines) < SINK_MAX_LINES:
+            self.lines.append(line)
+        else:
+            self.dropped += 1
 
     def drain(self) -> List[str]:
         out, self.lines = self.lines, []
+        if self.dropped:
+            out.append(f"({self.dropped} progress lines dropped: more than {SINK_MAX_LINES} between two reads)")
+            self.dropped = 0
         return out
 
 
