@@ -568,6 +568,8 @@ fn _cli(py: Python<'_>, argv: Vec<String>) -> u8 {
 
 #[pymodule]
 fn _ssdann(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // the engine's warnings (recovery notes, I/O fallbacks) on stderr, as from the command
+    ssdann_tools::init_logging();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(index_build::build, m)?)?;
     m.add_function(wrap_pyfunction!(stages::build_plan, m)?)?;

@@ -397,6 +397,28 @@ fn error_chain(e: &anyhow::Error) -> String {
     out
 }
 
+/// Sends the library's log records (recovery notes, I/O fallbacks, background fsync
+/// failures: the `log` facade the engine writes to) to stderr as `warning: …` / `error: …`
+/// lines, at level `warn` unless `SSDANN_LOG` says otherwise (`env_logger` filter syntax:
+/// `info`, `debug`, `ssdann_engine=debug`, `off`). The `ssdann` binary and the Python module
+/// call it once at start; a second call (a logger already set) does nothing.
+pub fn init_logging() {
+    use std::io::Write;
+    let filter = std::env::var("SSDANN_LOG").unwrap_or_else(|_| "warn".to_string());
+    let _already_set = env_logger::Builder::new()
+        .parse_filters(&filter)
+        .format(|buf, record| {
+            let word = match record.level() {
+                log::Level::Error => "error",
+                log::Level::Warn => "warning",
+                log::Level::Info => "note",
+                log::Level::Debug | log::Level::Trace => "debug",
+            };
+            writeln!(buf, "{word}: {}", record.args())
+        })
+        .try_init();
+}
+
 /// Runs the `ssdann` command with `args` (the first is the program name, as in
 /// `std::env::args_os()`) and returns its exit status: 0 success, 1 a check failed
 /// (`verify` found problems), 2 an error (printed to stderr, as is a usage error; `--help`

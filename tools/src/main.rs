@@ -7,5 +7,6 @@ fn main() -> std::process::ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    ssdann_tools::init_logging();
     std::process::ExitCode::from(ssdann_tools::run(std::env::args_os()))
 }

@@ -1256,3 +1256,42 @@ fn search_and_eval_take_the_same_parameters_and_agree() {
         }
     }
 }
+
+/// The engine's log records reach the command's stderr (the `log` facade, `init_logging`):
+/// a torn WAL tail truncated at open is a `warning:` line naming the file and the bytes;
+/// `SSDANN_LOG=off` silences it.
+#[test]
+fn library_warnings_reach_stderr_and_ssdann_log_sets_the_level() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = small_data(tmp.path());
+    let idx = tmp.path().join("idx");
+    let o = idx.to_str().unwrap();
+    assert!(build_small(&data, &idx).status.success());
+    let one = tmp.path().join("one.fbin");
+    fbin(&one, 1, 16, &[0.25; 16]);
+    // each insert continues after the largest label: no label file needed
+    let insert = |log: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ssdann"));
+        c.args(["insert", "--index", o, "--data", one.to_str().unwrap()]);
+        if let Some(level) = log {
+            c.env("SSDANN_LOG", level);
+        }
+        c.output().unwrap()
+    };
+    let wal = idx.join("wal.log");
+    let tear = || {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&wal).unwrap();
+        f.write_all(&[0xAB; 3]).unwrap(); // an append that never completed
+    };
+    assert!(insert(None).status.success());
+    tear();
+    let r = insert(None);
+    assert!(r.status.success(), "{}", text(&r));
+    let want = format!("warning: {}: truncating a torn tail of 3 bytes", wal.display());
+    assert!(text(&r).contains(&want), "{}", text(&r));
+    tear();
+    let quiet = insert(Some("off"));
+    assert!(quiet.status.success(), "{}", text(&quiet));
+    assert!(!text(&quiet).contains("torn tail"), "{}", text(&quiet));
+}

@@ -332,7 +332,7 @@ pub fn make_reader(
         match UringReader::new(file.clone(), slot_bytes, max_batch) {
             Ok(r) => return Box::new(r.with_busy_poll(busy_poll_us)),
             Err(e) => WARNED.call_once(|| {
-                eprintln!("warning: io_uring unavailable ({e}); falling back to pread")
+                log::warn!("io_uring unavailable ({e}); falling back to pread")
             }),
         }
     }

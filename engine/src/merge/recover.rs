@@ -174,8 +174,8 @@ pub fn recover(dir: &Path, storage: &dyn Storage) -> Result<bool> {
             if wal.exists() {
                 crate::updates::wal::check(&wal, c.new_header.dim as usize)?;
             }
-            eprintln!(
-                "note: {}: finishing an interrupted merge ({} blocks)",
+            log::warn!(
+                "{}: finishing an interrupted merge ({} blocks)",
                 dir.display(),
                 c.blocks.len()
             );
@@ -189,7 +189,7 @@ pub fn recover(dir: &Path, storage: &dyn Storage) -> Result<bool> {
             )?;
         }
         Parsed::Uncommitted => {
-            eprintln!("note: {}: discarding an uncommitted merge journal; the index is as before the merge", dir.display());
+            log::warn!("{}: discarding an uncommitted merge journal; the index is as before the merge", dir.display());
             for name in [LABELS_FILE, PQ_CODES_FILE] {
                 let staged = dir.join(format!("{name}.merge"));
                 if staged.exists() {

@@ -77,7 +77,7 @@ pub fn replay(path: &Path, dim: usize, storage: &dyn Storage) -> Result<Replay> 
         let io = |e| EngineError::io(path, e);
         let len = std::fs::metadata(path).map_err(io)?.len();
         let keep = len - rep.truncated_bytes;
-        eprintln!("warning: {}: truncating a torn tail of {} bytes at offset {keep} (an append that never completed)", path.display(), rep.truncated_bytes);
+        log::warn!("{}: truncating a torn tail of {} bytes at offset {keep} (an append that never completed)", path.display(), rep.truncated_bytes);
         let f = storage.open_rw(path, false, false).map_err(io)?;
         storage.set_len(&f, path, keep).map_err(io)?;
         storage.sync(&f, path, "wal.truncate").map_err(io)?;
@@ -345,7 +345,7 @@ fn flush_loop(
         if g.dirty {
             if let Err(e) = storage.sync(&g.file, path, "wal.interval") {
                 // the bytes since the last good fsync may be lost: refuse later appends
-                eprintln!("error: {}: background fsync failed: {e}", path.display());
+                log::error!("{}: background fsync failed: {e}", path.display());
                 g.poisoned = Some(format!("background fsync failed: {e}"));
             }
             g.dirty = false;
@@ -363,7 +363,7 @@ impl Drop for Wal {
             g.closed = true;
             if g.dirty && g.poisoned.is_none() {
                 if let Err(e) = self.storage.sync(&g.file, &self.path, "wal.close") {
-                    eprintln!("error: {}: fsync at close failed: {e}", self.path.display());
+                    log::error!("{}: fsync at close failed: {e}", self.path.display());
                 }
                 g.dirty = false;
             }
