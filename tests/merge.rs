@@ -252,8 +252,7 @@ fn searches_run_during_a_merge_and_see_consistent_points() {
         .chain(30_000..30_040)
         .chain([1])
         .collect();
-    let merge_returned = AtomicBool::new(false);
-    let (rep, insert_went_through) = std::thread::scope(|sc| {
+    let rep = std::thread::scope(|sc| {
         for t in 0..2 {
             let (idx, s, done, searches, self_hits, probes) =
                 (&idx, &s, &done, &searches, &self_hits, &probes);
@@ -283,15 +282,15 @@ fn searches_run_during_a_merge_and_see_consistent_points() {
         }
         // Updates issued while the merge computes go through at once (they do not wait for
         // the merge) and are part of the state it swaps in.
-        let (merge_returned, idx_r, s_r) = (&merge_returned, &idx, &s);
+        let (idx_r, s_r) = (&idx, &s);
         let (hook, during) = common::during_merge();
         let updater = sc.spawn(move || {
             during.wait_frozen();
             idx_r.insert(77_777, &s_r.all[3398 * D..3399 * D]).unwrap();
             idx_r.delete_batch(&[10_005, 13]).unwrap(); // one being merged in, one on the SSD
-            let went_through = !merge_returned.load(Ordering::Acquire);
+            // they went through while the merge waited in its hook: had they waited for the
+            // merge, the hook's bounded wait would have panicked, naming them
             during.resume();
-            went_through
         });
         let before = searches.load(Ordering::Acquire);
         let rep = idx
@@ -301,15 +300,14 @@ fn searches_run_during_a_merge_and_see_consistent_points() {
                 ..Default::default()
             })
             .unwrap();
-        merge_returned.store(true, Ordering::Release);
         let during = searches.load(Ordering::Acquire) - before;
-        let waited = updater.join().unwrap();
+        updater.join().unwrap();
         done.store(true, Ordering::Release);
         assert!(
             during >= 20,
             "only {during} searches finished during the merge"
         );
-        (rep, waited)
+        rep
     });
     eprintln!("{rep:?}; {} searches", searches.load(Ordering::Relaxed));
     assert!(
@@ -321,10 +319,6 @@ fn searches_run_during_a_merge_and_see_consistent_points() {
     assert!(
         hits as f64 >= 0.97 * total as f64,
         "{hits}/{total} searches found their own point"
-    );
-    assert!(
-        insert_went_through,
-        "the updates waited for the merge to finish"
     );
     let check_after = |idx: &Index| {
         assert_eq!(

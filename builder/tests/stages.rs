@@ -250,3 +250,44 @@ fn each_stage_refuses_when_what_it_needs_is_missing_changed_or_held() {
     let e = stage(&out, Stage::Merge).unwrap_err();
     assert!(matches!(e, BuildError::NotAnIndex { .. }), "{e}");
 }
+
+/// The plan's early refusal of an explicit `--neighbor-codes` accepts what the write stage
+/// would: on 768-d f32 at R = 64 no code fits beside f32 vectors (M₂ would be 7 < 8) but
+/// 31-byte codes fit beside f16 ones, which the write stage tries first; f16 asked for on
+/// u8 data is refused naming `--vector-encoding`.
+#[test]
+fn the_plans_codes_check_accepts_what_the_write_stage_would() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, _, _) = write_f32(tmp.path(), "wide.fbin", 1000, 768, 5);
+    let p = BuildParams {
+        neighbor_codes: true,
+        memory_budget_bytes: Some(256 << 20),
+        pq_bytes: Some(32),
+        ..params(64, Metric::L2)
+    };
+    plan_partitioned(&path, &tmp.path().join("wide"), &p, &NoProgress).unwrap();
+    // exact vectors asked for: then no code fits, and the plan says so
+    let exact = BuildParams {
+        f16_vectors: Some(false),
+        ..p.clone()
+    };
+    match plan_partitioned(&path, &tmp.path().join("exact"), &exact, &NoProgress) {
+        Err(BuildError::InvalidParameter { field, reason, .. }) => {
+            assert_eq!(field, "--neighbor-codes");
+            assert!(reason.ends_with("none fits"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let rows: Vec<u8> = (0..1000 * 16).map(|i| (i % 251) as u8).collect();
+    let u8_path = tmp.path().join("small.u8bin");
+    ssdann_layout::dataset::write_bin(&u8_path, 1000, 16, &rows).unwrap();
+    let f16 = BuildParams {
+        f16_vectors: Some(true),
+        pq_bytes: Some(8),
+        ..p.clone()
+    };
+    match plan_partitioned(&u8_path, &tmp.path().join("u8"), &f16, &NoProgress) {
+        Err(BuildError::InvalidParameter { field, .. }) => assert_eq!(field, "--vector-encoding"),
+        other => panic!("{other:?}"),
+    }
+}

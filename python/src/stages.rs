@@ -120,8 +120,9 @@ fn stage_dict<'py>(py: Python<'py>, r: &StageReport) -> PyResult<Bound<'py, PyDi
 ///     merge prunes, unless ``saturate_graph=False``; recorded in the plan).
 /// neighbor_codes, vector_encoding, max_index_growth
 ///     As :func:`ssdann.build`: the record layout, chosen by :func:`build_write` from these
-///     (recorded in the plan; f16 vectors and codes need the codes' training sample to fit
-///     the budget, else the write stage falls back to plain records and says so).
+///     (recorded in the plan). Neighbour codes need their training sample in the budget:
+///     chosen by default, the write stage falls back to plain records and says so; asked
+///     for (``neighbor_codes=True``), a budget that cannot hold them is refused here.
 /// progress : callable, optional
 ///     Called with one str per progress line (phase starts, every 10%, notes).
 ///

@@ -119,12 +119,15 @@ fn refine_sample(
 }
 
 /// Refuses an explicit `--neighbor-codes` that the write stage could not hold under
-/// `budget`, before any stage runs (the write stage applies the same rule to the layout it
-/// chooses). Checked with the smaller of the two codes the data may get (f16 vectors leave
-/// room for longer ones), so it never refuses what the write stage would accept.
+/// `budget`, before any stage runs (the write stage applies the same rules to the layout it
+/// chooses). Where the data may get either vectors (f32 data, f16 neither asked for nor
+/// refused: the write stage tries f16 first, exact vectors when a row is beyond f16's
+/// range), it refuses only when neither layout fits a sector and the budget, so it never
+/// refuses what the write stage would accept.
 ///
 /// # Errors
-/// [`BuildError::InvalidParameter`] naming `--neighbor-codes`.
+/// [`BuildError::InvalidParameter`] naming `--vector-encoding` (f16 asked for u8/i8 data) or
+/// `--neighbor-codes` (no code fits a sector, or the budget cannot hold them).
 pub(crate) fn check_explicit_codes(
     params: &BuildParams,
     n: usize,
@@ -137,12 +140,39 @@ pub(crate) fn check_explicit_codes(
         return Ok(());
     }
     let f16_asked = params.f16_vectors == Some(true);
-    let Some(layout) = wanted_layout(params, dim, elem, m, f16_asked)? else {
-        return Ok(());
+    if f16_asked && elem != ElementType::F32 {
+        return Err(f16_for_integers(elem));
+    }
+    let candidates: &[bool] = if f16_asked {
+        &[true]
+    } else if elem == ElementType::F32 && params.f16_vectors != Some(false) {
+        &[false, true]
+    } else {
+        &[false]
     };
-    refine_sample(n, dim, m, &layout, budget, params.reorder)
-        .map(|_| ())
-        .map_err(|why| BuildError::param("--neighbor-codes", true, why))
+    let mut refusal = None;
+    for &f16 in candidates {
+        let fits = wanted_layout(params, dim, elem, m, f16).and_then(|layout| match layout {
+            None => Ok(()),
+            Some(l) => refine_sample(n, dim, m, &l, budget, params.reorder)
+                .map(|_| ())
+                .map_err(|why| BuildError::param("--neighbor-codes", true, why)),
+        });
+        match fits {
+            Ok(()) => return Ok(()),
+            Err(e) => refusal = Some(e),
+        }
+    }
+    Err(refusal.unwrap_or_else(|| BuildError::param("--neighbor-codes", true, "no layout")))
+}
+
+/// The refusal of f16 vectors for u8/i8 data.
+fn f16_for_integers(elem: ElementType) -> BuildError {
+    BuildError::param(
+        "--vector-encoding",
+        "f16",
+        format!("only f32 data can be stored as f16 (this file is {elem})"),
+    )
 }
 
 /// Chooses the write stage's layout for `n` rows of `dim` `elem` values (PQ M = `m`, codes by
@@ -171,11 +201,7 @@ pub(crate) fn stage_layout(
     let plain = NodeLayout::new(dim, elem, r)?;
     let f16_asked = params.f16_vectors == Some(true);
     if f16_asked && elem != ElementType::F32 {
-        return Err(BuildError::param(
-            "--vector-encoding",
-            "f16",
-            format!("only f32 data can be stored as f16 (this file is {elem})"),
-        ));
+        return Err(f16_for_integers(elem));
     }
     let plain_only = StageLayout {
         layout: plain,

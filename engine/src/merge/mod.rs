@@ -57,9 +57,10 @@ pub struct MergeOptions {
     /// Test hook: sleep this long after each batch of in-place block writes, so that tests
     /// can search an index whose journal is half applied.
     pub apply_pause: Option<std::time::Duration>,
-    /// Test hook: run after freezing the updates to fold in, before computing (no lock
-    /// held), so that tests can insert and delete while a merge runs — deterministically,
-    /// by waiting there for the updates rather than sleeping.
+    /// Test hook: run after freezing the updates to fold in, before computing (the update
+    /// lock released; the one-merge-at-a-time lock held), so that tests can insert and delete
+    /// while a merge runs — deterministically, by waiting there for the updates rather than
+    /// sleeping.
     pub after_freeze: Option<MergeHook>,
 }
 

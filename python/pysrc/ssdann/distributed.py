@@ -147,9 +147,10 @@ def check_shared_filesystem(files: Sequence[PathLike], probe_dir: Optional[PathL
         ]
         results = []
         silent = []
+        deadline = time.monotonic() + PROBE_TIMEOUT_S  # one wait for all nodes, not one each
         for node, ref in zip(nodes, refs):
             try:
-                results.append(ray.get(ref, timeout=PROBE_TIMEOUT_S))
+                results.append(ray.get(ref, timeout=max(0.0, deadline - time.monotonic())))
             except (ray.exceptions.TaskUnschedulableError, ray.exceptions.NodeDiedError, ray.exceptions.WorkerCrashedError):
                 results.append(None)  # a node that left the cluster since ray.nodes()
             except ray.exceptions.GetTimeoutError:
