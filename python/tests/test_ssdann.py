@@ -184,7 +184,7 @@ def test_neighbor_codes_read_less_for_the_same_recall_and_take_updates(tmp_path,
     got, _ = coded.search(q[0], 1, L=30)
     assert got[0] == 10**9
     assert int(ids_c[1, 0]) not in coded.search(q[1], 10, L=30)[0].tolist()
-    with pytest.raises(ValueError, match="parameter neighbor_codes.*no room"):
+    with pytest.raises(ValueError, match="parameter neighbor_codes.*R = 600 neighbours.*none fits"):
         ssdann.build(src, tmp_path / "nc2", R=600, L=600, neighbor_codes=True, memory_budget_gb=1.0)
     with pytest.raises(ValueError, match="vector_encoding"):
         ssdann.build(src, tmp_path / "nc3", vector_encoding="bf16")
