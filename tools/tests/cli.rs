@@ -1273,9 +1273,10 @@ fn library_warnings_reach_stderr_and_ssdann_log_sets_the_level() {
     let insert = |log: Option<&str>| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_ssdann"));
         c.args(["insert", "--index", o, "--data", one.to_str().unwrap()]);
-        if let Some(level) = log {
-            c.env("SSDANN_LOG", level);
-        }
+        match log {
+            Some(level) => c.env("SSDANN_LOG", level),
+            None => c.env_remove("SSDANN_LOG"), // the default level, whatever the caller's
+        };
         c.output().unwrap()
     };
     let wal = idx.join("wal.log");
