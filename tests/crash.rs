@@ -206,7 +206,6 @@ impl Storage for Recorder {
     }
 }
 
-
 /// The file change an event makes (writes and length changes only).
 fn file_op(e: &Ev) -> FileOp {
     match e {

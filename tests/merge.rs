@@ -288,8 +288,8 @@ fn searches_run_during_a_merge_and_see_consistent_points() {
             during.wait_frozen();
             idx_r.insert(77_777, &s_r.all[3398 * D..3399 * D]).unwrap();
             idx_r.delete_batch(&[10_005, 13]).unwrap(); // one being merged in, one on the SSD
-            // they went through while the merge waited in its hook: had they waited for the
-            // merge, the hook's bounded wait would have panicked, naming them
+                                                        // they went through while the merge waited in its hook: had they waited for the
+                                                        // merge, the hook's bounded wait would have panicked, naming them
             during.resume();
         });
         let before = searches.load(Ordering::Acquire);

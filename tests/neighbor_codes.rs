@@ -354,7 +354,10 @@ fn neighbor_codes_are_refused_where_they_do_not_fit_or_the_budget_cannot_hold_th
     }) {
         BuildError::InvalidParameter { field, reason, .. } => {
             assert_eq!(field, "--neighbor-codes");
-            assert!(reason.contains("at the write stage, the budget is 70 MiB"), "{reason}");
+            assert!(
+                reason.contains("at the write stage, the budget is 70 MiB"),
+                "{reason}"
+            );
         }
         other => panic!("{other:?}"),
     }

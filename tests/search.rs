@@ -562,11 +562,17 @@ fn a_navigation_graph_starts_searches_nearer_the_query_fewer_reads_same_recall()
         rows.push(if nav.is_some() {
             vec![(30, run(&idx, 30))]
         } else {
-            [30, 35, 40, 45].iter().map(|&l| (l, run(&idx, l))).collect()
+            [30, 35, 40, 45]
+                .iter()
+                .map(|&l| (l, run(&idx, l)))
+                .collect()
         });
     }
     let (r0, s0) = rows[0][0].1;
-    eprintln!("medoid start, L = 30: recall {r0:.4}, {s0:.1} reads; navigation: {:?}", rows[1]);
+    eprintln!(
+        "medoid start, L = 30: recall {r0:.4}, {s0:.1} reads; navigation: {:?}",
+        rows[1]
+    );
     // at the same L, fewer reads: the search starts nearer the query
     let (_, (_, s1)) = rows[1][0];
     assert!(s1 < 0.95 * s0, "reads {s1} vs {s0}");

@@ -195,13 +195,15 @@ pub(crate) fn record_layout<T: Element>(
     }
     let vector_bytes = dim * if f16_asked { 2 } else { T::TYPE.size_bytes() };
     let nbr_code_m = if params.neighbor_codes {
-        NodeLayout::fit_neighbor_code_m(dim, vector_bytes, params.max_degree, m).ok_or_else(|| {
-            BuildError::param(
-                "--neighbor-codes",
-                true,
-                no_codes_fit(dim, params.max_degree, m),
-            )
-        })?
+        NodeLayout::fit_neighbor_code_m(dim, vector_bytes, params.max_degree, m).ok_or_else(
+            || {
+                BuildError::param(
+                    "--neighbor-codes",
+                    true,
+                    no_codes_fit(dim, params.max_degree, m),
+                )
+            },
+        )?
     } else {
         0
     };
@@ -336,7 +338,11 @@ mod tests {
             ..Default::default()
         };
         let e = record_layout(&codes, &[0.5f32; 128], 128, 4).unwrap_err();
-        assert!(e.to_string().contains("M₂ ≥ 8 bytes, at most the PQ bytes (M = 4)"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("M₂ ≥ 8 bytes, at most the PQ bytes (M = 4)"),
+            "{e}"
+        );
         assert!(record_layout(&codes, &[0.5f32; 128], 128, 8).is_ok());
     }
 }

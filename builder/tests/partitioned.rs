@@ -397,8 +397,11 @@ fn nearest_in_block_fraction(dir: &Path, base: &[f32], d: usize) -> f64 {
             let nn = (0..n)
                 .filter(|&v| v != u)
                 .min_by(|&a, &b| {
-                    f32::distance(Metric::L2, row(u), row(a))
-                        .total_cmp(&f32::distance(Metric::L2, row(u), row(b)))
+                    f32::distance(Metric::L2, row(u), row(a)).total_cmp(&f32::distance(
+                        Metric::L2,
+                        row(u),
+                        row(b),
+                    ))
                 })
                 .unwrap();
             slot_of[u] / npb == slot_of[nn] / npb
@@ -478,7 +481,10 @@ fn partitioned_build_reorders_sectors_when_the_graph_fits_the_budget() {
     );
     eprintln!("nearest neighbour in the block: one-shot {nn0:.3}, partitioned {nn2:.3}");
     // (0.135 vs 0.144 here; by list order alone 0.121)
-    assert!(nn2 >= 0.9 * nn0, "nearest in block: one-shot {nn0}, ordered {nn2}");
+    assert!(
+        nn2 >= 0.9 * nn0,
+        "nearest in block: one-shot {nn0}, ordered {nn2}"
+    );
     // PQ codes follow the slots: slot s has the code the plain index gives row labels[s]
     let (_, m, c1) = ssdann_layout::pq::read_codes(&plain.join("pq_codes.bin")).unwrap();
     let (_, _, c2) = ssdann_layout::pq::read_codes(&ordered.join("pq_codes.bin")).unwrap();

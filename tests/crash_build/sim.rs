@@ -360,7 +360,6 @@ impl Storage for Recorder {
     }
 }
 
-
 /// What happens to each directory's entry operations since its last fsync.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum DirFate {

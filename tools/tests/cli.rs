@@ -448,7 +448,10 @@ fn killed_build_leaves_nothing_info_would_take_for_an_index() {
         building,
         std::time::Duration::ZERO,
     );
-    assert!(running, "the build ended before it was killed: the test proves nothing");
+    assert!(
+        running,
+        "the build ended before it was killed: the test proves nothing"
+    );
     assert!(!out.exists(), "the interrupted build left {out:?} in place");
     let i = ssdann(&["info", out.to_str().unwrap()]);
     assert_ne!(i.status.code(), Some(0));
@@ -1289,7 +1292,10 @@ fn library_warnings_reach_stderr_and_ssdann_log_sets_the_level() {
     tear();
     let r = insert(None);
     assert!(r.status.success(), "{}", text(&r));
-    let want = format!("warning: {}: truncating a torn tail of 3 bytes", wal.display());
+    let want = format!(
+        "warning: {}: truncating a torn tail of 3 bytes",
+        wal.display()
+    );
     assert!(text(&r).contains(&want), "{}", text(&r));
     tear();
     let quiet = insert(Some("off"));

@@ -78,7 +78,9 @@ fn wanted_layout(
         return match coded {
             Some(l) if params.neighbor_codes => Ok(Some(l)),
             // f16 asked for without codes
-            _ if !params.neighbor_codes => Ok(Some(NodeLayout::with_encoding(dim, elem, r, 0, true)?)),
+            _ if !params.neighbor_codes => {
+                Ok(Some(NodeLayout::with_encoding(dim, elem, r, 0, true)?))
+            }
             _ => Err(BuildError::param(
                 "--neighbor-codes",
                 true,

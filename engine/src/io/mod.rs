@@ -331,9 +331,9 @@ pub fn make_reader(
     if kind == IoBackend::IoUring {
         match UringReader::new(file.clone(), slot_bytes, max_batch) {
             Ok(r) => return Box::new(r.with_busy_poll(busy_poll_us)),
-            Err(e) => WARNED.call_once(|| {
-                log::warn!("io_uring unavailable ({e}); falling back to pread")
-            }),
+            Err(e) => {
+                WARNED.call_once(|| log::warn!("io_uring unavailable ({e}); falling back to pread"))
+            }
         }
     }
     Box::new(PreadReader::new(file, slot_bytes, max_batch))

@@ -189,7 +189,10 @@ pub fn recover(dir: &Path, storage: &dyn Storage) -> Result<bool> {
             )?;
         }
         Parsed::Uncommitted => {
-            log::warn!("{}: discarding an uncommitted merge journal; the index is as before the merge", dir.display());
+            log::warn!(
+                "{}: discarding an uncommitted merge journal; the index is as before the merge",
+                dir.display()
+            );
             for name in [LABELS_FILE, PQ_CODES_FILE] {
                 let staged = dir.join(format!("{name}.merge"));
                 if staged.exists() {
