@@ -1001,18 +1001,25 @@ fn search_output_never_truncates_a_label() {
     assert!(rest.iter().all(|&l| l < 600), "{rest:?}");
 }
 
+/// A small index `dir/idx` (built from [`small_data`]) and a file `dir/one.fbin` holding one
+/// vector of its dimension (16) to insert.
+fn small_index_and_one_vector(dir: &Path) -> (PathBuf, PathBuf) {
+    let data = small_data(dir);
+    let idx = dir.join("idx");
+    assert!(build_small(&data, &idx).status.success());
+    let one = dir.join("one.fbin");
+    fbin(&one, 1, 16, &[0.25; 16]);
+    (idx, one)
+}
+
 /// `insert --labels` and `delete --labels` refuse the reserved label 2^64 − 1 (the free-slot
 /// mark), naming the file, the line and the value, and change nothing. (Before, the CLI
 /// passed it on.)
 #[test]
 fn label_files_refuse_the_reserved_label() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = small_data(tmp.path());
-    let idx = tmp.path().join("idx");
+    let (idx, one) = small_index_and_one_vector(tmp.path());
     let o = idx.to_str().unwrap();
-    assert!(build_small(&data, &idx).status.success());
-    let one = tmp.path().join("one.fbin");
-    fbin(&one, 1, 16, &[0.25; 16]);
     let labels = tmp.path().join("labels.txt");
     let lp = labels.to_str().unwrap();
     std::fs::write(&labels, "# reserved\n18446744073709551615\n").unwrap();
@@ -1266,12 +1273,8 @@ fn search_and_eval_take_the_same_parameters_and_agree() {
 #[test]
 fn library_warnings_reach_stderr_and_ssdann_log_sets_the_level() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = small_data(tmp.path());
-    let idx = tmp.path().join("idx");
+    let (idx, one) = small_index_and_one_vector(tmp.path());
     let o = idx.to_str().unwrap();
-    assert!(build_small(&data, &idx).status.success());
-    let one = tmp.path().join("one.fbin");
-    fbin(&one, 1, 16, &[0.25; 16]);
     // each insert continues after the largest label: no label file needed
     let insert = |log: Option<&str>| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_ssdann"));
