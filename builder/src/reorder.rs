@@ -46,7 +46,8 @@ pub type ListFn<'a, E> = dyn FnMut(u32, &mut Vec<u32>) -> Result<(), E> + 'a;
 
 /// `rank(u, cands)`: sets the key of each `(key, v)` in `cands` — u's unplaced
 /// out-neighbours, keyed on entry by their position in u's list — to the order in which they
-/// join u's block (smaller first): the distance from u, or the position left as it is.
+/// join u's block (smaller first): the distance from u (the metric's: squared L2, negated
+/// inner product, ...), or the position left as it is.
 pub type RankFn<'a, E> = dyn FnMut(u32, &mut [(f32, u32)]) -> Result<(), E> + 'a;
 
 /// [`block_order`] without vectors: a node's out-neighbours are taken in list order, which
