@@ -659,7 +659,9 @@ fn a_dynamic_beam_reads_less_on_the_descent_at_about_the_same_recall() {
 
 #[test]
 fn early_termination_stops_short_of_l_at_about_the_same_recall_and_refuses_a_ratio_below_1() {
-    let p = SearchParams::new(100, 4);
+    // off: every one of the L candidates expanded (the default is the index's own ratio,
+    // tests/termination.rs)
+    let p = SearchParams::new(100, 4).without_termination();
     let (r0, s0, _) = recall_reads_rounds(OpenOptions::default(), &p);
     let early = SearchParams {
         termination_ratio: Some(1.05),
@@ -697,7 +699,7 @@ fn early_termination_stops_short_of_l_at_about_the_same_recall_and_refuses_a_rat
     )
     .unwrap();
     let (q, nq, _) = queries_and_gt();
-    for bad in [0.5f32, f32::NAN, f32::INFINITY] {
+    for bad in [0.5f32, f32::NAN, f32::NEG_INFINITY, 0.999] {
         let bad_params = SearchParams {
             termination_ratio: Some(bad),
             ..p

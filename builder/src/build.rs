@@ -18,7 +18,7 @@ use crate::progress::{Phase, Progress};
 pub use crate::report::BuildReport;
 use crate::start::{open_input, prepare};
 use crate::vamana::build_vamana;
-use crate::writer::{new_header, write_sector_file};
+use crate::writer::{new_header, record_near_error, write_sector_file};
 use crate::{pq_train, Result};
 use rayon::prelude::*;
 use ssdann_layout::pq::{write_codes_via, PQ_CODES_FILE, PQ_PIVOTS_FILE};
@@ -412,15 +412,31 @@ fn build_typed<T: Element>(
     let storage = &params.storage;
     let tmp = make_temp_dir(storage, out_dir)?;
     let dir = &tmp.path;
+    let index_path = dir.join(INDEX_FILE);
+    let mut measured = header.clone();
     write_sector_file(
         storage,
-        &dir.join(INDEX_FILE),
+        &index_path,
         &header,
         data,
         &adjacency,
         &perm,
         refine.as_ref().map(|r| r.entries.as_slice()),
         progress,
+        &mut |file| {
+            record_near_error(
+                storage,
+                file,
+                &index_path,
+                &mut measured,
+                &pq,
+                refine.as_ref().map(|r| &r.codebook),
+                &mut |s, out| {
+                    out.copy_from_slice(&slot_codes[s as usize * m..(s as usize + 1) * m]);
+                    Ok(())
+                },
+            )
+        },
     )?;
     pq.write_via(storage, "build.pq_pivots", &dir.join(PQ_PIVOTS_FILE))?;
     if let Some(r) = &refine {

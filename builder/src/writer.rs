@@ -21,11 +21,12 @@ pub const SYNC_SITE: &str = "build.index_ssd";
 /// `adjacency` (n lists by slot, each ≤ R, already in slot ids), where slot `s` holds the
 /// vector of original id `perm[s]`, under `header` (whose slot 0 is written; slot 1 is left zero = never written), then fsyncs.
 /// `nbr_codes`: with neighbour codes in the layout, every slot's code (n × `nbr_code_bytes`,
-/// by slot), copied into the records that list it. Every write and the fsync go through
-/// `storage`.
+/// by slot), copied into the records that list it. `before_sync(file)` runs once every block
+/// is written, before the one fsync (it may rewrite header slot 0: [`record_near_error`]).
+/// Every write and the fsync go through `storage`.
 ///
 /// # Errors
-/// [`BuildError::Io`] naming `path`.
+/// [`BuildError::Io`] naming `path`; what `before_sync` returns.
 ///
 /// # Panics
 /// If `adjacency.len()` or the data size disagree with the header (caller invariant).
@@ -39,6 +40,7 @@ pub fn write_sector_file<T: Element>(
     perm: &[u32],
     nbr_codes: Option<&[u8]>,
     progress: &dyn Progress,
+    before_sync: &mut BeforeSync<'_>,
 ) -> Result<(), BuildError> {
     let n = header.n_slots as usize;
     let dim = header.layout.dim;
@@ -52,6 +54,7 @@ pub fn write_sector_file<T: Element>(
         header,
         nbr_codes,
         progress,
+        before_sync,
         &mut |first, vectors, lists| {
             let vb = vectors.len() / lists.len().max(1);
             vectors
@@ -76,6 +79,10 @@ pub fn write_sector_file<T: Element>(
     )
 }
 
+/// Runs on the sector file once every block is written, before its fsync (see
+/// [`write_sector_file_from`]).
+pub type BeforeSync<'a> = dyn FnMut(&std::fs::File) -> Result<(), BuildError> + 'a;
+
 /// Fills one write batch: `(first slot, vectors, lists)`, see [`write_sector_file_from`].
 pub type LoadBatch<'a> =
     dyn FnMut(usize, &mut [u8], &mut [Vec<u32>]) -> Result<(), BuildError> + 'a;
@@ -85,18 +92,19 @@ pub type LoadBatch<'a> =
 /// `first..first + lists.len()`: `vectors` holds `lists.len()` stored vectors of
 /// `layout.vector_bytes()` bytes each (little-endian), `lists[k]` the out-neighbours (slot ids,
 /// ≤ R) of slot `first + k`. Memory: one batch of [`WRITE_BATCH_BYTES`] plus its lists, so a
-/// caller can stream the graph from files (the partitioned build does). `nbr_codes`: see
-/// [`write_sector_file`] (required exactly when the layout has neighbour codes). Every write
-/// and the fsync go through `storage`.
+/// caller can stream the graph from files (the partitioned build does). `nbr_codes` and
+/// `before_sync`: see [`write_sector_file`] (codes required exactly when the layout has
+/// neighbour codes). Every write and the fsync go through `storage`.
 ///
 /// # Errors
-/// [`BuildError::Io`] naming `path`, or any error `load` returns.
+/// [`BuildError::Io`] naming `path`, or any error `load` or `before_sync` returns.
 pub fn write_sector_file_from(
     storage: &StorageRef,
     path: &Path,
     header: &IndexHeader,
     nbr_codes: Option<&[u8]>,
     progress: &dyn Progress,
+    before_sync: &mut BeforeSync<'_>,
     load: &mut LoadBatch<'_>,
 ) -> Result<(), BuildError> {
     let layout = header.layout;
@@ -159,6 +167,7 @@ pub fn write_sector_file_from(
         b0 += nb;
     }
     debug_assert_eq!(offset, header.file_bytes(), "every block written");
+    before_sync(&file)?;
     storage.sync(&file, path, SYNC_SITE).map_err(io)?;
     progress.finish();
     Ok(())
@@ -188,5 +197,78 @@ pub(crate) fn new_header(
         build_alpha: params.alpha,
         // as the passes do: saturation is done in the α > 1 pass only
         saturated: params.saturate_graph && params.alpha > 1.0,
+        near_error: None, // measured once the sector file is written (near_error::record)
     }
+}
+
+/// `code_of(slot, out)` of [`record_near_error`]: fills the slot's M-byte PQ code.
+pub(crate) type CodeOf<'a> = dyn FnMut(u32, &mut [u8]) -> Result<(), BuildError> + 'a;
+
+/// Measures PQ's error on near pairs in the sector file just written at `path` (before its
+/// fsync: a [`BeforeSync`] step; [`ssdann_layout::near_error::measure`], reading ≤ 256 × 17
+/// records back with pread), stores it in `header` and rewrites header slot 0 of `file`
+/// with it. `code_of(slot, out)`: the slot's M-byte PQ code. Every node is live (a new
+/// index).
+///
+/// # Errors
+/// [`BuildError::Io`] naming `path`; [`BuildError::Layout`] for a block whose checksum or
+/// record does not check (the file just written was damaged); what `code_of` returns.
+pub(crate) fn record_near_error(
+    storage: &StorageRef,
+    file: &std::fs::File,
+    path: &Path,
+    header: &mut IndexHeader,
+    pq: &ssdann_layout::PqCodebook,
+    refine: Option<&ssdann_layout::PqCodebook>,
+    code_of: &mut CodeOf<'_>,
+) -> Result<(), BuildError> {
+    use std::os::unix::fs::FileExt;
+    let layout = header.layout;
+    let reader = std::fs::File::open(path).map_err(|e| BuildError::io(path, e))?;
+    let mut block = vec![0u8; layout.block_bytes()];
+    let mut code_err = None;
+    let measured = {
+        let src = ssdann_layout::near_error::Source {
+            header,
+            path,
+            pq,
+            refine,
+        };
+        let mut read_record = |id: u32, out: &mut Vec<u8>| -> ssdann_layout::Result<()> {
+            let b = layout.block_of(u64::from(id));
+            reader
+                .read_exact_at(&mut block, layout.block_offset_bytes(b))
+                .map_err(|e| ssdann_layout::LayoutError::Io {
+                    path: path.into(),
+                    source: e,
+                })?;
+            ssdann_layout::sector::check_block(&block).map_err(|(expected, got)| {
+                ssdann_layout::LayoutError::ChecksumMismatch {
+                    path: path.into(),
+                    what: format!("block {b}"),
+                    expected,
+                    got,
+                }
+            })?;
+            let off = layout.offset_in_block(u64::from(id));
+            out.clear();
+            out.extend_from_slice(&block[off..off + layout.record_bytes]);
+            Ok(())
+        };
+        let mut code = |id: u32, out: &mut [u8]| -> ssdann_layout::Result<()> {
+            code_of(id, out).map_err(|e| {
+                let msg = e.to_string();
+                code_err = Some(e);
+                ssdann_layout::LayoutError::corrupt(path, "PQ code", msg)
+            })
+        };
+        ssdann_layout::near_error::measure(&src, &|_| false, &mut read_record, &mut code)
+    };
+    if let Some(e) = code_err {
+        return Err(e);
+    }
+    header.near_error = measured?;
+    storage
+        .write_at(file, path, &header.encode(), 0)
+        .map_err(|e| BuildError::io(path, e))
 }

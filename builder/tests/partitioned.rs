@@ -485,6 +485,17 @@ fn partitioned_build_reorders_sectors_when_the_graph_fits_the_budget() {
         nn2 >= 0.9 * nn0,
         "nearest in block: one-shot {nn0}, ordered {nn2}"
     );
+    // the budgeted write stage measures PQ's error on near pairs as the one-shot build does
+    // (the default early-termination ratio comes from it): same data, a like figure
+    let e0 = load(&one).0.near_error.expect("one-shot measure").error;
+    for dir in [&plain, &ordered] {
+        let e = load(dir).0.near_error.expect("budgeted measure").error;
+        assert!(
+            e > 0.5 * e0 && e < 2.0 * e0,
+            "{}: {e} vs one-shot {e0}",
+            dir.display()
+        );
+    }
     // PQ codes follow the slots: slot s has the code the plain index gives row labels[s]
     let (_, m, c1) = ssdann_layout::pq::read_codes(&plain.join("pq_codes.bin")).unwrap();
     let (_, _, c2) = ssdann_layout::pq::read_codes(&ordered.join("pq_codes.bin")).unwrap();

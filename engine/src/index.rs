@@ -191,6 +191,19 @@ impl Index {
     pub fn navigation_source(&self) -> NavigationSource {
         self.snapshot().state.navigation_source
     }
+    /// The early-termination ratio a search uses when its `SearchParams::termination_ratio`
+    /// is `None`: 1 + max(1.5 × [`Index::near_error`]'s error, 0.15); `None` (no early termination)
+    /// for an inner-product index or one too small to measure.
+    pub fn default_termination_ratio(&self) -> Option<f32> {
+        self.snapshot().state.default_termination
+    }
+    /// PQ's error on near pairs ([`ssdann_layout::near_error`]): the 99th percentile of
+    /// (approximate − exact) / d₁₀ over near pairs of the index's own points and the
+    /// median d₁₀, from the header (measured by the build) or, for an index built before
+    /// format minor 3, measured at open.
+    pub fn near_error(&self) -> Option<ssdann_layout::near_error::NearError> {
+        self.snapshot().state.near_error
+    }
     /// Whether reads bypass the page cache (O_DIRECT).
     pub fn direct_io(&self) -> bool {
         self.snapshot().state.file.direct

@@ -111,7 +111,7 @@ fn hot_nodes(state: &State, count: usize, samples: usize) -> Result<Vec<u32>> {
         ctx.expanded_log = Some(Vec::new());
         let mut q = vec![0f32; state.dim()];
         let mut out = Vec::new();
-        let params = SearchParams::new(100, 4);
+        let params = SearchParams::new(100, 4).without_termination();
         let step = (live.len() / samples).max(1);
         let k = 10.min(live.len());
         for &s in live.iter().step_by(step).take(samples) {

@@ -58,6 +58,12 @@ pub(crate) struct State {
     pub(crate) navigation: Option<Navigation>,
     /// Where `navigation` came from.
     pub(crate) navigation_source: NavigationSource,
+    /// PQ's error on near pairs: the header's (format minor 3), else measured at open
+    /// (an older index); `None` for an inner-product index or one too small to measure.
+    pub(crate) near_error: Option<ssdann_layout::near_error::NearError>,
+    /// The early-termination ratio a search without its own uses
+    /// ([`ssdann_layout::near_error::termination_ratio`] of `near_error`).
+    pub(crate) default_termination: Option<f32>,
     /// Set when a merge starts rewriting blocks under this state: its searches may then read
     /// post-merge blocks, whose lists can name slots past this state's n (skipped, not an
     /// error). See `merge` for why such mixed reads still give correct answers.
@@ -195,8 +201,17 @@ impl State {
             cache: NodeCache::default(),
             navigation: None,
             navigation_source: NavigationSource::Off,
+            near_error: None,
+            default_termination: None,
             superseded: AtomicBool::new(false),
         };
+        state.near_error = match state.header.near_error {
+            Some(e) => Some(e),
+            None => state.measure_near_error()?,
+        };
+        state.default_termination = state
+            .near_error
+            .map(|e| ssdann_layout::near_error::termination_ratio(e.error));
         let count = state
             .options
             .cache_count(state.header.layout.record_bytes)
@@ -280,6 +295,53 @@ impl State {
             }
         }
         Ok(out)
+    }
+
+    /// Measures PQ's error on near pairs from the sector file (an index whose header has no
+    /// measure: written before format minor 3). Reads ≤ 256 × 17 records with pread.
+    ///
+    /// # Errors
+    /// As [`Self::bfs_order`].
+    fn measure_near_error(&self) -> Result<Option<ssdann_layout::near_error::NearError>> {
+        let l = self.header.layout;
+        let m = self.pq.m();
+        let src = ssdann_layout::near_error::Source {
+            header: &self.header,
+            path: &self.file.path,
+            pq: &self.pq,
+            refine: self.refine.as_ref(),
+        };
+        let mut buf = AlignedBuf::new(l.block_bytes());
+        let mut engine_err = None;
+        let measured = ssdann_layout::near_error::measure(
+            &src,
+            &|id| self.labels.is_free(id as usize),
+            &mut |id, out| match self.checked_record(id, &mut buf) {
+                Ok(off) => {
+                    out.clear();
+                    out.extend_from_slice(&buf.as_slice()[off..off + l.record_bytes]);
+                    Ok(())
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    engine_err = Some(e);
+                    Err(ssdann_layout::LayoutError::corrupt(
+                        &self.file.path,
+                        "record",
+                        msg,
+                    ))
+                }
+            },
+            // ids < n: `measure` checks every list against n, and the codes are n × M
+            &mut |id, out| {
+                out.copy_from_slice(&self.codes[id as usize * m..(id as usize + 1) * m]);
+                Ok(())
+            },
+        );
+        match engine_err {
+            Some(e) => Err(e),
+            None => Ok(measured?),
+        }
     }
 
     /// Reads node `id`'s block into `buf` and checks its record; returns the record's

@@ -41,6 +41,7 @@ pub mod header;
 pub mod journal;
 pub mod labels;
 pub mod navigation;
+pub mod near_error;
 pub mod nearest;
 pub mod pq;
 pub mod pq_adc;

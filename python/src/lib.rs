@@ -173,8 +173,10 @@ impl Index {
     ///     Beam width: sectors read per round in one submission (1..=1024).
     /// termination_ratio : float, optional
     ///     Early termination: stop once the closest unexpanded candidate's PQ distance exceeds
-    ///     this × the k-th best exact distance found (finite, ≥ 1; l2 and cosine indexes
-    ///     only). Fewer reads at large L; too small a ratio caps recall. None: off.
+    ///     this × the k-th best exact distance found (≥ 1; a finite ratio on l2 and cosine
+    ///     indexes only). Fewer reads at large L; too small a ratio caps recall. None: the
+    ///     index's own ratio (``default_termination_ratio``, from PQ's error measured by the
+    ///     build); ``float("inf")``: off, every one of the L candidates is expanded.
     ///
     /// Returns
     /// -------
@@ -240,7 +242,8 @@ impl Index {
     /// W : int, default 4
     ///     Beam width (1..=1024).
     /// termination_ratio : float, optional
-    ///     Early termination, as in ``search``. None: off.
+    ///     Early termination, as in ``search``. None: the index's own ratio;
+    ///     ``float("inf")``: off.
     /// threads : int, optional
     ///     Search threads, 1..=1024 (None: all cores; 0 is refused).
     /// return_stats : bool, default False
@@ -498,6 +501,20 @@ impl Index {
         self.read_only
     }
 
+    /// default_termination_ratio: the early-termination ratio a search with
+    /// ``termination_ratio=None`` uses, 1 + max(1.5 × ``near_error``, 0.15); None (no early
+    /// termination) on an inner-product index or one too small to measure.
+    #[getter]
+    fn default_termination_ratio(&self) -> Option<f32> {
+        self.inner.default_termination_ratio()
+    }
+    /// near_error: PQ's error on near pairs, the 99th percentile of (approximate − exact)
+    /// / d₁₀ over near pairs of the index's own points (measured by the build; for an
+    /// index built before it was stored, at open). None where not measured.
+    #[getter]
+    fn near_error(&self) -> Option<f32> {
+        self.inner.near_error().map(|e| e.error)
+    }
     /// Node slots n on the SSD (live points plus deleted slots not yet reused).
     #[getter]
     fn n(&self) -> usize {

@@ -95,10 +95,19 @@ def test_the_search_parameters_match_the_cli_and_rust(index, data):
     termination per query, the navigation graph and busy polling at open."""
     _, _, q, gt = data
     q, gt = q[:200], gt[:200]
-    ids, _, plain = index.batch_search(q, 10, L=150, W=4, return_stats=True)
+    ids, _, plain = index.batch_search(q, 10, L=150, W=4, return_stats=True,
+                                       termination_ratio=float("inf"))
     early_ids, _, early = index.batch_search(q, 10, L=150, W=4, return_stats=True, termination_ratio=1.05)
     assert early["sector_reads"].mean() < 0.9 * plain["sector_reads"].mean()
     assert recall(early_ids, gt) >= recall(ids, gt) - 0.01
+    # the default is the index's own ratio, from PQ's error measured by the build
+    r = index.default_termination_ratio
+    assert r == pytest.approx(1 + max(1.5 * index.near_error, 0.15))
+    def_ids, _, default = index.batch_search(q, 10, L=150, W=4, return_stats=True)
+    fixed_ids, _, fixed = index.batch_search(q, 10, L=150, W=4, return_stats=True, termination_ratio=r)
+    assert def_ids.tolist() == fixed_ids.tolist()
+    assert default["sector_reads"].tolist() == fixed["sector_reads"].tolist()
+    assert default["sector_reads"].mean() < plain["sector_reads"].mean()
     one, _ = index.search(q[0], 10, L=150, termination_ratio=1.05)
     assert one.tolist() == early_ids[0].tolist()
     wide, _ = index.search(q[0], 10, L=64, W=32)

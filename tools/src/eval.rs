@@ -294,7 +294,7 @@ pub fn cmd_eval(a: EvalArgs) -> Result<()> {
         );
     }
     println!(
-        "index {} (n = {}, d = {}, {}), {} queries, k = {}, W = {}, cache {} nodes, I/O {} ({})",
+        "index {} (n = {}, d = {}, {}), {} queries, k = {}, W = {}, termination {}, cache {} nodes, I/O {} ({})",
         a.index.display(),
         index.len(),
         index.dim(),
@@ -302,6 +302,10 @@ pub fn cmd_eval(a: EvalArgs) -> Result<()> {
         nq,
         a.k,
         a.search.w,
+        match a.search.termination_ratio.or(index.default_termination_ratio()) {
+            Some(r) if r.is_finite() => format!("r = {r:.3}"),
+            _ => "off".into(),
+        },
         index.cached_nodes(),
         index.io_backend_name(),
         if index.direct_io() {

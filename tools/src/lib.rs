@@ -215,9 +215,23 @@ fn cmd_info(dir: PathBuf) -> Result<()> {
         println!("vectors stored   as f16 (d × 2 bytes per record; format 2.x)");
     }
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let termination = match h.near_error {
+        Some(e) => format!(
+            "early termination r = {:.3} (1 + max(1.5 × {:.3}, 0.15): PQ's error on near \
+             pairs, measured by the build, applied at distances ≥ {:.4}; --termination-ratio \
+             off: off)",
+            ssdann_layout::near_error::termination_ratio(e.error),
+            e.error,
+            e.scale
+        ),
+        None if !h.metric.uses_l2() => "no early termination (inner product)".into(),
+        None => "early termination from PQ's error on near pairs, measured at open (an index \
+                 written before format minor 3, or too small to measure)"
+            .into(),
+    };
     println!(
         "search defaults  W = 4, dynamic beam + look-ahead rounds, busy polling {} µs while \
-         searches ≤ {cores} cores (--busy-poll-us 0: off), no early termination",
+         searches ≤ {cores} cores (--busy-poll-us 0: off), {termination}",
         ssdann_engine::DEFAULT_BUSY_POLL_US
     );
     // The cross-checks FORMAT.md promises, from the files' headers and real sizes only.

@@ -79,10 +79,12 @@ pub struct SearchFlags {
     /// has converged (the descent reads one per round).
     #[arg(short = 'W', default_value_t = 4)]
     pub w: usize,
-    /// Early termination (l2/cosine indexes): stop once the closest unexpanded candidate's
-    /// PQ distance exceeds R × the k-th best exact distance (R ≥ 1, e.g. 1.15) instead of
-    /// expanding all L candidates: fewer reads at large L; too small an R caps recall.
-    #[arg(long, value_name = "R")]
+    /// Early termination: stop once the closest unexpanded candidate's PQ distance exceeds
+    /// R × the k-th best exact distance instead of expanding all L candidates: fewer reads
+    /// at large L; too small an R caps recall. Default: the index's own R, 1 + max(1.5 ×
+    /// PQ's error on near pairs, 0.15), measured by the build (`ssdann info` prints it);
+    /// `off` (or `inf`): expand all L; a number ≥ 1 (l2/cosine indexes) overrides it.
+    #[arg(long, value_name = "R|off", value_parser = parse_termination)]
     pub termination_ratio: Option<f32>,
     /// Nodes to keep in RAM (BFS from the entry point, or see --cache-samples).
     #[arg(long, default_value_t = 0)]
@@ -161,10 +163,26 @@ impl SearchFlags {
 
     /// The flags as JSON (for `eval --json`).
     pub fn json(&self) -> serde_json::Value {
-        serde_json::json!({"W": self.w, "termination_ratio": self.termination_ratio,
+        let termination = match self.termination_ratio {
+            None => serde_json::json!("index"),
+            Some(r) if r.is_infinite() => serde_json::json!("off"),
+            Some(r) => serde_json::json!(r),
+        };
+        serde_json::json!({"W": self.w, "termination_ratio": termination,
             "cache_samples": self.cache_samples, "nav_nodes": self.nav_nodes,
             "busy_poll_us": self.busy_poll_us, "sector_reuse": !self.no_sector_reuse,
             "dynamic_beam": !self.no_dynamic_beam, "look_ahead": !self.no_look_ahead})
+    }
+}
+
+/// `--termination-ratio`: `off` / `inf` (∞: never stop early) or a number ≥ 1.
+fn parse_termination(s: &str) -> Result<f32, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(f32::INFINITY);
+    }
+    match s.parse::<f32>() {
+        Ok(r) if r >= 1.0 => Ok(r),
+        _ => Err(format!("`{s}`: expected a ratio ≥ 1, or `off`")),
     }
 }
 

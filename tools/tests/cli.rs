@@ -1244,6 +1244,51 @@ fn search_and_eval_take_the_same_parameters_and_agree() {
             .map(|r| (r * 100.0).round()),
         Some(120.0)
     );
+    // the index's own ratio is the default; `info` states it and `off` turns it off
+    let info = text(&ssdann(&["info", o]));
+    let line = info
+        .lines()
+        .find(|l| l.starts_with("search defaults"))
+        .unwrap_or_else(|| panic!("{info}"));
+    let h = ssdann::engine::Index::open(&idx, Default::default()).unwrap();
+    let r = h.default_termination_ratio().unwrap();
+    assert!(
+        line.contains(&format!("early termination r = {r:.3}")),
+        "{line}"
+    );
+    drop(h);
+    let mut args = vec![
+        "eval",
+        "--index",
+        o,
+        "--queries",
+        dp,
+        "--gt",
+        gtp.to_str().unwrap(),
+    ];
+    args.extend([
+        "-L",
+        "40",
+        "--threads",
+        "1",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    for (flag, want) in [(None, "index"), (Some("off"), "off")] {
+        let mut a = args.clone();
+        a.extend(flag.map(|f| ["--termination-ratio", f]).iter().flatten());
+        let e = ssdann(&a);
+        assert!(e.status.success(), "{}", text(&e));
+        let j: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(j["params"]["termination_ratio"], want);
+        let head = if want == "off" {
+            "termination off".to_string()
+        } else {
+            format!("termination r = {r:.3}")
+        };
+        assert!(text(&e).contains(&head), "{}", text(&e));
+    }
     // the same refusals on both: a ratio below 1, a W past 1,024
     for bad in [["--termination-ratio", "0.5"], ["-W", "1025"]] {
         for cmd in ["search", "eval"] {
@@ -1260,7 +1305,7 @@ fn search_and_eval_take_the_same_parameters_and_agree() {
             let name = if bad[0] == "-W" {
                 "W"
             } else {
-                "termination_ratio"
+                "--termination-ratio"
             };
             assert!(t.contains(name), "{cmd} {bad:?}: {t}");
         }

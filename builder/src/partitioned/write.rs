@@ -112,6 +112,31 @@ impl Run<'_> {
         let vb = layout.vector_bytes();
         let labels_path = tmp.join(ssdann_layout::labels::LABELS_FILE);
         let cb = layout.nbr_code_bytes();
+        // Before the sector file's fsync: PQ's error on near pairs into header slot 0, the
+        // codes read one at a time from the codes file by slot (written first).
+        let index_path = tmp.join(INDEX_FILE);
+        let codes_path = tmp.join(PQ_CODES_FILE);
+        let mut measured = header.clone();
+        let refine_book = staged.refine.as_ref().map(|r| &r.codebook);
+        let mut measure = |file: &std::fs::File| -> Result<(), BuildError> {
+            use std::os::unix::fs::FileExt;
+            let codes =
+                std::fs::File::open(&codes_path).map_err(|e| BuildError::io(&codes_path, e))?;
+            let at = ssdann_layout::blob::body_offset(2);
+            crate::writer::record_near_error(
+                storage,
+                file,
+                &index_path,
+                &mut measured,
+                &pq,
+                refine_book,
+                &mut |s, out| {
+                    codes
+                        .read_exact_at(out, at + u64::from(s) * m as u64)
+                        .map_err(|e| BuildError::io(&codes_path, e))
+                },
+            )
+        };
         if let Some((o, _)) = &ordered {
             // neighbour codes by slot: slot s holds row perm[s]
             let slot_codes: Option<Vec<u8>> = staged.refine.as_ref().map(|r| {
@@ -125,12 +150,14 @@ impl Run<'_> {
                 v
             });
             let mut rec = Vec::new();
+            order::write_permuted_codes(storage, &codes, &tmp.join(PQ_CODES_FILE), &o.perm, m)?;
             write_sector_file_from(
                 storage,
                 &tmp.join(INDEX_FILE),
                 &header,
                 slot_codes.as_deref(),
                 progress,
+                &mut measure,
                 &mut |first, vectors, lists| {
                     for (k, l) in lists.iter_mut().enumerate() {
                         o.list_of_slot(first + k, &mut rec, l)?;
@@ -144,7 +171,6 @@ impl Run<'_> {
                     )
                 },
             )?;
-            order::write_permuted_codes(storage, &codes, &tmp.join(PQ_CODES_FILE), &o.perm, m)?;
             ssdann_layout::labels::write_labels_with_via(
                 storage,
                 "build.labels",
@@ -154,12 +180,14 @@ impl Run<'_> {
             )?;
         } else {
             let (mut reader, _) = graphs::MergedReader::open(dir, n, r)?;
+            link_or_copy(storage, &codes, &tmp.join(PQ_CODES_FILE))?;
             write_sector_file_from(
                 storage,
                 &tmp.join(INDEX_FILE),
                 &header,
                 staged.refine.as_ref().map(|r| r.entries.as_slice()),
                 progress,
+                &mut measure,
                 &mut |first, vectors, lists| {
                     reader.next_lists(lists)?;
                     edges += lists.iter().map(|l| l.len() as u64).sum::<u64>();
@@ -171,7 +199,6 @@ impl Run<'_> {
             )?;
             reader.finish()?;
             file.release_pages();
-            link_or_copy(storage, &codes, &tmp.join(PQ_CODES_FILE))?;
             ssdann_layout::labels::write_labels_with_via(
                 storage,
                 "build.labels",

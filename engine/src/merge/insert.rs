@@ -37,7 +37,7 @@ pub(super) fn insert_phase(
     // supplies the near neighbours among the new points, and a shorter list halves the
     // reads; W = 8 halves the round trips.
     let l = h.max_degree as usize;
-    let sp = crate::search::SearchParams::new(l, max_beam_width.min(8));
+    let sp = crate::search::SearchParams::new(l, max_beam_width.min(8)).without_termination();
     // New points are placed in parallel (each runs its own beam search and prune), on a
     // pool of 4 threads per core: the searches mostly wait on reads.
     let cores = std::thread::available_parallelism().map_or(2, |c| c.get());

@@ -164,7 +164,7 @@ pub(crate) fn prepare(
     };
     report.journal_writes = journal.writes;
     Ok(Prepared {
-        committed,
+        committed: *committed,
         journal_path: journal.path.clone(),
         writes: journal.writes,
         report,

@@ -11,8 +11,11 @@
 //!    SIGMOD 2024, uses the whole sector the same way).
 //! 4. Stops when all L candidates are expanded; returns the k best by exact distance.
 //!
-//! With `SearchParams::termination_ratio` = r, step 4 stops early too: as soon as the
-//! closest unexpanded candidate's PQ distance exceeds r × the k-th best exact distance.
+//! With an early-termination ratio r (`SearchParams::termination_ratio`, by default the
+//! index's own, taken from PQ's error on near pairs: [`ssdann_layout::near_error`]), step 4
+//! stops early too: as soon as the closest unexpanded candidate's PQ distance exceeds r ×
+//! the k-th best exact distance d_k — or, where d_k is below the index's typical neighbour
+//! distance s, d_k + (r − 1) × s.
 //!
 //! With `OpenOptions::dynamic_beam` (the default), rounds take one node while the search is still
 //! descending toward the query (the round found a candidate closer than the node it
@@ -26,6 +29,7 @@ use crate::io::ReadReq;
 use crate::state::State;
 use crate::Result;
 use ssdann_layout::distance::normalize;
+use ssdann_layout::near_error::stop_threshold;
 use ssdann_layout::pq::{pq_distance, PQ_CENTROIDS};
 use ssdann_layout::sector::NodeRecord;
 use ssdann_layout::Metric;
@@ -67,7 +71,11 @@ pub(crate) fn beam_search(
     }
     ctx.queue.reset(params.l);
     ctx.visited.reset();
-    let termination = params.termination_ratio;
+    // the query's own ratio, else the index's; ∞ (off) never stops a search early
+    let termination = params
+        .termination_ratio
+        .or(index.default_termination)
+        .filter(|r| r.is_finite());
     ctx.scores.reset(if termination.is_some() { k } else { 0 });
     let codes = &index.codes;
     let pq_of =
@@ -135,6 +143,7 @@ fn rounds(
     stats: &mut SearchStats,
 ) -> Result<()> {
     let look_ahead = index.options.look_ahead;
+    let scale = index.near_error.map_or(0.0, |e| e.scale);
     // Dynamic beam width: one node per round while descending, W once converged.
     let mut w_round = if index.options.dynamic_beam {
         1
@@ -154,7 +163,7 @@ fn rounds(
     let mut base = 0;
     loop {
         if !in_flight {
-            if !ctx.queue.has_unexpanded() || should_stop(ctx, termination) {
+            if !ctx.queue.has_unexpanded() || should_stop(ctx, termination, scale) {
                 break;
             }
             ctx.beam.clear();
@@ -189,7 +198,11 @@ fn rounds(
             // look-ahead round is chosen: it must not read their blocks a second time.
             claim_resident(index, ctx);
         }
-        if look_ahead && converged && ctx.queue.has_unexpanded() && !should_stop(ctx, termination) {
+        if look_ahead
+            && converged
+            && ctx.queue.has_unexpanded()
+            && !should_stop(ctx, termination, scale)
+        {
             ctx.beam_next.clear();
             ctx.queue.pop_unexpanded_beam(w_round, &mut ctx.beam_next);
             swap_rounds(ctx);
@@ -214,10 +227,12 @@ fn rounds(
     Ok(())
 }
 
-/// Early termination: the closest candidate left is well beyond the k-th best found.
-fn should_stop(ctx: &SearchContext, termination: Option<f32>) -> bool {
+/// Early termination: the closest candidate left is well beyond the k-th best found —
+/// by ratio r at the index's typical neighbour distance `scale` and above, by the same
+/// absolute margin below it ([`ssdann_layout::near_error::stop_threshold`]).
+fn should_stop(ctx: &SearchContext, termination: Option<f32>, scale: f32) -> bool {
     matches!((termination, ctx.scores.kth_best()),
-        (Some(r), Some(kth)) if ctx.queue.best_unexpanded_dist() > r * kth)
+        (Some(r), Some(kth)) if ctx.queue.best_unexpanded_dist() > stop_threshold(r, kth, scale))
 }
 
 /// Exchanges the current round's beam, requests, blocks and expansion list with the

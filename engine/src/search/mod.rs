@@ -26,11 +26,14 @@ pub struct SearchParams {
     /// Beam width W: sectors read per round in one submission once the search has converged
     /// (1 ≤ W ≤ [`MAX_W`]). Default 4.
     pub w: usize,
-    /// Early termination ratio r (`None`: off, the default): the search stops once its
-    /// closest unexpanded candidate's PQ distance exceeds r × the k-th best exact distance
-    /// found so far, instead of expanding all L candidates. Fewer reads at high L; too small
-    /// an r caps recall (1.0 stops too early). Squared-L2 distances only: an `ip` index
-    /// refuses it. Finite and ≥ 1 ([`EngineError::InvalidQuery`] naming `termination_ratio`).
+    /// Early termination ratio r: the search stops once its closest unexpanded candidate's
+    /// approximate (PQ) distance exceeds r × the k-th best exact distance found so far,
+    /// instead of expanding all L candidates. Fewer reads at high L; too small an r caps
+    /// recall. `None` (the default): the index's own ratio, 1 + max(1.5 × PQ's error on
+    /// near pairs, 0.15), measured by the build ([`crate::Index::default_termination_ratio`];
+    /// none on an inner-product index). `Some(f32::INFINITY)`: off. Otherwise ≥ 1, and a
+    /// finite r only on an l2 or cosine index ([`EngineError::InvalidQuery`] naming
+    /// `termination_ratio`).
     pub termination_ratio: Option<f32>,
 }
 
@@ -51,6 +54,15 @@ impl SearchParams {
             l,
             w,
             termination_ratio: None,
+        }
+    }
+
+    /// The same parameters with early termination off: every one of the L candidates is
+    /// expanded.
+    pub const fn without_termination(self) -> Self {
+        SearchParams {
+            termination_ratio: Some(f32::INFINITY),
+            ..self
         }
     }
 }
@@ -121,12 +133,13 @@ pub(crate) fn check_query(
         );
     }
     if let Some(r) = params.termination_ratio {
-        if !(r.is_finite() && r >= 1.0 && state.header.metric.uses_l2()) {
+        if !(r >= 1.0 && (r == f32::INFINITY || state.header.metric.uses_l2())) {
             return bad(
                 "termination_ratio",
                 r.to_string(),
                 format!(
-                    "must be finite and ≥ 1, on an l2 or cosine index (this one is {})",
+                    "must be ≥ 1 (inf: off), and finite only on an l2 or cosine index (this \
+                     one is {})",
                     state.header.metric
                 ),
             );

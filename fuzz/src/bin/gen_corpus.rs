@@ -58,6 +58,7 @@ fn header(n: u64, dim: u32, element: ElementType, metric: Metric, r: u32, gen: u
         build_l: 100,
         build_alpha: 1.2,
         saturated: false,
+        near_error: None,
     }
 }
 

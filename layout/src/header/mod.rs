@@ -21,8 +21,11 @@ pub const HEADER_MAGIC: [u8; 8] = *b"SSDANNIX";
 /// which a v1 reader cannot parse; every other index stays major 1, readable by v1.0.
 pub const FORMAT_VERSION_MAJOR: u16 = 2;
 /// Minor format version: additions an older reader of the same major may ignore (1: the
-/// `nbr_code_m` field, zero in a major-1 index; 2: `build_flags`, bit 0 = saturated graph).
-pub const FORMAT_VERSION_MINOR: u16 = 2;
+/// `nbr_code_m` field, zero in a major-1 index; 2: `build_flags`, bit 0 = saturated graph;
+/// 3: `near_error` and `near_scale`, PQ's error on near pairs).
+pub const FORMAT_VERSION_MINOR: u16 = 3;
+/// `near_error`'s bits when it was not measured (`f32::NAN` with a fixed payload).
+const NEAR_ERROR_NONE: u32 = u32::MAX;
 /// `build_flags` bit 0: the graph was built saturated ([`IndexHeader::saturated`]).
 const FLAG_SATURATED: u32 = 1;
 /// Oldest major version this build reads.
@@ -65,8 +68,10 @@ const OFF_FILE_BYTES: usize = OFF_RESERVED1 + 4;
 const OFF_NBR_CODE_M: usize = OFF_FILE_BYTES + 8;
 const OFF_VECTOR_ENCODING: usize = OFF_NBR_CODE_M + 4;
 const OFF_BUILD_FLAGS: usize = OFF_VECTOR_ENCODING + 4;
+const OFF_NEAR_ERROR: usize = OFF_BUILD_FLAGS + 4;
+const OFF_NEAR_SCALE: usize = OFF_NEAR_ERROR + 4;
 /// End of the defined fields; bytes from here to the CRC are zero.
-pub const HEADER_FIELDS_END: usize = OFF_BUILD_FLAGS + 4;
+pub const HEADER_FIELDS_END: usize = OFF_NEAR_SCALE + 4;
 const _: () = assert!(HEADER_FIELDS_END <= HEADER_CRC_OFFSET);
 const _: () = assert!(
     HEADER_SLOT_BYTES.is_multiple_of(SECTOR_BYTES),
@@ -105,6 +110,11 @@ pub struct IndexHeader {
     /// covered (DiskANN's `saturate_graph`; [`ssdann_builder`'s `robust_prune::saturate`]).
     /// A merge keeps the property: the lists it prunes are saturated too.
     pub saturated: bool,
+    /// PQ's error on near pairs, the measure the default early-termination ratio is taken
+    /// from ([`crate::near_error`]; format minor 3). `None`: not measured (an older index,
+    /// whose engine measures it at open; an inner-product index; an index too small to
+    /// measure). A merge keeps it: PQ and the neighbour codes do not change.
+    pub near_error: Option<crate::near_error::NearError>,
 }
 
 fn put_u16(b: &mut [u8], off: usize, v: u16) {
@@ -214,6 +224,18 @@ impl IndexHeader {
             &mut b,
             OFF_BUILD_FLAGS,
             if self.saturated { FLAG_SATURATED } else { 0 },
+        );
+        put_u32(
+            &mut b,
+            OFF_NEAR_ERROR,
+            self.near_error
+                .map_or(NEAR_ERROR_NONE, |e| e.error.to_bits()),
+        );
+        put_u32(
+            &mut b,
+            OFF_NEAR_SCALE,
+            self.near_error
+                .map_or(NEAR_ERROR_NONE, |e| e.scale.to_bits()),
         );
         let crc = crc32fast::hash(&b[..HEADER_CRC_OFFSET]);
         put_u32(&mut b, HEADER_CRC_OFFSET, crc);
@@ -438,6 +460,36 @@ impl IndexHeader {
                 "only bit 0 (saturated graph) is defined",
             ));
         }
+        let near_bits = [get_u32(b, OFF_NEAR_ERROR), get_u32(b, OFF_NEAR_SCALE)];
+        let near_error = if minor < 3 {
+            if let Some(&bits) = near_bits.iter().find(|&&x| x != 0) {
+                return Err(field(
+                    "near_error",
+                    &bits,
+                    &format!("must be 0 in format minor {minor} (it has no such field)"),
+                ));
+            }
+            None
+        } else if near_bits == [NEAR_ERROR_NONE; 2] {
+            None
+        } else {
+            let [error, scale] = near_bits.map(f32::from_bits);
+            if !(error.is_finite() && (0.0..=crate::near_error::MAX_NEAR_ERROR).contains(&error)) {
+                return Err(field(
+                    "near_error",
+                    &error,
+                    "must be a number in 0..=1e6, or unmeasured (all bits set)",
+                ));
+            }
+            if !(scale.is_finite() && scale >= 0.0) {
+                return Err(field(
+                    "near_scale",
+                    &scale,
+                    "must be a finite number ≥ 0 (with near_error measured)",
+                ));
+            }
+            Some(crate::near_error::NearError { error, scale })
+        };
         let h = IndexHeader {
             generation,
             n_slots,
@@ -452,6 +504,7 @@ impl IndexHeader {
             build_l,
             build_alpha,
             saturated: flags & FLAG_SATURATED != 0,
+            near_error,
         };
         let file_bytes = get_u64(b, OFF_FILE_BYTES);
         if file_bytes != h.file_bytes() {

@@ -18,6 +18,10 @@ fn sample() -> IndexHeader {
         build_l: 100,
         build_alpha: 1.2,
         saturated: true,
+        near_error: Some(crate::near_error::NearError {
+            error: 0.25,
+            scale: 3.5,
+        }),
     }
 }
 
@@ -136,7 +140,29 @@ fn crc_valid_fields_out_of_range_are_refused_naming_field_and_value() {
     two[HEADER_SLOT_BYTES..].copy_from_slice(&gen_max);
     let (h, slot) = IndexHeader::choose(p, &two).unwrap();
     assert_eq!((h.generation, slot), (1, 0));
-    let cases: [(_, &str); 8] = [
+    let cases: [(_, &str); 12] = [
+        (
+            crafted(|b| put_u32(b, OFF_NEAR_SCALE, f32::INFINITY.to_bits())),
+            "field `near_scale` = inf: header slot 1: must be a finite number ≥ 0 (with \
+             near_error measured)",
+        ),
+        (
+            crafted(|b| put_u32(b, OFF_NEAR_ERROR, (-0.5f32).to_bits())),
+            "field `near_error` = -0.5: header slot 1: must be a number in 0..=1e6, or \
+             unmeasured (all bits set)",
+        ),
+        (
+            crafted(|b| put_u32(b, OFF_NEAR_ERROR, f32::NAN.to_bits())),
+            "field `near_error` = NaN: header slot 1: must be a number in 0..=1e6, or \
+             unmeasured (all bits set)",
+        ),
+        (
+            crafted(|b| {
+                put_u16(b, OFF_MINOR, 2);
+            }),
+            "field `near_error` = 1048576000: header slot 1: must be 0 in format minor 2 (it \
+             has no such field)",
+        ),
         (
             crafted(|b| put_u32(b, OFF_BUILD_FLAGS, 3)),
             "field `build_flags` = 3: header slot 1: only bit 0 (saturated graph) is defined",
@@ -169,7 +195,7 @@ fn crc_valid_fields_out_of_range_are_refused_naming_field_and_value() {
         (
             crafted(|b| b[4000] = 9),
             "field `zero padding` = 9: header slot 1: byte at offset 4000 must be 0 in \
-             format minor 2",
+             format minor 3",
         ),
     ];
     for (enc, want) in cases {
@@ -183,18 +209,31 @@ fn crc_valid_fields_out_of_range_are_refused_naming_field_and_value() {
     });
     assert_eq!(IndexHeader::decode(p, 1, &newer).unwrap(), sample());
     // a minor-1 header (written before the flags) reads as not saturated
+    // (and, before minor 3, as not measured)
     let old = IndexHeader {
         saturated: false,
+        near_error: None,
         ..sample()
     };
     let minor1 = {
         let mut b = old.encode();
         put_u16(&mut b, OFF_MINOR, 1);
+        put_u32(&mut b, OFF_NEAR_ERROR, 0);
+        put_u32(&mut b, OFF_NEAR_SCALE, 0);
         let crc = crc32fast::hash(&b[..HEADER_CRC_OFFSET]);
         put_u32(&mut b, HEADER_CRC_OFFSET, crc);
         b
     };
     assert_eq!(IndexHeader::decode(p, 1, &minor1).unwrap(), old);
+    // minor 3 round-trips both a measure and "not measured"
+    let m = |error, scale| Some(crate::near_error::NearError { error, scale });
+    for near_error in [m(0.25, 1.0), m(0.0, 0.0), None] {
+        let h = IndexHeader {
+            near_error,
+            ..sample()
+        };
+        assert_eq!(IndexHeader::decode(p, 1, &h.encode()).unwrap(), h);
+    }
 }
 
 #[test]

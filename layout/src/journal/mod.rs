@@ -106,6 +106,7 @@ pub fn example_index(generation: u64, pq_m: u32) -> crate::header::IndexHeader {
         build_l: 100,
         build_alpha: 1.2,
         saturated: false,
+        near_error: None,
     }
 }
 

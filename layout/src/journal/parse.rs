@@ -75,8 +75,8 @@ pub struct CommittedJournal {
 
 /// What [`parse`] found.
 pub enum ParsedJournal {
-    /// A valid, committed journal: finish it.
-    Committed(CommittedJournal),
+    /// A valid, committed journal: finish it (boxed: it holds the header images).
+    Committed(Box<CommittedJournal>),
     /// No valid commit entry, and index.ssd still at the merge's base generation: a merge
     /// that stopped before its commit fsync returned.
     Uncommitted,
@@ -440,7 +440,7 @@ fn commit(
             format!("an entry for block {b} lies past the {nb} blocks of the committed index"),
         ));
     }
-    Ok(ParsedJournal::Committed(CommittedJournal {
+    Ok(ParsedJournal::Committed(Box::new(CommittedJournal {
         blocks,
         block_bytes: jh.block_bytes,
         wal_seq: c.wal_seq,
@@ -448,5 +448,5 @@ fn commit(
         staged_crcs: c.staged_crcs,
         header: c.header,
         new_header: new,
-    }))
+    })))
 }

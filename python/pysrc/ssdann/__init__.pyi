@@ -140,7 +140,8 @@ class Index:
         """k nearest neighbours of q (shape (d,), float32): labels (k,) uint64 and distances
         (k,) float32 — squared L2 for "l2", negated inner product for "ip", 1 - cos for
         "cosine" — closest first. ``termination_ratio`` (≥ 1; l2/cosine): stop once the
-        closest unexpanded candidate is that many times the k-th best distance (None: off).
+        closest unexpanded candidate is that many times the k-th best distance (None: the
+        index's own ratio, ``default_termination_ratio``; ``float("inf")``: off).
         Raises ValueError for a wrong shape/dtype/dimension, k = 0, L < k, W out of
         1..=1024 or a bad termination_ratio."""
     def batch_search(
@@ -191,6 +192,14 @@ class Index:
     @property
     def live_count(self) -> int:
         """Points a search can return."""
+    @property
+    def default_termination_ratio(self) -> Optional[float]:
+        """The early-termination ratio of a search with ``termination_ratio=None``: 1 +
+        max(1.5 × ``near_error``, 0.15); None on an inner-product index."""
+    @property
+    def near_error(self) -> Optional[float]:
+        """PQ's error on near pairs (99th percentile of (approximate − exact) / d₁₀),
+        measured by the build."""
     @property
     def metric(self) -> str: ...
     @property

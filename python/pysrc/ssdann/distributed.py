@@ -507,7 +507,8 @@ def evaluate(
     W : int, default 4
         Beam width (1..=1024), as ``Index.batch_search``.
     termination_ratio : float, optional
-        Early termination, as ``Index.batch_search`` (None: off).
+        Early termination, as ``Index.batch_search`` (None: each part's own ratio;
+        ``float("inf")``: off).
     index_options : dict, optional
         Keyword arguments for each actor's ``ssdann.Index`` (``cache_nodes``,
         ``navigation_nodes``, ``busy_poll_us``, ...), as for a local Index.

@@ -49,7 +49,7 @@ fn journal(dir: &Path, new: &IndexHeader) -> PathBuf {
 
 fn committed(p: &Path, cur: &IndexHeader) -> Committed {
     match parse(p, cur).unwrap() {
-        Parsed::Committed(c) => c,
+        Parsed::Committed(c) => *c,
         Parsed::Uncommitted => panic!("expected a committed journal"),
     }
 }
