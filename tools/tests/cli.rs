@@ -1209,23 +1209,23 @@ fn search_and_eval_take_the_same_parameters_and_agree() {
         .sum();
     let search_recall = hits as f64 / (found.nq * 10) as f64;
     let json = tmp.path().join("eval.json");
-    let mut args = vec![
+    let (g, js) = (gtp.to_str().unwrap(), json.to_str().unwrap());
+    let eval_args = [
         "eval",
         "--index",
         o,
         "--queries",
         dp,
         "--gt",
-        gtp.to_str().unwrap(),
-    ];
-    args.extend([
+        g,
         "-L",
         "40",
         "--threads",
         "1",
         "--json",
-        json.to_str().unwrap(),
-    ]);
+        js,
+    ];
+    let mut args = eval_args.to_vec();
     args.extend(flags);
     let e = ssdann(&args);
     assert!(e.status.success(), "{}", text(&e));
@@ -1257,25 +1257,8 @@ fn search_and_eval_take_the_same_parameters_and_agree() {
         "{line}"
     );
     drop(h);
-    let mut args = vec![
-        "eval",
-        "--index",
-        o,
-        "--queries",
-        dp,
-        "--gt",
-        gtp.to_str().unwrap(),
-    ];
-    args.extend([
-        "-L",
-        "40",
-        "--threads",
-        "1",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
     for (flag, want) in [(None, "index"), (Some("off"), "off")] {
-        let mut a = args.clone();
+        let mut a = eval_args.to_vec();
         a.extend(flag.map(|f| ["--termination-ratio", f]).iter().flatten());
         let e = ssdann(&a);
         assert!(e.status.success(), "{}", text(&e));
