@@ -93,6 +93,24 @@ fn searches_default_to_the_ratio_the_build_measured_and_keep_recalls_ceiling() {
     assert_eq!(old.near_error(), Some(measured));
     assert_eq!(old.default_termination_ratio(), Some(r));
     assert!(ssdann::engine::verify(&dir).unwrap().ok());
+
+    // A damaged record among the samples leaves such an index openable, with no default
+    // termination (the measure is an optimisation; the block is refused where it is read).
+    let h = old.header();
+    drop(old);
+    let first_sample = (h.n_slots / 256) / 2;
+    let at = h.layout.block_offset_bytes(h.layout.block_of(first_sample)) + 10;
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("index.ssd"))
+            .unwrap();
+        f.write_all_at(&[0xA5, 0x5A, 0xA5], at).unwrap();
+    }
+    let damaged = Index::open(&dir, OpenOptions::default()).unwrap();
+    assert_eq!(damaged.near_error(), None);
+    assert_eq!(damaged.default_termination_ratio(), None);
 }
 
 #[test]

@@ -207,7 +207,16 @@ impl State {
         };
         state.near_error = match state.header.near_error {
             Some(e) => Some(e),
-            None => state.measure_near_error()?,
+            // an optimisation's input: a damaged record it samples leaves the default off
+            // (and the block is refused where a search reads it), not the index unopenable
+            None => state.measure_near_error().unwrap_or_else(|e| {
+                log::warn!(
+                    "{}: PQ's error on near pairs not measured ({e}); searches default to no \
+                     early termination",
+                    state.file.path.display()
+                );
+                None
+            }),
         };
         state.default_termination = state
             .near_error
