@@ -21,14 +21,16 @@
 //!
 //! Imports inside `layout` run one way, each module using only those before it:
 //!
-//! `error → storage → blob → distance → dataset → sector → header → labels → navigation → pq_adc → pq → pq_refine → nearest → wal → journal`
+//! `error → storage → blob → distance → dataset → sector → header → labels → navigation → pq_adc → pq → pq_refine → near_error → nearest → wal → journal`
 //!
 //! - `error`; [`storage`] (the durable-write trait); [`blob`] (checksummed auxiliary files);
 //! - [`distance`]: the kernels, [`Element`] and [`ElementType`]; [`dataset`] reads and writes
 //!   vector files of those types (and re-exports `ElementType`);
 //! - [`sector`] → [`header`] → [`labels`], [`navigation`]: the index files;
 //! - PQ: [`pq_adc`] (the table scans and `PQ_CENTROIDS`, re-exported by `pq`) → [`pq`] (the
-//!   codebook and its files) → [`pq_refine`] (neighbour codes) → [`nearest`];
+//!   codebook and its files) → [`pq_refine`] (neighbour codes) → [`near_error`] (PQ's error
+//!   on near pairs, the default early-termination ratio; its stored form is the header's
+//!   [`header::NearError`]) → [`nearest`];
 //! - [`wal`], then [`journal`] (a merge's journal, which names every other file).
 //!
 //! `tools/check-imports.sh` checks this order.

@@ -51,19 +51,7 @@ pub const FLOOR: f32 = 0.15;
 /// Samples whose d_k is below this share of the median d_k are left out of the error (module
 /// docs); the smallest d_k measured, this share × the median, is [`NearError::scale`].
 pub const MEASURED_SHARE: f32 = 0.25;
-/// The largest error a header may hold (checked when it is read).
-pub const MAX_NEAR_ERROR: f32 = 1.0e6;
-
-/// An index's measure of PQ's error on near pairs (module docs).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct NearError {
-    /// The [`QUANTILE`] of (approximate − exact) / d_k (≥ 0).
-    pub error: f32,
-    /// The smallest d_k the error was measured at ([`MEASURED_SHARE`] × the median d_k over
-    /// the sampled nodes), in the index's ranking distance (squared L2; for cosine, of the
-    /// normalized vectors): below it the margin stays what it is there.
-    pub scale: f32,
-}
+pub use crate::header::{NearError, MAX_NEAR_ERROR};
 
 /// Where a search with ratio `r` stops: once its closest unexpanded candidate's approximate
 /// distance exceeds d_k + (r − 1) × max(d_k, `scale`) — r × d_k at the index's typical

@@ -26,6 +26,21 @@ pub const FORMAT_VERSION_MAJOR: u16 = 2;
 pub const FORMAT_VERSION_MINOR: u16 = 3;
 /// `near_error`'s bits when it was not measured (`f32::NAN` with a fixed payload).
 const NEAR_ERROR_NONE: u32 = u32::MAX;
+/// The largest error `near_error` may hold (checked when a header is read).
+pub const MAX_NEAR_ERROR: f32 = 1.0e6;
+
+/// An index's measure of PQ's error on near pairs (`crate::near_error` measures it and
+/// explains it; format minor 3).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NearError {
+    /// The 99th percentile of (approximate − exact) / d_k over near pairs (≥ 0).
+    pub error: f32,
+    /// The smallest d_k the error was measured at (¼ of the median d_k over the sampled
+    /// nodes), in the index's ranking distance (squared L2; for cosine, of the normalized
+    /// vectors): below it the search's margin stays what it is there.
+    pub scale: f32,
+}
+
 /// `build_flags` bit 0: the graph was built saturated ([`IndexHeader::saturated`]).
 const FLAG_SATURATED: u32 = 1;
 /// Oldest major version this build reads.
@@ -111,10 +126,10 @@ pub struct IndexHeader {
     /// A merge keeps the property: the lists it prunes are saturated too.
     pub saturated: bool,
     /// PQ's error on near pairs, the measure the default early-termination ratio is taken
-    /// from ([`crate::near_error`]; format minor 3). `None`: not measured (an older index,
+    /// from (`near_error`; format minor 3). `None`: not measured (an older index,
     /// whose engine measures it at open; an inner-product index; an index too small to
     /// measure). A merge keeps it: PQ and the neighbour codes do not change.
-    pub near_error: Option<crate::near_error::NearError>,
+    pub near_error: Option<NearError>,
 }
 
 fn put_u16(b: &mut [u8], off: usize, v: u16) {
@@ -474,7 +489,7 @@ impl IndexHeader {
             None
         } else {
             let [error, scale] = near_bits.map(f32::from_bits);
-            if !(error.is_finite() && (0.0..=crate::near_error::MAX_NEAR_ERROR).contains(&error)) {
+            if !(error.is_finite() && (0.0..=MAX_NEAR_ERROR).contains(&error)) {
                 return Err(field(
                     "near_error",
                     &error,
@@ -488,7 +503,7 @@ impl IndexHeader {
                     "must be a finite number ≥ 0 (with near_error measured)",
                 ));
             }
-            Some(crate::near_error::NearError { error, scale })
+            Some(NearError { error, scale })
         };
         let h = IndexHeader {
             generation,

@@ -18,7 +18,7 @@ fn sample() -> IndexHeader {
         build_l: 100,
         build_alpha: 1.2,
         saturated: true,
-        near_error: Some(crate::near_error::NearError {
+        near_error: Some(NearError {
             error: 0.25,
             scale: 3.5,
         }),
@@ -226,7 +226,7 @@ fn crc_valid_fields_out_of_range_are_refused_naming_field_and_value() {
     };
     assert_eq!(IndexHeader::decode(p, 1, &minor1).unwrap(), old);
     // minor 3 round-trips both a measure and "not measured"
-    let m = |error, scale| Some(crate::near_error::NearError { error, scale });
+    let m = |error, scale| Some(NearError { error, scale });
     for near_error in [m(0.25, 1.0), m(0.0, 0.0), None] {
         let h = IndexHeader {
             near_error,
