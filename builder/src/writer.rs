@@ -201,9 +201,6 @@ pub(crate) fn new_header(
     }
 }
 
-/// `code_of(slot, out)` of [`record_near_error`]: fills the slot's M-byte PQ code.
-pub(crate) type CodeOf<'a> = dyn FnMut(u32, &mut [u8]) -> Result<(), BuildError> + 'a;
-
 /// Measures PQ's error on near pairs in the sector file just written at `path` (before its
 /// fsync: a [`BeforeSync`] step; [`ssdann_layout::near_error::measure`], reading ≤ 256 × 17
 /// records back with pread), stores it in `header` and rewrites header slot 0 of `file`
@@ -220,54 +217,38 @@ pub(crate) fn record_near_error(
     header: &mut IndexHeader,
     pq: &ssdann_layout::PqCodebook,
     refine: Option<&ssdann_layout::PqCodebook>,
-    code_of: &mut CodeOf<'_>,
+    code_of: &mut ssdann_layout::near_error::CodeOf<'_, BuildError>,
 ) -> Result<(), BuildError> {
     use std::os::unix::fs::FileExt;
     let layout = header.layout;
     let reader = std::fs::File::open(path).map_err(|e| BuildError::io(path, e))?;
     let mut block = vec![0u8; layout.block_bytes()];
-    let mut code_err = None;
-    let measured = {
-        let src = ssdann_layout::near_error::Source {
-            header,
-            path,
-            pq,
-            refine,
-        };
-        let mut read_record = |id: u32, out: &mut Vec<u8>| -> ssdann_layout::Result<()> {
-            let b = layout.block_of(u64::from(id));
-            reader
-                .read_exact_at(&mut block, layout.block_offset_bytes(b))
-                .map_err(|e| ssdann_layout::LayoutError::Io {
-                    path: path.into(),
-                    source: e,
-                })?;
-            ssdann_layout::sector::check_block(&block).map_err(|(expected, got)| {
-                ssdann_layout::LayoutError::ChecksumMismatch {
-                    path: path.into(),
-                    what: format!("block {b}"),
-                    expected,
-                    got,
-                }
-            })?;
-            let off = layout.offset_in_block(u64::from(id));
-            out.clear();
-            out.extend_from_slice(&block[off..off + layout.record_bytes]);
-            Ok(())
-        };
-        let mut code = |id: u32, out: &mut [u8]| -> ssdann_layout::Result<()> {
-            code_of(id, out).map_err(|e| {
-                let msg = e.to_string();
-                code_err = Some(e);
-                ssdann_layout::LayoutError::corrupt(path, "PQ code", msg)
-            })
-        };
-        ssdann_layout::near_error::measure(&src, &|_| false, &mut read_record, &mut code)
+    let src = ssdann_layout::near_error::Source {
+        header,
+        path,
+        pq,
+        refine,
     };
-    if let Some(e) = code_err {
-        return Err(e);
-    }
-    header.near_error = measured?;
+    let mut read_record = |id: u32, out: &mut Vec<u8>| -> Result<(), BuildError> {
+        let b = layout.block_of(u64::from(id));
+        reader
+            .read_exact_at(&mut block, layout.block_offset_bytes(b))
+            .map_err(|e| BuildError::io(path, e))?;
+        ssdann_layout::sector::check_block(&block).map_err(|(expected, got)| {
+            ssdann_layout::LayoutError::ChecksumMismatch {
+                path: path.into(),
+                what: format!("block {b}"),
+                expected,
+                got,
+            }
+        })?;
+        let off = layout.offset_in_block(u64::from(id));
+        out.clear();
+        out.extend_from_slice(&block[off..off + layout.record_bytes]);
+        Ok(())
+    };
+    let measured = ssdann_layout::near_error::measure(&src, &|_| false, &mut read_record, code_of)?;
+    header.near_error = measured;
     storage
         .write_at(file, path, &header.encode(), 0)
         .map_err(|e| BuildError::io(path, e))

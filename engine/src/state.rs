@@ -321,36 +321,21 @@ impl State {
             refine: self.refine.as_ref(),
         };
         let mut buf = AlignedBuf::new(l.block_bytes());
-        let mut engine_err = None;
-        let measured = ssdann_layout::near_error::measure(
+        ssdann_layout::near_error::measure(
             &src,
             &|id| self.labels.is_free(id as usize),
-            &mut |id, out| match self.checked_record(id, &mut buf) {
-                Ok(off) => {
-                    out.clear();
-                    out.extend_from_slice(&buf.as_slice()[off..off + l.record_bytes]);
-                    Ok(())
-                }
-                Err(e) => {
-                    let msg = e.to_string();
-                    engine_err = Some(e);
-                    Err(ssdann_layout::LayoutError::corrupt(
-                        &self.file.path,
-                        "record",
-                        msg,
-                    ))
-                }
+            &mut |id, out| {
+                let off = self.checked_record(id, &mut buf)?;
+                out.clear();
+                out.extend_from_slice(&buf.as_slice()[off..off + l.record_bytes]);
+                Ok(())
             },
             // ids < n: `measure` checks every list against n, and the codes are n × M
             &mut |id, out| {
                 out.copy_from_slice(&self.codes[id as usize * m..(id as usize + 1) * m]);
                 Ok(())
             },
-        );
-        match engine_err {
-            Some(e) => Err(e),
-            None => Ok(measured?),
-        }
+        )
     }
 
     /// Reads node `id`'s block into `buf` and checks its record; returns the record's

@@ -30,7 +30,7 @@ use crate::error::LayoutError;
 use crate::header::IndexHeader;
 use crate::pq::{pq_distance, PqCodebook, PQ_CENTROIDS};
 use crate::sector::NodeRecord;
-use crate::{ElementType, Result};
+use crate::ElementType;
 use std::path::Path;
 
 /// Nodes sampled as queries.
@@ -56,6 +56,8 @@ pub use crate::header::{NearError, MAX_NEAR_ERROR};
 /// Where a search with ratio `r` stops: once its closest unexpanded candidate's approximate
 /// distance exceeds d_k + (r − 1) × max(d_k, `scale`) — r × d_k at the index's typical
 /// neighbour distance and beyond, an absolute margin below it. `scale` = 0: r × d_k.
+/// `dk`, `scale` and the result are in the index's ranking distance (squared L2; for
+/// cosine, of the normalized vectors).
 #[inline]
 pub fn stop_threshold(r: f32, dk: f32, scale: f32) -> f32 {
     dk + (r - 1.0) * dk.max(scale)
@@ -74,6 +76,11 @@ pub fn stop_threshold(r: f32, dk: f32, scale: f32) -> f32 {
 pub fn termination_ratio(near_error: f32) -> f32 {
     1.0 + (MARGIN * near_error).max(FLOOR)
 }
+
+/// `read_record(slot, out)` of [`measure`]: fills `out` with the slot's record.
+pub type ReadRecord<'a, E> = dyn FnMut(u32, &mut Vec<u8>) -> Result<(), E> + 'a;
+/// `code_of(slot, out)` of [`measure`]: fills `out` with the slot's M-byte PQ code.
+pub type CodeOf<'a, E> = dyn FnMut(u32, &mut [u8]) -> Result<(), E> + 'a;
 
 /// What [`measure`] reads from an index.
 pub struct Source<'a> {
@@ -97,14 +104,14 @@ pub struct Source<'a> {
 /// and the pairs (≤ 4,096 × 8 bytes). Reads: ≤ [`SAMPLE_NODES`] × (1 + [`PAIRS_PER_NODE`]) records.
 ///
 /// # Errors
-/// What the closures return; [`LayoutError::Corrupt`] naming `path` for a record whose
-/// degree exceeds R or whose list names a slot ≥ n.
-pub fn measure(
+/// What the closures return (the caller's error type `E`); [`LayoutError::Corrupt`] naming
+/// `path` for a record whose degree exceeds R or whose list names a slot ≥ n.
+pub fn measure<E: From<LayoutError>>(
     src: &Source<'_>,
     is_free: &dyn Fn(u32) -> bool,
-    read_record: &mut dyn FnMut(u32, &mut Vec<u8>) -> Result<()>,
-    code_of: &mut dyn FnMut(u32, &mut [u8]) -> Result<()>,
-) -> Result<Option<NearError>> {
+    read_record: &mut ReadRecord<'_, E>,
+    code_of: &mut CodeOf<'_, E>,
+) -> Result<Option<NearError>, E> {
     let h = src.header;
     let layout = h.layout;
     let n = h.n_slots;
@@ -136,10 +143,8 @@ pub fn measure(
         if let Some(refine) = src.refine {
             refine.refine_table(src.pq, &q, h.metric, &mut table2, &mut scratch);
         }
-        let listed: Vec<(usize, u32)> = rec.neighbors().enumerate().collect();
-        let codes = rec.neighbor_codes.to_vec();
         let mut pairs = Vec::with_capacity(PAIRS_PER_NODE);
-        for (j, nb) in listed {
+        for (j, nb) in rec.neighbors().enumerate() {
             if pairs.len() == PAIRS_PER_NODE {
                 break;
             }
@@ -148,7 +153,11 @@ pub fn measure(
             }
             code_of(nb, &mut code)?;
             let mut approx = pq_distance(&table, &code);
-            if let Some(c) = codes.get(j * cb..(j + 1) * cb).filter(|_| cb > 0) {
+            if let Some(c) = rec
+                .neighbor_codes
+                .get(j * cb..(j + 1) * cb)
+                .filter(|_| cb > 0)
+            {
                 let (c2, t) = c.split_at(cb - 4);
                 approx += pq_distance(&table2, c2) + f32::from_le_bytes([t[0], t[1], t[2], t[3]]);
             }
@@ -198,12 +207,12 @@ fn error_quantile(samples: &[(f32, Vec<(f32, f32)>)]) -> Option<NearError> {
 }
 
 /// Reads slot `id`'s record into `buf` and checks its degree and list.
-fn checked<'b>(
+fn checked<'b, E: From<LayoutError>>(
     src: &Source<'_>,
     id: u32,
     buf: &'b mut Vec<u8>,
-    read_record: &mut dyn FnMut(u32, &mut Vec<u8>) -> Result<()>,
-) -> Result<NodeRecord<'b>> {
+    read_record: &mut ReadRecord<'_, E>,
+) -> Result<NodeRecord<'b>, E> {
     let layout = src.header.layout;
     read_record(id, buf)?;
     if buf.len() != layout.record_bytes {
@@ -215,7 +224,8 @@ fn checked<'b>(
                 buf.len(),
                 layout.record_bytes
             ),
-        ));
+        )
+        .into());
     }
     let rec = layout.record(buf, 0);
     rec.check(
@@ -223,7 +233,7 @@ fn checked<'b>(
         src.header.n_slots,
         src.header.max_degree as usize,
     )
-    .map_err(|detail| LayoutError::corrupt(src.path, format!("node {id}"), detail))?;
+    .map_err(|detail| E::from(LayoutError::corrupt(src.path, format!("node {id}"), detail)))?;
     Ok(rec)
 }
 
